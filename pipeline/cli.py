@@ -1,0 +1,300 @@
+"""`python -m pipeline <command>`: ingest, run, predict, compile-kfp, schema.
+
+Heavy imports (TensorFlow, TFX) happen inside the commands, so `--help` and `ingest` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from pipeline import logs
+
+log = logging.getLogger("pipeline")
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+EPILOG = """\
+examples:
+  python -m pipeline run                          # built-in digits dataset, end to end
+  python -m pipeline ingest photos/ data/photos   # image folder -> TFRecords
+  python -m pipeline run --data data/photos --epochs 20 --serving-dir /models
+  python -m pipeline predict --model-dir serving_model/digits img1.png img2.png
+  python -m pipeline compile-kfp --output pipeline.json
+
+exit codes: 0 ok, 1 the pipeline or a command failed, 2 bad input or arguments
+"""
+
+
+def _add_trainer_args(parser: argparse.ArgumentParser) -> None:
+    from trainer.config import TrainerConfig
+
+    defaults = TrainerConfig(image_shape=(1, 1, 1), class_names=("a", "b"))
+    group = parser.add_argument_group("training")
+    group.add_argument("--epochs", type=int, default=defaults.epochs,
+                       help="max epochs; early stopping may end sooner (default %(default)s)")
+    group.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    group.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    group.add_argument("--flip", action=argparse.BooleanOptionalAction,
+                       default=defaults.augment_flip,
+                       help="random horizontal flips while training (off: digits are not "
+                            "mirror-symmetric; turn on for photos such as CIFAR-10)")
+    group.add_argument("--translate", type=float, default=defaults.augment_translate,
+                       help="max random shift while training, as a fraction of the image size")
+
+
+def _add_pipeline_args(parser: argparse.ArgumentParser) -> None:
+    from pipeline.config import DEFAULT_SCHEMA, EvalThresholds
+
+    thresholds = EvalThresholds()
+    parser.add_argument("--pipeline-name", default="image-classifier")
+    parser.add_argument("--model-name", help="name under the serving dir (default: dataset name)")
+    parser.add_argument("--schema", type=Path, default=DEFAULT_SCHEMA,
+                        help="curated schema imported by ImportSchemaGen (default %(default)s)")
+    parser.add_argument("--min-accuracy", type=float, default=thresholds.min_accuracy,
+                        help="bless only above this eval accuracy (default %(default)s)")
+    parser.add_argument("--max-regression", type=float, default=thresholds.max_regression,
+                        help="bless only if accuracy drops at most this much below the last "
+                             "blessed model (default %(default)s)")
+    _add_trainer_args(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline",
+        description="TFX image classification pipeline: ingest, validate, transform, train, "
+                    "evaluate and push to a TF Serving model directory.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show TensorFlow/TFX/Beam logs on the console")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="image folder -> sharded gzip TFRecords + class map",
+                       description="Turn SRC/<split>/<class>/*.jpg or SRC/<class>/*.jpg into "
+                                   "TFRecords of tf.Example{image: bytes, label: int64}.",
+                       epilog="example: python -m pipeline ingest ~/flowers data/flowers")
+    p.add_argument("src", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--eval-fraction", type=float, default=0.2,
+                   help="share of images for eval when SRC has no split folders")
+    p.add_argument("--workers", type=int, help="parallel writer processes (default: CPUs)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+
+    p = sub.add_parser("run", help="run the pipeline locally (LocalDagRunner)",
+                       description="Build and run the pipeline with LocalDagRunner and a SQLite "
+                                   "ML Metadata store; re-runs reuse TFX caching.",
+                       epilog="examples:\n  python -m pipeline run\n"
+                              "  python -m pipeline run --data ~/flowers --flip --epochs 40",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--dataset", default="digits", help="built-in dataset (default digits)")
+    source.add_argument("--data", type=Path,
+                        help="an image folder, or TFRecords written by `ingest`")
+    p.add_argument("--root", type=Path, default=Path("tfx_root"),
+                   help="pipeline root, metadata, data and logs (default %(default)s)")
+    p.add_argument("--serving-dir", type=Path, default=Path("serving_model"),
+                   help="TF Serving base dir; models go to <dir>/<model-name>/<version>/")
+    p.add_argument("--eval-fraction", type=float, default=0.2)
+    p.add_argument("--no-cache", action="store_true", help="re-execute every component")
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    _add_pipeline_args(p)
+
+    p = sub.add_parser("predict", help="classify images with the newest pushed model",
+                       epilog="example: python -m pipeline predict --model-dir "
+                              "serving_model/digits a.png b.jpg")
+    p.add_argument("--model-dir", type=Path, required=True,
+                   help="<serving-dir>/<model-name> (newest version is used) or a version dir")
+    p.add_argument("images", type=Path, nargs="+")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("compile-kfp", help="compile the pipeline to a Kubeflow Pipelines v2 spec",
+                       epilog="example: python -m pipeline compile-kfp --output pipeline.json "
+                              "--pipeline-root gs://bucket/tfx --data-root gs://bucket/data")
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--image", default="tfx-image-classification:latest",
+                   help="container image with this project installed")
+    p.add_argument("--pipeline-root", default="gs://YOUR_BUCKET/tfx-image-classification")
+    p.add_argument("--data-root", default="gs://YOUR_BUCKET/data/digits",
+                   help="TFRecords written by `ingest`, as seen from the cluster")
+    p.add_argument("--serving-dir", default="gs://YOUR_BUCKET/serving_model")
+    p.add_argument("--dataset-info", type=Path,
+                   help="dataset.json from `ingest` (class names, image shape); default digits")
+    p.add_argument("--image-schema", default="/pipeline/schema/schema.pbtxt",
+                   help="schema path inside the image (default %(default)s)")
+    _add_pipeline_args(p)
+
+    p = sub.add_parser("schema", help="write the curated schema for another class count")
+    p.add_argument("--num-classes", type=int, required=True)
+    p.add_argument("--output", type=Path, required=True)
+    return parser
+
+
+def _trainer_config(args: argparse.Namespace, class_names, image_shape):
+    from trainer.config import TrainerConfig
+
+    return TrainerConfig(
+        image_shape=tuple(image_shape),
+        class_names=tuple(class_names),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        augment_flip=args.flip,
+        augment_translate=args.translate,
+    )
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from pipeline.ingest import ingest
+
+    start = time.monotonic()
+    info = ingest(args.src, args.out, eval_fraction=args.eval_fraction, workers=args.workers,
+                  overwrite=args.overwrite)
+    total = sum(info.split_counts.values())
+    elapsed = time.monotonic() - start
+    print(f"wrote {total} images ({info.split_counts}) of {info.num_classes} classes, "
+          f"shape {info.image_shape}, to {args.out} in {elapsed:.1f}s")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.config import EvalThresholds, PipelineConfig
+    from pipeline.schema import check_num_classes
+    from pipeline.workspace import Workspace, prepare_data
+
+    workspace = Workspace(args.root.resolve(), args.pipeline_name)
+    log_file = workspace.new_log_file()
+    logs.configure(log_file, args.verbose)
+    start = time.monotonic()
+    name, data_root, info = prepare_data(
+        workspace, None if args.data else args.dataset, args.data, args.eval_fraction
+    )
+    check_num_classes(args.schema, info.num_classes)
+    thresholds = EvalThresholds(args.min_accuracy, args.max_regression)
+    config = PipelineConfig(
+        pipeline_name=args.pipeline_name,
+        pipeline_root=str(workspace.pipeline_root),
+        data_root=str(data_root),
+        serving_dir=str(args.serving_dir.resolve()),
+        model_name=args.model_name or name,
+        trainer=_trainer_config(args, info.class_names, info.image_shape),
+        schema_path=str(args.schema.resolve()),
+        thresholds=thresholds,
+        metadata_path=str(workspace.metadata_path),
+        enable_cache=not args.no_cache,
+    )
+    log.info("data: %s (%s), %d classes, image shape %s",
+             data_root, info.split_counts, info.num_classes, info.image_shape)
+    log.info("full log: %s", log_file)
+
+    from pipeline.local_runner import run_local
+    from pipeline.summary import format_summary, summarize_run
+
+    try:
+        run_local(config)
+    except Exception as e:  # noqa: BLE001 - reported with the log location, then exit 1
+        log.error("pipeline failed: %s: %s\nfull log: %s", e.__class__.__name__, e, log_file)
+        logging.getLogger("pipeline.trace").info("traceback", exc_info=True)
+        return EXIT_FAILED
+    summary = summarize_run(config.metadata_path, config.pipeline_name)
+    if args.json:
+        print(summary.to_json())
+    else:
+        for line in format_summary(summary, thresholds.min_accuracy, thresholds.max_regression):
+            print(line)
+        if summary.pushed:
+            print(f"Serve it: tensorflow_model_server --model_name={config.model_name} "
+                  f"--model_base_path={config.push_base_directory} --rest_api_port=8501")
+        print(f"Wall time: {time.monotonic() - start:.0f}s. Full log: {log_file}")
+    return EXIT_OK
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pipeline.predict import predict_files
+
+    version, predictions = predict_files(args.model_dir, args.images, args.top_k)
+    if args.json:
+        print(json.dumps({"model_version": str(version),
+                          "predictions": [p.__dict__ for p in predictions]}, indent=2))
+        return EXIT_OK
+    print(f"model: {version}")
+    for p in predictions:
+        top = ", ".join(f"{name} {prob:.3f}" for name, prob in p.top)
+        print(f"{p.path}: {p.class_name}  ({top})")
+    return EXIT_OK
+
+
+def cmd_compile_kfp(args: argparse.Namespace) -> int:
+    from kubeflow.compile import compile_pipeline, kfp_config
+    from pipeline.config import EvalThresholds
+    from pipeline.ingest import load_dataset_info
+
+    if args.dataset_info:
+        info = load_dataset_info(args.dataset_info.parent)
+        class_names, image_shape = info.class_names, info.image_shape
+        model_name = args.model_name or args.dataset_info.parent.name
+    else:
+        from pipeline.datasets import DIGITS_CLASS_NAMES, DIGITS_IMAGE_SHAPE
+
+        class_names, image_shape = DIGITS_CLASS_NAMES, DIGITS_IMAGE_SHAPE
+        model_name = args.model_name or "digits"
+    config = kfp_config(
+        pipeline_name=args.pipeline_name,
+        pipeline_root=args.pipeline_root,
+        data_root=args.data_root,
+        serving_dir=args.serving_dir,
+        model_name=model_name,
+        trainer=_trainer_config(args, class_names, image_shape),
+        schema_path=args.image_schema,
+        thresholds=EvalThresholds(args.min_accuracy, args.max_regression),
+    )
+    compile_pipeline(config, args.output, image=args.image)
+    print(f"wrote Kubeflow Pipelines v2 spec {args.output} (image {args.image})")
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from pipeline.schema import write_schema
+
+    write_schema(args.num_classes, args.output)
+    print(f"wrote {args.output}: review it, then pass it to `run --schema {args.output}`")
+    return EXIT_OK
+
+
+COMMANDS = {
+    "ingest": cmd_ingest,
+    "run": cmd_run,
+    "predict": cmd_predict,
+    "compile-kfp": cmd_compile_kfp,
+    "schema": cmd_schema,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logs.quiet_third_party()
+    args = build_parser().parse_args(argv)
+    if args.command != "run":
+        logs.configure(None, args.verbose)
+    from pipeline.ingest import IngestError
+    from pipeline.predict import ModelDirError
+
+    bad_input: tuple[type[Exception], ...] = (IngestError, ModelDirError, FileNotFoundError,
+                                              ValueError)
+    try:
+        return COMMANDS[args.command](args)
+    except bad_input as e:
+        log.error("error: %s", e)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""The typed pipeline config: everything the pipeline factory needs, for every runner."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from trainer.config import TrainerConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SCHEMA = REPO_ROOT / "schema" / "schema.pbtxt"
+
+PREPROCESSING_FN = "trainer.preprocessing.preprocessing_fn"
+RUN_FN = "trainer.run.run_fn"
+
+# In-memory DirectRunner: on 2 cores, multi_processing re-imports TF per worker and is slower.
+# Naming DirectRunner stops Beam >= 2.66 from trying to download its Prism runner binary.
+LOCAL_BEAM_ARGS = (
+    "--runner=DirectRunner",
+    "--direct_running_mode=in_memory",
+    "--direct_num_workers=1",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalThresholds:
+    # Candidate must reach this accuracy on the eval split...
+    min_accuracy: float = 0.5
+    # ...and may not be worse than the baseline by more than this (absolute accuracy).
+    max_regression: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_accuracy <= 1:
+            raise ValueError(f"min_accuracy must be in [0, 1], got {self.min_accuracy}")
+        if self.max_regression < 0:
+            raise ValueError(f"max_regression must be >= 0, got {self.max_regression}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    pipeline_name: str
+    pipeline_root: str
+    # Folder of TFRecords written by `ingest`: <data_root>/{train,eval}/*.tfrecord.gz
+    data_root: str
+    # Base for pushes: models land in <serving_dir>/<model_name>/<version>/.
+    serving_dir: str
+    model_name: str
+    trainer: TrainerConfig
+    schema_path: str = str(DEFAULT_SCHEMA)
+    thresholds: EvalThresholds = EvalThresholds()
+    # SQLite MLMD store for local runs; None on Kubeflow (the cluster provides MLMD).
+    metadata_path: str | None = None
+    enable_cache: bool = True
+    beam_pipeline_args: tuple[str, ...] = LOCAL_BEAM_ARGS
+
+    @property
+    def push_base_directory(self) -> str:
+        return f"{self.serving_dir.rstrip('/')}/{self.model_name}"

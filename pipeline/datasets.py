@@ -1,0 +1,45 @@
+"""Built-in datasets, materialized as image folders so they take the same path as user data."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+BUILTIN_DATASETS = ("digits",)
+
+
+def write_digits_folder(out: str | os.PathLike) -> Path:
+    """scikit-learn's 1,797 real 8x8 handwritten digits as PNGs: OUT/<digit>/<index>.png.
+
+    Written to a temporary folder and renamed, so a half-written folder is never reused.
+    """
+    from sklearn.datasets import load_digits
+
+    out = Path(out)
+    if out.is_dir():
+        return out
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    digits = load_digits()
+    # Pixel values are 0..16; stretch them to 0..255 grayscale.
+    images = np.clip(np.rint(digits.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    try:
+        for index, (image, target) in enumerate(zip(images, digits.target, strict=True)):
+            class_dir = tmp / str(int(target))
+            class_dir.mkdir(parents=True, exist_ok=True)
+            buffer = io.BytesIO()
+            Image.fromarray(image, mode="L").save(buffer, format="PNG")
+            (class_dir / f"{index:04d}.png").write_bytes(buffer.getvalue())
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+# What `write_digits_folder` produces, for compiling without ingesting first.
+DIGITS_CLASS_NAMES = tuple(str(d) for d in range(10))
+DIGITS_IMAGE_SHAPE = (8, 8, 1)

@@ -1,0 +1,297 @@
+"""`ingest`: an image folder becomes sharded, gzip-compressed TFRecords plus a class map.
+
+Accepted layouts:
+  SRC/<split>/<class>/*.{jpg,jpeg,png}  `train` plus one of eval/test/val/validation
+  SRC/<class>/*.{jpg,jpeg,png}          no split folders: deterministic hash split
+
+Output (written to a temporary folder and renamed into place only when complete):
+  OUT/train/data-00000-of-0000N.tfrecord.gz, OUT/eval/...   tf.Example{image: bytes, label: int64}
+  OUT/labels.txt     one class name per line; line i is label i
+  OUT/dataset.json   class names, image shape, per-split and per-class counts, provenance
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from pipeline.tfrecord import GzipTFRecordWriter, encode_image_example
+from trainer import features
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
+TRAIN = "train"
+EVAL = "eval"
+EVAL_ALIASES = ("eval", "test", "val", "validation")
+DATASET_INFO = "dataset.json"
+LABELS_FILE = "labels.txt"
+_MAX_SHARD = 50_000
+_MIN_SHARD = 500
+# PIL mode -> channels after tf.io.decode_image.
+_MODE_CHANNELS = {"1": 1, "L": 1, "LA": 1, "I": 1, "I;16": 1, "F": 1, "P": 3, "RGB": 3,
+                  "YCbCr": 3, "CMYK": 3, "RGBA": 4}
+
+
+class IngestError(ValueError):
+    """Bad input for ingest; the message names the offending paths and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    class_names: tuple[str, ...]
+    image_shape: tuple[int, int, int]
+    split_counts: dict[str, int]
+    per_class_counts: dict[str, dict[str, int]]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def load_dataset_info(data_dir: str | os.PathLike) -> DatasetInfo:
+    path = Path(data_dir) / DATASET_INFO
+    if not path.is_file():
+        raise IngestError(
+            f"{path} not found: {data_dir} is not a dataset written by `python -m pipeline ingest`"
+        )
+    raw = json.loads(path.read_text())
+    return DatasetInfo(
+        class_names=tuple(raw["class_names"]),
+        image_shape=tuple(raw["image_shape"]),
+        split_counts={s: v["count"] for s, v in raw["splits"].items()},
+        per_class_counts={s: v["per_class"] for s, v in raw["splits"].items()},
+    )
+
+
+def _visible_children(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def _class_files(class_dir: Path) -> tuple[list[Path], list[Path]]:
+    """Image files under a class folder (recursively) and the non-image files found there."""
+    images, others = [], []
+    for root, dirs, files in os.walk(class_dir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            path = Path(root) / name
+            (images if path.suffix.lower() in IMAGE_EXTENSIONS else others).append(path)
+    return images, others
+
+
+def _hash_fraction(key: str) -> float:
+    digest = hashlib.sha256(key.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def discover(
+    src: Path, eval_fraction: float
+) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
+    """Class names and the (file, label) items of each split; raises IngestError on bad layout."""
+    if not src.is_dir():
+        raise IngestError(
+            f"{src}: not a folder. Pass a folder of <class>/ or <split>/<class>/ images."
+        )
+    top = [p for p in _visible_children(src) if p.is_dir()]
+    split_dirs = {p.name.lower(): p for p in top if p.name.lower() in (TRAIN, *EVAL_ALIASES)}
+    problems: list[str] = []
+
+    if split_dirs:
+        eval_dirs = [split_dirs[a] for a in EVAL_ALIASES if a in split_dirs]
+        extra = sorted(str(p) for p in top if p.name.lower() not in split_dirs)
+        if TRAIN not in split_dirs:
+            raise IngestError(f"{src}: split folders {sorted(split_dirs)} found but no 'train/'.")
+        if len(eval_dirs) != 1:
+            raise IngestError(
+                f"{src}: need exactly one evaluation split folder (one of {list(EVAL_ALIASES)}), "
+                f"found {[p.name for p in eval_dirs] or 'none'}."
+            )
+        if extra:
+            raise IngestError(f"{src}: unexpected folders beside the split folders: {extra}")
+        roots = {TRAIN: split_dirs[TRAIN], EVAL: eval_dirs[0]}
+        classes_per_split = {
+            s: [p.name for p in _visible_children(d) if p.is_dir()] for s, d in roots.items()
+        }
+        if classes_per_split[TRAIN] != classes_per_split[EVAL]:
+            only_train = sorted(set(classes_per_split[TRAIN]) - set(classes_per_split[EVAL]))
+            only_eval = sorted(set(classes_per_split[EVAL]) - set(classes_per_split[TRAIN]))
+            raise IngestError(
+                f"{src}: class folders differ between splits: only in {roots[TRAIN]}: "
+                f"{only_train}; only in {roots[EVAL]}: {only_eval}"
+            )
+        class_names = classes_per_split[TRAIN]
+    else:
+        roots = {"": src}
+        class_names = [p.name for p in top]
+
+    if not class_names:
+        raise IngestError(f"{src}: no class folders found (expected {src}/<class>/*.jpg).")
+    if len(class_names) < 2:
+        raise IngestError(f"{src}: found one class folder {class_names}; need at least 2.")
+
+    items: dict[str, list[tuple[Path, int]]] = {TRAIN: [], EVAL: []}
+    for split, root in roots.items():
+        for label, name in enumerate(class_names):
+            images, others = _class_files(root / name)
+            if others:
+                shown = ", ".join(str(p) for p in others[:10])
+                more = f" (and {len(others) - 10} more)" if len(others) > 10 else ""
+                problems.append(f"not image files ({sorted(IMAGE_EXTENSIONS)}): {shown}{more}")
+            if not images:
+                problems.append(f"empty class folder: {root / name}")
+            for path in images:
+                if split:
+                    items[split].append((path, label))
+                else:
+                    key = str(path.relative_to(src))
+                    target = EVAL if _hash_fraction(key) < eval_fraction else TRAIN
+                    items[target].append((path, label))
+    if problems:
+        raise IngestError(f"{src}: cannot ingest:\n  " + "\n  ".join(problems))
+    for split, split_items in items.items():
+        if not split_items:
+            raise IngestError(
+                f"{src}: the {split} split is empty; add images or change --eval-fraction."
+            )
+    return class_names, items
+
+
+def _channels(mode: str) -> int:
+    return _MODE_CHANNELS.get(mode, 3)
+
+
+def _write_shard(
+    path: str, items: Sequence[tuple[str, int]]
+) -> tuple[int, collections.Counter, list[str]]:
+    """Writes one shard; returns the count, a Counter of (h, w, c) and the unreadable files."""
+    shapes: collections.Counter = collections.Counter()
+    bad: list[str] = []
+    written = 0
+    with GzipTFRecordWriter(path) as writer:
+        for file_path, label in items:
+            try:
+                with open(file_path, "rb") as f:
+                    data = f.read()
+                with Image.open(io.BytesIO(data)) as image:
+                    shapes[(image.height, image.width, _channels(image.mode))] += 1
+            except (OSError, UnidentifiedImageError) as e:
+                bad.append(f"{file_path}: {e.__class__.__name__}: {e}")
+                continue
+            writer.write(
+                encode_image_example(features.IMAGE_KEY, data, features.LABEL_KEY, label)
+            )
+            written += 1
+    return written, shapes, bad
+
+
+def _num_shards(count: int, workers: int) -> int:
+    return max(math.ceil(count / _MAX_SHARD), min(workers, max(1, count // _MIN_SHARD)))
+
+
+def ingest(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    eval_fraction: float = 0.2,
+    workers: int | None = None,
+    overwrite: bool = False,
+    seed: int = 0,
+) -> DatasetInfo:
+    src, out = Path(src).resolve(), Path(out).resolve()
+    if not 0 < eval_fraction < 1:
+        raise IngestError(f"--eval-fraction must be in (0, 1), got {eval_fraction}")
+    if out.exists() and not overwrite:
+        raise IngestError(f"{out} already exists; pass --overwrite to replace it.")
+    if out == src or src in out.parents:
+        raise IngestError(f"output {out} must not be inside the source folder {src}")
+    workers = workers or os.cpu_count() or 1
+    start = time.monotonic()
+    class_names, items = discover(src, eval_fraction)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        jobs = []
+        for split, split_items in items.items():
+            (tmp / split).mkdir(parents=True)
+            ordered = sorted((str(p), label) for p, label in split_items)
+            random.Random(seed).shuffle(ordered)
+            n = _num_shards(len(ordered), workers)
+            for i in range(n):
+                shard = tmp / split / f"data-{i:05d}-of-{n:05d}.tfrecord.gz"
+                jobs.append((str(shard), ordered[i::n]))
+        shapes: collections.Counter = collections.Counter()
+        bad: list[str] = []
+        if workers > 1 and len(jobs) > 1:
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+                results = list(pool.map(_write_shard, *zip(*jobs, strict=True)))
+        else:
+            results = [_write_shard(*job) for job in jobs]
+        for _, shard_shapes, shard_bad in results:
+            shapes.update(shard_shapes)
+            bad.extend(shard_bad)
+        if bad:
+            raise IngestError(
+                f"{src}: {len(bad)} file(s) are not readable images:\n  " + "\n  ".join(bad[:50])
+            )
+        image_shape, _ = shapes.most_common(1)[0]
+        if len(shapes) > 1:
+            log.warning(
+                "images have %d different shapes %s; Transform resizes them to the most common "
+                "one, %s", len(shapes), dict(shapes.most_common(5)), image_shape,
+            )
+        elapsed = time.monotonic() - start
+        total = sum(len(v) for v in items.values())
+        splits = {}
+        for split, split_items in items.items():
+            per_class = collections.Counter(class_names[label] for _, label in split_items)
+            splits[split] = {
+                "count": len(split_items),
+                "per_class": {name: per_class.get(name, 0) for name in class_names},
+            }
+        info = {
+            "format": "TFRecord (GZIP) of tf.train.Example",
+            "features": {
+                features.IMAGE_KEY: "bytes: the encoded image file, unchanged",
+                features.LABEL_KEY: f"int64: index into class_names / {LABELS_FILE}",
+            },
+            "class_names": class_names,
+            "image_shape": list(image_shape),
+            "image_shapes_seen": {f"{h}x{w}x{c}": n for (h, w, c), n in shapes.items()},
+            "splits": splits,
+            "source": str(src),
+            "created": datetime.datetime.now(datetime.UTC).isoformat(),
+            "ingest_seconds": round(elapsed, 3),
+            "images_per_second": round(total / elapsed, 1) if elapsed > 0 else None,
+        }
+        (tmp / LABELS_FILE).write_text("".join(f"{name}\n" for name in class_names))
+        (tmp / DATASET_INFO).write_text(json.dumps(info, indent=2) + "\n")
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("ingested %d images from %s into %s in %.1fs", total, src, out, elapsed)
+    return load_dataset_info(out)

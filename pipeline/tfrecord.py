@@ -1,0 +1,82 @@
+"""A minimal TFRecord writer for image examples, with no TensorFlow import.
+
+Ingest runs in worker processes; importing TensorFlow in each costs seconds, while encoding an
+Example{image: bytes, label: int64} by hand costs microseconds. The wire format is checked
+against TensorFlow's own parser in the tests.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from typing import BinaryIO
+
+import google_crc32c
+
+_CRC_MASK_DELTA = 0xA282EAD8
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        bits = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(bits | 0x80)
+        else:
+            out.append(bits)
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _bytes_feature(value: bytes) -> bytes:
+    return _field(1, _field(1, value))  # Feature.bytes_list{value}
+
+
+def _int64_feature(value: int) -> bytes:
+    if value < 0:
+        raise ValueError(f"negative int64 values are not supported here: {value}")
+    return _field(3, _field(1, _varint(value)))  # Feature.int64_list{packed value}
+
+
+def encode_image_example(image_key: str, image: bytes, label_key: str, label: int) -> bytes:
+    """Serialized tf.train.Example with one bytes feature and one int64 feature."""
+    entries = (
+        _field(1, _field(1, image_key.encode()) + _field(2, _bytes_feature(image)))
+        + _field(1, _field(1, label_key.encode()) + _field(2, _int64_feature(label)))
+    )
+    return _field(1, entries)  # Example.features
+
+
+def _masked_crc(data: bytes) -> int:
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + _CRC_MASK_DELTA) & 0xFFFFFFFF
+
+
+class GzipTFRecordWriter:
+    """Writes a GZIP-compressed TFRecord file (TensorFlow's `compression_type='GZIP'`)."""
+
+    def __init__(self, path: str, compresslevel: int = 6) -> None:
+        self._file: BinaryIO = gzip.open(  # noqa: SIM115 - closed by close()/__exit__
+            path, "wb", compresslevel=compresslevel
+        )
+
+    def write(self, record: bytes) -> None:
+        header = struct.pack("<Q", len(record))
+        self._file.write(header)
+        self._file.write(struct.pack("<I", _masked_crc(header)))
+        self._file.write(record)
+        self._file.write(struct.pack("<I", _masked_crc(record)))
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> GzipTFRecordWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,92 @@
+"""Where a local run keeps things, and how `run` turns --dataset/--data into ingested TFRecords.
+
+Layout under the run root (default ./tfx_root):
+  data/<name>/images, data/<name>/tfrecords   built-in datasets and ingested user folders
+  pipelines/<pipeline>/                        TFX pipeline root (artifacts)
+  metadata/<pipeline>.sqlite                   ML Metadata store
+  logs/<pipeline>-<time>.log                   full log of each run
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from pipeline import datasets, ingest
+
+log = logging.getLogger(__name__)
+
+_SOURCE_FINGERPRINT = "source_fingerprint.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Workspace:
+    root: Path
+    pipeline_name: str
+
+    @property
+    def pipeline_root(self) -> Path:
+        return self.root / "pipelines" / self.pipeline_name
+
+    @property
+    def metadata_path(self) -> Path:
+        return self.root / "metadata" / f"{self.pipeline_name}.sqlite"
+
+    def data_dir(self, name: str) -> Path:
+        return self.root / "data" / name
+
+    def new_log_file(self) -> Path:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        return self.root / "logs" / f"{self.pipeline_name}-{stamp}.log"
+
+
+def source_fingerprint(src: Path) -> str:
+    """Paths, sizes and mtimes of every file under src: cheap, and changes when the data does."""
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(src):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(root) / name
+            stat = path.stat()
+            digest.update(f"{path.relative_to(src)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def ingest_if_changed(src: Path, out: Path, eval_fraction: float) -> ingest.DatasetInfo:
+    """Ingests src into out unless out already holds an ingest of the same files.
+
+    Re-ingesting unchanged data would give ExampleGen new files and defeat TFX caching.
+    """
+    fingerprint = {"source": str(src.resolve()), "fingerprint": source_fingerprint(src),
+                   "eval_fraction": eval_fraction}
+    marker = out / _SOURCE_FINGERPRINT
+    if marker.is_file() and json.loads(marker.read_text()) == fingerprint:
+        log.info("reusing %s (source unchanged)", out)
+        return ingest.load_dataset_info(out)
+    log.info("ingesting %s -> %s", src, out)
+    info = ingest.ingest(src, out, eval_fraction=eval_fraction, overwrite=True)
+    marker.write_text(json.dumps(fingerprint, indent=2) + "\n")
+    return info
+
+
+def prepare_data(
+    workspace: Workspace, dataset: str | None, data: Path | None, eval_fraction: float
+) -> tuple[str, Path, ingest.DatasetInfo]:
+    """(dataset name, TFRecords folder, its info) for --dataset NAME or --data DIR."""
+    if data is not None:
+        data = data.resolve()
+        if (data / ingest.DATASET_INFO).is_file():
+            return data.name, data, ingest.load_dataset_info(data)
+        name = data.name
+        out = workspace.data_dir(name) / "tfrecords"
+        return name, out, ingest_if_changed(data, out, eval_fraction)
+    if dataset == "digits":
+        images = datasets.write_digits_folder(workspace.data_dir(dataset) / "images")
+        out = workspace.data_dir(dataset) / "tfrecords"
+        return dataset, out, ingest_if_changed(images, out, eval_fraction)
+    raise ValueError(f"unknown dataset {dataset!r}; built-in: {list(datasets.BUILTIN_DATASETS)}")

@@ -1,0 +1,77 @@
+"""The exported SavedModel: Transform graph + Keras model behind two named signatures.
+
+`serving_default` takes raw encoded image bytes (what a TF Serving REST client sends as
+`{"b64": ...}`); `from_examples` takes serialized tf.Examples. Both run the same Transform graph
+and model, and return class ids, class names and probabilities.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from trainer import features
+
+
+class ServingModule(tf.Module):
+    def __init__(
+        self,
+        model: keras.Model,
+        tf_transform_output: tft.TFTransformOutput,
+        class_names: Sequence[str],
+    ) -> None:
+        super().__init__(name="image_classifier")
+        self.model = model
+        self.tft_layer = tf_transform_output.transform_features_layer()
+        raw_spec = dict(tf_transform_output.raw_feature_spec())
+        raw_spec.pop(features.LABEL_KEY, None)
+        self._raw_serving_spec = raw_spec
+        self._class_names = list(class_names)
+        self._labels_dir = tempfile.TemporaryDirectory()
+        labels_path = Path(self._labels_dir.name) / features.LABELS_ASSET
+        labels_path.write_text("".join(f"{name}\n" for name in class_names))
+        self.labels_asset = tf.saved_model.Asset(str(labels_path))
+
+    def _predict(self, raw_features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        transformed = self.tft_layer(raw_features)
+        logits = self.model(transformed[features.IMAGE_XF], training=False)
+        probabilities = tf.nn.softmax(logits, axis=-1)
+        class_ids = tf.argmax(probabilities, axis=-1)
+        names = tf.gather(tf.constant(self._class_names), class_ids)
+        return {
+            features.OUTPUT_CLASS_IDS: class_ids,
+            features.OUTPUT_CLASS_NAMES: names,
+            features.OUTPUT_PROBABILITIES: probabilities,
+        }
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name=features.SERVING_INPUT)]
+    )
+    def serve_image_bytes(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._predict({features.IMAGE_KEY: tf.reshape(image, [-1, 1])})
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES_INPUT)]
+    )
+    def serve_examples(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        parsed = tf.io.parse_example(examples, self._raw_serving_spec)
+        return self._predict(parsed)
+
+
+def export_serving_model(
+    model: keras.Model,
+    tf_transform_output: tft.TFTransformOutput,
+    class_names: Sequence[str],
+    export_dir: str,
+) -> None:
+    module = ServingModule(model, tf_transform_output, class_names)
+    signatures = {
+        features.SERVING_SIGNATURE: module.serve_image_bytes.get_concrete_function(),
+        features.EXAMPLES_SIGNATURE: module.serve_examples.get_concrete_function(),
+    }
+    tf.saved_model.save(module, export_dir, signatures=signatures)
