@@ -277,8 +277,8 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    logs.quiet_third_party()
     args = build_parser().parse_args(argv)
+    logs.quiet_third_party(args.verbose)
     if args.command != "run":
         logs.configure(None, args.verbose)
     from pipeline.ingest import IngestError

@@ -92,12 +92,12 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
     example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
-    custom_config = config.trainer.to_dict()
     transform = Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
-        custom_config=custom_config,
+        # Only what preprocessing reads, so training knobs do not invalidate Transform's cache.
+        custom_config=config.trainer.preprocessing_config(),
     )
     trainer = Trainer(
         run_fn=RUN_FN,
@@ -106,7 +106,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         schema=schema_gen.outputs["schema"],
         train_args=trainer_pb2.TrainArgs(splits=[TRAIN_SPLIT]),
         eval_args=trainer_pb2.EvalArgs(splits=[EVAL_SPLIT]),
-        custom_config=custom_config,
+        custom_config=config.trainer.to_dict(),
     )
     model_resolver = Resolver(
         strategy_class=LatestBlessedModelStrategy,

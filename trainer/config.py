@@ -63,6 +63,10 @@ class TrainerConfig:
         values["class_names"] = tuple(str(v) for v in values["class_names"])
         return cls(**values)
 
+    def preprocessing_config(self) -> dict[str, Any]:
+        """The subset Transform's preprocessing_fn reads."""
+        return {"image_shape": list(self.image_shape)}
+
     def replace(self, **changes: Any) -> TrainerConfig:
         return dataclasses.replace(self, **changes)
 
