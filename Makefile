@@ -11,6 +11,7 @@ run: $(STAMP)
 	$(PY) -m pipeline run $(ARGS)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -61,21 +61,14 @@ def open_store(metadata_path: str, readonly: bool = True) -> metadata_store.Meta
 def _run_contexts(
     store: metadata_store.MetadataStore, pipeline_name: str
 ) -> list[metadata_store_pb2.Context]:
+    """The pipeline's runs, oldest first (TFX links each pipeline_run to its pipeline context)."""
     pipeline = store.get_context_by_type_and_name("pipeline", pipeline_name)
     if pipeline is None:
         return []
-    runs = [c for c in store.get_children_contexts_by_context(pipeline.id)]
-    if not runs:  # Older stores link runs only through executions.
-        runs = [
-            c for c in store.get_contexts_by_type("pipeline_run")
-            if any(
-                a.id == pipeline.id
-                for e in store.get_executions_by_context(c.id)[:1]
-                for a in store.get_contexts_by_execution(e.id)
-            )
-        ]
-    runs = [c for c in runs if c.type == "pipeline_run"] or runs
-    return sorted(runs, key=lambda c: c.create_time_since_epoch)
+    runs = [
+        c for c in store.get_children_contexts_by_context(pipeline.id) if c.type == "pipeline_run"
+    ]
+    return sorted(runs, key=lambda c: (c.create_time_since_epoch, c.id))
 
 
 def _node_name(store: metadata_store.MetadataStore, execution_id: int, prefix: str) -> str:

@@ -13,7 +13,9 @@ CLASS_NAMES = ("blue", "green", "red")
 _CHANNEL = {"red": 0, "green": 1, "blue": 2}
 
 
-def image_bytes(class_name: str, rng: np.random.Generator, size: int = 8, fmt: str = "PNG") -> bytes:
+def image_bytes(
+    class_name: str, rng: np.random.Generator, size: int = 8, fmt: str = "PNG"
+) -> bytes:
     pixels = rng.integers(0, 90, size=(size, size, 3))
     pixels[..., _CHANNEL[class_name]] = rng.integers(150, 256, size=(size, size))
     buffer = io.BytesIO()

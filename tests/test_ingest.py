@@ -2,10 +2,10 @@ import collections
 import json
 from pathlib import Path
 
-import imagegen
 import pytest
 import tensorflow as tf
 
+import imagegen
 from pipeline.cli import main
 from pipeline.ingest import IngestError, ingest, load_dataset_info
 

@@ -34,11 +34,15 @@ def test_gzip_tfrecords_read_back_with_tensorflow(tmp_path) -> None:
     with GzipTFRecordWriter(str(path)) as writer:
         for record in records:
             writer.write(record)
-    assert gzip.open(path).read(1)  # a real gzip stream
+    with gzip.open(path) as f:
+        assert f.read(1)  # a real gzip stream
     read = [r.numpy() for r in tf.data.TFRecordDataset(str(path), compression_type="GZIP")]
     assert read == records
     parsed = tf.io.parse_example(
         read,
-        {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)},
+        {
+            "image": tf.io.FixedLenFeature([], tf.string),
+            "label": tf.io.FixedLenFeature([], tf.int64),
+        },
     )
     assert parsed["label"].numpy().tolist() == list(range(50))
