@@ -31,20 +31,26 @@ exit codes: 0 ok, 1 the pipeline or a command failed, 2 bad input or arguments
 
 
 def _add_trainer_args(parser: argparse.ArgumentParser) -> None:
-    from trainer.config import TrainerConfig
+    from trainer.config import MODELS, PRECISIONS, RECIPES
 
-    defaults = TrainerConfig(image_shape=(1, 1, 1), class_names=("a", "b"))
-    group = parser.add_argument_group("training")
-    group.add_argument("--epochs", type=int, default=defaults.epochs,
-                       help="max epochs; early stopping may end sooner (default %(default)s)")
-    group.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    group.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    group = parser.add_argument_group(
+        "training", "Unset options take the recipe's value (see trainer/config.py RECIPES)."
+    )
+    group.add_argument("--recipe", choices=sorted(RECIPES), default="classic",
+                       help="classic: tutorial CNN, Adam, early stopping. fast: the fast "
+                            "CIFAR-10 recipe (one-cycle SGD, label smoothing, weight averaging, "
+                            "flip TTA, bfloat16). Default %(default)s")
+    group.add_argument("--model", choices=MODELS)
+    group.add_argument("--epochs", type=int, help="max epochs (classic: early stopping may "
+                                                  "end sooner)")
+    group.add_argument("--batch-size", type=int)
+    group.add_argument("--learning-rate", type=float, help="(peak) learning rate")
     group.add_argument("--flip", action=argparse.BooleanOptionalAction,
-                       default=defaults.augment_flip,
-                       help="random horizontal flips while training (off: digits are not "
-                            "mirror-symmetric; turn on for photos such as CIFAR-10)")
-    group.add_argument("--translate", type=float, default=defaults.augment_translate,
+                       help="random horizontal flips while training, and flip test-time "
+                            "augmentation in serving (off for digits: not mirror-symmetric)")
+    group.add_argument("--translate", type=float,
                        help="max random shift while training, as a fraction of the image size")
+    group.add_argument("--precision", choices=PRECISIONS)
 
 
 def _add_pipeline_args(parser: argparse.ArgumentParser) -> None:
@@ -137,16 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _trainer_config(args: argparse.Namespace, class_names, image_shape):
-    from trainer.config import TrainerConfig
+    from trainer.config import from_recipe
 
-    return TrainerConfig(
-        image_shape=tuple(image_shape),
-        class_names=tuple(class_names),
+    return from_recipe(
+        args.recipe,
+        image_shape,
+        class_names,
+        model=args.model,
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         augment_flip=args.flip,
+        tta_flip=args.flip,
         augment_translate=args.translate,
+        precision=args.precision,
     )
 
 
@@ -203,11 +213,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger("pipeline.trace").info("traceback", exc_info=True)
         return EXIT_FAILED
     summary = summarize_run(config.metadata_path, config.pipeline_name)
+    report_dir = workspace.report_dir(summary.run_id)
+    from pipeline.evaluation_report import write_evaluation_report
+
+    summary.report_files = write_evaluation_report(summary, info.class_names, report_dir)
     if args.json:
         print(summary.to_json())
     else:
         for line in format_summary(summary, thresholds.min_accuracy, thresholds.max_regression):
             print(line)
+        print(f"Evaluation plots and JSON: {report_dir}")
         if summary.pushed:
             print(f"Serve it: tensorflow_model_server --model_name={config.model_name} "
                   f"--model_base_path={config.push_base_directory} --rest_api_port=8501")

@@ -42,6 +42,7 @@ class RunSummary:
     model_uri: str | None = None
     tensorboard_dir: str | None = None
     evaluation_uri: str | None = None
+    report_files: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -193,4 +194,4 @@ def format_summary(
     elif summary.pushed is False:
         yield "Not pushed: the candidate was not blessed; the serving directory is unchanged."
     if summary.tensorboard_dir:
-        yield f"TensorBoard logs: {summary.tensorboard_dir}"
+        yield f"TensorBoard logs and training curves: {summary.tensorboard_dir}"

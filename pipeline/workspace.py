@@ -5,6 +5,7 @@ Layout under the run root (default ./tfx_root):
   pipelines/<pipeline>/                        TFX pipeline root (artifacts)
   metadata/<pipeline>.sqlite                   ML Metadata store
   logs/<pipeline>-<time>.log                   full log of each run
+  reports/<pipeline>/<run>/                    evaluation JSON and plots of each run
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ class Workspace:
 
     def data_dir(self, name: str) -> Path:
         return self.root / "data" / name
+
+    def report_dir(self, run_id: str) -> Path:
+        return self.root / "reports" / self.pipeline_name / run_id.replace(":", "")
 
     def new_log_file(self) -> Path:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

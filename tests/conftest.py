@@ -67,6 +67,9 @@ def pipeline_runs(tmp_path_factory: pytest.TempPathFactory) -> PipelineRuns:
         "run", "--data", str(images), "--root", str(runs.root),
         "--serving-dir", str(runs.serving_dir), "--pipeline-name", PIPELINE_NAME,
         "--model-name", MODEL_NAME, "--schema", str(schema), "--batch-size", "16",
+        # The fast recipe (bfloat16 where supported, flip augmentation + flip TTA in serving)
+        # with a learning rate for 48 images.
+        "--recipe", "fast", "--learning-rate", "0.05",
     ]
     # 1: a good model; 2: unchanged re-run (cached Trainer, first model as baseline);
     # 3: an untrained candidate, gated only by the no-regression threshold.

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pytest
 from ml_metadata.proto import metadata_store_pb2
 
 from conftest import PIPELINE_NAME, PipelineRuns
@@ -42,6 +46,25 @@ def test_first_run_executes_every_component_and_pushes(pipeline_runs: PipelineRu
     assert f"{version}/saved_model.pb" in {
         p.split("/", 1)[1] for p in pipeline_runs.snapshots[0]
     }
+
+
+def test_training_curves_and_evaluation_report(pipeline_runs: PipelineRuns) -> None:
+    first = summarize_run(pipeline_runs.metadata_path, PIPELINE_NAME, _run_ids(pipeline_runs)[0])
+    curves = Path(first.tensorboard_dir) / "training_curves.png"
+    assert curves.read_bytes().startswith(b"\x89PNG")
+    history = json.loads((Path(first.tensorboard_dir) / "history.json").read_text())
+    assert len(history["history"]["loss"]) == 8
+
+    reports = sorted((pipeline_runs.root / "reports" / PIPELINE_NAME).iterdir())
+    assert len(reports) == 3
+    report = json.loads((reports[0] / "evaluation.json").read_text())
+    assert report["class_names"] == ["blue", "green", "red"]
+    assert set(report["per_class_accuracy"]) == {"blue", "green", "red"}
+    matrix = report["confusion_matrix"]
+    assert sum(map(sum, matrix)) == report["eval_examples"] == 18
+    assert sum(matrix[i][i] for i in range(3)) / 18 == pytest.approx(report["accuracy"])
+    for png in ("per_class_accuracy.png", "confusion_matrix.png"):
+        assert (reports[0] / png).read_bytes().startswith(b"\x89PNG")
 
 
 def test_second_run_uses_cache_and_first_model_as_baseline(pipeline_runs: PipelineRuns) -> None:

@@ -1,7 +1,8 @@
 """Training/preprocessing settings passed to Transform and Trainer as `custom_config`.
 
 They travel as a JSON dict (custom_config must be JSON for Kubeflow), so this dataclass is the
-schema of that dict on both sides.
+schema of that dict on both sides. `RECIPES` are named starting points; every field can still be
+overridden.
 """
 
 from __future__ import annotations
@@ -10,20 +11,49 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+MODELS = ("classic", "fast")
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "onecycle")
+PRECISIONS = ("auto", "float32", "bfloat16")
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainerConfig:
     image_shape: tuple[int, int, int]
     class_names: tuple[str, ...]
+    # "classic": the blog-tutorial CNN (Conv/BN/pool/dropout + dense head).
+    # "fast": a 3-block conv net in the style of fast CIFAR-10 training research.
+    model: str = "classic"
     epochs: int = 30
     batch_size: int = 64
+    optimizer: str = "adam"
     learning_rate: float = 2e-3
+    lr_schedule: str = "constant"
+    # onecycle: linear warm-up over this share of the steps, then linear decay to zero.
+    warmup_fraction: float = 0.2
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
+    # Exponential moving average of the weights, exported instead of the last weights; 0 = off.
+    ema_momentum: float = 0.0
+    # classic model
     base_filters: int = 32
     dense_units: int = 128
     dropout: float = 0.25
+    # fast model: channels of each conv block, and a frozen 2x2 patch-whitening first layer
+    # computed from the training images (instead of a learned 3x3 stem).
+    widths: tuple[int, ...] = (32, 128, 128)
+    whiten: bool = False
     augment_flip: bool = False
     augment_translate: float = 0.1
+    # Serving averages the prediction of the image and its mirror image.
+    tta_flip: bool = False
+    # "auto": bfloat16 compute where the CPU (AVX512-BF16/AMX) or GPU (compute 8.0+) has it.
+    precision: str = "auto"
+    # 0 turns early stopping off (fixed-length schedules such as onecycle).
     early_stopping_patience: int = 8
+    # Validate every N epochs (and always after the last).
+    validation_freq: int = 1
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -35,12 +65,28 @@ class TrainerConfig:
             raise ValueError(f"channels must be 1, 3 or 4, got {self.image_shape[2]}")
         if len(self.class_names) < 2:
             raise ValueError(f"need at least 2 classes, got {list(self.class_names)}")
+        for name, value, allowed in (
+            ("model", self.model, MODELS),
+            ("optimizer", self.optimizer, OPTIMIZERS),
+            ("lr_schedule", self.lr_schedule, SCHEDULES),
+            ("precision", self.precision, PRECISIONS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
         if self.epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not 0 <= self.augment_translate < 0.5:
             raise ValueError(f"augment_translate must be in [0, 0.5), got {self.augment_translate}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.ema_momentum < 1:
+            raise ValueError(f"ema_momentum must be in [0, 1), got {self.ema_momentum}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if not self.widths or min(self.widths) < 1:
+            raise ValueError(f"widths must be positive channel counts, got {self.widths}")
 
     @property
     def num_classes(self) -> int:
@@ -48,8 +94,8 @@ class TrainerConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        data["image_shape"] = list(self.image_shape)
-        data["class_names"] = list(self.class_names)
+        for key in ("image_shape", "class_names", "widths"):
+            data[key] = list(data[key])
         return data
 
     @classmethod
@@ -61,6 +107,8 @@ class TrainerConfig:
         values = dict(data)
         values["image_shape"] = tuple(int(v) for v in values["image_shape"])
         values["class_names"] = tuple(str(v) for v in values["class_names"])
+        if "widths" in values:
+            values["widths"] = tuple(int(v) for v in values["widths"])
         return cls(**values)
 
     def preprocessing_config(self) -> dict[str, Any]:
@@ -69,6 +117,53 @@ class TrainerConfig:
 
     def replace(self, **changes: Any) -> TrainerConfig:
         return dataclasses.replace(self, **changes)
+
+
+# Named starting points. "classic" is the tutorial CNN with Adam and early stopping. "fast" is
+# the recipe of fast CIFAR-10 training work: a BN conv net, SGD+Nesterov with a one-cycle
+# schedule, label smoothing, weight decay, flip+translate augmentation, weight averaging,
+# flip test-time augmentation and bfloat16 compute.
+RECIPES: dict[str, dict[str, Any]] = {
+    "classic": {},
+    "fast": {
+        "model": "fast",
+        "epochs": 7,
+        "batch_size": 512,
+        "optimizer": "sgd",
+        "learning_rate": 0.4,
+        "lr_schedule": "onecycle",
+        "warmup_fraction": 0.2,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "label_smoothing": 0.2,
+        "ema_momentum": 0.99,
+        "widths": (64, 256, 256),
+        "whiten": True,
+        "augment_flip": True,
+        "augment_translate": 0.0625,
+        "tta_flip": True,
+        "early_stopping_patience": 0,
+        "validation_freq": 4,
+    },
+}
+
+
+def from_recipe(
+    recipe: str,
+    image_shape: Sequence[int],
+    class_names: Sequence[str],
+    **overrides: Any,
+) -> TrainerConfig:
+    """The recipe's settings, with every non-None override applied on top."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; choose from {sorted(RECIPES)}")
+    values = dict(RECIPES[recipe])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainerConfig(
+        image_shape=tuple(int(v) for v in image_shape),
+        class_names=tuple(class_names),
+        **values,
+    )
 
 
 def image_shape_of(custom_config: Mapping[str, Any]) -> Sequence[int]:

@@ -1,57 +1,87 @@
-"""tf.data input pipelines over Transform's materialized output, with train-only augmentation."""
+"""tf.data input pipelines: raw examples through the Transform graph once, then from memory.
+
+Transform runs its analyzers but does not materialize transformed examples (for CIFAR-10 that
+would be 600 MB of floats written and read back). The Trainer applies the Transform graph itself
+on the first pass, caches the decoded images in memory, and shuffles/augments from there.
+"""
 
 from __future__ import annotations
 
+import keras
 import tensorflow as tf
+import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import DataAccessor
 from tfx_bsl.public import tfxio
 
 from trainer import features
 from trainer.config import TrainerConfig
 
-
-def augment(images: tf.Tensor, config: TrainerConfig, seed: int) -> tf.Tensor:
-    """Random small translations (pad + random crop) and, if enabled, horizontal flips."""
-    height, width, channels = config.image_shape
-    if config.augment_flip:
-        images = tf.image.random_flip_left_right(images, seed=seed)
-    if config.augment_translate > 0:
-        pad_h = max(1, round(height * config.augment_translate))
-        pad_w = max(1, round(width * config.augment_translate))
-        padded = tf.pad(images, [[0, 0], [pad_h, pad_h], [pad_w, pad_w], [0, 0]], mode="REFLECT")
-        images = tf.map_fn(
-            lambda image: tf.image.random_crop(image, [height, width, channels], seed=seed),
-            padded,
-        )
-        images = tf.ensure_shape(images, [None, height, width, channels])
-    return images
+_DECODE_BATCH = 256
 
 
-def make_dataset(
+def transformed_examples(
     file_pattern: list[str],
     data_accessor: DataAccessor,
-    schema,
-    config: TrainerConfig,
-    training: bool,
+    tf_transform_output: tft.TFTransformOutput,
 ) -> tf.data.Dataset:
-    """One pass over the split as (images, labels) batches; shuffled and augmented if training."""
-    dataset = data_accessor.tf_dataset_factory(
+    """(image_xf, label) per example, through the Transform graph, cached after the first pass."""
+    raw = data_accessor.tf_dataset_factory(
         file_pattern,
-        tfxio.TensorFlowDatasetOptions(
-            batch_size=config.batch_size,
-            label_key=features.LABEL_XF,
-            num_epochs=1,
-            shuffle=training,
-            shuffle_seed=config.seed if training else None,
-            drop_final_batch=False,
-        ),
-        schema,
+        tfxio.TensorFlowDatasetOptions(batch_size=_DECODE_BATCH, num_epochs=1, shuffle=False),
+        tf_transform_output.raw_metadata.schema,
     )
+    tft_layer = tf_transform_output.transform_features_layer()
 
-    def to_pair(batch: dict[str, tf.Tensor], labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        images = batch[features.IMAGE_XF]
-        if training:
-            images = augment(images, config, seed=config.seed)
-        return images, tf.reshape(labels, [-1])
+    def transform(raw_features: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        transformed = tft_layer(raw_features)
+        return transformed[features.IMAGE_XF], tf.reshape(transformed[features.LABEL_XF], [-1])
 
-    return dataset.map(to_pair, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return raw.map(transform, num_parallel_calls=tf.data.AUTOTUNE).unbatch().cache()
+
+
+def count(dataset: tf.data.Dataset) -> int:
+    """Number of elements; iterating a cached dataset to the end also fills its cache."""
+    return int(dataset.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+
+
+def augmenter(config: TrainerConfig) -> keras.Sequential | None:
+    """Train-only augmentation as batched Keras layers (one op per batch, not per image)."""
+    layers: list[keras.layers.Layer] = []
+    if config.augment_flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=config.seed))
+    if config.augment_translate > 0:
+        layers.append(
+            keras.layers.RandomTranslation(
+                config.augment_translate,
+                config.augment_translate,
+                fill_mode="reflect",
+                interpolation="nearest",
+                seed=config.seed,
+            )
+        )
+    return keras.Sequential(layers, name="augment") if layers else None
+
+
+def _one_hot(config: TrainerConfig):
+    def fn(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return images, tf.one_hot(labels, config.num_classes)
+
+    return fn
+
+
+def training_batches(
+    examples: tf.data.Dataset, config: TrainerConfig, num_examples: int
+) -> tf.data.Dataset:
+    dataset = examples.shuffle(num_examples, seed=config.seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(config.batch_size).map(_one_hot(config))
+    augment = augmenter(config)
+    if augment is not None:
+        dataset = dataset.map(
+            lambda images, labels: (augment(images, training=True), labels),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_batches(examples: tf.data.Dataset, config: TrainerConfig) -> tf.data.Dataset:
+    return examples.batch(config.batch_size).map(_one_hot(config)).prefetch(tf.data.AUTOTUNE)

@@ -16,6 +16,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from trainer import features
+from trainer.config import TrainerConfig
 
 
 class ServingModule(tf.Module):
@@ -24,6 +25,7 @@ class ServingModule(tf.Module):
         model: keras.Model,
         tf_transform_output: tft.TFTransformOutput,
         class_names: Sequence[str],
+        tta_flip: bool = False,
     ) -> None:
         super().__init__(name="image_classifier")
         self.model = model
@@ -32,15 +34,18 @@ class ServingModule(tf.Module):
         raw_spec.pop(features.LABEL_KEY, None)
         self._raw_serving_spec = raw_spec
         self._class_names = list(class_names)
+        self._tta_flip = tta_flip
         self._labels_dir = tempfile.TemporaryDirectory()
         labels_path = Path(self._labels_dir.name) / features.LABELS_ASSET
         labels_path.write_text("".join(f"{name}\n" for name in class_names))
         self.labels_asset = tf.saved_model.Asset(str(labels_path))
 
     def _predict(self, raw_features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        transformed = self.tft_layer(raw_features)
-        logits = self.model(transformed[features.IMAGE_XF], training=False)
-        probabilities = tf.nn.softmax(logits, axis=-1)
+        images = self.tft_layer(raw_features)[features.IMAGE_XF]
+        probabilities = tf.nn.softmax(self.model(images, training=False), axis=-1)
+        if self._tta_flip:
+            mirrored = tf.nn.softmax(self.model(tf.reverse(images, axis=[2]), training=False))
+            probabilities = (probabilities + mirrored) / 2
         class_ids = tf.argmax(probabilities, axis=-1)
         names = tf.gather(tf.constant(self._class_names), class_ids)
         return {
@@ -66,10 +71,10 @@ class ServingModule(tf.Module):
 def export_serving_model(
     model: keras.Model,
     tf_transform_output: tft.TFTransformOutput,
-    class_names: Sequence[str],
+    config: TrainerConfig,
     export_dir: str,
 ) -> None:
-    module = ServingModule(model, tf_transform_output, class_names)
+    module = ServingModule(model, tf_transform_output, config.class_names, config.tta_flip)
     signatures = {
         features.SERVING_SIGNATURE: module.serve_image_bytes.get_concrete_function(),
         features.EXAMPLES_SIGNATURE: module.serve_examples.get_concrete_function(),

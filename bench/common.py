@@ -1,0 +1,86 @@
+"""Helpers shared by the benchmarks: machine info, git commit, CIFAR-10 unpacking, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+CIFAR_TARBALL = REPO.parent / "shared" / "datasets" / "cifar10-jpg.tar.gz"
+
+
+def machine_info() -> dict:
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)),
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = f.read().splitlines()
+        info["cpu_model"] = next((ln.split(":", 1)[1].strip() for ln in lines
+                                  if ln.startswith("model name")), None)
+        flags = next((ln for ln in lines if ln.startswith("flags")), "").split()
+        info["cpu_bf16"] = "avx512_bf16" in flags or "amx_bf16" in flags
+        with open("/proc/meminfo") as f:
+            info["memory_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    try:
+        import tensorflow as tf
+
+        info["tensorflow"] = tf.__version__
+        info["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
+    except ImportError:
+        pass
+    return info
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=REPO, capture_output=True, text=True).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def cifar10_folder(work_dir: Path, tarball: Path = CIFAR_TARBALL) -> Path:
+    """Unpacks the shared CIFAR-10 JPEG tarball once; returns the folder with train/ and test/."""
+    folder = work_dir / "cifar10"
+    if (folder / "train").is_dir() and (folder / "test").is_dir():
+        return folder
+    if not tarball.is_file():
+        raise SystemExit(f"{tarball} not found: the benchmark needs ../shared/datasets beside "
+                         "the repository (see ../shared/datasets/README.md)")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    with tarfile.open(tarball) as tar:
+        tar.extractall(work_dir, filter="data")
+    print(f"unpacked {tarball.name} in {time.monotonic() - start:.1f}s")
+    return folder
+
+
+def write_result(name: str, result: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
+    return path
+
+
+def peak_rss_mib() -> float:
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(max(own, children) / 1024, 1)

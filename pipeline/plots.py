@@ -1,0 +1,78 @@
+"""PNG charts for a run: training curves, per-class accuracy, confusion matrix (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def training_curves(history: Mapping[str, Sequence[float]], output: Path) -> Path | None:
+    """Loss and accuracy per epoch, train vs eval; None when there was no training."""
+    if not history.get("loss"):
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        train = history.get(metric, [])
+        ax.plot(range(1, len(train) + 1), train, label="train", marker=".")
+        val = history.get(f"val_{metric}", [])
+        if val:
+            # Validation may run every N epochs: spread its points over the epochs they follow.
+            step = max(1, len(train) // len(val))
+            ax.plot([step * (i + 1) for i in range(len(val))], val, label="eval", marker="o")
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+    return output
+
+
+def per_class_accuracy(accuracy: Mapping[str, float], output: Path) -> Path:
+    plt = _pyplot()
+    names = list(accuracy)
+    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(names)), 4))
+    ax.bar(names, [accuracy[n] for n in names], color="#4878a8")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title("Eval accuracy per class")
+    ax.tick_params(axis="x", rotation=45)
+    for i, name in enumerate(names):
+        ax.text(i, accuracy[name] + 0.01, f"{accuracy[name]:.2f}", ha="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+    return output
+
+
+def confusion_matrix(matrix: Sequence[Sequence[int]], names: Sequence[str], output: Path) -> Path:
+    plt = _pyplot()
+    size = max(4, 0.55 * len(names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    image = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    ax.set_title("Confusion matrix (eval split)")
+    peak = max((max(row) for row in matrix), default=0)
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
+                    color="white" if value > peak / 2 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+    return output

@@ -1,0 +1,134 @@
+"""The training loop shared by the TFX run_fn and the benchmarks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from trainer import data
+from trainer.config import TrainerConfig
+from trainer.model import build_model
+from trainer.schedule import make_optimizer
+
+log = logging.getLogger(__name__)
+
+# Training images used to compute the whitening layer.
+_WHITEN_SAMPLE = 5000
+
+# Written next to the TensorBoard logs (the Trainer's model_run artifact).
+HISTORY_FILE = "history.json"
+CURVES_FILE = "training_curves.png"
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """One line per epoch with metrics, learning rate and ETA, for long runs watched in logs."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self._epochs = epochs
+        self._start = 0.0
+
+    def on_train_begin(self, logs=None) -> None:
+        self._start = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        elapsed = time.monotonic() - self._start
+        done = epoch + 1
+        eta = elapsed / done * (self._epochs - done)
+        metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()))
+        lr = self.model.optimizer.learning_rate
+        print(
+            f"[trainer] epoch {done}/{self._epochs} {metrics} lr={float(lr):.4g} "
+            f"elapsed={elapsed:.0f}s eta<={eta:.0f}s",
+            flush=True,
+        )
+
+
+def compile_model(model: keras.Model, config: TrainerConfig, steps_per_epoch: int) -> None:
+    model.compile(
+        optimizer=make_optimizer(config, steps_per_epoch),
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=config.label_smoothing
+        ),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+
+
+def train(
+    config: TrainerConfig,
+    train_examples: tf.data.Dataset,
+    eval_examples: tf.data.Dataset,
+    log_dir: str | None = None,
+) -> tuple[keras.Model, dict]:
+    """Trains on (image, label) examples; returns the model and a JSON-able training record."""
+    keras.utils.set_random_seed(config.seed)
+    start = time.monotonic()
+    num_train, num_eval = data.count(train_examples), data.count(eval_examples)
+    decode_seconds = time.monotonic() - start
+    print(
+        f"[trainer] {num_train} train / {num_eval} eval images decoded through the Transform "
+        f"graph and cached in {decode_seconds:.1f}s",
+        flush=True,
+    )
+    steps_per_epoch = math.ceil(num_train / config.batch_size)
+    sample = None
+    if config.model == "fast" and config.whiten:
+        sample = next(iter(train_examples.batch(_WHITEN_SAMPLE)))[0].numpy()
+    model = build_model(config, sample)
+    compile_model(model, config, steps_per_epoch)
+    eval_ds = data.eval_batches(eval_examples, config)
+    history: dict[str, list[float]] = {}
+    fit_start = time.monotonic()
+    if config.epochs > 0:
+        callbacks: list[keras.callbacks.Callback] = [EpochLogger(config.epochs)]
+        if log_dir:
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir))
+        if config.early_stopping_patience > 0:
+            callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    monitor="val_accuracy",
+                    patience=config.early_stopping_patience,
+                    restore_best_weights=True,
+                )
+            )
+        result = model.fit(
+            data.training_batches(train_examples, config, num_train),
+            validation_data=eval_ds,
+            validation_freq=config.validation_freq,
+            epochs=config.epochs,
+            verbose=0,
+            callbacks=callbacks,
+        )
+        history = {k: [float(v) for v in values] for k, values in result.history.items()}
+    else:
+        log.warning("epochs=0: exporting the untrained model")
+    fit_seconds = time.monotonic() - fit_start
+    final = model.evaluate(eval_ds, verbose=0, return_dict=True)
+    print(
+        f"[trainer] final eval accuracy {final['accuracy']:.4f} (no test-time augmentation) "
+        f"after {fit_seconds:.0f}s of training",
+        flush=True,
+    )
+    record = {
+        "config": config.to_dict(),
+        "num_train": num_train,
+        "num_eval": num_eval,
+        "steps_per_epoch": steps_per_epoch,
+        "decode_seconds": round(decode_seconds, 2),
+        "fit_seconds": round(fit_seconds, 2),
+        "final_eval_accuracy": float(final["accuracy"]),
+        "history": history,
+    }
+    if log_dir:
+        from pipeline.plots import training_curves
+
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        (Path(log_dir) / HISTORY_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        training_curves(history, Path(log_dir) / CURVES_FILE)
+    return model, record
