@@ -52,7 +52,9 @@ def _run_pipeline(args: argparse.Namespace, data: Path, root: Path, serving: Pat
     seconds = time.monotonic() - start
     if result.returncode != 0:
         raise SystemExit(f"pipeline run failed with exit code {result.returncode}")
-    summary = json.loads(result.stdout)
+    # The summary is the last top-level JSON object on stdout.
+    start_of_json = 0 if result.stdout.startswith("{") else result.stdout.rfind("\n{\n") + 1
+    summary = json.loads(result.stdout[start_of_json:])
     return {"wall_seconds": round(seconds, 1), "summary": summary}
 
 

@@ -20,9 +20,11 @@ def confusion_matrix(evaluation_uri: str, num_classes: int) -> list[list[int]] |
         for kv in plots_for_slice.plot_keys_and_values:
             if kv.key.model_name == "baseline":
                 continue
-            entries = kv.value.multi_class_confusion_matrix.entries
-            if not entries:
+            matrices = kv.value.multi_class_confusion_matrix_at_thresholds.matrices
+            if not matrices:
                 continue
+            # The default (and only) threshold 0.0 means: predicted class = argmax.
+            entries = matrices[0].entries
             matrix = [[0] * num_classes for _ in range(num_classes)]
             for entry in entries:
                 if 0 <= entry.actual_class_id < num_classes and (

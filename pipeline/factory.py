@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import tensorflow_model_analysis as tfma
 from tfx.components import (
-    Evaluator,
     ExampleValidator,
     ImportExampleGen,
     Pusher,
@@ -26,6 +25,7 @@ from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2
 from tfx.types import Channel, standard_artifacts
 
+from components.evaluator import ImageEvaluator
 from pipeline.config import PREPROCESSING_FN, RUN_FN, PipelineConfig
 from trainer import features
 
@@ -116,14 +116,14 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         model=Channel(type=standard_artifacts.Model),
         model_blessing=Channel(type=standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
-    evaluator = Evaluator(
+    evaluator = ImageEvaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
         eval_config=build_eval_config(config),
         example_splits=[EVAL_SPLIT],
         schema=schema_gen.outputs["schema"],
-    )
+    ).with_id("Evaluator")
     pusher = Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from trainer import data
 from trainer.config import RECIPES, TrainerConfig, from_recipe
-from trainer.model import build_model
+from trainer.model import WHITEN_LAYER, build_model, whitening_kernel
 from trainer.schedule import OneCycle, make_optimizer
 from trainer.train import CURVES_FILE, HISTORY_FILE, train
 
@@ -44,6 +44,28 @@ def test_one_cycle_schedule_shape() -> None:
     assert values == pytest.approx([0.1, 0.55, 1.0, 0.5, 0.0])
 
 
+def test_whitening_layer_decorrelates_patches_and_is_frozen() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(64, *SHAPE)).astype("float32")
+    images[..., 1] += 0.9 * images[..., 0]  # correlated channels
+    kernel = whitening_kernel(images)
+    assert kernel.shape == (2, 2, 3, 24)
+    np.testing.assert_array_equal(kernel[..., 12:], -kernel[..., :12])
+    patches = np.lib.stride_tricks.sliding_window_view(images, (2, 2), axis=(1, 2))
+    patches = patches.transpose(0, 1, 2, 4, 5, 3).reshape(-1, 12)
+    whitened = (patches - patches.mean(0)) @ kernel.reshape(12, 24)[:, :12]
+    np.testing.assert_allclose(np.cov(whitened, rowvar=False), np.eye(12), atol=0.02)
+
+    config = from_recipe("fast", SHAPE, CLASSES, widths=(16, 32), whiten=True)
+    model = build_model(config, images)
+    layer = model.get_layer(WHITEN_LAYER)
+    assert not layer.trainable
+    assert layer.kernel.path not in {v.path for v in model.trainable_variables}
+    np.testing.assert_allclose(layer.get_weights()[0], kernel)
+    with pytest.raises(ValueError, match="sample_images"):
+        build_model(config)
+
+
 def test_weight_averaging_needs_enough_steps() -> None:
     config = from_recipe("fast", SHAPE, CLASSES, epochs=2, ema_momentum=0.99)
     assert not make_optimizer(config, steps_per_epoch=100).use_ema  # 2 windows of 100 steps
@@ -51,7 +73,7 @@ def test_weight_averaging_needs_enough_steps() -> None:
 
 
 def test_weight_decay_skips_batchnorm_and_bias() -> None:
-    config = from_recipe("fast", SHAPE, CLASSES)
+    config = from_recipe("fast", SHAPE, CLASSES, whiten=False)
     optimizer = make_optimizer(config, steps_per_epoch=10)
     model = build_model(config)
     optimizer.build(model.trainable_variables)
@@ -74,20 +96,23 @@ def test_augmentation_applies_to_training_batches_only(recipe: str) -> None:
 
 
 def test_bfloat16_compute_with_float32_logits() -> None:
-    model = build_model(from_recipe("fast", SHAPE, CLASSES, precision="bfloat16"))
+    sample = np.random.default_rng(0).normal(size=(16, *SHAPE)).astype("float32")
+    config = from_recipe("fast", SHAPE, CLASSES, precision="bfloat16")
+    model = build_model(config, sample)
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert convs and {layer.compute_dtype for layer in convs} == {"bfloat16"}
     assert model.output.dtype == "float32"
-    float_model = build_model(from_recipe("fast", SHAPE, CLASSES, precision="float32"))
+    float_model = build_model(config.replace(precision="float32"), sample)
     assert {layer.compute_dtype for layer in float_model.layers[1:]} == {"float32"}
 
 
 @pytest.mark.parametrize("recipe", ["classic", "fast"])
 def test_train_learns_and_writes_history_and_curves(recipe: str, tmp_path) -> None:
     # The fast recipe with a short averaging window, so weight averaging stays on at 90 steps.
-    fast = {"learning_rate": 0.05, "ema_momentum": 0.8} if recipe == "fast" else {}
+    fast = {"learning_rate": 0.05, "ema_momentum": 0.8, "widths": (16, 32)}
+    overrides = fast if recipe == "fast" else {}
     config = from_recipe(recipe, SHAPE, CLASSES, epochs=6, batch_size=16, validation_freq=2,
-                         **fast)
+                         **overrides)
     model, record = train(config, _examples(240), _examples(60, seed=1), log_dir=str(tmp_path))
     assert record["num_train"] == 240 and record["num_eval"] == 60
     assert record["final_eval_accuracy"] >= 0.8

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -27,7 +28,10 @@ CURVES_FILE = "training_curves.png"
 
 
 class EpochLogger(keras.callbacks.Callback):
-    """One line per epoch with metrics, learning rate and ETA, for long runs watched in logs."""
+    """One line per epoch with metrics, learning rate and ETA, for long runs watched in logs.
+
+    Progress goes to stderr: stdout is for results (`run --json`).
+    """
 
     def __init__(self, epochs: int) -> None:
         super().__init__()
@@ -46,6 +50,7 @@ class EpochLogger(keras.callbacks.Callback):
         print(
             f"[trainer] epoch {done}/{self._epochs} {metrics} lr={float(lr):.4g} "
             f"elapsed={elapsed:.0f}s eta<={eta:.0f}s",
+            file=sys.stderr,
             flush=True,
         )
 
@@ -74,6 +79,7 @@ def train(
     print(
         f"[trainer] {num_train} train / {num_eval} eval images decoded through the Transform "
         f"graph and cached in {decode_seconds:.1f}s",
+        file=sys.stderr,
         flush=True,
     )
     steps_per_epoch = math.ceil(num_train / config.batch_size)
@@ -113,6 +119,7 @@ def train(
     print(
         f"[trainer] final eval accuracy {final['accuracy']:.4f} (no test-time augmentation) "
         f"after {fit_seconds:.0f}s of training",
+        file=sys.stderr,
         flush=True,
     )
     record = {
