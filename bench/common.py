@@ -27,8 +27,6 @@ def machine_info() -> dict:
             lines = f.read().splitlines()
         info["cpu_model"] = next((ln.split(":", 1)[1].strip() for ln in lines
                                   if ln.startswith("model name")), None)
-        flags = next((ln for ln in lines if ln.startswith("flags")), "").split()
-        info["cpu_bf16"] = "avx512_bf16" in flags or "amx_bf16" in flags
         with open("/proc/meminfo") as f:
             info["memory_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
     except OSError:
@@ -38,6 +36,9 @@ def machine_info() -> dict:
 
         info["tensorflow"] = tf.__version__
         info["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
+        from trainer.model import bf16_supported
+
+        info["bf16_supported"] = bf16_supported()
     except ImportError:
         pass
     return info

@@ -51,6 +51,7 @@ def main() -> None:
     import tensorflow as tf
 
     from trainer.config import from_recipe
+    from trainer.model import class_probabilities
     from trainer.train import train
 
     root = cifar10_folder(args.out_dir)
@@ -82,9 +83,7 @@ def main() -> None:
     test = standardize(load_split(root / "test", class_names)).batch(1000)
     correct = total = 0
     for images, labels in test:
-        probs = tf.nn.softmax(model(images, training=False))
-        if config.tta_flip:
-            probs = (probs + tf.nn.softmax(model(tf.reverse(images, [2]), training=False))) / 2
+        probs = class_probabilities(model, images, config.tta_flip)
         correct += int(tf.reduce_sum(tf.cast(tf.argmax(probs, -1) == labels, tf.int32)))
         total += int(labels.shape[0])
     record.pop("history", None)

@@ -80,19 +80,18 @@ def _node_name(store: metadata_store.MetadataStore, execution_id: int, prefix: s
 
 
 def _outputs(
-    store: metadata_store.MetadataStore, execution_id: int
+    store: metadata_store.MetadataStore, execution_id: int, type_names: dict[int, str]
 ) -> dict[str, metadata_store_pb2.Artifact]:
+    """Output artifacts of an execution, keyed by artifact type name."""
     events = store.get_events_by_execution_ids([execution_id])
     ids = [e.artifact_id for e in events if e.type == metadata_store_pb2.Event.OUTPUT]
-    types = {t.id: t.name for t in store.get_artifact_types()}
-    return {types[a.type_id]: a for a in store.get_artifacts_by_id(ids)}
+    return {type_names[a.type_id]: a for a in store.get_artifacts_by_id(ids)}
 
 
 def _property(artifact: metadata_store_pb2.Artifact, name: str):
     value = artifact.custom_properties.get(name)
-    if value is None:
-        return None
-    return getattr(value, value.WhichOneof("value")) if value.WhichOneof("value") else None
+    kind = value.WhichOneof("value") if value is not None else None
+    return getattr(value, kind) if kind else None
 
 
 def _read_metrics(summary: RunSummary, evaluation_uri: str) -> None:
@@ -136,13 +135,14 @@ def summarize_run(
     summary = RunSummary(pipeline_name=pipeline_name, run_id=run.name, components=[])
     prefix = f"{pipeline_name}."
     executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.id)
+    type_names = {t.id: t.name for t in store.get_artifact_types()}
     for execution in executions:
         name = _node_name(store, execution.id, prefix)
         seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1e3
         summary.components.append(
             ComponentRun(name, _STATE_NAMES.get(execution.last_known_state, "unknown"), seconds)
         )
-        outputs = _outputs(store, execution.id)
+        outputs = _outputs(store, execution.id, type_names)
         if "ModelEvaluation" in outputs:
             summary.evaluation_uri = outputs["ModelEvaluation"].uri
         if "ModelBlessing" in outputs:

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from trainer import data
 from trainer.config import RECIPES, TrainerConfig, from_recipe
-from trainer.model import WHITEN_LAYER, build_model, whitening_kernel
+from trainer.model import WHITEN_LAYER, build_model, class_probabilities, whitening_kernel
 from trainer.schedule import OneCycle, make_optimizer
 from trainer.train import CURVES_FILE, HISTORY_FILE, train
 
@@ -64,6 +64,18 @@ def test_whitening_layer_decorrelates_patches_and_is_frozen() -> None:
     np.testing.assert_allclose(layer.get_weights()[0], kernel)
     with pytest.raises(ValueError, match="sample_images"):
         build_model(config)
+
+
+def test_flip_tta_averages_an_image_and_its_mirror() -> None:
+    model = build_model(from_recipe("classic", SHAPE, CLASSES))
+    images = tf.constant(np.random.default_rng(0).normal(size=(4, *SHAPE)), tf.float32)
+    mirrored = tf.reverse(images, axis=[2])
+    plain = class_probabilities(model, images, tta_flip=False).numpy()
+    tta = class_probabilities(model, images, tta_flip=True).numpy()
+    np.testing.assert_allclose(tta, class_probabilities(model, mirrored, tta_flip=True), atol=1e-6)
+    expected = (plain + class_probabilities(model, mirrored, tta_flip=False).numpy()) / 2
+    np.testing.assert_allclose(tta, expected, atol=1e-6)
+    np.testing.assert_allclose(tta.sum(axis=1), 1.0, rtol=1e-5)
 
 
 def test_weight_averaging_needs_enough_steps() -> None:

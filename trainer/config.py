@@ -89,6 +89,10 @@ class TrainerConfig:
             raise ValueError(f"widths must be positive channel counts, got {self.widths}")
 
     @property
+    def uses_whitening(self) -> bool:
+        return self.model == "fast" and self.whiten
+
+    @property
     def num_classes(self) -> int:
         return len(self.class_names)
 

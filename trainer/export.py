@@ -17,6 +17,7 @@ import tensorflow_transform as tft
 
 from trainer import features
 from trainer.config import TrainerConfig
+from trainer.model import class_probabilities
 
 
 class ServingModule(tf.Module):
@@ -42,10 +43,7 @@ class ServingModule(tf.Module):
 
     def _predict(self, raw_features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         images = self.tft_layer(raw_features)[features.IMAGE_XF]
-        probabilities = tf.nn.softmax(self.model(images, training=False), axis=-1)
-        if self._tta_flip:
-            mirrored = tf.nn.softmax(self.model(tf.reverse(images, axis=[2]), training=False))
-            probabilities = (probabilities + mirrored) / 2
+        probabilities = class_probabilities(self.model, images, self._tta_flip)
         class_ids = tf.argmax(probabilities, axis=-1)
         names = tf.gather(tf.constant(self._class_names), class_ids)
         return {

@@ -16,6 +16,7 @@ import math
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from trainer import features
 from trainer.config import TrainerConfig
@@ -31,8 +32,6 @@ _BN_MOMENTUM = 0.9
 @functools.cache
 def bf16_supported() -> bool:
     """True where bfloat16 matmuls/convs run natively: AVX512-BF16/AMX CPUs, compute 8.0+ GPUs."""
-    import tensorflow as tf
-
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
@@ -120,6 +119,15 @@ def _fast(inputs: keras.KerasTensor, config: TrainerConfig, dtype: str) -> keras
     return keras.layers.GlobalMaxPooling2D(dtype=dtype)(x)
 
 
+def class_probabilities(model: keras.Model, images, tta_flip: bool):
+    """Softmax over the model's logits; with tta_flip, averaged with the mirrored image's."""
+    probabilities = tf.nn.softmax(model(images, training=False), axis=-1)
+    if tta_flip:
+        mirrored = tf.nn.softmax(model(tf.reverse(images, axis=[2]), training=False), axis=-1)
+        probabilities = (probabilities + mirrored) / 2
+    return probabilities
+
+
 def build_model(config: TrainerConfig, sample_images: np.ndarray | None = None) -> keras.Model:
     """Returns an uncompiled model mapping standardized images to float32 class logits.
 
@@ -133,7 +141,7 @@ def build_model(config: TrainerConfig, sample_images: np.ndarray | None = None) 
     x = body(inputs, config, dtype)
     logits = keras.layers.Dense(config.num_classes, name="logits", dtype="float32")(x)
     model = keras.Model(inputs, logits, name=f"{config.model}_cnn")
-    if config.model == "fast" and config.whiten:
+    if config.uses_whitening:
         if sample_images is None:
             raise ValueError("whiten=True needs sample_images to compute the whitening layer")
         model.get_layer(WHITEN_LAYER).set_weights([whitening_kernel(sample_images)])

@@ -84,7 +84,7 @@ def train(
     )
     steps_per_epoch = math.ceil(num_train / config.batch_size)
     sample = None
-    if config.model == "fast" and config.whiten:
+    if config.uses_whitening:
         sample = next(iter(train_examples.batch(_WHITEN_SAMPLE)))[0].numpy()
     model = build_model(config, sample)
     compile_model(model, config, steps_per_epoch)
