@@ -10,6 +10,7 @@ mean/std over the training set).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -44,6 +45,8 @@ def main() -> None:
     parser.add_argument("--widths")
     parser.add_argument("--ema", type=float)
     parser.add_argument("--precision")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                        help="any other TrainerConfig field, e.g. --set tta_translate=0")
     parser.add_argument("--out-dir", type=Path, default=Path("/tmp/bench"))
     parser.add_argument("--name", default="recipe")
     args = parser.parse_args()
@@ -60,6 +63,7 @@ def main() -> None:
         args.recipe, (32, 32, 3), class_names, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, ema_momentum=args.ema, precision=args.precision,
         widths=tuple(int(w) for w in args.widths.split(",")) if args.widths else None,
+        **{key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)},
     )
     start = time.monotonic()
     train_raw = load_split(root / "train", class_names)
@@ -83,7 +87,7 @@ def main() -> None:
     test = standardize(load_split(root / "test", class_names)).batch(1000)
     correct = total = 0
     for images, labels in test:
-        probs = class_probabilities(model, images, config.tta_flip)
+        probs = class_probabilities(model, images, config.tta_flip, config.tta_translate)
         correct += int(tf.reduce_sum(tf.cast(tf.argmax(probs, -1) == labels, tf.int32)))
         total += int(labels.shape[0])
     record.pop("history", None)
@@ -96,7 +100,8 @@ def main() -> None:
         "machine": machine_info(),
         "commit": git_commit(),
     }
-    print(f"test accuracy {correct / total:.4f} (TTA={config.tta_flip}), "
+    print(f"test accuracy {correct / total:.4f} (TTA flip={config.tta_flip} "
+          f"translate={config.tta_translate}), "
           f"fit {record['fit_seconds']:.0f}s")
     write_result(args.name, result)
 

@@ -19,7 +19,7 @@ KFP_BEAM_ARGS = ("--runner=DirectRunner", "--direct_running_mode=multi_processin
 def kfp_config(**fields) -> PipelineConfig:
     """A PipelineConfig for Kubeflow: no local MLMD (the cluster provides it)."""
     fields.setdefault("beam_pipeline_args", KFP_BEAM_ARGS)
-    return PipelineConfig(metadata_path=None, **fields)
+    return PipelineConfig(metadata_path=None, orchestrator="kubeflow", **fields)
 
 
 def compile_pipeline(config: PipelineConfig, output: str | Path, image: str) -> Path:

@@ -16,7 +16,7 @@ from pipeline import logs
 
 log = logging.getLogger("pipeline")
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_DATA_REJECTED, EXIT_BUSY = 0, 1, 2, 3, 4
 
 EPILOG = """\
 examples:
@@ -26,7 +26,9 @@ examples:
   python -m pipeline predict --model-dir serving_model/digits img1.png img2.png
   python -m pipeline compile-kfp --output pipeline.json
 
-exit codes: 0 ok, 1 the pipeline or a command failed, 2 bad input or arguments
+exit codes: 0 ok, 1 the pipeline or a command failed, 2 bad input or arguments,
+            3 the data gate rejected the data (anomalies or label drift; nothing trained),
+            4 another run of the same pipeline holds the pipeline root
 """
 
 
@@ -53,6 +55,26 @@ def _add_trainer_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--precision", choices=PRECISIONS)
 
 
+def _add_ingest_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("ingest", "How an image folder becomes TFRecords.")
+    group.add_argument("--eval-fraction", type=float, default=0.2,
+                       help="share of images for eval when the folder has no split folders")
+    group.add_argument("--resize", metavar="HxW",
+                       help="accept images of different sizes; the model gets HxW")
+    group.add_argument("--channels", type=int, choices=(1, 3, 4),
+                       help="accept images with different channel counts; the model gets N")
+    group.add_argument("--skip-bad", action="store_true",
+                       help="leave out unreadable/corrupt/non-image files instead of failing; "
+                            "they are listed with the reason in OUT/quarantine.json")
+
+
+def _ingest_policy(args: argparse.Namespace) -> dict:
+    from pipeline.ingest import parse_resize
+
+    return {"resize": parse_resize(args.resize) if args.resize else None,
+            "channels": args.channels, "skip_bad": args.skip_bad}
+
+
 def _add_pipeline_args(parser: argparse.ArgumentParser) -> None:
     from pipeline.config import DEFAULT_SCHEMA, EvalThresholds
 
@@ -66,6 +88,13 @@ def _add_pipeline_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-regression", type=float, default=thresholds.max_regression,
                         help="bless only if accuracy drops at most this much below the last "
                              "blessed model (default %(default)s)")
+    parser.add_argument("--allow-anomaly", action="append", default=[], metavar="TYPE",
+                        help="accept this ExampleValidator anomaly type instead of failing the "
+                             "run (repeatable), e.g. FEATURE_TYPE_LOW_FRACTION_PRESENT")
+    parser.add_argument("--max-label-drift", type=float, default=0.1,
+                        help="fail when a split's label distribution moves further than this "
+                             "(L-infinity) from the last accepted data; 0 turns it off "
+                             "(default %(default)s)")
     _add_trainer_args(parser)
 
 
@@ -87,10 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example: python -m pipeline ingest ~/flowers data/flowers")
     p.add_argument("src", type=Path)
     p.add_argument("out", type=Path)
-    p.add_argument("--eval-fraction", type=float, default=0.2,
-                   help="share of images for eval when SRC has no split folders")
     p.add_argument("--workers", type=int, help="parallel writer processes (default: CPUs)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    _add_ingest_args(p)
 
     p = sub.add_parser("run", help="run the pipeline locally (LocalDagRunner)",
                        description="Build and run the pipeline with LocalDagRunner and a SQLite "
@@ -106,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pipeline root, metadata, data and logs (default %(default)s)")
     p.add_argument("--serving-dir", type=Path, default=Path("serving_model"),
                    help="TF Serving base dir; models go to <dir>/<model-name>/<version>/")
-    p.add_argument("--eval-fraction", type=float, default=0.2)
+    _add_ingest_args(p)
     p.add_argument("--no-cache", action="store_true", help="re-execute every component")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     _add_pipeline_args(p)
@@ -161,29 +189,46 @@ def _trainer_config(args: argparse.Namespace, class_names, image_shape):
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from pipeline.ingest import ingest
+    from pipeline.ingest import QUARANTINE_FILE, ingest
 
     start = time.monotonic()
     info = ingest(args.src, args.out, eval_fraction=args.eval_fraction, workers=args.workers,
-                  overwrite=args.overwrite)
+                  overwrite=args.overwrite, **_ingest_policy(args))
     total = sum(info.split_counts.values())
     elapsed = time.monotonic() - start
     print(f"wrote {total} images ({info.split_counts}) of {info.num_classes} classes, "
           f"shape {info.image_shape}, to {args.out} in {elapsed:.1f}s")
+    quarantine = args.out / QUARANTINE_FILE
+    if quarantine.is_file():
+        skipped = len(json.loads(quarantine.read_text()))
+        print(f"skipped {skipped} bad file(s), listed with the reason in {quarantine}")
     return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.config import EvalThresholds, PipelineConfig
-    from pipeline.schema import check_num_classes
-    from pipeline.workspace import Workspace, prepare_data
+    from pipeline.lock import RunLockedError, run_lock
+    from pipeline.workspace import Workspace
 
     workspace = Workspace(args.root.resolve(), args.pipeline_name)
     log_file = workspace.new_log_file()
     logs.configure(log_file, args.verbose)
+    try:
+        with run_lock(workspace.lock_path, f"pipeline {args.pipeline_name!r} in {args.root}"):
+            return _run_pipeline(args, workspace, log_file)
+    except RunLockedError as e:
+        log.error("%s", e)
+        return EXIT_BUSY
+
+
+def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
+    from pipeline.config import EvalThresholds, PipelineConfig
+    from pipeline.schema import check_num_classes
+    from pipeline.workspace import prepare_data
+
     start = time.monotonic()
     name, data_root, info = prepare_data(
-        workspace, None if args.data else args.dataset, args.data, args.eval_fraction
+        workspace, None if args.data else args.dataset, args.data, args.eval_fraction,
+        **_ingest_policy(args),
     )
     check_num_classes(args.schema, info.num_classes)
     thresholds = EvalThresholds(args.min_accuracy, args.max_regression)
@@ -196,6 +241,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         trainer=_trainer_config(args, info.class_names, info.image_shape),
         schema_path=str(args.schema.resolve()),
         thresholds=thresholds,
+        allowed_anomaly_types=tuple(args.allow_anomaly),
+        max_label_drift=args.max_label_drift,
         metadata_path=str(workspace.metadata_path),
         enable_cache=not args.no_cache,
     )
@@ -203,13 +250,20 @@ def cmd_run(args: argparse.Namespace) -> int:
              data_root, info.split_counts, info.num_classes, info.image_shape)
     log.info("full log: %s", log_file)
 
+    from components.data_gate import DataValidationError
     from pipeline.local_runner import run_local
     from pipeline.summary import format_summary, summarize_run
 
     try:
         run_local(config)
+    except DataValidationError as e:
+        log.error("%s\nfull log: %s", e, log_file)
+        return EXIT_DATA_REJECTED
     except Exception as e:  # noqa: BLE001 - reported with the log location, then exit 1
-        log.error("pipeline failed: %s: %s\nfull log: %s", e.__class__.__name__, e, log_file)
+        failed = _failed_components(config.metadata_path, config.pipeline_name)
+        where = f" in {', '.join(failed)}" if failed else ""
+        log.error("pipeline failed%s: %s: %s\nfull log: %s", where, e.__class__.__name__, e,
+                  log_file)
         logging.getLogger("pipeline.trace").info("traceback", exc_info=True)
         return EXIT_FAILED
     summary = summarize_run(config.metadata_path, config.pipeline_name)
@@ -228,6 +282,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"--model_base_path={config.push_base_directory} --rest_api_port=8501")
         print(f"Wall time: {time.monotonic() - start:.0f}s. Full log: {log_file}")
     return EXIT_OK
+
+
+def _failed_components(metadata_path: str, pipeline_name: str) -> list[str]:
+    """Components of the latest run that failed, for the error message; [] if none recorded."""
+    from pipeline.summary import summarize_run
+
+    try:
+        summary = summarize_run(metadata_path, pipeline_name)
+    except Exception:  # noqa: BLE001 - the store may not even exist yet
+        return []
+    return [c.name for c in summary.components if c.state == "failed"]
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -268,6 +333,8 @@ def cmd_compile_kfp(args: argparse.Namespace) -> int:
         trainer=_trainer_config(args, class_names, image_shape),
         schema_path=args.image_schema,
         thresholds=EvalThresholds(args.min_accuracy, args.max_regression),
+        allowed_anomaly_types=tuple(args.allow_anomaly),
+        max_label_drift=args.max_label_drift,
     )
     compile_pipeline(config, args.output, image=args.image)
     print(f"wrote Kubeflow Pipelines v2 spec {args.output} (image {args.image})")

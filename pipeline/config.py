@@ -48,9 +48,16 @@ class PipelineConfig:
     trainer: TrainerConfig
     schema_path: str = str(DEFAULT_SCHEMA)
     thresholds: EvalThresholds = EvalThresholds()
+    # DataGate: ExampleValidator anomaly types accepted instead of failing the run, and the
+    # largest L-infinity distance between a split's label distribution and the last accepted one.
+    allowed_anomaly_types: tuple[str, ...] = ()
+    max_label_drift: float = 0.1
     # SQLite MLMD store for local runs; None on Kubeflow (the cluster provides MLMD).
     metadata_path: str | None = None
     enable_cache: bool = True
+    # "local" (LocalDagRunner) or "kubeflow" (KubeflowV2DagRunner): the few node choices that
+    # differ, such as resolver strategies the KFP v2 compiler accepts.
+    orchestrator: str = "local"
     beam_pipeline_args: tuple[str, ...] = LOCAL_BEAM_ARGS
 
     @property

@@ -6,17 +6,18 @@ Google Cloud extensions (about 9 s of google-cloud-aiplatform on every CLI start
 
 from __future__ import annotations
 
+import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
 from tfx.components import (
     ExampleValidator,
     ImportExampleGen,
-    Pusher,
     StatisticsGen,
     Trainer,
     Transform,
 )
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
     LatestBlessedModelStrategy,
 )
@@ -25,7 +26,9 @@ from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2
 from tfx.types import Channel, standard_artifacts
 
+from components.data_gate import DataGate, LatestOrNothingStrategy, ValidatedStatistics
 from components.evaluator import ImageEvaluator
+from components.pusher import AtomicPusher
 from pipeline.config import PREPROCESSING_FN, RUN_FN, PipelineConfig
 from trainer import features
 
@@ -87,10 +90,31 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
             ]
         ),
     )
-    statistics_gen = StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = ImportSchemaGen(schema_file=config.schema_path)
+    # With the schema, StatisticsGen counts each class (the label is categorical there);
+    # semantic-domain statistics detect image formats, which the schema's image_domain checks.
+    statistics_gen = StatisticsGen(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        stats_options=tfdv.StatsOptions(enable_semantic_domain_stats=True),
+    )
     example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    )
+    # The statistics of the last data that passed the gate: the drift baseline.
+    baseline_resolver = Resolver(
+        strategy_class=(
+            LatestArtifactStrategy if config.orchestrator == "kubeflow" else LatestOrNothingStrategy
+        ),
+        statistics=Channel(type=ValidatedStatistics),
+    ).with_id("validated_statistics_resolver")
+    data_gate = DataGate(
+        statistics=statistics_gen.outputs["statistics"],
+        anomalies=example_validator.outputs["anomalies"],
+        schema=schema_gen.outputs["schema"],
+        baseline_statistics=baseline_resolver.outputs["statistics"],
+        allowed_anomaly_types=config.allowed_anomaly_types,
+        max_label_drift=config.max_label_drift,
     )
     transform = Transform(
         examples=example_gen.outputs["examples"],
@@ -102,6 +126,8 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         # materialized float images would be ~12 KB per CIFAR example on disk.
         materialize=False,
     )
+    # Nothing trains on data the gate rejected.
+    transform.add_upstream_node(data_gate)
     trainer = Trainer(
         run_fn=RUN_FN,
         examples=example_gen.outputs["examples"],
@@ -124,7 +150,8 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         example_splits=[EVAL_SPLIT],
         schema=schema_gen.outputs["schema"],
     ).with_id("Evaluator")
-    pusher = Pusher(
+    # Stages, verifies and renames into place; an identical model is not pushed twice.
+    pusher = AtomicPusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         push_destination=pusher_pb2.PushDestination(
@@ -132,7 +159,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
                 base_directory=config.push_base_directory
             )
         ),
-    )
+    ).with_id("Pusher")
 
     connection = (
         metadata.sqlite_metadata_connection_config(config.metadata_path)
@@ -144,9 +171,11 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         pipeline_root=config.pipeline_root,
         components=[
             example_gen,
-            statistics_gen,
             schema_gen,
+            statistics_gen,
             example_validator,
+            baseline_resolver,
+            data_gate,
             transform,
             trainer,
             model_resolver,

@@ -8,6 +8,11 @@ Output (written to a temporary folder and renamed into place only when complete)
   OUT/train/data-00000-of-0000N.tfrecord.gz, OUT/eval/...   tf.Example{image: bytes, label: int64}
   OUT/labels.txt     one class name per line; line i is label i
   OUT/dataset.json   class names, image shape, per-split and per-class counts, provenance
+  OUT/quarantine.json  with skip_bad: each skipped file and why
+
+Images of different sizes or channel counts are refused unless a policy says what the model
+gets: `resize=(h, w)` and/or `channels=n`. The bytes are stored unchanged either way; Transform
+decodes to that shape, in training and in serving alike.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ EVAL = "eval"
 EVAL_ALIASES = ("eval", "test", "val", "validation")
 DATASET_INFO = "dataset.json"
 LABELS_FILE = "labels.txt"
+QUARANTINE_FILE = "quarantine.json"
 _MAX_SHARD = 50_000
 _MIN_SHARD = 500
 
@@ -106,9 +112,13 @@ def _hash_fraction(key: str) -> float:
 
 
 def discover(
-    src: Path, eval_fraction: float
+    src: Path, eval_fraction: float, skipped: list[tuple[str, str]] | None = None
 ) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
-    """Class names and the (file, label) items of each split; raises IngestError on bad layout."""
+    """Class names and the (file, label) items of each split; raises IngestError on bad layout.
+
+    With `skipped` (a list), non-image files are appended to it as (path, reason) instead of
+    being refused.
+    """
     if not src.is_dir():
         raise IngestError(
             f"{src}: not a folder. Pass a folder of <class>/ or <split>/<class>/ images."
@@ -155,7 +165,9 @@ def discover(
     for split, root in roots.items():
         for label, name in enumerate(class_names):
             images, others = _class_files(str(root / name))
-            if others:
+            if others and skipped is not None:
+                skipped.extend((path, "not an image file (by extension)") for path in others)
+            elif others:
                 shown = ", ".join(others[:10])
                 more = f" (and {len(others) - 10} more)" if len(others) > 10 else ""
                 problems.append(f"not image files ({sorted(IMAGE_EXTENSIONS)}): {shown}{more}")
@@ -169,7 +181,10 @@ def discover(
                 target = EVAL if _hash_fraction(path[prefix:]) < eval_fraction else TRAIN
                 items[target].append((path, label))
     if problems:
-        raise IngestError(f"{src}: cannot ingest:\n  " + "\n  ".join(problems))
+        hint = ""
+        if any(problem.startswith("not image files") for problem in problems):
+            hint = "\nMove the non-image files away, or pass --skip-bad to leave them out."
+        raise IngestError(f"{src}: cannot ingest:\n  " + "\n  ".join(problems) + hint)
     for split, split_items in items.items():
         if not split_items:
             raise IngestError(
@@ -180,10 +195,15 @@ def discover(
 
 def _write_shard(
     path: str, items: Sequence[tuple[str, int]]
-) -> tuple[int, collections.Counter, list[str]]:
-    """Writes one shard; returns the count, a Counter of (h, w, c) and the unreadable files."""
+) -> tuple[int, collections.Counter, dict, list[tuple[str, str]]]:
+    """Writes one shard of the readable images.
+
+    Returns the count, a Counter of (h, w, c), one file per shape, and the unreadable files
+    with the reason.
+    """
     shapes: collections.Counter = collections.Counter()
-    bad: list[str] = []
+    example_of: dict[tuple[int, int, int], str] = {}
+    bad: list[tuple[str, str]] = []
     written = 0
     encode = ImageExampleEncoder(features.IMAGE_KEY, features.LABEL_KEY).encode
     with GzipTFRecordWriter(path) as writer:
@@ -191,13 +211,69 @@ def _write_shard(
             try:
                 with open(file_path, "rb") as f:
                     data = f.read()
-                shapes[image_shape(data)] += 1
+                shape = image_shape(data)
             except (OSError, BadImage) as e:
-                bad.append(f"{file_path}: {e}")
+                bad.append((file_path, str(e)))
                 continue
+            shapes[shape] += 1
+            example_of.setdefault(shape, file_path)
             writer.write(encode(data, label))
             written += 1
-    return written, shapes, bad
+    return written, shapes, example_of, bad
+
+
+def parse_resize(text: str) -> tuple[int, int]:
+    """'HxW' -> (H, W)."""
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise IngestError(f"--resize takes HEIGHTxWIDTH, e.g. 32x32; got {text!r}") from None
+    if height < 1 or width < 1:
+        raise IngestError(f"--resize needs positive sizes, got {text!r}")
+    return height, width
+
+
+def target_shape(
+    shapes: collections.Counter,
+    example_of: dict[tuple[int, int, int], str],
+    resize: tuple[int, int] | None,
+    channels: int | None,
+    src: Path,
+) -> tuple[int, int, int]:
+    """The one shape the model gets; mixed shapes need an explicit policy."""
+    sizes = {(h, w) for h, w, _ in shapes}
+    channel_counts = {c for _, _, c in shapes}
+    needs = []
+    if len(sizes) > 1 and resize is None:
+        needs.append("--resize HxW (sizes differ)")
+    if len(channel_counts) > 1 and channels is None:
+        needs.append("--channels N (channel counts differ)")
+    if needs:
+        seen = ", ".join(
+            f"{h}x{w}x{c}: {n} file(s), e.g. {example_of[(h, w, c)]}"
+            for (h, w, c), n in shapes.most_common(10)
+        )
+        raise IngestError(
+            f"{src}: images have {len(shapes)} different shapes ({seen}). Choose what the model "
+            f"gets with {' and '.join(needs)}, or remove the odd files."
+        )
+    (height, width, channel_count), _ = shapes.most_common(1)[0]
+    if resize:
+        height, width = resize
+    return height, width, channels or channel_count
+
+
+def _check_not_emptied(
+    items: dict[str, list[tuple[str, int]]], class_names: Sequence[str], src: Path
+) -> None:
+    for split, split_items in items.items():
+        present = {label for _, label in split_items}
+        empty = [name for label, name in enumerate(class_names) if label not in present]
+        if empty:
+            raise IngestError(
+                f"{src}: after leaving out the bad files, the {split} split has no images of "
+                f"class(es) {empty}."
+            )
 
 
 def _num_shards(count: int, workers: int) -> int:
@@ -212,17 +288,24 @@ def ingest(
     workers: int | None = None,
     overwrite: bool = False,
     seed: int = 0,
+    resize: tuple[int, int] | None = None,
+    channels: int | None = None,
+    skip_bad: bool = False,
 ) -> DatasetInfo:
+    """Ingest src into out; with skip_bad, unreadable and non-image files are quarantined."""
     src, out = Path(src).resolve(), Path(out).resolve()
     if not 0 < eval_fraction < 1:
         raise IngestError(f"--eval-fraction must be in (0, 1), got {eval_fraction}")
+    if channels is not None and channels not in (1, 3, 4):
+        raise IngestError(f"--channels must be 1, 3 or 4, got {channels}")
     if out.exists() and not overwrite:
         raise IngestError(f"{out} already exists; pass --overwrite to replace it.")
     if out == src or src in out.parents:
         raise IngestError(f"output {out} must not be inside the source folder {src}")
     workers = workers or os.cpu_count() or 1
     start = time.monotonic()
-    class_names, items = discover(src, eval_fraction)
+    skipped: list[tuple[str, str]] = []
+    class_names, items = discover(src, eval_fraction, skipped if skip_bad else None)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -238,25 +321,32 @@ def ingest(
                 shard = tmp / split / f"data-{i:05d}-of-{n:05d}.tfrecord.gz"
                 jobs.append((str(shard), ordered[i::n]))
         shapes: collections.Counter = collections.Counter()
-        bad: list[str] = []
+        example_of: dict[tuple[int, int, int], str] = {}
+        bad: list[tuple[str, str]] = []
         if workers > 1 and len(jobs) > 1:
             with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
                 results = list(pool.map(_write_shard, *zip(*jobs, strict=True)))
         else:
             results = [_write_shard(*job) for job in jobs]
-        for _, shard_shapes, shard_bad in results:
+        for _, shard_shapes, shard_examples, shard_bad in results:
             shapes.update(shard_shapes)
+            for shape, path in shard_examples.items():
+                example_of.setdefault(shape, path)
             bad.extend(shard_bad)
-        if bad:
+        if bad and not skip_bad:
+            listed = "\n  ".join(f"{path}: {reason}" for path, reason in sorted(bad)[:50])
+            more = f"\n  (and {len(bad) - 50} more)" if len(bad) > 50 else ""
             raise IngestError(
-                f"{src}: {len(bad)} file(s) are not readable images:\n  " + "\n  ".join(bad[:50])
+                f"{src}: {len(bad)} file(s) are not readable images:\n  {listed}{more}\n"
+                "Fix or remove them, or pass --skip-bad to leave them out (they are listed in "
+                f"OUT/{QUARANTINE_FILE})."
             )
-        image_shape, _ = shapes.most_common(1)[0]
-        if len(shapes) > 1:
-            log.warning(
-                "images have %d different shapes %s; Transform resizes them to the most common "
-                "one, %s", len(shapes), dict(shapes.most_common(5)), image_shape,
-            )
+        skipped.extend(bad)
+        dropped = {path for path, _ in bad}
+        items = {split: [item for item in split_items if item[0] not in dropped]
+                 for split, split_items in items.items()}
+        _check_not_emptied(items, class_names, src)
+        image_shape = target_shape(shapes, example_of, resize, channels, src)
         elapsed = time.monotonic() - start
         total = sum(len(v) for v in items.values())
         splits = {}
@@ -275,6 +365,8 @@ def ingest(
             "class_names": class_names,
             "image_shape": list(image_shape),
             "image_shapes_seen": {f"{h}x{w}x{c}": n for (h, w, c), n in shapes.items()},
+            "shape_policy": {"resize": list(resize) if resize else None, "channels": channels},
+            "skipped_files": len(skipped),
             "splits": splits,
             "source": str(src),
             "created": datetime.datetime.now(datetime.UTC).isoformat(),
@@ -282,6 +374,11 @@ def ingest(
             "images_per_second": round(total / elapsed, 1) if elapsed > 0 else None,
         }
         (tmp / LABELS_FILE).write_text("".join(f"{name}\n" for name in class_names))
+        if skipped:
+            (tmp / QUARANTINE_FILE).write_text(json.dumps(
+                [{"path": path, "reason": reason} for path, reason in sorted(skipped)], indent=2
+            ) + "\n")
+            log.warning("skipped %d bad file(s); see %s", len(skipped), out / QUARANTINE_FILE)
         (tmp / DATASET_INFO).write_text(json.dumps(info, indent=2) + "\n")
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"

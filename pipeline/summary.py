@@ -39,6 +39,8 @@ class RunSummary:
     blessed: bool | None = None
     pushed: bool | None = None
     pushed_destination: str | None = None
+    # The newest served version already held this model: no new version was created.
+    already_served: bool = False
     model_uri: str | None = None
     tensorboard_dir: str | None = None
     evaluation_uri: str | None = None
@@ -151,6 +153,7 @@ def summarize_run(
             pushed = outputs["PushedModel"]
             summary.pushed = bool(_property(pushed, "pushed"))
             summary.pushed_destination = _property(pushed, "pushed_destination") or None
+            summary.already_served = bool(_property(pushed, "already_served"))
         if "Model" in outputs:
             summary.model_uri = outputs["Model"].uri
         if "ModelRun" in outputs:
@@ -189,7 +192,9 @@ def format_summary(
         f"  thresholds: accuracy >= {min_accuracy}, regression <= {max_regression} "
         f"-> {verdict}"
     )
-    if summary.pushed:
+    if summary.pushed and summary.already_served:
+        yield f"Already served, not pushed again: {summary.pushed_destination}"
+    elif summary.pushed:
         yield f"Pushed: {summary.pushed_destination}"
     elif summary.pushed is False:
         yield "Not pushed: the candidate was not blessed; the serving directory is unchanged."

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from pipeline import datasets, ingest
 
@@ -37,6 +38,10 @@ class Workspace:
     @property
     def metadata_path(self) -> Path:
         return self.root / "metadata" / f"{self.pipeline_name}.sqlite"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / "metadata" / f"{self.pipeline_name}.lock"
 
     def data_dir(self, name: str) -> Path:
         return self.root / "data" / name
@@ -61,25 +66,33 @@ def source_fingerprint(src: Path) -> str:
     return digest.hexdigest()
 
 
-def ingest_if_changed(src: Path, out: Path, eval_fraction: float) -> ingest.DatasetInfo:
-    """Ingests src into out unless out already holds an ingest of the same files.
+def ingest_if_changed(
+    src: Path, out: Path, eval_fraction: float, **policy: Any
+) -> ingest.DatasetInfo:
+    """Ingests src into out unless out already holds an ingest of the same files and settings.
 
     Re-ingesting unchanged data would give ExampleGen new files and defeat TFX caching.
+    `policy` holds ingest's resize/channels/skip_bad settings.
     """
     fingerprint = {"source": str(src.resolve()), "fingerprint": source_fingerprint(src),
-                   "eval_fraction": eval_fraction}
+                   "eval_fraction": eval_fraction,
+                   **{k: list(v) if isinstance(v, tuple) else v for k, v in policy.items()}}
     marker = out / _SOURCE_FINGERPRINT
     if marker.is_file() and json.loads(marker.read_text()) == fingerprint:
         log.info("reusing %s (source unchanged)", out)
         return ingest.load_dataset_info(out)
     log.info("ingesting %s -> %s", src, out)
-    info = ingest.ingest(src, out, eval_fraction=eval_fraction, overwrite=True)
+    info = ingest.ingest(src, out, eval_fraction=eval_fraction, overwrite=True, **policy)
     marker.write_text(json.dumps(fingerprint, indent=2) + "\n")
     return info
 
 
 def prepare_data(
-    workspace: Workspace, dataset: str | None, data: Path | None, eval_fraction: float
+    workspace: Workspace,
+    dataset: str | None,
+    data: Path | None,
+    eval_fraction: float,
+    **policy: Any,
 ) -> tuple[str, Path, ingest.DatasetInfo]:
     """(dataset name, TFRecords folder, its info) for --dataset NAME or --data DIR."""
     if data is not None:
@@ -88,7 +101,7 @@ def prepare_data(
             return data.name, data, ingest.load_dataset_info(data)
         name = data.name
         out = workspace.data_dir(name) / "tfrecords"
-        return name, out, ingest_if_changed(data, out, eval_fraction)
+        return name, out, ingest_if_changed(data, out, eval_fraction, **policy)
     if dataset == "digits":
         images = datasets.write_digits_folder(workspace.data_dir(dataset) / "images")
         out = workspace.data_dir(dataset) / "tfrecords"

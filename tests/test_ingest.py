@@ -88,3 +88,113 @@ def test_cli_ingest(tmp_path: Path, capsys) -> None:
     assert main(["ingest", str(tmp_path / "src"), str(tmp_path / "out")]) == 0
     assert "wrote 9 images" in capsys.readouterr().out
     assert load_dataset_info(tmp_path / "out").split_counts == {"train": 6, "eval": 3}
+
+
+def _gray_png(size: int = 8) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (size, size), 128).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _add_odd_size(src: Path) -> Path:
+    import numpy as np
+
+    odd = src / "train" / "red" / "big.png"
+    odd.write_bytes(imagegen.image_bytes("red", np.random.default_rng(1), size=12))
+    return odd
+
+
+def test_mixed_sizes_are_refused_without_a_policy(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    imagegen.write_folder(src, {"train": 2, "test": 1})
+    odd = _add_odd_size(src)
+    with pytest.raises(IngestError, match="--resize") as error:
+        ingest(src, tmp_path / "out")
+    assert "12x12x3: 1 file(s), e.g. " + str(odd) in str(error.value)
+    assert "8x8x3: 9 file(s)" in str(error.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_resize_policy_accepts_mixed_sizes_and_sets_the_model_shape(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    imagegen.write_folder(src, {"train": 2, "test": 1})
+    _add_odd_size(src)
+    info = ingest(src, tmp_path / "out", resize=(10, 10))
+    assert info.image_shape == (10, 10, 3)
+    saved = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert saved["image_shapes_seen"] == {"8x8x3": 9, "12x12x3": 1}
+    assert saved["shape_policy"] == {"resize": [10, 10], "channels": None}
+    assert info.split_counts == {"train": 7, "eval": 3}
+
+
+def test_mixed_channels_need_a_channels_policy(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    imagegen.write_folder(src, {"train": 2, "test": 1})
+    (src / "test" / "blue" / "gray.png").write_bytes(_gray_png())
+    with pytest.raises(IngestError, match="--channels N"):
+        ingest(src, tmp_path / "out")
+    assert ingest(src, tmp_path / "out", channels=3).image_shape == (8, 8, 3)
+
+
+def test_skip_bad_quarantines_bad_files_and_keeps_the_good_ones(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    imagegen.write_folder(src, {"train": 3, "test": 1})
+    (src / "train" / "red" / "notes.txt").write_text("hi")
+    (src / "train" / "green" / "000.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (src / "train" / "blue" / "gone.jpg").symlink_to(tmp_path / "missing.jpg")  # unreadable
+    with pytest.raises(IngestError, match="--skip-bad") as error:
+        ingest(src, tmp_path / "out", skip_bad=False, workers=1)
+    assert "gone.jpg" in str(error.value) or "notes.txt" in str(error.value)
+
+    info = ingest(src, tmp_path / "out", skip_bad=True)
+    quarantine = json.loads((tmp_path / "out" / "quarantine.json").read_text())
+    reasons = {Path(q["path"]).name: q["reason"] for q in quarantine}
+    assert set(reasons) == {"notes.txt", "000.png", "gone.jpg"}
+    assert "not an image file" in reasons["notes.txt"]
+    assert "No such file" in reasons["gone.jpg"]
+    # 9 generated train images, one of them overwritten with a truncated PNG.
+    assert info.split_counts == {"train": 8, "eval": 3}
+    assert len(read_split(tmp_path / "out", "train")) == 8
+    assert json.loads((tmp_path / "out" / "dataset.json").read_text())["skipped_files"] == 3
+
+
+def test_skip_bad_still_refuses_a_class_left_without_images(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    imagegen.write_folder(src, {"train": 1, "test": 1})
+    (src / "test" / "red" / "000.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(IngestError, match=r"eval split has no images of class\(es\) \['red'\]"):
+        ingest(src, tmp_path / "out", skip_bad=True)
+
+
+def test_failed_ingest_leaves_the_previous_tfrecords_unchanged(tmp_path: Path) -> None:
+    from conftest import snapshot
+
+    src = tmp_path / "src"
+    imagegen.write_folder(src, {"train": 2, "test": 1})
+    ingest(src, tmp_path / "out")
+    before = snapshot(tmp_path / "out")
+    (src / "train" / "red" / "001.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    with pytest.raises(IngestError, match="001.jpg"):
+        ingest(src, tmp_path / "out", overwrite=True)
+    assert snapshot(tmp_path / "out") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]  # no temp folders
+
+
+def test_an_empty_dataset_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    with pytest.raises(IngestError, match="no class folders found"):
+        ingest(tmp_path / "src", tmp_path / "out")
+
+
+def test_cli_ingest_policies(tmp_path: Path, capsys) -> None:
+    src = tmp_path / "src"
+    imagegen.write_folder(src, {"train": 2, "test": 1})
+    (src / "train" / "red" / "notes.txt").write_text("hi")
+    assert main(["ingest", str(src), str(tmp_path / "bad"), "--resize", "8x"]) == 2
+    assert "HEIGHTxWIDTH" in capsys.readouterr().err
+    assert main(["ingest", str(src), str(tmp_path / "out"), "--skip-bad"]) == 0
+    assert "skipped 1 bad file(s)" in capsys.readouterr().out

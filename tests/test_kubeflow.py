@@ -11,8 +11,8 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from pipeline.cli import main
 
 COMPONENTS = {
-    "ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "Transform",
-    "Trainer", "Evaluator", "Pusher",
+    "ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
+    "validated_statistics_resolver", "DataGate", "Transform", "Trainer", "Evaluator", "Pusher",
     # KFP v2 has no resolver node: TFX compiles the Resolver into one task per channel.
     "latest_blessed_model_resolver-model-resolver",
     "latest_blessed_model_resolver-model-blessing-resolver",
@@ -31,6 +31,8 @@ def test_compiled_spec_is_a_valid_pipeline_spec(tmp_path: Path) -> None:
     job = _compile(tmp_path)
     spec = json_format.ParseDict(job["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
     assert set(spec.root.dag.tasks) == COMPONENTS
+    # The gate holds Transform (and so everything after it) back on Kubeflow too.
+    assert "DataGate" in spec.root.dag.tasks["Transform"].dependent_tasks
     assert job["runtimeConfig"]["gcsOutputDirectory"] == "gs://bucket/root"
     executors = spec.deployment_spec["executors"]
     images = {

@@ -12,8 +12,16 @@ from conftest import PIPELINE_NAME, RUNS, PipelineRuns
 from pipeline.summary import RunSummary, open_store, summarize_run
 
 NODES = {
-    "ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "Transform",
-    "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher",
+    "ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
+    "validated_statistics_resolver", "DataGate", "Transform", "Trainer",
+    "latest_blessed_model_resolver", "Evaluator", "Pusher",
+}
+# Re-executed by an unchanged re-run: resolvers always run; the gate compares the data with the
+# previous run's accepted statistics (a new baseline artifact); the Evaluator reuses the old
+# evaluation; the Pusher finds the model already served.
+RERUN_EXECUTED = {
+    "validated_statistics_resolver", "DataGate", "latest_blessed_model_resolver", "Evaluator",
+    "Pusher",
 }
 
 
@@ -87,8 +95,11 @@ def test_second_run_uses_the_first_model_as_baseline_and_pushes(
 def test_unchanged_rerun_is_cached_and_reuses_the_evaluation(pipeline_runs: PipelineRuns) -> None:
     first, rerun = _summary(pipeline_runs, "first"), _summary(pipeline_runs, "rerun")
     states = _states(rerun)
-    assert {states[n] for n in NODES - {"latest_blessed_model_resolver", "Evaluator", "Pusher"}} \
-        == {"cached"}
+    assert {states[n] for n in NODES - RERUN_EXECUTED} == {"cached"}
+    # Same model: the Pusher creates no new version.
+    assert rerun.pushed and rerun.already_served
+    assert rerun.pushed_destination == first.pushed_destination
+    assert pipeline_runs.snapshots["rerun"] == pipeline_runs.snapshots["first"]
     # The resolver hands the cached model back as its own baseline; the Evaluator notices and
     # copies the evaluation that blessed it instead of running TFMA twice on it.
     assert _evaluator_inputs(pipeline_runs, "rerun")["baseline_model"] == [first.model_uri]

@@ -11,8 +11,15 @@ import tensorflow as tf
 
 from trainer import data
 from trainer.config import RECIPES, TrainerConfig, from_recipe
-from trainer.model import WHITEN_LAYER, build_model, class_probabilities, whitening_kernel
-from trainer.schedule import OneCycle, make_optimizer
+from trainer.model import (
+    WHITEN_LAYER,
+    DiracInit,
+    build_model,
+    class_probabilities,
+    shift_images,
+    whitening_kernel,
+)
+from trainer.schedule import OneCycle, ScaledSGD, make_optimizer
 from trainer.train import CURVES_FILE, HISTORY_FILE, train
 
 SHAPE = (8, 8, 3)
@@ -42,6 +49,9 @@ def test_one_cycle_schedule_shape() -> None:
     schedule = OneCycle(peak=1.0, total_steps=100, warmup_fraction=0.2)
     values = [float(schedule(step)) for step in (0, 10, 20, 60, 100)]
     assert values == pytest.approx([0.1, 0.55, 1.0, 0.5, 0.0])
+    schedule = OneCycle(peak=2.0, total_steps=100, warmup_fraction=0.2, initial=0.2, final=0.1)
+    values = [float(schedule(step)) for step in (0, 20, 60, 100, 120)]
+    assert values == pytest.approx([0.4, 2.0, 1.1, 0.2, 0.2])
 
 
 def test_whitening_layer_decorrelates_patches_and_is_frozen() -> None:
@@ -60,22 +70,63 @@ def test_whitening_layer_decorrelates_patches_and_is_frozen() -> None:
     model = build_model(config, images)
     layer = model.get_layer(WHITEN_LAYER)
     assert not layer.trainable
-    assert layer.kernel.path not in {v.path for v in model.trainable_variables}
+    trainable = {v.path for v in model.trainable_variables}
+    assert layer.kernel.path not in trainable
+    assert model.get_layer(f"{WHITEN_LAYER}_bias").bias.path in trainable
+    # Scale-free BatchNorm: shifts only.
+    assert not any(path.endswith("gamma") for path in trainable)
+    assert any(path.endswith("beta") for path in trainable)
     np.testing.assert_allclose(layer.get_weights()[0], kernel)
     with pytest.raises(ValueError, match="sample_images"):
         build_model(config)
 
 
-def test_flip_tta_averages_an_image_and_its_mirror() -> None:
+def test_flip_tta_averages_the_logits_of_an_image_and_its_mirror() -> None:
     model = build_model(from_recipe("classic", SHAPE, CLASSES))
     images = tf.constant(np.random.default_rng(0).normal(size=(4, *SHAPE)), tf.float32)
     mirrored = tf.reverse(images, axis=[2])
-    plain = class_probabilities(model, images, tta_flip=False).numpy()
     tta = class_probabilities(model, images, tta_flip=True).numpy()
     np.testing.assert_allclose(tta, class_probabilities(model, mirrored, tta_flip=True), atol=1e-6)
-    expected = (plain + class_probabilities(model, mirrored, tta_flip=False).numpy()) / 2
+    expected = tf.nn.softmax((model(images) + model(mirrored)) / 2).numpy()
     np.testing.assert_allclose(tta, expected, atol=1e-6)
     np.testing.assert_allclose(tta.sum(axis=1), 1.0, rtol=1e-5)
+    plain = class_probabilities(model, images, tta_flip=False).numpy()
+    np.testing.assert_allclose(plain, tf.nn.softmax(model(images)).numpy(), atol=1e-6)
+
+
+def test_translate_tta_adds_shifted_views_at_half_weight() -> None:
+    images = tf.constant(np.arange(2 * 6 * 6 * 1, dtype="float32").reshape(2, 6, 6, 1))
+    down_right = shift_images(images, 1, 1).numpy()
+    np.testing.assert_array_equal(down_right[:, 1:, 1:], images.numpy()[:, :-1, :-1])
+    up_left = shift_images(images, -1, -1).numpy()
+    np.testing.assert_array_equal(up_left[:, :-1, :-1], images.numpy()[:, 1:, 1:])
+
+    model = build_model(from_recipe("classic", SHAPE, CLASSES))
+    x = tf.constant(np.random.default_rng(1).normal(size=(3, *SHAPE)), tf.float32)
+    views = [x, shift_images(x, -1, -1), shift_images(x, 1, 1)]
+    logits = [model(v) for v in views]
+    expected = tf.nn.softmax(logits[0] / 2 + (logits[1] + logits[2]) / 4).numpy()
+    got = class_probabilities(model, x, tta_flip=False, tta_translate=1).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_dirac_init_passes_the_first_channels_through() -> None:
+    kernel = DiracInit(seed=0)((3, 3, 4, 6)).numpy()
+    identity = np.zeros((3, 3, 4, 4))
+    identity[1, 1, range(4), range(4)] = 1
+    np.testing.assert_array_equal(kernel[..., :4], identity)
+    assert np.abs(kernel[..., 4:]).sum() > 0  # the extra filters stay random
+
+
+def test_scaled_sgd_adds_l2_and_speeds_up_shift_variables() -> None:
+    kernel = keras.Variable(np.full((2,), 2.0, "float32"), name="kernel")
+    beta = keras.Variable(np.full((2,), 2.0, "float32"), name="beta")
+    optimizer = ScaledSGD(0.1, l2=0.5, bias_lr_multiplier=10.0, momentum=0.0)
+    grad = tf.constant([1.0, 0.0])
+    optimizer.apply([grad, grad], [kernel, beta])
+    # step = lr * (multiplier * grad + l2 * value)
+    np.testing.assert_allclose(kernel.numpy(), [2.0 - 0.1 * (1 + 1.0), 2.0 - 0.1 * 1.0])
+    np.testing.assert_allclose(beta.numpy(), [2.0 - 0.1 * (10 + 1.0), 2.0 - 0.1 * 1.0])
 
 
 def test_weight_averaging_needs_enough_steps() -> None:
@@ -84,8 +135,9 @@ def test_weight_averaging_needs_enough_steps() -> None:
     assert make_optimizer(config, steps_per_epoch=500).use_ema  # 10 windows
 
 
-def test_weight_decay_skips_batchnorm_and_bias() -> None:
-    config = from_recipe("fast", SHAPE, CLASSES, whiten=False)
+def test_adamw_weight_decay_skips_batchnorm_and_bias() -> None:
+    config = from_recipe("fast", SHAPE, CLASSES, whiten=False, optimizer="adam",
+                         weight_decay=1e-4)
     optimizer = make_optimizer(config, steps_per_epoch=10)
     model = build_model(config)
     optimizer.build(model.trainable_variables)
@@ -134,3 +186,42 @@ def test_train_learns_and_writes_history_and_curves(recipe: str, tmp_path) -> No
     assert saved["final_eval_accuracy"] == record["final_eval_accuracy"]
     assert (tmp_path / CURVES_FILE).read_bytes().startswith(b"\x89PNG")
     assert model.output.shape[-1] == 3
+
+
+def test_alternating_flip_mirrors_each_image_in_exactly_one_of_two_epochs() -> None:
+    n = 40
+    images = np.zeros((n, *SHAPE), "float32")
+    images[np.arange(n), :, 0, :] = np.arange(n)[:, None, None] + 1  # index in the left column
+    examples = tf.data.Dataset.from_tensor_slices((images, np.zeros(n, "int64")))
+    config = from_recipe("fast", SHAPE, CLASSES, epochs=2, batch_size=8, augment_translate=0.0)
+    assert config.alternate_flip
+    flipped: list[set[int]] = [set(), set()]
+    seen = 0
+    for batch, _ in data.training_batches(examples, config, n).as_numpy_iterator():
+        for image in batch:
+            index = int(image.max()) - 1
+            if image[0, -1, 0] > 0:  # the index column moved to the right
+                flipped[seen // n].add(index)
+            seen += 1
+    assert seen == 2 * n
+    assert not flipped[0] & flipped[1]
+    assert flipped[0] | flipped[1] == set(range(n))
+    assert 0.25 * n < len(flipped[0]) < 0.75 * n
+
+
+def test_lookahead_pulls_weights_to_their_average_and_ends_on_it() -> None:
+    from trainer.lookahead import Lookahead
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, use_bias=False)])
+    model.layers[0].kernel.assign(np.ones((2, 1), "float32"))
+    callback = Lookahead(total_steps=2, every=2, decay=0.5)
+    callback.set_model(model)
+    callback.on_train_begin()
+    model.layers[0].kernel.assign(np.full((2, 1), 3.0, "float32"))
+    callback.on_train_batch_end(0)  # step 1: not an averaging step
+    np.testing.assert_allclose(model.layers[0].kernel.numpy(), 3.0)
+    callback.on_train_batch_end(1)  # step 2 = the end: decay 0.5**2 towards the average
+    np.testing.assert_allclose(model.layers[0].kernel.numpy(), 0.25 * 1 + 0.75 * 3)
+    model.layers[0].kernel.assign(np.full((2, 1), 9.0, "float32"))
+    callback.on_train_end()
+    np.testing.assert_allclose(model.layers[0].kernel.numpy(), 2.5)

@@ -8,6 +8,7 @@ on the first pass, caches the decoded images in memory, and shuffles/augments fr
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import DataAccessor
@@ -45,9 +46,13 @@ def count(dataset: tf.data.Dataset) -> int:
 
 
 def augmenter(config: TrainerConfig) -> keras.Sequential | None:
-    """Train-only augmentation as batched Keras layers (one op per batch, not per image)."""
+    """Train-only augmentation as batched Keras layers (one op per batch, not per image).
+
+    Alternating flips are not a layer: training_batches applies them, as they depend on the
+    epoch.
+    """
     layers: list[keras.layers.Layer] = []
-    if config.augment_flip:
+    if config.augment_flip and not config.alternate_flip:
         layers.append(keras.layers.RandomFlip("horizontal", seed=config.seed))
     if config.augment_translate > 0:
         layers.append(
@@ -69,17 +74,40 @@ def _one_hot(config: TrainerConfig):
     return fn
 
 
+def alternating_flip_mask(
+    halves: tf.Tensor, indices: tf.Tensor, epoch: tf.Tensor
+) -> tf.Tensor:
+    """`halves` (a fixed random bool per example) on even epochs, its complement on odd ones.
+
+    Over any two epochs every image is seen both ways, which random flips only give on average.
+    """
+    return tf.not_equal(tf.gather(halves, indices), tf.equal(tf.math.floormod(epoch, 2), 1))
+
+
 def training_batches(
     examples: tf.data.Dataset, config: TrainerConfig, num_examples: int
 ) -> tf.data.Dataset:
-    dataset = examples.shuffle(num_examples, seed=config.seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(config.batch_size).map(_one_hot(config))
+    """All epochs' batches in one dataset (fit with steps_per_epoch), reshuffled every epoch."""
     augment = augmenter(config)
-    if augment is not None:
-        dataset = dataset.map(
-            lambda images, labels: (augment(images, training=True), labels),
-            num_parallel_calls=tf.data.AUTOTUNE,
+    alternate = config.augment_flip and config.alternate_flip
+    halves = tf.constant(np.random.default_rng(config.seed).random(num_examples) < 0.5)
+
+    def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
+        shuffled = examples.enumerate().shuffle(num_examples, seed=config.seed + 7919 * epoch)
+        return shuffled.batch(config.batch_size).map(
+            lambda indices, batch: (indices, epoch, *batch)
         )
+
+    def prepare(indices, epoch, images, labels):
+        if alternate:
+            flip = alternating_flip_mask(halves, indices, epoch)
+            images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+        if augment is not None:
+            images = augment(images, training=True)
+        return _one_hot(config)(images, labels)
+
+    epochs = tf.data.Dataset.range(max(1, config.epochs))
+    dataset = epochs.flat_map(one_epoch).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

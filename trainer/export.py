@@ -27,6 +27,7 @@ class ServingModule(tf.Module):
         tf_transform_output: tft.TFTransformOutput,
         class_names: Sequence[str],
         tta_flip: bool = False,
+        tta_translate: int = 0,
     ) -> None:
         super().__init__(name="image_classifier")
         self.model = model
@@ -36,6 +37,7 @@ class ServingModule(tf.Module):
         self._raw_serving_spec = raw_spec
         self._class_names = list(class_names)
         self._tta_flip = tta_flip
+        self._tta_translate = tta_translate
         self._labels_dir = tempfile.TemporaryDirectory()
         labels_path = Path(self._labels_dir.name) / features.LABELS_ASSET
         labels_path.write_text("".join(f"{name}\n" for name in class_names))
@@ -43,7 +45,8 @@ class ServingModule(tf.Module):
 
     def _predict(self, raw_features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         images = self.tft_layer(raw_features)[features.IMAGE_XF]
-        probabilities = class_probabilities(self.model, images, self._tta_flip)
+        probabilities = class_probabilities(self.model, images, self._tta_flip,
+                                            self._tta_translate)
         class_ids = tf.argmax(probabilities, axis=-1)
         names = tf.gather(tf.constant(self._class_names), class_ids)
         return {
@@ -72,7 +75,8 @@ def export_serving_model(
     config: TrainerConfig,
     export_dir: str,
 ) -> None:
-    module = ServingModule(model, tf_transform_output, config.class_names, config.tta_flip)
+    module = ServingModule(model, tf_transform_output, config.class_names, config.tta_flip,
+                           config.tta_translate)
     signatures = {
         features.SERVING_SIGNATURE: module.serve_image_bytes.get_concrete_function(),
         features.EXAMPLES_SIGNATURE: module.serve_examples.get_concrete_function(),

@@ -55,12 +55,60 @@ def num_blocks(height: int, width: int) -> int:
     return max(1, min(_MAX_BLOCKS, int(math.log2(min(height, width))) - 1))
 
 
-def _conv_bn_relu(x: keras.KerasTensor, filters: int, dtype: str, pool: bool = False):
-    x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, dtype=dtype)(x)
+class DiracInit(keras.initializers.Initializer):
+    """Glorot-uniform, except that the first `in_channels` filters pass their input through.
+
+    A deep stack of such convs starts close to the identity, which lets a short schedule use a
+    high learning rate from the first steps.
+    """
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = seed
+
+    def __call__(self, shape, dtype=None):
+        kh, kw, cin, cout = shape
+        kernel = keras.initializers.GlorotUniform(self.seed)(shape, dtype="float32")
+        identity = np.zeros(shape, "float32")
+        keep = min(cin, cout)
+        identity[kh // 2, kw // 2, np.arange(keep), np.arange(keep)] = 1.0
+        mask = np.ones(shape, "float32")
+        mask[..., :keep] = 0.0
+        return tf.cast(kernel * mask + identity, dtype or "float32")
+
+    def get_config(self) -> dict:
+        return {"seed": self.seed}
+
+
+def _conv_bn_act(
+    x: keras.KerasTensor,
+    filters: int,
+    dtype: str,
+    pool: bool = False,
+    config: TrainerConfig | None = None,
+) -> keras.KerasTensor:
+    """conv [-> pool] -> BN -> activation; `config` None gives the classic model's settings."""
+    init = DiracInit(config.seed) if config and config.dirac_init else "glorot_uniform"
+    x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=init,
+                            dtype=dtype)(x)
     if pool:
         x = keras.layers.MaxPooling2D(dtype=dtype)(x)
-    x = keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, dtype=dtype)(x)
-    return keras.layers.Activation("relu", dtype=dtype)(x)
+    x = keras.layers.BatchNormalization(
+        momentum=config.bn_momentum if config else _BN_MOMENTUM,
+        scale=config.bn_scale if config else True,
+        epsilon=1e-5 if config else 1e-3,
+        dtype=dtype,
+    )(x)
+    return keras.layers.Activation(config.activation if config else "relu", dtype=dtype)(x)
+
+
+class Bias(keras.layers.Layer):
+    """A learned per-channel shift (the frozen whitening conv's trainable bias)."""
+
+    def build(self, input_shape) -> None:
+        self.bias = self.add_weight(shape=(input_shape[-1],), initializer="zeros", name="bias")
+
+    def call(self, inputs):
+        return inputs + keras.ops.cast(self.bias, inputs.dtype)
 
 
 def _classic(inputs: keras.KerasTensor, config: TrainerConfig, dtype: str) -> keras.KerasTensor:
@@ -68,8 +116,8 @@ def _classic(inputs: keras.KerasTensor, config: TrainerConfig, dtype: str) -> ke
     x = inputs
     filters = config.base_filters
     for _ in range(num_blocks(height, width)):
-        x = _conv_bn_relu(x, filters, dtype)
-        x = _conv_bn_relu(x, filters, dtype)
+        x = _conv_bn_act(x, filters, dtype)
+        x = _conv_bn_act(x, filters, dtype)
         x = keras.layers.MaxPooling2D(dtype=dtype)(x)
         x = keras.layers.Dropout(config.dropout, dtype=dtype)(x)
         filters *= 2
@@ -110,22 +158,44 @@ def _fast(inputs: keras.KerasTensor, config: TrainerConfig, dtype: str) -> keras
             2 * _WHITEN_PATCH**2 * channels, _WHITEN_PATCH, use_bias=False, trainable=False,
             name=WHITEN_LAYER, dtype=dtype,
         )(inputs)
-        x = keras.layers.Activation("relu", dtype=dtype)(x)
+        x = Bias(name=f"{WHITEN_LAYER}_bias", dtype=dtype)(x)
+        x = keras.layers.Activation(config.activation, dtype=dtype)(x)
     else:
-        x = _conv_bn_relu(inputs, max(config.widths[0] // 2, 16), dtype)
+        x = _conv_bn_act(inputs, max(config.widths[0] // 2, 16), dtype, config=config)
     for filters in config.widths[:blocks]:
-        x = _conv_bn_relu(x, filters, dtype, pool=True)
-        x = _conv_bn_relu(x, filters, dtype)
+        x = _conv_bn_act(x, filters, dtype, pool=True, config=config)
+        x = _conv_bn_act(x, filters, dtype, config=config)
     return keras.layers.GlobalMaxPooling2D(dtype=dtype)(x)
 
 
-def class_probabilities(model: keras.Model, images, tta_flip: bool):
-    """Softmax over the model's logits; with tta_flip, averaged with the mirrored image's."""
-    probabilities = tf.nn.softmax(model(images, training=False), axis=-1)
+def shift_images(images, dy: int, dx: int):
+    """The images moved by (dy, dx) pixels, the uncovered border filled by reflection."""
+    pad = max(abs(dy), abs(dx))
+    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    return padded[:, pad - dy:pad - dy + height, pad - dx:pad - dx + width, :]
+
+
+def _flip_logits(model: keras.Model, images, tta_flip: bool):
+    logits = model(images, training=False)
     if tta_flip:
-        mirrored = tf.nn.softmax(model(tf.reverse(images, axis=[2]), training=False), axis=-1)
-        probabilities = (probabilities + mirrored) / 2
-    return probabilities
+        logits = (logits + model(tf.reverse(images, axis=[2]), training=False)) / 2
+    return logits
+
+
+def class_probabilities(model: keras.Model, images, tta_flip: bool, tta_translate: int = 0):
+    """Softmax of the model's logits, averaged over test-time augmented views.
+
+    tta_flip averages the image with its mirror; tta_translate=p gives half the weight to the
+    image shifted p pixels up-left and down-right (each also mirrored when tta_flip is set).
+    """
+    logits = _flip_logits(model, images, tta_flip)
+    if tta_translate > 0:
+        p = tta_translate
+        shifted = (_flip_logits(model, shift_images(images, -p, -p), tta_flip)
+                   + _flip_logits(model, shift_images(images, p, p), tta_flip)) / 2
+        logits = (logits + shifted) / 2
+    return tf.nn.softmax(logits, axis=-1)
 
 
 def build_model(config: TrainerConfig, sample_images: np.ndarray | None = None) -> keras.Model:
@@ -139,7 +209,13 @@ def build_model(config: TrainerConfig, sample_images: np.ndarray | None = None) 
     inputs = keras.Input(shape=config.image_shape, name=features.IMAGE_XF)
     body = {"classic": _classic, "fast": _fast}[config.model]
     x = body(inputs, config, dtype)
-    logits = keras.layers.Dense(config.num_classes, name="logits", dtype="float32")(x)
+    fast = config.model == "fast"
+    # A linear head without bias in the fast model, as in the fast CIFAR-10 training work.
+    logits = keras.layers.Dense(config.num_classes, use_bias=not fast, name="logits",
+                                dtype="float32")(x)
+    if config.logit_scale != 1.0:
+        logits = keras.layers.Rescaling(config.logit_scale, name="logit_scale",
+                                        dtype="float32")(logits)
     model = keras.Model(inputs, logits, name=f"{config.model}_cnn")
     if config.uses_whitening:
         if sample_images is None:

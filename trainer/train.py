@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from trainer import data
 from trainer.config import TrainerConfig
+from trainer.lookahead import Lookahead
 from trainer.model import build_model
 from trainer.schedule import make_optimizer
 
@@ -93,6 +94,8 @@ def train(
     fit_start = time.monotonic()
     if config.epochs > 0:
         callbacks: list[keras.callbacks.Callback] = [EpochLogger(config.epochs)]
+        if config.lookahead:
+            callbacks.append(Lookahead(steps_per_epoch * config.epochs))
         if log_dir:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir))
         if config.early_stopping_patience > 0:
@@ -105,6 +108,7 @@ def train(
             )
         result = model.fit(
             data.training_batches(train_examples, config, num_train),
+            steps_per_epoch=steps_per_epoch,
             validation_data=eval_ds,
             validation_freq=config.validation_freq,
             epochs=config.epochs,

@@ -1,0 +1,245 @@
+"""DataGate: fails the run before Transform when the data has anomalies or has drifted.
+
+ExampleValidator records anomalies but never fails, so stock TFX trains and pushes models on
+data it has just flagged. DataGate reads those anomalies, compares the label distribution of
+each split with the last data that passed the gate (L-infinity distance, TFDV's drift
+comparator), and raises with every finding spelled out. Transform runs after it, so nothing
+downstream runs and nothing is pushed when it fails.
+
+On success it publishes a copy of the statistics as `ValidatedStatistics`: the next run's
+drift baseline. Data that failed the gate never becomes a baseline, so re-running the same
+drifted data fails again instead of comparing the data with itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import tensorflow_data_validation as tfdv
+from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
+from tfx import types
+from tfx.dsl.components.base import base_component, base_executor, executor_spec
+from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
+from tfx.dsl.io import fileio
+from tfx.types import artifact, artifact_utils, standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+from tfx.utils import io_utils
+
+from trainer import features
+
+STATS_FILE = "FeatureStats.pb"
+ANOMALIES_FILE = "SchemaDiff.pb"
+REPORT_FILE = "gate.json"
+
+
+class ValidatedStatistics(artifact.Artifact):
+    """Statistics of data that passed the gate."""
+
+    # KFP v2 wants custom type names of the form "<lowercase namespace>.<TypeName>".
+    TYPE_NAME = "tfx_image.ValidatedStatistics"
+    # No PROPERTIES (KFP v2 allows none on custom types): the splits are its Split-* folders.
+
+
+class LatestOrNothingStrategy(LatestArtifactStrategy):
+    """LatestArtifactStrategy that resolves to nothing, instead of failing, on a first run.
+
+    With LocalDagRunner the stock strategy marks the resolver failed and logs a traceback when
+    no artifact exists yet. The KFP v2 compiler accepts only the stock class, so the factory uses
+    this one for local runs only; both resolve the same artifact whenever one exists.
+    """
+
+    def resolve_artifacts(self, store, input_dict):
+        return self._resolve(input_dict)
+
+
+class DataValidationError(RuntimeError):
+    """The data failed the gate; the message lists every finding."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    split: str
+    feature: str
+    anomaly_type: str
+    description: str
+    source: str
+
+    def line(self) -> str:
+        return (f"  - split {self.split!r}, feature {self.feature!r}: {self.anomaly_type}: "
+                f"{self.description} ({self.source})")
+
+
+def _split_dir(uri: str, split: str) -> str:
+    return os.path.join(uri, f"Split-{split}")
+
+
+def _splits_in(uri: str) -> list[str]:
+    names = (str(name).rstrip("/") for name in fileio.listdir(uri))
+    return sorted(n.removeprefix("Split-") for n in names if n.startswith("Split-"))
+
+
+def _findings(anomalies: anomalies_pb2.Anomalies, split: str, source: str) -> list[Finding]:
+    found = []
+    for feature, info in sorted(anomalies.anomaly_info.items()):
+        for reason in info.reason or [None]:
+            kind = anomalies_pb2.AnomalyInfo.Type.Name(reason.type) if reason else "UNKNOWN_TYPE"
+            text = reason.description if reason else info.description
+            found.append(Finding(split, feature, kind, text or info.short_description, source))
+    if anomalies.HasField("dataset_anomaly_info"):
+        info = anomalies.dataset_anomaly_info
+        for reason in info.reason:
+            found.append(Finding(split, "<dataset>", anomalies_pb2.AnomalyInfo.Type.Name(
+                reason.type), reason.description, source))
+    return found
+
+
+def schema_anomalies(anomalies_uri: str, splits: list[str]) -> list[Finding]:
+    """ExampleValidator's anomalies for each split."""
+    found = []
+    for split in splits:
+        path = os.path.join(_split_dir(anomalies_uri, split), ANOMALIES_FILE)
+        anomalies = anomalies_pb2.Anomalies()
+        anomalies.ParseFromString(io_utils.read_bytes_file(path))
+        found.extend(_findings(anomalies, split, path))
+    return found
+
+
+def _load_stats(uri: str, split: str):
+    return tfdv.load_stats_binary(os.path.join(_split_dir(uri, split), STATS_FILE))
+
+
+def drift_schema(schema: schema_pb2.Schema, max_label_drift: float) -> schema_pb2.Schema:
+    """The schema with an L-infinity drift comparator on the label."""
+    drift = schema_pb2.Schema()
+    drift.CopyFrom(schema)
+    for feature in drift.feature:
+        if feature.name == features.LABEL_KEY:
+            feature.drift_comparator.infinity_norm.threshold = max_label_drift
+    return drift
+
+
+def label_drift(
+    statistics_uri: str,
+    baseline_uri: str,
+    splits: list[str],
+    baseline_splits: list[str],
+    schema: schema_pb2.Schema,
+    max_label_drift: float,
+) -> list[Finding]:
+    """Each split's label distribution against the same split of the baseline."""
+    comparing = drift_schema(schema, max_label_drift)
+    found = []
+    for split in splits:
+        if split not in baseline_splits:
+            continue
+        anomalies = tfdv.validate_statistics(
+            _load_stats(statistics_uri, split),
+            comparing,
+            previous_statistics=_load_stats(baseline_uri, split),
+        )
+        source = f"{_split_dir(statistics_uri, split)} vs {_split_dir(baseline_uri, split)}"
+        found.extend(f for f in _findings(anomalies, split, source)
+                     if f.anomaly_type.startswith("COMPARATOR"))
+    return found
+
+
+def failure_message(findings: list[Finding], statistics_uri: str) -> str:
+    return "\n".join([
+        f"data validation failed with {len(findings)} finding(s); Transform, Trainer and Pusher "
+        "did not run:",
+        *(f.line() for f in findings),
+        f"statistics: {statistics_uri}",
+        "Fix the data (or the curated schema in schema/, after review) and run again. To accept "
+        "an anomaly type knowingly, list it in --allow-anomaly.",
+    ])
+
+
+class DataGateSpec(ComponentSpec):
+    PARAMETERS = {
+        # JSON list of anomaly type names (e.g. "FEATURE_TYPE_LOW_FRACTION_PRESENT") to accept.
+        "allowed_anomaly_types": ExecutionParameter(type=str),
+        # Largest accepted L-infinity distance between label distributions; <= 0 turns it off.
+        "max_label_drift": ExecutionParameter(type=float),
+    }
+    INPUTS = {
+        "statistics": ChannelParameter(type=standard_artifacts.ExampleStatistics),
+        "anomalies": ChannelParameter(type=standard_artifacts.ExampleAnomalies),
+        "schema": ChannelParameter(type=standard_artifacts.Schema),
+        "baseline_statistics": ChannelParameter(type=ValidatedStatistics, optional=True),
+    }
+    OUTPUTS = {
+        "validated_statistics": ChannelParameter(type=ValidatedStatistics),
+    }
+
+
+class Executor(base_executor.BaseExecutor):
+    def Do(
+        self,
+        input_dict: dict[str, list[types.Artifact]],
+        output_dict: dict[str, list[types.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        statistics = artifact_utils.get_single_instance(input_dict["statistics"])
+        anomalies = artifact_utils.get_single_instance(input_dict["anomalies"])
+        schema_dir = artifact_utils.get_single_uri(input_dict["schema"])
+        schema = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema_dir))
+        splits = artifact_utils.decode_split_names(statistics.split_names)
+        allowed = set(json.loads(exec_properties.get("allowed_anomaly_types") or "[]"))
+
+        findings = schema_anomalies(
+            anomalies.uri, artifact_utils.decode_split_names(anomalies.split_names)
+        )
+        baseline = input_dict.get("baseline_statistics") or []
+        max_drift = float(exec_properties.get("max_label_drift") or 0.0)
+        if baseline and max_drift > 0:
+            base = baseline[-1]
+            findings += label_drift(
+                statistics.uri, base.uri, splits, _splits_in(base.uri), schema, max_drift,
+            )
+        blocking = [f for f in findings if f.anomaly_type not in allowed]
+        if blocking:
+            raise DataValidationError(failure_message(blocking, statistics.uri))
+
+        output = artifact_utils.get_single_instance(output_dict["validated_statistics"])
+        for split in splits:
+            fileio.makedirs(_split_dir(output.uri, split))
+            fileio.copy(os.path.join(_split_dir(statistics.uri, split), STATS_FILE),
+                        os.path.join(_split_dir(output.uri, split), STATS_FILE), overwrite=True)
+        report = {
+            "statistics": statistics.uri,
+            "baseline": baseline[-1].uri if baseline else None,
+            "accepted": [dataclasses.asdict(f) for f in findings],
+        }
+        with fileio.open(os.path.join(output.uri, REPORT_FILE), "w") as f:
+            json.dump(report, f, indent=2)
+
+
+class DataGate(base_component.BaseComponent):
+    SPEC_CLASS = DataGateSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+
+    def __init__(
+        self,
+        statistics: types.BaseChannel,
+        anomalies: types.BaseChannel,
+        schema: types.BaseChannel,
+        baseline_statistics: types.BaseChannel | None = None,
+        allowed_anomaly_types: list[str] | tuple[str, ...] = (),
+        max_label_drift: float = 0.1,
+    ) -> None:
+        unknown = sorted(set(allowed_anomaly_types) - set(anomalies_pb2.AnomalyInfo.Type.keys()))
+        if unknown:
+            raise ValueError(f"unknown anomaly types {unknown}; see "
+                             "tensorflow_metadata anomalies.proto AnomalyInfo.Type")
+        super().__init__(spec=DataGateSpec(
+            statistics=statistics,
+            anomalies=anomalies,
+            schema=schema,
+            baseline_statistics=baseline_statistics,
+            allowed_anomaly_types=json.dumps(sorted(allowed_anomaly_types)),
+            max_label_drift=float(max_label_drift),
+            validated_statistics=types.Channel(type=ValidatedStatistics),
+        ))

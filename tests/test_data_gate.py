@@ -1,0 +1,230 @@
+"""DataGate through the real pipeline: bad TFRecords and drifted labels stop the run before
+Transform, with the anomaly spelled out, and nothing is trained or pushed."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+
+import imagegen
+from conftest import snapshot
+from pipeline.cli import EXIT_DATA_REJECTED, EXIT_OK
+
+PIPELINE = "gate-pipeline"
+# 40 images per class: TFDV computes image-format statistics only from 100 values up.
+PER_CLASS = {"train": 40, "test": 10}
+
+
+def _example(image: list[bytes] | None = None, label=None) -> bytes:
+    feature = {}
+    if image is not None:
+        feature["image"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=image))
+    if isinstance(label, bytes):
+        feature["label"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[label]))
+    elif label is not None:
+        feature["label"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def _write_records(path: Path, records: list[bytes]) -> None:
+    """A gzip TFRecord file, written with TensorFlow's own writer."""
+    with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
+        for record in records:
+            writer.write(record)
+
+
+def _good_image() -> bytes:
+    import numpy as np
+
+    return imagegen.image_bytes("red", np.random.default_rng(7))
+
+
+# name -> (extra train records, expected feature, expected anomaly type)
+BAD_RECORDS = {
+    "missing_label": ([_example([_good_image()], None)], "label",
+                      "FEATURE_TYPE_LOW_FRACTION_PRESENT"),
+    "label_out_of_range": ([_example([_good_image()], 7)], "label", "INT_TYPE_BIG_INT"),
+    "two_images": ([_example([_good_image(), _good_image()], 0)], "image",
+                   "INVALID_FEATURE_SHAPE"),
+    "not_an_image": ([_example([b"this is not an image"], 0)], "image",
+                     "LOW_SUPPORTED_IMAGE_FRACTION"),
+}
+
+
+@dataclasses.dataclass
+class GateRun:
+    exit_code: int
+    log: str
+    serving_before: dict[str, bytes]
+    serving_after: dict[str, bytes]
+    executed: set[str]
+
+
+@dataclasses.dataclass
+class GateRuns:
+    root: Path
+    serving_dir: Path
+    runs: dict[str, GateRun]
+
+
+def _components_run(metadata_path: Path, run_index: int) -> set[str]:
+    """Node ids with an execution in the run_index-th pipeline run (0-based, oldest first)."""
+    from ml_metadata import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = str(metadata_path)
+    store = metadata_store.MetadataStore(config)
+    runs = sorted(store.get_contexts_by_type("pipeline_run"), key=lambda c: c.id)
+    executions = store.get_executions_by_context(runs[run_index].id)
+    nodes = {c.id: c.name for c in store.get_contexts_by_type("node")}
+    executed = set()
+    for execution in executions:
+        for context in store.get_contexts_by_execution(execution.id):
+            if context.id in nodes:
+                executed.add(nodes[context.id].split(".")[-1])
+    return executed
+
+
+def _rewrite_train(data: Path, change) -> None:
+    """Replaces the train shards with one shard of change(example) (None drops the example)."""
+    shards = sorted(str(p) for p in (data / "train").glob("*.gz"))
+    records = []
+    for record in tf.data.TFRecordDataset(shards, "GZIP").as_numpy_iterator():
+        changed = change(tf.train.Example.FromString(record))
+        if changed is not None:
+            records.append(changed)
+    for shard in shards:
+        Path(shard).unlink()
+    _write_records(data / "train" / "data-00000-of-00001.tfrecord.gz", records)
+
+
+@pytest.fixture(scope="module")
+def gate_runs(tmp_path_factory: pytest.TempPathFactory) -> GateRuns:
+    from pipeline.cli import main
+    from pipeline.schema import write_schema
+
+    base = tmp_path_factory.mktemp("gate")
+    imagegen.write_folder(base / "images", PER_CLASS)
+    good = base / "good"
+    assert main(["ingest", str(base / "images"), str(good)]) == EXIT_OK
+    schema = base / "schema.pbtxt"
+    write_schema(len(imagegen.CLASS_NAMES), schema)
+    result = GateRuns(root=base / "root", serving_dir=base / "serving", runs={})
+    common = ["run", "--root", str(result.root), "--serving-dir", str(result.serving_dir),
+              "--pipeline-name", PIPELINE, "--model-name", "gate", "--schema", str(schema),
+              "--epochs", "1", "--batch-size", "16", "--min-accuracy", "0"]
+
+    def run(name: str, data: Path, *extra: str) -> None:
+        before = snapshot(result.serving_dir)
+        code = main([*common, "--data", str(data), *extra])
+        log = max((result.root / "logs").glob("*.log"), key=lambda p: p.stat().st_mtime)
+        metadata = result.root / "metadata" / f"{PIPELINE}.sqlite"
+        result.runs[name] = GateRun(code, log.read_text(), before, snapshot(result.serving_dir),
+                                    _components_run(metadata, len(result.runs)))
+
+    run("good", good)
+    for name, (records, _, _) in BAD_RECORDS.items():
+        data = base / name
+        shutil.copytree(good, data)
+        _write_records(data / "train" / "bad-00000-of-00001.tfrecord.gz", records)
+        run(name, data)
+    # Someone else's TFRecords with class names as labels: the wrong type in every record...
+    string_labels = base / "string_labels"
+    shutil.copytree(good, string_labels)
+    _rewrite_train(string_labels, lambda example: _example(
+        list(example.features.feature["image"].bytes_list.value),
+        imagegen.CLASS_NAMES[example.features.feature["label"].int64_list.value[0]].encode(),
+    ))
+    run("string_labels", string_labels)
+    # ...and in one record only, which TFX's statistics cannot even merge.
+    mixed = base / "mixed_label_types"
+    shutil.copytree(good, mixed)
+    _write_records(mixed / "train" / "bad-00000-of-00001.tfrecord.gz",
+                   [_example([_good_image()], b"red")])
+    run("mixed_label_types", mixed)
+    # Same images, but train keeps only a few "blue" (label 0) images: label drift.
+    drifted = base / "drifted"
+    shutil.copytree(good, drifted)
+    blue = 0
+
+    def drop_most_blue(example: tf.train.Example) -> bytes | None:
+        nonlocal blue
+        label = example.features.feature["label"].int64_list.value[0]
+        blue += label == 0
+        return example.SerializeToString() if label != 0 or blue <= 5 else None
+
+    _rewrite_train(drifted, drop_most_blue)
+    run("drifted", drifted)
+    run("drifted_again", drifted)
+    run("drift_accepted", drifted, "--max-label-drift", "0.5")
+    return result
+
+
+def test_good_data_passes_the_gate_and_is_pushed(gate_runs: GateRuns) -> None:
+    good = gate_runs.runs["good"]
+    assert good.exit_code == EXIT_OK
+    assert {"DataGate", "Transform", "Trainer", "Pusher"} <= good.executed
+    assert good.serving_after
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RECORDS))
+def test_bad_records_stop_the_run_before_transform(gate_runs: GateRuns, case: str) -> None:
+    _, feature, anomaly = BAD_RECORDS[case]
+    run = gate_runs.runs[case]
+    assert run.exit_code == EXIT_DATA_REJECTED
+    assert f"split 'train', feature '{feature}': {anomaly}" in run.log
+    assert "SchemaDiff.pb" in run.log and "statistics:" in run.log
+    assert "ExampleValidator" in run.executed
+    assert not run.executed & {"Transform", "Trainer", "Evaluator", "Pusher"}
+    assert run.serving_after == run.serving_before
+
+
+def test_string_labels_stop_the_run_before_transform(gate_runs: GateRuns) -> None:
+    run = gate_runs.runs["string_labels"]
+    assert run.exit_code == EXIT_DATA_REJECTED
+    assert "split 'train', feature 'label': UNEXPECTED_DATA_TYPE" in run.log
+    assert not run.executed & {"Transform", "Trainer", "Pusher"}
+    assert run.serving_after == run.serving_before
+
+
+def test_a_feature_type_that_changes_between_records_fails_in_statistics_gen(
+    gate_runs: GateRuns,
+) -> None:
+    run = gate_runs.runs["mixed_label_types"]
+    assert run.exit_code == 1
+    assert "pipeline failed in StatisticsGen" in run.log
+    assert "incompatible type" in run.log
+    assert not run.executed & {"Transform", "Trainer", "Pusher"}
+    assert run.serving_after == run.serving_before
+
+
+def test_label_drift_stops_the_run_until_accepted(gate_runs: GateRuns) -> None:
+    for name in ("drifted", "drifted_again"):
+        run = gate_runs.runs[name]
+        assert run.exit_code == EXIT_DATA_REJECTED, name
+        assert "feature 'label': COMPARATOR_L_INFTY_HIGH" in run.log
+        assert not run.executed & {"Transform", "Trainer", "Pusher"}
+        assert run.serving_after == run.serving_before
+    accepted = gate_runs.runs["drift_accepted"]
+    assert accepted.exit_code == EXIT_OK
+    assert "Trainer" in accepted.executed
+
+
+def test_gate_rejects_unknown_allow_list_entries() -> None:
+    from tfx.types import Channel, standard_artifacts
+
+    from components.data_gate import DataGate
+
+    with pytest.raises(ValueError, match="NOT_A_TYPE"):
+        DataGate(
+            statistics=Channel(type=standard_artifacts.ExampleStatistics),
+            anomalies=Channel(type=standard_artifacts.ExampleAnomalies),
+            schema=Channel(type=standard_artifacts.Schema),
+            allowed_anomaly_types=["NOT_A_TYPE"],
+        )
+
