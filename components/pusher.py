@@ -5,7 +5,8 @@ Serving polls: a crash mid-copy leaves a half-written version that the server ma
 and a cached re-run pushes the same model again as a new version. Here:
   * the model is copied to a hidden staging folder (TF Serving only loads numeric folders),
   * loaded and checked there (named signatures present, a prediction on a generated image
-    returns finite probabilities that sum to 1 over the model's classes),
+    returns finite probabilities that sum to 1 over the model's classes, the TF Serving
+    warm-up requests in assets.extra/ replay without error),
   * and only then renamed to the next version number, which is always larger than every
     existing one. A crash before the rename leaves the served versions untouched; the next
     push removes the stale staging folder.
@@ -103,6 +104,28 @@ def verify_saved_model(model_dir: str) -> None:
     total = float(probabilities.sum())
     if not abs(total - 1.0) < 1e-3:
         raise PushVerificationError(f"{model_dir}: probabilities sum to {total}, not 1")
+    _replay_warmup_requests(loaded, model_dir)
+
+
+def _replay_warmup_requests(loaded, model_dir: str) -> None:
+    """TF Serving replays these before serving a version; a failing one would block the load."""
+    import tensorflow as tf
+
+    from trainer.warmup import WARMUP_DIR, WARMUP_FILE, read_warmup_requests
+
+    if not fileio.exists(_join(model_dir, WARMUP_DIR, WARMUP_FILE)):
+        return
+    for request in read_warmup_requests(model_dir):
+        name = request.model_spec.signature_name or features.SERVING_SIGNATURE
+        if name not in loaded.signatures:
+            raise PushVerificationError(f"{model_dir}: a warm-up request calls missing "
+                                        f"signature {name!r}")
+        try:
+            loaded.signatures[name](
+                **{key: tf.make_ndarray(value) for key, value in request.inputs.items()}
+            )
+        except Exception as e:  # noqa: BLE001
+            raise PushVerificationError(f"{model_dir}: a warm-up request fails: {e}") from e
 
 
 def push_model(

@@ -147,6 +147,12 @@ def gate_runs(tmp_path_factory: pytest.TempPathFactory) -> GateRuns:
     _write_records(mixed / "train" / "bad-00000-of-00001.tfrecord.gz",
                    [_example([_good_image()], b"red")])
     run("mixed_label_types", mixed)
+    # A PNG cut short: the format signature passes the schema, the decode in Transform fails.
+    truncated = base / "truncated_image"
+    shutil.copytree(good, truncated)
+    _write_records(truncated / "train" / "bad-00000-of-00001.tfrecord.gz",
+                   [_example([_good_image()[:40]], 0)])
+    run("truncated_image", truncated)
     # Same images, but train keeps only a few "blue" (label 0) images: label drift.
     drifted = base / "drifted"
     shutil.copytree(good, drifted)
@@ -200,6 +206,14 @@ def test_a_feature_type_that_changes_between_records_fails_in_statistics_gen(
     assert "pipeline failed in StatisticsGen" in run.log
     assert "incompatible type" in run.log
     assert not run.executed & {"Transform", "Trainer", "Pusher"}
+    assert run.serving_after == run.serving_before
+
+
+def test_a_truncated_image_fails_in_transform_before_training(gate_runs: GateRuns) -> None:
+    run = gate_runs.runs["truncated_image"]
+    assert run.exit_code == 1
+    assert "pipeline failed in Transform" in run.log
+    assert "Trainer" not in run.executed and "Pusher" not in run.executed
     assert run.serving_after == run.serving_before
 
 

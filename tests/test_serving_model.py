@@ -80,3 +80,24 @@ def test_predict_cli_prints_class_names(pipeline_runs: PipelineRuns, capsys) -> 
 def test_predict_cli_rejects_a_folder_without_models(tmp_path, capsys) -> None:
     assert main(["predict", "--model-dir", str(tmp_path), str(tmp_path / "x.png")]) == 2
     assert "saved_model.pb" in capsys.readouterr().err
+
+
+def test_warmup_requests_are_real_eval_images_that_the_model_answers(
+    loaded, pipeline_runs: PipelineRuns
+) -> None:
+    from trainer.warmup import WARMUP_BATCH_SIZES, read_warmup_requests
+
+    version = newest_version(pipeline_runs.model_base)
+    requests = read_warmup_requests(str(version))
+    assert [r.inputs[features.SERVING_INPUT].tensor_shape.dim[0].size for r in requests] == list(
+        WARMUP_BATCH_SIZES
+    )
+    eval_bytes = {f.read_bytes() for f in pipeline_runs.eval_files}
+    for request in requests:
+        assert request.model_spec.signature_name == features.SERVING_SIGNATURE
+        images = tf.make_ndarray(request.inputs[features.SERVING_INPUT])
+        assert set(images) <= eval_bytes  # the bytes clients send, unchanged
+        # Replayed as TF Serving replays it at load time.
+        signature = loaded.signatures[request.model_spec.signature_name]
+        outputs = signature(**{k: tf.make_ndarray(v) for k, v in request.inputs.items()})
+        assert outputs[features.OUTPUT_PROBABILITIES].shape == (len(images), 3)

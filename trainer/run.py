@@ -9,6 +9,7 @@ from trainer.config import TrainerConfig
 from trainer.data import transformed_examples
 from trainer.export import export_serving_model
 from trainer.train import train
+from trainer.warmup import WARMUP_BATCH_SIZES, eval_images, write_warmup_requests
 
 
 def run_fn(fn_args: FnArgs) -> None:
@@ -22,3 +23,6 @@ def run_fn(fn_args: FnArgs) -> None:
     )
     model, _ = train(config, train_examples, eval_examples, log_dir=fn_args.model_run_dir)
     export_serving_model(model, tf_transform_output, config, fn_args.serving_model_dir)
+    write_warmup_requests(
+        fn_args.serving_model_dir, eval_images(fn_args.eval_files, max(WARMUP_BATCH_SIZES))
+    )
