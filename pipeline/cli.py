@@ -33,7 +33,7 @@ exit codes: 0 ok, 1 the pipeline or a command failed, 2 bad input or arguments,
 
 
 def _add_trainer_args(parser: argparse.ArgumentParser) -> None:
-    from trainer.config import MODELS, PRECISIONS, RECIPES
+    from trainer.config import DISTRIBUTIONS, MODELS, PRECISIONS, RECIPES
 
     group = parser.add_argument_group(
         "training", "Unset options take the recipe's value (see trainer/config.py RECIPES)."
@@ -54,6 +54,9 @@ def _add_trainer_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--translate", type=float,
                        help="max random shift while training, as a fraction of the image size")
     group.add_argument("--precision", choices=PRECISIONS)
+    group.add_argument("--distribution", choices=DISTRIBUTIONS,
+                       help="tf.distribute strategy: mirrored (local GPUs or logical CPUs), "
+                            "multi_worker (workers from TF_CONFIG); default none")
 
 
 def _add_ingest_args(parser: argparse.ArgumentParser) -> None:
@@ -204,6 +207,7 @@ def _trainer_config(args: argparse.Namespace, class_names, image_shape):
         tta_flip=args.flip,
         augment_translate=args.translate,
         precision=args.precision,
+        distribution=args.distribution,
     )
 
 

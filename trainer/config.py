@@ -16,6 +16,9 @@ OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "onecycle")
 PRECISIONS = ("auto", "float32", "bfloat16")
 ACTIVATIONS = ("relu", "gelu")
+# tf.distribute strategies: "none" (default device), "mirrored" (all local GPUs, or the logical
+# CPU devices), "multi_worker" (MultiWorkerMirroredStrategy, workers from TF_CONFIG).
+DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +80,8 @@ class TrainerConfig:
     early_stopping_patience: int = 8
     # Validate every N epochs (and always after the last).
     validation_freq: int = 1
+    # tf.distribute strategy for training (DISTRIBUTIONS); batch_size is the global batch.
+    distribution: str = "none"
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -94,6 +99,7 @@ class TrainerConfig:
             ("lr_schedule", self.lr_schedule, SCHEDULES),
             ("precision", self.precision, PRECISIONS),
             ("activation", self.activation, ACTIVATIONS),
+            ("distribution", self.distribution, DISTRIBUTIONS),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")

@@ -47,13 +47,24 @@ class EpochLogger(keras.callbacks.Callback):
         done = epoch + 1
         eta = elapsed / done * (self._epochs - done)
         metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()))
-        lr = self.model.optimizer.learning_rate
+        # A MirroredVariable under tf.distribute: read it through TensorFlow.
+        lr = float(tf.convert_to_tensor(self.model.optimizer.learning_rate))
         print(
-            f"[trainer] epoch {done}/{self._epochs} {metrics} lr={float(lr):.4g} "
+            f"[trainer] epoch {done}/{self._epochs} {metrics} lr={lr:.4g} "
             f"elapsed={elapsed:.0f}s eta<={eta:.0f}s",
             file=sys.stderr,
             flush=True,
         )
+
+
+def distribution_strategy(config: TrainerConfig) -> tf.distribute.Strategy:
+    if config.distribution == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in gpus or tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    if config.distribution == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
 
 
 def compile_model(model: keras.Model, config: TrainerConfig, steps_per_epoch: int) -> None:
@@ -87,8 +98,10 @@ def train(
     sample = None
     if config.uses_whitening:
         sample = next(iter(train_examples.batch(_WHITEN_SAMPLE)))[0].numpy()
-    model = build_model(config, sample)
-    compile_model(model, config, steps_per_epoch)
+    strategy = distribution_strategy(config)
+    with strategy.scope():
+        model = build_model(config, sample)
+        compile_model(model, config, steps_per_epoch)
     eval_ds = data.eval_batches(eval_examples, config)
     history: dict[str, list[float]] = {}
     fit_start = time.monotonic()
@@ -131,6 +144,7 @@ def train(
         "num_train": num_train,
         "num_eval": num_eval,
         "steps_per_epoch": steps_per_epoch,
+        "replicas": strategy.num_replicas_in_sync,
         "decode_seconds": round(decode_seconds, 2),
         "fit_seconds": round(fit_seconds, 2),
         "final_eval_accuracy": float(final["accuracy"]),

@@ -1,0 +1,34 @@
+# The pipeline image for Kubeflow Pipelines: this project on the exact stack it is tested on.
+#
+# The default base is Debian 12 + Python 3.11, the platform `requirements/lock.txt` was
+# resolved and tested on (the TFX 1.16 wheels' glibc and Python). The stock TFX 1.16 image
+# (gcr.io/tfx-oss-public/tfx:1.16.0) ships Python 3.10; it can be used with
+# --build-arg BASE_IMAGE=..., at the risk of lock entries without cp310 wheels.
+#
+#   scripts/build_image.sh REGISTRY/tfx-image-classification:TAG   (docker build + push)
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
+
+ENV PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1 TF_CPP_MIN_LOG_LEVEL=3
+WORKDIR /pipeline
+
+# Dependencies first (cached layer): the lock file, then tfx/ml-pipelines-sdk without deps
+# (they declare Requires-Python <3.11 but run on 3.11), exactly as `make install` does.
+COPY requirements/ requirements/
+RUN pip install --no-cache-dir "uv==0.13.9" \
+ && uv pip install --system --no-cache -r requirements/lock.txt \
+ && pip install --no-cache-dir --no-deps --ignore-requires-python -r requirements/nodeps.txt
+
+# The project: pipeline/, trainer/ (run_fn, preprocessing_fn by module path), components/,
+# schema/ (the curated schema at /pipeline/schema/schema.pbtxt, compile-kfp's default).
+COPY pyproject.toml README.md ./
+COPY pipeline/ pipeline/
+COPY trainer/ trainer/
+COPY components/ components/
+COPY kubeflow/ kubeflow/
+COPY schema/ schema/
+RUN uv pip install --system --no-cache --no-deps -e . \
+ && python -c "import pipeline.factory, trainer.run, components.data_gate"
+
+# KubeflowV2DagRunner sets each task's command; this is for `docker run IMAGE --help`.
+ENTRYPOINT ["python", "-m", "pipeline"]

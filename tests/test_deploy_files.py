@@ -1,0 +1,53 @@
+"""The image recipe and deploy scripts agree with the pipeline (Docker itself is not available
+on the development machines; see docs/deploy.md)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from pipeline.cli import build_parser
+from pipeline.config import PREPROCESSING_FN, RUN_FN
+
+REPO = Path(__file__).resolve().parent.parent
+DOCKERFILE = (REPO / "Dockerfile").read_text()
+
+
+def _copied() -> set[str]:
+    return {m.rstrip("/") for m in re.findall(r"^COPY (\S+) ", DOCKERFILE, re.M)}
+
+
+def test_image_contains_every_module_the_pipeline_references_by_path() -> None:
+    import components.data_gate
+    import components.evaluator
+    import components.pusher
+
+    modules = {PREPROCESSING_FN, RUN_FN, components.data_gate.__name__,
+               components.evaluator.__name__, components.pusher.__name__}
+    assert {m.split(".")[0] for m in modules} <= _copied()
+    assert {"requirements", "schema", "pyproject.toml"} <= _copied()
+
+
+def test_compile_kfp_default_schema_path_is_inside_the_image() -> None:
+    workdir = re.search(r"^WORKDIR (\S+)", DOCKERFILE, re.M).group(1)
+    args = build_parser().parse_args(["compile-kfp", "--output", "x.json"])
+    assert args.image_schema == f"{workdir}/schema/schema.pbtxt"
+
+
+def test_image_installs_like_make_install() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    uv = re.search(r"UV_VERSION := (\S+)", makefile).group(1)
+    assert f'"uv=={uv}"' in DOCKERFILE
+    assert "requirements/lock.txt" in DOCKERFILE
+    assert "--no-deps --ignore-requires-python -r requirements/nodeps.txt" in DOCKERFILE
+
+
+def test_upload_script_refuses_a_file_that_is_not_a_compiled_spec(tmp_path: Path) -> None:
+    import runpy
+
+    upload = runpy.run_path(str(REPO / "scripts" / "upload_pipeline.py"))
+    not_spec = tmp_path / "x.json"
+    not_spec.write_text(json.dumps({"hello": 1}))
+    assert upload["main"](["--host", "http://kfp.invalid", "--spec", str(not_spec),
+                           "--name", "p"]) == 2
