@@ -1,7 +1,7 @@
 """Thin Kubeflow runner: the shared pipeline factory compiled to a KFP v2 PipelineSpec.
 
-The spec runs every component in one image that has this project installed (see
-kubeflow/Dockerfile); Transform and Trainer find `trainer.*` by module path inside it.
+The spec runs every component in one image that has this project installed (see the
+Dockerfile); Transform and Trainer find `trainer.*` by module path inside it.
 """
 
 from __future__ import annotations
@@ -9,11 +9,54 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.config import PipelineConfig
-from pipeline.factory import create_pipeline
+from pipeline.factory import create_pipeline, runtime_parameter_values
 
 # Beam on the cluster: DirectRunner inside the component pod unless overridden in config.
 KFP_BEAM_ARGS = ("--runner=DirectRunner", "--direct_running_mode=multi_processing",
                  "--direct_num_workers=0")
+
+# Beam at scale for StatisticsGen, Transform and Evaluator. Placeholders are filled from
+# `beam_args`; the workers run the pipeline image, so they have this project and its lock.
+BEAM_PRESETS: dict[str, tuple[str, ...]] = {
+    "direct": KFP_BEAM_ARGS,
+    "dataflow": (
+        "--runner=DataflowRunner",
+        "--project={project}",
+        "--region={region}",
+        "--temp_location={pipeline_root}/beam-tmp",
+        "--experiments=use_runner_v2",
+        "--sdk_container_image={image}",
+    ),
+    # Flink and Spark through Beam's portable runner and their job servers.
+    "flink": (
+        "--runner=PortableRunner",
+        "--job_endpoint={job_endpoint}",
+        "--environment_type=DOCKER",
+        "--environment_config={image}",
+    ),
+    "spark": (
+        "--runner=PortableRunner",
+        "--job_endpoint={job_endpoint}",
+        "--environment_type=DOCKER",
+        "--environment_config={image}",
+        "--spark_submit_uber_jar",
+    ),
+}
+
+
+def beam_args(preset: str, **values: str) -> tuple[str, ...]:
+    """A preset's Beam arguments; every {placeholder} it uses must be given."""
+    if preset not in BEAM_PRESETS:
+        raise ValueError(f"unknown Beam preset {preset!r}; choose from {sorted(BEAM_PRESETS)}")
+    values = {key: value for key, value in values.items() if value is not None}
+    filled = []
+    for arg in BEAM_PRESETS[preset]:
+        try:
+            filled.append(arg.format(**values))
+        except KeyError as e:
+            flag = "--" + e.args[0].replace("_", "-")
+            raise ValueError(f"Beam preset {preset!r} needs {flag} (for {arg})") from None
+    return tuple(filled)
 
 
 def kfp_config(**fields) -> PipelineConfig:
@@ -32,5 +75,6 @@ def compile_pipeline(config: PipelineConfig, output: str | Path, image: str) -> 
         output_dir=str(output.parent),
         output_filename=output.name,
     )
-    runner.run(create_pipeline(config), write_out=True)
+    runner.run(create_pipeline(config), parameter_values=runtime_parameter_values(config),
+               write_out=True)
     return output

@@ -184,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dataset.json from `ingest` (class names, image shape); default digits")
     p.add_argument("--image-schema", default="/pipeline/schema/schema.pbtxt",
                    help="schema path inside the image (default %(default)s)")
+    beam = p.add_argument_group("Beam", "Where StatisticsGen, Transform and Evaluator run.")
+    beam.add_argument("--beam", choices=("direct", "dataflow", "flink", "spark"),
+                      default="direct", help="DirectRunner in the pod (default), Dataflow, or "
+                                             "a Flink/Spark job server via the portable runner")
+    beam.add_argument("--project", help="GCP project (dataflow)")
+    beam.add_argument("--region", help="GCP region (dataflow)")
+    beam.add_argument("--job-endpoint", help="Flink/Spark job server HOST:PORT")
     _add_pipeline_args(p)
 
     p = sub.add_parser("schema", help="write the curated schema for another class count")
@@ -360,7 +367,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_compile_kfp(args: argparse.Namespace) -> int:
-    from kubeflow.compile import compile_pipeline, kfp_config
+    from kubeflow.compile import beam_args, compile_pipeline, kfp_config
     from pipeline.config import EvalThresholds
     from pipeline.ingest import load_dataset_info
 
@@ -384,6 +391,10 @@ def cmd_compile_kfp(args: argparse.Namespace) -> int:
         thresholds=EvalThresholds(args.min_accuracy, args.max_regression),
         allowed_anomaly_types=tuple(args.allow_anomaly),
         max_label_drift=args.max_label_drift,
+        beam_pipeline_args=beam_args(
+            args.beam, project=args.project, region=args.region, job_endpoint=args.job_endpoint,
+            image=args.image, pipeline_root=args.pipeline_root.rstrip("/"),
+        ),
     )
     compile_pipeline(config, args.output, image=args.image)
     print(f"wrote Kubeflow Pipelines v2 spec {args.output} (image {args.image})")

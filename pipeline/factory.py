@@ -6,8 +6,11 @@ Google Cloud extensions (about 9 s of google-cloud-aiplatform on every CLI start
 
 from __future__ import annotations
 
+import json
+
 import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
+from google.protobuf import json_format
 from tfx.components import (
     ExampleValidator,
     ImportExampleGen,
@@ -21,7 +24,7 @@ from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestA
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
     LatestBlessedModelStrategy,
 )
-from tfx.orchestration import metadata
+from tfx.orchestration import data_types, metadata
 from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2
 from tfx.types import Channel, standard_artifacts
@@ -80,9 +83,40 @@ def build_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     )
 
 
+# Kubeflow run-time parameter names.
+DATA_ROOT_PARAMETER = "data-root"
+TRAINER_CONFIG_PARAMETER = "trainer-config"
+PUSH_DESTINATION_PARAMETER = "push-destination"
+
+
+def _push_destination(config: PipelineConfig) -> pusher_pb2.PushDestination:
+    return pusher_pb2.PushDestination(
+        filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=config.push_base_directory)
+    )
+
+
+def runtime_parameter_values(config: PipelineConfig) -> dict[str, str]:
+    """Kubeflow run-time parameters and their compiled values (the defaults of a run)."""
+    return {
+        DATA_ROOT_PARAMETER: config.data_root,
+        TRAINER_CONFIG_PARAMETER: json.dumps(config.trainer.to_dict()),
+        PUSH_DESTINATION_PARAMETER: json_format.MessageToJson(_push_destination(config)),
+    }
+
+
 def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
+    data_root, trainer_config, push_destination = (
+        config.data_root, config.trainer.to_dict(), _push_destination(config)
+    )
+    if config.orchestrator == "kubeflow":
+        # Set per run in the KFP UI/API without recompiling: the data, the whole training
+        # config (JSON of trainer/config.py:TrainerConfig) and where models are pushed.
+        data_root, trainer_config, push_destination = (
+            data_types.RuntimeParameter(name, ptype=str, default=value)
+            for name, value in runtime_parameter_values(config).items()
+        )
     example_gen = ImportExampleGen(
-        input_base=config.data_root,
+        input_base=data_root,
         input_config=example_gen_pb2.Input(
             splits=[
                 example_gen_pb2.Input.Split(name=TRAIN_SPLIT, pattern=f"{TRAIN_SPLIT}/*"),
@@ -135,7 +169,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         schema=schema_gen.outputs["schema"],
         train_args=trainer_pb2.TrainArgs(splits=[TRAIN_SPLIT]),
         eval_args=trainer_pb2.EvalArgs(splits=[EVAL_SPLIT]),
-        custom_config=config.trainer.to_dict(),
+        custom_config=trainer_config,
     )
     model_resolver = Resolver(
         strategy_class=LatestBlessedModelStrategy,
@@ -154,11 +188,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
     pusher = AtomicPusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
-        push_destination=pusher_pb2.PushDestination(
-            filesystem=pusher_pb2.PushDestination.Filesystem(
-                base_directory=config.push_base_directory
-            )
-        ),
+        push_destination=push_destination,
     ).with_id("Pusher")
 
     connection = (
