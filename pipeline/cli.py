@@ -1,4 +1,4 @@
-"""`python -m pipeline <command>`: ingest, run, predict, compile-kfp, schema.
+"""`python -m pipeline <command>`: ingest, run, predict, compile-kfp, runs, schema.
 
 Heavy imports (TensorFlow, TFX) happen inside the commands, so `--help` and `ingest` start fast.
 """
@@ -192,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     beam.add_argument("--region", help="GCP region (dataflow)")
     beam.add_argument("--job-endpoint", help="Flink/Spark job server HOST:PORT")
     _add_pipeline_args(p)
+
+    p = sub.add_parser("runs", help="list past runs from ML Metadata",
+                       epilog="example: python -m pipeline runs --json")
+    p.add_argument("--root", type=Path, default=Path("tfx_root"),
+                   help="pipeline root given to `run` (default %(default)s)")
+    p.add_argument("--pipeline-name", default="image-classifier")
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("schema", help="write the curated schema for another class count")
     p.add_argument("--num-classes", type=int, required=True)
@@ -401,6 +408,34 @@ def cmd_compile_kfp(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    from pipeline.summary import list_runs
+    from pipeline.workspace import Workspace
+
+    metadata = Workspace(args.root.resolve(), args.pipeline_name).metadata_path
+    if not metadata.is_file():
+        raise FileNotFoundError(f"{metadata}: no runs of {args.pipeline_name!r} under "
+                                f"{args.root} (pass the --root and --pipeline-name of `run`)")
+    runs = list_runs(str(metadata), args.pipeline_name)
+    if args.json:
+        print(json.dumps([json.loads(r.to_json()) for r in runs], indent=2))
+        return EXIT_OK
+    print(f"{'run':28} {'accuracy':>8}  {'blessed':7}  pushed")
+    for run in runs:
+        failed = [c.name for c in run.components if c.state == "failed"]
+        accuracy = f"{run.accuracy:.4f}" if run.accuracy is not None else "-"
+        blessed = {True: "yes", False: "no", None: "-"}[run.blessed]
+        if failed:
+            pushed = f"failed in {', '.join(failed)}"
+        elif run.pushed:
+            version = (run.pushed_destination or "").rsplit("/", 1)[-1]
+            pushed = f"version {version}" + (" (already served)" if run.already_served else "")
+        else:
+            pushed = "no"
+        print(f"{run.run_id:28} {accuracy:>8}  {blessed:7}  {pushed}")
+    return EXIT_OK
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from pipeline.schema import write_schema
 
@@ -414,6 +449,7 @@ COMMANDS = {
     "run": cmd_run,
     "predict": cmd_predict,
     "compile-kfp": cmd_compile_kfp,
+    "runs": cmd_runs,
     "schema": cmd_schema,
 }
 

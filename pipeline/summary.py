@@ -42,6 +42,7 @@ class RunSummary:
     # The newest served version already held this model: no new version was created.
     already_served: bool = False
     model_uri: str | None = None
+    examples_uri: str | None = None
     tensorboard_dir: str | None = None
     evaluation_uri: str | None = None
     report_files: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -123,6 +124,12 @@ def _read_metrics(summary: RunSummary, evaluation_uri: str) -> None:
     )
 
 
+def list_runs(metadata_path: str, pipeline_name: str) -> list[RunSummary]:
+    """Every run of the pipeline in the store, oldest first."""
+    runs = _run_contexts(open_store(metadata_path), pipeline_name)
+    return [summarize_run(metadata_path, pipeline_name, run.name) for run in runs]
+
+
 def summarize_run(
     metadata_path: str, pipeline_name: str, run_id: str | None = None
 ) -> RunSummary:
@@ -156,6 +163,8 @@ def summarize_run(
             summary.already_served = bool(_property(pushed, "already_served"))
         if "Model" in outputs:
             summary.model_uri = outputs["Model"].uri
+        if "Examples" in outputs:
+            summary.examples_uri = outputs["Examples"].uri
         if "ModelRun" in outputs:
             summary.tensorboard_dir = outputs["ModelRun"].uri
     if summary.evaluation_uri:

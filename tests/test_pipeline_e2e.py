@@ -144,3 +144,22 @@ def test_training_curves_and_evaluation_report(pipeline_runs: PipelineRuns) -> N
     assert sum(matrix[i][i] for i in range(3)) / 18 == pytest.approx(report["accuracy"])
     for png in ("per_class_accuracy.png", "confusion_matrix.png"):
         assert (report_dir / png).read_bytes().startswith(b"\x89PNG")
+
+
+def test_runs_command_lists_every_run_from_mlmd(pipeline_runs: PipelineRuns, capsys) -> None:
+    from pipeline.cli import main
+
+    args = ["runs", "--root", str(pipeline_runs.root), "--pipeline-name", PIPELINE_NAME]
+    assert main([*args, "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert [r["run_id"] for r in runs] == [pipeline_runs.run_ids[name] for name in RUNS]
+    by_name = dict(zip(RUNS, runs, strict=True))
+    assert by_name["first"]["blessed"] and by_name["first"]["pushed"]
+    assert by_name["rerun"]["already_served"]
+    assert by_name["worse"]["blessed"] is False and by_name["worse"]["pushed"] is False
+    assert all(r["examples_uri"] for r in runs)
+    assert main(args) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["run", "accuracy", "blessed", "pushed"]
+    assert "(already served)" in table[2] and table[4].rstrip().endswith("no")
+    assert main(["runs", "--root", str(pipeline_runs.root / "nope")]) == 2
