@@ -1,4 +1,4 @@
-"""`python -m pipeline <command>`: ingest, run, predict, compile-kfp, runs, schema.
+"""`python -m pipeline <command>`: ingest, run, predict, compile-kfp, runs, lineage, schema.
 
 Heavy imports (TensorFlow, TFX) happen inside the commands, so `--help` and `ingest` start fast.
 """
@@ -195,6 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("runs", help="list past runs from ML Metadata",
                        epilog="example: python -m pipeline runs --json")
+    p.add_argument("--root", type=Path, default=Path("tfx_root"),
+                   help="pipeline root given to `run` (default %(default)s)")
+    p.add_argument("--pipeline-name", default="image-classifier")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("lineage", help="what produced a pushed model version (from MLMD)",
+                       epilog="example: python -m pipeline lineage --model 1795380628")
+    p.add_argument("--model", required=True, metavar="VERSION",
+                   help="the version folder name under <serving-dir>/<model-name>/")
     p.add_argument("--root", type=Path, default=Path("tfx_root"),
                    help="pipeline root given to `run` (default %(default)s)")
     p.add_argument("--pipeline-name", default="image-classifier")
@@ -436,6 +445,29 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from pipeline.lineage import LineageError, model_lineage
+    from pipeline.workspace import Workspace
+
+    metadata = Workspace(args.root.resolve(), args.pipeline_name).metadata_path
+    if not metadata.is_file():
+        raise FileNotFoundError(f"{metadata}: no runs of {args.pipeline_name!r} under "
+                                f"{args.root} (pass the --root and --pipeline-name of `run`)")
+    try:
+        lineage = model_lineage(str(metadata), args.model)
+    except LineageError as e:
+        raise ValueError(str(e)) from e
+    if args.json:
+        print(json.dumps(lineage, indent=2))
+        return EXIT_OK
+    for key, value in lineage.items():
+        if key == "training_config" and isinstance(value, dict):
+            value = ", ".join(f"{k}={value[k]}" for k in ("model", "epochs", "batch_size")
+                              if k in value)
+        print(f"{key:18} {value}")
+    return EXIT_OK
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from pipeline.schema import write_schema
 
@@ -450,6 +482,7 @@ COMMANDS = {
     "predict": cmd_predict,
     "compile-kfp": cmd_compile_kfp,
     "runs": cmd_runs,
+    "lineage": cmd_lineage,
     "schema": cmd_schema,
 }
 

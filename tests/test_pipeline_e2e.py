@@ -163,3 +163,24 @@ def test_runs_command_lists_every_run_from_mlmd(pipeline_runs: PipelineRuns, cap
     assert table[0].split() == ["run", "accuracy", "blessed", "pushed"]
     assert "(already served)" in table[2] and table[4].rstrip().endswith("no")
     assert main(["runs", "--root", str(pipeline_runs.root / "nope")]) == 2
+
+
+def test_lineage_of_a_pushed_version(pipeline_runs: PipelineRuns, capsys) -> None:
+    from pipeline.cli import main
+
+    first, second = _summary(pipeline_runs, "first"), _summary(pipeline_runs, "second")
+    version = second.pushed_destination.rsplit("/", 1)[1]
+    args = ["lineage", "--model", version, "--root", str(pipeline_runs.root),
+            "--pipeline-name", PIPELINE_NAME]
+    assert main([*args, "--json"]) == 0
+    lineage = json.loads(capsys.readouterr().out)
+    assert lineage["model"] == second.model_uri
+    assert lineage["trained_by_run"] == pipeline_runs.run_ids["second"]
+    assert lineage["training_config"]["epochs"] == 9
+    assert lineage["examples"] == second.examples_uri == first.examples_uri  # cached data
+    assert lineage["data_root"].endswith("tfrecords")
+    assert lineage["blessed"] and lineage["baseline_model"] == first.model_uri
+    assert Path(lineage["transform_graph"]).is_dir() and Path(lineage["schema"]).is_dir()
+    assert main(args) == 0
+    assert f"model              {second.model_uri}" in capsys.readouterr().out
+    assert main([*args[:2], "123", *args[3:]]) == 2

@@ -1,0 +1,89 @@
+"""Which data, schema, Transform graph and training run produced a pushed model version.
+
+Walks ML Metadata backwards from the Pusher's PushedModel artifact: Pusher -> Model ->
+Trainer (examples, transform graph, schema, training config) -> ImportExampleGen (data
+folder), and Pusher -> ModelBlessing -> Evaluator (evaluation).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from pipeline.summary import open_store
+
+_INPUT, _OUTPUT = metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.OUTPUT
+
+
+class LineageError(LookupError):
+    pass
+
+
+def _value(message, name: str) -> Any:
+    value = message.custom_properties.get(name) or message.properties.get(name)
+    kind = value.WhichOneof("value") if value is not None else None
+    return getattr(value, kind) if kind else None
+
+
+def _producer(store: metadata_store.MetadataStore, artifact_id: int):
+    events = [e for e in store.get_events_by_artifact_ids([artifact_id]) if e.type == _OUTPUT]
+    return store.get_executions_by_id([events[0].execution_id])[0] if events else None
+
+
+def _inputs(store: metadata_store.MetadataStore, execution_id: int) -> dict[str, Any]:
+    """Input key -> artifact of an execution."""
+    found = {}
+    for event in store.get_events_by_execution_ids([execution_id]):
+        if event.type != _INPUT:
+            continue
+        artifact = store.get_artifacts_by_id([event.artifact_id])[0]
+        for step in event.path.steps:
+            if step.HasField("key"):
+                found.setdefault(step.key, artifact)
+    return found
+
+
+def _run_id(store: metadata_store.MetadataStore, execution_id: int) -> str | None:
+    for context in store.get_contexts_by_execution(execution_id):
+        if context.type == "pipeline_run":
+            return context.name
+    return None
+
+
+def model_lineage(metadata_path: str, version: str) -> dict[str, Any]:
+    store = open_store(metadata_path)
+    pushes = [a for a in store.get_artifacts_by_type("PushedModel")
+              if str(_value(a, "pushed_version")) == str(version) and _value(a, "pushed")]
+    if not pushes:
+        raise LineageError(f"{metadata_path}: no push of version {version} recorded")
+    pusher = _producer(store, pushes[0].id)
+    pusher_inputs = _inputs(store, pusher.id)
+    model = pusher_inputs["model"]
+    trainer = _producer(store, model.id)
+    trainer_inputs = _inputs(store, trainer.id)
+    examples = trainer_inputs["examples"]
+    example_gen = _producer(store, examples.id)
+    lineage: dict[str, Any] = {
+        "version": str(version),
+        "pushed_to": _value(pushes[0], "pushed_destination"),
+        "pushed_by_run": _run_id(store, pusher.id),
+        "model": model.uri,
+        "trained_by_run": _run_id(store, trainer.id),
+        "training_config": json.loads(_value(trainer, "custom_config") or "null"),
+        "examples": examples.uri,
+        "data_root": _value(example_gen, "input_base") if example_gen else None,
+        "transform_graph": trainer_inputs["transform_graph"].uri,
+        "schema": trainer_inputs["schema"].uri,
+    }
+    blessing = pusher_inputs.get("model_blessing")
+    if blessing is not None:
+        evaluator = _producer(store, blessing.id)
+        lineage["blessed"] = bool(_value(blessing, "blessed"))
+        lineage["evaluated_by_run"] = _run_id(store, evaluator.id)
+        evaluator_inputs = _inputs(store, evaluator.id)
+        baseline = evaluator_inputs.get("baseline_model")
+        lineage["baseline_model"] = baseline.uri if baseline is not None else None
+    return lineage
