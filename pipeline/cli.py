@@ -102,6 +102,24 @@ def _add_pipeline_args(parser: argparse.ArgumentParser) -> None:
     _add_trainer_args(parser)
 
 
+def _add_store_args(parser: argparse.ArgumentParser) -> None:
+    """Where `run` kept its ML Metadata store, for the commands that read it."""
+    parser.add_argument("--root", type=Path, default=Path("tfx_root"),
+                        help="pipeline root given to `run` (default %(default)s)")
+    parser.add_argument("--pipeline-name", default="image-classifier")
+    parser.add_argument("--json", action="store_true")
+
+
+def _metadata_path(args: argparse.Namespace) -> str:
+    from pipeline.workspace import Workspace
+
+    metadata = Workspace(args.root.resolve(), args.pipeline_name).metadata_path
+    if not metadata.is_file():
+        raise FileNotFoundError(f"{metadata}: no runs of {args.pipeline_name!r} under "
+                                f"{args.root} (pass the --root and --pipeline-name of `run`)")
+    return str(metadata)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline",
@@ -195,19 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("runs", help="list past runs from ML Metadata",
                        epilog="example: python -m pipeline runs --json")
-    p.add_argument("--root", type=Path, default=Path("tfx_root"),
-                   help="pipeline root given to `run` (default %(default)s)")
-    p.add_argument("--pipeline-name", default="image-classifier")
-    p.add_argument("--json", action="store_true")
+    _add_store_args(p)
 
     p = sub.add_parser("lineage", help="what produced a pushed model version (from MLMD)",
                        epilog="example: python -m pipeline lineage --model 1795380628")
     p.add_argument("--model", required=True, metavar="VERSION",
                    help="the version folder name under <serving-dir>/<model-name>/")
-    p.add_argument("--root", type=Path, default=Path("tfx_root"),
-                   help="pipeline root given to `run` (default %(default)s)")
-    p.add_argument("--pipeline-name", default="image-classifier")
-    p.add_argument("--json", action="store_true")
+    _add_store_args(p)
 
     p = sub.add_parser("schema", help="write the curated schema for another class count")
     p.add_argument("--num-classes", type=int, required=True)
@@ -335,10 +347,9 @@ def _failed_components(metadata_path: str, pipeline_name: str) -> list[str]:
     from pipeline.summary import summarize_run
 
     try:
-        summary = summarize_run(metadata_path, pipeline_name)
+        return summarize_run(metadata_path, pipeline_name).failed_components
     except Exception:  # noqa: BLE001 - the store may not even exist yet
         return []
-    return [c.name for c in summary.components if c.state == "failed"]
 
 
 def _predict_server(args: argparse.Namespace):
@@ -419,19 +430,14 @@ def cmd_compile_kfp(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from pipeline.summary import list_runs
-    from pipeline.workspace import Workspace
 
-    metadata = Workspace(args.root.resolve(), args.pipeline_name).metadata_path
-    if not metadata.is_file():
-        raise FileNotFoundError(f"{metadata}: no runs of {args.pipeline_name!r} under "
-                                f"{args.root} (pass the --root and --pipeline-name of `run`)")
-    runs = list_runs(str(metadata), args.pipeline_name)
+    runs = list_runs(_metadata_path(args), args.pipeline_name)
     if args.json:
         print(json.dumps([json.loads(r.to_json()) for r in runs], indent=2))
         return EXIT_OK
     print(f"{'run':28} {'accuracy':>8}  {'blessed':7}  pushed")
     for run in runs:
-        failed = [c.name for c in run.components if c.state == "failed"]
+        failed = run.failed_components
         accuracy = f"{run.accuracy:.4f}" if run.accuracy is not None else "-"
         blessed = {True: "yes", False: "no", None: "-"}[run.blessed]
         if failed:
@@ -447,14 +453,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_lineage(args: argparse.Namespace) -> int:
     from pipeline.lineage import LineageError, model_lineage
-    from pipeline.workspace import Workspace
 
-    metadata = Workspace(args.root.resolve(), args.pipeline_name).metadata_path
-    if not metadata.is_file():
-        raise FileNotFoundError(f"{metadata}: no runs of {args.pipeline_name!r} under "
-                                f"{args.root} (pass the --root and --pipeline-name of `run`)")
     try:
-        lineage = model_lineage(str(metadata), args.model)
+        lineage = model_lineage(_metadata_path(args), args.model)
     except LineageError as e:
         raise ValueError(str(e)) from e
     if args.json:

@@ -47,6 +47,10 @@ class RunSummary:
     evaluation_uri: str | None = None
     report_files: dict[str, str] = dataclasses.field(default_factory=dict)
 
+    @property
+    def failed_components(self) -> list[str]:
+        return [c.name for c in self.components if c.state == "failed"]
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
 
