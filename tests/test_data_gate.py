@@ -71,25 +71,6 @@ class GateRuns:
     runs: dict[str, GateRun]
 
 
-def _components_run(metadata_path: Path, run_index: int) -> set[str]:
-    """Node ids with an execution in the run_index-th pipeline run (0-based, oldest first)."""
-    from ml_metadata import metadata_store
-    from ml_metadata.proto import metadata_store_pb2
-
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = str(metadata_path)
-    store = metadata_store.MetadataStore(config)
-    runs = sorted(store.get_contexts_by_type("pipeline_run"), key=lambda c: c.id)
-    executions = store.get_executions_by_context(runs[run_index].id)
-    nodes = {c.id: c.name for c in store.get_contexts_by_type("node")}
-    executed = set()
-    for execution in executions:
-        for context in store.get_contexts_by_execution(execution.id):
-            if context.id in nodes:
-                executed.add(nodes[context.id].split(".")[-1])
-    return executed
-
-
 def _rewrite_train(data: Path, change) -> None:
     """Replaces the train shards with one shard of change(example) (None drops the example)."""
     shards = sorted(str(p) for p in (data / "train").glob("*.gz"))
@@ -107,6 +88,7 @@ def _rewrite_train(data: Path, change) -> None:
 def gate_runs(tmp_path_factory: pytest.TempPathFactory) -> GateRuns:
     from pipeline.cli import main
     from pipeline.schema import write_schema
+    from pipeline.summary import summarize_run
 
     base = tmp_path_factory.mktemp("gate")
     imagegen.write_folder(base / "images", PER_CLASS)
@@ -124,8 +106,10 @@ def gate_runs(tmp_path_factory: pytest.TempPathFactory) -> GateRuns:
         code = main([*common, "--data", str(data), *extra])
         log = max((result.root / "logs").glob("*.log"), key=lambda p: p.stat().st_mtime)
         metadata = result.root / "metadata" / f"{PIPELINE}.sqlite"
+        # Components with an execution (cached or run) in this, the latest, run.
+        executed = {c.name for c in summarize_run(str(metadata), PIPELINE).components}
         result.runs[name] = GateRun(code, log.read_text(), before, snapshot(result.serving_dir),
-                                    _components_run(metadata, len(result.runs)))
+                                    executed)
 
     run("good", good)
     for name, (records, _, _) in BAD_RECORDS.items():
