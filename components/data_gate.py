@@ -121,6 +121,32 @@ def drift_schema(schema: schema_pb2.Schema, max_label_drift: float) -> schema_pb
     return drift
 
 
+@dataclasses.dataclass(frozen=True)
+class DriftMeasurement:
+    split: str
+    distance: float  # L-infinity distance between the two label distributions
+    threshold: float
+    baseline: str
+
+
+def _compare_labels(
+    statistics_uri: str, baseline_uri: str, splits: list[str], baseline_splits: list[str],
+    schema: schema_pb2.Schema, max_label_drift: float,
+):
+    """(split, TFDV anomalies, source) of each split present in both statistics."""
+    comparing = drift_schema(schema, max_label_drift)
+    for split in splits:
+        if split not in baseline_splits:
+            continue
+        anomalies = tfdv.validate_statistics(
+            _load_stats(statistics_uri, split),
+            comparing,
+            previous_statistics=_load_stats(baseline_uri, split),
+        )
+        yield split, anomalies, f"{_split_dir(statistics_uri, split)} vs " \
+                                f"{_split_dir(baseline_uri, split)}"
+
+
 def label_drift(
     statistics_uri: str,
     baseline_uri: str,
@@ -130,20 +156,28 @@ def label_drift(
     max_label_drift: float,
 ) -> list[Finding]:
     """Each split's label distribution against the same split of the baseline."""
-    comparing = drift_schema(schema, max_label_drift)
     found = []
-    for split in splits:
-        if split not in baseline_splits:
-            continue
-        anomalies = tfdv.validate_statistics(
-            _load_stats(statistics_uri, split),
-            comparing,
-            previous_statistics=_load_stats(baseline_uri, split),
-        )
-        source = f"{_split_dir(statistics_uri, split)} vs {_split_dir(baseline_uri, split)}"
+    for split, anomalies, source in _compare_labels(
+        statistics_uri, baseline_uri, splits, baseline_splits, schema, max_label_drift
+    ):
         found.extend(f for f in _findings(anomalies, split, source)
                      if f.anomaly_type.startswith("COMPARATOR"))
     return found
+
+
+def label_drift_measurements(
+    statistics_uri: str, baseline_uri: str, schema: schema_pb2.Schema, max_label_drift: float
+) -> list[DriftMeasurement]:
+    """The distance TFDV measured for each split, whether or not it crossed the threshold."""
+    measured = []
+    for split, anomalies, _ in _compare_labels(
+        statistics_uri, baseline_uri, _splits_in(statistics_uri), _splits_in(baseline_uri),
+        schema, max_label_drift,
+    ):
+        for info in anomalies.drift_skew_info:
+            for m in info.drift_measurements:
+                measured.append(DriftMeasurement(split, m.value, m.threshold, baseline_uri))
+    return measured
 
 
 def failure_message(findings: list[Finding], statistics_uri: str) -> str:

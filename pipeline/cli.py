@@ -1,4 +1,5 @@
-"""`python -m pipeline <command>`: ingest, run, predict, compile-kfp, runs, lineage, schema.
+"""`python -m pipeline <command>`: ingest, run, predict, compile-kfp, runs, lineage, report,
+schema.
 
 Heavy imports (TensorFlow, TFX) happen inside the commands, so `--help` and `ingest` start fast.
 """
@@ -140,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path)
     p.add_argument("--workers", type=int, help="parallel writer processes (default: CPUs)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--json", action="store_true",
+                   help="print what was written (counts per split and class, shape) as JSON")
     _add_ingest_args(p)
 
     p = sub.add_parser("run", help="run the pipeline locally (LocalDagRunner)",
@@ -221,7 +224,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the version folder name under <serving-dir>/<model-name>/")
     _add_store_args(p)
 
-    p = sub.add_parser("schema", help="write the curated schema for another class count")
+    p = sub.add_parser("report", help="write the HTML report of a run (default: the latest)",
+                       description="A self-contained HTML report of one run: dataset, data "
+                                   "validation and drift, training curves, evaluation against "
+                                   "the baseline with the blessing, misclassified eval images, "
+                                   "and where the model was pushed. `run` writes it too.",
+                       epilog="examples:\n  python -m pipeline report\n"
+                              "  python -m pipeline report --run 2026-11-22T20:49:46.582627 "
+                              "--output /tmp/report\n"
+                              "  python -m pipeline report --json | jq .evaluation.accuracy",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", metavar="RUN_ID",
+                   help="a run id as `runs` lists it (default: the latest run)")
+    p.add_argument("--output", type=Path,
+                   help="folder for report.html, report.json and the PNGs "
+                        "(default <root>/reports/<pipeline-name>/<run>/)")
+    p.add_argument("--max-eval-images", type=int, default=2000,
+                   help="eval images searched for misclassifications (default %(default)s)")
+    _add_store_args(p)
+
+    p = sub.add_parser("schema", help="write the curated schema for another class count",
+                       epilog="example: python -m pipeline schema --num-classes 5 "
+                              "--output schema/flowers.pbtxt")
     p.add_argument("--num-classes", type=int, required=True)
     p.add_argument("--output", type=Path, required=True)
     return parser
@@ -254,11 +278,18 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                   overwrite=args.overwrite, **_ingest_policy(args))
     total = sum(info.split_counts.values())
     elapsed = time.monotonic() - start
+    quarantine = args.out / QUARANTINE_FILE
+    skipped = len(json.loads(quarantine.read_text())) if quarantine.is_file() else 0
+    if args.json:
+        print(json.dumps({"output": str(args.out), "class_names": list(info.class_names),
+                          "image_shape": list(info.image_shape),
+                          "split_counts": info.split_counts,
+                          "per_class_counts": info.per_class_counts, "skipped_files": skipped,
+                          "seconds": round(elapsed, 2)}, indent=2))
+        return EXIT_OK
     print(f"wrote {total} images ({info.split_counts}) of {info.num_classes} classes, "
           f"shape {info.image_shape}, to {args.out} in {elapsed:.1f}s")
-    quarantine = args.out / QUARANTINE_FILE
-    if quarantine.is_file():
-        skipped = len(json.loads(quarantine.read_text()))
+    if skipped:
         print(f"skipped {skipped} bad file(s), listed with the reason in {quarantine}")
     return EXIT_OK
 
@@ -316,6 +347,7 @@ def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
         run_local(config)
     except DataValidationError as e:
         log.error("%s\nfull log: %s", e, log_file)
+        _print_report_path(_write_run_report(workspace))
         return EXIT_DATA_REJECTED
     except Exception as e:  # noqa: BLE001 - reported with the log location, then exit 1
         failed = _failed_components(config.metadata_path, config.pipeline_name)
@@ -323,23 +355,45 @@ def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
         log.error("pipeline failed%s: %s: %s\nfull log: %s", where, e.__class__.__name__, e,
                   log_file)
         logging.getLogger("pipeline.trace").info("traceback", exc_info=True)
+        _print_report_path(_write_run_report(workspace))
         return EXIT_FAILED
     summary = summarize_run(config.metadata_path, config.pipeline_name)
-    report_dir = workspace.report_dir(summary.run_id)
-    from pipeline.evaluation_report import write_evaluation_report
-
-    summary.report_files = write_evaluation_report(summary, info.class_names, report_dir)
+    report = _write_run_report(workspace)
+    if report:
+        summary.report_files["html"] = str(report)
     if args.json:
         print(summary.to_json())
-    else:
-        for line in format_summary(summary, thresholds.min_accuracy, thresholds.max_regression):
-            print(line)
-        print(f"Evaluation plots and JSON: {report_dir}")
-        if summary.pushed:
-            print(f"Serve it: tensorflow_model_server --model_name={config.model_name} "
-                  f"--model_base_path={config.push_base_directory} --rest_api_port=8501")
-        print(f"Wall time: {time.monotonic() - start:.0f}s. Full log: {log_file}")
+        return EXIT_OK
+    for line in format_summary(summary, thresholds.min_accuracy, thresholds.max_regression):
+        print(line)
+    if summary.pushed:
+        print(f"Serve it: tensorflow_model_server --model_name={config.model_name} "
+              f"--model_base_path={config.push_base_directory} --rest_api_port=8501")
+    print(f"Wall time: {time.monotonic() - start:.0f}s. Full log: {log_file}")
+    if report:
+        print(f"Report: {report}")
     return EXIT_OK
+
+
+def _write_run_report(workspace) -> Path | None:
+    """The latest run's HTML report; a failure to write it is logged, never fatal to the run."""
+    from pipeline.report import collect, write_report
+
+    start = time.monotonic()
+    try:
+        report = collect(str(workspace.metadata_path), workspace.pipeline_name)
+        path = write_report(report, workspace.report_dir(report["run_id"]))
+    except Exception as e:  # noqa: BLE001 - the run's outcome stands; the report is extra
+        log.warning("could not write the run report: %s: %s", e.__class__.__name__, e)
+        logging.getLogger("pipeline.trace").info("traceback", exc_info=True)
+        return None
+    log.info("[pipeline] report: written in %.1fs", time.monotonic() - start)
+    return path
+
+
+def _print_report_path(report: Path | None) -> None:
+    if report:
+        print(f"Report: {report}")
 
 
 def _failed_components(metadata_path: str, pipeline_name: str) -> list[str]:
@@ -469,6 +523,25 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.report import collect, write_report
+    from pipeline.workspace import Workspace
+
+    try:
+        report = collect(_metadata_path(args), args.pipeline_name, args.run)
+    except LookupError as e:
+        raise ValueError(f"{e} (see `python -m pipeline runs`)") from e
+    out_dir = args.output or Workspace(args.root.resolve(), args.pipeline_name).report_dir(
+        report["run_id"]
+    )
+    path = write_report(report, out_dir, max_eval_images=args.max_eval_images)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"Report: {path}")
+    return EXIT_OK
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from pipeline.schema import write_schema
 
@@ -484,6 +557,7 @@ COMMANDS = {
     "compile-kfp": cmd_compile_kfp,
     "runs": cmd_runs,
     "lineage": cmd_lineage,
+    "report": cmd_report,
     "schema": cmd_schema,
 }
 

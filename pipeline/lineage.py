@@ -13,7 +13,8 @@ from typing import Any
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from pipeline.summary import open_store
+from pipeline.summary import artifacts_by_key, open_store
+from pipeline.summary import value as _value
 
 _INPUT, _OUTPUT = metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.OUTPUT
 
@@ -22,28 +23,14 @@ class LineageError(LookupError):
     pass
 
 
-def _value(message, name: str) -> Any:
-    value = message.custom_properties.get(name) or message.properties.get(name)
-    kind = value.WhichOneof("value") if value is not None else None
-    return getattr(value, kind) if kind else None
-
-
 def _producer(store: metadata_store.MetadataStore, artifact_id: int):
     events = [e for e in store.get_events_by_artifact_ids([artifact_id]) if e.type == _OUTPUT]
     return store.get_executions_by_id([events[0].execution_id])[0] if events else None
 
 
 def _inputs(store: metadata_store.MetadataStore, execution_id: int) -> dict[str, Any]:
-    """Input key -> artifact of an execution."""
-    found = {}
-    for event in store.get_events_by_execution_ids([execution_id]):
-        if event.type != _INPUT:
-            continue
-        artifact = store.get_artifacts_by_id([event.artifact_id])[0]
-        for step in event.path.steps:
-            if step.HasField("key"):
-                found.setdefault(step.key, artifact)
-    return found
+    """Input key -> (first) artifact of an execution."""
+    return {key: found[0] for key, found in artifacts_by_key(store, execution_id, _INPUT).items()}
 
 
 def _run_id(store: metadata_store.MetadataStore, execution_id: int) -> str | None:

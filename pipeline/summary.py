@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterable
+from typing import Any
 
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
@@ -86,19 +87,77 @@ def _node_name(store: metadata_store.MetadataStore, execution_id: int, prefix: s
     return f"execution-{execution_id}"
 
 
-def _outputs(
-    store: metadata_store.MetadataStore, execution_id: int, type_names: dict[int, str]
-) -> dict[str, metadata_store_pb2.Artifact]:
-    """Output artifacts of an execution, keyed by artifact type name."""
-    events = store.get_events_by_execution_ids([execution_id])
-    ids = [e.artifact_id for e in events if e.type == metadata_store_pb2.Event.OUTPUT]
-    return {type_names[a.type_id]: a for a in store.get_artifacts_by_id(ids)}
+def artifacts_by_key(
+    store: metadata_store.MetadataStore, execution_id: int, event_type: int
+) -> dict[str, list[metadata_store_pb2.Artifact]]:
+    """Input or output key -> artifacts of an execution, from its MLMD events."""
+    events = [e for e in store.get_events_by_execution_ids([execution_id]) if e.type == event_type]
+    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+    found: dict[str, list[metadata_store_pb2.Artifact]] = {}
+    for event in events:
+        # One event per artifact; its path names the key it was bound to.
+        for step in event.path.steps:
+            if step.HasField("key"):
+                found.setdefault(step.key, []).append(artifacts[event.artifact_id])
+    return found
 
 
-def _property(artifact: metadata_store_pb2.Artifact, name: str):
-    value = artifact.custom_properties.get(name)
-    kind = value.WhichOneof("value") if value is not None else None
-    return getattr(value, kind) if kind else None
+def value(message, name: str) -> Any:
+    """A property or custom property of an artifact or execution, None when unset."""
+    field = message.custom_properties.get(name) or message.properties.get(name)
+    kind = field.WhichOneof("value") if field is not None else None
+    return getattr(field, kind) if kind else None
+
+
+@dataclasses.dataclass
+class NodeRecord:
+    """One component's execution in a run, with its artifacts by input/output key."""
+
+    name: str
+    execution: metadata_store_pb2.Execution
+    inputs: dict[str, list[metadata_store_pb2.Artifact]]
+    outputs: dict[str, list[metadata_store_pb2.Artifact]]
+
+    @property
+    def state(self) -> str:
+        return _STATE_NAMES.get(self.execution.last_known_state, "unknown")
+
+    @property
+    def seconds(self) -> float:
+        e = self.execution
+        return (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1e3
+
+    def output(self, key: str) -> metadata_store_pb2.Artifact | None:
+        found = self.outputs.get(key)
+        return found[0] if found else None
+
+    def input(self, key: str) -> metadata_store_pb2.Artifact | None:
+        found = self.inputs.get(key)
+        return found[0] if found else None
+
+
+def run_nodes(
+    metadata_path: str, pipeline_name: str, run_id: str | None = None
+) -> tuple[str, dict[str, NodeRecord]]:
+    """(run id, node name -> record) of the latest or the given run, in execution order."""
+    store = open_store(metadata_path)
+    runs = _run_contexts(store, pipeline_name)
+    if run_id is not None:
+        runs = [c for c in runs if c.name == run_id]
+    if not runs:
+        wanted = f"run {run_id!r} of" if run_id else "runs of"
+        raise LookupError(f"no {wanted} pipeline {pipeline_name!r} in {metadata_path}")
+    run = runs[-1]
+    prefix = f"{pipeline_name}."
+    nodes = {}
+    for execution in sorted(store.get_executions_by_context(run.id), key=lambda e: e.id):
+        name = _node_name(store, execution.id, prefix)
+        nodes[name] = NodeRecord(
+            name, execution,
+            artifacts_by_key(store, execution.id, metadata_store_pb2.Event.INPUT),
+            artifacts_by_key(store, execution.id, metadata_store_pb2.Event.OUTPUT),
+        )
+    return run.name, nodes
 
 
 def _read_metrics(summary: RunSummary, evaluation_uri: str) -> None:
@@ -138,33 +197,20 @@ def summarize_run(
     metadata_path: str, pipeline_name: str, run_id: str | None = None
 ) -> RunSummary:
     """The latest (or the given) run's per-component state and time, metrics and push."""
-    store = open_store(metadata_path)
-    runs = _run_contexts(store, pipeline_name)
-    if run_id is not None:
-        runs = [c for c in runs if c.name == run_id]
-    if not runs:
-        raise LookupError(f"no runs of pipeline {pipeline_name!r} in {metadata_path}")
-    run = runs[-1]
-    summary = RunSummary(pipeline_name=pipeline_name, run_id=run.name, components=[])
-    prefix = f"{pipeline_name}."
-    executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.id)
-    type_names = {t.id: t.name for t in store.get_artifact_types()}
-    for execution in executions:
-        name = _node_name(store, execution.id, prefix)
-        seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1e3
-        summary.components.append(
-            ComponentRun(name, _STATE_NAMES.get(execution.last_known_state, "unknown"), seconds)
-        )
-        outputs = _outputs(store, execution.id, type_names)
+    run_id, nodes = run_nodes(metadata_path, pipeline_name, run_id)
+    summary = RunSummary(pipeline_name=pipeline_name, run_id=run_id, components=[])
+    for node in nodes.values():
+        summary.components.append(ComponentRun(node.name, node.state, node.seconds))
+        outputs = {a.type: a for found in node.outputs.values() for a in found}
         if "ModelEvaluation" in outputs:
             summary.evaluation_uri = outputs["ModelEvaluation"].uri
         if "ModelBlessing" in outputs:
-            summary.blessed = bool(_property(outputs["ModelBlessing"], "blessed"))
+            summary.blessed = bool(value(outputs["ModelBlessing"], "blessed"))
         if "PushedModel" in outputs:
             pushed = outputs["PushedModel"]
-            summary.pushed = bool(_property(pushed, "pushed"))
-            summary.pushed_destination = _property(pushed, "pushed_destination") or None
-            summary.already_served = bool(_property(pushed, "already_served"))
+            summary.pushed = bool(value(pushed, "pushed"))
+            summary.pushed_destination = value(pushed, "pushed_destination") or None
+            summary.already_served = bool(value(pushed, "already_served"))
         if "Model" in outputs:
             summary.model_uri = outputs["Model"].uri
         if "Examples" in outputs:

@@ -5,7 +5,7 @@ Layout under the run root (default ./tfx_root):
   pipelines/<pipeline>/                        TFX pipeline root (artifacts)
   metadata/<pipeline>.sqlite                   ML Metadata store
   logs/<pipeline>-<time>.log                   full log of each run
-  reports/<pipeline>/<run>/                    evaluation JSON and plots of each run
+  reports/<pipeline>/<run>/                    report.html, report.json and the PNGs of each run
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ Transform, with the anomaly spelled out, and nothing is trained or pushed."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -62,6 +63,8 @@ class GateRun:
     serving_before: dict[str, bytes]
     serving_after: dict[str, bytes]
     executed: set[str]
+    # report.json that `run` wrote for this run, None if it wrote none.
+    report: dict | None
 
 
 @dataclasses.dataclass
@@ -107,9 +110,14 @@ def gate_runs(tmp_path_factory: pytest.TempPathFactory) -> GateRuns:
         log = max((result.root / "logs").glob("*.log"), key=lambda p: p.stat().st_mtime)
         metadata = result.root / "metadata" / f"{PIPELINE}.sqlite"
         # Components with an execution (cached or run) in this, the latest, run.
-        executed = {c.name for c in summarize_run(str(metadata), PIPELINE).components}
-        result.runs[name] = GateRun(code, log.read_text(), before, snapshot(result.serving_dir),
-                                    executed)
+        summary = summarize_run(str(metadata), PIPELINE)
+        executed = {c.name for c in summary.components}
+        report = (result.root / "reports" / PIPELINE / summary.run_id.replace(":", "")
+                  / "report.json")
+        result.runs[name] = GateRun(
+            code, log.read_text(), before, snapshot(result.serving_dir), executed,
+            json.loads(report.read_text()) if report.is_file() else None,
+        )
 
     run("good", good)
     for name, (records, _, _) in BAD_RECORDS.items():
@@ -211,6 +219,50 @@ def test_label_drift_stops_the_run_until_accepted(gate_runs: GateRuns) -> None:
     accepted = gate_runs.runs["drift_accepted"]
     assert accepted.exit_code == EXIT_OK
     assert "Trainer" in accepted.executed
+
+
+def test_report_of_rejected_data_names_the_anomalies(gate_runs: GateRuns) -> None:
+    good = gate_runs.runs["good"].report
+    assert good["validation"]["anomalies"] == [] and good["evaluation"]["available"]
+    # 120 training images: enough for TFDV's image format statistics.
+    assert good["dataset"]["splits"]["train"]["image_formats"] == {"png": 60, "jpeg": 60}
+    for case, (_, feature, anomaly) in BAD_RECORDS.items():
+        report = gate_runs.runs[case].report
+        assert report is not None, case
+        found = {(a["split"], a["feature"], a["anomaly_type"])
+                 for a in report["validation"]["anomalies"]}
+        assert ("train", feature, anomaly) in found, case
+        assert report["validation"]["gate_state"] == "failed"
+        assert report["failed_components"] == ["DataGate"]
+        for section in ("training", "evaluation", "push", "misclassified"):
+            assert report[section]["available"] is False, (case, section)
+        html = Path(report["files"]["html"]).read_text()
+        assert "REJECTED the data" in html and anomaly in html
+    # Class names as label values: reported as they are, next to the anomaly they cause.
+    strings = gate_runs.runs["string_labels"].report
+    assert ("train", "label", "UNEXPECTED_DATA_TYPE") in {
+        (a["split"], a["feature"], a["anomaly_type"]) for a in strings["validation"]["anomalies"]}
+    assert strings["dataset"]["splits"]["train"]["per_class"] == {"blue": 40, "green": 40,
+                                                                   "red": 40}
+
+
+def test_report_of_a_run_that_failed_in_statistics_gen(gate_runs: GateRuns) -> None:
+    report = gate_runs.runs["mixed_label_types"].report
+    assert report["failed_components"] == ["StatisticsGen"]
+    assert report["dataset"] == {"available": False, "state": "failed",
+                                 "why": "StatisticsGen failed in this run"}
+    assert "failed in StatisticsGen" in Path(report["files"]["html"]).read_text()
+
+
+def test_report_shows_label_drift_against_the_accepted_data(gate_runs: GateRuns) -> None:
+    drifted = gate_runs.runs["drifted"].report["validation"]
+    train = next(m for m in drifted["drift"] if m["split"] == "train")
+    assert train["distance"] > train["threshold"] == pytest.approx(0.1)
+    assert drifted["drift_baseline"] == train["baseline"]
+    accepted = gate_runs.runs["drift_accepted"].report["validation"]
+    train = next(m for m in accepted["drift"] if m["split"] == "train")
+    assert 0.1 < train["distance"] <= train["threshold"] == pytest.approx(0.5)
+    assert accepted["gate_state"] == "executed"
 
 
 def test_gate_rejects_unknown_allow_list_entries() -> None:

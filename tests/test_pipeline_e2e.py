@@ -126,24 +126,105 @@ def test_worse_candidate_is_not_blessed_and_serving_dir_unchanged(
     assert pipeline_runs.snapshots["worse"] == pipeline_runs.snapshots["second"]
 
 
-def test_training_curves_and_evaluation_report(pipeline_runs: PipelineRuns) -> None:
-    first = _summary(pipeline_runs, "first")
-    curves = Path(first.tensorboard_dir) / "training_curves.png"
-    assert curves.read_bytes().startswith(b"\x89PNG")
-    history = json.loads((Path(first.tensorboard_dir) / "history.json").read_text())
-    assert len(history["history"]["loss"]) == 8
+def _report(runs: PipelineRuns, name: str) -> dict:
+    folder = runs.root / "reports" / PIPELINE_NAME / runs.run_ids[name].replace(":", "")
+    return json.loads((folder / "report.json").read_text())
 
+
+def test_run_writes_a_report_for_every_run(pipeline_runs: PipelineRuns) -> None:
     report_root = pipeline_runs.root / "reports" / PIPELINE_NAME
     assert len(list(report_root.iterdir())) == len(RUNS)
-    report_dir = report_root / first.run_id.replace(":", "")
-    report = json.loads((report_dir / "evaluation.json").read_text())
+    for name in RUNS:
+        report = _report(pipeline_runs, name)
+        assert report["run_id"] == pipeline_runs.run_ids[name]
+        html = Path(report["files"]["html"])
+        assert html.parent.parent == report_root
+        assert html.read_text().count("<section id=") == 7
+        for key, path in report["files"].items():
+            if key != "html":
+                assert Path(path).read_bytes().startswith(b"\x89PNG"), key
+
+
+def test_report_of_the_first_run(pipeline_runs: PipelineRuns) -> None:
+    first = _summary(pipeline_runs, "first")
+    report = _report(pipeline_runs, "first")
     assert report["class_names"] == ["blue", "green", "red"]
-    assert set(report["per_class_accuracy"]) == {"blue", "green", "red"}
-    matrix = report["confusion_matrix"]
-    assert sum(map(sum, matrix)) == report["eval_examples"] == 18
-    assert sum(matrix[i][i] for i in range(3)) / 18 == pytest.approx(report["accuracy"])
-    for png in ("per_class_accuracy.png", "confusion_matrix.png"):
-        assert (report_dir / png).read_bytes().startswith(b"\x89PNG")
+    dataset = report["dataset"]
+    assert {s: v["examples"] for s, v in dataset["splits"].items()} == {"train": 48, "eval": 18}
+    assert dataset["splits"]["eval"]["per_class"] == {"blue": 6, "green": 6, "red": 6}
+    # TFDV counts image formats from 100 images up (test_data_gate checks them).
+    assert dataset["image_shape"] == [8, 8, 3] and dataset["dataset_json_matches_run"]
+
+    validation = report["validation"]
+    assert validation["anomalies"] == [] and validation["gate_state"] == "executed"
+    assert validation["drift_baseline"] is None  # the first data to pass the gate
+
+    training = report["training"]
+    assert training["epochs_run"] == 8 and len(training["history"]["loss"]) == 8
+    assert training["model"] == first.model_uri
+    assert set(report["files"]) >= {"class_balance", "training_curves", "per_class_accuracy",
+                                    "confusion_matrix", "html"}
+
+    evaluation = report["evaluation"]
+    assert evaluation["accuracy"] == pytest.approx(first.accuracy)
+    assert evaluation["blessed"] and evaluation["validation_ok"]
+    assert evaluation["baseline_model"] is None
+    assert {(t["kind"], t["value"]) for t in evaluation["thresholds"]} == {
+        ("at least", 0.5), ("change vs baseline at least", -0.01)}
+    matrix = evaluation["confusion_matrix"]
+    assert sum(map(sum, matrix)) == evaluation["eval_examples"] == 18
+    assert sum(matrix[i][i] for i in range(3)) / 18 == pytest.approx(evaluation["accuracy"])
+    assert set(evaluation["per_class_accuracy"]) == {"blue", "green", "red"}
+
+    # The report re-predicts through serving_default: its mistakes match TFMA's accuracy.
+    mistakes = report["misclassified"]
+    assert mistakes["scanned"] == 18 and mistakes["complete"]
+    assert mistakes["misclassified"] == round(18 * (1 - evaluation["accuracy"]))
+
+    push = report["push"]
+    assert push["pushed"] and not push["already_served"]
+    assert push["destination"] == first.pushed_destination
+    assert push["version"] == first.pushed_destination.rsplit("/", 1)[1]
+
+
+def test_report_of_later_runs(pipeline_runs: PipelineRuns) -> None:
+    first, second = _summary(pipeline_runs, "first"), _summary(pipeline_runs, "second")
+    rerun = _report(pipeline_runs, "rerun")
+    assert rerun["evaluation"]["baseline_is_candidate"]
+    assert rerun["push"]["already_served"]
+    # Same data as the accepted first run: measured, and no drift.
+    assert {m["split"] for m in rerun["validation"]["drift"]} == {"train", "eval"}
+    assert all(m["distance"] == 0 for m in rerun["validation"]["drift"])
+
+    report = _report(pipeline_runs, "second")
+    assert report["evaluation"]["baseline_model"] == first.model_uri
+    assert report["evaluation"]["baseline_accuracy"] == pytest.approx(first.accuracy)
+    assert report["push"]["destination"] == second.pushed_destination
+
+    worse = _report(pipeline_runs, "worse")
+    assert worse["evaluation"]["blessed"] is False and worse["evaluation"]["failures"]
+    assert worse["push"]["pushed"] is False
+    assert worse["training"]["epochs_run"] == 0
+    # An untrained model gets eval images wrong: they are shown, most confident first.
+    shown = worse["misclassified"]["shown"]
+    assert shown and "misclassified" in worse["files"]
+    assert all(m["true"] != m["predicted"] for m in shown)
+    assert [m["confidence"] for m in shown] == sorted((m["confidence"] for m in shown),
+                                                      reverse=True)
+
+
+def test_report_command(pipeline_runs: PipelineRuns, tmp_path: Path, capsys) -> None:
+    from pipeline.cli import main
+
+    args = ["report", "--root", str(pipeline_runs.root), "--pipeline-name", PIPELINE_NAME]
+    run_id = pipeline_runs.run_ids["second"]
+    assert main([*args, "--run", run_id, "--output", str(tmp_path / "r")]) == 0
+    assert capsys.readouterr().out.strip() == f"Report: {tmp_path / 'r' / 'report.html'}"
+    assert run_id in (tmp_path / "r" / "report.html").read_text()
+    assert main([*args, "--output", str(tmp_path / "latest"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["run_id"] == pipeline_runs.run_ids["worse"]
+    assert main([*args, "--run", "no-such-run"]) == 2
+    assert "no run 'no-such-run'" in capsys.readouterr().err
 
 
 def test_runs_command_lists_every_run_from_mlmd(pipeline_runs: PipelineRuns, capsys) -> None:

@@ -1,0 +1,322 @@
+"""Everything a run report shows, gathered from ML Metadata and the artifacts it points to.
+
+Each section is plain JSON data (also written as report.json). A section whose components did
+not run (data rejected, a failure) says so with the state of the component it waited for,
+instead of being left out: the reader should see where the run stopped.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pipeline.summary import NodeRecord, RunSummary, run_nodes, summarize_run, value
+from trainer import features
+
+_ACCURACY = "sparse_categorical_accuracy"
+
+
+def _not_run(node: NodeRecord | None, what: str) -> dict[str, Any]:
+    state = node.state if node else "not run"
+    return {"available": False, "state": state,
+            "why": f"{what} {'failed' if state == 'failed' else 'did not run'} in this run"}
+
+
+def _split_names(artifact) -> list[str]:
+    return sorted(json.loads(value(artifact, "split_names") or "[]"))
+
+
+def _split_statistics(stats_uri: str, split: str):
+    import tensorflow_data_validation as tfdv
+
+    path = os.path.join(stats_uri, f"Split-{split}", "FeatureStats.pb")
+    return tfdv.load_stats_binary(path).datasets[0]
+
+
+def _label_counts(dataset, class_names: list[str]) -> dict[str, int]:
+    counts = dict.fromkeys(class_names, 0)
+    for feature in dataset.features:
+        if feature.path.step != [features.LABEL_KEY]:
+            continue
+        strings = feature.string_stats
+        if strings.rank_histogram.buckets:
+            pairs = [(b.label, b.sample_count) for b in strings.rank_histogram.buckets]
+        else:
+            pairs = [(v.value, v.frequency) for v in strings.top_values]
+        for label, count in pairs:
+            counts[_class_name(class_names, label)] = int(round(count))
+    return counts
+
+
+def _class_name(class_names: list[str], label: str) -> str:
+    """The class name of a label value as statistics print it; other values as they are."""
+    try:
+        index = int(label)
+    except ValueError:
+        return label
+    return class_names[index] if 0 <= index < len(class_names) else f"#{label}"
+
+
+def _image_formats(dataset) -> dict[str, int]:
+    for feature in dataset.features:
+        if feature.path.step == [features.IMAGE_KEY]:
+            for custom in feature.custom_stats:
+                if custom.name == "image_format_histogram":
+                    return {b.label: int(b.sample_count) for b in custom.rank_histogram.buckets}
+    return {}
+
+
+def dataset_section(nodes: dict[str, NodeRecord], class_names: list[str]) -> dict[str, Any]:
+    example_gen, stats_gen = nodes.get("ImportExampleGen"), nodes.get("StatisticsGen")
+    statistics = stats_gen.output("statistics") if stats_gen else None
+    examples = example_gen.output("examples") if example_gen else None
+    if examples is None or statistics is None:
+        return _not_run(stats_gen or example_gen, "StatisticsGen")
+    data_root = value(example_gen.execution, "input_base")
+    section: dict[str, Any] = {
+        "available": True,
+        "data_root": data_root,
+        "examples": examples.uri,
+        "statistics": statistics.uri,
+        "splits": {},
+    }
+    for split in _split_names(statistics):
+        dataset = _split_statistics(statistics.uri, split)
+        section["splits"][split] = {
+            "examples": int(dataset.num_examples),
+            "per_class": _label_counts(dataset, class_names),
+            "image_formats": _image_formats(dataset),
+        }
+    info_path = Path(data_root or "") / "dataset.json"
+    if data_root and info_path.is_file():
+        info = json.loads(info_path.read_text())
+        section["dataset_json"] = str(info_path)
+        section["image_shape"] = info.get("image_shape")
+        section["image_shapes_seen"] = info.get("image_shapes_seen", {})
+        section["shape_policy"] = info.get("shape_policy", {})
+        section["skipped_files"] = info.get("skipped_files", 0)
+        ingested = {s: v.get("count") for s, v in info.get("splits", {}).items()}
+        seen = {s: v["examples"] for s, v in section["splits"].items()}
+        # The folder may have been re-ingested since this run.
+        section["dataset_json_matches_run"] = ingested == seen
+    return section
+
+
+def validation_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
+    from tfx.utils import io_utils
+
+    from components.data_gate import label_drift_measurements, schema_anomalies
+
+    validator, gate = nodes.get("ExampleValidator"), nodes.get("DataGate")
+    anomalies = validator.output("anomalies") if validator else None
+    if anomalies is None:
+        return _not_run(validator, "ExampleValidator")
+    findings = [f.__dict__ for f in schema_anomalies(anomalies.uri, _split_names(anomalies))]
+    section: dict[str, Any] = {
+        "available": True,
+        "anomalies_uri": anomalies.uri,
+        "anomalies": findings,
+        "gate_state": gate.state if gate else "not run",
+        "allowed_anomaly_types": [],
+        "drift": [],
+    }
+    if gate is None:
+        return section
+    section["allowed_anomaly_types"] = json.loads(
+        value(gate.execution, "allowed_anomaly_types") or "[]"
+    )
+    max_drift = float(value(gate.execution, "max_label_drift") or 0.0)
+    section["max_label_drift"] = max_drift
+    statistics, baseline, schema = (
+        gate.input("statistics"), gate.input("baseline_statistics"), gate.input("schema")
+    )
+    section["drift_baseline"] = baseline.uri if baseline is not None else None
+    if baseline is not None and statistics is not None and schema is not None and max_drift > 0:
+        loaded = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema.uri))
+        section["drift"] = [
+            m.__dict__
+            for m in label_drift_measurements(statistics.uri, baseline.uri, loaded, max_drift)
+        ]
+    return section
+
+
+def training_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
+    trainer = nodes.get("Trainer")
+    model_run = trainer.output("model_run") if trainer else None
+    history_path = Path(model_run.uri) / "history.json" if model_run is not None else None
+    if history_path is None or not history_path.is_file():
+        return _not_run(trainer, "Trainer")
+    record = json.loads(history_path.read_text())
+    history = record.get("history", {})
+    return {
+        "available": True,
+        "state": trainer.state,
+        "model": trainer.output("model").uri,
+        "tensorboard_dir": model_run.uri,
+        "config": record.get("config", {}),
+        "epochs_run": len(history.get("loss", [])),
+        "num_train": record.get("num_train"),
+        "num_eval": record.get("num_eval"),
+        "fit_seconds": record.get("fit_seconds"),
+        "final_eval_accuracy": record.get("final_eval_accuracy"),
+        "history": history,
+    }
+
+
+def _thresholds(eval_config_json: str | None) -> list[dict[str, Any]]:
+    """The Evaluator's thresholds as configured: metric, slice, kind and bound."""
+    if not eval_config_json:
+        return []
+    import tensorflow_model_analysis as tfma
+    from google.protobuf import json_format
+
+    config = json_format.Parse(eval_config_json, tfma.EvalConfig())
+    found = []
+    for spec in config.metrics_specs:
+        for metric in spec.metrics:
+            for entry in metric.per_slice_thresholds:
+                where = ", ".join(
+                    "overall" if not (s.feature_keys or s.feature_values) else str(s).strip()
+                    for s in entry.slicing_specs
+                ) or "overall"
+                threshold = entry.threshold
+                if threshold.value_threshold.HasField("lower_bound"):
+                    found.append({"metric": metric.class_name, "slice": where,
+                                  "kind": "at least",
+                                  "value": threshold.value_threshold.lower_bound.value})
+                if threshold.change_threshold.HasField("absolute"):
+                    found.append({"metric": metric.class_name, "slice": where,
+                                  "kind": "change vs baseline at least",
+                                  "value": threshold.change_threshold.absolute.value})
+    return found
+
+
+def confusion_matrix(evaluation_uri: str, num_classes: int) -> list[list[int]] | None:
+    """Counts[actual][predicted] on the overall slice from TFMA's MultiClassConfusionMatrixPlot."""
+    import tensorflow_model_analysis as tfma
+
+    for plots_for_slice in tfma.load_plots(evaluation_uri):
+        if plots_for_slice.slice_key.single_slice_keys:
+            continue
+        for kv in plots_for_slice.plot_keys_and_values:
+            if kv.key.model_name == "baseline":
+                continue
+            matrices = kv.value.multi_class_confusion_matrix_at_thresholds.matrices
+            if not matrices:
+                continue
+            # The default (and only) threshold 0.0 means: predicted class = argmax.
+            matrix = [[0] * num_classes for _ in range(num_classes)]
+            for entry in matrices[0].entries:
+                if 0 <= entry.actual_class_id < num_classes and (
+                    0 <= entry.predicted_class_id < num_classes
+                ):
+                    matrix[entry.actual_class_id][entry.predicted_class_id] = round(
+                        entry.num_weighted_examples
+                    )
+            return matrix
+    return None
+
+
+def _validation_failures(evaluation_uri: str) -> tuple[bool | None, list[str]]:
+    import tensorflow_model_analysis as tfma
+
+    result = tfma.load_validation_result(evaluation_uri)
+    if result is None:
+        return None, []
+    failures = [
+        f"{failure.metric_key.name}: {failure.message}"
+        for per_slice in result.metric_validations_per_slice
+        for failure in per_slice.failures
+    ]
+    return result.validation_ok, failures
+
+
+def evaluation_section(
+    nodes: dict[str, NodeRecord], summary: RunSummary, class_names: list[str]
+) -> dict[str, Any]:
+    evaluator = nodes.get("Evaluator")
+    if evaluator is None or not summary.evaluation_uri:
+        return _not_run(evaluator, "Evaluator")
+    baseline = evaluator.input("baseline_model")
+    candidate = evaluator.input("model")
+    validation_ok, failures = _validation_failures(summary.evaluation_uri)
+    return {
+        "available": True,
+        "state": evaluator.state,
+        "evaluation_uri": summary.evaluation_uri,
+        "signature": features.SERVING_SIGNATURE,
+        "eval_examples": summary.eval_examples,
+        "accuracy": summary.accuracy,
+        "baseline_model": baseline.uri if baseline is not None else None,
+        # The resolver returns the candidate itself on an unchanged re-run: nothing to compare.
+        "baseline_is_candidate": bool(
+            baseline is not None and candidate is not None and baseline.id == candidate.id
+        ),
+        "baseline_accuracy": summary.baseline_accuracy,
+        "thresholds": _thresholds(value(evaluator.execution, "eval_config")),
+        "validation_ok": validation_ok,
+        "failures": failures,
+        "blessed": summary.blessed,
+        "per_class_accuracy": {
+            _class_name(class_names, label): accuracy
+            for label, accuracy in summary.per_class_accuracy.items()
+        },
+        "confusion_matrix": confusion_matrix(summary.evaluation_uri, len(class_names)),
+    }
+
+
+def push_section(nodes: dict[str, NodeRecord], summary: RunSummary) -> dict[str, Any]:
+    pusher = nodes.get("Pusher")
+    pushed = pusher.output("pushed_model") if pusher else None
+    if pushed is None:
+        return _not_run(pusher, "Pusher")
+    destination = summary.pushed_destination
+    return {
+        "available": True,
+        "state": pusher.state,
+        "pushed": bool(summary.pushed),
+        "already_served": summary.already_served,
+        "destination": destination,
+        "version": value(pushed, "pushed_version"),
+        "blessed": summary.blessed,
+    }
+
+
+def _class_names(nodes: dict[str, NodeRecord]) -> list[str]:
+    """From the training config the run recorded; else the data's dataset.json."""
+    trainer = nodes.get("Trainer")
+    if trainer is not None:
+        config = json.loads(value(trainer.execution, "custom_config") or "null") or {}
+        if config.get("class_names"):
+            return list(config["class_names"])
+    example_gen = nodes.get("ImportExampleGen")
+    data_root = value(example_gen.execution, "input_base") if example_gen else None
+    info = Path(data_root or "") / "dataset.json"
+    if data_root and info.is_file():
+        return list(json.loads(info.read_text())["class_names"])
+    return []
+
+
+def collect(metadata_path: str, pipeline_name: str, run_id: str | None = None) -> dict[str, Any]:
+    run_id, nodes = run_nodes(metadata_path, pipeline_name, run_id)
+    summary = summarize_run(metadata_path, pipeline_name, run_id)
+    class_names = _class_names(nodes)
+    started = min((n.execution.create_time_since_epoch for n in nodes.values()), default=0)
+    return {
+        "pipeline_name": pipeline_name,
+        "run_id": run_id,
+        "started": datetime.datetime.fromtimestamp(started / 1e3, datetime.UTC).isoformat(
+            timespec="seconds"
+        ),
+        "components": [c.__dict__ for c in summary.components],
+        "failed_components": summary.failed_components,
+        "class_names": class_names,
+        "dataset": dataset_section(nodes, class_names),
+        "validation": validation_section(nodes),
+        "training": training_section(nodes),
+        "evaluation": evaluation_section(nodes, summary, class_names),
+        "push": push_section(nodes, summary),
+    }

@@ -1,0 +1,95 @@
+"""The eval images the trained model gets wrong, found through the signature clients call.
+
+TFMA keeps aggregate metrics, not per-example predictions, so the report runs the Trainer's
+model (the one the Evaluator judged) over the eval split once more. On large eval sets it looks
+at the first `max_examples` images only and says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+from typing import Any
+
+from trainer import features
+
+
+@dataclasses.dataclass
+class Mistake:
+    index: int
+    true: str
+    predicted: str
+    confidence: float
+    image: bytes = dataclasses.field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "true": self.true, "predicted": self.predicted,
+                "confidence": round(self.confidence, 4)}
+
+
+def _eval_files(examples_uri: str) -> list[str]:
+    for split in ("eval", "test", "validation", "val"):
+        files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
+        if files:
+            return files
+    return []
+
+
+def find_mistakes(
+    model_uri: str,
+    examples_uri: str,
+    class_names: list[str],
+    max_examples: int = 2000,
+    max_shown: int = 24,
+    batch_size: int = 128,
+) -> tuple[dict[str, Any], list[Mistake]]:
+    """(summary, the most confident mistakes first) over the first eval examples."""
+    import tensorflow as tf
+
+    files = _eval_files(examples_uri)
+    if not files:
+        return {"available": False, "why": f"no eval split under {examples_uri}"}, []
+    serving_dir = os.path.join(model_uri, "Format-Serving")
+    serve = tf.saved_model.load(serving_dir).signatures[features.SERVING_SIGNATURE]
+    spec = {
+        features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
+        features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+    }
+    dataset = (
+        tf.data.TFRecordDataset(files, compression_type="GZIP")
+        .take(max_examples)
+        .batch(batch_size)
+        .map(lambda records: tf.io.parse_example(records, spec))
+    )
+    mistakes: list[Mistake] = []
+    seen = 0
+    for batch in dataset:
+        images = batch[features.IMAGE_KEY]
+        outputs = serve(**{features.SERVING_INPUT: images})
+        probabilities = outputs[features.OUTPUT_PROBABILITIES].numpy()
+        predicted = probabilities.argmax(axis=1)
+        labels = batch[features.LABEL_KEY].numpy()
+        for i in range(len(labels)):
+            if predicted[i] != labels[i]:
+                mistakes.append(Mistake(
+                    seen + i, _name(class_names, labels[i]), _name(class_names, predicted[i]),
+                    float(probabilities[i, predicted[i]]), images[i].numpy(),
+                ))
+        seen += len(labels)
+    mistakes.sort(key=lambda m: -m.confidence)
+    summary = {
+        "available": True,
+        "model": serving_dir,
+        "signature": features.SERVING_SIGNATURE,
+        "scanned": seen,
+        "complete": seen < max_examples,
+        "misclassified": len(mistakes),
+        "shown": [m.to_dict() for m in mistakes[:max_shown]],
+    }
+    return summary, mistakes[:max_shown]
+
+
+def _name(class_names: list[str], class_id) -> str:
+    class_id = int(class_id)
+    return class_names[class_id] if 0 <= class_id < len(class_names) else f"#{class_id}"

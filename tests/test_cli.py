@@ -1,0 +1,96 @@
+"""CLI conventions: help with examples everywhere, JSON for scripts, exit codes, quiet console
+with one progress line per component."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+import imagegen
+from pipeline import logs
+from pipeline.cli import COMMANDS, EXIT_BAD_INPUT, EXIT_OK, build_parser, main
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_has_help_with_an_example(command: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert f"python -m pipeline {command}" in text
+    assert "example" in text
+
+
+def test_top_level_help_documents_the_exit_codes(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for code in ("0 ok", "1 the pipeline", "2 bad input", "3 the data gate", "4 another run"):
+        assert code in text
+    assert all(name in text for name in COMMANDS)
+
+
+def test_commands_whose_output_scripts_read_have_json() -> None:
+    parser = build_parser()
+    subcommands = next(a for a in parser._actions if a.dest == "command").choices
+    for command in ("ingest", "run", "predict", "runs", "lineage", "report"):
+        assert "--json" in subcommands[command].format_help(), command
+
+
+def test_ingest_json(tmp_path: Path, capsys) -> None:
+    imagegen.write_folder(tmp_path / "images", {"train": 3, "test": 2})
+    out = tmp_path / "out"
+    assert main(["ingest", str(tmp_path / "images"), str(out), "--json"]) == EXIT_OK
+    written = json.loads(capsys.readouterr().out)
+    assert written["split_counts"] == {"train": 9, "eval": 6}
+    assert written["class_names"] == list(imagegen.CLASS_NAMES)
+    assert written["image_shape"] == [8, 8, 3] and written["output"] == str(out)
+
+
+def test_bad_arguments_exit_2_and_name_the_problem(tmp_path: Path, capsys) -> None:
+    assert main(["ingest", str(tmp_path / "missing"), str(tmp_path / "out")]) == EXIT_BAD_INPUT
+    assert str(tmp_path / "missing") in capsys.readouterr().err
+    assert main(["report", "--root", str(tmp_path)]) == EXIT_BAD_INPUT
+    assert "no runs of 'image-classifier'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--recipe", "nope"])
+    assert exit_info.value.code == 2
+
+
+@pytest.fixture
+def root_handlers():
+    """Puts the root logger's handlers back: the test's console handler writes to capsys."""
+    root = logging.getLogger()
+    saved = list(root.handlers)
+    yield
+    root.handlers[:] = saved
+
+
+def test_console_shows_one_progress_line_per_component_and_hides_library_noise(
+    capsys, root_handlers
+) -> None:
+    """LocalDagRunner's absl records become '[pipeline] X: done in Ns (cached|executed)'."""
+    logs.configure(None, verbose=False)
+    absl = logging.getLogger("absl")
+    absl.info("Component %s is running.", "StatisticsGen")
+    absl.info("A cached execution %d is used.", 16)
+    absl.info("Component %s is finished.", "StatisticsGen")
+    absl.info("Component %s is running.", "Trainer")
+    absl.info("Executor %s do: 2,000 lines of TFX detail", "Trainer")
+    logging.getLogger("tensorflow").warning("a TensorFlow deprecation warning")
+    absl.info("Component %s is finished.", "Trainer")
+    logging.getLogger("pipeline.report").info("our own message")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "[pipeline] StatisticsGen: running"
+    assert lines[1].startswith("[pipeline] StatisticsGen: done in ")
+    assert lines[1].endswith("s (cached)")
+    assert lines[2] == "[pipeline] Trainer: running"
+    assert lines[3].endswith("s (executed)")
+    assert lines[4:] == ["our own message"]
+
+    logs.configure(None, verbose=True)
+    logging.getLogger("tensorflow").warning("shown with -v")
+    assert "shown with -v" in capsys.readouterr().err
