@@ -1,0 +1,55 @@
+"""The README's `make run` on the built-in digits (2 epochs instead of up to 30): the run ends by
+printing the report path, and the report has every section, also in a browser."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_report_browser import CHROMIUM, SECTIONS, render
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, list[str]]:
+    import contextlib
+    import io
+
+    from pipeline.cli import main
+
+    base = tmp_path_factory.mktemp("digits")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["run", "--root", str(base / "tfx_root"),
+                     "--serving-dir", str(base / "serving_model"), "--epochs", "2"])
+    return code, out.getvalue().splitlines()
+
+
+def test_run_ends_by_printing_the_report_path(digits_run) -> None:
+    code, lines = digits_run
+    assert code == 0
+    assert lines[-1].startswith("Report: ") and lines[-1].endswith("/report.html")
+    assert Path(lines[-1].removeprefix("Report: ")).is_file()
+
+
+def test_digits_report_has_every_section(digits_run) -> None:
+    html = Path(digits_run[1][-1].removeprefix("Report: "))
+    report = json.loads((html.parent / "report.json").read_text())
+    assert report["class_names"] == [str(d) for d in range(10)]
+    assert sum(s["examples"] for s in report["dataset"]["splits"].values()) == 1797
+    for section in ("dataset", "validation", "training", "evaluation", "misclassified", "push"):
+        assert report[section]["available"], section
+    assert report["push"]["pushed"] and report["evaluation"]["blessed"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed "
+                                             "(Debian: apt-get install chromium)")
+def test_digits_report_renders_in_a_browser(digits_run, tmp_path: Path) -> None:
+    html = Path(digits_run[1][-1].removeprefix("Report: "))
+    probe = render(html, tmp_path)
+    assert [s["id"] for s in probe["sections"]] == SECTIONS
+    assert not [s["id"] for s in probe["sections"] if "Not available" in s["text"]]
+    images = {i["file"]: i for i in probe["images"]}
+    assert {"class_balance.png", "training_curves.png", "per_class_accuracy.png",
+            "confusion_matrix.png"} <= set(images)
+    assert all(i["complete"] and min(i["natural"]) > 50 for i in images.values())
