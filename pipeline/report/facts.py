@@ -100,7 +100,7 @@ def dataset_section(nodes: dict[str, NodeRecord], class_names: list[str]) -> dic
         section["skipped_files"] = info.get("skipped_files", 0)
         ingested = {s: v.get("count") for s, v in info.get("splits", {}).items()}
         seen = {s: v["examples"] for s, v in section["splits"].items()}
-        # The folder may have been re-ingested since this run.
+        # The folder may have been re-ingested, or its TFRecords replaced, since `ingest`.
         section["dataset_json_matches_run"] = ingested == seen
     return section
 

@@ -62,16 +62,16 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+class _Html(str):
+    """Markup that is already escaped."""
+
+
 def _pairs(items: Mapping[str, Any]) -> str:
     rows = "".join(
         f"<tr><th>{escape(k)}</th><td>{v if isinstance(v, _Html) else escape(_fmt(v))}</td></tr>"
         for k, v in items.items()
     )
     return f"<table>{rows}</table>"
-
-
-class _Html(str):
-    """Markup that is already escaped."""
 
 
 def _code(text: Any) -> _Html:
@@ -123,8 +123,10 @@ def _dataset(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> str:
         _figure(pngs.get("class_balance"), "Class balance per split"),
     ]
     if data.get("dataset_json_matches_run") is False:
-        parts.append('<p class="bad">The data folder has been re-ingested since this run: '
-                     "image shapes above describe the current ingest.</p>")
+        parts.append('<p class="bad">The counts in the data folder\'s dataset.json differ from '
+                     "this run's statistics: the TFRecords were changed after `ingest`, or "
+                     "re-ingested since this run. The image shapes above come from "
+                     "dataset.json.</p>")
     return "".join(parts)
 
 
