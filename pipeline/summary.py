@@ -197,7 +197,10 @@ def summarize_run(
     metadata_path: str, pipeline_name: str, run_id: str | None = None
 ) -> RunSummary:
     """The latest (or the given) run's per-component state and time, metrics and push."""
-    run_id, nodes = run_nodes(metadata_path, pipeline_name, run_id)
+    return summary_of(pipeline_name, *run_nodes(metadata_path, pipeline_name, run_id))
+
+
+def summary_of(pipeline_name: str, run_id: str, nodes: dict[str, NodeRecord]) -> RunSummary:
     summary = RunSummary(pipeline_name=pipeline_name, run_id=run_id, components=[])
     for node in nodes.values():
         summary.components.append(ComponentRun(node.name, node.state, node.seconds))

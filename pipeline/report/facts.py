@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pipeline.summary import NodeRecord, RunSummary, run_nodes, summarize_run, value
+from pipeline.summary import NodeRecord, RunSummary, run_nodes, summary_of, value
 from trainer import features
 
 _ACCURACY = "sparse_categorical_accuracy"
@@ -302,7 +302,7 @@ def _class_names(nodes: dict[str, NodeRecord]) -> list[str]:
 
 def collect(metadata_path: str, pipeline_name: str, run_id: str | None = None) -> dict[str, Any]:
     run_id, nodes = run_nodes(metadata_path, pipeline_name, run_id)
-    summary = summarize_run(metadata_path, pipeline_name, run_id)
+    summary = summary_of(pipeline_name, run_id, nodes)
     class_names = _class_names(nodes)
     started = min((n.execution.create_time_since_epoch for n in nodes.values()), default=0)
     return {
