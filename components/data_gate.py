@@ -107,7 +107,8 @@ def schema_anomalies(anomalies_uri: str, splits: list[str]) -> list[Finding]:
     return found
 
 
-def _load_stats(uri: str, split: str):
+def load_split_statistics(uri: str, split: str):
+    """The DatasetFeatureStatisticsList of one split of a statistics artifact."""
     return tfdv.load_stats_binary(os.path.join(_split_dir(uri, split), STATS_FILE))
 
 
@@ -139,9 +140,9 @@ def _compare_labels(
         if split not in baseline_splits:
             continue
         anomalies = tfdv.validate_statistics(
-            _load_stats(statistics_uri, split),
+            load_split_statistics(statistics_uri, split),
             comparing,
-            previous_statistics=_load_stats(baseline_uri, split),
+            previous_statistics=load_split_statistics(baseline_uri, split),
         )
         yield split, anomalies, f"{_split_dir(statistics_uri, split)} vs " \
                                 f"{_split_dir(baseline_uri, split)}"

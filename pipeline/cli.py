@@ -370,8 +370,7 @@ def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
         print(f"Serve it: tensorflow_model_server --model_name={config.model_name} "
               f"--model_base_path={config.push_base_directory} --rest_api_port=8501")
     print(f"Wall time: {time.monotonic() - start:.0f}s. Full log: {log_file}")
-    if report:
-        print(f"Report: {report}")
+    _print_report_path(report)
     return EXIT_OK
 
 

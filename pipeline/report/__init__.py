@@ -66,7 +66,10 @@ def _plots(report: dict[str, Any], mistakes: list, out_dir: Path) -> dict[str, P
 
 
 def write_report(report: dict[str, Any], out_dir: Path, max_eval_images: int = 2000) -> Path:
-    """Writes report.html (self-contained), report.json and the PNGs; returns the HTML path."""
+    """Writes report.html (self-contained), report.json and the PNGs; returns the HTML path.
+
+    Adds the `misclassified` section and the written `files` to `report`.
+    """
     from pipeline.report.html import render
     from pipeline.report.misclassified import find_mistakes
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from pipeline.ingest import DATASET_INFO
 from pipeline.summary import NodeRecord, RunSummary, run_nodes, summary_of, value
 from trainer import features
 
@@ -27,13 +27,6 @@ def _not_run(node: NodeRecord | None, what: str) -> dict[str, Any]:
 
 def _split_names(artifact) -> list[str]:
     return sorted(json.loads(value(artifact, "split_names") or "[]"))
-
-
-def _split_statistics(stats_uri: str, split: str):
-    import tensorflow_data_validation as tfdv
-
-    path = os.path.join(stats_uri, f"Split-{split}", "FeatureStats.pb")
-    return tfdv.load_stats_binary(path).datasets[0]
 
 
 def _label_counts(dataset, class_names: list[str]) -> dict[str, int]:
@@ -70,6 +63,8 @@ def _image_formats(dataset) -> dict[str, int]:
 
 
 def dataset_section(nodes: dict[str, NodeRecord], class_names: list[str]) -> dict[str, Any]:
+    from components.data_gate import load_split_statistics
+
     example_gen, stats_gen = nodes.get("ImportExampleGen"), nodes.get("StatisticsGen")
     statistics = stats_gen.output("statistics") if stats_gen else None
     examples = example_gen.output("examples") if example_gen else None
@@ -84,13 +79,13 @@ def dataset_section(nodes: dict[str, NodeRecord], class_names: list[str]) -> dic
         "splits": {},
     }
     for split in _split_names(statistics):
-        dataset = _split_statistics(statistics.uri, split)
+        dataset = load_split_statistics(statistics.uri, split).datasets[0]
         section["splits"][split] = {
             "examples": int(dataset.num_examples),
             "per_class": _label_counts(dataset, class_names),
             "image_formats": _image_formats(dataset),
         }
-    info_path = Path(data_root or "") / "dataset.json"
+    info_path = Path(data_root or "") / DATASET_INFO
     if data_root and info_path.is_file():
         info = json.loads(info_path.read_text())
         section["dataset_json"] = str(info_path)
@@ -144,9 +139,11 @@ def validation_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
 
 
 def training_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
+    from trainer.train import HISTORY_FILE
+
     trainer = nodes.get("Trainer")
     model_run = trainer.output("model_run") if trainer else None
-    history_path = Path(model_run.uri) / "history.json" if model_run is not None else None
+    history_path = Path(model_run.uri) / HISTORY_FILE if model_run is not None else None
     if history_path is None or not history_path.is_file():
         return _not_run(trainer, "Trainer")
     record = json.loads(history_path.read_text())
@@ -294,7 +291,7 @@ def _class_names(nodes: dict[str, NodeRecord]) -> list[str]:
             return list(config["class_names"])
     example_gen = nodes.get("ImportExampleGen")
     data_root = value(example_gen.execution, "input_base") if example_gen else None
-    info = Path(data_root or "") / "dataset.json"
+    info = Path(data_root or "") / DATASET_INFO
     if data_root and info.is_file():
         return list(json.loads(info.read_text())["class_names"])
     return []

@@ -28,14 +28,6 @@ class Mistake:
                 "confidence": round(self.confidence, 4)}
 
 
-def _eval_files(examples_uri: str) -> list[str]:
-    for split in ("eval", "test", "validation", "val"):
-        files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
-        if files:
-            return files
-    return []
-
-
 def find_mistakes(
     model_uri: str,
     examples_uri: str,
@@ -47,7 +39,9 @@ def find_mistakes(
     """(summary, the most confident mistakes first) over the first eval examples."""
     import tensorflow as tf
 
-    files = _eval_files(examples_uri)
+    from pipeline.factory import EVAL_SPLIT
+
+    files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{EVAL_SPLIT}", "*")))
     if not files:
         return {"available": False, "why": f"no eval split under {examples_uri}"}, []
     serving_dir = os.path.join(model_uri, "Format-Serving")
