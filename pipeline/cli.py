@@ -537,7 +537,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"Report: {path}")
+        _print_report_path(path)
     return EXIT_OK
 
 

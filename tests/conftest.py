@@ -52,6 +52,12 @@ class PipelineRuns:
     def model_base(self) -> Path:
         return self.serving_dir / MODEL_NAME
 
+    def report_dir(self, name: str) -> Path:
+        """Where `run` wrote the report of the named run."""
+        from pipeline.workspace import Workspace
+
+        return Workspace(self.root, PIPELINE_NAME).report_dir(self.run_ids[name])
+
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     if not folder.exists():

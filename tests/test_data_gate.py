@@ -90,8 +90,10 @@ def _rewrite_train(data: Path, change) -> None:
 @pytest.fixture(scope="module")
 def gate_runs(tmp_path_factory: pytest.TempPathFactory) -> GateRuns:
     from pipeline.cli import main
+    from pipeline.report import REPORT_JSON
     from pipeline.schema import write_schema
     from pipeline.summary import summarize_run
+    from pipeline.workspace import Workspace
 
     base = tmp_path_factory.mktemp("gate")
     imagegen.write_folder(base / "images", PER_CLASS)
@@ -112,8 +114,7 @@ def gate_runs(tmp_path_factory: pytest.TempPathFactory) -> GateRuns:
         # Components with an execution (cached or run) in this, the latest, run.
         summary = summarize_run(str(metadata), PIPELINE)
         executed = {c.name for c in summary.components}
-        report = (result.root / "reports" / PIPELINE / summary.run_id.replace(":", "")
-                  / "report.json")
+        report = Workspace(result.root, PIPELINE).report_dir(summary.run_id) / REPORT_JSON
         result.runs[name] = GateRun(
             code, log.read_text(), before, snapshot(result.serving_dir), executed,
             json.loads(report.read_text()) if report.is_file() else None,

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from test_report_browser import CHROMIUM, SECTIONS, render
 
+from pipeline.report import REPORT_HTML, REPORT_JSON
+
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, list[str]]:
@@ -28,13 +30,13 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, list[str]
 def test_run_ends_by_printing_the_report_path(digits_run) -> None:
     code, lines = digits_run
     assert code == 0
-    assert lines[-1].startswith("Report: ") and lines[-1].endswith("/report.html")
+    assert lines[-1].startswith("Report: ") and lines[-1].endswith(f"/{REPORT_HTML}")
     assert Path(lines[-1].removeprefix("Report: ")).is_file()
 
 
 def test_digits_report_has_every_section(digits_run) -> None:
     html = Path(digits_run[1][-1].removeprefix("Report: "))
-    report = json.loads((html.parent / "report.json").read_text())
+    report = json.loads((html.parent / REPORT_JSON).read_text())
     assert report["class_names"] == [str(d) for d in range(10)]
     assert sum(s["examples"] for s in report["dataset"]["splits"].values()) == 1797
     for section in ("dataset", "validation", "training", "evaluation", "misclassified", "push"):

@@ -9,6 +9,7 @@ import pytest
 from ml_metadata.proto import metadata_store_pb2
 
 from conftest import PIPELINE_NAME, RUNS, PipelineRuns
+from pipeline.report import REPORT_HTML, REPORT_JSON
 from pipeline.summary import RunSummary, open_store, summarize_run
 
 NODES = {
@@ -127,8 +128,7 @@ def test_worse_candidate_is_not_blessed_and_serving_dir_unchanged(
 
 
 def _report(runs: PipelineRuns, name: str) -> dict:
-    folder = runs.root / "reports" / PIPELINE_NAME / runs.run_ids[name].replace(":", "")
-    return json.loads((folder / "report.json").read_text())
+    return json.loads((runs.report_dir(name) / REPORT_JSON).read_text())
 
 
 def test_run_writes_a_report_for_every_run(pipeline_runs: PipelineRuns) -> None:
@@ -219,8 +219,8 @@ def test_report_command(pipeline_runs: PipelineRuns, tmp_path: Path, capsys) -> 
     args = ["report", "--root", str(pipeline_runs.root), "--pipeline-name", PIPELINE_NAME]
     run_id = pipeline_runs.run_ids["second"]
     assert main([*args, "--run", run_id, "--output", str(tmp_path / "r")]) == 0
-    assert capsys.readouterr().out.strip() == f"Report: {tmp_path / 'r' / 'report.html'}"
-    assert run_id in (tmp_path / "r" / "report.html").read_text()
+    assert capsys.readouterr().out.strip() == f"Report: {tmp_path / 'r' / REPORT_HTML}"
+    assert run_id in (tmp_path / "r" / REPORT_HTML).read_text()
     assert main([*args, "--output", str(tmp_path / "latest"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["run_id"] == pipeline_runs.run_ids["worse"]
     assert main([*args, "--run", "no-such-run"]) == 2

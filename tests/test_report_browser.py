@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PIPELINE_NAME, PipelineRuns
+from conftest import PipelineRuns
+from pipeline.report import REPORT_HTML
 
 CHROMIUM = next(
     (found for name in ("chromium", "chromium-browser", "google-chrome")
@@ -66,11 +67,6 @@ def render(report: Path, tmp_path: Path) -> dict:
     return parser.probe
 
 
-def _report_html(runs: PipelineRuns, name: str) -> Path:
-    folder = runs.root / "reports" / PIPELINE_NAME / runs.run_ids[name].replace(":", "")
-    return folder / "report.html"
-
-
 def _assert_images_render(probe: dict, expected: set[str]) -> None:
     images = {image["file"]: image for image in probe["images"]}
     assert set(images) == expected
@@ -82,7 +78,7 @@ def _assert_images_render(probe: dict, expected: set[str]) -> None:
 def test_first_run_report_renders_every_section_and_image(
     pipeline_runs: PipelineRuns, tmp_path: Path
 ) -> None:
-    probe = render(_report_html(pipeline_runs, "first"), tmp_path)
+    probe = render(pipeline_runs.report_dir("first") / REPORT_HTML, tmp_path)
     sections = {s["id"]: s for s in probe["sections"]}
     assert list(sections) == SECTIONS
     for section in sections.values():
@@ -103,7 +99,7 @@ def test_first_run_report_renders_every_section_and_image(
 def test_rejected_candidate_report_shows_mistakes_and_no_push(
     pipeline_runs: PipelineRuns, tmp_path: Path
 ) -> None:
-    probe = render(_report_html(pipeline_runs, "worse"), tmp_path)
+    probe = render(pipeline_runs.report_dir("worse") / REPORT_HTML, tmp_path)
     sections = {s["id"]: s for s in probe["sections"]}
     assert "NOT blessed" in sections["evaluation"]["text"]
     assert "not pushed" in sections["push"]["text"]

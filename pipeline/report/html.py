@@ -78,9 +78,9 @@ def _code(text: Any) -> _Html:
     return _Html(f"<code>{escape(str(text))}</code>") if text else _Html("n/a")
 
 
-def _verdict(ok: bool | None, yes: str, no: str, unknown: str = "n/a") -> str:
+def _verdict(ok: bool | None, yes: str, no: str) -> str:
     if ok is None:
-        return f'<span class="muted">{escape(unknown)}</span>'
+        return '<span class="muted">n/a</span>'
     return f'<span class="{"ok" if ok else "bad"}">{escape(yes if ok else no)}</span>'
 
 
