@@ -12,7 +12,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
-CIFAR_TARBALL = REPO.parent / "shared" / "datasets" / "cifar10-jpg.tar.gz"
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+CIFAR_TARBALL = SHARED_DATASETS / "cifar10-jpg.tar.gz"
+# The seeds' datasets in ../shared/datasets: tarball and the folder it unpacks to.
+SHARED_TARBALLS = {"mnist": ("mnist-png.tar.gz", "mnist"),
+                   "cifar10": ("cifar10-jpg.tar.gz", "cifar10")}
 
 
 def machine_info() -> dict:
@@ -57,7 +61,17 @@ def git_commit() -> str | None:
 
 def cifar10_folder(work_dir: Path, tarball: Path = CIFAR_TARBALL) -> Path:
     """Unpacks the shared CIFAR-10 JPEG tarball once; returns the folder with train/ and test/."""
-    folder = work_dir / "cifar10"
+    return unpacked(work_dir, tarball, "cifar10")
+
+
+def shared_dataset(work_dir: Path, name: str) -> Path:
+    """One of SHARED_TARBALLS, unpacked once under work_dir."""
+    tarball, folder = SHARED_TARBALLS[name]
+    return unpacked(work_dir, SHARED_DATASETS / tarball, folder)
+
+
+def unpacked(work_dir: Path, tarball: Path, folder_name: str) -> Path:
+    folder = work_dir / folder_name
     if (folder / "train").is_dir() and (folder / "test").is_dir():
         return folder
     if not tarball.is_file():

@@ -1,10 +1,13 @@
-"""Train a recipe on the CIFAR-10 folder without TFX, with the trainer's own code paths.
+"""Train a recipe on an image folder without TFX, with the trainer's own code paths.
 
-For iterating on the model recipe quickly; `bench/cifar10.py` measures the real pipeline.
-Decoding and standardization mirror trainer/preprocessing.py (decode_images + per-channel
-mean/std over the training set).
+For choosing recipes quickly; `bench/seeds.py` and `bench/cifar10.py` measure the real pipeline.
+The splits are ingest's (`pipeline.ingest.discover`: eval carved from train when the folder has
+only train/ and test/), and the accuracy printed is on **eval**: recipe choices never look at
+the test split. Decoding and standardization mirror trainer/preprocessing.py (decode_images +
+per-channel mean/std over the training set).
 
-    python bench/recipe.py --recipe fast --epochs 16 [--out-dir /tmp/bench]
+    python bench/recipe.py --recipe fast --epochs 16               # the shared CIFAR-10
+    python bench/recipe.py --data bench/.work/mnist --recipe fast-gray --set epochs=4
 """
 
 from __future__ import annotations
@@ -22,28 +25,25 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from bench.common import cifar10_folder, git_commit, machine_info, write_result  # noqa: E402
 
 
-def load_split(folder: Path, class_names: list[str]):
+def load_split(items: list[tuple[str, int]], shape: tuple[int, int, int]):
     import tensorflow as tf
 
     from trainer.preprocessing import decode_images
 
-    files, labels = [], []
-    for label, name in enumerate(class_names):
-        for path in sorted((folder / name).iterdir()):
-            files.append(path.read_bytes())
-            labels.append(label)
+    files = [Path(path).read_bytes() for path, _ in items]
+    labels = [label for _, label in items]
     data = tf.data.Dataset.from_tensor_slices((files, labels)).batch(512)
-    return data.map(lambda b, y: (decode_images(b, 32, 32, 3), y)).unbatch()
+    return data.map(lambda b, y: (decode_images(b, *shape), y)).unbatch()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, help="image folder (default: the shared CIFAR-10)")
     parser.add_argument("--recipe", default="fast")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--widths")
-    parser.add_argument("--ema", type=float)
     parser.add_argument("--precision")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="any other TrainerConfig field, e.g. --set tta_translate=0")
@@ -53,23 +53,27 @@ def main() -> None:
 
     import tensorflow as tf
 
+    from pipeline.imageinfo import image_shape
+    from pipeline.ingest import EVAL, TRAIN, discover
     from trainer.config import from_recipe
     from trainer.model import class_probabilities
     from trainer.train import train
 
-    root = cifar10_folder(args.out_dir)
-    class_names = sorted(p.name for p in (root / "train").iterdir())
+    root = (args.data or cifar10_folder(args.out_dir)).resolve()
+    class_names, splits, _ = discover(root)
+    shape = image_shape(Path(splits[TRAIN][0][0]).read_bytes())
     config = from_recipe(
-        args.recipe, (32, 32, 3), class_names, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, ema_momentum=args.ema, precision=args.precision,
+        args.recipe, shape, class_names, epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, precision=args.precision,
         widths=tuple(int(w) for w in args.widths.split(",")) if args.widths else None,
         **{key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)},
     )
     start = time.monotonic()
-    train_raw = load_split(root / "train", class_names)
+    train_raw = load_split(splits[TRAIN], shape)
+    channels = shape[2]
     # Per-channel statistics over the whole training set, as tft.mean computes them.
     sums = train_raw.batch(2048).reduce(
-        (tf.zeros(3), tf.zeros(3), tf.constant(0.0)),
+        (tf.zeros(channels), tf.zeros(channels), tf.constant(0.0)),
         lambda acc, b: (acc[0] + tf.reduce_sum(tf.reduce_mean(b[0], [1, 2]), 0),
                         acc[1] + tf.reduce_sum(tf.reduce_mean(tf.square(b[0]), [1, 2]), 0),
                         acc[2] + tf.cast(tf.shape(b[0])[0], tf.float32)),
@@ -80,29 +84,31 @@ def main() -> None:
     def standardize(dataset):
         return dataset.map(lambda x, y: ((x - mean) / std, tf.cast(y, tf.int64))).cache()
 
+    eval_data = standardize(load_split(splits[EVAL], shape))
     prep_seconds = time.monotonic() - start
-    model, record = train(config, standardize(train_raw),
-                          standardize(load_split(root / "test", class_names)))
-    # Flip test-time augmentation, as the exported serving signature does.
-    test = standardize(load_split(root / "test", class_names)).batch(1000)
+    model, record = train(config, standardize(train_raw), eval_data)
+    # Test-time augmentation as the exported serving signature does it.
     correct = total = 0
-    for images, labels in test:
+    for images, labels in eval_data.batch(1000):
         probs = class_probabilities(model, images, config.tta_flip, config.tta_translate)
         correct += int(tf.reduce_sum(tf.cast(tf.argmax(probs, -1) == labels, tf.int32)))
         total += int(labels.shape[0])
     record.pop("history", None)
     result = {
+        "data": os.path.relpath(root, Path(__file__).resolve().parent.parent),
         "recipe": args.recipe,
-        "test_accuracy_tta": correct / total,
+        "eval_accuracy_tta": correct / total,
+        "train_images_per_second": round(
+            record["num_train"] * max(1, config.epochs) / record["fit_seconds"], 1),
         "prep_seconds": round(prep_seconds, 1),
         "total_seconds": round(time.monotonic() - start, 1),
         **record,
         "machine": machine_info(),
         "commit": git_commit(),
     }
-    print(f"test accuracy {correct / total:.4f} (TTA flip={config.tta_flip} "
-          f"translate={config.tta_translate}), "
-          f"fit {record['fit_seconds']:.0f}s")
+    print(f"eval accuracy {correct / total:.4f} (TTA flip={config.tta_flip} "
+          f"translate={config.tta_translate}), fit {record['fit_seconds']:.0f}s, "
+          f"{result['train_images_per_second']:.0f} images/s")
     write_result(args.name, result)
 
 

@@ -1,8 +1,9 @@
-"""The baseline: a plain Keras script in the style of the CIFAR-10 blog tutorials, no TFX.
+"""The baseline: a plain Keras script in the style of the blog tutorials, no TFX.
 
 The TensorFlow "Convolutional Neural Network (CNN)" tutorial model (Conv32-Pool-Conv64-Pool-
-Conv64-Dense64), Adam, pixels scaled to [0, 1], read from the same JPEG folders, trained until a
-wall-time budget runs out, then scored on the test split.
+Conv64-Dense64), Adam, pixels scaled to [0, 1], read from the same image folders (train/ and
+test/; grayscale or RGB, at the images' own size), trained until a wall-time budget runs out,
+then scored on the test split.
 
     python bench/tutorial_cnn.py --data DIR --seconds 600
 """
@@ -12,9 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
@@ -42,20 +45,30 @@ class TimeBudget:
         return Stop()
 
 
+def _image_shape(data: Path) -> tuple[int, int, int]:
+    from pipeline.imageinfo import image_shape
+
+    first_class = sorted(p for p in (data / "train").iterdir() if p.is_dir())[0]
+    return image_shape(next(p for p in sorted(first_class.iterdir())).read_bytes())
+
+
 def run(data: Path, seconds: float) -> dict:
     import keras
     import tensorflow as tf
 
     start = time.monotonic()
-    load = dict(image_size=(32, 32), batch_size=64, label_mode="int", seed=0)
+    height, width, channels = _image_shape(data)
+    load = dict(image_size=(height, width), batch_size=64, label_mode="int", seed=0,
+                color_mode="grayscale" if channels == 1 else "rgb")
     train = keras.utils.image_dataset_from_directory(data / "train", shuffle=True, **load)
     test = keras.utils.image_dataset_from_directory(data / "test", shuffle=False, **load)
+    num_classes = len(train.class_names)
     scale = keras.layers.Rescaling(1.0 / 255)
     train = train.map(lambda x, y: (scale(x), y)).cache().prefetch(tf.data.AUTOTUNE)
     test = test.map(lambda x, y: (scale(x), y)).cache().prefetch(tf.data.AUTOTUNE)
 
     model = keras.Sequential([
-        keras.Input((32, 32, 3)),
+        keras.Input((height, width, 1 if channels == 1 else 3)),
         keras.layers.Conv2D(32, 3, activation="relu"),
         keras.layers.MaxPooling2D(),
         keras.layers.Conv2D(64, 3, activation="relu"),
@@ -63,7 +76,7 @@ def run(data: Path, seconds: float) -> dict:
         keras.layers.Conv2D(64, 3, activation="relu"),
         keras.layers.Flatten(),
         keras.layers.Dense(64, activation="relu"),
-        keras.layers.Dense(10),
+        keras.layers.Dense(num_classes),
     ])
     model.compile(optimizer="adam",
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

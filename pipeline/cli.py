@@ -34,15 +34,18 @@ exit codes: 0 ok, 1 the pipeline or a command failed, 2 bad input or arguments,
 
 
 def _add_trainer_args(parser: argparse.ArgumentParser) -> None:
-    from trainer.config import DISTRIBUTIONS, MODELS, PRECISIONS, RECIPES
+    from trainer.config import AUTO, DISTRIBUTIONS, MODELS, PRECISIONS, RECIPES
 
     group = parser.add_argument_group(
         "training", "Unset options take the recipe's value (see trainer/config.py RECIPES)."
     )
-    group.add_argument("--recipe", choices=sorted(RECIPES), default="classic",
-                       help="classic: tutorial CNN, Adam, early stopping. fast: the fast "
-                            "CIFAR-10 recipe (patch whitening, 3-block BN/GELU net, one-cycle "
-                            "SGD, label smoothing, lookahead, flip+translate TTA, bfloat16). "
+    group.add_argument("--recipe", choices=[AUTO, *sorted(RECIPES)], default=AUTO,
+                       help="auto: chosen from the image shape and the number of training "
+                            "images, and the run says which and why. classic: tutorial CNN, "
+                            "Adam, early stopping. fast: the fast CIFAR-10 recipe (patch "
+                            "whitening, 3-block BN/GELU net, one-cycle SGD, label smoothing, "
+                            "lookahead, flip+translate TTA, bfloat16). fast-gray: the same "
+                            "network narrower, for small grayscale images, translations only. "
                             "Default %(default)s")
     group.add_argument("--model", choices=MODELS)
     group.add_argument("--epochs", type=int, help="max epochs (classic: early stopping may "
@@ -61,9 +64,17 @@ def _add_trainer_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_ingest_args(parser: argparse.ArgumentParser) -> None:
+    from pipeline.ingest import DEFAULT_EVAL_FRACTION, DEFAULT_TEST_FRACTION
+
     group = parser.add_argument_group("ingest", "How an image folder becomes TFRecords.")
-    group.add_argument("--eval-fraction", type=float, default=0.2,
-                       help="share of images for eval when the folder has no split folders")
+    group.add_argument("--eval-fraction", type=float, default=DEFAULT_EVAL_FRACTION,
+                       help="share of each class carved for the eval split (early stopping) "
+                            "when the folder has no eval/val folder; in (0, 0.5], "
+                            "default %(default)s")
+    group.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION,
+                       help="share of each class held out as the test split (reported "
+                            "accuracy) when the folder has no split folders; in (0, 0.5], "
+                            "default %(default)s")
     group.add_argument("--resize", metavar="HxW",
                        help="accept images of different sizes; the model gets HxW")
     group.add_argument("--channels", type=int, choices=(1, 3, 4),
@@ -251,16 +262,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _trainer_config(args: argparse.Namespace, class_names, image_shape):
-    from trainer.config import from_recipe
+def _trainer_config(args: argparse.Namespace, class_names, image_shape,
+                    split_counts: dict[str, int]):
+    """The recipe (chosen from the data with --recipe auto) with the CLI's overrides on top.
 
+    Every split must hold at least one batch: a batch size given on the command line is
+    refused otherwise, a recipe's own is halved until it fits.
+    """
+    from trainer.config import AUTO, RECIPES, choose_recipe, fit_batch_size, from_recipe
+
+    recipe, reason = args.recipe, "chosen with --recipe"
+    if recipe == AUTO:
+        recipe, reason = choose_recipe(image_shape, split_counts.get("train", 0))
+    smallest = min(split_counts, key=split_counts.get)
+    batch_size = args.batch_size
+    if batch_size is not None and batch_size > split_counts[smallest]:
+        raise ValueError(
+            f"the {smallest} split has {split_counts[smallest]} images, fewer than one batch "
+            f"(--batch-size {batch_size}): pass a smaller --batch-size, or add images to the "
+            f"{smallest} split"
+        )
+    if batch_size is None:
+        batch_size = fit_batch_size(RECIPES[recipe].get("batch_size", 64),
+                                    split_counts[smallest])
+        if batch_size != RECIPES[recipe].get("batch_size", 64):
+            reason += (f"; batch size {batch_size} so that one batch fits in the "
+                       f"{split_counts[smallest]}-image {smallest} split")
     return from_recipe(
-        args.recipe,
+        recipe,
         image_shape,
         class_names,
+        recipe_reason=reason,
         model=args.model,
         epochs=args.epochs,
-        batch_size=args.batch_size,
+        batch_size=batch_size,
         learning_rate=args.learning_rate,
         augment_flip=args.flip,
         tta_flip=args.flip,
@@ -274,7 +309,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from pipeline.ingest import QUARANTINE_FILE, ingest
 
     start = time.monotonic()
-    info = ingest(args.src, args.out, eval_fraction=args.eval_fraction, workers=args.workers,
+    info = ingest(args.src, args.out, eval_fraction=args.eval_fraction,
+                  test_fraction=args.test_fraction, workers=args.workers,
                   overwrite=args.overwrite, **_ingest_policy(args))
     total = sum(info.split_counts.values())
     elapsed = time.monotonic() - start
@@ -311,15 +347,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
     from pipeline.config import EvalThresholds, PipelineConfig
+    from pipeline.ingest import TEST, TWO_SPLITS_WARNING, check_fraction
     from pipeline.schema import check_num_classes
     from pipeline.workspace import prepare_data
 
+    check_fraction("--eval-fraction", args.eval_fraction)
+    check_fraction("--test-fraction", args.test_fraction)
     start = time.monotonic()
     name, data_root, info = prepare_data(
         workspace, None if args.data else args.dataset, args.data, args.eval_fraction,
-        **_ingest_policy(args),
+        test_fraction=args.test_fraction, **_ingest_policy(args),
     )
     check_num_classes(args.schema, info.num_classes)
+    if TEST not in info.split_counts:
+        log.warning("warning: " + TWO_SPLITS_WARNING, data_root)
+    trainer = _trainer_config(args, info.class_names, info.image_shape, info.split_counts)
+    log.info("[pipeline] recipe %s: %s", trainer.recipe, trainer.recipe_reason)
     thresholds = EvalThresholds(args.min_accuracy, args.max_regression)
     config = PipelineConfig(
         pipeline_name=args.pipeline_name,
@@ -327,8 +370,9 @@ def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
         data_root=str(data_root),
         serving_dir=str(args.serving_dir.resolve()),
         model_name=args.model_name or name,
-        trainer=_trainer_config(args, info.class_names, info.image_shape),
+        trainer=trainer,
         schema_path=str(args.schema.resolve()),
+        splits=tuple(info.split_counts),
         thresholds=thresholds,
         allowed_anomaly_types=tuple(args.allow_anomaly),
         max_label_drift=args.max_label_drift,
@@ -454,11 +498,13 @@ def cmd_compile_kfp(args: argparse.Namespace) -> int:
     if args.dataset_info:
         info = load_dataset_info(args.dataset_info.parent)
         class_names, image_shape = info.class_names, info.image_shape
+        split_counts = info.split_counts
         model_name = args.model_name or args.dataset_info.parent.name
     else:
-        from pipeline.datasets import DIGITS_CLASS_NAMES, DIGITS_IMAGE_SHAPE
+        from pipeline.datasets import DIGITS_CLASS_NAMES, DIGITS_IMAGE_SHAPE, DIGITS_SPLIT_COUNTS
 
         class_names, image_shape = DIGITS_CLASS_NAMES, DIGITS_IMAGE_SHAPE
+        split_counts = DIGITS_SPLIT_COUNTS
         model_name = args.model_name or "digits"
     config = kfp_config(
         pipeline_name=args.pipeline_name,
@@ -466,8 +512,9 @@ def cmd_compile_kfp(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         serving_dir=args.serving_dir,
         model_name=model_name,
-        trainer=_trainer_config(args, class_names, image_shape),
+        trainer=_trainer_config(args, class_names, image_shape, split_counts),
         schema_path=args.image_schema,
+        splits=tuple(split_counts),
         thresholds=EvalThresholds(args.min_accuracy, args.max_regression),
         allowed_anomaly_types=tuple(args.allow_anomaly),
         max_label_drift=args.max_label_drift,
@@ -488,10 +535,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([json.loads(r.to_json()) for r in runs], indent=2))
         return EXIT_OK
-    print(f"{'run':28} {'accuracy':>8}  {'blessed':7}  pushed")
+    print(f"{'run':28} {'accuracy':>8} {'on':5} {'recipe':9}  {'blessed':7}  pushed")
     for run in runs:
         failed = run.failed_components
         accuracy = f"{run.accuracy:.4f}" if run.accuracy is not None else "-"
+        split = run.evaluation_split or "-"
+        recipe = run.recipe or "-"
         blessed = {True: "yes", False: "no", None: "-"}[run.blessed]
         if failed:
             pushed = f"failed in {', '.join(failed)}"
@@ -500,7 +549,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             pushed = f"version {version}" + (" (already served)" if run.already_served else "")
         else:
             pushed = "no"
-        print(f"{run.run_id:28} {accuracy:>8}  {blessed:7}  {pushed}")
+        print(f"{run.run_id:28} {accuracy:>8} {split:5} {recipe:9}  {blessed:7}  {pushed}")
     return EXIT_OK
 
 
@@ -516,8 +565,8 @@ def cmd_lineage(args: argparse.Namespace) -> int:
         return EXIT_OK
     for key, value in lineage.items():
         if key == "training_config" and isinstance(value, dict):
-            value = ", ".join(f"{k}={value[k]}" for k in ("model", "epochs", "batch_size")
-                              if k in value)
+            shown = ("recipe", "model", "epochs", "batch_size")
+            value = ", ".join(f"{k}={value[k]}" for k in shown if k in value)
         print(f"{key:18} {value}")
     return EXIT_OK
 

@@ -40,13 +40,16 @@ class EvalThresholds:
 class PipelineConfig:
     pipeline_name: str
     pipeline_root: str
-    # Folder of TFRecords written by `ingest`: <data_root>/{train,eval}/*.tfrecord.gz
+    # Folder of TFRecords written by `ingest`: <data_root>/{train,eval,test}/*.tfrecord.gz
     data_root: str
     # Base for pushes: models land in <serving_dir>/<model_name>/<version>/.
     serving_dir: str
     model_name: str
     trainer: TrainerConfig
     schema_path: str = str(DEFAULT_SCHEMA)
+    # The splits under data_root. Trainer fits "train" and early-stops on "eval"; the Evaluator
+    # reports and blesses on "test", or on "eval" for data ingested without a test split.
+    splits: tuple[str, ...] = ("train", "eval", "test")
     thresholds: EvalThresholds = EvalThresholds()
     # DataGate: ExampleValidator anomaly types accepted instead of failing the run, and the
     # largest L-infinity distance between a split's label distribution and the last accepted one.
@@ -59,6 +62,17 @@ class PipelineConfig:
     # differ, such as resolver strategies the KFP v2 compiler accepts.
     orchestrator: str = "local"
     beam_pipeline_args: tuple[str, ...] = LOCAL_BEAM_ARGS
+
+    def __post_init__(self) -> None:
+        missing = sorted({"train", "eval"} - set(self.splits))
+        if missing:
+            raise ValueError(f"data needs the splits train and eval; {missing} missing from "
+                             f"{list(self.splits)}")
+
+    @property
+    def evaluation_split(self) -> str:
+        """Where accuracy is reported and blessing decided: never a split training looked at."""
+        return "test" if "test" in self.splits else "eval"
 
     @property
     def push_base_directory(self) -> str:

@@ -36,7 +36,10 @@ from pipeline.config import PREPROCESSING_FN, RUN_FN, PipelineConfig
 from trainer import features
 
 TRAIN_SPLIT = "train"
+# Early stopping and checkpoint choice look at this split...
 EVAL_SPLIT = "eval"
+# ...and accuracy is reported and blessed on this one, which nothing was selected on.
+TEST_SPLIT = "test"
 
 
 def build_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
@@ -119,8 +122,8 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         input_base=data_root,
         input_config=example_gen_pb2.Input(
             splits=[
-                example_gen_pb2.Input.Split(name=TRAIN_SPLIT, pattern=f"{TRAIN_SPLIT}/*"),
-                example_gen_pb2.Input.Split(name=EVAL_SPLIT, pattern=f"{EVAL_SPLIT}/*"),
+                example_gen_pb2.Input.Split(name=split, pattern=f"{split}/*")
+                for split in config.splits
             ]
         ),
     )
@@ -181,7 +184,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
         eval_config=build_eval_config(config),
-        example_splits=[EVAL_SPLIT],
+        example_splits=[config.evaluation_split],
         schema=schema_gen.outputs["schema"],
     ).with_id("Evaluator")
     # Stages, verifies and renames into place; an identical model is not pushed twice.

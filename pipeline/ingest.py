@@ -1,11 +1,16 @@
 """`ingest`: an image folder becomes sharded, gzip-compressed TFRecords plus a class map.
 
-Accepted layouts:
-  SRC/<split>/<class>/*.{jpg,jpeg,png}  `train` plus one of eval/test/val/validation
-  SRC/<class>/*.{jpg,jpeg,png}          no split folders: deterministic hash split
+Accepted layouts, always ending in three splits when the source allows it:
+  SRC/train, SRC/{eval|val|validation}, SRC/test  kept as given
+  SRC/train, SRC/test                             eval carved from train (stratified, eval_fraction)
+  SRC/train, SRC/{eval|val|validation}            two splits only: no untouched test split (warned)
+  SRC/<class>/*                                   deterministic, stratified three-way split
+
+`train` is what the model fits, `eval` what early stopping and checkpoint choice look at, and
+`test` what the Evaluator reports and blesses on: nothing is ever selected on it.
 
 Output (written to a temporary folder and renamed into place only when complete):
-  OUT/train/data-00000-of-0000N.tfrecord.gz, OUT/eval/...   tf.Example{image: bytes, label: int64}
+  OUT/{train,eval,test}/data-00000-of-0000N.tfrecord.gz   tf.Example{image: bytes, label: int64}
   OUT/labels.txt     one class name per line; line i is label i
   OUT/dataset.json   class names, image shape, per-split and per-class counts, provenance
   OUT/quarantine.json  with skip_bad: each skipped file and why
@@ -41,7 +46,13 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
 TRAIN = "train"
 EVAL = "eval"
-EVAL_ALIASES = ("eval", "test", "val", "validation")
+TEST = "test"
+SPLITS = (TRAIN, EVAL, TEST)
+# Folder names accepted for each split (lower case).
+SPLIT_FOLDERS = {TRAIN: (TRAIN,), EVAL: ("eval", "val", "validation"), TEST: (TEST,)}
+DEFAULT_EVAL_FRACTION = 0.1
+DEFAULT_TEST_FRACTION = 0.2
+MAX_FRACTION = 0.5
 DATASET_INFO = "dataset.json"
 LABELS_FILE = "labels.txt"
 QUARANTINE_FILE = "quarantine.json"
@@ -106,16 +117,69 @@ def _class_files(class_dir: str) -> tuple[list[str], list[str]]:
     return images, others
 
 
-def _hash_fraction(key: str) -> float:
-    digest = hashlib.sha256(key.encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+def _hash_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def carve(
+    paths: Sequence[str], fractions: Sequence[float], relative_to: int
+) -> list[list[str]]:
+    """Deterministic split of one class's files: [rest, share 1, share 2, ...].
+
+    Files are ordered by a hash of their path relative to the source folder, so the split
+    survives moving the folder and does not depend on file order; each share takes
+    round(n * fraction) files, at least one while the rest keeps one. Applied per class, this
+    keeps every split's class balance the same as the source's (stratified).
+    """
+    ordered = sorted(paths, key=lambda p: _hash_key(p[relative_to:]))
+    shares, start = [], 0
+    for fraction in fractions:
+        take = round(len(ordered) * fraction)
+        if take == 0 and len(ordered) - start > 1:
+            take = 1
+        take = min(take, max(0, len(ordered) - start - 1))
+        shares.append(ordered[start:start + take])
+        start += take
+    return [ordered[start:], *shares]
+
+
+def _split_folders(src: Path, top: list[Path]) -> dict[str, Path]:
+    """Split name -> folder, for a SRC/<split>/<class>/ layout; {} for SRC/<class>/."""
+    found: dict[str, list[Path]] = {}
+    for folder in top:
+        for split, names in SPLIT_FOLDERS.items():
+            if folder.name.lower() in names:
+                found.setdefault(split, []).append(folder)
+    if not found:
+        return {}
+    extra = sorted(str(p) for p in top if not any(p in v for v in found.values()))
+    if TRAIN not in found:
+        names = sorted(p.name for folders in found.values() for p in folders)
+        raise IngestError(f"{src}: split folders {names} found but no 'train/'.")
+    if len(found.get(EVAL, [])) > 1:
+        raise IngestError(
+            f"{src}: need at most one validation split folder (one of "
+            f"{list(SPLIT_FOLDERS[EVAL])}), found {[p.name for p in found[EVAL]]}."
+        )
+    if EVAL not in found and TEST not in found:
+        raise IngestError(
+            f"{src}: 'train/' needs a 'test/' folder beside it (eval is then carved from train), "
+            f"or a validation folder ({'/'.join(SPLIT_FOLDERS[EVAL])}), or both."
+        )
+    if extra:
+        raise IngestError(f"{src}: unexpected folders beside the split folders: {extra}")
+    return {split: folders[0] for split, folders in found.items()}
 
 
 def discover(
-    src: Path, eval_fraction: float, skipped: list[tuple[str, str]] | None = None
-) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
-    """Class names and the (file, label) items of each split; raises IngestError on bad layout.
+    src: Path,
+    eval_fraction: float = DEFAULT_EVAL_FRACTION,
+    skipped: list[tuple[str, str]] | None = None,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+) -> tuple[list[str], dict[str, list[tuple[str, int]]], dict[str, str]]:
+    """Class names, the (file, label) items of each split, and where each split came from.
 
+    Raises IngestError on a bad layout.
     With `skipped` (a list), non-image files are appended to it as (path, reason) instead of
     being refused.
     """
@@ -124,33 +188,23 @@ def discover(
             f"{src}: not a folder. Pass a folder of <class>/ or <split>/<class>/ images."
         )
     top = [p for p in _visible_children(src) if p.is_dir()]
-    split_dirs = {p.name.lower(): p for p in top if p.name.lower() in (TRAIN, *EVAL_ALIASES)}
+    roots = _split_folders(src, top)
     problems: list[str] = []
 
-    if split_dirs:
-        eval_dirs = [split_dirs[a] for a in EVAL_ALIASES if a in split_dirs]
-        extra = sorted(str(p) for p in top if p.name.lower() not in split_dirs)
-        if TRAIN not in split_dirs:
-            raise IngestError(f"{src}: split folders {sorted(split_dirs)} found but no 'train/'.")
-        if len(eval_dirs) != 1:
-            raise IngestError(
-                f"{src}: need exactly one evaluation split folder (one of {list(EVAL_ALIASES)}), "
-                f"found {[p.name for p in eval_dirs] or 'none'}."
-            )
-        if extra:
-            raise IngestError(f"{src}: unexpected folders beside the split folders: {extra}")
-        roots = {TRAIN: split_dirs[TRAIN], EVAL: eval_dirs[0]}
+    if roots:
         classes_per_split = {
             s: [p.name for p in _visible_children(d) if p.is_dir()] for s, d in roots.items()
         }
-        if classes_per_split[TRAIN] != classes_per_split[EVAL]:
-            only_train = sorted(set(classes_per_split[TRAIN]) - set(classes_per_split[EVAL]))
-            only_eval = sorted(set(classes_per_split[EVAL]) - set(classes_per_split[TRAIN]))
-            raise IngestError(
-                f"{src}: class folders differ between splits: only in {roots[TRAIN]}: "
-                f"{only_train}; only in {roots[EVAL]}: {only_eval}"
-            )
         class_names = classes_per_split[TRAIN]
+        for split, names in classes_per_split.items():
+            if names != class_names:
+                only_train = sorted(set(class_names) - set(names))
+                only_other = sorted(set(names) - set(class_names))
+                raise IngestError(
+                    f"{src}: class folders differ between splits: only in {roots[TRAIN]}: "
+                    f"{only_train}; only in {roots[split]}: {only_other}. Every split needs the "
+                    "same class folders."
+                )
     else:
         roots = {"": src}
         class_names = [p.name for p in top]
@@ -160,9 +214,19 @@ def discover(
     if len(class_names) < 2:
         raise IngestError(f"{src}: found one class folder {class_names}; need at least 2.")
 
-    items: dict[str, list[tuple[str, int]]] = {TRAIN: [], EVAL: []}
+    # Which splits are carved out of which folder: the rest of the files stay in the first.
+    if "" in roots:
+        carved = {"": (TRAIN, (EVAL, eval_fraction), (TEST, test_fraction))}
+    elif EVAL not in roots:
+        carved = {TRAIN: (TRAIN, (EVAL, eval_fraction)), TEST: (TEST,)}
+    else:
+        carved = {split: (split,) for split in roots}
+    items: dict[str, list[tuple[str, int]]] = {
+        split: [] for plan in carved.values() for split in (plan[0], *(s for s, _ in plan[1:]))
+    }
     prefix = len(str(src)) + 1
-    for split, root in roots.items():
+    for folder_split, root in roots.items():
+        keep, *shares = carved[folder_split]
         for label, name in enumerate(class_names):
             images, others = _class_files(str(root / name))
             if others and skipped is not None:
@@ -173,13 +237,9 @@ def discover(
                 problems.append(f"not image files ({sorted(IMAGE_EXTENSIONS)}): {shown}{more}")
             if not images:
                 problems.append(f"empty class folder: {root / name}")
-            if split:
-                items[split].extend((path, label) for path in images)
-                continue
-            for path in images:
-                # Keyed on the path relative to SRC: the split survives moving the folder.
-                target = EVAL if _hash_fraction(path[prefix:]) < eval_fraction else TRAIN
-                items[target].append((path, label))
+            parts = carve(images, [f for _, f in shares], prefix)
+            for split, paths in zip((keep, *(s for s, _ in shares)), parts, strict=True):
+                items[split].extend((path, label) for path in paths)
     if problems:
         hint = ""
         if any(problem.startswith("not image files") for problem in problems):
@@ -188,9 +248,17 @@ def discover(
     for split, split_items in items.items():
         if not split_items:
             raise IngestError(
-                f"{src}: the {split} split is empty; add images or change --eval-fraction."
+                f"{src}: the {split} split is empty; add images or change --eval-fraction/"
+                "--test-fraction."
             )
-    return class_names, items
+    origins = {}
+    for folder_split, (keep, *shares) in carved.items():
+        folder = roots[folder_split].name + "/" if folder_split else "the class folders"
+        for split, fraction in shares:
+            origins[split] = f"carved from {folder} ({fraction:.0%} of each class)"
+        origins[keep] = folder + (" (the rest)" if shares else "")
+    return (class_names, {split: items[split] for split in SPLITS if split in items},
+            {split: origins[split] for split in SPLITS if split in origins})
 
 
 def _write_shard(
@@ -220,6 +288,17 @@ def _write_shard(
             writer.write(encode(data, label))
             written += 1
     return written, shapes, example_of, bad
+
+
+def check_fraction(option: str, fraction: float) -> None:
+    if not 0 < fraction <= MAX_FRACTION:
+        raise IngestError(f"{option} must be in (0, {MAX_FRACTION}], got {fraction}")
+
+
+TWO_SPLITS_WARNING = (
+    "%s has no test split: the accuracy reported and blessed is then measured on the eval "
+    "split, which early stopping also chose on. Add a test/ folder for an untouched estimate."
+)
 
 
 def parse_resize(text: str) -> tuple[int, int]:
@@ -284,7 +363,8 @@ def ingest(
     src: str | os.PathLike,
     out: str | os.PathLike,
     *,
-    eval_fraction: float = 0.2,
+    eval_fraction: float = DEFAULT_EVAL_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
     workers: int | None = None,
     overwrite: bool = False,
     seed: int = 0,
@@ -294,8 +374,8 @@ def ingest(
 ) -> DatasetInfo:
     """Ingest src into out; with skip_bad, unreadable and non-image files are quarantined."""
     src, out = Path(src).resolve(), Path(out).resolve()
-    if not 0 < eval_fraction < 1:
-        raise IngestError(f"--eval-fraction must be in (0, 1), got {eval_fraction}")
+    check_fraction("--eval-fraction", eval_fraction)
+    check_fraction("--test-fraction", test_fraction)
     if channels is not None and channels not in (1, 3, 4):
         raise IngestError(f"--channels must be 1, 3 or 4, got {channels}")
     if out.exists() and not overwrite:
@@ -305,7 +385,10 @@ def ingest(
     workers = workers or os.cpu_count() or 1
     start = time.monotonic()
     skipped: list[tuple[str, str]] = []
-    class_names, items = discover(src, eval_fraction, skipped if skip_bad else None)
+    class_names, items, origins = discover(src, eval_fraction, skipped if skip_bad else None,
+                                           test_fraction)
+    if TEST not in items:
+        log.warning(TWO_SPLITS_WARNING, src)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -354,6 +437,7 @@ def ingest(
             per_class = collections.Counter(class_names[label] for _, label in split_items)
             splits[split] = {
                 "count": len(split_items),
+                "from": origins[split],
                 "per_class": {name: per_class.get(name, 0) for name in class_names},
             }
         info = {

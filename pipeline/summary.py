@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -33,8 +34,15 @@ class RunSummary:
     pipeline_name: str
     run_id: str
     components: list[ComponentRun]
+    # The split the Evaluator scored (`accuracy`, the baseline's, per class, the blessing):
+    # "test", or "eval" for data without a test split.
+    evaluation_split: str | None = None
     eval_examples: int | None = None
     accuracy: float | None = None
+    # The Trainer's last accuracy on the eval split (early stopping's), without test-time
+    # augmentation: a selection score, not the reported one.
+    trainer_eval_accuracy: float | None = None
+    recipe: str | None = None
     baseline_accuracy: float | None = None
     per_class_accuracy: dict[str, float] = dataclasses.field(default_factory=dict)
     blessed: bool | None = None
@@ -187,6 +195,18 @@ def _read_metrics(summary: RunSummary, evaluation_uri: str) -> None:
     )
 
 
+def _read_training_record(summary: RunSummary, model_run_uri: str) -> None:
+    from trainer.train import HISTORY_FILE
+
+    try:
+        with open(os.path.join(model_run_uri, HISTORY_FILE)) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return
+    summary.trainer_eval_accuracy = record.get("final_eval_accuracy")
+    summary.recipe = record.get("config", {}).get("recipe")
+
+
 def list_runs(metadata_path: str, pipeline_name: str) -> list[RunSummary]:
     """Every run of the pipeline in the store, oldest first."""
     runs = _run_contexts(open_store(metadata_path), pipeline_name)
@@ -220,6 +240,10 @@ def summary_of(pipeline_name: str, run_id: str, nodes: dict[str, NodeRecord]) ->
             summary.examples_uri = outputs["Examples"].uri
         if "ModelRun" in outputs:
             summary.tensorboard_dir = outputs["ModelRun"].uri
+            _read_training_record(summary, summary.tensorboard_dir)
+        if node.name == "Evaluator":
+            splits = json.loads(value(node.execution, "example_splits") or "null") or ["eval"]
+            summary.evaluation_split = splits[0]
     if summary.evaluation_uri:
         _read_metrics(summary, summary.evaluation_uri)
     return summary
@@ -237,10 +261,17 @@ def format_summary(
     yield f"  {'component':<32}{'state':<10}{'seconds':>8}"
     for c in summary.components:
         yield f"  {c.name:<32}{c.state:<10}{c.seconds:>8.1f}"
+    split = summary.evaluation_split or "eval"
     yield (
-        f"Evaluation ({summary.eval_examples or '?'} eval examples, serving_default signature): "
-        f"accuracy {_fmt(summary.accuracy)}"
+        f"Evaluation on the {split} split ({summary.eval_examples or '?'} examples, "
+        f"serving_default signature): accuracy {_fmt(summary.accuracy)}"
     )
+    if split != "test":
+        yield ("  warning: no test split, so this is the split early stopping chose on; add a "
+               "test/ folder for an untouched estimate")
+    if summary.trainer_eval_accuracy is not None:
+        yield (f"  training: recipe {summary.recipe}, final accuracy on the eval split "
+               f"(early stopping's) {_fmt(summary.trainer_eval_accuracy)}")
     if summary.baseline_accuracy is None:
         yield "  baseline: none (no earlier blessed model)"
     else:

@@ -67,7 +67,7 @@ def source_fingerprint(src: Path) -> str:
 
 
 def ingest_if_changed(
-    src: Path, out: Path, eval_fraction: float, **policy: Any
+    src: Path, out: Path, eval_fraction: float, test_fraction: float, **policy: Any
 ) -> ingest.DatasetInfo:
     """Ingests src into out unless out already holds an ingest of the same files and settings.
 
@@ -75,14 +75,15 @@ def ingest_if_changed(
     `policy` holds ingest's resize/channels/skip_bad settings.
     """
     fingerprint = {"source": str(src.resolve()), "fingerprint": source_fingerprint(src),
-                   "eval_fraction": eval_fraction,
+                   "eval_fraction": eval_fraction, "test_fraction": test_fraction,
                    **{k: list(v) if isinstance(v, tuple) else v for k, v in policy.items()}}
     marker = out / _SOURCE_FINGERPRINT
     if marker.is_file() and json.loads(marker.read_text()) == fingerprint:
         log.info("reusing %s (source unchanged)", out)
         return ingest.load_dataset_info(out)
     log.info("ingesting %s -> %s", src, out)
-    info = ingest.ingest(src, out, eval_fraction=eval_fraction, overwrite=True, **policy)
+    info = ingest.ingest(src, out, eval_fraction=eval_fraction, test_fraction=test_fraction,
+                         overwrite=True, **policy)
     marker.write_text(json.dumps(fingerprint, indent=2) + "\n")
     return info
 
@@ -92,6 +93,7 @@ def prepare_data(
     dataset: str | None,
     data: Path | None,
     eval_fraction: float,
+    test_fraction: float = ingest.DEFAULT_TEST_FRACTION,
     **policy: Any,
 ) -> tuple[str, Path, ingest.DatasetInfo]:
     """(dataset name, TFRecords folder, its info) for --dataset NAME or --data DIR."""
@@ -101,9 +103,9 @@ def prepare_data(
             return data.name, data, ingest.load_dataset_info(data)
         name = data.name
         out = workspace.data_dir(name) / "tfrecords"
-        return name, out, ingest_if_changed(data, out, eval_fraction, **policy)
+        return name, out, ingest_if_changed(data, out, eval_fraction, test_fraction, **policy)
     if dataset == "digits":
         images = datasets.write_digits_folder(workspace.data_dir(dataset) / "images")
         out = workspace.data_dir(dataset) / "tfrecords"
-        return dataset, out, ingest_if_changed(images, out, eval_fraction)
+        return dataset, out, ingest_if_changed(images, out, eval_fraction, test_fraction)
     raise ValueError(f"unknown dataset {dataset!r}; built-in: {list(datasets.BUILTIN_DATASETS)}")

@@ -36,7 +36,10 @@ class PipelineRuns:
     root: Path
     serving_dir: Path
     images: Path
+    # validation/ (the Trainer's eval split: early stopping, warm-up requests) and test/ (the
+    # Evaluator's split: reported accuracy and blessing).
     eval_files: list[Path]
+    test_files: list[Path]
     schema: Path
     exit_codes: dict[str, int]
     # Serving-dir snapshot (relative path -> bytes) after each run.
@@ -74,12 +77,13 @@ def pipeline_runs(tmp_path_factory: pytest.TempPathFactory) -> PipelineRuns:
 
     base = tmp_path_factory.mktemp("e2e")
     images = base / "images"
-    files = imagegen.write_folder(images, {"train": 16, "test": 6})
+    files = imagegen.write_folder(images, {"train": 16, "validation": 7, "test": 6})
     schema = base / "schema.pbtxt"
     write_schema(len(imagegen.CLASS_NAMES), schema)
     runs = PipelineRuns(
         root=base / "root", serving_dir=base / "serving", images=images,
-        eval_files=files["test"], schema=schema, exit_codes={}, snapshots={}, run_ids={},
+        eval_files=files["validation"], test_files=files["test"], schema=schema,
+        exit_codes={}, snapshots={}, run_ids={},
     )
     common = [
         "run", "--data", str(images), "--root", str(runs.root),

@@ -45,9 +45,28 @@ def test_ingest_json(tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     assert main(["ingest", str(tmp_path / "images"), str(out), "--json"]) == EXIT_OK
     written = json.loads(capsys.readouterr().out)
-    assert written["split_counts"] == {"train": 9, "eval": 6}
+    assert written["split_counts"] == {"train": 6, "eval": 3, "test": 6}
     assert written["class_names"] == list(imagegen.CLASS_NAMES)
     assert written["image_shape"] == [8, 8, 3] and written["output"] == str(out)
+
+
+def test_a_split_smaller_than_one_batch_is_refused_before_the_pipeline_runs(
+    tmp_path: Path, capsys
+) -> None:
+    from pipeline.schema import write_schema
+
+    imagegen.write_folder(tmp_path / "images", {"train": 12, "test": 4})
+    write_schema(len(imagegen.CLASS_NAMES), tmp_path / "schema.pbtxt")
+    args = ["run", "--data", str(tmp_path / "images"), "--root", str(tmp_path / "root"),
+            "--schema", str(tmp_path / "schema.pbtxt")]
+    assert main([*args, "--batch-size", "8"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "the eval split has 3 images, fewer than one batch (--batch-size 8)" in err
+    assert "smaller --batch-size" in err
+    assert not (tmp_path / "root" / "pipelines").exists()  # nothing ran
+    for option, value in (("--eval-fraction", "0.7"), ("--test-fraction", "0")):
+        assert main([*args, option, value]) == EXIT_BAD_INPUT
+        assert f"{option} must be in (0, 0.5]" in capsys.readouterr().err
 
 
 def test_bad_arguments_exit_2_and_name_the_problem(tmp_path: Path, capsys) -> None:

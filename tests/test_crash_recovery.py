@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_run_killed_during_training_then_a_clean_rerun(tmp_path: Path) -> None:
-    imagegen.write_folder(tmp_path / "images", {"train": 16, "test": 6})
+    # Two split folders only (no test/): still runs, evaluating on eval, and says so.
+    imagegen.write_folder(tmp_path / "images", {"train": 16, "val": 6})
     schema = tmp_path / "schema.pbtxt"
     write_schema(len(imagegen.CLASS_NAMES), schema)
     root, serving = tmp_path / "root", tmp_path / "serving"
@@ -46,6 +47,7 @@ def test_run_killed_during_training_then_a_clean_rerun(tmp_path: Path) -> None:
         process.wait(60)
     assert process.returncode == -signal.SIGKILL
     assert snapshot(serving) == {}
+    assert any("has no test split" in line for line in seen), "".join(seen[:20])
 
     assert main([*args, "--epochs", "2"]) == EXIT_OK
     summary = summarize_run(str(root / "metadata" / "crash.sqlite"), "crash")
@@ -53,5 +55,6 @@ def test_run_killed_during_training_then_a_clean_rerun(tmp_path: Path) -> None:
     assert states["Transform"] == "cached"  # finished before the kill: reused
     assert states["Trainer"] == "executed"
     assert summary.pushed
+    assert summary.evaluation_split == "eval"
     versions = {path.split("/")[0] for path in snapshot(serving / "m")}
     assert versions == {summary.pushed_destination.rsplit("/", 1)[1]}

@@ -115,6 +115,30 @@ def test_unchanged_rerun_is_cached_and_reuses_the_evaluation(pipeline_runs: Pipe
     assert rerun.blessed
 
 
+def _execution_property(runs: PipelineRuns, name: str, node: str, key: str):
+    from pipeline.summary import run_nodes, value
+
+    _, nodes = run_nodes(runs.metadata_path, PIPELINE_NAME, runs.run_ids[name])
+    return json.loads(value(nodes[node].execution, key))
+
+
+@pytest.mark.parametrize("name", ["first", "second"])
+def test_early_stopping_and_the_evaluator_see_different_splits(
+    pipeline_runs: PipelineRuns, name: str
+) -> None:
+    """Read back from ML Metadata: the Trainer fits `train` and validates on `eval`; the
+    Evaluator scores `test`, which training never saw."""
+    trainer_train = _execution_property(pipeline_runs, name, "Trainer", "train_args")
+    trainer_eval = _execution_property(pipeline_runs, name, "Trainer", "eval_args")
+    evaluated = _execution_property(pipeline_runs, name, "Evaluator", "example_splits")
+    assert trainer_train["splits"] == ["train"] and trainer_eval["splits"] == ["eval"]
+    assert evaluated == ["test"]
+    summary = _summary(pipeline_runs, name)
+    assert summary.evaluation_split == "test" and summary.eval_examples == 18
+    assert summary.trainer_eval_accuracy is not None
+    assert json.loads(summary.to_json())["evaluation_split"] == "test"
+
+
 def test_worse_candidate_is_not_blessed_and_serving_dir_unchanged(
     pipeline_runs: PipelineRuns,
 ) -> None:
@@ -150,8 +174,10 @@ def test_report_of_the_first_run(pipeline_runs: PipelineRuns) -> None:
     report = _report(pipeline_runs, "first")
     assert report["class_names"] == ["blue", "green", "red"]
     dataset = report["dataset"]
-    assert {s: v["examples"] for s, v in dataset["splits"].items()} == {"train": 48, "eval": 18}
-    assert dataset["splits"]["eval"]["per_class"] == {"blue": 6, "green": 6, "red": 6}
+    assert {s: v["examples"] for s, v in dataset["splits"].items()} == {
+        "train": 48, "eval": 21, "test": 18}
+    assert dataset["splits"]["test"]["per_class"] == {"blue": 6, "green": 6, "red": 6}
+    assert dataset["splits"]["eval"]["from"] == "validation/"
     # TFDV counts image formats from 100 images up (test_data_gate checks them).
     assert dataset["image_shape"] == [8, 8, 3] and dataset["dataset_json_matches_run"]
 
@@ -161,11 +187,14 @@ def test_report_of_the_first_run(pipeline_runs: PipelineRuns) -> None:
 
     training = report["training"]
     assert training["epochs_run"] == 8 and len(training["history"]["loss"]) == 8
+    assert (training["num_train"], training["num_eval"]) == (48, 21)
+    assert training["recipe"] == "classic" and "too few" in training["recipe_reason"]
     assert training["model"] == first.model_uri
     assert set(report["files"]) >= {"class_balance", "training_curves", "per_class_accuracy",
                                     "confusion_matrix", "html"}
 
     evaluation = report["evaluation"]
+    assert evaluation["split"] == "test"
     assert evaluation["accuracy"] == pytest.approx(first.accuracy)
     assert evaluation["blessed"] and evaluation["validation_ok"]
     assert evaluation["baseline_model"] is None
@@ -178,7 +207,7 @@ def test_report_of_the_first_run(pipeline_runs: PipelineRuns) -> None:
 
     # The report re-predicts through serving_default: its mistakes match TFMA's accuracy.
     mistakes = report["misclassified"]
-    assert mistakes["scanned"] == 18 and mistakes["complete"]
+    assert mistakes["scanned"] == 18 and mistakes["complete"] and mistakes["split"] == "test"
     assert mistakes["misclassified"] == round(18 * (1 - evaluation["accuracy"]))
 
     push = report["push"]
@@ -193,7 +222,7 @@ def test_report_of_later_runs(pipeline_runs: PipelineRuns) -> None:
     assert rerun["evaluation"]["baseline_is_candidate"]
     assert rerun["push"]["already_served"]
     # Same data as the accepted first run: measured, and no drift.
-    assert {m["split"] for m in rerun["validation"]["drift"]} == {"train", "eval"}
+    assert {m["split"] for m in rerun["validation"]["drift"]} == {"train", "eval", "test"}
     assert all(m["distance"] == 0 for m in rerun["validation"]["drift"])
 
     report = _report(pipeline_runs, "second")
@@ -241,7 +270,9 @@ def test_runs_command_lists_every_run_from_mlmd(pipeline_runs: PipelineRuns, cap
     assert all(r["examples_uri"] for r in runs)
     assert main(args) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["run", "accuracy", "blessed", "pushed"]
+    assert table[0].split() == ["run", "accuracy", "on", "recipe", "blessed", "pushed"]
+    assert table[1].split()[2:4] == ["test", "classic"]
+    assert by_name["first"]["evaluation_split"] == "test"
     assert "(already served)" in table[2] and table[4].rstrip().endswith("no")
     assert main(["runs", "--root", str(pipeline_runs.root / "nope")]) == 2
 

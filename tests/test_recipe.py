@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from trainer import data
-from trainer.config import RECIPES, TrainerConfig, from_recipe
+from trainer.config import RECIPES, TrainerConfig, choose_recipe, fit_batch_size, from_recipe
 from trainer.model import (
     WHITEN_LAYER,
     DiracInit,
@@ -43,6 +43,39 @@ def test_recipe_overrides_and_round_trip() -> None:
         from_recipe("nope", SHAPE, CLASSES)
     with pytest.raises(ValueError, match="optimizer"):
         from_recipe("classic", SHAPE, CLASSES, optimizer="rmsprop")
+
+
+@pytest.mark.parametrize(
+    ("shape", "num_train", "recipe", "why"),
+    [
+        ((8, 8, 1), 1259, "classic", "1,259 training images"),  # the built-in digits
+        ((28, 28, 1), 3000, "classic", "too few"),
+        ((28, 28, 1), 54000, "fast-gray", "28x28x1 grayscale"),  # MNIST, Fashion-MNIST
+        ((64, 64, 1), 20000, "fast-gray", "grayscale"),
+        ((96, 96, 1), 20000, "fast", "96x96x1"),
+        ((32, 32, 3), 45000, "fast", "32x32x3 images"),  # CIFAR-10
+    ],
+)
+def test_auto_recipe_follows_shape_and_size(shape, num_train, recipe, why) -> None:
+    chosen, reason = choose_recipe(shape, num_train)
+    assert chosen == recipe and why in reason
+    assert from_recipe(chosen, shape, CLASSES, recipe_reason=reason).recipe == recipe
+
+
+def test_recipe_batch_is_halved_to_fit_the_smallest_split() -> None:
+    assert fit_batch_size(512, 6000) == 512
+    assert fit_batch_size(512, 300) == 256
+    assert fit_batch_size(64, 18) == 16
+    assert fit_batch_size(64, 1) == 1
+
+
+def test_fast_gray_recipe_has_no_flips_and_downsamples_in_the_whitening_layer() -> None:
+    config = from_recipe("fast-gray", (28, 28, 1), CLASSES)
+    assert not (config.augment_flip or config.alternate_flip or config.tta_flip)
+    model = build_model(config, np.random.default_rng(0).normal(size=(32, 28, 28, 1)))
+    whiten = model.get_layer(WHITEN_LAYER)
+    assert whiten.strides == (2, 2) and whiten.output.shape[1:3] == (14, 14)
+    assert model.output.shape == (None, 3)
 
 
 def test_one_cycle_schedule_shape() -> None:

@@ -58,6 +58,9 @@ class TrainerConfig:
     # computed from the training images (instead of a learned 3x3 stem).
     widths: tuple[int, ...] = (32, 128, 128)
     whiten: bool = False
+    # Stride of the whitening conv: 2 turns each 2x2 patch into its 8 whitened coordinates at
+    # half the resolution (lossless, 4x less work for every layer after it).
+    whiten_stride: int = 1
     activation: str = "relu"
     # BatchNorm of the fast model: False drops the learned scale (the next BatchNorm undoes it).
     bn_scale: bool = True
@@ -83,6 +86,9 @@ class TrainerConfig:
     # tf.distribute strategy for training (DISTRIBUTIONS); batch_size is the global batch.
     distribution: str = "none"
     seed: int = 42
+    # Which recipe these settings started from, and why it was chosen (for the report).
+    recipe: str = "custom"
+    recipe_reason: str = ""
 
     def __post_init__(self) -> None:
         if len(self.image_shape) != 3 or min(self.image_shape) < 1:
@@ -123,6 +129,8 @@ class TrainerConfig:
             raise ValueError("bias_lr_multiplier and logit_scale must be > 0")
         if not 0 <= self.tta_translate < min(self.image_shape[:2]) // 2:
             raise ValueError(f"tta_translate must be in [0, side/2), got {self.tta_translate}")
+        if self.whiten_stride not in (1, 2):
+            raise ValueError(f"whiten_stride must be 1 or 2, got {self.whiten_stride}")
         if not self.widths or min(self.widths) < 1:
             raise ValueError(f"widths must be positive channel counts, got {self.widths}")
 
@@ -199,6 +207,53 @@ RECIPES: dict[str, dict[str, Any]] = {
         "validation_freq": 4,
     },
 }
+# Small grayscale images (MNIST, Fashion-MNIST): the fast recipe's optimizer and blocks, on
+# 512-image batches, after a stride-2 whitening layer (28x28x1 -> 14x14x8, lossless) and with
+# two blocks of 48/96 channels, with translations only. No flips: digits and letters are not
+# mirror-symmetric, so nothing here leans on a property only one kind of data has. Chosen on
+# MNIST's eval split (bench/recipe.py): full resolution with 24/48/96 channels reached the same
+# accuracy (99.6 %) at 0.6x the speed.
+RECIPES["fast-gray"] = {
+    **RECIPES["fast"],
+    "epochs": 5,
+    "batch_size": 512,
+    "whiten_stride": 2,
+    "widths": (48, 96),
+    "augment_flip": False,
+    "alternate_flip": False,
+    "tta_flip": False,
+    "augment_translate": 0.075,
+    "validation_freq": 5,
+}
+
+
+AUTO = "auto"
+# Below this many training images a fixed short schedule has too few steps to be worth it: the
+# tutorial CNN with early stopping on the eval split is the safer choice (the digits demo).
+_MIN_FAST_TRAIN_IMAGES = 5000
+# Up to this side, grayscale images get the narrow network; larger ones the photo recipe.
+_MAX_GRAY_SIDE = 64
+
+
+def choose_recipe(image_shape: Sequence[int], num_train: int) -> tuple[str, str]:
+    """(recipe, why) for `--recipe auto`, from the image shape and the training set size."""
+    height, width, channels = (int(v) for v in image_shape)
+    shape = f"{height}x{width}x{channels}"
+    if num_train < _MIN_FAST_TRAIN_IMAGES:
+        return "classic", (f"{num_train:,} training images (< {_MIN_FAST_TRAIN_IMAGES:,}): too "
+                           "few for a fixed short schedule; the tutorial CNN with early stopping")
+    if channels == 1 and max(height, width) <= _MAX_GRAY_SIDE:
+        return "fast-gray", (f"{shape} grayscale images, {num_train:,} training images: the "
+                             "narrow fast network, translations only")
+    return "fast", (f"{shape} images, {num_train:,} training images: the fast photo recipe "
+                    "(patch whitening, flips)")
+
+
+def fit_batch_size(batch_size: int, smallest_split: int) -> int:
+    """The recipe's batch size, halved until one batch fits in the smallest split."""
+    while batch_size > 1 and batch_size > smallest_split:
+        batch_size //= 2
+    return batch_size
 
 
 def from_recipe(
@@ -210,7 +265,7 @@ def from_recipe(
     """The recipe's settings, with every non-None override applied on top."""
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; choose from {sorted(RECIPES)}")
-    values = dict(RECIPES[recipe])
+    values = {**RECIPES[recipe], "recipe": recipe}
     values.update({k: v for k, v in overrides.items() if v is not None})
     return TrainerConfig(
         image_shape=tuple(int(v) for v in image_shape),

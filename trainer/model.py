@@ -152,11 +152,12 @@ def whitening_kernel(images: np.ndarray, eps: float = 5e-4) -> np.ndarray:
 
 def _fast(inputs: keras.KerasTensor, config: TrainerConfig, dtype: str) -> keras.KerasTensor:
     height, width, channels = config.image_shape
-    blocks = min(len(config.widths), num_blocks(height, width))
+    stride = config.whiten_stride if config.whiten else 1
+    blocks = min(len(config.widths), num_blocks(height // stride, width // stride))
     if config.whiten:
         x = keras.layers.Conv2D(
-            2 * _WHITEN_PATCH**2 * channels, _WHITEN_PATCH, use_bias=False, trainable=False,
-            name=WHITEN_LAYER, dtype=dtype,
+            2 * _WHITEN_PATCH**2 * channels, _WHITEN_PATCH, strides=stride, use_bias=False,
+            trainable=False, name=WHITEN_LAYER, dtype=dtype,
         )(inputs)
         x = Bias(name=f"{WHITEN_LAYER}_bias", dtype=dtype)(x)
         x = keras.layers.Activation(config.activation, dtype=dtype)(x)

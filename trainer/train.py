@@ -132,10 +132,13 @@ def train(
     else:
         log.warning("epochs=0: exporting the untrained model")
     fit_seconds = time.monotonic() - fit_start
+    epochs_run = len(history.get("loss", []))
+    images_per_second = num_train * epochs_run / fit_seconds if epochs_run else None
     final = model.evaluate(eval_ds, verbose=0, return_dict=True)
+    speed = f", {images_per_second:.0f} training images/s" if images_per_second else ""
     print(
         f"[trainer] final eval accuracy {final['accuracy']:.4f} (no test-time augmentation) "
-        f"after {fit_seconds:.0f}s of training",
+        f"after {fit_seconds:.0f}s of training{speed}",
         file=sys.stderr,
         flush=True,
     )
@@ -147,6 +150,7 @@ def train(
         "replicas": strategy.num_replicas_in_sync,
         "decode_seconds": round(decode_seconds, 2),
         "fit_seconds": round(fit_seconds, 2),
+        "train_images_per_second": round(images_per_second, 1) if images_per_second else None,
         "final_eval_accuracy": float(final["accuracy"]),
         "history": history,
     }

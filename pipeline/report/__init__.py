@@ -77,8 +77,11 @@ def write_report(report: dict[str, Any], out_dir: Path, max_eval_images: int = 2
     mistakes: list = []
     training, dataset = report["training"], report["dataset"]
     if training.get("available") and dataset.get("available"):
+        # The split the Evaluator reported on: looking at its mistakes chooses nothing.
+        split = report["evaluation"].get("split") or (
+            "test" if "test" in dataset["splits"] else "eval")
         report["misclassified"], mistakes = find_mistakes(
-            training["model"], dataset["examples"], report["class_names"],
+            training["model"], dataset["examples"], report["class_names"], split,
             max_examples=max_eval_images,
         )
     else:

@@ -93,6 +93,9 @@ def dataset_section(nodes: dict[str, NodeRecord], class_names: list[str]) -> dic
         section["image_shapes_seen"] = info.get("image_shapes_seen", {})
         section["shape_policy"] = info.get("shape_policy", {})
         section["skipped_files"] = info.get("skipped_files", 0)
+        for split, meta in info.get("splits", {}).items():
+            if split in section["splits"] and meta.get("from"):
+                section["splits"][split]["from"] = meta["from"]
         ingested = {s: v.get("count") for s, v in info.get("splits", {}).items()}
         seen = {s: v["examples"] for s, v in section["splits"].items()}
         # The folder may have been re-ingested, or its TFRecords replaced, since `ingest`.
@@ -139,6 +142,7 @@ def validation_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
 
 
 def training_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
+    from pipeline.factory import EVAL_SPLIT, TRAIN_SPLIT
     from trainer.train import HISTORY_FILE
 
     trainer = nodes.get("Trainer")
@@ -154,10 +158,16 @@ def training_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
         "model": trainer.output("model").uri,
         "tensorboard_dir": model_run.uri,
         "config": record.get("config", {}),
+        "recipe": record.get("config", {}).get("recipe"),
+        "recipe_reason": record.get("config", {}).get("recipe_reason"),
+        # The Trainer fits the first and early-stops / picks checkpoints on the second.
+        "train_split": TRAIN_SPLIT,
+        "eval_split": EVAL_SPLIT,
         "epochs_run": len(history.get("loss", [])),
         "num_train": record.get("num_train"),
         "num_eval": record.get("num_eval"),
         "fit_seconds": record.get("fit_seconds"),
+        "train_images_per_second": record.get("train_images_per_second"),
         "final_eval_accuracy": record.get("final_eval_accuracy"),
         "history": history,
     }
@@ -245,6 +255,7 @@ def evaluation_section(
         "state": evaluator.state,
         "evaluation_uri": summary.evaluation_uri,
         "signature": features.SERVING_SIGNATURE,
+        "split": summary.evaluation_split,
         "eval_examples": summary.eval_examples,
         "accuracy": summary.accuracy,
         "baseline_model": baseline.uri if baseline is not None else None,

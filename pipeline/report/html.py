@@ -104,6 +104,7 @@ def _dataset(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> str:
     names = list(next(iter(splits.values()))["per_class"]) if splits else []
     rows = [[name, *(splits[s]["per_class"].get(name, 0) for s in splits)] for name in names]
     rows.append(["all classes", *(splits[s]["examples"] for s in splits)])
+    origins = {s: v["from"] for s, v in splits.items() if v.get("from")}
     formats = {s: ", ".join(f"{k} {v}" for k, v in v["image_formats"].items())
                or "n/a (TFDV counts formats from 100 images up)" for s, v in splits.items()}
     shape = data.get("image_shape")
@@ -117,6 +118,12 @@ def _dataset(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> str:
                 f"{k}: {v}" for k, v in (data.get("image_shapes_seen") or {}).items()) or "n/a",
             "image formats": "; ".join(f"{s}: {f}" for s, f in formats.items()),
             "files skipped at ingest": data.get("skipped_files", "n/a"),
+            "where each split came from": "; ".join(f"{s}: {o}" for s, o in origins.items())
+            or "n/a",
+            "what each split is for": "train: fitting; eval: early stopping and checkpoint "
+            "choice; test: the reported accuracy and the blessing (nothing is chosen on it)"
+            if "test" in splits else "train: fitting; eval: early stopping AND the reported "
+            "accuracy (no test split: add a test/ folder for an untouched estimate)",
         }),
         "<h3>Examples per split and class</h3>",
         _table(["class", *splits], rows),
@@ -183,9 +190,17 @@ def _training(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> str:
     return "".join([
         _pairs({
             "Trainer": data.get("state"),
+            "recipe": f"{data.get('recipe') or 'n/a'}"
+            + (f" ({data['recipe_reason']})" if data.get("recipe_reason") else ""),
             "epochs run": data.get("epochs_run"),
-            "training / eval examples": f"{data.get('num_train')} / {data.get('num_eval')}",
-            "fit time": f"{_fmt(data.get('fit_seconds'), 1)} s",
+            "fitted on / early stopping on": f"{data.get('train_split', 'train')} split "
+            f"({data.get('num_train')} examples) / {data.get('eval_split', 'eval')} split "
+            f"({data.get('num_eval')} examples)",
+            "final eval-split accuracy (no test-time augmentation)":
+                _fmt(data.get("final_eval_accuracy")),
+            "fit time": f"{_fmt(data.get('fit_seconds'), 1)} s"
+            + (f" ({data['train_images_per_second']:.0f} training images/s)"
+               if data.get("train_images_per_second") else ""),
             "last epoch": ", ".join(f"{k} {_fmt(v)}" for k, v in last.items()),
             "model": _code(data.get("model")),
             "TensorBoard logs": _code(data.get("tensorboard_dir")),
@@ -212,7 +227,10 @@ def _evaluation(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> str:
     parts = [
         _pairs({
             "signature evaluated": _code(data.get("signature")),
-            "eval examples": data.get("eval_examples"),
+            "split evaluated": f"{data.get('split') or 'eval'}"
+            + ("" if data.get("split") == "test" else
+               " (no test split: early stopping chose on this split too)"),
+            "examples": data.get("eval_examples"),
             "accuracy": _fmt(accuracy),
             "baseline accuracy": baseline_text,
             "baseline model": _code(data.get("baseline_model")),
@@ -231,9 +249,11 @@ def _evaluation(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> str:
     if per_class:
         parts.append("<h3>Accuracy per class</h3>")
         parts.append(_table(["class", "accuracy"], list(per_class.items())))
-    parts.append(_figure(pngs.get("per_class_accuracy"), "Eval accuracy per class"))
+    split = data.get("split") or "eval"
+    parts.append(_figure(pngs.get("per_class_accuracy"), f"Accuracy per class, {split} split"))
     parts.append(_figure(pngs.get("confusion_matrix"),
-                         "Confusion matrix on the eval split (rows: actual, columns: predicted)"))
+                         f"Confusion matrix on the {split} split (rows: actual, columns: "
+                         "predicted)"))
     return "".join(parts)
 
 
@@ -244,7 +264,8 @@ def _most_confident(shown: int) -> str:
 def _misclassified(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> str:
     if not data.get("available"):
         return _missing(data)
-    scope = ("all" if data.get("complete") else "the first") + f" {data['scanned']} eval images"
+    split = data.get("split", "eval")
+    scope = ("all" if data.get("complete") else "the first") + f" {data['scanned']} {split} images"
     text = (f"<p>{data['misclassified']} of {scope} are misclassified by "
             f"<code>{escape(data['signature'])}</code>"
             + (_most_confident(len(data["shown"])) if data["shown"] else ".")
@@ -252,8 +273,8 @@ def _misclassified(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> str:
     if not data["shown"]:
         return text
     return text + _figure(pngs.get("misclassified"),
-                          "Misclassified eval images: true / predicted (confidence)") + _table(
-        ["eval index", "true", "predicted", "confidence"],
+                          f"Misclassified {split} images: true / predicted (confidence)") + _table(
+        [f"{split} index", "true", "predicted", "confidence"],
         [[m["index"], m["true"], m["predicted"], m["confidence"]] for m in data["shown"]],
     )
 

@@ -32,18 +32,17 @@ def find_mistakes(
     model_uri: str,
     examples_uri: str,
     class_names: list[str],
+    split: str,
     max_examples: int = 2000,
     max_shown: int = 24,
     batch_size: int = 128,
 ) -> tuple[dict[str, Any], list[Mistake]]:
-    """(summary, the most confident mistakes first) over the first eval examples."""
+    """(summary, the most confident mistakes first) over the split's first examples."""
     import tensorflow as tf
 
-    from pipeline.factory import EVAL_SPLIT
-
-    files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{EVAL_SPLIT}", "*")))
+    files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
     if not files:
-        return {"available": False, "why": f"no eval split under {examples_uri}"}, []
+        return {"available": False, "why": f"no {split} split under {examples_uri}"}, []
     serving_dir = os.path.join(model_uri, "Format-Serving")
     serve = tf.saved_model.load(serving_dir).signatures[features.SERVING_SIGNATURE]
     spec = {
@@ -76,6 +75,7 @@ def find_mistakes(
         "available": True,
         "model": serving_dir,
         "signature": features.SERVING_SIGNATURE,
+        "split": split,
         "scanned": seen,
         "complete": seen < max_examples,
         "misclassified": len(mistakes),

@@ -1,0 +1,185 @@
+"""The seeds' datasets through the whole pipeline, with the defaults a new user gets.
+
+    python bench/seeds.py                          # MNIST and CIFAR-10 from ../shared/datasets
+    python bench/seeds.py --datasets mnist         # one of them
+    python bench/seeds.py --data fashion=DIR       # any image folder, e.g. Fashion-MNIST PNGs
+
+For each dataset, on this machine:
+  1. `python -m pipeline run --data FOLDER` and no other flag (ingest included, --recipe auto)
+     in a fresh pipeline root: its wall time and peak RSS; per-component seconds from ML
+     Metadata; test accuracy (the Evaluator, on the test split nothing was chosen on) and eval
+     accuracy (the Trainer's, on the split early stopping looks at); the recipe chosen and why;
+     training images/s and the share of the Trainer's time that is not fit time;
+  2. the seed blog's CNN (bench/tutorial_cnn.py) trained on the same files for the same wall
+     time as the whole run, scored on the same test images.
+Merges each dataset's entry into bench/results/seeds.json, with the commit and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (  # noqa: E402
+    REPO,
+    RESULTS,
+    SHARED_DATASETS,
+    SHARED_TARBALLS,
+    git_commit,
+    machine_info,
+    shared_dataset,
+    write_result,
+)
+
+RESULT_NAME = "seeds"
+# What the issue asks of each seed dataset with the defaults (2 cores, no GPU).
+TARGETS = {
+    "mnist": {"min_test_accuracy": 0.995, "max_wall_seconds": 300},
+    "fashion": {"min_test_accuracy": 0.93, "max_wall_seconds": 600},
+    "cifar10": {"min_test_accuracy": 0.91, "max_trainer_seconds": 1200},
+}
+
+
+def _relative(path: Path) -> str:
+    return os.path.relpath(path.resolve(), REPO)
+
+
+def _run_pipeline(name: str, folder: Path, work: Path) -> dict:
+    """One `run --data FOLDER --json` in a fresh root; wall time and the child's peak RSS."""
+    root, serving = work / f"{name}-root", work / f"{name}-serving"
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(serving, ignore_errors=True)
+    command = [sys.executable, "-m", "pipeline", "run", "--data", str(folder), "--json",
+               "--root", str(root), "--serving-dir", str(serving),
+               "--pipeline-name", f"seeds-{name}"]
+    print("$", " ".join(command), flush=True)
+    start = time.monotonic()
+    # stderr (progress lines) streams through; stdout carries the JSON summary.
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    stdout = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.monotonic() - start
+    if process.returncode != 0:
+        raise SystemExit(f"{name}: pipeline run failed with exit code {process.returncode}")
+    summary = json.loads(stdout[stdout.index("{"):])
+    history = Path(summary["tensorboard_dir"]) / "history.json"
+    record = json.loads(history.read_text())
+    return {"wall_seconds": round(seconds, 1), "peak_rss_mib": round(usage.ru_maxrss / 1024),
+            "summary": summary, "trainer": record}
+
+
+def measure(name: str, folder: Path, work: Path, source: str, baseline: bool) -> dict:
+    run = _run_pipeline(name, folder, work)
+    summary, record = run["summary"], run["trainer"]
+    components = {c["name"]: round(c["seconds"], 1) for c in summary["components"]}
+    config = record["config"]
+    epochs = len(record["history"].get("loss", []))
+    trainer_seconds = components["Trainer"]
+    entry = {
+        "source": source,
+        "command": f"python -m pipeline run --data {_relative(folder)}",
+        "split_counts": {"train": record["num_train"], "eval": record["num_eval"],
+                         "test": summary["eval_examples"]},
+        "image_shape": config["image_shape"],
+        "recipe": config.get("recipe"),
+        "recipe_reason": config.get("recipe_reason"),
+        "test_accuracy": summary["accuracy"],
+        "accuracy_split": summary["evaluation_split"],
+        "eval_accuracy": record["final_eval_accuracy"],
+        "eval_accuracy_note": "the Trainer's last accuracy on the eval split, without test-time "
+                              "augmentation (the split early stopping looks at)",
+        "per_class_test_accuracy": summary["per_class_accuracy"],
+        "blessed": summary["blessed"],
+        "wall_seconds": run["wall_seconds"],
+        "component_seconds": components,
+        "trainer": {
+            "seconds": trainer_seconds,
+            "fit_seconds": record["fit_seconds"],
+            "decode_seconds": record["decode_seconds"],
+            "epochs": epochs,
+            "batch_size": config["batch_size"],
+            "precision": config["precision"],
+            "train_images_per_second": round(record["num_train"] * epochs
+                                             / record["fit_seconds"], 1),
+            "not_fit_share": round(1 - record["fit_seconds"] / trainer_seconds, 3),
+        },
+        "peak_rss_mib": run["peak_rss_mib"],
+    }
+    targets = TARGETS.get(name)
+    if targets:
+        entry["targets"] = {**targets, "met": _met(entry, targets)}
+    if baseline:
+        from bench.tutorial_cnn import run as run_tutorial
+
+        print(f"{name}: the tutorial CNN for the same {run['wall_seconds']:.0f}s", flush=True)
+        tutorial = run_tutorial(folder, run["wall_seconds"])
+        entry["tutorial_baseline"] = tutorial
+        entry["comparison"] = {
+            "our_test_accuracy": entry["test_accuracy"],
+            "tutorial_test_accuracy": tutorial["test_accuracy"],
+            "same_wall_seconds": run["wall_seconds"],
+        }
+    entry.update({"machine": machine_info(), "commit": git_commit()})
+    return entry
+
+
+def _met(entry: dict, targets: dict) -> bool:
+    ok = entry["test_accuracy"] >= targets["min_test_accuracy"]
+    if "max_wall_seconds" in targets:
+        ok = ok and entry["wall_seconds"] <= targets["max_wall_seconds"]
+    if "max_trainer_seconds" in targets:
+        ok = ok and entry["trainer"]["seconds"] <= targets["max_trainer_seconds"]
+    return ok
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", default="mnist,cifar10",
+                        help=f"comma-separated names from {sorted(SHARED_TARBALLS)} "
+                             "(default %(default)s; '' for none)")
+    parser.add_argument("--data", action="append", default=[], metavar="NAME=DIR",
+                        help="also measure an image folder (train/ + test/), e.g. "
+                             "fashion=~/fashion-mnist")
+    parser.add_argument("--work-dir", type=Path, default=Path(__file__).parent / ".work")
+    parser.add_argument("--skip-baseline", action="store_true",
+                        help="skip the tutorial-CNN comparison (halves the run time)")
+    args = parser.parse_args()
+    work = args.work_dir.resolve()
+    todo: list[tuple[str, Path, str]] = []
+    for name in filter(None, args.datasets.split(",")):
+        if name not in SHARED_TARBALLS:
+            parser.error(f"unknown dataset {name!r}; choose from {sorted(SHARED_TARBALLS)}")
+        tarball = SHARED_DATASETS / SHARED_TARBALLS[name][0]
+        todo.append((name, shared_dataset(work, name), _relative(tarball)))
+    for item in args.data:
+        name, _, folder = item.partition("=")
+        if not folder:
+            parser.error(f"--data takes NAME=DIR, got {item!r}")
+        path = Path(folder).expanduser()
+        todo.append((name, path, f"a local folder named {path.name}"))
+
+    existing = RESULTS / f"{RESULT_NAME}.json"
+    result = json.loads(existing.read_text()) if existing.is_file() else {}
+    result.setdefault("datasets", {})
+    result["what"] = ("`python -m pipeline run --data FOLDER` with no other flag, per dataset; "
+                      "each entry names the commit and the machine it was measured on")
+    for name, folder, source in todo:
+        result["datasets"][name] = entry = measure(name, folder, work, source,
+                                                   not args.skip_baseline)
+        print(json.dumps({k: entry[k] for k in ("recipe", "test_accuracy", "eval_accuracy",
+                                                "wall_seconds", "trainer")}, indent=2),
+              flush=True)
+        write_result(RESULT_NAME, result)
+
+
+if __name__ == "__main__":
+    main()
