@@ -30,6 +30,7 @@ from bench.common import (  # noqa: E402
     git_commit,
     machine_info,
     peak_rss_mib,
+    relative,
     write_result,
 )
 
@@ -100,7 +101,7 @@ def main() -> None:
     non_training = pipeline_seconds - trainer_seconds
     trainer = _trainer_record(first["summary"])
     result = {
-        "dataset": {"source": str(src), "split_counts": info.split_counts,
+        "dataset": {"source": relative(src), "split_counts": info.split_counts,
                     "image_shape": list(info.image_shape)},
         "ingest": {"images": images, "seconds": round(ingest_seconds, 2),
                    "images_per_second": round(images / ingest_seconds, 1)},
@@ -115,7 +116,7 @@ def main() -> None:
             "test_accuracy": first["summary"]["accuracy"],
             "per_class_accuracy": first["summary"]["per_class_accuracy"],
             "blessed": first["summary"]["blessed"],
-            "pushed_destination": first["summary"]["pushed_destination"],
+            "pushed_destination": relative(first["summary"]["pushed_destination"]),
         },
         "trainer": trainer,
         "cached_rerun": {

@@ -48,6 +48,11 @@ def machine_info() -> dict:
     return info
 
 
+def relative(path: str | os.PathLike) -> str:
+    """A path as results record it: relative to the repository, never a machine's own."""
+    return os.path.relpath(Path(path).resolve(), REPO)
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,

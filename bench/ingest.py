@@ -16,7 +16,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import cifar10_folder, git_commit, machine_info, write_result  # noqa: E402
+from bench.common import (  # noqa: E402
+    cifar10_folder,
+    git_commit,
+    machine_info,
+    relative,
+    write_result,
+)
 from pipeline.ingest import ingest  # noqa: E402
 
 
@@ -45,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     src = cifar10_folder(args.work_dir)
     result = measure(src, args.work_dir / "ingest-out", args.repeats, args.workers)
-    result.update({"source": str(src), "machine": machine_info(), "commit": git_commit(),
+    result.update({"source": relative(src), "machine": machine_info(), "commit": git_commit(),
                    "target_images_per_second": 20_000})
     write_result("ingest", result)
 

@@ -35,6 +35,7 @@ from bench.common import (  # noqa: E402
     SHARED_TARBALLS,
     git_commit,
     machine_info,
+    relative,
     shared_dataset,
     write_result,
 )
@@ -46,10 +47,6 @@ TARGETS = {
     "fashion": {"min_test_accuracy": 0.93, "max_wall_seconds": 600},
     "cifar10": {"min_test_accuracy": 0.91, "max_trainer_seconds": 1200},
 }
-
-
-def _relative(path: Path) -> str:
-    return os.path.relpath(path.resolve(), REPO)
 
 
 def _run_pipeline(name: str, folder: Path, work: Path) -> dict:
@@ -86,7 +83,7 @@ def measure(name: str, folder: Path, work: Path, source: str, baseline: bool) ->
     trainer_seconds = components["Trainer"]
     entry = {
         "source": source,
-        "command": f"python -m pipeline run --data {_relative(folder)}",
+        "command": f"python -m pipeline run --data {relative(folder)}",
         "split_counts": {"train": record["num_train"], "eval": record["num_eval"],
                          "test": summary["eval_examples"]},
         "image_shape": config["image_shape"],
@@ -159,7 +156,7 @@ def main() -> None:
         if name not in SHARED_TARBALLS:
             parser.error(f"unknown dataset {name!r}; choose from {sorted(SHARED_TARBALLS)}")
         tarball = SHARED_DATASETS / SHARED_TARBALLS[name][0]
-        todo.append((name, shared_dataset(work, name), _relative(tarball)))
+        todo.append((name, shared_dataset(work, name), relative(tarball)))
     for item in args.data:
         name, _, folder = item.partition("=")
         if not folder:

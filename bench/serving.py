@@ -19,7 +19,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from bench.common import cifar10_folder, git_commit, machine_info, write_result  # noqa: E402
+from bench.common import (  # noqa: E402
+    cifar10_folder,
+    git_commit,
+    machine_info,
+    relative,
+    write_result,
+)
 
 WORK = Path(__file__).resolve().parent / ".work"
 
@@ -67,7 +73,7 @@ def main() -> None:
         batches += 1
     elapsed = time.monotonic() - start
     result = {
-        "model": str(version),
+        "model": relative(version),
         "load_seconds": round(load_seconds, 2),
         "first_call_ms": round(first_call_seconds * 1000, 1),
         "batch1_latency_ms": {
