@@ -269,33 +269,26 @@ def _trainer_config(args: argparse.Namespace, class_names, image_shape,
     Every split must hold at least one batch: a batch size given on the command line is
     refused otherwise, a recipe's own is halved until it fits.
     """
-    from trainer.config import AUTO, RECIPES, choose_recipe, fit_batch_size, from_recipe
+    from trainer.config import AUTO, choose_recipe, fit_batch_size, from_recipe
 
     recipe, reason = args.recipe, "chosen with --recipe"
     if recipe == AUTO:
         recipe, reason = choose_recipe(image_shape, split_counts.get("train", 0))
     smallest = min(split_counts, key=split_counts.get)
-    batch_size = args.batch_size
-    if batch_size is not None and batch_size > split_counts[smallest]:
+    if args.batch_size is not None and args.batch_size > split_counts[smallest]:
         raise ValueError(
             f"the {smallest} split has {split_counts[smallest]} images, fewer than one batch "
-            f"(--batch-size {batch_size}): pass a smaller --batch-size, or add images to the "
-            f"{smallest} split"
+            f"(--batch-size {args.batch_size}): pass a smaller --batch-size, or add images to "
+            f"the {smallest} split"
         )
-    if batch_size is None:
-        batch_size = fit_batch_size(RECIPES[recipe].get("batch_size", 64),
-                                    split_counts[smallest])
-        if batch_size != RECIPES[recipe].get("batch_size", 64):
-            reason += (f"; batch size {batch_size} so that one batch fits in the "
-                       f"{split_counts[smallest]}-image {smallest} split")
-    return from_recipe(
+    config = from_recipe(
         recipe,
         image_shape,
         class_names,
         recipe_reason=reason,
         model=args.model,
         epochs=args.epochs,
-        batch_size=batch_size,
+        batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         augment_flip=args.flip,
         tta_flip=args.flip,
@@ -303,6 +296,12 @@ def _trainer_config(args: argparse.Namespace, class_names, image_shape,
         precision=args.precision,
         distribution=args.distribution,
     )
+    fitted = fit_batch_size(config.batch_size, split_counts[smallest])
+    if fitted == config.batch_size:
+        return config
+    return config.replace(batch_size=fitted, recipe_reason=(
+        f"{reason}; batch size {fitted} so that one batch fits in the "
+        f"{split_counts[smallest]}-image {smallest} split"))
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from pipeline.ingest import EVAL, SPLITS, TEST, TRAIN
 from trainer.config import TrainerConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +50,7 @@ class PipelineConfig:
     schema_path: str = str(DEFAULT_SCHEMA)
     # The splits under data_root. Trainer fits "train" and early-stops on "eval"; the Evaluator
     # reports and blesses on "test", or on "eval" for data ingested without a test split.
-    splits: tuple[str, ...] = ("train", "eval", "test")
+    splits: tuple[str, ...] = SPLITS
     thresholds: EvalThresholds = EvalThresholds()
     # DataGate: ExampleValidator anomaly types accepted instead of failing the run, and the
     # largest L-infinity distance between a split's label distribution and the last accepted one.
@@ -64,7 +65,7 @@ class PipelineConfig:
     beam_pipeline_args: tuple[str, ...] = LOCAL_BEAM_ARGS
 
     def __post_init__(self) -> None:
-        missing = sorted({"train", "eval"} - set(self.splits))
+        missing = sorted({TRAIN, EVAL} - set(self.splits))
         if missing:
             raise ValueError(f"data needs the splits train and eval; {missing} missing from "
                              f"{list(self.splits)}")
@@ -72,7 +73,7 @@ class PipelineConfig:
     @property
     def evaluation_split(self) -> str:
         """Where accuracy is reported and blessing decided: never a split training looked at."""
-        return "test" if "test" in self.splits else "eval"
+        return TEST if TEST in self.splits else EVAL
 
     @property
     def push_base_directory(self) -> str:

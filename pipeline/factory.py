@@ -33,13 +33,8 @@ from components.data_gate import DataGate, LatestOrNothingStrategy, ValidatedSta
 from components.evaluator import ImageEvaluator
 from components.pusher import AtomicPusher
 from pipeline.config import PREPROCESSING_FN, RUN_FN, PipelineConfig
+from pipeline.ingest import EVAL, TRAIN
 from trainer import features
-
-TRAIN_SPLIT = "train"
-# Early stopping and checkpoint choice look at this split...
-EVAL_SPLIT = "eval"
-# ...and accuracy is reported and blessed on this one, which nothing was selected on.
-TEST_SPLIT = "test"
 
 
 def build_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
@@ -170,8 +165,9 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        train_args=trainer_pb2.TrainArgs(splits=[TRAIN_SPLIT]),
-        eval_args=trainer_pb2.EvalArgs(splits=[EVAL_SPLIT]),
+        # Fits `train`; early stopping and checkpoint choice look at `eval` only.
+        train_args=trainer_pb2.TrainArgs(splits=[TRAIN]),
+        eval_args=trainer_pb2.EvalArgs(splits=[EVAL]),
         custom_config=trainer_config,
     )
     model_resolver = Resolver(

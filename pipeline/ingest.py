@@ -143,6 +143,12 @@ def carve(
     return [ordered[start:], *shares]
 
 
+def _plan_splits(plan: tuple) -> list[str]:
+    """The splits one folder feeds: (kept split, (carved split, fraction), ...) -> names."""
+    keep, *shares = plan
+    return [keep, *(split for split, _ in shares)]
+
+
 def _split_folders(src: Path, top: list[Path]) -> dict[str, Path]:
     """Split name -> folder, for a SRC/<split>/<class>/ layout; {} for SRC/<class>/."""
     found: dict[str, list[Path]] = {}
@@ -222,7 +228,7 @@ def discover(
     else:
         carved = {split: (split,) for split in roots}
     items: dict[str, list[tuple[str, int]]] = {
-        split: [] for plan in carved.values() for split in (plan[0], *(s for s, _ in plan[1:]))
+        split: [] for plan in carved.values() for split in _plan_splits(plan)
     }
     prefix = len(str(src)) + 1
     for folder_split, root in roots.items():
@@ -237,8 +243,8 @@ def discover(
                 problems.append(f"not image files ({sorted(IMAGE_EXTENSIONS)}): {shown}{more}")
             if not images:
                 problems.append(f"empty class folder: {root / name}")
-            parts = carve(images, [f for _, f in shares], prefix)
-            for split, paths in zip((keep, *(s for s, _ in shares)), parts, strict=True):
+            parts = carve(images, [fraction for _, fraction in shares], prefix)
+            for split, paths in zip(_plan_splits(carved[folder_split]), parts, strict=True):
                 items[split].extend((path, label) for path in paths)
     if problems:
         hint = ""

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.ingest import DATASET_INFO
+from pipeline.ingest import DATASET_INFO, EVAL, TRAIN
 from pipeline.summary import NodeRecord, RunSummary, run_nodes, summary_of, value
 from trainer import features
 
@@ -142,7 +142,6 @@ def validation_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
 
 
 def training_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
-    from pipeline.factory import EVAL_SPLIT, TRAIN_SPLIT
     from trainer.train import HISTORY_FILE
 
     trainer = nodes.get("Trainer")
@@ -161,8 +160,8 @@ def training_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
         "recipe": record.get("config", {}).get("recipe"),
         "recipe_reason": record.get("config", {}).get("recipe_reason"),
         # The Trainer fits the first and early-stops / picks checkpoints on the second.
-        "train_split": TRAIN_SPLIT,
-        "eval_split": EVAL_SPLIT,
+        "train_split": TRAIN,
+        "eval_split": EVAL,
         "epochs_run": len(history.get("loss", [])),
         "num_train": record.get("num_train"),
         "num_eval": record.get("num_eval"),
