@@ -125,7 +125,7 @@ def measure(name: str, folder: Path, work: Path, source: str, baseline: bool) ->
             "tutorial_test_accuracy": tutorial["test_accuracy"],
             "same_wall_seconds": run["wall_seconds"],
         }
-    entry.update({"machine": machine_info(), "commit": git_commit()})
+    entry["machine"] = machine_info()
     return entry
 
 
@@ -164,6 +164,8 @@ def main() -> None:
         path = Path(folder).expanduser()
         todo.append((name, path, f"a local folder named {path.name}"))
 
+    # Read once, before this script writes its own results file (which would read as -dirty).
+    commit = git_commit()
     existing = RESULTS / f"{RESULT_NAME}.json"
     result = json.loads(existing.read_text()) if existing.is_file() else {}
     result.setdefault("datasets", {})
@@ -172,6 +174,7 @@ def main() -> None:
     for name, folder, source in todo:
         result["datasets"][name] = entry = measure(name, folder, work, source,
                                                    not args.skip_baseline)
+        entry["commit"] = commit
         print(json.dumps({k: entry[k] for k in ("recipe", "test_accuracy", "eval_accuracy",
                                                 "wall_seconds", "trainer")}, indent=2),
               flush=True)
