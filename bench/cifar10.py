@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--skip-baseline", action="store_true",
                         help="skip the tutorial-CNN comparison (halves the run time)")
     args = parser.parse_args()
+    commit = git_commit()  # the tree as the measurement starts, not as it ends
     work = args.work_dir.resolve()
     src = cifar10_folder(work)
 
@@ -139,7 +140,7 @@ def main() -> None:
                 pipeline_seconds / baseline["total_seconds"], 2),
         }
     result.update({"peak_rss_mib": peak_rss_mib(), "machine": machine_info(),
-                   "commit": git_commit()})
+                   "commit": commit})
     write_result("cifar10", result)
     print(json.dumps({k: result[k] for k in ("ingest", "pipeline", "cached_rerun")}, indent=2))
     if "comparison" in result:

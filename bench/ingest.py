@@ -49,9 +49,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, help="default: all CPUs")
     args = parser.parse_args()
+    commit = git_commit()  # the tree as the measurement starts, not as it ends
     src = cifar10_folder(args.work_dir)
     result = measure(src, args.work_dir / "ingest-out", args.repeats, args.workers)
-    result.update({"source": relative(src), "machine": machine_info(), "commit": git_commit(),
+    result.update({"source": relative(src), "machine": machine_info(), "commit": commit,
                    "target_images_per_second": 20_000})
     write_result("ingest", result)
 

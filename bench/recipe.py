@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path, default=Path("/tmp/bench"))
     parser.add_argument("--name", default="recipe")
     args = parser.parse_args()
+    commit = git_commit()  # the tree as the measurement starts, not as it ends
 
     import tensorflow as tf
 
@@ -104,7 +105,7 @@ def main() -> None:
         "total_seconds": round(time.monotonic() - start, 1),
         **record,
         "machine": machine_info(),
-        "commit": git_commit(),
+        "commit": commit,
     }
     print(f"eval accuracy {correct / total:.4f} (TTA flip={config.tta_flip} "
           f"translate={config.tta_translate}), fit {record['fit_seconds']:.0f}s, "

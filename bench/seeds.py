@@ -150,6 +150,7 @@ def main() -> None:
     parser.add_argument("--skip-baseline", action="store_true",
                         help="skip the tutorial-CNN comparison (halves the run time)")
     args = parser.parse_args()
+    commit = git_commit()  # the tree as the measurement starts, not as it ends
     work = args.work_dir.resolve()
     todo: list[tuple[str, Path, str]] = []
     for name in filter(None, args.datasets.split(",")):
@@ -164,8 +165,6 @@ def main() -> None:
         path = Path(folder).expanduser()
         todo.append((name, path, f"a local folder named {path.name}"))
 
-    # Read once, before this script writes its own results file (which would read as -dirty).
-    commit = git_commit()
     existing = RESULTS / f"{RESULT_NAME}.json"
     result = json.loads(existing.read_text()) if existing.is_file() else {}
     result.setdefault("datasets", {})

@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--throughput-seconds", type=float, default=20.0)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
+    commit = git_commit()  # the tree as the measurement starts, not as it ends
 
     import numpy as np
     import tensorflow as tf
@@ -85,7 +86,7 @@ def main() -> None:
         "input": "raw CIFAR-10 test JPEG bytes through serving_default (Transform graph + model "
                  "+ test-time augmentation)",
         "machine": machine_info(),
-        "commit": git_commit(),
+        "commit": commit,
     }
     print(f"batch 1: p50 {result['batch1_latency_ms']['p50']} ms, "
           f"p99 {result['batch1_latency_ms']['p99']} ms; batch {args.batch_size}: "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from pipeline.ingest import EVAL, SPLITS, TEST, TRAIN
+from pipeline.ingest import EVAL, SPLITS, TRAIN, evaluation_split
 from trainer.config import TrainerConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -72,8 +72,7 @@ class PipelineConfig:
 
     @property
     def evaluation_split(self) -> str:
-        """Where accuracy is reported and blessing decided: never a split training looked at."""
-        return TEST if TEST in self.splits else EVAL
+        return evaluation_split(self.splits)
 
     @property
     def push_base_directory(self) -> str:

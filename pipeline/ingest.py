@@ -33,7 +33,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -294,6 +294,11 @@ def _write_shard(
             writer.write(encode(data, label))
             written += 1
     return written, shapes, example_of, bad
+
+
+def evaluation_split(splits: Iterable[str]) -> str:
+    """Where accuracy is reported and blessing decided: never a split training looked at."""
+    return TEST if TEST in splits else EVAL
 
 
 def check_fraction(option: str, fraction: float) -> None:

@@ -11,6 +11,8 @@ from typing import Any
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from pipeline.ingest import EVAL
+
 _STATE_NAMES = {
     metadata_store_pb2.Execution.COMPLETE: "executed",
     metadata_store_pb2.Execution.CACHED: "cached",
@@ -195,16 +197,15 @@ def _read_metrics(summary: RunSummary, evaluation_uri: str) -> None:
     )
 
 
-def _read_training_record(summary: RunSummary, model_run_uri: str) -> None:
+def training_record(model_run_uri: str) -> dict[str, Any] | None:
+    """The Trainer's record (config, history, timings) in its model_run; None if unreadable."""
     from trainer.train import HISTORY_FILE
 
     try:
         with open(os.path.join(model_run_uri, HISTORY_FILE)) as f:
-            record = json.load(f)
+            return json.load(f)
     except (OSError, ValueError):
-        return
-    summary.trainer_eval_accuracy = record.get("final_eval_accuracy")
-    summary.recipe = record.get("config", {}).get("recipe")
+        return None
 
 
 def list_runs(metadata_path: str, pipeline_name: str) -> list[RunSummary]:
@@ -240,9 +241,11 @@ def summary_of(pipeline_name: str, run_id: str, nodes: dict[str, NodeRecord]) ->
             summary.examples_uri = outputs["Examples"].uri
         if "ModelRun" in outputs:
             summary.tensorboard_dir = outputs["ModelRun"].uri
-            _read_training_record(summary, summary.tensorboard_dir)
+            record = training_record(summary.tensorboard_dir) or {}
+            summary.trainer_eval_accuracy = record.get("final_eval_accuracy")
+            summary.recipe = record.get("config", {}).get("recipe")
         if node.name == "Evaluator":
-            splits = json.loads(value(node.execution, "example_splits") or "null") or ["eval"]
+            splits = json.loads(value(node.execution, "example_splits") or "null") or [EVAL]
             summary.evaluation_split = splits[0]
     if summary.evaluation_uri:
         _read_metrics(summary, summary.evaluation_uri)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import plots
+from pipeline.ingest import evaluation_split
 from pipeline.report.facts import collect
 
 __all__ = ["collect", "write_report", "REPORT_HTML", "REPORT_JSON"]
@@ -78,8 +79,7 @@ def write_report(report: dict[str, Any], out_dir: Path, max_eval_images: int = 2
     training, dataset = report["training"], report["dataset"]
     if training.get("available") and dataset.get("available"):
         # The split the Evaluator reported on: looking at its mistakes chooses nothing.
-        split = report["evaluation"].get("split") or (
-            "test" if "test" in dataset["splits"] else "eval")
+        split = report["evaluation"].get("split") or evaluation_split(dataset["splits"])
         report["misclassified"], mistakes = find_mistakes(
             training["model"], dataset["examples"], report["class_names"], split,
             max_examples=max_eval_images,

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.ingest import DATASET_INFO, EVAL, TRAIN
-from pipeline.summary import NodeRecord, RunSummary, run_nodes, summary_of, value
+from pipeline.summary import (
+    NodeRecord,
+    RunSummary,
+    run_nodes,
+    summary_of,
+    training_record,
+    value,
+)
 from trainer import features
 
 _ACCURACY = "sparse_categorical_accuracy"
@@ -142,14 +149,11 @@ def validation_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
 
 
 def training_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
-    from trainer.train import HISTORY_FILE
-
     trainer = nodes.get("Trainer")
     model_run = trainer.output("model_run") if trainer else None
-    history_path = Path(model_run.uri) / HISTORY_FILE if model_run is not None else None
-    if history_path is None or not history_path.is_file():
+    record = training_record(model_run.uri) if model_run is not None else None
+    if record is None:
         return _not_run(trainer, "Trainer")
-    record = json.loads(history_path.read_text())
     history = record.get("history", {})
     return {
         "available": True,
