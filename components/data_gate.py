@@ -6,9 +6,12 @@ each split with the last data that passed the gate (L-infinity distance, TFDV's 
 comparator), and raises with every finding spelled out. Transform runs after it, so nothing
 downstream runs and nothing is pushed when it fails.
 
-On success it publishes a copy of the statistics as `ValidatedStatistics`: the next run's
-drift baseline. Data that failed the gate never becomes a baseline, so re-running the same
-drifted data fails again instead of comparing the data with itself.
+The drift baseline is the data the model in production was trained on: the Pusher stores the
+gate's accepted statistics (`ValidatedStatistics`) in every version it pushes, and the gate
+reads them back from the newest served version (components/production.py). Data that failed
+the gate, or trained a model that was not pushed, never becomes a baseline, so re-running the
+same drifted data fails again instead of comparing the data with itself. The gate is never
+cached: its baseline changes outside the pipeline when a version is pushed or removed.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
 from tfx import types
 from tfx.dsl.components.base import base_component, base_executor, executor_spec
-from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
 from tfx.dsl.io import fileio
+from tfx.proto import pusher_pb2
 from tfx.types import artifact, artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 from tfx.utils import io_utils
 
+from components.production import production_model, push_base
 from trainer import features
 
 STATS_FILE = "FeatureStats.pb"
@@ -41,18 +45,6 @@ class ValidatedStatistics(artifact.Artifact):
     # KFP v2 wants custom type names of the form "<lowercase namespace>.<TypeName>".
     TYPE_NAME = "tfx_image.ValidatedStatistics"
     # No PROPERTIES (KFP v2 allows none on custom types): the splits are its Split-* folders.
-
-
-class LatestOrNothingStrategy(LatestArtifactStrategy):
-    """LatestArtifactStrategy that resolves to nothing, instead of failing, on a first run.
-
-    With LocalDagRunner the stock strategy marks the resolver failed and logs a traceback when
-    no artifact exists yet. The KFP v2 compiler accepts only the stock class, so the factory uses
-    this one for local runs only; both resolve the same artifact whenever one exists.
-    """
-
-    def resolve_artifacts(self, store, input_dict):
-        return self._resolve(input_dict)
 
 
 class DataValidationError(RuntimeError):
@@ -76,7 +68,7 @@ def _split_dir(uri: str, split: str) -> str:
     return os.path.join(uri, f"Split-{split}")
 
 
-def _splits_in(uri: str) -> list[str]:
+def splits_in(uri: str) -> list[str]:
     names = (str(name).rstrip("/") for name in fileio.listdir(uri))
     return sorted(n.removeprefix("Split-") for n in names if n.startswith("Split-"))
 
@@ -172,7 +164,7 @@ def label_drift_measurements(
     """The distance TFDV measured for each split, whether or not it crossed the threshold."""
     measured = []
     for split, anomalies, _ in _compare_labels(
-        statistics_uri, baseline_uri, _splits_in(statistics_uri), _splits_in(baseline_uri),
+        statistics_uri, baseline_uri, splits_in(statistics_uri), splits_in(baseline_uri),
         schema, max_label_drift,
     ):
         for info in anomalies.drift_skew_info:
@@ -198,12 +190,13 @@ class DataGateSpec(ComponentSpec):
         "allowed_anomaly_types": ExecutionParameter(type=str),
         # Largest accepted L-infinity distance between label distributions; <= 0 turns it off.
         "max_label_drift": ExecutionParameter(type=float),
+        # The Pusher's destination: the newest version there holds the baseline statistics.
+        "push_destination": ExecutionParameter(type=pusher_pb2.PushDestination, optional=True),
     }
     INPUTS = {
         "statistics": ChannelParameter(type=standard_artifacts.ExampleStatistics),
         "anomalies": ChannelParameter(type=standard_artifacts.ExampleAnomalies),
         "schema": ChannelParameter(type=standard_artifacts.Schema),
-        "baseline_statistics": ChannelParameter(type=ValidatedStatistics, optional=True),
     }
     OUTPUTS = {
         "validated_statistics": ChannelParameter(type=ValidatedStatistics),
@@ -227,12 +220,12 @@ class Executor(base_executor.BaseExecutor):
         findings = schema_anomalies(
             anomalies.uri, artifact_utils.decode_split_names(anomalies.split_names)
         )
-        baseline = input_dict.get("baseline_statistics") or []
+        production = production_model(push_base(exec_properties.get("push_destination")))
+        baseline = production.statistics if production else None
         max_drift = float(exec_properties.get("max_label_drift") or 0.0)
         if baseline and max_drift > 0:
-            base = baseline[-1]
             findings += label_drift(
-                statistics.uri, base.uri, splits, _splits_in(base.uri), schema, max_drift,
+                statistics.uri, baseline, splits, splits_in(baseline), schema, max_drift,
             )
         blocking = [f for f in findings if f.anomaly_type not in allowed]
         if blocking:
@@ -245,7 +238,8 @@ class Executor(base_executor.BaseExecutor):
                         os.path.join(_split_dir(output.uri, split), STATS_FILE), overwrite=True)
         report = {
             "statistics": statistics.uri,
-            "baseline": baseline[-1].uri if baseline else None,
+            "baseline": baseline,
+            "baseline_version": production.version if production else None,
             "accepted": [dataclasses.asdict(f) for f in findings],
         }
         with fileio.open(os.path.join(output.uri, REPORT_FILE), "w") as f:
@@ -253,6 +247,7 @@ class Executor(base_executor.BaseExecutor):
 
 
 class DataGate(base_component.BaseComponent):
+    READS_PRODUCTION = True
     SPEC_CLASS = DataGateSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 
@@ -261,7 +256,7 @@ class DataGate(base_component.BaseComponent):
         statistics: types.BaseChannel,
         anomalies: types.BaseChannel,
         schema: types.BaseChannel,
-        baseline_statistics: types.BaseChannel | None = None,
+        push_destination: pusher_pb2.PushDestination | Any = None,
         allowed_anomaly_types: list[str] | tuple[str, ...] = (),
         max_label_drift: float = 0.1,
     ) -> None:
@@ -273,7 +268,7 @@ class DataGate(base_component.BaseComponent):
             statistics=statistics,
             anomalies=anomalies,
             schema=schema,
-            baseline_statistics=baseline_statistics,
+            push_destination=push_destination,
             allowed_anomaly_types=json.dumps(sorted(allowed_anomaly_types)),
             max_label_drift=float(max_label_drift),
             validated_statistics=types.Channel(type=ValidatedStatistics),

@@ -1,13 +1,19 @@
-"""The stock TFMA Evaluator, minus the work of re-evaluating a model it has already evaluated.
+"""The stock TFMA Evaluator with the model in production as its baseline.
 
-With caching, re-running an unchanged pipeline reuses the Trainer's model, and the
-latest-blessed-model resolver returns that same model as the baseline. The stock Evaluator then
-evaluates it twice (on CIFAR-10: two models x two TTA views x 10,000 images) to find no change.
-Here, when the baseline is the candidate itself:
+The baseline is the newest version in the push destination (components/production.py), not an
+ML Metadata resolver: any orchestrator can read a folder, while open-source Kubeflow Pipelines
+cannot run resolver tasks. The served version is copied into the execution's temporary folder
+first (a snapshot, which Beam workers can read wherever the pipeline root is), and
+`baseline.json` in the evaluation output records which version it was.
+
+When the production model is the candidate itself (an unchanged re-run, where the Trainer is
+cached and its model was pushed):
   * the baseline is dropped (no change threshold can fail against oneself; value thresholds
     still apply), which makes the work identical to the evaluation that first blessed it, and
   * if that evaluation is in the pipeline root (same model, same eval config), its results are
     copied instead of recomputed, and the blessing is decided from its validation result.
+The Evaluator is never cached (`READS_PRODUCTION`): the served version changes outside the
+pipeline, and a cached blessing would be relative to a model that may no longer be served.
 """
 
 from __future__ import annotations
@@ -20,12 +26,23 @@ from typing import Any
 
 import tensorflow_model_analysis as tfma
 from google.protobuf import json_format
-from tfx.components import Evaluator
+from tfx import types
 from tfx.components.evaluator import constants
 from tfx.components.evaluator import executor as stock_executor
-from tfx.dsl.components.base import executor_spec
-from tfx.types import artifact, artifact_utils, standard_component_specs
-from tfx.utils import proto_utils
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.dsl.io import fileio
+from tfx.proto import pusher_pb2
+from tfx.types import artifact, artifact_utils, standard_artifacts, standard_component_specs
+from tfx.types.component_spec import ExecutionParameter
+from tfx.utils import io_utils, path_utils, proto_utils
+
+from components.production import (
+    join,
+    model_digest,
+    production_model,
+    push_base,
+    write_provenance,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +112,13 @@ def _write_blessing(
     return blessed
 
 
+PUSH_DESTINATION_KEY = "push_destination"
+
+
+def _serving_dir(model: artifact.Artifact) -> str:
+    return path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
+
+
 class Executor(stock_executor.Executor):
     def Do(  # noqa: N802 - TFX executor interface
         self,
@@ -102,24 +126,90 @@ class Executor(stock_executor.Executor):
         output_dict: dict[str, list[artifact.Artifact]],
         exec_properties: dict[str, Any],
     ) -> None:
-        models, baselines = input_dict.get(_MODEL) or [], input_dict.get(_BASELINE) or []
-        if models and baselines and models[0].id == baselines[0].id:
-            input_dict = {**input_dict, _BASELINE: []}
-            eval_config = _effective_eval_config(exec_properties)
-            output_uri = artifact_utils.get_single_uri(output_dict[_EVALUATION])
-            previous = eval_config and find_previous_evaluation(
-                output_uri, models[0].uri, eval_config
-            )
-            if previous:
-                shutil.copytree(previous, output_uri, dirs_exist_ok=True)
-                blessed = _write_blessing(input_dict, output_dict, output_uri)
-                log.info("model %d was already evaluated in %s: results reused (blessed: %s)",
-                         models[0].id, previous, blessed)
-                return
-            log.info("baseline is the candidate itself (model %d): evaluating it once, without "
-                     "a baseline", models[0].id)
+        candidate = artifact_utils.get_single_instance(input_dict[_MODEL])
+        production = production_model(push_base(exec_properties.get(PUSH_DESTINATION_KEY)))
+        output_uri = artifact_utils.get_single_uri(output_dict[_EVALUATION])
+        provenance = {
+            "candidate": _serving_dir(candidate),
+            "production": production.provenance() if production else None,
+        }
+        provenance["baseline_is_candidate"] = bool(
+            production and provenance["production"]["digest"] == model_digest(
+                provenance["candidate"])
+        )
+        input_dict = {**input_dict, _BASELINE: []}
+        if provenance["baseline_is_candidate"]:
+            self._evaluate_the_served_candidate(input_dict, output_dict, exec_properties)
+        elif production is not None:
+            snapshot = join(self._get_tmp_dir(), "production-model")
+            io_utils.copy_dir(production.path, path_utils.serving_model_dir(snapshot))
+            baseline = standard_artifacts.Model()
+            baseline.uri = snapshot
+            log.info("baseline: served version %d (%s)", production.version, production.path)
+            try:
+                super().Do({**input_dict, _BASELINE: [baseline]}, output_dict, exec_properties)
+            finally:
+                fileio.rmtree(snapshot)
+        else:
+            log.info("no served version yet: evaluating the candidate without a baseline")
+            super().Do(input_dict, output_dict, exec_properties)
+        write_provenance(output_uri, provenance)
+        blessing = artifact_utils.get_single_instance(output_dict[_BLESSING])
+        if production is not None and not provenance["baseline_is_candidate"]:
+            blessing.set_string_custom_property(
+                constants.ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY, production.path)
+            blessing.set_int_custom_property("baseline_version", production.version)
+
+    def _evaluate_the_served_candidate(
+        self,
+        input_dict: dict[str, list[artifact.Artifact]],
+        output_dict: dict[str, list[artifact.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        model = input_dict[_MODEL][0]
+        eval_config = _effective_eval_config(exec_properties)
+        output_uri = artifact_utils.get_single_uri(output_dict[_EVALUATION])
+        previous = eval_config and find_previous_evaluation(output_uri, model.uri, eval_config)
+        if previous:
+            shutil.copytree(previous, output_uri, dirs_exist_ok=True)
+            blessed = _write_blessing(input_dict, output_dict, output_uri)
+            log.info("model %d was already evaluated in %s: results reused (blessed: %s)",
+                     model.id, previous, blessed)
+            return
+        log.info("the served version is the candidate itself (model %d): evaluating it once, "
+                 "without a baseline", model.id)
         super().Do(input_dict, output_dict, exec_properties)
 
 
-class ImageEvaluator(Evaluator):
+class ImageEvaluatorSpec(standard_component_specs.EvaluatorSpec):
+    PARAMETERS = {
+        **standard_component_specs.EvaluatorSpec.PARAMETERS,
+        # The Pusher's destination: its newest version is the baseline.
+        PUSH_DESTINATION_KEY: ExecutionParameter(type=pusher_pb2.PushDestination, optional=True),
+    }
+
+
+class ImageEvaluator(base_component.BaseComponent):
+    READS_PRODUCTION = True
+    SPEC_CLASS = ImageEvaluatorSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
+
+    def __init__(
+        self,
+        examples: types.BaseChannel,
+        model: types.BaseChannel,
+        eval_config: tfma.EvalConfig,
+        example_splits: list[str],
+        push_destination: pusher_pb2.PushDestination | Any = None,
+        schema: types.BaseChannel | None = None,
+    ) -> None:
+        super().__init__(spec=ImageEvaluatorSpec(
+            examples=examples,
+            model=model,
+            schema=schema,
+            eval_config=eval_config,
+            example_splits=json.dumps(example_splits),
+            push_destination=push_destination,
+            evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
+            blessing=types.Channel(type=standard_artifacts.ModelBlessing),
+        ))

@@ -11,6 +11,8 @@ and a cached re-run pushes the same model again as a new version. Here:
     existing one. A crash before the rename leaves the served versions untouched; the next
     push removes the stale staging folder.
   * If the newest served version holds the same files, no new version is created.
+  * The statistics of the data the model was trained on (as accepted by the DataGate) go into
+    the version's assets.extra/: the drift baseline of the runs that follow (production.py).
 File access goes through TFX's fileio, so gs:// and s3:// bases work; the rename is atomic on
 local and POSIX filesystems, while object stores copy, so there the verification before the
 rename is what protects the server.
@@ -18,22 +20,30 @@ rename is what protects the server.
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from tfx import types
-from tfx.components import Pusher
 from tfx.components.pusher import executor as stock_executor
-from tfx.dsl.components.base import executor_spec
+from tfx.dsl.components.base import base_component, executor_spec
 from tfx.dsl.io import fileio
 from tfx.proto import pusher_pb2
-from tfx.types import artifact_utils, standard_component_specs
-from tfx.utils import io_utils, proto_utils
+from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
+from tfx.types.component_spec import ChannelParameter
+from tfx.utils import io_utils
 
+from components.data_gate import STATS_FILE, ValidatedStatistics, splits_in
+from components.production import (
+    STATISTICS_DIR,
+    model_digest,
+    push_base,
+    served_versions,
+)
+from components.production import join as _join
 from trainer import features
 
 log = logging.getLogger(__name__)
@@ -43,31 +53,6 @@ STAGING_PREFIX = ".staging-"
 
 class PushVerificationError(RuntimeError):
     """The model failed its checks in staging; nothing was pushed."""
-
-
-def _join(*parts: str) -> str:
-    return "/".join(part.rstrip("/") for part in parts)
-
-
-def model_digest(model_dir: str) -> str:
-    """SHA-256 over every file's relative path and bytes."""
-    root = str(model_dir).rstrip("/")
-    files = []
-    for folder, _, names in fileio.walk(root):
-        files += [_join(str(folder), str(name)) for name in names]
-    digest = hashlib.sha256()
-    for path in sorted(files):
-        digest.update(path[len(root):].encode() + b"\0")
-        with fileio.open(path, "rb") as f:
-            digest.update(f.read())
-    return digest.hexdigest()
-
-
-def served_versions(base: str) -> list[int]:
-    if not fileio.isdir(base):
-        return []
-    names = (str(name).rstrip("/") for name in fileio.listdir(base))
-    return sorted(int(n) for n in names if n.isdigit() and fileio.isdir(_join(base, n)))
 
 
 def verify_saved_model(model_dir: str) -> None:
@@ -133,9 +118,11 @@ def push_model(
     base: str,
     verify: Callable[[str], None] = verify_saved_model,
     now: Callable[[], float] = time.time,
+    add_files: Callable[[str], None] | None = None,
 ) -> tuple[int, str, bool]:
     """Push model_dir under base; returns (version, version dir, whether it already existed).
 
+    add_files(staging) adds files to the version before it is verified and renamed into place.
     Assumes one pusher per base directory at a time (runs on a pipeline root are serialized).
     """
     base = str(base).rstrip("/")
@@ -152,6 +139,8 @@ def push_model(
     staging = _join(base, f"{STAGING_PREFIX}{uuid.uuid4().hex}")
     try:
         io_utils.copy_dir(str(model_dir), staging)
+        if add_files is not None:
+            add_files(staging)
         verify(staging)
         version = max(int(now()), versions[-1] + 1 if versions else 0)
         target = _join(base, str(version))
@@ -161,6 +150,19 @@ def push_model(
             fileio.rmtree(staging)
     log.info("pushed version %d to %s", version, target)
     return version, target, False
+
+
+def statistics_copier(statistics_uri: str) -> Callable[[str], None]:
+    """Copies gate-approved statistics into a version: the next runs' drift baseline."""
+
+    def copy(version_dir: str) -> None:
+        for split in splits_in(statistics_uri):
+            target = _join(version_dir, STATISTICS_DIR, f"Split-{split}")
+            fileio.makedirs(target)
+            fileio.copy(os.path.join(statistics_uri, f"Split-{split}", STATS_FILE),
+                        _join(target, STATS_FILE), overwrite=True)
+
+    return copy
 
 
 class Executor(stock_executor.Executor):
@@ -178,17 +180,41 @@ class Executor(stock_executor.Executor):
             self._MarkNotPushed(model_push)
             return
         model_path = self.GetModelPath(input_dict)
-        destination = pusher_pb2.PushDestination()
-        proto_utils.json_to_proto(
-            exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination
-        )
-        if destination.WhichOneof("destination") != "filesystem":
-            raise NotImplementedError("only filesystem push destinations are supported")
-        version, target, existed = push_model(model_path, destination.filesystem.base_directory)
+        base = push_base(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY])
+        statistics = input_dict.get(STATISTICS_KEY) or []
+        add_files = statistics_copier(statistics[0].uri) if statistics else None
+        version, target, existed = push_model(model_path, base, add_files=add_files)
         io_utils.copy_dir(model_path, model_push.uri)
         self._MarkPushed(model_push, pushed_destination=target, pushed_version=str(version))
         model_push.set_int_custom_property("already_served", int(existed))
 
 
-class AtomicPusher(Pusher):
+STATISTICS_KEY = "statistics"
+
+
+class AtomicPusherSpec(standard_component_specs.PusherSpec):
+    INPUTS = {
+        **standard_component_specs.PusherSpec.INPUTS,
+        # The DataGate's accepted statistics, stored with the version (see module docstring).
+        STATISTICS_KEY: ChannelParameter(type=ValidatedStatistics, optional=True),
+    }
+
+
+class AtomicPusher(base_component.BaseComponent):
+    SPEC_CLASS = AtomicPusherSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+
+    def __init__(
+        self,
+        model: types.BaseChannel,
+        model_blessing: types.BaseChannel,
+        push_destination: pusher_pb2.PushDestination | Any,
+        statistics: types.BaseChannel | None = None,
+    ) -> None:
+        super().__init__(spec=AtomicPusherSpec(
+            model=model,
+            model_blessing=model_blessing,
+            push_destination=push_destination,
+            statistics=statistics,
+            pushed_model=types.Channel(type=standard_artifacts.PushedModel),
+        ))

@@ -6,10 +6,11 @@ Dockerfile); Transform and Trainer find `trainer.*` by module path inside it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pipeline.config import PipelineConfig
-from pipeline.factory import create_pipeline, runtime_parameter_values
+from pipeline.factory import create_pipeline, runtime_parameter_values, uncached_node_ids
 
 # Beam on the cluster: DirectRunner inside the component pod unless overridden in config.
 KFP_BEAM_ARGS = ("--runner=DirectRunner", "--direct_running_mode=multi_processing",
@@ -59,6 +60,23 @@ def beam_args(preset: str, **values: str) -> tuple[str, ...]:
     return tuple(filled)
 
 
+# The image's working directory (Dockerfile WORKDIR), where the repository's folders are copied.
+IMAGE_WORKDIR = "/pipeline"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def image_path(local: str | Path) -> str:
+    """Where the image holds a file of this repository (e.g. the curated schema)."""
+    local = Path(local).resolve()
+    if not local.is_relative_to(REPO_ROOT):
+        raise ValueError(
+            f"{local} is not in this repository, so the image does not contain it. Put it under "
+            "schema/ before building the image, or copy it to the bucket and pass its URI with "
+            "--image-schema (it is still read here, to check its classes)."
+        )
+    return f"{IMAGE_WORKDIR}/{local.relative_to(REPO_ROOT).as_posix()}"
+
+
 def kfp_config(**fields) -> PipelineConfig:
     """A PipelineConfig for Kubeflow: no local MLMD (the cluster provides it)."""
     fields.setdefault("beam_pipeline_args", KFP_BEAM_ARGS)
@@ -71,10 +89,20 @@ def compile_pipeline(config: PipelineConfig, output: str | Path, image: str) -> 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
-        config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(default_image=image),
+        config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(
+            default_image=image, use_pipeline_spec_2_1=True),
         output_dir=str(output.parent),
         output_filename=output.name,
     )
-    runner.run(create_pipeline(config), parameter_values=runtime_parameter_values(config),
-               write_out=True)
+    pipeline = create_pipeline(config)
+    runner.run(pipeline, parameter_values=runtime_parameter_values(config), write_out=True)
+    job = json.loads(output.read_text())
+    root = job["pipelineSpec"]["root"]
+    for node_id in uncached_node_ids(pipeline):
+        root["dag"]["tasks"][node_id]["cachingOptions"] = {"enableCache": False}
+    # The uploaded spec carries the compiled values as defaults: the open-source API server
+    # never sees the PipelineJob's runtimeConfig, and refuses a run lacking any parameter.
+    for name, default in job["runtimeConfig"]["parameterValues"].items():
+        root["inputDefinitions"]["parameters"][name]["defaultValue"] = default
+    output.write_text(json.dumps(job, indent=2, sort_keys=True))
     return output

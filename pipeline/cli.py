@@ -205,7 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile-kfp", help="compile the pipeline to a Kubeflow Pipelines v2 spec",
                        epilog="example: python -m pipeline compile-kfp --output pipeline.json "
                               "--pipeline-root gs://bucket/tfx --data-root gs://bucket/data")
-    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--output", type=Path, help="where to write the spec (PipelineJob JSON)")
+    p.add_argument("--check", nargs="?", const=True, default=False, metavar="SPEC",
+                   help="check the spec against the open-source KFP backend's rules and load it "
+                        "with the KFP SDK: the one just compiled, or an existing SPEC file "
+                        "(then nothing is compiled); exit 1 naming each task that breaks one")
     p.add_argument("--image", default="tfx-image-classification:latest",
                    help="container image with this project installed")
     p.add_argument("--pipeline-root", default="gs://YOUR_BUCKET/tfx-image-classification")
@@ -214,8 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serving-dir", default="gs://YOUR_BUCKET/serving_model")
     p.add_argument("--dataset-info", type=Path,
                    help="dataset.json from `ingest` (class names, image shape); default digits")
-    p.add_argument("--image-schema", default="/pipeline/schema/schema.pbtxt",
-                   help="schema path inside the image (default %(default)s)")
+    p.add_argument("--image-schema",
+                   help="where the cluster reads --schema: a path inside the image or a gs:// "
+                        "URI (default: the image's copy, for a schema under this repository)")
     beam = p.add_argument_group("Beam", "Where StatisticsGen, Transform and Evaluator run.")
     beam.add_argument("--beam", choices=("direct", "dataflow", "flink", "spark"),
                       default="direct", help="DirectRunner in the pod (default), Dataflow, or "
@@ -490,21 +495,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_compile_kfp(args: argparse.Namespace) -> int:
-    from kubeflow.compile import beam_args, compile_pipeline, kfp_config
+    from kubeflow.compile import beam_args, compile_pipeline, image_path, kfp_config
     from pipeline.config import EvalThresholds
     from pipeline.ingest import load_dataset_info
+    from pipeline.schema import check_num_classes
 
+    if isinstance(args.check, str):
+        return _check_kfp_spec(Path(args.check), None)
+    if args.output is None:
+        raise ValueError("compile-kfp needs --output (or --check SPEC to check an existing spec)")
     if args.dataset_info:
         info = load_dataset_info(args.dataset_info.parent)
         class_names, image_shape = info.class_names, info.image_shape
         split_counts = info.split_counts
         model_name = args.model_name or args.dataset_info.parent.name
+        source = str(args.dataset_info)
     else:
         from pipeline.datasets import DIGITS_CLASS_NAMES, DIGITS_IMAGE_SHAPE, DIGITS_SPLIT_COUNTS
 
         class_names, image_shape = DIGITS_CLASS_NAMES, DIGITS_IMAGE_SHAPE
         split_counts = DIGITS_SPLIT_COUNTS
         model_name = args.model_name or "digits"
+        source = "the built-in digits dataset (no --dataset-info)"
+    try:
+        check_num_classes(args.schema, len(class_names))
+    except ValueError as e:
+        raise ValueError(f"{e} (classes from {source})") from None
     config = kfp_config(
         pipeline_name=args.pipeline_name,
         pipeline_root=args.pipeline_root,
@@ -512,7 +528,7 @@ def cmd_compile_kfp(args: argparse.Namespace) -> int:
         serving_dir=args.serving_dir,
         model_name=model_name,
         trainer=_trainer_config(args, class_names, image_shape, split_counts),
-        schema_path=args.image_schema,
+        schema_path=args.image_schema or image_path(args.schema),
         splits=tuple(split_counts),
         thresholds=EvalThresholds(args.min_accuracy, args.max_regression),
         allowed_anomaly_types=tuple(args.allow_anomaly),
@@ -524,6 +540,25 @@ def cmd_compile_kfp(args: argparse.Namespace) -> int:
     )
     compile_pipeline(config, args.output, image=args.image)
     print(f"wrote Kubeflow Pipelines v2 spec {args.output} (image {args.image})")
+    if args.check:
+        return _check_kfp_spec(args.output, args.image)
+    return EXIT_OK
+
+
+def _check_kfp_spec(path: Path, image: str | None) -> int:
+    from kubeflow.conformance import check_file
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such spec file")
+    violations = check_file(path, image)
+    for violation in violations:
+        print(violation.line(), file=sys.stderr)
+    if violations:
+        tasks = sorted({v.task for v in violations})
+        print(f"{path}: {len(violations)} problem(s) for open-source Kubeflow Pipelines, in "
+              f"{', '.join(tasks)}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{path}: passes the open-source KFP v2 backend's rules and loads with the KFP SDK")
     return EXIT_OK
 
 

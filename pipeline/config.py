@@ -59,8 +59,8 @@ class PipelineConfig:
     # SQLite MLMD store for local runs; None on Kubeflow (the cluster provides MLMD).
     metadata_path: str | None = None
     enable_cache: bool = True
-    # "local" (LocalDagRunner) or "kubeflow" (KubeflowV2DagRunner): the few node choices that
-    # differ, such as resolver strategies the KFP v2 compiler accepts.
+    # "local" (LocalDagRunner) or "kubeflow" (KubeflowV2DagRunner). The graph is the same; on
+    # Kubeflow the data root, training config and push destination are run-time parameters.
     orchestrator: str = "local"
     beam_pipeline_args: tuple[str, ...] = LOCAL_BEAM_ARGS
 

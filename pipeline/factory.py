@@ -11,26 +11,15 @@ import json
 import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
 from google.protobuf import json_format
-from tfx.components import (
-    ExampleValidator,
-    ImportExampleGen,
-    StatisticsGen,
-    Trainer,
-    Transform,
-)
+from tfx.components import ExampleValidator, StatisticsGen, Trainer, Transform
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
-from tfx.dsl.components.common.resolver import Resolver
-from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
-from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
-    LatestBlessedModelStrategy,
-)
 from tfx.orchestration import data_types, metadata
 from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2
-from tfx.types import Channel, standard_artifacts
 
-from components.data_gate import DataGate, LatestOrNothingStrategy, ValidatedStatistics
+from components.data_gate import DataGate
 from components.evaluator import ImageEvaluator
+from components.example_gen import TFRecordExampleGen
 from components.pusher import AtomicPusher
 from pipeline.config import PREPROCESSING_FN, RUN_FN, PipelineConfig
 from pipeline.ingest import EVAL, TRAIN
@@ -113,7 +102,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
             data_types.RuntimeParameter(name, ptype=str, default=value)
             for name, value in runtime_parameter_values(config).items()
         )
-    example_gen = ImportExampleGen(
+    example_gen = TFRecordExampleGen(
         input_base=data_root,
         input_config=example_gen_pb2.Input(
             splits=[
@@ -121,7 +110,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
                 for split in config.splits
             ]
         ),
-    )
+    ).with_id("ImportExampleGen")
     schema_gen = ImportSchemaGen(schema_file=config.schema_path)
     # With the schema, StatisticsGen counts each class (the label is categorical there);
     # semantic-domain statistics detect image formats, which the schema's image_domain checks.
@@ -133,18 +122,12 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
     example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
-    # The statistics of the last data that passed the gate: the drift baseline.
-    baseline_resolver = Resolver(
-        strategy_class=(
-            LatestArtifactStrategy if config.orchestrator == "kubeflow" else LatestOrNothingStrategy
-        ),
-        statistics=Channel(type=ValidatedStatistics),
-    ).with_id("validated_statistics_resolver")
+    # Drift baseline: the statistics stored with the served version (components/production.py).
     data_gate = DataGate(
         statistics=statistics_gen.outputs["statistics"],
         anomalies=example_validator.outputs["anomalies"],
         schema=schema_gen.outputs["schema"],
-        baseline_statistics=baseline_resolver.outputs["statistics"],
+        push_destination=push_destination,
         allowed_anomaly_types=config.allowed_anomaly_types,
         max_label_drift=config.max_label_drift,
     )
@@ -170,24 +153,22 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         eval_args=trainer_pb2.EvalArgs(splits=[EVAL]),
         custom_config=trainer_config,
     )
-    model_resolver = Resolver(
-        strategy_class=LatestBlessedModelStrategy,
-        model=Channel(type=standard_artifacts.Model),
-        model_blessing=Channel(type=standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    # Baseline: the model in production, the newest version in the push destination.
     evaluator = ImageEvaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
-        baseline_model=model_resolver.outputs["model"],
         eval_config=build_eval_config(config),
         example_splits=[config.evaluation_split],
+        push_destination=push_destination,
         schema=schema_gen.outputs["schema"],
     ).with_id("Evaluator")
-    # Stages, verifies and renames into place; an identical model is not pushed twice.
+    # Stages, verifies and renames into place; an identical model is not pushed twice. The
+    # gate's accepted statistics travel with the version as the next drift baseline.
     pusher = AtomicPusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         push_destination=push_destination,
+        statistics=data_gate.outputs["validated_statistics"],
     ).with_id("Pusher")
 
     connection = (
@@ -203,11 +184,9 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
             schema_gen,
             statistics_gen,
             example_validator,
-            baseline_resolver,
             data_gate,
             transform,
             trainer,
-            model_resolver,
             evaluator,
             pusher,
         ],
@@ -215,3 +194,12 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         metadata_connection_config=connection,
         beam_pipeline_args=list(config.beam_pipeline_args),
     )
+
+
+def uncached_node_ids(pipeline: tfx_pipeline.Pipeline) -> list[str]:
+    """Nodes that read the served model, which changes outside the pipeline: never cached.
+
+    Both runners apply it (pipeline/local_runner.py and kubeflow/compile.py), so a re-run after
+    a push, or after a version was removed, always compares with what is served now.
+    """
+    return [c.id for c in pipeline.components if getattr(c, "READS_PRODUCTION", False)]

@@ -70,7 +70,6 @@ def model_lineage(metadata_path: str, version: str) -> dict[str, Any]:
         evaluator = _producer(store, blessing.id)
         lineage["blessed"] = bool(_value(blessing, "blessed"))
         lineage["evaluated_by_run"] = _run_id(store, evaluator.id)
-        evaluator_inputs = _inputs(store, evaluator.id)
-        baseline = evaluator_inputs.get("baseline_model")
-        lineage["baseline_model"] = baseline.uri if baseline is not None else None
+        # The served version the Evaluator compared with (components/evaluator.py).
+        lineage["baseline_model"] = _value(blessing, "baseline_model")
     return lineage

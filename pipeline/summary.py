@@ -276,7 +276,7 @@ def format_summary(
         yield (f"  training: recipe {summary.recipe}, final accuracy on the eval split "
                f"(early stopping's) {_fmt(summary.trainer_eval_accuracy)}")
     if summary.baseline_accuracy is None:
-        yield "  baseline: none (no earlier blessed model)"
+        yield "  baseline: none (no version served yet)"
     else:
         change = (summary.accuracy or 0) - summary.baseline_accuracy
         yield f"  baseline accuracy {_fmt(summary.baseline_accuracy)} (change {change:+.4f})"

@@ -3,7 +3,9 @@
     python scripts/upload_pipeline.py --host https://KFP_HOST --spec pipeline.json \
         --name image-classifier [--version v2] [--run]
 
-Needs network access to the KFP API (not available on the development machines).
+Checks the spec against the open-source backend's rules first (kubeflow/conformance.py) and
+refuses to upload one that breaks them. Needs network access to the KFP API (not available on the
+development machines).
 """
 
 from __future__ import annotations
@@ -28,9 +30,21 @@ def main(argv: list[str] | None = None) -> int:
     if "pipelineSpec" not in job:
         print(f"{args.spec}: not a compile-kfp output (no pipelineSpec)", file=sys.stderr)
         return 2
-    # compile-kfp writes a PipelineJob; the KFP client uploads the PipelineSpec inside it.
-    spec_file = args.spec.with_suffix(".pipeline_spec.json")
-    spec_file.write_text(json.dumps(job["pipelineSpec"]))
+    # What the open-source backend would refuse at upload or run time, refused here first.
+    from kubeflow.conformance import check_file
+
+    violations = check_file(args.spec)
+    if violations:
+        for violation in violations:
+            print(violation.line(), file=sys.stderr)
+        print(f"{args.spec}: not uploaded; see docs/deploy.md", file=sys.stderr)
+        return 1
+    # compile-kfp writes a PipelineJob; the KFP client uploads the PipelineSpec inside it, as
+    # YAML (the client's package reader takes .yaml, .zip and .tar.gz only).
+    import yaml
+
+    spec_file = args.spec.with_suffix(".pipeline_spec.yaml")
+    spec_file.write_text(yaml.safe_dump(job["pipelineSpec"], sort_keys=True))
 
     import kfp
 

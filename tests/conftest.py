@@ -21,12 +21,14 @@ MODEL_NAME = "colors"
 
 # Runs on one pipeline root, in order: a good model; an unchanged re-run (everything cached, the
 # evaluation reused); a new model with the first as baseline; an untrained candidate, gated only
-# by the no-regression threshold.
+# by the no-regression threshold; the second's config again after the served version was rolled
+# back to the first model (cached training, but the Evaluator must compare with what is served).
 RUNS = {
     "first": ["--epochs", "8"],
     "rerun": ["--epochs", "8"],
     "second": ["--epochs", "9"],
     "worse": ["--epochs", "0", "--min-accuracy", "0"],
+    "after_rollback": ["--epochs", "9"],
 }
 
 
@@ -46,6 +48,8 @@ class PipelineRuns:
     snapshots: dict[str, dict[str, bytes]]
     # MLMD pipeline_run context name of each run.
     run_ids: dict[str, str]
+    # The version made, before the run "after_rollback", from the first run's model.
+    rolled_back_to: str = ""
 
     @property
     def metadata_path(self) -> str:
@@ -68,6 +72,16 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
     }
+
+
+def _roll_back(model_base: Path, first_snapshot: dict[str, bytes]) -> str:
+    """Serve the first run's model again, as a new version: what an operator's rollback does."""
+    import shutil
+
+    (first_version,) = {path.split("/")[1] for path in first_snapshot}
+    newest = max(int(p.name) for p in model_base.iterdir() if p.name.isdigit())
+    shutil.copytree(model_base / first_version, model_base / str(newest + 1))
+    return str(newest + 1)
 
 
 @pytest.fixture(scope="session")
@@ -97,6 +111,8 @@ def pipeline_runs(tmp_path_factory: pytest.TempPathFactory) -> PipelineRuns:
     from pipeline.summary import summarize_run
 
     for name, extra in RUNS.items():
+        if name == "after_rollback":
+            runs.rolled_back_to = _roll_back(runs.model_base, runs.snapshots["first"])
         runs.exit_codes[name] = main(common + extra)
         runs.snapshots[name] = snapshot(runs.serving_dir)
         runs.run_ids[name] = summarize_run(runs.metadata_path, PIPELINE_NAME).run_id

@@ -52,7 +52,7 @@ def test_run_killed_during_training_then_a_clean_rerun(tmp_path: Path) -> None:
     assert main([*args, "--epochs", "2"]) == EXIT_OK
     summary = summarize_run(str(root / "metadata" / "crash.sqlite"), "crash")
     states = {c.name: c.state for c in summary.components}
-    assert states["Transform"] == "cached"  # finished before the kill: reused
+    assert states["Transform"] == "cached", states  # finished before the kill: reused
     assert states["Trainer"] == "executed"
     assert summary.pushed
     assert summary.evaluation_split == "eval"

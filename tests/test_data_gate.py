@@ -263,6 +263,10 @@ def test_report_shows_label_drift_against_the_accepted_data(gate_runs: GateRuns)
     train = next(m for m in drifted["drift"] if m["split"] == "train")
     assert train["distance"] > train["threshold"] == pytest.approx(0.1)
     assert drifted["drift_baseline"] == train["baseline"]
+    # The statistics the served model was trained on, stored with it by the Pusher.
+    served = gate_runs.serving_dir / "gate"
+    assert Path(drifted["drift_baseline"]).parent.parent.parent == served
+    assert drifted["drift_baseline"].endswith("/assets.extra/training_statistics")
     accepted = gate_runs.runs["drift_accepted"].report["validation"]
     train = next(m for m in accepted["drift"] if m["split"] == "train")
     assert 0.1 < train["distance"] <= train["threshold"] == pytest.approx(0.5)

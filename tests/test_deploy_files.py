@@ -21,18 +21,23 @@ def _copied() -> set[str]:
 def test_image_contains_every_module_the_pipeline_references_by_path() -> None:
     import components.data_gate
     import components.evaluator
+    import components.example_gen
     import components.pusher
 
     modules = {PREPROCESSING_FN, RUN_FN, components.data_gate.__name__,
-               components.evaluator.__name__, components.pusher.__name__}
+               components.evaluator.__name__, components.example_gen.__name__,
+               components.pusher.__name__}
     assert {m.split(".")[0] for m in modules} <= _copied()
     assert {"requirements", "schema", "pyproject.toml"} <= _copied()
 
 
 def test_compile_kfp_default_schema_path_is_inside_the_image() -> None:
+    from kubeflow.compile import IMAGE_WORKDIR, image_path
+
     workdir = re.search(r"^WORKDIR (\S+)", DOCKERFILE, re.M).group(1)
+    assert workdir == IMAGE_WORKDIR
     args = build_parser().parse_args(["compile-kfp", "--output", "x.json"])
-    assert args.image_schema == f"{workdir}/schema/schema.pbtxt"
+    assert image_path(args.schema) == f"{workdir}/schema/schema.pbtxt"
 
 
 def test_image_installs_like_make_install() -> None:

@@ -11,11 +11,8 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from pipeline.cli import main
 
 COMPONENTS = {
-    "ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-    "validated_statistics_resolver", "DataGate", "Transform", "Trainer", "Evaluator", "Pusher",
-    # KFP v2 has no resolver node: TFX compiles the Resolver into one task per channel.
-    "latest_blessed_model_resolver-model-resolver",
-    "latest_blessed_model_resolver-model-blessing-resolver",
+    "ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "DataGate",
+    "Transform", "Trainer", "Evaluator", "Pusher",
 }
 
 
@@ -57,7 +54,12 @@ def test_runtime_parameters_feed_the_tasks_with_the_compiled_defaults(tmp_path: 
     spec = job["pipelineSpec"]
     assert set(spec["root"]["inputDefinitions"]["parameters"]) == {
         "data-root", "trainer-config", "push-destination"}
-    defaults = {k: v["stringValue"] for k, v in job["runtimeConfig"]["parameters"].items()}
+    defaults = job["runtimeConfig"]["parameterValues"]
+    # The same values are the spec's own defaults: the open-source API server never sees the
+    # runtimeConfig of the PipelineJob, only the uploaded spec.
+    root_parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert {k: v["defaultValue"] for k, v in root_parameters.items()} == defaults
+    assert {v["parameterType"] for v in root_parameters.values()} == {"STRING"}
     assert defaults["data-root"] == "gs://bucket/data"
     assert json.loads(defaults["trainer-config"])["epochs"] == 5
     push = json.loads(defaults["push-destination"])
@@ -69,7 +71,16 @@ def test_runtime_parameters_feed_the_tasks_with_the_compiled_defaults(tmp_path: 
 
     assert source("ImportExampleGen", "input_base") == "data-root"
     assert source("Trainer", "custom_config") == "trainer-config"
-    assert source("Pusher", "push_destination") == "push-destination"
+    # The served model is the Evaluator's baseline and holds the gate's drift baseline.
+    for task in ("Pusher", "Evaluator", "DataGate"):
+        assert source(task, "push_destination") == "push-destination"
+
+
+def test_tasks_that_read_the_served_model_are_never_cached(tmp_path: Path) -> None:
+    tasks = _compile(tmp_path)["pipelineSpec"]["root"]["dag"]["tasks"]
+    caching = {name: task["cachingOptions"].get("enableCache", False)
+               for name, task in tasks.items()}
+    assert caching == {name: name not in {"Evaluator", "DataGate"} for name in COMPONENTS}
 
 
 def test_beam_presets_compile_for_dataflow_flink_and_spark(tmp_path: Path, caplog) -> None:
@@ -89,3 +100,101 @@ def test_beam_presets_compile_for_dataflow_flink_and_spark(tmp_path: Path, caplo
     assert main(["compile-kfp", "--output", str(output), "--beam", "dataflow"]) == 2
     assert "needs --project" in caplog.text
     assert not output.exists()
+
+
+def _spec(tmp_path: Path) -> dict:
+    return _compile(tmp_path)["pipelineSpec"]
+
+
+def _rules(violations) -> set[tuple[str, str]]:
+    return {(v.task, v.rule) for v in violations}
+
+
+def test_compiled_spec_passes_the_open_source_backend_rules(tmp_path: Path, capsys) -> None:
+    from kubeflow.conformance import check_file
+
+    output = tmp_path / "pipeline.json"
+    assert main(["compile-kfp", "--output", str(output), "--check"]) == 0
+    assert "passes the open-source KFP v2 backend's rules" in capsys.readouterr().out
+    assert check_file(output) == []  # includes kfp.components.load_component_from_file
+    spec = json.loads(output.read_text())["pipelineSpec"]
+    assert spec["schemaVersion"] == "2.1.0"
+    executors = spec["deploymentSpec"]["executors"].values()
+    assert all(set(e) == {"container"} and "lifecycle" not in e["container"] for e in executors)
+
+
+def test_check_names_resolver_and_custom_job_tasks(tmp_path: Path, capsys) -> None:
+    """A spec as TFX compiles a Resolver node, and a Vertex CustomJob task: refused, by name."""
+    job = _compile(tmp_path)
+    spec = job["pipelineSpec"]
+    executors, tasks = spec["deploymentSpec"]["executors"], spec["root"]["dag"]["tasks"]
+    executors["latest_model_resolver_executor"] = {"resolver": {"outputArtifactQueries": {}}}
+    executors["train_on_vertex_executor"] = {"customJob": {"customJob": {}}}
+    for name, label in (("latest_model_resolver", "latest_model_resolver_executor"),
+                        ("train_on_vertex", "train_on_vertex_executor")):
+        spec["components"][name] = {"executorLabel": label}
+        tasks[name] = {"componentRef": {"name": name}, "taskInfo": {"name": name}}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(job))
+    assert main(["compile-kfp", "--check", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "latest_model_resolver: [executor-kind]" in err
+    assert "train_on_vertex: [executor-kind]" in err
+    assert "in latest_model_resolver, train_on_vertex" in err
+
+
+def test_check_rules_on_broken_specs(tmp_path: Path) -> None:
+    from kubeflow.conformance import check_spec, module_in_image
+
+    spec = _spec(tmp_path)
+    assert check_spec(spec) == []
+    executors = spec["deploymentSpec"]["executors"]
+    # A pre-cache hook, as TFX emits for a FileBasedExampleGen: never run by the open source
+    # driver.
+    executors["ImportExampleGen_executor"]["container"]["lifecycle"] = {
+        "preCacheCheck": {"command": ["python", "-m", "x"]}}
+    executors["Trainer_executor"]["container"]["image"] = "another/image:2"
+    executors["Pusher_executor"]["container"]["command"] = ["python", "-m", "trainer.nope"]
+    executors["Evaluator_executor"]["container"]["args"][1] = "components.evaluator.Nope"
+    tasks = spec["root"]["dag"]["tasks"]
+    tasks["Transform"]["inputs"]["artifacts"]["examples"]["taskOutputArtifact"][
+        "producerTask"] = "Ghost"
+    tasks["Trainer"]["inputs"]["parameters"]["run_fn"]["runtimeValue"]["constant"] = "trainer.x.f"
+    del spec["root"]["inputDefinitions"]["parameters"]["data-root"]["defaultValue"]
+    del spec["root"]["inputDefinitions"]["parameters"]["trainer-config"]["parameterType"]
+    spec["pipelineInfo"]["name"] = "Image_Classifier"
+    assert _rules(check_spec(spec, image="registry.example/tfx-img:1")) == {
+        ("ImportExampleGen", "lifecycle-hook"), ("Trainer", "one-image"),
+        ("Pusher", "module"), ("Evaluator", "module"), ("Transform", "input-producer"),
+        ("Trainer", "module"), ("<pipeline>", "parameter-default"),
+        ("<pipeline>", "parameter-type"), ("<pipeline>", "pipeline-name"),
+    }
+    # A project module the image recipe does not copy does not exist in the image.
+    assert "does not copy trainer/" in module_in_image("trainer.run.run_fn", copied={"pipeline"})
+    assert module_in_image("trainer.run.run_fn") is None
+
+
+def test_compile_refuses_a_schema_for_another_class_count(tmp_path: Path, caplog) -> None:
+    from pipeline.schema import write_schema
+
+    info = tmp_path / "data" / "dataset.json"
+    info.parent.mkdir()
+    info.write_text(json.dumps({
+        "class_names": ["a", "b", "c"], "image_shape": [8, 8, 3],
+        "splits": {split: {"count": count, "per_class": {}}
+                   for split, count in {"train": 30, "eval": 6, "test": 6}.items()},
+    }))
+    schema = tmp_path / "five.pbtxt"
+    write_schema(5, schema)
+    output = tmp_path / "p.json"
+    args = ["compile-kfp", "--output", str(output), "--dataset-info", str(info)]
+    assert main([*args, "--schema", str(schema)]) == 2
+    assert "(5 classes)" in caplog.text and "has 3 classes" in caplog.text
+    assert str(info) in caplog.text and not output.exists()
+    # A matching schema outside the repository: the cluster must be told where to read it.
+    write_schema(3, schema)
+    caplog.clear()
+    assert main([*args, "--schema", str(schema)]) == 2
+    assert "--image-schema" in caplog.text and not output.exists()
+    assert main([*args, "--schema", str(schema), "--image-schema", "gs://b/s.pbtxt"]) == 0
+    assert "gs://b/s.pbtxt" in output.read_text()

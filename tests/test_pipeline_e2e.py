@@ -6,24 +6,21 @@ import json
 from pathlib import Path
 
 import pytest
-from ml_metadata.proto import metadata_store_pb2
 
+from components.production import PROVENANCE_FILE, model_digest, read_provenance
 from conftest import PIPELINE_NAME, RUNS, PipelineRuns
 from pipeline.report import REPORT_HTML, REPORT_JSON
-from pipeline.summary import RunSummary, open_store, summarize_run
+from pipeline.summary import RunSummary, summarize_run
 
 NODES = {
-    "ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-    "validated_statistics_resolver", "DataGate", "Transform", "Trainer",
-    "latest_blessed_model_resolver", "Evaluator", "Pusher",
+    "ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "DataGate",
+    "Transform", "Trainer", "Evaluator", "Pusher",
 }
-# Re-executed by an unchanged re-run: resolvers always run; the gate compares the data with the
-# previous run's accepted statistics (a new baseline artifact); the Evaluator reuses the old
-# evaluation; the Pusher finds the model already served.
-RERUN_EXECUTED = {
-    "validated_statistics_resolver", "DataGate", "latest_blessed_model_resolver", "Evaluator",
-    "Pusher",
-}
+# Re-executed by an unchanged re-run: the gate and the Evaluator read the served version, which
+# changes outside the pipeline, so they are never cached (the Evaluator reuses its old results
+# when the served model is the candidate); the Pusher gets the new blessing and finds the model
+# already served.
+RERUN_EXECUTED = {"DataGate", "Evaluator", "Pusher"}
 
 
 def _versions(snapshot: dict[str, bytes]) -> set[str]:
@@ -38,24 +35,9 @@ def _states(summary: RunSummary) -> dict[str, str]:
     return {c.name: c.state for c in summary.components}
 
 
-def _evaluator_inputs(runs: PipelineRuns, name: str) -> dict[str, list[str]]:
-    """Input key -> artifact URIs of the run's Evaluator execution, read from MLMD events."""
-    store = open_store(runs.metadata_path)
-    run = store.get_context_by_type_and_name("pipeline_run", runs.run_ids[name])
-    evaluator = next(
-        e for e in store.get_executions_by_context(run.id)
-        if f"{PIPELINE_NAME}.Evaluator" in {c.name for c in store.get_contexts_by_execution(e.id)}
-    )
-    inputs: dict[str, list[str]] = {}
-    for event in store.get_events_by_execution_ids([evaluator.id]):
-        if event.type != metadata_store_pb2.Event.INPUT:
-            continue
-        uri = store.get_artifacts_by_id([event.artifact_id])[0].uri
-        # One event per artifact; its path lists every input key it was bound to.
-        for step in event.path.steps:
-            if step.HasField("key"):
-                inputs.setdefault(step.key, []).append(uri)
-    return inputs
+def _baseline(runs: PipelineRuns, name: str) -> dict:
+    """What the run's Evaluator recorded about the served version it compared with."""
+    return read_provenance(_summary(runs, name).evaluation_uri)
 
 
 def test_all_runs_succeed(pipeline_runs: PipelineRuns) -> None:
@@ -85,7 +67,9 @@ def test_second_run_uses_the_first_model_as_baseline_and_pushes(
     states = _states(second)
     assert states["Trainer"] == "executed"
     assert states["Transform"] == "cached"  # training knobs do not invalidate Transform
-    assert _evaluator_inputs(pipeline_runs, "second")["baseline_model"] == [first.model_uri]
+    baseline = _baseline(pipeline_runs, "second")
+    assert baseline["production"]["path"] == first.pushed_destination
+    assert not baseline["baseline_is_candidate"]
     assert second.model_uri != first.model_uri
     assert second.baseline_accuracy is not None
     assert second.blessed and second.pushed
@@ -101,18 +85,57 @@ def test_unchanged_rerun_is_cached_and_reuses_the_evaluation(pipeline_runs: Pipe
     assert rerun.pushed and rerun.already_served
     assert rerun.pushed_destination == first.pushed_destination
     assert pipeline_runs.snapshots["rerun"] == pipeline_runs.snapshots["first"]
-    # The resolver hands the cached model back as its own baseline; the Evaluator notices and
-    # copies the evaluation that blessed it instead of running TFMA twice on it.
-    assert _evaluator_inputs(pipeline_runs, "rerun")["baseline_model"] == [first.model_uri]
+    # The served version is the cached model itself; the Evaluator notices and copies the
+    # evaluation that blessed it instead of running TFMA twice on it.
+    baseline = _baseline(pipeline_runs, "rerun")
+    assert baseline["production"]["path"] == first.pushed_destination
+    assert baseline["baseline_is_candidate"]
     assert rerun.model_uri == first.model_uri
     assert rerun.evaluation_uri != first.evaluation_uri
     for copied in Path(rerun.evaluation_uri).iterdir():
+        if copied.name == PROVENANCE_FILE:  # this execution's own record
+            continue
         original = Path(first.evaluation_uri) / copied.name
         assert copied.read_bytes() == original.read_bytes()
         assert copied.stat().st_mtime == original.stat().st_mtime  # copied, not recomputed
     assert rerun.accuracy == first.accuracy
     assert rerun.baseline_accuracy is None
     assert rerun.blessed
+
+
+def test_rerun_compares_with_the_version_served_now_not_a_cached_result(
+    pipeline_runs: PipelineRuns,
+) -> None:
+    """Push, change the served version (a rollback to the first model), re-run: training is
+    cached, but the gate and the Evaluator run again against the rolled-back version, and the
+    second model, still better, is pushed again on top of it."""
+    second, rerun = _summary(pipeline_runs, "second"), _summary(pipeline_runs, "after_rollback")
+    states = _states(rerun)
+    assert {states[n] for n in NODES - RERUN_EXECUTED} == {"cached"}
+    assert {states[n] for n in RERUN_EXECUTED} == {"executed"}
+    assert rerun.model_uri == second.model_uri
+    rolled_back = str(pipeline_runs.model_base / pipeline_runs.rolled_back_to)
+    baseline = _baseline(pipeline_runs, "after_rollback")
+    assert baseline["production"]["path"] == rolled_back
+    assert baseline["production"]["version"] == int(pipeline_runs.rolled_back_to)
+    assert not baseline["baseline_is_candidate"]
+    assert rerun.baseline_accuracy == _summary(pipeline_runs, "first").accuracy
+    assert rerun.blessed and rerun.pushed and not rerun.already_served
+    assert int(rerun.pushed_destination.rsplit("/", 1)[1]) > int(pipeline_runs.rolled_back_to)
+    assert model_digest(rerun.pushed_destination) == model_digest(second.pushed_destination)
+    # The drift baseline was the rolled-back version's training statistics.
+    gate = _report(pipeline_runs, "after_rollback")["validation"]
+    assert gate["drift_baseline"] == f"{rolled_back}/assets.extra/training_statistics"
+
+
+def test_pushed_versions_carry_the_statistics_of_their_training_data(
+    pipeline_runs: PipelineRuns,
+) -> None:
+    first = _summary(pipeline_runs, "first")
+    stored = Path(first.pushed_destination) / "assets.extra" / "training_statistics"
+    assert sorted(p.name for p in stored.iterdir()) == ["Split-eval", "Split-test", "Split-train"]
+    for split in stored.iterdir():
+        assert (split / "FeatureStats.pb").stat().st_size > 0
 
 
 def _execution_property(runs: PipelineRuns, name: str, node: str, key: str):
@@ -226,7 +249,7 @@ def test_report_of_later_runs(pipeline_runs: PipelineRuns) -> None:
     assert all(m["distance"] == 0 for m in rerun["validation"]["drift"])
 
     report = _report(pipeline_runs, "second")
-    assert report["evaluation"]["baseline_model"] == first.model_uri
+    assert report["evaluation"]["baseline_model"] == first.pushed_destination
     assert report["evaluation"]["baseline_accuracy"] == pytest.approx(first.accuracy)
     assert report["push"]["destination"] == second.pushed_destination
 
@@ -251,7 +274,8 @@ def test_report_command(pipeline_runs: PipelineRuns, tmp_path: Path, capsys) -> 
     assert capsys.readouterr().out.strip() == f"Report: {tmp_path / 'r' / REPORT_HTML}"
     assert run_id in (tmp_path / "r" / REPORT_HTML).read_text()
     assert main([*args, "--output", str(tmp_path / "latest"), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["run_id"] == pipeline_runs.run_ids["worse"]
+    latest = pipeline_runs.run_ids["after_rollback"]
+    assert json.loads(capsys.readouterr().out)["run_id"] == latest
     assert main([*args, "--run", "no-such-run"]) == 2
     assert "no run 'no-such-run'" in capsys.readouterr().err
 
@@ -291,7 +315,7 @@ def test_lineage_of_a_pushed_version(pipeline_runs: PipelineRuns, capsys) -> Non
     assert lineage["training_config"]["epochs"] == 9
     assert lineage["examples"] == second.examples_uri == first.examples_uri  # cached data
     assert lineage["data_root"].endswith("tfrecords")
-    assert lineage["blessed"] and lineage["baseline_model"] == first.model_uri
+    assert lineage["blessed"] and lineage["baseline_model"] == first.pushed_destination
     assert Path(lineage["transform_graph"]).is_dir() and Path(lineage["schema"]).is_dir()
     assert main(args) == 0
     assert f"model              {second.model_uri}" in capsys.readouterr().out

@@ -135,17 +135,30 @@ def validation_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
     )
     max_drift = float(value(gate.execution, "max_label_drift") or 0.0)
     section["max_label_drift"] = max_drift
-    statistics, baseline, schema = (
-        gate.input("statistics"), gate.input("baseline_statistics"), gate.input("schema")
-    )
-    section["drift_baseline"] = baseline.uri if baseline is not None else None
+    statistics, schema = gate.input("statistics"), gate.input("schema")
+    baseline = _drift_baseline(gate)
+    section["drift_baseline"] = baseline
     if baseline is not None and statistics is not None and schema is not None and max_drift > 0:
         loaded = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema.uri))
         section["drift"] = [
             m.__dict__
-            for m in label_drift_measurements(statistics.uri, baseline.uri, loaded, max_drift)
+            for m in label_drift_measurements(statistics.uri, baseline, loaded, max_drift)
         ]
     return section
+
+
+def _drift_baseline(gate: NodeRecord) -> str | None:
+    """The statistics the gate compared with: from its report, or, when it failed and wrote
+    none, those of the served version now (the report is written right after the run)."""
+    from components.data_gate import REPORT_FILE
+    from components.production import production_model, push_base
+
+    accepted = gate.output("validated_statistics")
+    report = Path(accepted.uri) / REPORT_FILE if accepted is not None else None
+    if report is not None and report.is_file():
+        return json.loads(report.read_text()).get("baseline")
+    production = production_model(push_base(value(gate.execution, "push_destination")))
+    return production.statistics if production else None
 
 
 def training_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
@@ -250,8 +263,10 @@ def evaluation_section(
     evaluator = nodes.get("Evaluator")
     if evaluator is None or not summary.evaluation_uri:
         return _not_run(evaluator, "Evaluator")
-    baseline = evaluator.input("baseline_model")
-    candidate = evaluator.input("model")
+    from components.production import read_provenance
+
+    provenance = read_provenance(summary.evaluation_uri) or {}
+    production = provenance.get("production") or {}
     validation_ok, failures = _validation_failures(summary.evaluation_uri)
     return {
         "available": True,
@@ -261,11 +276,11 @@ def evaluation_section(
         "split": summary.evaluation_split,
         "eval_examples": summary.eval_examples,
         "accuracy": summary.accuracy,
-        "baseline_model": baseline.uri if baseline is not None else None,
-        # The resolver returns the candidate itself on an unchanged re-run: nothing to compare.
-        "baseline_is_candidate": bool(
-            baseline is not None and candidate is not None and baseline.id == candidate.id
-        ),
+        # The served version the candidate was compared with (components/evaluator.py).
+        "baseline_model": production.get("path"),
+        "baseline_version": production.get("version"),
+        # On an unchanged re-run the served version is the candidate itself: nothing to compare.
+        "baseline_is_candidate": bool(provenance.get("baseline_is_candidate")),
         "baseline_accuracy": summary.baseline_accuracy,
         "thresholds": _thresholds(value(evaluator.execution, "eval_config")),
         "validation_ok": validation_ok,

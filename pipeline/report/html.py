@@ -170,8 +170,9 @@ def _validation(data: Mapping[str, Any]) -> str:
         ))
         parts.append(f"<p class='muted'>baseline: {_code(data.get('drift_baseline'))}</p>")
     elif data.get("drift_baseline") is None:
-        parts.append("<p>No previous accepted data: this is the first data to pass the gate, "
-                     "and becomes the baseline of the next run.</p>")
+        parts.append("<p>No drift baseline: no version is served yet (or the served one has no "
+                     "training statistics). Once a model trained on this data is pushed, its "
+                     "statistics become the baseline of the next run.</p>")
     else:
         parts.append("<p>Label drift check turned off (--max-label-drift 0).</p>")
     return "".join(parts)
@@ -217,9 +218,9 @@ def _evaluation(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> str:
     baseline = data.get("baseline_accuracy")
     accuracy = data.get("accuracy")
     if data.get("baseline_is_candidate"):
-        baseline_text = "this same model (unchanged re-run): no comparison"
+        baseline_text = "this same model is the one served (unchanged re-run): no comparison"
     elif data.get("baseline_model") is None:
-        baseline_text = "none: no earlier blessed model"
+        baseline_text = "none: no version served yet"
     else:
         change = (accuracy or 0) - (baseline or 0)
         baseline_text = f"{_fmt(baseline)} (change {change:+.4f})"
@@ -233,7 +234,7 @@ def _evaluation(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> str:
             "examples": data.get("eval_examples"),
             "accuracy": _fmt(accuracy),
             "baseline accuracy": baseline_text,
-            "baseline model": _code(data.get("baseline_model")),
+            "baseline model (served version)": _code(data.get("baseline_model")),
             "thresholds met": _Html(_verdict(data.get("validation_ok"), "yes", "no")),
             "blessing": _Html(_verdict(data.get("blessed"), "BLESSED", "NOT blessed")),
             "evaluation": _code(data.get("evaluation_uri")),
