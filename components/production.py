@@ -1,7 +1,10 @@
-"""The model in production: the newest numeric version in the push destination.
+"""The model in production: the newest complete numeric version in the push destination.
 
 It is the baseline of the Evaluator (the candidate must not be worse than what is served) and,
 through the training statistics the Pusher stores beside it, of the DataGate's drift check.
+A version is complete once its saved_model.pb exists: on object stores the Pusher writes that
+file last, so a numeric folder without it is a push that has not finished (or crashed), which
+TF Serving cannot load and nothing here treats as served.
 Any orchestrator can read it: it is a folder, not an ML Metadata query, so the pipeline needs
 no resolver task (which open-source Kubeflow Pipelines cannot run).
 
@@ -25,6 +28,9 @@ from tfx.utils import proto_utils
 STATISTICS_DIR = "assets.extra/training_statistics"
 # Written by the Evaluator next to its metrics: which served version was the baseline.
 PROVENANCE_FILE = "baseline.json"
+# The SavedModel protos TF Serving loads a version from (binary, or its text form). Their
+# presence is what makes a version folder complete.
+SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 
 
 def join(*parts: str) -> str:
@@ -42,12 +48,45 @@ def push_base(push_destination: str | None) -> str | None:
     return destination.filesystem.base_directory.rstrip("/")
 
 
-def served_versions(base: str) -> list[int]:
-    """Version numbers TF Serving would load from base (numeric folders only), ascending."""
+def version_folders(base: str) -> list[int]:
+    """Every numeric folder under base, complete or not, ascending.
+
+    A new version must be larger than all of them: TF Serving may have tried, and given up on,
+    an incomplete one, and would not retry that number.
+    """
     if not fileio.isdir(base):
         return []
     names = (str(name).rstrip("/") for name in fileio.listdir(base))
     return sorted(int(n) for n in names if n.isdigit() and fileio.isdir(join(base, n)))
+
+
+def is_complete(version_dir: str) -> bool:
+    """Whether TF Serving could load the folder: it holds a SavedModel proto."""
+    return any(fileio.exists(join(version_dir, name)) for name in SAVED_MODEL_FILES)
+
+
+def served_versions(base: str) -> list[int]:
+    """Version numbers TF Serving would load from base (complete numeric folders), ascending."""
+    return [v for v in version_folders(base) if is_complete(join(base, str(v)))]
+
+
+def incomplete_versions(base: str) -> list[int]:
+    """Numeric folders without a SavedModel proto: pushes to an object store that crashed."""
+    return [v for v in version_folders(base) if not is_complete(join(base, str(v)))]
+
+
+def relative_files(root: str) -> list[str]:
+    """Every file under root, as sorted paths relative to it."""
+    root = str(root).rstrip("/")
+    files = []
+    for folder, _, names in fileio.walk(root):
+        files += [join(str(folder), str(name))[len(root):].lstrip("/") for name in names]
+    return sorted(files)
+
+
+def file_sha256(path: str) -> str:
+    with fileio.open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def model_digest(model_dir: str) -> str:
@@ -57,18 +96,19 @@ def model_digest(model_dir: str) -> str:
     equal when their model files do.
     """
     root = str(model_dir).rstrip("/")
-    files = []
-    for folder, _, names in fileio.walk(root):
-        files += [join(str(folder), str(name)) for name in names]
     digest = hashlib.sha256()
-    for path in sorted(files):
-        relative = path[len(root):].lstrip("/")
+    for relative in relative_files(root):
         if relative.startswith(STATISTICS_DIR + "/"):
             continue
         digest.update(relative.encode() + b"\0")
-        with fileio.open(path, "rb") as f:
+        with fileio.open(join(root, relative), "rb") as f:
             digest.update(f.read())
     return digest.hexdigest()
+
+
+def file_digests(root: str) -> dict[str, str]:
+    """Relative path -> SHA-256 of every file under root: what a copy must reproduce exactly."""
+    return {relative: file_sha256(join(root, relative)) for relative in relative_files(root)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +128,7 @@ class ProductionModel:
 
 
 def production_model(base: str | None) -> ProductionModel | None:
-    """The newest served version under base, or None before the first push."""
+    """The newest complete version under base, or None before the first push."""
     versions = served_versions(base) if base else []
     if not versions:
         return None

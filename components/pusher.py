@@ -7,21 +7,31 @@ and a cached re-run pushes the same model again as a new version. Here:
   * loaded and checked there (named signatures present, a prediction on a generated image
     returns finite probabilities that sum to 1 over the model's classes, the TF Serving
     warm-up requests in assets.extra/ replay without error),
-  * and only then renamed to the next version number, which is always larger than every
-    existing one. A crash before the rename leaves the served versions untouched; the next
-    push removes the stale staging folder.
+  * and only then published as the next version number, which is always larger than every
+    numeric folder present, complete or not.
   * If the newest served version holds the same files, no new version is created.
   * The statistics of the data the model was trained on (as accepted by the DataGate) go into
     the version's assets.extra/: the drift baseline of the runs that follow (production.py).
-File access goes through TFX's fileio, so gs:// and s3:// bases work; the rename is atomic on
-local and POSIX filesystems, while object stores copy, so there the verification before the
-rename is what protects the server.
+
+Publishing depends on the store (`has_atomic_rename`, decided by the base's scheme):
+  * local paths and file://: one rename of the staging folder. TF Serving sees all of the
+    version or none of it.
+  * gs://, s3:// and every other scheme: object stores have no rename (TF's filesystems copy
+    object by object), so every file but saved_model.pb is copied into `<base>/<version>/`,
+    the copy is compared file by file (SHA-256) with the verified staging folder, and
+    saved_model.pb is written last, a single object write. Until then the folder has no
+    SavedModel for TF Serving to load: it fails that load and retries, keeping the previous
+    version in service.
+A crash leaves at most a staging folder and, on object stores, a version folder without
+saved_model.pb; neither counts as served (production.served_versions) and the next push removes
+both, with a warning. File access goes through TFX's fileio, so gs:// and s3:// bases work.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -38,10 +48,15 @@ from tfx.utils import io_utils
 
 from components.data_gate import STATS_FILE, ValidatedStatistics, splits_in
 from components.production import (
+    SAVED_MODEL_FILES,
     STATISTICS_DIR,
+    file_digests,
+    file_sha256,
+    incomplete_versions,
     model_digest,
     push_base,
     served_versions,
+    version_folders,
 )
 from components.production import join as _join
 from trainer import features
@@ -49,6 +64,8 @@ from trainer import features
 log = logging.getLogger(__name__)
 
 STAGING_PREFIX = ".staging-"
+# URL schemes whose folder rename is one atomic step; "" is a plain local path.
+ATOMIC_RENAME_SCHEMES = frozenset({"", "file"})
 
 
 class PushVerificationError(RuntimeError):
@@ -113,42 +130,132 @@ def _replay_warmup_requests(loaded, model_dir: str) -> None:
             raise PushVerificationError(f"{model_dir}: a warm-up request fails: {e}") from e
 
 
+def has_atomic_rename(path: str) -> bool:
+    """Whether a folder under path can be published by rename, decided by the path's scheme.
+
+    Local paths and file:// rename atomically. gs://, s3:// and other object stores have no
+    rename, TF's filesystems copy object by object; an unknown scheme is treated as one of them.
+    """
+    match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", str(path))
+    return (match.group(1).lower() if match else "") in ATOMIC_RENAME_SCHEMES
+
+
+def remove_version(version_dir: str) -> None:
+    """Delete a version folder, its SavedModel proto first.
+
+    Object stores delete object by object: TF Serving must never find saved_model.pb beside
+    missing files.
+    """
+    for name in SAVED_MODEL_FILES:
+        if fileio.exists(_join(version_dir, name)):
+            fileio.remove(_join(version_dir, name))
+    if fileio.exists(version_dir):
+        fileio.rmtree(version_dir)
+
+
+def remove_leftovers(base: str) -> None:
+    """Remove what interrupted pushes left: staging folders and versions without a SavedModel."""
+    for name in fileio.listdir(base):
+        if str(name).startswith(STAGING_PREFIX):
+            log.warning("removing %s, left by an interrupted push", _join(base, str(name)))
+            fileio.rmtree(_join(base, str(name)))
+    for version in incomplete_versions(base):
+        log.warning("removing %s: a version without saved_model.pb, left by an interrupted push "
+                    "to an object store", _join(base, str(version)))
+        remove_version(_join(base, str(version)))
+
+
+def rename_into_place(staging: str, target: str) -> None:
+    """Local and POSIX filesystems: one atomic rename, so TF Serving sees all or nothing."""
+    fileio.rename(staging, target)
+
+
+def copy_into_place(staging: str, target: str) -> None:
+    """Object stores: copy all but the SavedModel proto, check the copy, write the proto last.
+
+    TF Serving cannot load a folder without saved_model.pb, so it never loads a partial
+    version; a single object write is atomic on GCS and S3. On any error the partial version
+    is removed.
+    """
+    expected = file_digests(staging)
+    last = [name for name in SAVED_MODEL_FILES if name in expected]
+    if not last:
+        raise PushVerificationError(f"{staging}: no saved_model.pb to write last")
+    body = {relative: digest for relative, digest in expected.items() if relative not in last}
+    try:
+        for relative in body:
+            _copy_file(staging, target, relative)
+        _check_copy(target, body)
+        for relative in last:
+            _copy_file(staging, target, relative)
+            _check_file(target, relative, expected[relative])
+    except BaseException:
+        remove_version(target)
+        raise
+
+
+def _copy_file(source_root: str, target_root: str, relative: str) -> None:
+    target = _join(target_root, relative)
+    fileio.makedirs(target.rsplit("/", 1)[0])
+    fileio.copy(_join(source_root, relative), target, overwrite=False)
+
+
+def _check_copy(target: str, expected: dict[str, str]) -> None:
+    """Raise unless target holds exactly the expected files, byte for byte."""
+    actual = file_digests(target)
+    wrong = sorted(name for name in expected.keys() | actual.keys()
+                   if expected.get(name) != actual.get(name))
+    if wrong:
+        raise PushVerificationError(f"{target}: the copy differs from the verified staging "
+                                    f"folder in {wrong}")
+
+
+def _check_file(target: str, relative: str, digest: str) -> None:
+    if file_sha256(_join(target, relative)) != digest:
+        raise PushVerificationError(f"{target}: {relative} differs from the verified staging "
+                                    "folder")
+
+
 def push_model(
     model_dir: str,
     base: str,
     verify: Callable[[str], None] = verify_saved_model,
     now: Callable[[], float] = time.time,
     add_files: Callable[[str], None] | None = None,
+    atomic_rename: bool | None = None,
 ) -> tuple[int, str, bool]:
     """Push model_dir under base; returns (version, version dir, whether it already existed).
 
-    add_files(staging) adds files to the version before it is verified and renamed into place.
+    add_files(staging) adds files to the version before it is verified and published.
+    atomic_rename picks how it is published (module docstring); None decides by base's scheme.
     Assumes one pusher per base directory at a time (runs on a pipeline root are serialized).
     """
     base = str(base).rstrip("/")
+    if atomic_rename is None:
+        atomic_rename = has_atomic_rename(base)
     fileio.makedirs(base)
-    for name in fileio.listdir(base):
-        if str(name).startswith(STAGING_PREFIX):
-            log.warning("removing %s, left by an interrupted push", _join(base, str(name)))
-            fileio.rmtree(_join(base, str(name)))
+    newest_folder = max(version_folders(base), default=-1)  # leftovers included
+    remove_leftovers(base)
     versions = served_versions(base)
     digest = model_digest(model_dir)
     if versions and model_digest(_join(base, str(versions[-1]))) == digest:
         log.info("the model is already served as version %d; not pushing it again", versions[-1])
         return versions[-1], _join(base, str(versions[-1])), True
     staging = _join(base, f"{STAGING_PREFIX}{uuid.uuid4().hex}")
+    publish = rename_into_place if atomic_rename else copy_into_place
     try:
         io_utils.copy_dir(str(model_dir), staging)
         if add_files is not None:
             add_files(staging)
         verify(staging)
-        version = max(int(now()), versions[-1] + 1 if versions else 0)
+        version = max(int(now()), newest_folder + 1)
         target = _join(base, str(version))
-        fileio.rename(staging, target)
+        publish(staging, target)
     finally:
         if fileio.exists(staging):
             fileio.rmtree(staging)
-    log.info("pushed version %d to %s", version, target)
+    log.info("pushed version %d to %s (%s)", version, target,
+             "renamed" if atomic_rename else "copied, saved_model.pb last")
     return version, target, False
 
 

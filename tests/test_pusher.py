@@ -45,9 +45,12 @@ def test_push_verifies_renames_into_place_and_does_not_duplicate(
 
 def test_versions_only_grow_even_when_the_clock_goes_back(model_dir: Path, tmp_path: Path) -> None:
     base = tmp_path / "m"
-    (base / "5000").mkdir(parents=True)  # a newer version pushed by someone else
+    newer = base / "5000"  # a newer version of another model, pushed by someone else
+    shutil.copytree(model_dir, newer)
+    (newer / "assets" / "extra.txt").write_text("another model")
     version, _, _ = push_model(str(model_dir), str(base), now=lambda: 1000)
     assert version == 5001
+    assert served_versions(str(base)) == [5000, 5001]
 
 
 def test_a_model_that_fails_verification_is_not_pushed(model_dir: Path, tmp_path: Path) -> None:
