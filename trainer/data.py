@@ -12,12 +12,36 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import DataAccessor
+from tfx.components.util import tfxio_utils
+from tfx.proto import example_gen_pb2
 from tfx_bsl.public import tfxio
 
 from trainer import features
 from trainer.config import TrainerConfig
 
 _DECODE_BATCH = 256
+_TELEMETRY = ["Trainer"]
+
+
+def tf_example_accessor() -> DataAccessor:
+    """The DataAccessor TFX builds for an Examples artifact of gzipped tf.Examples.
+
+    For a process that has the file patterns but not the artifact (the multi-worker training
+    process). ImportExampleGen over `ingest`'s output always has this payload format.
+    """
+
+    def make(patterns: list[str], schema) -> tfxio.TFXIO:
+        return tfxio_utils.make_tfxio(
+            patterns, _TELEMETRY, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE, schema=schema
+        )
+
+    return DataAccessor(
+        tf_dataset_factory=lambda patterns, options, schema: make(
+            patterns, schema).TensorFlowDataset(options),
+        record_batch_factory=lambda patterns, options, schema: make(
+            patterns, schema).RecordBatches(options),
+        data_view_decode_fn=None,
+    )
 
 
 def transformed_examples(
@@ -108,8 +132,22 @@ def training_batches(
 
     epochs = tf.data.Dataset.range(max(1, config.epochs))
     dataset = epochs.flat_map(one_epoch).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return _shard_by_batch(dataset.prefetch(tf.data.AUTOTUNE))
 
 
 def eval_batches(examples: tf.data.Dataset, config: TrainerConfig) -> tf.data.Dataset:
-    return examples.batch(config.batch_size).map(_one_hot(config)).prefetch(tf.data.AUTOTUNE)
+    batches = examples.batch(config.batch_size).map(_one_hot(config))
+    return _shard_by_batch(batches.prefetch(tf.data.AUTOTUNE))
+
+
+def _shard_by_batch(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Under MultiWorkerMirroredStrategy, each worker takes its slice of every global batch.
+
+    Every worker decodes and caches all examples and shuffles them with the same seeds, so
+    slicing the batches splits each step's data without overlap. Sharding by file (the AUTO
+    default) would look for the TFRecord files and fail or skew when there are fewer files than
+    workers. No effect without a multi-worker strategy.
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)

@@ -18,6 +18,7 @@ import tensorflow_transform as tft
 from trainer import features
 from trainer.config import TrainerConfig
 from trainer.model import class_probabilities
+from trainer.warmup import WARMUP_BATCH_SIZES, eval_images, write_warmup_requests
 
 
 class ServingModule(tf.Module):
@@ -82,3 +83,18 @@ def export_serving_model(
         features.EXAMPLES_SIGNATURE: module.serve_examples.get_concrete_function(),
     }
     tf.saved_model.save(module, export_dir, signatures=signatures)
+
+
+def write_serving_model(
+    model: keras.Model,
+    tf_transform_output: tft.TFTransformOutput,
+    config: TrainerConfig,
+    export_dir: str,
+    eval_files: Sequence[str],
+) -> None:
+    """What the Trainer hands to the Evaluator and Pusher: the SavedModel with warm-up requests.
+
+    One function for the in-process run_fn and the multi-worker chief, so both export the same.
+    """
+    export_serving_model(model, tf_transform_output, config, export_dir)
+    write_warmup_requests(export_dir, eval_images(eval_files, max(WARMUP_BATCH_SIZES)))

@@ -58,12 +58,21 @@ class EpochLogger(keras.callbacks.Callback):
 
 
 def distribution_strategy(config: TrainerConfig) -> tf.distribute.Strategy:
+    """The in-process strategy for `config.distribution`.
+
+    MultiWorkerMirroredStrategy is not made here: it configures collective ops, which TensorFlow
+    only accepts before it has run any op, and `train` has run many by now. The process that
+    trains with it creates it first and passes it in (trainer/multi_worker.py).
+    """
     if config.distribution == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in gpus or tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
     if config.distribution == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        raise ValueError(
+            "distribution='multi_worker' needs a MultiWorkerMirroredStrategy created at process "
+            "start: run `python -m trainer.multi_worker` (run_fn does) or pass `strategy`"
+        )
     return tf.distribute.get_strategy()
 
 
@@ -82,8 +91,13 @@ def train(
     train_examples: tf.data.Dataset,
     eval_examples: tf.data.Dataset,
     log_dir: str | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> tuple[keras.Model, dict]:
-    """Trains on (image, label) examples; returns the model and a JSON-able training record."""
+    """Trains on (image, label) examples; returns the model and a JSON-able training record.
+
+    `strategy` is one the caller had to create earlier (MultiWorkerMirroredStrategy); without
+    it, `distribution_strategy(config)` picks one. `batch_size` is the global batch either way.
+    """
     keras.utils.set_random_seed(config.seed)
     start = time.monotonic()
     num_train, num_eval = data.count(train_examples), data.count(eval_examples)
@@ -98,7 +112,8 @@ def train(
     sample = None
     if config.uses_whitening:
         sample = next(iter(train_examples.batch(_WHITEN_SAMPLE)))[0].numpy()
-    strategy = distribution_strategy(config)
+    if strategy is None:
+        strategy = distribution_strategy(config)
     with strategy.scope():
         model = build_model(config, sample)
         compile_model(model, config, steps_per_epoch)

@@ -1,0 +1,74 @@
+"""Starts the multi-worker training process from run_fn and makes its failure run_fn's failure.
+
+The process (trainer/multi_worker.py) inherits the environment, TF_CONFIG included. Its stderr
+carries the progress lines: they are copied to ours as they come, and the last ones go into the
+error when it fails, so the Trainer's log says why without digging for the child's.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+WORKER_MODULE = "trainer.multi_worker"
+_TAIL_LINES = 40
+# The directory holding the `trainer` package, whatever put it on this process's sys.path.
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+class WorkerFailed(RuntimeError):
+    """The training process exited non-zero; the message has its exit code and last lines."""
+
+
+def worker_command(args: Sequence[str]) -> list[str]:
+    return [sys.executable, "-m", WORKER_MODULE, *args]
+
+
+def worker_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`env` (default: ours) with the `trainer` package's root first on PYTHONPATH.
+
+    TFX may have imported run_fn from a path only its own sys.path knows; the child must import
+    the same code.
+    """
+    env = dict(os.environ if env is None else env)
+    paths = [_PACKAGE_ROOT, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+def _describe(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            name = f" ({signal.Signals(-returncode).name})"
+        except ValueError:
+            name = ""
+        return f"was killed by signal {-returncode}{name}"
+    return f"exited with code {returncode}"
+
+
+def run_worker(args: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+    """Runs `python -m trainer.multi_worker ARGS` to the end; raises WorkerFailed if it fails."""
+    tail: deque[str] = deque(maxlen=_TAIL_LINES)
+    with subprocess.Popen(
+        worker_command(args), env=worker_env(env), stderr=subprocess.PIPE, text=True,
+        errors="replace", bufsize=1,
+    ) as process:
+        try:
+            assert process.stderr is not None
+            for line in process.stderr:
+                sys.stderr.write(line)
+                tail.append(line)
+            returncode = process.wait()
+        finally:
+            if process.poll() is None:  # we are being interrupted: do not leave it training
+                process.kill()
+    if returncode != 0:
+        raise WorkerFailed(
+            f"multi-worker training process (python -m {WORKER_MODULE}) {_describe(returncode)}; "
+            f"last {len(tail)} lines of its stderr:\n{''.join(tail)}"
+        )
