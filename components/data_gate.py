@@ -184,6 +184,72 @@ def failure_message(findings: list[Finding], statistics_uri: str) -> str:
     ])
 
 
+CLASS_MAP_CHANGED = "CLASS_MAP_CHANGED"
+
+
+def read_class_names(path: str) -> list[str] | None:
+    """Class names, one per line (labels.txt), or under "class_names" (ingest's dataset.json)."""
+    if not fileio.exists(path):
+        return None
+    with fileio.open(path, "rb") as f:
+        text = f.read().decode("utf-8")
+    if path.endswith(".json"):
+        return list(json.loads(text)["class_names"])
+    return text.splitlines()
+
+
+def class_map_change(served: list[str], new: list[str]) -> str | None:
+    """What changed between two class maps (label id = position), or None if nothing did."""
+    if served == new:
+        return None
+    added = [n for n in new if n not in served]
+    removed = [n for n in served if n not in new]
+    parts = []
+    if added:
+        parts.append(f"added {added}")
+    if removed:
+        parts.append(f"removed {removed}")
+    if len(added) == len(removed) == 1:
+        parts.append(f"(renamed {removed[0]!r} -> {added[0]!r}?)")
+    moved = [f"{name!r} {served.index(name)}->{new.index(name)}"
+             for name in new if name in served and served.index(name) != new.index(name)]
+    if moved:
+        parts.append(f"ids that change: {', '.join(moved)}")
+    return "; ".join(parts)
+
+
+def class_map_record(data_root: str | None, production) -> dict[str, Any]:
+    """The data's class map (dataset.json), the served model's (labels.txt), and the change."""
+    record: dict[str, Any] = {"class_names": None, "served_class_names": None, "change": None,
+                              "class_names_source": None, "served_class_names_source": None}
+    if not data_root:
+        return record
+    record["class_names_source"] = os.path.join(data_root, "dataset.json")
+    record["class_names"] = read_class_names(record["class_names_source"])
+    if production is None or record["class_names"] is None:
+        return record
+    labels = os.path.join(production.path, "assets", features.LABELS_ASSET)
+    record["served_class_names_source"] = labels
+    record["served_class_names"] = read_class_names(labels)
+    if record["served_class_names"] is not None:
+        record["change"] = class_map_change(record["served_class_names"], record["class_names"])
+    return record
+
+
+def class_map_findings(record: dict[str, Any], production) -> list[Finding]:
+    if record["change"] is None:
+        return []
+    return [Finding(
+        "<all>", features.LABEL_KEY, CLASS_MAP_CHANGED,
+        f"the class map differs from served version {production.version}'s: "
+        f"{record['change']}. Label ids would mean other classes than in the served model, so "
+        "neither the comparison with it nor the drift check would mean anything. Restore the "
+        "class folders, or pass --accept-new-classes to train a model with the new class map "
+        "(it is then blessed without a comparison with the served one)",
+        f"{record['class_names_source']} vs {record['served_class_names_source']}",
+    )]
+
+
 class DataGateSpec(ComponentSpec):
     PARAMETERS = {
         # JSON list of anomaly type names (e.g. "FEATURE_TYPE_LOW_FRACTION_PRESENT") to accept.
@@ -192,6 +258,10 @@ class DataGateSpec(ComponentSpec):
         "max_label_drift": ExecutionParameter(type=float),
         # The Pusher's destination: the newest version there holds the baseline statistics.
         "push_destination": ExecutionParameter(type=pusher_pb2.PushDestination, optional=True),
+        # The data root: its dataset.json holds the class map (label id -> name).
+        "data_root": ExecutionParameter(type=str, optional=True),
+        # Let a class map that differs from the served model's through (1) or stop it (0).
+        "accept_new_classes": ExecutionParameter(type=int, optional=True),
     }
     INPUTS = {
         "statistics": ChannelParameter(type=standard_artifacts.ExampleStatistics),
@@ -221,7 +291,12 @@ class Executor(base_executor.BaseExecutor):
             anomalies.uri, artifact_utils.decode_split_names(anomalies.split_names)
         )
         production = production_model(push_base(exec_properties.get("push_destination")))
+        class_map = class_map_record(exec_properties.get("data_root"), production)
+        if not exec_properties.get("accept_new_classes"):
+            findings += class_map_findings(class_map, production)
         baseline = production.statistics if production else None
+        if class_map["change"] is not None:
+            baseline = None  # label ids of two class maps: nothing to compare
         max_drift = float(exec_properties.get("max_label_drift") or 0.0)
         if baseline and max_drift > 0:
             findings += label_drift(
@@ -241,6 +316,8 @@ class Executor(base_executor.BaseExecutor):
             "baseline": baseline,
             "baseline_version": production.version if production else None,
             "accepted": [dataclasses.asdict(f) for f in findings],
+            # The class map of the accepted data, and how it differs from the served one's.
+            **class_map,
         }
         with fileio.open(os.path.join(output.uri, REPORT_FILE), "w") as f:
             json.dump(report, f, indent=2)
@@ -257,6 +334,8 @@ class DataGate(base_component.BaseComponent):
         anomalies: types.BaseChannel,
         schema: types.BaseChannel,
         push_destination: pusher_pb2.PushDestination | Any = None,
+        data_root: str | Any = None,
+        accept_new_classes: bool = False,
         allowed_anomaly_types: list[str] | tuple[str, ...] = (),
         max_label_drift: float = 0.1,
     ) -> None:
@@ -269,6 +348,8 @@ class DataGate(base_component.BaseComponent):
             anomalies=anomalies,
             schema=schema,
             push_destination=push_destination,
+            data_root=data_root,
+            accept_new_classes=int(accept_new_classes),
             allowed_anomaly_types=json.dumps(sorted(allowed_anomaly_types)),
             max_label_drift=float(max_label_drift),
             validated_statistics=types.Channel(type=ValidatedStatistics),

@@ -36,6 +36,7 @@ from tfx.types import artifact, artifact_utils, standard_artifacts, standard_com
 from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import io_utils, path_utils, proto_utils
 
+from components.data_gate import read_class_names
 from components.production import (
     join,
     model_digest,
@@ -43,6 +44,7 @@ from components.production import (
     push_base,
     write_provenance,
 )
+from trainer import features
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +117,10 @@ def _write_blessing(
 PUSH_DESTINATION_KEY = "push_destination"
 
 
+def _class_names(model_dir: str) -> list[str] | None:
+    return read_class_names(join(model_dir, "assets", features.LABELS_ASSET))
+
+
 def _serving_dir(model: artifact.Artifact) -> str:
     return path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
 
@@ -137,9 +143,18 @@ class Executor(stock_executor.Executor):
             production and provenance["production"]["digest"] == model_digest(
                 provenance["candidate"])
         )
+        provenance["class_map_changed"] = bool(
+            production and not provenance["baseline_is_candidate"]
+            and _class_names(provenance["candidate"]) != _class_names(production.path)
+        )
         input_dict = {**input_dict, _BASELINE: []}
         if provenance["baseline_is_candidate"]:
             self._evaluate_the_served_candidate(input_dict, output_dict, exec_properties)
+        elif provenance["class_map_changed"]:
+            # Label ids mean other classes in the served model (accepted at the gate with
+            # --accept-new-classes): no comparison, value thresholds only.
+            log.info("new class map: the served version %d is not a baseline", production.version)
+            super().Do(input_dict, output_dict, exec_properties)
         elif production is not None:
             snapshot = join(self._get_tmp_dir(), "production-model")
             io_utils.copy_dir(production.path, path_utils.serving_model_dir(snapshot))
@@ -155,7 +170,8 @@ class Executor(stock_executor.Executor):
             super().Do(input_dict, output_dict, exec_properties)
         write_provenance(output_uri, provenance)
         blessing = artifact_utils.get_single_instance(output_dict[_BLESSING])
-        if production is not None and not provenance["baseline_is_candidate"]:
+        if production is not None and not (provenance["baseline_is_candidate"]
+                                           or provenance["class_map_changed"]):
             blessing.set_string_custom_property(
                 constants.ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY, production.path)
             blessing.set_int_custom_property("baseline_version", production.version)

@@ -34,7 +34,7 @@ exit codes: 0 ok, 1 the pipeline or a command failed, 2 bad input or arguments,
 
 
 def _add_trainer_args(parser: argparse.ArgumentParser) -> None:
-    from trainer.config import AUTO, DISTRIBUTIONS, MODELS, PRECISIONS, RECIPES
+    from trainer.config import AUTO, DISTRIBUTIONS, MODELS, PRECISIONS, RECIPES, WARMUPS
 
     group = parser.add_argument_group(
         "training", "Unset options take the recipe's value (see trainer/config.py RECIPES)."
@@ -58,6 +58,10 @@ def _add_trainer_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--translate", type=float,
                        help="max random shift while training, as a fraction of the image size")
     group.add_argument("--precision", choices=PRECISIONS)
+    group.add_argument("--warmup", choices=WARMUPS,
+                       help="TF Serving warm-up requests in each pushed model: real (the first "
+                            "eval images, default) or synthetic (noise images of the model's "
+                            "shape, for data that must not leave the training environment)")
     group.add_argument("--distribution", choices=DISTRIBUTIONS,
                        help="tf.distribute strategy: mirrored (local GPUs or logical CPUs), "
                             "multi_worker (workers from TF_CONFIG); default none")
@@ -111,6 +115,10 @@ def _add_pipeline_args(parser: argparse.ArgumentParser) -> None:
                         help="fail when a split's label distribution moves further than this "
                              "(L-infinity) from the last accepted data; 0 turns it off "
                              "(default %(default)s)")
+    parser.add_argument("--accept-new-classes", action="store_true",
+                        help="let data whose class names differ from the served model's through "
+                             "the gate (added, removed or renamed classes shift label ids); the "
+                             "new model is then not compared with the served one")
     _add_trainer_args(parser)
 
 
@@ -300,6 +308,7 @@ def _trainer_config(args: argparse.Namespace, class_names, image_shape,
         augment_translate=args.translate,
         precision=args.precision,
         distribution=args.distribution,
+        warmup=args.warmup,
     )
     fitted = fit_batch_size(config.batch_size, split_counts[smallest])
     if fitted == config.batch_size:
@@ -352,7 +361,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
     from pipeline.config import EvalThresholds, PipelineConfig
     from pipeline.ingest import TEST, TWO_SPLITS_WARNING, check_fraction
-    from pipeline.schema import check_num_classes
+    from pipeline.schema import label_classes, schema_for_classes
     from pipeline.workspace import prepare_data
 
     check_fraction("--eval-fraction", args.eval_fraction)
@@ -362,7 +371,12 @@ def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
         workspace, None if args.data else args.dataset, args.data, args.eval_fraction,
         test_fraction=args.test_fraction, **_ingest_policy(args),
     )
-    check_num_classes(args.schema, info.num_classes)
+    schema = schema_for_classes(args.schema, info.num_classes,
+                                workspace.schema_path(info.num_classes))
+    if schema != args.schema:
+        log.info("[pipeline] schema: %s admits %d classes, the data has %d: using %s (the same "
+                 "schema, label domain [0, %d))", args.schema, label_classes(args.schema),
+                 info.num_classes, schema, info.num_classes)
     if TEST not in info.split_counts:
         log.warning("warning: " + TWO_SPLITS_WARNING, data_root)
     trainer = _trainer_config(args, info.class_names, info.image_shape, info.split_counts)
@@ -375,11 +389,12 @@ def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
         serving_dir=str(args.serving_dir.resolve()),
         model_name=args.model_name or name,
         trainer=trainer,
-        schema_path=str(args.schema.resolve()),
+        schema_path=str(schema.resolve()),
         splits=tuple(info.split_counts),
         thresholds=thresholds,
         allowed_anomaly_types=tuple(args.allow_anomaly),
         max_label_drift=args.max_label_drift,
+        accept_new_classes=args.accept_new_classes,
         metadata_path=str(workspace.metadata_path),
         enable_cache=not args.no_cache,
     )
@@ -462,7 +477,7 @@ def _predict_server(args: argparse.Namespace):
     missing = [str(p) for p in args.images if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"image files not found: {missing}")
-    labels = args.labels.read_text().splitlines() if args.labels else None
+    labels = args.labels.read_text(encoding="utf-8").splitlines() if args.labels else None
     call = predict_grpc if args.grpc else predict_rest
     answers = call(args.server, args.model_name, [p.read_bytes() for p in args.images],
                    timeout=args.timeout)
@@ -533,6 +548,7 @@ def cmd_compile_kfp(args: argparse.Namespace) -> int:
         thresholds=EvalThresholds(args.min_accuracy, args.max_regression),
         allowed_anomaly_types=tuple(args.allow_anomaly),
         max_label_drift=args.max_label_drift,
+        accept_new_classes=args.accept_new_classes,
         beam_pipeline_args=beam_args(
             args.beam, project=args.project, region=args.region, job_endpoint=args.job_endpoint,
             image=args.image, pipeline_root=args.pipeline_root.rstrip("/"),

@@ -56,6 +56,9 @@ class PipelineConfig:
     # largest L-infinity distance between a split's label distribution and the last accepted one.
     allowed_anomaly_types: tuple[str, ...] = ()
     max_label_drift: float = 0.1
+    # A class map that differs from the served model's stops the run at the gate unless accepted;
+    # an accepted one trains a model that is not compared with the served one.
+    accept_new_classes: bool = False
     # SQLite MLMD store for local runs; None on Kubeflow (the cluster provides MLMD).
     metadata_path: str | None = None
     enable_cache: bool = True

@@ -128,6 +128,8 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         anomalies=example_validator.outputs["anomalies"],
         schema=schema_gen.outputs["schema"],
         push_destination=push_destination,
+        data_root=data_root,
+        accept_new_classes=config.accept_new_classes,
         allowed_anomaly_types=config.allowed_anomaly_types,
         max_label_drift=config.max_label_drift,
     )

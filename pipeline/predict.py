@@ -57,7 +57,7 @@ def predict_files(
     if missing:
         raise FileNotFoundError(f"image files not found: {missing}")
     serve = tf.saved_model.load(str(version)).signatures[features.SERVING_SIGNATURE]
-    labels = (version / "assets" / features.LABELS_ASSET).read_text().splitlines()
+    labels = (version / "assets" / features.LABELS_ASSET).read_text(encoding="utf-8").splitlines()
     images = [Path(p).read_bytes() for p in image_paths]
     outputs = serve(**{features.SERVING_INPUT: tf.constant(images)})
     probabilities = outputs[features.OUTPUT_PROBABILITIES].numpy()

@@ -60,3 +60,23 @@ def write_schema(
         f"from {Path(template).name}.\n"
     )
     Path(output).write_text(header + text_format.MessageToString(schema))
+
+
+def schema_for_classes(schema: str | Path, num_classes: int, derived: Path) -> Path:
+    """The curated schema when it admits num_classes; otherwise its copy for that count.
+
+    The label domain follows the data's class count: the curated schema is written for 10
+    classes, and an 11-class dataset must not be refused for it. A schema the user chose is
+    checked, not rewritten (check_num_classes).
+    """
+    if Path(schema).resolve() != DEFAULT_SCHEMA.resolve() or label_classes(schema) == num_classes:
+        check_num_classes(schema, num_classes)
+        return Path(schema)
+    derived.parent.mkdir(parents=True, exist_ok=True)
+    tmp = derived.with_suffix(".tmp")
+    write_schema(num_classes, tmp, template=schema)
+    if not derived.is_file() or derived.read_bytes() != tmp.read_bytes():
+        tmp.replace(derived)  # only when it changes: ImportSchemaGen caches by path
+    else:
+        tmp.unlink()
+    return derived

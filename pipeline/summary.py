@@ -46,6 +46,8 @@ class RunSummary:
     trainer_eval_accuracy: float | None = None
     recipe: str | None = None
     baseline_accuracy: float | None = None
+    # Why there is no baseline accuracy, when there is none (components/evaluator.py).
+    baseline_note: str | None = None
     per_class_accuracy: dict[str, float] = dataclasses.field(default_factory=dict)
     blessed: bool | None = None
     pushed: bool | None = None
@@ -249,7 +251,21 @@ def summary_of(pipeline_name: str, run_id: str, nodes: dict[str, NodeRecord]) ->
             summary.evaluation_split = splits[0]
     if summary.evaluation_uri:
         _read_metrics(summary, summary.evaluation_uri)
+        summary.baseline_note = _baseline_note(summary.evaluation_uri)
     return summary
+
+
+def _baseline_note(evaluation_uri: str) -> str | None:
+    from components.production import read_provenance
+
+    provenance = read_provenance(evaluation_uri) or {}
+    if provenance.get("class_map_changed"):
+        return "new class map: no baseline"
+    if provenance.get("baseline_is_candidate"):
+        return "the served version is this model: no comparison"
+    if provenance and provenance.get("production") is None:
+        return "no version served yet"
+    return None
 
 
 def _fmt(value: float | None) -> str:
@@ -276,7 +292,7 @@ def format_summary(
         yield (f"  training: recipe {summary.recipe}, final accuracy on the eval split "
                f"(early stopping's) {_fmt(summary.trainer_eval_accuracy)}")
     if summary.baseline_accuracy is None:
-        yield "  baseline: none (no version served yet)"
+        yield f"  baseline: none ({summary.baseline_note or 'no version served yet'})"
     else:
         change = (summary.accuracy or 0) - summary.baseline_accuracy
         yield f"  baseline accuracy {_fmt(summary.baseline_accuracy)} (change {change:+.4f})"

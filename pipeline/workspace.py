@@ -6,6 +6,7 @@ Layout under the run root (default ./tfx_root):
   metadata/<pipeline>.sqlite                   ML Metadata store
   logs/<pipeline>-<time>.log                   full log of each run
   reports/<pipeline>/<run>/                    report.html, report.json and the PNGs of each run
+  schemas/schema-<N>-classes.pbtxt             the curated schema for N classes, when N != its own
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ class Workspace:
 
     def data_dir(self, name: str) -> Path:
         return self.root / "data" / name
+
+    def schema_path(self, num_classes: int) -> Path:
+        """The curated schema with its label domain set to this class count."""
+        return self.root / "schemas" / f"schema-{num_classes}-classes.pbtxt"
 
     def report_dir(self, run_id: str) -> Path:
         return self.root / "reports" / self.pipeline_name / run_id.replace(":", "")

@@ -12,7 +12,7 @@ from pathlib import Path
 import imagegen
 from conftest import snapshot
 from pipeline.cli import EXIT_OK, main
-from pipeline.schema import write_schema
+from pipeline.schema import label_classes
 from pipeline.summary import summarize_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -20,13 +20,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_run_killed_during_training_then_a_clean_rerun(tmp_path: Path) -> None:
     # Two split folders only (no test/): still runs, evaluating on eval, and says so.
+    # No --schema: the curated one admits 10 classes, and its label domain follows the data's 3.
     imagegen.write_folder(tmp_path / "images", {"train": 16, "val": 6})
-    schema = tmp_path / "schema.pbtxt"
-    write_schema(len(imagegen.CLASS_NAMES), schema)
     root, serving = tmp_path / "root", tmp_path / "serving"
     args = ["run", "--data", str(tmp_path / "images"), "--root", str(root),
             "--serving-dir", str(serving), "--pipeline-name", "crash", "--model-name", "m",
-            "--schema", str(schema), "--batch-size", "4", "--min-accuracy", "0"]
+            "--batch-size", "4", "--min-accuracy", "0"]
     process = subprocess.Popen(
         [sys.executable, "-m", "pipeline", *args, "--epochs", "500"],
         cwd=REPO, stderr=subprocess.PIPE, text=True, start_new_session=True,
@@ -48,6 +47,9 @@ def test_run_killed_during_training_then_a_clean_rerun(tmp_path: Path) -> None:
     assert process.returncode == -signal.SIGKILL
     assert snapshot(serving) == {}
     assert any("has no test split" in line for line in seen), "".join(seen[:20])
+    derived = root / "schemas" / "schema-3-classes.pbtxt"
+    assert any(f"using {derived}" in line for line in seen), "".join(seen[:20])
+    assert label_classes(derived) == 3
 
     assert main([*args, "--epochs", "2"]) == EXIT_OK
     summary = summarize_run(str(root / "metadata" / "crash.sqlite"), "crash")

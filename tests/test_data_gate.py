@@ -18,6 +18,8 @@ from pipeline.cli import EXIT_DATA_REJECTED, EXIT_OK
 PIPELINE = "gate-pipeline"
 # 40 images per class: TFDV computes image-format statistics only from 100 values up.
 PER_CLASS = {"train": 40, "test": 10}
+# The new name of the "red" class folder in the class-map runs.
+RENAMED = "rouge café, 日本 (№ 1)"
 
 
 def _example(image: list[bytes] | None = None, label=None) -> bytes:
@@ -161,6 +163,16 @@ def gate_runs(tmp_path_factory: pytest.TempPathFactory) -> GateRuns:
     run("drifted", drifted)
     run("drifted_again", drifted)
     run("drift_accepted", drifted, "--max-label-drift", "0.5")
+    # A class folder renamed, to a name with non-ASCII letters, spaces and punctuation: the
+    # class map differs from the served model's. Stopped, then accepted knowingly.
+    renamed_images = base / "renamed_images"
+    shutil.copytree(base / "images", renamed_images)
+    for split in PER_CLASS:
+        (renamed_images / split / "red").rename(renamed_images / split / RENAMED)
+    renamed = base / "renamed"
+    assert main(["ingest", str(renamed_images), str(renamed)]) == EXIT_OK
+    run("class_renamed", renamed)
+    run("class_renamed_accepted", renamed, "--accept-new-classes", "--warmup", "synthetic")
     return result
 
 
@@ -271,6 +283,53 @@ def test_report_shows_label_drift_against_the_accepted_data(gate_runs: GateRuns)
     train = next(m for m in accepted["drift"] if m["split"] == "train")
     assert 0.1 < train["distance"] <= train["threshold"] == pytest.approx(0.5)
     assert accepted["gate_state"] == "executed"
+
+
+def test_a_changed_class_map_stops_the_run_until_accepted(gate_runs: GateRuns) -> None:
+    stopped = gate_runs.runs["class_renamed"]
+    assert stopped.exit_code == EXIT_DATA_REJECTED
+    assert "CLASS_MAP_CHANGED" in stopped.log
+    assert f"added [{RENAMED!r}]; removed ['red']" in stopped.log
+    assert "--accept-new-classes" in stopped.log
+    assert not stopped.executed & {"Transform", "Trainer", "Pusher"}
+    assert stopped.serving_after == stopped.serving_before
+    assert stopped.report["validation"]["class_map"]["class_names"] == ["blue", "green", RENAMED]
+
+    accepted = gate_runs.runs["class_renamed_accepted"]
+    assert accepted.exit_code == EXIT_OK
+    evaluation = accepted.report["evaluation"]
+    assert evaluation["class_map_changed"] and evaluation["baseline_accuracy"] is None
+    assert "new class map: no baseline" in Path(accepted.report["files"]["html"]).read_text()
+    assert accepted.report["validation"]["drift"] == []  # other label ids: not compared
+    assert accepted.report["push"]["pushed"]
+
+
+def test_synthetic_warmup_requests_hold_no_image_of_the_data(gate_runs: GateRuns) -> None:
+    from trainer.warmup import read_warmup_requests
+
+    version = gate_runs.runs["class_renamed_accepted"].report["push"]["destination"]
+    sent = {image for request in read_warmup_requests(version)
+            for image in tf.make_ndarray(request.inputs["image"])}
+    data = {f.read_bytes() for f in (gate_runs.root.parent / "renamed_images").rglob("*.*")}
+    assert sent and not sent & data
+
+
+def test_non_ascii_class_names_survive_the_whole_trip(gate_runs: GateRuns, capsys) -> None:
+    """Ingest, the report, the served model's labels.txt and its predictions."""
+    from pipeline.cli import main
+
+    accepted = gate_runs.runs["class_renamed_accepted"]
+    version = Path(accepted.report["push"]["destination"])
+    labels = (version / "assets" / "labels.txt").read_text(encoding="utf-8")
+    assert labels.splitlines() == ["blue", "green", RENAMED]
+    assert RENAMED in Path(accepted.report["files"]["html"]).read_text(encoding="utf-8")
+    assert RENAMED in accepted.report["dataset"]["splits"]["train"]["per_class"]
+    red = sorted((gate_runs.root.parent / "renamed_images" / "test" / RENAMED).iterdir())
+    assert main(["predict", "--model-dir", str(version), "--json", *map(str, red[:4])]) == 0
+    predictions = json.loads(capsys.readouterr().out)["predictions"]
+    # A one-epoch model: its names, not its accuracy, are under test.
+    assert {p["class_name"] for p in predictions} <= {"blue", "green", RENAMED}
+    assert all(RENAMED in {name for name, _ in p["top"]} for p in predictions)
 
 
 def test_gate_rejects_unknown_allow_list_entries() -> None:

@@ -198,3 +198,14 @@ def test_compile_refuses_a_schema_for_another_class_count(tmp_path: Path, caplog
     assert "--image-schema" in caplog.text and not output.exists()
     assert main([*args, "--schema", str(schema), "--image-schema", "gs://b/s.pbtxt"]) == 0
     assert "gs://b/s.pbtxt" in output.read_text()
+
+
+def test_multi_worker_training_compiles_and_passes_the_rules(tmp_path: Path) -> None:
+    """The Trainer task carries the strategy; the cluster starts the workers (multi-worker.md)."""
+    from kubeflow.conformance import check_file
+
+    output = tmp_path / "p.json"
+    assert main(["compile-kfp", "--output", str(output), "--distribution", "multi_worker"]) == 0
+    assert check_file(output) == []
+    defaults = json.loads(output.read_text())["runtimeConfig"]["parameterValues"]
+    assert json.loads(defaults["trainer-config"])["distribution"] == "multi_worker"

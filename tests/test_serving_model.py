@@ -101,3 +101,15 @@ def test_warmup_requests_are_real_eval_images_that_the_model_answers(
         signature = loaded.signatures[request.model_spec.signature_name]
         outputs = signature(**{k: tf.make_ndarray(v) for k, v in request.inputs.items()})
         assert outputs[features.OUTPUT_PROBABILITIES].shape == (len(images), 3)
+
+
+def test_synthetic_warmup_images_carry_no_data_and_fit_the_model() -> None:
+    from trainer.config import from_recipe
+    from trainer.warmup import warmup_images
+
+    images = warmup_images("synthetic", ["no/such/eval/files-*"], (8, 8, 3), 8)
+    assert len(images) == 8 and len(set(images)) == 8
+    for image in images:
+        assert tuple(tf.io.decode_png(image).shape) == (8, 8, 3)
+    with pytest.raises(ValueError, match="warmup must be one of"):
+        from_recipe("classic", (8, 8, 3), ["a", "b"], warmup="none")

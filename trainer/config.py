@@ -19,6 +19,9 @@ ACTIVATIONS = ("relu", "gelu")
 # tf.distribute strategies: "none" (default device), "mirrored" (all local GPUs, or the logical
 # CPU devices), "multi_worker" (MultiWorkerMirroredStrategy, workers from TF_CONFIG).
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
+# What the TF Serving warm-up requests in each pushed model hold: the first eval images, or
+# generated noise images of the model's shape, for data that must not leave training.
+WARMUPS = ("real", "synthetic")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +88,7 @@ class TrainerConfig:
     validation_freq: int = 1
     # tf.distribute strategy for training (DISTRIBUTIONS); batch_size is the global batch.
     distribution: str = "none"
+    warmup: str = "real"
     seed: int = 42
     # Which recipe these settings started from, and why it was chosen (for the report).
     recipe: str = "custom"
@@ -106,6 +110,7 @@ class TrainerConfig:
             ("precision", self.precision, PRECISIONS),
             ("activation", self.activation, ACTIVATIONS),
             ("distribution", self.distribution, DISTRIBUTIONS),
+            ("warmup", self.warmup, WARMUPS),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")

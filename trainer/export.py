@@ -18,7 +18,7 @@ import tensorflow_transform as tft
 from trainer import features
 from trainer.config import TrainerConfig
 from trainer.model import class_probabilities
-from trainer.warmup import WARMUP_BATCH_SIZES, eval_images, write_warmup_requests
+from trainer.warmup import WARMUP_BATCH_SIZES, warmup_images, write_warmup_requests
 
 
 class ServingModule(tf.Module):
@@ -41,7 +41,7 @@ class ServingModule(tf.Module):
         self._tta_translate = tta_translate
         self._labels_dir = tempfile.TemporaryDirectory()
         labels_path = Path(self._labels_dir.name) / features.LABELS_ASSET
-        labels_path.write_text("".join(f"{name}\n" for name in class_names))
+        labels_path.write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8")
         self.labels_asset = tf.saved_model.Asset(str(labels_path))
 
     def _predict(self, raw_features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -97,4 +97,5 @@ def write_serving_model(
     One function for the in-process run_fn and the multi-worker chief, so both export the same.
     """
     export_serving_model(model, tf_transform_output, config, export_dir)
-    write_warmup_requests(export_dir, eval_images(eval_files, max(WARMUP_BATCH_SIZES)))
+    write_warmup_requests(export_dir, warmup_images(
+        config.warmup, eval_files, config.image_shape, max(WARMUP_BATCH_SIZES)))

@@ -3,7 +3,9 @@
 TF Serving replays `<version>/assets.extra/tf_serving_warmup_requests` (a TFRecord of
 PredictionLog protos) when it loads a version, before it reports the version available, so
 the first real request does not pay for graph initialization. The requests are built from
-real eval images, in the exact form clients send: raw encoded bytes to `serving_default`.
+real eval images, in the exact form clients send: raw encoded bytes to `serving_default`. They
+ship with the model; with `warmup="synthetic"` they are generated noise images instead, for
+data that must not leave the training environment.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from trainer import features
@@ -28,6 +31,20 @@ def eval_images(file_patterns: Sequence[str], count: int) -> list[bytes]:
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").take(count)
     return [tf.io.parse_single_example(record, spec)[features.IMAGE_KEY].numpy()
             for record in dataset]
+
+
+def synthetic_images(image_shape: Sequence[int], count: int, seed: int = 0) -> list[bytes]:
+    """PNG noise images of the model's shape: warm-up requests that carry no training data."""
+    rng = np.random.default_rng(seed)
+    return [tf.io.encode_png(rng.integers(0, 256, size=tuple(image_shape), dtype=np.uint8))
+            .numpy() for _ in range(count)]
+
+
+def warmup_images(warmup: str, eval_files: Sequence[str], image_shape: Sequence[int],
+                  count: int) -> list[bytes]:
+    if warmup == "synthetic":
+        return synthetic_images(image_shape, count)
+    return eval_images(eval_files, count)
 
 
 def predict_request(images: Sequence[bytes]):

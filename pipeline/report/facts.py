@@ -136,8 +136,11 @@ def validation_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
     max_drift = float(value(gate.execution, "max_label_drift") or 0.0)
     section["max_label_drift"] = max_drift
     statistics, schema = gate.input("statistics"), gate.input("schema")
-    baseline = _drift_baseline(gate)
+    gate_record = _gate_record(gate)
+    baseline = gate_record.get("baseline")
     section["drift_baseline"] = baseline
+    section["class_map"] = {key: gate_record.get(key) for key in
+                            ("class_names", "served_class_names", "change")}
     if baseline is not None and statistics is not None and schema is not None and max_drift > 0:
         loaded = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema.uri))
         section["drift"] = [
@@ -147,18 +150,21 @@ def validation_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
     return section
 
 
-def _drift_baseline(gate: NodeRecord) -> str | None:
-    """The statistics the gate compared with: from its report, or, when it failed and wrote
-    none, those of the served version now (the report is written right after the run)."""
-    from components.data_gate import REPORT_FILE
+def _gate_record(gate: NodeRecord) -> dict[str, Any]:
+    """What the gate compared with: its report (gate.json), or, when it failed and wrote none,
+    the same comparison with the served version now (the report is written after the run)."""
+    from components.data_gate import REPORT_FILE, class_map_record
     from components.production import production_model, push_base
 
     accepted = gate.output("validated_statistics")
     report = Path(accepted.uri) / REPORT_FILE if accepted is not None else None
     if report is not None and report.is_file():
-        return json.loads(report.read_text()).get("baseline")
+        return json.loads(report.read_text())
     production = production_model(push_base(value(gate.execution, "push_destination")))
-    return production.statistics if production else None
+    record = class_map_record(value(gate.execution, "data_root"), production)
+    changed = record["change"] is not None
+    record["baseline"] = production.statistics if production and not changed else None
+    return record
 
 
 def training_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
@@ -281,6 +287,8 @@ def evaluation_section(
         "baseline_version": production.get("version"),
         # On an unchanged re-run the served version is the candidate itself: nothing to compare.
         "baseline_is_candidate": bool(provenance.get("baseline_is_candidate")),
+        # Data accepted with --accept-new-classes: the served model's label ids mean other classes.
+        "class_map_changed": bool(provenance.get("class_map_changed")),
         "baseline_accuracy": summary.baseline_accuracy,
         "thresholds": _thresholds(value(evaluator.execution, "eval_config")),
         "validation_ok": validation_ok,

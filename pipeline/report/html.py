@@ -217,7 +217,9 @@ def _evaluation(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> str:
         return _missing(data)
     baseline = data.get("baseline_accuracy")
     accuracy = data.get("accuracy")
-    if data.get("baseline_is_candidate"):
+    if data.get("class_map_changed"):
+        baseline_text = "new class map: no baseline (accepted with --accept-new-classes)"
+    elif data.get("baseline_is_candidate"):
         baseline_text = "this same model is the one served (unchanged re-run): no comparison"
     elif data.get("baseline_model") is None:
         baseline_text = "none: no version served yet"
