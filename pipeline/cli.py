@@ -183,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     _add_pipeline_args(p)
 
+    from pipeline.serving_client import DEFAULT_TIMEOUT_S
+
     p = sub.add_parser("predict", help="classify images with the newest pushed model, "
                                        "in-process or through a TF Serving server",
                        epilog="examples:\n"
@@ -202,8 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "--grpc")
     p.add_argument("images", type=Path, nargs="+")
     p.add_argument("--model-name", help="model name on the server (with --server)")
+    p.add_argument("--model-version", type=int, metavar="N",
+                   help="a version the server has (with --server; default: the newest "
+                        "AVAILABLE one, which is what TF Serving serves)")
     p.add_argument("--grpc", action="store_true", help="use gRPC instead of REST")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds per request attempt")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                   help="seconds for the whole call with --server: waiting for the server to "
+                        "answer and for a version to become AVAILABLE (it says which state it "
+                        "waits on), then the prediction (default %(default)s)")
     p.add_argument("--labels", type=Path,
                    help="class names, one per line (the model's assets/labels.txt), to name "
                         "the top-k classes of server answers")
@@ -479,15 +487,16 @@ def _predict_server(args: argparse.Namespace):
         raise FileNotFoundError(f"image files not found: {missing}")
     labels = args.labels.read_text(encoding="utf-8").splitlines() if args.labels else None
     call = predict_grpc if args.grpc else predict_rest
-    answers = call(args.server, args.model_name, [p.read_bytes() for p in args.images],
-                   timeout=args.timeout)
+    answer = call(args.server, args.model_name, [p.read_bytes() for p in args.images],
+                  timeout=args.timeout, version=args.model_version)
     results = []
-    for path, answer in zip(args.images, answers, strict=True):
-        order = sorted(range(len(answer.probabilities)), key=lambda i: -answer.probabilities[i])
-        top = [(labels[i] if labels else f"#{i}", answer.probabilities[i])
+    for path, served in zip(args.images, answer.predictions, strict=True):
+        order = sorted(range(len(served.probabilities)), key=lambda i: -served.probabilities[i])
+        top = [(labels[i] if labels else f"#{i}", served.probabilities[i])
                for i in order[:args.top_k]]
-        results.append(Prediction(str(path), answer.class_name, answer.class_id, top))
-    where = f"{args.model_name} on {args.server} ({'gRPC' if args.grpc else 'REST'})"
+        results.append(Prediction(str(path), served.class_name, served.class_id, top))
+    where = (f"{args.model_name} version {answer.version} on {args.server} "
+             f"({'gRPC' if args.grpc else 'REST'})")
     return where, results
 
 
@@ -496,6 +505,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.server:
         version, predictions = _predict_server(args)
+    elif args.model_version is not None:
+        raise ValueError("--model-version picks a version on a server: it needs --server "
+                         "(with --model-dir, pass the version folder instead)")
     else:
         version, predictions = predict_files(args.model_dir, args.images, args.top_k)
     if args.json:
@@ -667,10 +679,11 @@ def main(argv: list[str] | None = None) -> int:
         logs.configure(None, args.verbose)
     from pipeline.ingest import IngestError
     from pipeline.predict import ModelDirError
-    from pipeline.serving_client import ServingError
+    from pipeline.serving_client import RequestError, ServingError
 
+    # RequestError: the server says the model, version, signature or input is wrong.
     bad_input: tuple[type[Exception], ...] = (IngestError, ModelDirError, FileNotFoundError,
-                                              ValueError)
+                                              ValueError, RequestError)
     try:
         return COMMANDS[args.command](args)
     except bad_input as e:
