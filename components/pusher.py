@@ -23,17 +23,26 @@ Publishing depends on the store (`has_atomic_rename`, decided by the base's sche
     SavedModel for TF Serving to load: it fails that load and retries, keeping the previous
     version in service.
 A crash leaves at most a staging folder and, on object stores, a version folder without
-saved_model.pb; neither counts as served (production.served_versions) and the next push removes
+saved_model.pb; neither counts as served (production.served_versions) and a later push removes
 both, with a warning. File access goes through TFX's fileio, so gs:// and s3:// bases work.
+
+Pushes from several pipeline roots to one base wait for each other: each holds the base for its
+whole push (push_lock.py: a file lock on local paths, a lease on object stores). Cleanup does not
+rely on that alone: a staging folder is named after its push's owner id and removed only when
+that push is known to have ended or nothing in it changed for `stale_after` seconds, and a
+version without saved_model.pb is spared while any staging folder is (its push may be copying
+it). What is left alone is logged.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import math
 import os
 import re
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +68,13 @@ from components.production import (
     version_folders,
 )
 from components.production import join as _join
+from components.push_lock import (
+    DEFAULT_POLICY,
+    LockPolicy,
+    owner_alive,
+    owner_created,
+    push_lock,
+)
 from trainer import features
 
 log = logging.getLogger(__name__)
@@ -153,16 +169,75 @@ def remove_version(version_dir: str) -> None:
         fileio.rmtree(version_dir)
 
 
-def remove_leftovers(base: str) -> None:
-    """Remove what interrupted pushes left: staging folders and versions without a SavedModel."""
-    for name in fileio.listdir(base):
-        if str(name).startswith(STAGING_PREFIX):
-            log.warning("removing %s, left by an interrupted push", _join(base, str(name)))
-            fileio.rmtree(_join(base, str(name)))
+def last_change(path: str) -> float | None:
+    """When anything under path last changed (seconds since the epoch); None if nobody says.
+
+    A push keeps writing files into its staging folder (and on object stores its version), so
+    a recent change means it may still be at work.
+    """
+    times = []
+    for folder, _, files in fileio.walk(path):
+        for name in files:
+            with contextlib.suppress(Exception):
+                times.append(fileio.stat(_join(str(folder), str(name))).mtime_nsec / 1e9)
+    with contextlib.suppress(Exception):  # object stores may have no folder to stat
+        times.append(fileio.stat(path).mtime_nsec / 1e9)
+    return max((t for t in times if t > 0), default=None)
+
+
+def _idle_for(path: str, owner: str | None) -> float:
+    """Seconds since a leftover last changed or its push started, the later; inf if unknown."""
+    created = owner_created(owner) if owner else None
+    times = [t for t in (created, last_change(path)) if t is not None]
+    return time.time() - max(times) if times else math.inf
+
+
+def _why_abandoned(path: str, owner: str | None, stale_after: float) -> str | None:
+    """Why no push can still be writing path, or None when one may be."""
+    if owner is not None and owner_alive(owner) is False:
+        return f"its push {owner} has ended"
+    idle = _idle_for(path, owner)
+    if idle > stale_after:
+        return f"nothing in it changed for {idle:.0f} s (over {stale_after:g} s)"
+    return None
+
+
+def _remove_abandoned_staging(base: str, stale_after: float) -> list[str]:
+    """Remove staging folders no push is writing any more; return those left alone."""
+    spared = []
+    for name in sorted(str(n).rstrip("/") for n in fileio.listdir(base)):
+        if not name.startswith(STAGING_PREFIX):
+            continue
+        path, owner = _join(base, name), name[len(STAGING_PREFIX):]
+        why = _why_abandoned(path, owner, stale_after)
+        if why is None:
+            log.warning("leaving %s alone: push %s may still be writing it (changed %.0f s ago; "
+                        "removed once %g s pass without a change, or when its process is gone)",
+                        path, owner, _idle_for(path, owner), stale_after)
+            spared.append(path)
+        else:
+            log.warning("removing %s, left by an interrupted push: %s", path, why)
+            fileio.rmtree(path)
+    return spared
+
+
+def _remove_abandoned_versions(base: str, stale_after: float, spared: list[str]) -> None:
+    """Remove versions without a SavedModel, unless a spared push may be copying one."""
     for version in incomplete_versions(base):
+        path = _join(base, str(version))
+        idle = _idle_for(path, None)
+        if spared and idle <= stale_after:
+            log.warning("leaving %s alone: a version without saved_model.pb, changed %.0f s ago, "
+                        "that the push of %s may still be copying", path, idle, spared)
+            continue
         log.warning("removing %s: a version without saved_model.pb, left by an interrupted push "
-                    "to an object store", _join(base, str(version)))
-        remove_version(_join(base, str(version)))
+                    "to an object store", path)
+        remove_version(path)
+
+
+def remove_leftovers(base: str, stale_after: float = DEFAULT_POLICY.stale_after) -> None:
+    """Remove what interrupted pushes left, never what a running push is still writing."""
+    _remove_abandoned_versions(base, stale_after, _remove_abandoned_staging(base, stale_after))
 
 
 def rename_into_place(staging: str, target: str) -> None:
@@ -170,22 +245,26 @@ def rename_into_place(staging: str, target: str) -> None:
     fileio.rename(staging, target)
 
 
-def copy_into_place(staging: str, target: str) -> None:
+def copy_into_place(staging: str, target: str, check: Callable[[], None] = lambda: None) -> None:
     """Object stores: copy all but the SavedModel proto, check the copy, write the proto last.
 
     TF Serving cannot load a folder without saved_model.pb, so it never loads a partial
-    version; a single object write is atomic on GCS and S3. On any error the partial version
-    is removed.
+    version; a single object write is atomic on GCS and S3. check() runs before that write (a
+    lost lease stops it). A target that exists already is refused, neither written nor removed;
+    on any other error the partial version is removed.
     """
     expected = file_digests(staging)
     last = [name for name in SAVED_MODEL_FILES if name in expected]
     if not last:
         raise PushVerificationError(f"{staging}: no saved_model.pb to write last")
+    if fileio.exists(target):
+        raise FileExistsError(f"{target} exists already: another push is publishing it")
     body = {relative: digest for relative, digest in expected.items() if relative not in last}
     try:
         for relative in body:
             _copy_file(staging, target, relative)
         _check_copy(target, body)
+        check()
         for relative in last:
             _copy_file(staging, target, relative)
             _check_file(target, relative, expected[relative])
@@ -223,40 +302,55 @@ def push_model(
     now: Callable[[], float] = time.time,
     add_files: Callable[[str], None] | None = None,
     atomic_rename: bool | None = None,
+    policy: LockPolicy = DEFAULT_POLICY,
 ) -> tuple[int, str, bool]:
     """Push model_dir under base; returns (version, version dir, whether it already existed).
 
     add_files(staging) adds files to the version before it is verified and published.
     atomic_rename picks how it is published (module docstring); None decides by base's scheme.
-    Assumes one pusher per base directory at a time (runs on a pipeline root are serialized).
+    The push holds base throughout (push_lock): another push to it waits up to policy.timeout.
     """
     base = str(base).rstrip("/")
     if atomic_rename is None:
         atomic_rename = has_atomic_rename(base)
     fileio.makedirs(base)
-    newest_folder = max(version_folders(base), default=-1)  # leftovers included
-    remove_leftovers(base)
-    versions = served_versions(base)
-    digest = model_digest(model_dir)
-    if versions and model_digest(_join(base, str(versions[-1]))) == digest:
-        log.info("the model is already served as version %d; not pushing it again", versions[-1])
-        return versions[-1], _join(base, str(versions[-1])), True
-    staging = _join(base, f"{STAGING_PREFIX}{uuid.uuid4().hex}")
-    publish = rename_into_place if atomic_rename else copy_into_place
-    try:
-        io_utils.copy_dir(str(model_dir), staging)
-        if add_files is not None:
-            add_files(staging)
-        verify(staging)
-        version = max(int(now()), newest_folder + 1)
-        target = _join(base, str(version))
-        publish(staging, target)
-    finally:
-        if fileio.exists(staging):
-            fileio.rmtree(staging)
+    with push_lock(base, policy) as hold:
+        newest_folder = max(version_folders(base), default=-1)  # leftovers included
+        remove_leftovers(base, policy.stale_after)
+        versions = served_versions(base)
+        if versions and model_digest(_join(base, str(versions[-1]))) == model_digest(model_dir):
+            log.info("the model is already served as version %d; not pushing it again",
+                     versions[-1])
+            return versions[-1], _join(base, str(versions[-1])), True
+        staging = _join(base, f"{STAGING_PREFIX}{hold.owner}")
+        publish = (rename_into_place if atomic_rename
+                   else functools.partial(copy_into_place, check=hold.check))
+        try:
+            _stage(model_dir, staging, add_files, verify)
+            hold.check()  # object stores: a push whose lease was taken must not publish
+            version = _next_version(base, newest_folder, now)
+            target = _join(base, str(version))
+            publish(staging, target)
+        finally:
+            if fileio.exists(staging):
+                fileio.rmtree(staging)
     log.info("pushed version %d to %s (%s)", version, target,
              "renamed" if atomic_rename else "copied, saved_model.pb last")
     return version, target, False
+
+
+def _stage(model_dir: str, staging: str, add_files: Callable[[str], None] | None,
+           verify: Callable[[str], None]) -> None:
+    """Copy the model into staging, add the version's extra files, and check it there."""
+    io_utils.copy_dir(str(model_dir), staging)
+    if add_files is not None:
+        add_files(staging)
+    verify(staging)
+
+
+def _next_version(base: str, newest_seen: int, now: Callable[[], float]) -> int:
+    """The clock's second, but above every numeric folder seen before cleanup or present now."""
+    return max(int(now()), newest_seen + 1, max(version_folders(base), default=-1) + 1)
 
 
 def statistics_copier(statistics_uri: str) -> Callable[[str], None]:

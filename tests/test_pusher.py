@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from components.push_lock import LOCK_FILE
 from components.pusher import (
     STAGING_PREFIX,
     PushVerificationError,
@@ -89,9 +90,11 @@ def test_a_crash_mid_push_leaves_served_versions_untouched(
     process.join(120)
     assert process.exitcode == 9
     assert served_versions(str(base)) == [1000]
-    assert {k for k in snapshot(base) if not k.startswith(STAGING_PREFIX)} == set(before)
+    left = {k for k in snapshot(base) if not k.startswith(STAGING_PREFIX)}
+    assert left == set(before) | {LOCK_FILE}  # a killed push cannot delete its lock file
     assert any(p.name.startswith(STAGING_PREFIX) for p in base.iterdir())
 
     version, _, existed = push_model(str(model_dir), str(base), now=lambda: 3000)
     assert (version, existed) == (3000, False)
-    assert sorted(p.name for p in base.iterdir()) == ["1000", "3000"]  # stale staging removed
+    # The dead push's staging folder is removed, the lock file reused and deleted.
+    assert sorted(p.name for p in base.iterdir()) == ["1000", "3000"]

@@ -1,9 +1,10 @@
 """Pushing to a store without atomic rename (components/pusher.py, copy protocol).
 
 The store is a TFX fileio plugin for a made-up objstore:// scheme, kept in a local folder,
-that behaves like an object store: it has no folder rename, logs every change in order, and
-can "crash" at any change (that change and every later one fail, as if the process had died, so
-no cleanup code gets to run). TF's own ram:// filesystem would let TF load the model straight
+that behaves like an object store: it has no folder rename, an object being written appears,
+whole, when its writer closes it, it logs every change in order, and it can "crash" at any
+change (that change and every later one fail, as if the process had died, so no cleanup code
+gets to run). TF's own ram:// filesystem would let TF load the model straight
 from the store, but it cannot tell `assets/` from `assets.extra/` (it lists by string prefix),
 so TF loads the staged model through the store's local folder instead. The model is a tiny
 SavedModel with the pipeline's signatures, labels and warm-up requests, so the Pusher's real
@@ -15,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +36,7 @@ from components.production import (
     served_versions,
     version_folders,
 )
+from components.push_lock import LockPolicy
 from components.pusher import (
     STAGING_PREFIX,
     PushVerificationError,
@@ -83,6 +87,30 @@ def _change(operation: str, path) -> None:
     STORE.changes.append((operation, str(path)))
 
 
+class _Upload:
+    """An object being written: invisible until closed, then all there (GCS and S3 uploads)."""
+
+    def __init__(self, name: str, mode: str) -> None:
+        self.target = _local(name)
+        uploads = f"{STORE.root}.uploads"
+        os.makedirs(uploads, exist_ok=True)
+        self.partial = f"{uploads}/{uuid.uuid4().hex}"
+        self.file = TensorflowFilesystem.open(self.partial, mode)
+
+    def write(self, data) -> None:
+        self.file.write(data)
+
+    def close(self) -> None:
+        self.file.close()
+        os.replace(self.partial, self.target)
+
+    def __enter__(self) -> _Upload:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 class ObjectStore(TensorflowFilesystem):
     """objstore:// as an object store: no folder rename, every change logged, crashes on demand."""
 
@@ -90,9 +118,10 @@ class ObjectStore(TensorflowFilesystem):
 
     @staticmethod
     def open(name, mode="r"):
-        if not mode.startswith("r"):
-            _change("write", name)
-        return TensorflowFilesystem.open(_local(name), mode)
+        if mode.startswith("r"):
+            return TensorflowFilesystem.open(_local(name), mode)
+        _change("write", name)
+        return _Upload(name, mode)
 
     @staticmethod
     def copy(src, dst, overwrite=False):
@@ -170,8 +199,13 @@ def _reset(crash_at: int | None = None) -> None:
     STORE.crash_at, STORE.crashed, STORE.corrupt = crash_at, False, None
 
 
+# The push lease without the production pauses (settle: 2 s per push).
+FAST = LockPolicy(poll=0.01, settle=0.01)
+
+
 def _push(model_dir: str, base: str, **kwargs) -> tuple[int, str, bool]:
     """push_model with its real verification, which TF runs on the store's local folder."""
+    kwargs.setdefault("policy", FAST)
     return push_model(model_dir, base, verify=lambda staging: verify_saved_model(_local(staging)),
                       **kwargs)
 
