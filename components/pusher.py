@@ -89,7 +89,11 @@ class PushVerificationError(RuntimeError):
 
 
 def verify_saved_model(model_dir: str) -> None:
-    """Load the model as TF Serving would and run one prediction through serving_default."""
+    """Load the model as TF Serving would and predict on one image of every accepted kind.
+
+    Ingest accepts JPEG and PNG in many modes (RGBA, palette, 16-bit, CMYK, gray...), and stores
+    them unchanged; clients may send any of them, so serving_default must take each one.
+    """
     import tensorflow as tf
 
     try:
@@ -106,23 +110,63 @@ def verify_saved_model(model_dir: str) -> None:
     if fileio.exists(labels):
         with fileio.open(labels, "r") as f:
             num_classes = len(f.read().splitlines())
-    image = tf.io.encode_png(tf.fill([8, 8, 3], tf.constant(128, tf.uint8)))
-    try:
-        outputs = loaded.signatures[features.SERVING_SIGNATURE](
-            **{features.SERVING_INPUT: tf.reshape(image, [1])}
-        )
-    except Exception as e:  # noqa: BLE001
-        raise PushVerificationError(f"{model_dir}: prediction on a test image failed: {e}") from e
-    probabilities = outputs[features.OUTPUT_PROBABILITIES].numpy()
-    if num_classes is not None and probabilities.shape != (1, num_classes):
+    serve = loaded.signatures[features.SERVING_SIGNATURE]
+    images = _verification_images(serve)
+    probabilities = _predict_each_kind(serve, images, model_dir)
+    expected = (len(images), num_classes or probabilities.shape[-1])
+    if probabilities.shape != expected:
         raise PushVerificationError(
-            f"{model_dir}: probabilities have shape {probabilities.shape}, expected "
-            f"(1, {num_classes}) from {labels}"
+            f"{model_dir}: probabilities have shape {probabilities.shape}, expected {expected} "
+            f"for {len(images)} test images and the classes in {labels}"
         )
-    total = float(probabilities.sum())
-    if not abs(total - 1.0) < 1e-3:
-        raise PushVerificationError(f"{model_dir}: probabilities sum to {total}, not 1")
+    totals = probabilities.sum(axis=-1)
+    wrong = [kind for kind, total in zip(images, totals, strict=True)
+             if not abs(float(total) - 1.0) < 1e-3]
+    if wrong:
+        raise PushVerificationError(f"{model_dir}: probabilities do not sum to 1 for {wrong}: "
+                                    f"{totals.tolist()}")
     _replay_warmup_requests(loaded, model_dir)
+
+
+def _decoder_channels(signature) -> int | None:
+    """Channels the signature's image decoder produces (1 or 3); None if it decodes nothing."""
+    graph = signature.graph.as_graph_def()
+    nodes = [*graph.node, *(n for f in graph.library.function for n in f.node_def)]
+    channels = {n.attr["channels"].i for n in nodes
+                if n.op in ("DecodeImage", "DecodeJpeg", "DecodePng")}
+    return min(channels) if channels else None
+
+
+def _verification_images(signature) -> dict[str, bytes]:
+    """One image of every format and mode ingest accepts that this model's decoder can take
+    (trainer/image_kinds.py: a gray model cannot take CMYK JPEGs)."""
+    from trainer.image_kinds import sample_images
+
+    return sample_images(_decoder_channels(signature) or 3)
+
+
+def _predict_each_kind(signature, images: dict[str, bytes], model_dir: str):
+    """Probabilities for the batch of images; on failure, the kinds that fail on their own."""
+    import tensorflow as tf
+
+    def predict(batch: list[bytes]):
+        outputs = signature(**{features.SERVING_INPUT: tf.constant(batch)})
+        return outputs[features.OUTPUT_PROBABILITIES].numpy()
+
+    try:
+        return predict(list(images.values()))
+    except Exception as batch_error:  # noqa: BLE001
+        failing = []
+        for kind, data in images.items():
+            try:
+                predict([data])
+            except Exception as e:  # noqa: BLE001
+                failing.append(f"{kind} ({str(e).strip().splitlines()[0][:200]})")
+        detail = "; ".join(failing) or str(batch_error)
+        raise PushVerificationError(
+            f"{model_dir}: serving_default fails on test images of formats/modes that ingest "
+            f"accepts: {detail}"
+        ) from batch_error
 
 
 def _replay_warmup_requests(loaded, model_dir: str) -> None:
