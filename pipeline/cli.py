@@ -68,6 +68,7 @@ def _add_trainer_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_ingest_args(parser: argparse.ArgumentParser) -> None:
+    from pipeline.decode import DEFAULT_MAX_PIXELS
     from pipeline.ingest import DEFAULT_EVAL_FRACTION, DEFAULT_TEST_FRACTION
 
     group = parser.add_argument_group("ingest", "How an image folder becomes TFRecords.")
@@ -81,18 +82,26 @@ def _add_ingest_args(parser: argparse.ArgumentParser) -> None:
                             "default %(default)s")
     group.add_argument("--resize", metavar="HxW",
                        help="accept images of different sizes; the model gets HxW")
-    group.add_argument("--channels", type=int, choices=(1, 3, 4),
-                       help="accept images with different channel counts; the model gets N")
+    group.add_argument("--channels", type=int, choices=(1, 3),
+                       help="accept gray and colour images together; the model gets N (alpha "
+                            "is always dropped: a 4-channel model could not take JPEGs)")
     group.add_argument("--skip-bad", action="store_true",
-                       help="leave out unreadable/corrupt/non-image files instead of failing; "
-                            "they are listed with the reason in OUT/quarantine.json")
+                       help="leave out unreadable/corrupt/oversized/non-image files instead of "
+                            "failing; they are listed with the reason in OUT/quarantine.json")
+    group.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                       help="refuse images with more pixels (decompression bombs), before "
+                            "decoding them; default %(default)s")
+    group.add_argument("--allow-duplicates", action="store_true",
+                       help="keep images found in more than one split (same decoded pixels) "
+                            "instead of refusing them as leakage; counted in dataset.json")
 
 
 def _ingest_policy(args: argparse.Namespace) -> dict:
     from pipeline.ingest import parse_resize
 
     return {"resize": parse_resize(args.resize) if args.resize else None,
-            "channels": args.channels, "skip_bad": args.skip_bad}
+            "channels": args.channels, "skip_bad": args.skip_bad,
+            "max_pixels": args.max_pixels, "allow_duplicates": args.allow_duplicates}
 
 
 def _add_pipeline_args(parser: argparse.ArgumentParser) -> None:

@@ -1,34 +1,67 @@
-"""Image size, channels and completeness from the encoded bytes, without decoding pixels.
+"""Image size, colour mode and completeness from the encoded bytes, without decoding pixels.
 
-Ingest looks at every file; PIL's header parser costs ~70 us per image, these byte checks a few
-microseconds. Anything they do not recognise, or that looks truncated, goes to PIL, which decodes
-it fully and raises on a corrupt file.
+`read_header` says what a JPEG or PNG claims to be (size, colour mode, bit depth) in a few
+microseconds: ingest checks the pixel limit on it before decoding anything, and picks the
+decoder from it. `image_shape` adds end-marker checks and falls back to PIL's full decode for
+anything it does not recognise.
+
+Channels are what the model gets from tf.io.decode_image: gray (with or without alpha) is 1,
+colour is 3. Alpha is dropped by the decoder, so it never makes a 4-channel model (which could
+not take a single JPEG at serving time).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 from PIL import Image
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
-# PNG colour type -> channels after tf.io.decode_image(channels=0); gray+alpha counts as gray.
-_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 1, 6: 4}
+# PNG colour type -> mode (PIL's names).
+_PNG_MODES = {0: "L", 2: "RGB", 3: "P", 4: "LA", 6: "RGBA"}
+# JPEG component count -> mode.
+_JPEG_MODES = {1: "L", 3: "RGB", 4: "CMYK"}
 # JPEG start-of-frame markers (baseline, progressive, lossless, ...), not DHT/JPG/DAC.
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-# PIL mode -> channels.
-_MODE_CHANNELS = {"1": 1, "L": 1, "LA": 1, "I": 1, "I;16": 1, "F": 1, "P": 3, "RGB": 3,
-                  "YCbCr": 3, "CMYK": 3, "RGBA": 4}
+GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
+JPEG = "JPEG"
+PNG = "PNG"
 
 
 class BadImage(ValueError):
     pass
 
 
-def _jpeg(data: bytes) -> tuple[int, int, int] | None:
-    if not data.endswith(b"\xff\xd9"):
-        return None  # truncated, or trailing bytes after EOI: let PIL decide
+@dataclasses.dataclass(frozen=True)
+class Header:
+    """What an image's header claims: read before any pixel is decoded."""
+
+    format: str  # JPEG or PNG
+    height: int
+    width: int
+    mode: str  # L, RGB or CMYK for JPEG; L, LA, RGB, RGBA or P for PNG
+    bits: int = 8  # bits per sample
+    interlaced: bool = False
+
+    @property
+    def channels(self) -> int:
+        """Channels the model gets from this image: 1 for gray, 3 for colour (alpha dropped)."""
+        return channels_of_mode(self.mode)
+
+    @property
+    def kind(self) -> str:
+        """Format and mode, as ingest counts them: 'JPEG RGB', 'PNG RGBA', 'PNG L 16-bit'."""
+        depth = f" {self.bits}-bit" if self.bits != 8 else ""
+        return f"{self.format} {self.mode}{depth}"
+
+
+def channels_of_mode(mode: str) -> int:
+    return 1 if mode in GRAY_MODES else 3
+
+
+def _jpeg_header(data: bytes) -> Header | None:
     i, n = 2, len(data)
     while i + 9 < n:
         if data[i] != 0xFF:
@@ -43,40 +76,55 @@ def _jpeg(data: bytes) -> tuple[int, int, int] | None:
         if marker in _SOF_MARKERS:
             height = data[i + 5] << 8 | data[i + 6]
             width = data[i + 7] << 8 | data[i + 8]
-            components = data[i + 9]
-            if not (height and width and components in (1, 3, 4)):
+            mode = _JPEG_MODES.get(data[i + 9])
+            if not (height and width and mode):
                 return None
-            return height, width, 1 if components == 1 else 3
+            return Header(JPEG, height, width, mode, data[i + 4])
         i += 2 + (data[i + 2] << 8 | data[i + 3])
     return None
 
 
-def _png(data: bytes) -> tuple[int, int, int] | None:
-    if len(data) < 33 or data[12:16] != b"IHDR" or not data.endswith(_PNG_IEND):
+def _png_header(data: bytes) -> Header | None:
+    if len(data) < 33 or data[12:16] != b"IHDR":
         return None
     width = int.from_bytes(data[16:20], "big")
     height = int.from_bytes(data[20:24], "big")
-    channels = _PNG_CHANNELS.get(data[25])
-    if not (height and width and channels):
+    mode = _PNG_MODES.get(data[25])
+    if not (height and width and mode):
         return None
-    return height, width, channels
+    return Header(PNG, height, width, mode, data[24], data[28] == 1)
+
+
+def read_header(data: bytes) -> Header | None:
+    """The header of a JPEG or PNG; None for anything else or a header that does not parse."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return _jpeg_header(data)
+    if data.startswith(PNG_SIGNATURE):
+        return _png_header(data)
+    return None
+
+
+def _looks_complete(data: bytes, header: Header) -> bool:
+    """The end marker is there: no truncation, no trailing bytes (PIL decides those)."""
+    return data.endswith(b"\xff\xd9" if header.format == JPEG else _PNG_IEND)
 
 
 def _decode_with_pil(data: bytes) -> tuple[int, int, int]:
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()  # full decode: raises on truncated or corrupt data
-            return image.height, image.width, _MODE_CHANNELS.get(image.mode, 3)
+            return image.height, image.width, channels_of_mode(image.mode)
     except Exception as e:  # noqa: BLE001 - PIL raises many types for bad data
         raise BadImage(f"{e.__class__.__name__}: {e}") from None
 
 
 def image_shape(data: bytes) -> tuple[int, int, int]:
-    """(height, width, channels) of an encoded image; raises BadImage if it cannot be decoded."""
-    if data.startswith(b"\xff\xd8\xff"):
-        shape = _jpeg(data)
-    elif data.startswith(_PNG_SIGNATURE):
-        shape = _png(data)
-    else:
-        shape = None
-    return shape if shape is not None else _decode_with_pil(data)
+    """(height, width, channels) of an encoded image; raises BadImage if it cannot be decoded.
+
+    Headers and end markers only for JPEG/PNG: corrupt data behind intact markers passes. Ingest
+    decodes every image (pipeline/decode.py); this is for a quick look at one file.
+    """
+    header = read_header(data)
+    if header is not None and _looks_complete(data, header):
+        return header.height, header.width, header.channels
+    return _decode_with_pil(data)

@@ -15,9 +15,18 @@ Output (written to a temporary folder and renamed into place only when complete)
   OUT/dataset.json   class names, image shape, per-split and per-class counts, provenance
   OUT/quarantine.json  with skip_bad: each skipped file and why
 
+Every image is decoded completely, in worker processes (pipeline/decode.py): corrupt data is
+refused (or, with skip_bad, quarantined) here, naming the file, not in Transform; so are images
+over `max_pixels` and files that are not JPEG or PNG by content.
+
 Images of different sizes or channel counts are refused unless a policy says what the model
-gets: `resize=(h, w)` and/or `channels=n`. The bytes are stored unchanged either way; Transform
-decodes to that shape, in training and in serving alike.
+gets: `resize=(h, w)` and/or `channels=n` (1 or 3; alpha is dropped by the decoder, a 4-channel
+model could not take a JPEG). The bytes are stored unchanged (but for CMYK JPEGs of a gray
+model, re-encoded as PNG); Transform decodes them to that shape, in training and serving alike.
+
+The same image (by decoded pixels) in two splits is leakage: refused unless allow_duplicates.
+Duplicates within a split are counted. dataset.json records both, the images' formats and
+modes, and the conversions.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
+import functools
 import hashlib
 import json
 import logging
@@ -37,7 +47,8 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from pipeline.imageinfo import BadImage, image_shape
+from pipeline.decode import DEFAULT_MAX_PIXELS, Decoded, decode
+from pipeline.imageinfo import BadImage
 from pipeline.tfrecord import GzipTFRecordWriter, ImageExampleEncoder
 from trainer import features
 
@@ -267,33 +278,145 @@ def discover(
             {split: origins[split] for split in SPLITS if split in origins})
 
 
-def _write_shard(
-    path: str, items: Sequence[tuple[str, int]]
-) -> tuple[int, collections.Counter, dict, list[tuple[str, str]]]:
-    """Writes one shard of the readable images.
+@dataclasses.dataclass
+class ShardReport:
+    """What workers wrote and found; one per shard, merged into one for the dataset."""
 
-    Returns the count, a Counter of (h, w, c), one file per shape, and the unreadable files
-    with the reason.
-    """
-    shapes: collections.Counter = collections.Counter()
-    example_of: dict[tuple[int, int, int], str] = {}
-    bad: list[tuple[str, str]] = []
-    written = 0
+    shapes: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    example_of: dict[tuple[int, int, int], str] = dataclasses.field(default_factory=dict)
+    bad: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    kinds: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    converted: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    # (pixel digest, path) of each image written: duplicates are found across shards.
+    digests: list[tuple[bytes, str]] = dataclasses.field(default_factory=list)
+
+    def add(self, path: str, image: Decoded) -> None:
+        shape = (image.height, image.width, image.channels)
+        self.shapes[shape] += 1
+        self.example_of.setdefault(shape, path)
+        self.kinds[image.kind] += 1
+        if image.converted:
+            self.converted[image.kind] += 1
+        self.digests.append((image.digest, path))
+
+    def merge(self, other: ShardReport) -> None:
+        self.shapes.update(other.shapes)
+        for shape, path in other.example_of.items():
+            self.example_of.setdefault(shape, path)
+        self.bad.extend(other.bad)
+        self.kinds.update(other.kinds)
+        self.converted.update(other.converted)  # digests stay per shard: splits matter
+
+
+def read_file(path: str, chunk: int = 1 << 16) -> bytes:
+    """A whole file. os.read skips the buffered file object: half the cost of open().read()
+    on a small image, a visible share of ingest time at 60k files."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.read(fd, chunk)
+        if len(data) < chunk:
+            return data
+        parts = [data]
+        while data:
+            data = os.read(fd, 1 << 20)
+            parts.append(data)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
+
+
+def _write_shard(
+    path: str, items: Sequence[tuple[str, int]], max_pixels: int, channels: int | None
+) -> ShardReport:
+    """Decodes each image and writes the good ones to one shard; the bad ones are listed."""
+    report = ShardReport()
     encode = ImageExampleEncoder(features.IMAGE_KEY, features.LABEL_KEY).encode
     with GzipTFRecordWriter(path) as writer:
         for file_path, label in items:
             try:
-                with open(file_path, "rb") as f:
-                    data = f.read()
-                shape = image_shape(data)
+                image = decode(read_file(file_path), max_pixels, channels)
             except (OSError, BadImage) as e:
-                bad.append((file_path, str(e)))
+                report.bad.append((file_path, str(e)))
                 continue
-            shapes[shape] += 1
-            example_of.setdefault(shape, file_path)
-            writer.write(encode(data, label))
-            written += 1
-    return written, shapes, example_of, bad
+            writer.write(encode(image.data, label))
+            report.add(file_path, image)
+    return report
+
+
+def _write_shards(
+    jobs: list[tuple[str, list[tuple[str, int]]]],
+    workers: int,
+    max_pixels: int,
+    channels: int | None,
+) -> list[ShardReport]:
+    """One report per job, decoded and written in worker processes when there are several."""
+    write = functools.partial(_write_shard, max_pixels=max_pixels, channels=channels)
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+            return list(pool.map(write, *zip(*jobs, strict=True)))
+    return [write(*job) for job in jobs]
+
+
+@dataclasses.dataclass(frozen=True)
+class Duplicates:
+    """Images with the same decoded pixels: across splits (leakage) and within one split."""
+
+    across: list[list[tuple[str, str]]]  # groups of (split, path), each in 2+ splits
+    within: dict[str, int]  # per split: files whose pixels an earlier file of the split has
+
+
+def find_duplicates(digests: dict[str, list[tuple[bytes, str]]]) -> Duplicates:
+    """Groups the (digest, path) pairs of each split by digest."""
+    groups: dict[bytes, list[tuple[str, str]]] = {}
+    for split, pairs in digests.items():
+        for digest, path in pairs:
+            groups.setdefault(digest, []).append((split, path))
+    across = []
+    within = {split: 0 for split in digests}
+    for members in groups.values():
+        if len(members) == 1:
+            continue
+        per_split = collections.Counter(split for split, _ in members)
+        for split, count in per_split.items():
+            within[split] += count - 1
+        if len(per_split) > 1:
+            across.append(sorted(members, key=lambda m: (SPLITS.index(m[0]), m[1])))
+    return Duplicates(sorted(across), within)
+
+
+def _refuse_duplicates(duplicates: Duplicates, src: Path) -> None:
+    shown = "\n  ".join(" = ".join(f"{split}: {path}" for split, path in group)
+                        for group in duplicates.across[:50])
+    more = (f"\n  (and {len(duplicates.across) - 50} more)"
+            if len(duplicates.across) > 50 else "")
+    raise IngestError(
+        f"{src}: {len(duplicates.across)} image(s) are in more than one split (identical "
+        "pixels once decoded), so the model would be evaluated on images it trained on:\n  "
+        f"{shown}{more}\nRemove the copies from all but one split, or pass --allow-duplicates "
+        "to keep them (they are counted in dataset.json)."
+    )
+
+
+def _duplicates_info(duplicates: Duplicates, allowed: bool, src: Path) -> dict:
+    """dataset.json's record: counts, and the first groups across splits (relative paths)."""
+    prefix = len(str(src)) + 1
+    return {
+        "across_splits": len(duplicates.across),
+        "across_splits_files": [[path[prefix:] for _, path in group]
+                                for group in duplicates.across[:100]],
+        "within_split": duplicates.within,
+        "allowed": allowed,
+    }
+
+
+def _refuse_bad(bad: list[tuple[str, str]], src: Path) -> None:
+    listed = "\n  ".join(f"{path}: {reason}" for path, reason in sorted(bad)[:50])
+    more = f"\n  (and {len(bad) - 50} more)" if len(bad) > 50 else ""
+    raise IngestError(
+        f"{src}: {len(bad)} file(s) are not readable images:\n  {listed}{more}\n"
+        "Fix or remove them, or pass --skip-bad to leave them out (they are listed in "
+        f"OUT/{QUARANTINE_FILE})."
+    )
 
 
 def evaluation_split(splits: Iterable[str]) -> str:
@@ -370,6 +493,77 @@ def _num_shards(count: int, workers: int) -> int:
     return max(math.ceil(count / _MAX_SHARD), min(workers, max(1, count // _MIN_SHARD)))
 
 
+def _check_options(channels: int | None, max_pixels: int) -> None:
+    if channels == 4:
+        raise IngestError(
+            "--channels 4 would make a model that refuses every JPEG at serving time (JPEG has "
+            "no alpha). The decoder drops alpha; use --channels 3 for colour, 1 for gray."
+        )
+    if channels is not None and channels not in (1, 3):
+        raise IngestError(f"--channels must be 1 or 3, got {channels}")
+    if max_pixels < 1:
+        raise IngestError(f"--max-pixels must be at least 1, got {max_pixels}")
+
+
+def _plan_shards(
+    items: dict[str, list[tuple[str, int]]], tmp: Path, seed: int, workers: int
+) -> list[tuple[str, str, list[tuple[str, int]]]]:
+    """(split, shard path, items) for each shard: each split shuffled, then dealt out."""
+    jobs = []
+    for split, split_items in items.items():
+        (tmp / split).mkdir(parents=True)
+        ordered = sorted(split_items)
+        random.Random(seed).shuffle(ordered)
+        n = _num_shards(len(ordered), workers)
+        for i in range(n):
+            shard = tmp / split / f"data-{i:05d}-of-{n:05d}.tfrecord.gz"
+            jobs.append((split, str(shard), ordered[i::n]))
+    return jobs
+
+
+def _merge_reports(
+    splits: list[str], reports: list[ShardReport]
+) -> tuple[ShardReport, dict[str, list[tuple[bytes, str]]]]:
+    """One report for the dataset, and the (digest, path) pairs of each split."""
+    merged = ShardReport()
+    digests: dict[str, list[tuple[bytes, str]]] = {split: [] for split in splits}
+    for split, report in zip(splits, reports, strict=True):
+        merged.merge(report)
+        digests[split].extend(report.digests)
+    return merged, digests
+
+
+def _split_info(
+    items: dict[str, list[tuple[str, int]]], class_names: Sequence[str], origins: dict[str, str]
+) -> dict[str, dict]:
+    """dataset.json's per-split counts, per class, and where each split came from."""
+    splits = {}
+    for split, split_items in items.items():
+        per_class = collections.Counter(class_names[label] for _, label in split_items)
+        splits[split] = {
+            "count": len(split_items),
+            "from": origins[split],
+            "per_class": {name: per_class.get(name, 0) for name in class_names},
+        }
+    return splits
+
+
+def _conversions_info(converted: collections.Counter, channels: int | None) -> dict:
+    return {"count": sum(converted.values()), "from": dict(converted.most_common()),
+            "to": f"PNG {'L' if channels == 1 else 'RGB'}" if converted else None}
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Renames the finished folder into place, replacing out only once tmp is complete."""
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out)
+
+
 def ingest(
     src: str | os.PathLike,
     out: str | os.PathLike,
@@ -382,13 +576,18 @@ def ingest(
     resize: tuple[int, int] | None = None,
     channels: int | None = None,
     skip_bad: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    allow_duplicates: bool = False,
 ) -> DatasetInfo:
-    """Ingest src into out; with skip_bad, unreadable and non-image files are quarantined."""
+    """Ingest src into out; with skip_bad, unreadable and non-image files are quarantined.
+
+    Images over max_pixels are bad files too. The same image in two splits is refused unless
+    allow_duplicates.
+    """
     src, out = Path(src).resolve(), Path(out).resolve()
     check_fraction("--eval-fraction", eval_fraction)
     check_fraction("--test-fraction", test_fraction)
-    if channels is not None and channels not in (1, 3, 4):
-        raise IngestError(f"--channels must be 1, 3 or 4, got {channels}")
+    _check_options(channels, max_pixels)
     if out.exists() and not overwrite:
         raise IngestError(f"{out} already exists; pass --overwrite to replace it.")
     if out == src or src in out.parents:
@@ -405,64 +604,39 @@ def ingest(
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        jobs = []
-        for split, split_items in items.items():
-            (tmp / split).mkdir(parents=True)
-            ordered = sorted(split_items)
-            random.Random(seed).shuffle(ordered)
-            n = _num_shards(len(ordered), workers)
-            for i in range(n):
-                shard = tmp / split / f"data-{i:05d}-of-{n:05d}.tfrecord.gz"
-                jobs.append((str(shard), ordered[i::n]))
-        shapes: collections.Counter = collections.Counter()
-        example_of: dict[tuple[int, int, int], str] = {}
-        bad: list[tuple[str, str]] = []
-        if workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-                results = list(pool.map(_write_shard, *zip(*jobs, strict=True)))
-        else:
-            results = [_write_shard(*job) for job in jobs]
-        for _, shard_shapes, shard_examples, shard_bad in results:
-            shapes.update(shard_shapes)
-            for shape, path in shard_examples.items():
-                example_of.setdefault(shape, path)
-            bad.extend(shard_bad)
-        if bad and not skip_bad:
-            listed = "\n  ".join(f"{path}: {reason}" for path, reason in sorted(bad)[:50])
-            more = f"\n  (and {len(bad) - 50} more)" if len(bad) > 50 else ""
-            raise IngestError(
-                f"{src}: {len(bad)} file(s) are not readable images:\n  {listed}{more}\n"
-                "Fix or remove them, or pass --skip-bad to leave them out (they are listed in "
-                f"OUT/{QUARANTINE_FILE})."
-            )
-        skipped.extend(bad)
-        dropped = {path for path, _ in bad}
+        jobs = _plan_shards(items, tmp, seed, workers)
+        reports = _write_shards([job[1:] for job in jobs], workers, max_pixels, channels)
+        report, digests = _merge_reports([job[0] for job in jobs], reports)
+        if report.bad and not skip_bad:
+            _refuse_bad(report.bad, src)
+        skipped.extend(report.bad)
+        dropped = {path for path, _ in report.bad}
         items = {split: [item for item in split_items if item[0] not in dropped]
                  for split, split_items in items.items()}
         _check_not_emptied(items, class_names, src)
-        image_shape = target_shape(shapes, example_of, resize, channels, src)
+        duplicates = find_duplicates(digests)
+        if duplicates.across and not allow_duplicates:
+            _refuse_duplicates(duplicates, src)
+        image_shape = target_shape(report.shapes, report.example_of, resize, channels, src)
         elapsed = time.monotonic() - start
         total = sum(len(v) for v in items.values())
-        splits = {}
-        for split, split_items in items.items():
-            per_class = collections.Counter(class_names[label] for _, label in split_items)
-            splits[split] = {
-                "count": len(split_items),
-                "from": origins[split],
-                "per_class": {name: per_class.get(name, 0) for name in class_names},
-            }
         info = {
             "format": "TFRecord (GZIP) of tf.train.Example",
             "features": {
-                features.IMAGE_KEY: "bytes: the encoded image file, unchanged",
+                features.IMAGE_KEY: "bytes: the encoded image file, unchanged (re-encoded as "
+                                    "PNG only where `converted` says)",
                 features.LABEL_KEY: f"int64: index into class_names / {LABELS_FILE}",
             },
             "class_names": class_names,
             "image_shape": list(image_shape),
-            "image_shapes_seen": {f"{h}x{w}x{c}": n for (h, w, c), n in shapes.items()},
+            "image_shapes_seen": {f"{h}x{w}x{c}": n for (h, w, c), n in report.shapes.items()},
+            "image_modes": dict(report.kinds.most_common()),
+            "converted": _conversions_info(report.converted, channels),
             "shape_policy": {"resize": list(resize) if resize else None, "channels": channels},
+            "max_pixels": max_pixels,
             "skipped_files": len(skipped),
-            "splits": splits,
+            "duplicates": _duplicates_info(duplicates, allow_duplicates, src),
+            "splits": _split_info(items, class_names, origins),
             "source": str(src),
             "created": datetime.datetime.now(datetime.UTC).isoformat(),
             "ingest_seconds": round(elapsed, 3),
@@ -474,15 +648,23 @@ def ingest(
                 [{"path": path, "reason": reason} for path, reason in sorted(skipped)], indent=2
             ) + "\n")
             log.warning("skipped %d bad file(s); see %s", len(skipped), out / QUARANTINE_FILE)
+        _log_findings(report.converted, duplicates, info["converted"]["to"])
         (tmp / DATASET_INFO).write_text(json.dumps(info, indent=2) + "\n")
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
+        _publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("ingested %d images from %s into %s in %.1fs", total, src, out, elapsed)
     return load_dataset_info(out)
+
+
+def _log_findings(converted: collections.Counter, duplicates: Duplicates, to: str | None) -> None:
+    if converted:
+        modes = ", ".join(f"{n} {kind}" for kind, n in converted.most_common())
+        log.warning("re-encoded %d image(s) as %s, which the model's decoder could not read as "
+                    "they were: %s", sum(converted.values()), to, modes)
+    if duplicates.across:
+        log.warning("kept %d image(s) found in more than one split (--allow-duplicates); listed "
+                    "in dataset.json", len(duplicates.across))
+    within = {split: n for split, n in duplicates.within.items() if n}
+    if within:
+        log.warning("duplicate images within a split (extra copies): %s", within)

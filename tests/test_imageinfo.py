@@ -27,7 +27,7 @@ def _encode(mode: str, fmt: str, size=(5, 7), **kwargs) -> bytes:
         ("L", "PNG", {}, (5, 7, 1)),
         ("LA", "PNG", {}, (5, 7, 1)),
         ("RGB", "PNG", {}, (5, 7, 3)),
-        ("RGBA", "PNG", {}, (5, 7, 4)),
+        ("RGBA", "PNG", {}, (5, 7, 3)),  # alpha is dropped by the decoder
         ("RGB", "BMP", {}, (5, 7, 3)),  # not sniffed: PIL decodes it
     ],
 )
@@ -53,3 +53,25 @@ def test_fast_encoder_matches_reference(label) -> None:
     for size in (0, 100, 200, 20_000):
         image = bytes(range(256)) * (size // 256) + bytes(size % 256)
         assert encoder.encode(image, label) == encode_image_example("image", image, "label", label)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_decode_gives_pillows_pixels_for_every_kind(channels) -> None:
+    """The JPEG and PNG decoders fed directly (the fast paths) decode as Image.open does."""
+    from pipeline.decode import decode, pixel_digest
+    from trainer.image_kinds import sample_images
+
+    for kind, data in sample_images(channels, size=13).items():
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            decoded = decode(data, channels=channels)
+            assert decoded.kind == kind
+            assert (decoded.height, decoded.width) == (13, 13)
+            assert decoded.digest == pixel_digest(image), kind
+
+
+def test_decode_refuses_a_pixel_count_over_the_limit_before_decoding() -> None:
+    from pipeline.decode import TooLarge, decode
+
+    with pytest.raises(TooLarge, match="7x5 = 35 pixels, over the limit of 34"):
+        decode(_encode("RGB", "PNG"), max_pixels=34)

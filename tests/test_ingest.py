@@ -1,5 +1,6 @@
 import collections
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -230,3 +231,206 @@ def test_cli_ingest_policies(tmp_path: Path, capsys) -> None:
     assert "HEIGHTxWIDTH" in capsys.readouterr().err
     assert main(["ingest", str(src), str(tmp_path / "out"), "--skip-bad"]) == 0
     assert "skipped 1 bad file(s)" in capsys.readouterr().out
+
+
+# Decoding every image (pipeline/decode.py).
+
+CORRUPTERS = {"jpg": ("JPEG", imagegen.corrupt_jpeg), "png": ("PNG", imagegen.corrupt_png)}
+
+
+@pytest.mark.parametrize("ext", sorted(CORRUPTERS))
+def test_corrupt_data_behind_intact_markers_is_refused_or_quarantined(tmp_path, ext) -> None:
+    from pipeline.imageinfo import image_shape
+
+    src = tmp_path / "src"
+    imagegen.write_folder(src, {"train": 2, "val": 1, "test": 1})
+    fmt, corrupt = CORRUPTERS[ext]
+    bad = src / "train" / "green" / f"bad.{ext}"
+    bad.write_bytes(corrupt(imagegen.image_bytes("green", np.random.default_rng(5), fmt=fmt)))
+    assert image_shape(bad.read_bytes()) == (8, 8, 3)  # headers and end markers look fine
+
+    with pytest.raises(IngestError, match=f"bad.{ext}: corrupt") as error:
+        ingest(src, tmp_path / "out")
+    assert "--skip-bad" in str(error.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+    ingest(src, tmp_path / "out", skip_bad=True)
+    quarantine = json.loads((tmp_path / "out" / "quarantine.json").read_text())
+    assert [Path(q["path"]).name for q in quarantine] == [f"bad.{ext}"]
+    assert "corrupt" in quarantine[0]["reason"]
+
+
+def test_a_png_whose_pixel_data_crc_is_wrong_is_refused(tmp_path: Path) -> None:
+    import struct
+
+    src = tmp_path / "src"
+    imagegen.write_folder(src, {"train": 2, "test": 1})
+    path = src / "test" / "red" / "000.png"
+    data = bytearray(path.read_bytes())
+    start = data.index(b"IDAT") - 4
+    data[start + 8 + struct.unpack(">I", data[start:start + 4])[0]] ^= 0xFF  # Pillow ignores it
+    path.write_bytes(bytes(data))
+    with pytest.raises(IngestError, match="000.png: corrupt PNG: wrong CRC in chunk IDAT"):
+        ingest(src, tmp_path / "out")
+
+
+def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    imagegen.write_folder(src, {"train": 2, "val": 1, "test": 1})
+    bomb = src / "train" / "red" / "bomb.png"
+    bomb.write_bytes(imagegen.png_header_only(100_000, 100_000))  # 10 gigapixels claimed
+    with pytest.raises(IngestError, match=r"bomb.png: 100000x100000 = 10,000,000,000 pixels, "
+                                          r"over the limit of 50,000,000 \(--max-pixels\)"):
+        ingest(src, tmp_path / "out")
+    bomb.unlink()
+    big = src / "train" / "red" / "big.png"
+    big.write_bytes(imagegen.image_bytes("red", np.random.default_rng(1), size=20))
+    with pytest.raises(IngestError, match="big.png: 20x20 = 400 pixels, over the limit of 300"):
+        ingest(src, tmp_path / "out", max_pixels=300, resize=(8, 8))
+    info = ingest(src, tmp_path / "out", max_pixels=300, resize=(8, 8), skip_bad=True)
+    quarantine = json.loads((tmp_path / "out" / "quarantine.json").read_text())
+    assert "400 pixels" in quarantine[0]["reason"]
+    assert sum(info.split_counts.values()) == 12  # all but big.png
+    assert json.loads((tmp_path / "out" / "dataset.json").read_text())["max_pixels"] == 300
+
+
+def test_files_that_are_not_jpeg_or_png_by_content_are_refused(tmp_path: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    src = tmp_path / "src"
+    imagegen.write_folder(src, {"train": 2, "test": 1})
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="GIF")
+    (src / "train" / "red" / "moving.png").write_bytes(buffer.getvalue())
+    with pytest.raises(IngestError, match=r"moving.png: not a JPEG or PNG by its content \(GIF\)"):
+        ingest(src, tmp_path / "out")
+
+
+# Formats and modes: stored unchanged, decoded by the model in each; counted.
+
+COLOUR_KINDS = ("JPEG CMYK", "PNG P", "PNG RGB 16-bit", "PNG RGBA", "PNG RGBA 16-bit")
+GRAY_KINDS = ("JPEG L", "PNG L 1-bit", "PNG L 16-bit", "PNG LA", "PNG LA 16-bit")
+
+
+def _add_kinds(src: Path, kinds: Sequence[str]) -> dict[str, Path]:
+    """One file of each kind in train/<class>/, classes taking turns."""
+    rng = np.random.default_rng(3)
+    files = {}
+    for i, kind in enumerate(kinds):
+        class_name = imagegen.CLASS_NAMES[i % 3]
+        ext = "jpg" if kind.startswith("JPEG") else "png"
+        path = src / "train" / class_name / f"{kind.replace(' ', '_')}.{ext}"
+        path.write_bytes(imagegen.kind_bytes(kind, class_name, rng))
+        files[kind] = path
+    return files
+
+
+def _stored(out: Path) -> set[bytes]:
+    return {image for split in ("train", "eval", "test") for image, _ in read_split(out, split)}
+
+
+def test_colour_modes_make_a_3_channel_model_and_are_stored_unchanged(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    imagegen.write_folder(src, {"train": 2, "test": 1})
+    files = _add_kinds(src, COLOUR_KINDS)
+    info = ingest(src, tmp_path / "out")
+    assert info.image_shape == (8, 8, 3)  # RGBA is not 4 channels: the decoder drops alpha
+    meta = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert meta["image_modes"] == {"PNG RGB": 6, "JPEG RGB": 3, **{k: 1 for k in COLOUR_KINDS}}
+    assert meta["converted"] == {"count": 0, "from": {}, "to": None}
+    assert {p.read_bytes() for p in files.values()} <= _stored(tmp_path / "out")
+
+
+def test_gray_and_colour_mixed_need_channels_and_cmyk_becomes_gray_png(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    imagegen.write_folder(src, {"train": 2, "test": 1})
+    files = _add_kinds(src, COLOUR_KINDS + GRAY_KINDS)
+    with pytest.raises(IngestError, match="--channels N"):
+        ingest(src, tmp_path / "out")
+    with pytest.raises(IngestError, match="--channels 4 would make a model that refuses every"):
+        ingest(src, tmp_path / "out", channels=4)
+
+    ingest(src, tmp_path / "out", channels=1)
+    meta = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert meta["image_shape"] == [8, 8, 1]
+    assert sum(meta["image_modes"].values()) == 9 + len(COLOUR_KINDS + GRAY_KINDS)
+    assert meta["converted"] == {"count": 1, "from": {"JPEG CMYK": 1}, "to": "PNG L"}
+    stored = _stored(tmp_path / "out")
+    cmyk = files.pop("JPEG CMYK").read_bytes()
+    assert cmyk not in stored  # TF cannot decode a CMYK JPEG to gray: re-encoded
+    assert {p.read_bytes() for p in files.values()} <= stored
+    for image in stored:  # what Transform will do, for every stored image
+        assert tf.io.decode_image(image, channels=1, expand_animations=False).shape[-1] == 1
+
+
+# Duplicates: the same decoded pixels in two splits is leakage.
+
+def _resaved(png: bytes) -> bytes:
+    """The same pixels in different bytes."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(png)).save(buffer, format="PNG", compress_level=0)
+    assert buffer.getvalue() != png
+    return buffer.getvalue()
+
+
+def test_the_same_image_in_two_splits_is_refused_unless_allowed(tmp_path: Path, capsys) -> None:
+    src = tmp_path / "src"
+    imagegen.write_folder(src, {"train": 3, "val": 2, "test": 2})
+    original = src / "train" / "red" / "000.png"
+    copy = src / "test" / "red" / "copy.png"
+    copy.write_bytes(_resaved(original.read_bytes()))
+    also = src / "val" / "blue" / "001.jpg"
+    (src / "train" / "blue" / "again.jpg").write_bytes(also.read_bytes())
+    within = src / "train" / "green" / "twin.png"
+    within.write_bytes((src / "train" / "green" / "002.png").read_bytes())
+
+    assert main(["ingest", str(src), str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "2 image(s) are in more than one split" in error
+    assert f"train: {original} = test: {copy}" in error
+    assert f"train: {src / 'train' / 'blue' / 'again.jpg'} = eval: {also}" in error
+    assert "--allow-duplicates" in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+    assert main(["ingest", str(src), str(tmp_path / "out"), "--allow-duplicates"]) == 0
+    meta = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert meta["duplicates"] == {
+        "across_splits": 2,
+        "across_splits_files": [["train/blue/again.jpg", "val/blue/001.jpg"],
+                                ["train/red/000.png", "test/red/copy.png"]],
+        "within_split": {"train": 1, "eval": 0, "test": 0},
+        "allowed": True,
+    }
+
+
+def test_duplicates_within_a_split_are_counted_not_refused(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    imagegen.write_folder(src, {"train": 2, "val": 1, "test": 2})
+    for n in range(2):
+        (src / "test" / "red" / f"extra{n}.png").write_bytes(
+            (src / "test" / "red" / "000.png").read_bytes())
+    info = ingest(src, tmp_path / "out")
+    assert info.split_counts["test"] == 8
+    duplicates = json.loads((tmp_path / "out" / "dataset.json").read_text())["duplicates"]
+    assert duplicates["within_split"] == {"train": 0, "eval": 0, "test": 2}
+    assert duplicates["across_splits"] == 0
+
+
+def test_the_report_shows_the_duplicate_counts() -> None:
+    from pipeline.report.html import _dataset
+
+    split = {"examples": 3, "per_class": {"a": 3}, "image_formats": {}}
+    html = _dataset({"available": True, "splits": {"train": split, "test": split},
+                     "converted": {"count": 1, "from": {"JPEG CMYK": 1}, "to": "PNG L"},
+                     "duplicates": {"across_splits": 2, "within_split": {"train": 1, "test": 0},
+                                    "allowed": True}}, {})
+    assert "2 across splits (kept with --allow-duplicates" in html
+    assert "within a split: train 1, test 0" in html
+    assert "1 to PNG L (1 JPEG CMYK)" in html
+    assert "n/a (not counted" in _dataset({"available": True, "splits": {"train": split}}, {})

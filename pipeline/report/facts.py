@@ -100,6 +100,9 @@ def dataset_section(nodes: dict[str, NodeRecord], class_names: list[str]) -> dic
         section["image_shapes_seen"] = info.get("image_shapes_seen", {})
         section["shape_policy"] = info.get("shape_policy", {})
         section["skipped_files"] = info.get("skipped_files", 0)
+        section["image_modes"] = info.get("image_modes", {})
+        section["converted"] = info.get("converted")
+        section["duplicates"] = info.get("duplicates")  # None: ingested before they were counted
         for split, meta in info.get("splits", {}).items():
             if split in section["splits"] and meta.get("from"):
                 section["splits"][split]["from"] = meta["from"]

@@ -97,6 +97,25 @@ def _missing(section: Mapping[str, Any]) -> str:
     return f'<p class="muted">Not available: {escape(section.get("why", "not recorded"))}.</p>'
 
 
+def _converted(converted: Mapping[str, Any] | None) -> str:
+    if not converted:
+        return "n/a"
+    if not converted.get("count"):
+        return "none"
+    sources = ", ".join(f"{n} {kind}" for kind, n in converted["from"].items())
+    return f"{converted['count']} to {converted['to']} ({sources})"
+
+
+def _duplicates(duplicates: Mapping[str, Any] | None) -> str:
+    """Across splits (leakage, only present when --allow-duplicates kept them) and within."""
+    if not duplicates:
+        return "n/a (not counted by the ingest that wrote this data)"
+    within = ", ".join(f"{split} {n}" for split, n in duplicates["within_split"].items())
+    across = duplicates["across_splits"]
+    kept = " (kept with --allow-duplicates; listed in dataset.json)" if across else ""
+    return f"{across} across splits{kept}; extra copies within a split: {within}"
+
+
 def _dataset(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> str:
     if not data.get("available"):
         return _missing(data)
@@ -118,6 +137,10 @@ def _dataset(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> str:
                 f"{k}: {v}" for k, v in (data.get("image_shapes_seen") or {}).items()) or "n/a",
             "image formats": "; ".join(f"{s}: {f}" for s, f in formats.items()),
             "files skipped at ingest": data.get("skipped_files", "n/a"),
+            "image formats and modes at ingest": ", ".join(
+                f"{k}: {v}" for k, v in (data.get("image_modes") or {}).items()) or "n/a",
+            "re-encoded at ingest": _converted(data.get("converted")),
+            "duplicate images": _duplicates(data.get("duplicates")),
             "where each split came from": "; ".join(f"{s}: {o}" for s, o in origins.items())
             or "n/a",
             "what each split is for": "train: fitting; eval: early stopping and checkpoint "
