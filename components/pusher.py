@@ -4,9 +4,9 @@ The stock filesystem Pusher copies files straight into `<base>/<unix time>/`, th
 Serving polls: a crash mid-copy leaves a half-written version that the server may try to load,
 and a cached re-run pushes the same model again as a new version. Here:
   * the model is copied to a hidden staging folder (TF Serving only loads numeric folders),
-  * loaded and checked there (named signatures present, a prediction on a generated image
-    returns finite probabilities that sum to 1 over the model's classes, the TF Serving
-    warm-up requests in assets.extra/ replay without error),
+  * loaded and checked there (named signatures present, one generated image of every format
+    and mode ingest accepts, sent in one batch, returns finite probabilities that sum to 1 over
+    the model's classes, the TF Serving warm-up requests in assets.extra/ replay without error),
   * and only then published as the next version number, which is always larger than every
     numeric folder present, complete or not.
   * If the newest served version holds the same files, no new version is created.

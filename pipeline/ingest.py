@@ -642,7 +642,8 @@ def ingest(
             "ingest_seconds": round(elapsed, 3),
             "images_per_second": round(total / elapsed, 1) if elapsed > 0 else None,
         }
-        (tmp / LABELS_FILE).write_text("".join(f"{name}\n" for name in class_names))
+        (tmp / LABELS_FILE).write_text("".join(f"{name}\n" for name in class_names),
+                                      encoding="utf-8")
         if skipped:
             (tmp / QUARANTINE_FILE).write_text(json.dumps(
                 [{"path": path, "reason": reason} for path, reason in sorted(skipped)], indent=2
