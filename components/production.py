@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 
 from tfx.dsl.io import fileio
 from tfx.proto import pusher_pb2
@@ -31,6 +32,16 @@ PROVENANCE_FILE = "baseline.json"
 # The SavedModel protos TF Serving loads a version from (binary, or its text form). Their
 # presence is what makes a version folder complete.
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+
+
+# Schemes of POSIX filesystems: a folder rename is atomic and flock works. "" is a plain path.
+LOCAL_SCHEMES = frozenset({"", "file"})
+
+
+def is_local(path: str) -> bool:
+    """Whether path is on a local/POSIX filesystem (by its scheme), not an object store."""
+    match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", str(path))
+    return (match.group(1).lower() if match else "") in LOCAL_SCHEMES
 
 
 def join(*parts: str) -> str:

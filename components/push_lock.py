@@ -43,14 +43,13 @@ from typing import IO
 
 from tfx.dsl.io import fileio
 
+from components.production import is_local
 from pipeline.lock import describe_holder, holder_record, read_holder, write_holder
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".push.lock"
 LEASE_FILE = ".push.lease"
-# URL schemes of filesystems the kernel can lock; "" is a plain local path.
-LOCAL_SCHEMES = frozenset({"", "file"})
 _OWNER = re.compile(r"(\d+)-([0-9a-f]{8})-(\d+)-[0-9a-f]{8}")
 # Owner ids of the pushes running in this process: the pid alone cannot tell them apart.
 _LIVE: set[str] = set()
@@ -120,11 +119,6 @@ def _pid_running(pid: int) -> bool:
     except PermissionError:  # someone else's process
         return True
     return True
-
-
-def is_local(base: str) -> bool:
-    match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", str(base))
-    return (match.group(1).lower() if match else "") in LOCAL_SCHEMES
 
 
 def _local_path(base: str) -> str:

@@ -41,7 +41,6 @@ import functools
 import logging
 import math
 import os
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -62,6 +61,7 @@ from components.production import (
     file_digests,
     file_sha256,
     incomplete_versions,
+    is_local,
     model_digest,
     push_base,
     served_versions,
@@ -80,8 +80,6 @@ from trainer import features
 log = logging.getLogger(__name__)
 
 STAGING_PREFIX = ".staging-"
-# URL schemes whose folder rename is one atomic step; "" is a plain local path.
-ATOMIC_RENAME_SCHEMES = frozenset({"", "file"})
 
 
 class PushVerificationError(RuntimeError):
@@ -196,8 +194,7 @@ def has_atomic_rename(path: str) -> bool:
     Local paths and file:// rename atomically. gs://, s3:// and other object stores have no
     rename, TF's filesystems copy object by object; an unknown scheme is treated as one of them.
     """
-    match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", str(path))
-    return (match.group(1).lower() if match else "") in ATOMIC_RENAME_SCHEMES
+    return is_local(path)
 
 
 def remove_version(version_dir: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.config import PipelineConfig
+from pipeline.config import REPO_ROOT, PipelineConfig
 from pipeline.factory import create_pipeline, runtime_parameter_values, uncached_node_ids
 
 # Beam on the cluster: DirectRunner inside the component pod unless overridden in config.
@@ -62,7 +62,6 @@ def beam_args(preset: str, **values: str) -> tuple[str, ...]:
 
 # The image's working directory (Dockerfile WORKDIR), where the repository's folders are copied.
 IMAGE_WORKDIR = "/pipeline"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def image_path(local: str | Path) -> str:

@@ -24,6 +24,7 @@ Project rules on top: one image for every task, and every module a task names (t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import json
 import re
@@ -32,7 +33,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from pipeline.config import REPO_ROOT
+
 SCHEMA_VERSION = "2.1.0"
 PIPELINE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
 # Task parameters that hold a Python path the executor imports.
@@ -49,14 +51,16 @@ class Violation:
         return f"{self.task}: [{self.rule}] {self.message}"
 
 
-def dockerfile_packages(dockerfile: Path = REPO_ROOT / "Dockerfile") -> set[str]:
+@functools.cache
+def dockerfile_packages(dockerfile: Path = REPO_ROOT / "Dockerfile") -> frozenset[str]:
     """Top-level project folders the image recipe copies in (`COPY pipeline/ pipeline/`)."""
     text = dockerfile.read_text()
-    return {m.rstrip("/") for m in re.findall(r"^COPY (\S+) ", text, re.M)}
+    return frozenset(m.rstrip("/") for m in re.findall(r"^COPY (\S+) ", text, re.M))
 
 
-def project_packages() -> set[str]:
-    return {p.name for p in REPO_ROOT.iterdir() if (p / "__init__.py").is_file()}
+@functools.cache
+def project_packages() -> frozenset[str]:
+    return frozenset(p.name for p in REPO_ROOT.iterdir() if (p / "__init__.py").is_file())
 
 
 def module_in_image(path: str, copied: set[str] | None = None) -> str | None:

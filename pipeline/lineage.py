@@ -12,6 +12,7 @@ from typing import Any
 
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
+from tfx.components.evaluator.constants import ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY
 
 from pipeline.summary import artifacts_by_key, open_store
 from pipeline.summary import value as _value
@@ -71,5 +72,5 @@ def model_lineage(metadata_path: str, version: str) -> dict[str, Any]:
         lineage["blessed"] = bool(_value(blessing, "blessed"))
         lineage["evaluated_by_run"] = _run_id(store, evaluator.id)
         # The served version the Evaluator compared with (components/evaluator.py).
-        lineage["baseline_model"] = _value(blessing, "baseline_model")
+        lineage["baseline_model"] = _value(blessing, ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY)
     return lineage

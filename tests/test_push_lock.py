@@ -24,7 +24,7 @@ import pytest
 from test_pusher_object_store import FAST, SCHEME, STORE, _local, _reset, _tiny_model
 from tfx.dsl.io import fileio
 
-from components.production import file_digests, join, served_versions
+from components.production import file_digests, is_local, join, served_versions
 from components.push_lock import (
     LEASE_FILE,
     LOCK_FILE,
@@ -32,7 +32,6 @@ from components.push_lock import (
     PushLockLost,
     PushLockTimeout,
     _lock_current_file,
-    is_local,
     machine,
     push_lock,
 )
