@@ -9,7 +9,10 @@
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
 
-ENV PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1 TF_CPP_MIN_LOG_LEVEL=3
+# TF_ENABLE_ONEDNN_OPTS: the executors import TensorFlow before our modules, so the image sets
+# what `import trainer` sets locally (oneDNN kernels, about 2x training speed on AVX2 nodes).
+ENV PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1 TF_CPP_MIN_LOG_LEVEL=3 \
+    TF_ENABLE_ONEDNN_OPTS=1
 WORKDIR /pipeline
 
 # Dependencies first (cached layer): the lock file, then tfx/ml-pipelines-sdk without deps

@@ -10,6 +10,8 @@ import tarfile
 import time
 from pathlib import Path
 
+import trainer  # noqa: F401  (CPU kernel options, before any benchmark imports TensorFlow)
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
@@ -17,6 +19,10 @@ CIFAR_TARBALL = SHARED_DATASETS / "cifar10-jpg.tar.gz"
 # The seeds' datasets in ../shared/datasets: tarball and the folder it unpacks to.
 SHARED_TARBALLS = {"mnist": ("mnist-png.tar.gz", "mnist"),
                    "cifar10": ("cifar10-jpg.tar.gz", "cifar10")}
+
+
+# The CPU features that decide our training speed: vector width, bfloat16, AMX.
+_SPEED_FLAGS = {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile"}
 
 
 def machine_info() -> dict:
@@ -31,6 +37,8 @@ def machine_info() -> dict:
             lines = f.read().splitlines()
         info["cpu_model"] = next((ln.split(":", 1)[1].strip() for ln in lines
                                   if ln.startswith("model name")), None)
+        flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
+        info["cpu_flags"] = sorted(f for f in flags if f in _SPEED_FLAGS)
         with open("/proc/meminfo") as f:
             info["memory_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
     except OSError:
@@ -43,6 +51,9 @@ def machine_info() -> dict:
         from trainer.model import bf16_supported
 
         info["bf16_supported"] = bf16_supported()
+        from tensorflow.python.util import _pywrap_util_port
+
+        info["onednn"] = bool(_pywrap_util_port.IsMklEnabled())
     except ImportError:
         pass
     return info

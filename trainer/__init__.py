@@ -1,0 +1,13 @@
+"""The Trainer's module code: model, input pipeline, run_fn and preprocessing_fn.
+
+Importing the package turns TensorFlow's oneDNN CPU kernels on unless the environment already
+says otherwise. TensorFlow enables them by itself only on CPUs with AVX512-VNNI, AVX512-BF16 or
+AMX; on AVX2-only hosts they train our CNNs about twice as fast (bench/onednn.py). This runs
+before TensorFlow is imported wherever our own entry points start the process (`python -m
+pipeline`, the benchmarks, the multi-worker launcher); the container image sets the same
+variable. Set TF_ENABLE_ONEDNN_OPTS=0 to opt out.
+"""
+
+import os
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
