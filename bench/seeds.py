@@ -3,9 +3,12 @@
     python bench/seeds.py                          # MNIST and CIFAR-10 from ../shared/datasets
     python bench/seeds.py --datasets mnist         # one of them
     python bench/seeds.py --data fashion=DIR       # any image folder, e.g. Fashion-MNIST PNGs
+    python bench/seeds.py --datasets '' --data fashion=DIR --flags fashion=--allow-duplicates
 
 For each dataset, on this machine:
-  1. `python -m pipeline run --data FOLDER` and no other flag (ingest included, --recipe auto)
+  1. `python -m pipeline run --data FOLDER` and no other flag (ingest included, --recipe auto;
+     `--flags NAME=...` adds flags a dataset needs, such as Fashion-MNIST's --allow-duplicates
+     for the 12 images it has in both train and test, and the entry's command shows them)
      in a fresh pipeline root: its wall time and peak RSS; per-component seconds from ML
      Metadata; test accuracy (the Evaluator, on the test split nothing was chosen on) and eval
      accuracy (the Trainer's, on the split early stopping looks at); the recipe chosen and why;
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -49,14 +53,14 @@ TARGETS = {
 }
 
 
-def _run_pipeline(name: str, folder: Path, work: Path) -> dict:
+def _run_pipeline(name: str, folder: Path, work: Path, flags: list[str]) -> dict:
     """One `run --data FOLDER --json` in a fresh root; wall time and the child's peak RSS."""
     root, serving = work / f"{name}-root", work / f"{name}-serving"
     shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(serving, ignore_errors=True)
     command = [sys.executable, "-m", "pipeline", "run", "--data", str(folder), "--json",
                "--root", str(root), "--serving-dir", str(serving),
-               "--pipeline-name", f"seeds-{name}"]
+               "--pipeline-name", f"seeds-{name}", *flags]
     print("$", " ".join(command), flush=True)
     start = time.monotonic()
     # stderr (progress lines) streams through; stdout carries the JSON summary.
@@ -74,8 +78,9 @@ def _run_pipeline(name: str, folder: Path, work: Path) -> dict:
             "summary": summary, "trainer": record}
 
 
-def measure(name: str, folder: Path, work: Path, source: str, baseline: bool) -> dict:
-    run = _run_pipeline(name, folder, work)
+def measure(name: str, folder: Path, work: Path, source: str, baseline: bool,
+            flags: list[str]) -> dict:
+    run = _run_pipeline(name, folder, work, flags)
     summary, record = run["summary"], run["trainer"]
     components = {c["name"]: round(c["seconds"], 1) for c in summary["components"]}
     config = record["config"]
@@ -83,7 +88,8 @@ def measure(name: str, folder: Path, work: Path, source: str, baseline: bool) ->
     trainer_seconds = components["Trainer"]
     entry = {
         "source": source,
-        "command": f"python -m pipeline run --data {relative(folder)}",
+        "command": shlex.join(["python", "-m", "pipeline", "run", "--data", relative(folder),
+                               *flags]),
         "split_counts": {"train": record["num_train"], "eval": record["num_eval"],
                          "test": summary["eval_examples"]},
         "image_shape": config["image_shape"],
@@ -146,6 +152,8 @@ def main() -> None:
     parser.add_argument("--data", action="append", default=[], metavar="NAME=DIR",
                         help="also measure an image folder (train/ + test/), e.g. "
                              "fashion=~/fashion-mnist")
+    parser.add_argument("--flags", action="append", default=[], metavar="NAME=FLAGS",
+                        help="extra `run` flags for one dataset, e.g. fashion=--allow-duplicates")
     parser.add_argument("--work-dir", type=Path, default=Path(__file__).parent / ".work")
     parser.add_argument("--skip-baseline", action="store_true",
                         help="skip the tutorial-CNN comparison (halves the run time)")
@@ -165,14 +173,23 @@ def main() -> None:
         path = Path(folder).expanduser()
         todo.append((name, path, f"a local folder named {path.name}"))
 
+    flags: dict[str, list[str]] = {}
+    for item in args.flags:
+        name, _, text = item.partition("=")
+        flags[name] = shlex.split(text)
+    unknown = sorted(set(flags) - {name for name, _, _ in todo})
+    if unknown:
+        parser.error(f"--flags names datasets not measured: {unknown}")
+
     existing = RESULTS / f"{RESULT_NAME}.json"
     result = json.loads(existing.read_text()) if existing.is_file() else {}
     result.setdefault("datasets", {})
-    result["what"] = ("`python -m pipeline run --data FOLDER` with no other flag, per dataset; "
-                      "each entry names the commit and the machine it was measured on")
+    result["what"] = ("`python -m pipeline run --data FOLDER`, with no other flag unless the "
+                      "entry's command shows one, per dataset; each entry names the commit and "
+                      "the machine it was measured on")
     for name, folder, source in todo:
         result["datasets"][name] = entry = measure(name, folder, work, source,
-                                                   not args.skip_baseline)
+                                                   not args.skip_baseline, flags.get(name, []))
         entry["commit"] = commit
         print(json.dumps({k: entry[k] for k in ("recipe", "test_accuracy", "eval_accuracy",
                                                 "wall_seconds", "trainer")}, indent=2),
