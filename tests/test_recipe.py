@@ -118,6 +118,26 @@ def test_whitening_layer_decorrelates_patches_and_is_frozen() -> None:
         build_model(config)
 
 
+def test_whitening_from_a_bounded_sample_of_patches() -> None:
+    """Large images: the kernel comes from max_patches random patches, in O(sample) memory."""
+    import tracemalloc
+
+    rng = np.random.default_rng(1)
+    images = rng.normal(size=(40, 192, 192, 3)).astype("float32")  # 35 MB
+    images[..., 2] += 0.8 * images[..., 0]
+    # Every 2x2 patch as float32 would be 40 x 191 x 191 x 12 x 4 bytes = 70 MB.
+    tracemalloc.start()
+    kernel = whitening_kernel(images, max_patches=20_000)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 10 * 2**20, f"whitening used {peak / 2**20:.0f} MiB"
+    np.testing.assert_array_equal(kernel, whitening_kernel(images, max_patches=20_000))
+    patches = np.lib.stride_tricks.sliding_window_view(images[:4], (2, 2), axis=(1, 2))
+    patches = patches.transpose(0, 1, 2, 4, 5, 3).reshape(-1, 12)
+    whitened = (patches - patches.mean(0)) @ kernel.reshape(12, 24)[:, :12]
+    np.testing.assert_allclose(np.cov(whitened, rowvar=False), np.eye(12), atol=0.1)
+
+
 def test_flip_tta_averages_the_logits_of_an_image_and_its_mirror() -> None:
     model = build_model(from_recipe("classic", SHAPE, CLASSES))
     images = tf.constant(np.random.default_rng(0).normal(size=(4, *SHAPE)), tf.float32)
