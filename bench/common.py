@@ -48,12 +48,10 @@ def machine_info() -> dict:
 
         info["tensorflow"] = tf.__version__
         info["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
-        from trainer.model import bf16_supported
+        from trainer.model import bf16_supported, onednn_enabled
 
         info["bf16_supported"] = bf16_supported()
-        from tensorflow.python.util import _pywrap_util_port
-
-        info["onednn"] = bool(_pywrap_util_port.IsMklEnabled())
+        info["onednn"] = onednn_enabled()
     except ImportError:
         pass
     return info

@@ -38,10 +38,9 @@ def measure(recipe: str, shape: tuple[int, int, int], steps: int) -> dict:
     import keras
     import numpy as np
     import tensorflow as tf
-    from tensorflow.python.util import _pywrap_util_port
 
     from trainer.config import from_recipe
-    from trainer.model import build_model
+    from trainer.model import build_model, onednn_enabled
     from trainer.train import compile_model
 
     config = from_recipe(recipe, shape, [str(i) for i in range(10)])
@@ -57,7 +56,7 @@ def measure(recipe: str, shape: tuple[int, int, int], steps: int) -> dict:
     model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0)
     seconds = time.monotonic() - start
     return {"images_per_second": round(steps * batch / seconds, 1), "batch_size": batch,
-            "steps": steps, "onednn": bool(_pywrap_util_port.IsMklEnabled())}
+            "steps": steps, "onednn": onednn_enabled()}
 
 
 def run_child(recipe: str, onednn: str, steps: int) -> dict:

@@ -39,7 +39,12 @@ LOCAL_SCHEMES = frozenset({"", "file"})
 
 
 def is_local(path: str) -> bool:
-    """Whether path is on a local/POSIX filesystem (by its scheme), not an object store."""
+    """Whether path is on a local/POSIX filesystem (by its scheme), not an object store.
+
+    Local paths and file:// rename a folder atomically and take flock. gs://, s3:// and other
+    object stores have neither (TF's filesystems copy object by object); an unknown scheme is
+    treated as one of them.
+    """
     match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", str(path))
     return (match.group(1).lower() if match else "") in LOCAL_SCHEMES
 

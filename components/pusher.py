@@ -13,7 +13,7 @@ and a cached re-run pushes the same model again as a new version. Here:
   * The statistics of the data the model was trained on (as accepted by the DataGate) go into
     the version's assets.extra/: the drift baseline of the runs that follow (production.py).
 
-Publishing depends on the store (`has_atomic_rename`, decided by the base's scheme):
+Publishing depends on the store (`production.is_local`, decided by the base's scheme):
   * local paths and file://: one rename of the staging folder. TF Serving sees all of the
     version or none of it.
   * gs://, s3:// and every other scheme: object stores have no rename (TF's filesystems copy
@@ -188,15 +188,6 @@ def _replay_warmup_requests(loaded, model_dir: str) -> None:
             raise PushVerificationError(f"{model_dir}: a warm-up request fails: {e}") from e
 
 
-def has_atomic_rename(path: str) -> bool:
-    """Whether a folder under path can be published by rename, decided by the path's scheme.
-
-    Local paths and file:// rename atomically. gs://, s3:// and other object stores have no
-    rename, TF's filesystems copy object by object; an unknown scheme is treated as one of them.
-    """
-    return is_local(path)
-
-
 def remove_version(version_dir: str) -> None:
     """Delete a version folder, its SavedModel proto first.
 
@@ -353,7 +344,7 @@ def push_model(
     """
     base = str(base).rstrip("/")
     if atomic_rename is None:
-        atomic_rename = has_atomic_rename(base)
+        atomic_rename = is_local(base)
     fileio.makedirs(base)
     with push_lock(base, policy) as hold:
         newest_folder = max(version_folders(base), default=-1)  # leftovers included

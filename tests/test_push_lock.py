@@ -138,10 +138,13 @@ def _leftover(base: str, name: str, age: float = 0.0) -> str:
     ("relative/m", True),
     ("file:///srv/models/m", True),
     ("gs://bucket/m", False),
+    ("GS://bucket/m", False),
     ("s3://bucket/m", False),
+    ("hdfs://namenode/m", False),
     ("objstore://bucket/m", False),
 ])
-def test_the_scheme_decides_file_lock_or_lease(path: str, local: bool) -> None:
+def test_the_scheme_decides_file_lock_or_lease_and_rename_or_copy(path: str, local: bool) -> None:
+    """One rule (production.is_local) for the push lock and the Pusher's publishing."""
     assert is_local(path) is local
 
 

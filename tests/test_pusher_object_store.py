@@ -40,7 +40,6 @@ from components.push_lock import LockPolicy
 from components.pusher import (
     STAGING_PREFIX,
     PushVerificationError,
-    has_atomic_rename,
     push_model,
     verify_saved_model,
 )
@@ -265,18 +264,6 @@ def _assert_nothing_partial_is_loadable(base: str, models: tuple[str, str]) -> N
         assert _version_files(base, version) in whole, f"version {version} is partial"
 
 
-@pytest.mark.parametrize("path, atomic", [
-    ("/srv/models/m", True),
-    ("relative/m", True),
-    ("file:///srv/models/m", True),
-    ("gs://bucket/m", False),
-    ("GS://bucket/m", False),
-    ("s3://bucket/m", False),
-    ("hdfs://namenode/m", False),
-    ("objstore://bucket/m", False),
-])
-def test_the_scheme_decides_rename_or_copy(path: str, atomic: bool) -> None:
-    assert has_atomic_rename(path) is atomic
 
 
 def test_saved_model_pb_is_written_last_after_a_verified_copy(

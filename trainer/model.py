@@ -44,6 +44,13 @@ def bf16_supported() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def onednn_enabled() -> bool:
+    """Whether TensorFlow loaded its oneDNN CPU kernels (TF_ENABLE_ONEDNN_OPTS, see trainer/)."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
 def dtype_policy(config: TrainerConfig) -> str:
     if config.precision == "bfloat16" or (config.precision == "auto" and bf16_supported()):
         return "mixed_bfloat16"
