@@ -57,6 +57,7 @@ def main() -> None:
     from pipeline.imageinfo import image_shape
     from pipeline.ingest import EVAL, TRAIN, discover
     from trainer.config import from_recipe
+    from trainer.data import in_memory_inputs
     from trainer.model import class_probabilities
     from trainer.train import train
 
@@ -87,7 +88,7 @@ def main() -> None:
 
     eval_data = standardize(load_split(splits[EVAL], shape))
     prep_seconds = time.monotonic() - start
-    model, record = train(config, standardize(train_raw), eval_data)
+    model, record = train(config, in_memory_inputs(standardize(train_raw), eval_data))
     # Test-time augmentation as the exported serving signature does it.
     correct = total = 0
     for images, labels in eval_data.batch(1000):

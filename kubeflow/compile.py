@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.config import REPO_ROOT, PipelineConfig
+from pipeline.config import DIRECT_MULTI_BEAM_ARGS, REPO_ROOT, PipelineConfig
 from pipeline.factory import create_pipeline, runtime_parameter_values, uncached_node_ids
 
 # Beam on the cluster: DirectRunner inside the component pod unless overridden in config.
-KFP_BEAM_ARGS = ("--runner=DirectRunner", "--direct_running_mode=multi_processing",
-                 "--direct_num_workers=0")
+KFP_BEAM_ARGS = DIRECT_MULTI_BEAM_ARGS
 
 # Beam at scale for StatisticsGen, Transform and Evaluator. Placeholders are filled from
 # `beam_args`; the workers run the pipeline image, so they have this project and its lock.

@@ -35,6 +35,7 @@ exit codes: 0 ok, 1 the pipeline or a command failed, 2 bad input or arguments,
 
 def _add_trainer_args(parser: argparse.ArgumentParser) -> None:
     from trainer.config import AUTO, DISTRIBUTIONS, MODELS, PRECISIONS, RECIPES, WARMUPS
+    from trainer.memory import DEFAULT_CACHE_BUDGET
 
     group = parser.add_argument_group(
         "training", "Unset options take the recipe's value (see trainer/config.py RECIPES)."
@@ -65,6 +66,28 @@ def _add_trainer_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--distribution", choices=DISTRIBUTIONS,
                        help="tf.distribute strategy: mirrored (local GPUs or logical CPUs), "
                             "multi_worker (workers from TF_CONFIG); default none")
+    group.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       dest="settings",
+                       help="any other training setting (trainer/config.py TrainerConfig), "
+                            "e.g. --set widths=16,32,64 --set tta_flip=false; repeatable, "
+                            "applied last")
+    group.add_argument("--cache-budget", type=_cache_budget, default=DEFAULT_CACHE_BUDGET,
+                       metavar="SIZE",
+                       help="memory for the decoded train and eval images: a size (6GiB, "
+                            "500MB) or a share of the memory available when training starts "
+                            "(default %(default)s). Data that fits is cached in memory (as "
+                            "uint8 where the Transform graph allows); larger data is streamed "
+                            "from the TFRecords every epoch and shuffled within the budget")
+
+
+def _cache_budget(text: str) -> str:
+    """argparse type: a budget as trainer.memory reads it (exit 2 with its message if not)."""
+    from trainer.memory import check_budget
+
+    try:
+        return check_budget(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _add_ingest_args(parser: argparse.ArgumentParser) -> None:
@@ -189,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TF Serving base dir; models go to <dir>/<model-name>/<version>/")
     _add_ingest_args(p)
     p.add_argument("--no-cache", action="store_true", help="re-execute every component")
+    p.add_argument("--beam", choices=("in-process", "direct-multi"), default="in-process",
+                   help="where StatisticsGen, Transform and the Evaluator run: in this process "
+                        "(default; fastest on 2 cores) or DirectRunner worker processes, one "
+                        "per core (direct-multi)")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     _add_pipeline_args(p)
 
@@ -299,7 +326,7 @@ def _trainer_config(args: argparse.Namespace, class_names, image_shape,
     Every split must hold at least one batch: a batch size given on the command line is
     refused otherwise, a recipe's own is halved until it fits.
     """
-    from trainer.config import AUTO, choose_recipe, fit_batch_size, from_recipe
+    from trainer.config import AUTO, choose_recipe, fit_batch_size, from_recipe, parse_settings
 
     recipe, reason = args.recipe, "chosen with --recipe"
     if recipe == AUTO:
@@ -326,13 +353,27 @@ def _trainer_config(args: argparse.Namespace, class_names, image_shape,
         precision=args.precision,
         distribution=args.distribution,
         warmup=args.warmup,
+        cache_budget=args.cache_budget,
     )
+    if args.settings:
+        config = config.replace(**parse_settings(args.settings))
+    _check_cache_budget(config)
     fitted = fit_batch_size(config.batch_size, split_counts[smallest])
     if fitted == config.batch_size:
         return config
     return config.replace(batch_size=fitted, recipe_reason=(
         f"{reason}; batch size {fitted} so that one batch fits in the "
         f"{split_counts[smallest]}-image {smallest} split"))
+
+
+def _check_cache_budget(config) -> None:
+    """Fails before anything runs if not one image fits the budget (the Trainer checks again,
+    against the memory it has then)."""
+    from trainer import memory
+    from trainer.data import plan_input
+
+    plan_input(0, 0, config.image_shape, 1, memory.resolve_budget(config.cache_budget),
+               config.cache_budget)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -376,7 +417,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
-    from pipeline.config import EvalThresholds, PipelineConfig
+    from pipeline.config import LOCAL_BEAM_PRESETS, EvalThresholds, PipelineConfig
     from pipeline.ingest import TEST, TWO_SPLITS_WARNING, check_fraction
     from pipeline.schema import label_classes, schema_for_classes
     from pipeline.workspace import prepare_data
@@ -414,6 +455,7 @@ def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
         accept_new_classes=args.accept_new_classes,
         metadata_path=str(workspace.metadata_path),
         enable_cache=not args.no_cache,
+        beam_pipeline_args=LOCAL_BEAM_PRESETS[args.beam],
     )
     log.info("data: %s (%s), %d classes, image shape %s",
              data_root, info.split_counts, info.num_classes, info.image_shape)

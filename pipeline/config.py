@@ -21,6 +21,15 @@ LOCAL_BEAM_ARGS = (
     "--direct_running_mode=in_memory",
     "--direct_num_workers=1",
 )
+# DirectRunner with one worker process per core (0 = all): StatisticsGen, Transform and the
+# Evaluator on every core of one machine. The Kubeflow pods' default too.
+DIRECT_MULTI_BEAM_ARGS = (
+    "--runner=DirectRunner",
+    "--direct_running_mode=multi_processing",
+    "--direct_num_workers=0",
+)
+# `run --beam`: where the local run's Beam work happens.
+LOCAL_BEAM_PRESETS = {"in-process": LOCAL_BEAM_ARGS, "direct-multi": DIRECT_MULTI_BEAM_ARGS}
 
 
 @dataclasses.dataclass(frozen=True)

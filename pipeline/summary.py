@@ -45,6 +45,8 @@ class RunSummary:
     # augmentation: a selection score, not the reported one.
     trainer_eval_accuracy: float | None = None
     recipe: str | None = None
+    # How the Trainer held its examples: in memory or streamed, and why (trainer/data.py).
+    training_input: dict | None = None
     baseline_accuracy: float | None = None
     # Why there is no baseline accuracy, when there is none (components/evaluator.py).
     baseline_note: str | None = None
@@ -246,6 +248,7 @@ def summary_of(pipeline_name: str, run_id: str, nodes: dict[str, NodeRecord]) ->
             record = training_record(summary.tensorboard_dir) or {}
             summary.trainer_eval_accuracy = record.get("final_eval_accuracy")
             summary.recipe = record.get("config", {}).get("recipe")
+            summary.training_input = record.get("input")
         if node.name == "Evaluator":
             splits = json.loads(value(node.execution, "example_splits") or "null") or [EVAL]
             summary.evaluation_split = splits[0]
@@ -291,6 +294,8 @@ def format_summary(
     if summary.trainer_eval_accuracy is not None:
         yield (f"  training: recipe {summary.recipe}, final accuracy on the eval split "
                f"(early stopping's) {_fmt(summary.trainer_eval_accuracy)}")
+    if summary.training_input:
+        yield f"  training input: {summary.training_input.get('reason')}"
     if summary.baseline_accuracy is None:
         yield f"  baseline: none ({summary.baseline_note or 'no version served yet'})"
     else:

@@ -23,12 +23,13 @@ MODEL_NAME = "colors"
 # evaluation reused); a new model with the first as baseline; an untrained candidate, gated only
 # by the no-regression threshold; the second's config again after the served version was rolled
 # back to the first model (cached training, but the Evaluator must compare with what is served).
+# The second trains on streamed examples: its cache budget holds 26 of the 69 train+eval images.
 RUNS = {
     "first": ["--epochs", "8"],
     "rerun": ["--epochs", "8"],
-    "second": ["--epochs", "9"],
+    "second": ["--epochs", "9", "--cache-budget", "5kB"],
     "worse": ["--epochs", "0", "--min-accuracy", "0"],
-    "after_rollback": ["--epochs", "9"],
+    "after_rollback": ["--epochs", "9", "--cache-budget", "5kB"],
 }
 
 
@@ -117,3 +118,11 @@ def pipeline_runs(tmp_path_factory: pytest.TempPathFactory) -> PipelineRuns:
         runs.snapshots[name] = snapshot(runs.serving_dir)
         runs.run_ids[name] = summarize_run(runs.metadata_path, PIPELINE_NAME).run_id
     return runs
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory: pytest.TempPathFactory):
+    """Tiny TFRecords and their Transform graph (tests/tiny_transform.py), shared by modules."""
+    import tiny_transform
+
+    return tiny_transform.prepare(tmp_path_factory.mktemp("prepared"))

@@ -113,3 +113,24 @@ def test_console_shows_one_progress_line_per_component_and_hides_library_noise(
     logs.configure(None, verbose=True)
     logging.getLogger("tensorflow").warning("shown with -v")
     assert "shown with -v" in capsys.readouterr().err
+
+
+def test_a_cache_budget_that_is_no_size_or_holds_no_image_is_refused(
+    tmp_path: Path, capsys
+) -> None:
+    from pipeline.schema import write_schema
+
+    imagegen.write_folder(tmp_path / "images", {"train": 12, "test": 4})
+    write_schema(len(imagegen.CLASS_NAMES), tmp_path / "schema.pbtxt")
+    args = ["run", "--data", str(tmp_path / "images"), "--root", str(tmp_path / "root"),
+            "--schema", str(tmp_path / "schema.pbtxt"), "--batch-size", "2"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--cache-budget", "lots"])
+    assert exit_info.value.code == EXIT_BAD_INPUT
+    assert "cache budget 'lots' is not a size" in capsys.readouterr().err
+    assert main([*args, "--cache-budget", "100B"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "one 8x8x3 image takes 192 B as uint8, more than the cache budget of 100 B" in err
+    assert not (tmp_path / "root" / "pipelines").exists()  # nothing ran
+    assert main([*args, "--set", "widths=wide"]) == EXIT_BAD_INPUT
+    assert "--set 'widths=wide': invalid literal" in capsys.readouterr().err

@@ -7,8 +7,6 @@ case trains in fresh interpreters (one strategy per process, as in the Trainer).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import functools
 import json
 import os
 import socket
@@ -25,15 +23,13 @@ import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 import imagegen
-from pipeline.schema import load_schema, write_schema
-from pipeline.tfrecord import GzipTFRecordWriter, encode_image_example
+from tiny_transform import SIZE, Prepared
 from trainer import features
 from trainer.config import TrainerConfig, from_recipe
 from trainer.data import tf_example_accessor, transformed_examples
 from trainer.launch import WorkerFailed, worker_command, worker_env
 from trainer.model import build_model, class_probabilities
 from trainer.multi_worker import WEIGHTS_FILE, cli_args
-from trainer.preprocessing import preprocessing_fn
 from trainer.run import run_fn
 from trainer.train import HISTORY_FILE
 from trainer.warmup import read_warmup_requests
@@ -50,12 +46,13 @@ sys.path.insert(0, "tests")
 from test_recipe import SHAPE, CLASSES, _examples
 from trainer.config import from_recipe
 from trainer.model import class_probabilities
+from trainer.data import in_memory_inputs
 from trainer.train import train
 recipe = sys.argv[1]
 extra = {"learning_rate": 0.05, "widths": (16, 32)} if recipe == "fast" else {}
 config = from_recipe(recipe, SHAPE, CLASSES, epochs=6, batch_size=16, distribution="mirrored",
                      **extra)
-model, record = train(config, _examples(240), _examples(60, seed=1))
+model, record = train(config, in_memory_inputs(_examples(240), _examples(60, seed=1)))
 probabilities = class_probabilities(model, tf.zeros((2, *SHAPE)), config.tta_flip)
 print("RESULT " + json.dumps({"replicas": record["replicas"],
                               "accuracy": record["final_eval_accuracy"],
@@ -79,65 +76,11 @@ def test_mirrored_strategy_on_two_logical_cpus(recipe: str) -> None:
 
 # Multi-worker training. The workers run `python -m trainer.multi_worker` with the command line
 # and environment run_fn builds (trainer/launch.py, multi_worker.cli_args), on data laid out as
-# the Trainer receives it: gzipped tf.Example TFRecords, as ImportExampleGen writes `ingest`'s
-# output, and a Transform graph from the project's preprocessing_fn analysed by tf.Transform on
-# Beam, as the Transform component makes it. run_fn itself is called with hand-made FnArgs (the
-# single-process baseline, and a failing worker); TFX's executor building them from artifacts
-# is not run here.
+# the Trainer receives it (the `prepared` fixture, tests/tiny_transform.py). run_fn itself is
+# called with hand-made FnArgs (the single-process baseline, and a failing worker); TFX's
+# executor building them from artifacts is not run here.
 
 WORKER_TIMEOUT_S = 300
-SIZE = 8
-# Bright-channel colour images (imagegen): learnable to 100 % in a few epochs.
-TRAIN_PER_CLASS, EVAL_PER_CLASS = 80, 20
-
-
-@dataclasses.dataclass(frozen=True)
-class Prepared:
-    transform_graph: str
-    train_files: list[str]
-    eval_files: list[str]
-
-
-def _write_examples(path: Path, count_per_class: int, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True)
-    with GzipTFRecordWriter(str(path)) as writer:
-        for i in range(count_per_class):
-            for label, name in enumerate(imagegen.CLASS_NAMES):
-                fmt = "PNG" if i % 2 else "JPEG"
-                image = imagegen.image_bytes(name, rng, size=SIZE, fmt=fmt)
-                writer.write(encode_image_example("image", image, "label", label))
-
-
-def _analyze(train_files: list[str], schema_path: Path, output: Path, temp: Path) -> None:
-    """The Transform component's job on a small scale: analyse, write the graph and raw schema."""
-    import apache_beam as beam
-    import tensorflow_transform.beam as tft_beam
-    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
-    from tfx_bsl.public import tfxio
-
-    schema = load_schema(schema_path)
-    source = tfxio.TFExampleRecord(train_files, schema=schema)
-    fn = functools.partial(preprocessing_fn, custom_config={"image_shape": [SIZE, SIZE, 3]})
-    with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=str(temp)):
-        raw = pipeline | source.BeamSource()
-        transform_fn = (raw, source.TensorAdapterConfig()) | tft_beam.AnalyzeDataset(fn)
-        _ = transform_fn | tft_beam.WriteTransformFn(str(output))
-    metadata_io.write_metadata(
-        dataset_metadata.DatasetMetadata(schema),
-        str(output / tft.TFTransformOutput.RAW_METADATA_DIR),
-    )
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Prepared:
-    base = tmp_path_factory.mktemp("multi_worker_data")
-    _write_examples(base / "train" / "data_tfrecord-00000-of-00001.gz", TRAIN_PER_CLASS, 0)
-    _write_examples(base / "eval" / "data_tfrecord-00000-of-00001.gz", EVAL_PER_CLASS, 1)
-    write_schema(len(imagegen.CLASS_NAMES), base / "schema.pbtxt")
-    train_files, eval_files = [str(base / "train" / "*")], [str(base / "eval" / "*")]
-    _analyze(train_files, base / "schema.pbtxt", base / "transform", base / "tmp")
-    return Prepared(str(base / "transform"), train_files, eval_files)
 
 
 def _config() -> TrainerConfig:

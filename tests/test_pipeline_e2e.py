@@ -212,6 +212,9 @@ def test_report_of_the_first_run(pipeline_runs: PipelineRuns) -> None:
     assert training["epochs_run"] == 8 and len(training["history"]["loss"]) == 8
     assert (training["num_train"], training["num_eval"]) == (48, 21)
     assert training["recipe"] == "classic" and "too few" in training["recipe_reason"]
+    # 69 images of 8x8x3 fit the default budget: cached, as uint8 (the graph is affine).
+    assert training["input"]["mode"] == "memory" and training["input"]["dtype"] == "uint8"
+    assert training["input"]["needed_bytes"] == 69 * 8 * 8 * 3
     assert training["model"] == first.model_uri
     assert set(report["files"]) >= {"class_balance", "training_curves", "per_class_accuracy",
                                     "confusion_matrix", "html"}
@@ -252,6 +255,11 @@ def test_report_of_later_runs(pipeline_runs: PipelineRuns) -> None:
     assert report["evaluation"]["baseline_model"] == first.pushed_destination
     assert report["evaluation"]["baseline_accuracy"] == pytest.approx(first.accuracy)
     assert report["push"]["destination"] == second.pushed_destination
+    # Its --cache-budget 5kB holds 26 of the 69 images: streamed, and the run says so.
+    assert second.training_input["mode"] == "stream"
+    assert second.training_input["shuffle_buffer"] == 5000 // (8 * 8 * 3)
+    assert "more than the budget of 5 kB (--cache-budget 5kB)" in second.training_input["reason"]
+    assert report["training"]["input"] == second.training_input
 
     worse = _report(pipeline_runs, "worse")
     assert worse["evaluation"]["blessed"] is False and worse["evaluation"]["failures"]

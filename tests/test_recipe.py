@@ -10,7 +10,14 @@ import pytest
 import tensorflow as tf
 
 from trainer import data
-from trainer.config import RECIPES, TrainerConfig, choose_recipe, fit_batch_size, from_recipe
+from trainer.config import (
+    RECIPES,
+    TrainerConfig,
+    choose_recipe,
+    fit_batch_size,
+    from_recipe,
+    parse_settings,
+)
 from trainer.model import (
     WHITEN_LAYER,
     DiracInit,
@@ -234,7 +241,8 @@ def test_train_learns_and_writes_history_and_curves(recipe: str, tmp_path) -> No
     overrides = fast if recipe == "fast" else {}
     config = from_recipe(recipe, SHAPE, CLASSES, epochs=6, batch_size=16, validation_freq=2,
                          **overrides)
-    model, record = train(config, _examples(240), _examples(60, seed=1), log_dir=str(tmp_path))
+    model, record = train(config, data.in_memory_inputs(_examples(240), _examples(60, seed=1)),
+                          log_dir=str(tmp_path))
     assert record["num_train"] == 240 and record["num_eval"] == 60
     assert record["final_eval_accuracy"] >= 0.8
     assert len(record["history"]["loss"]) == 6
@@ -282,3 +290,17 @@ def test_lookahead_pulls_weights_to_their_average_and_ends_on_it() -> None:
     model.layers[0].kernel.assign(np.full((2, 1), 9.0, "float32"))
     callback.on_train_end()
     np.testing.assert_allclose(model.layers[0].kernel.numpy(), 2.5)
+
+
+def test_settings_from_the_command_line_take_each_field_s_type() -> None:
+    settings = parse_settings(["widths=16,32,64", "tta_flip=false", "learning_rate=0.1",
+                               "epochs=3", "activation=relu", "cache-budget=2GiB"])
+    assert settings == {"widths": (16, 32, 64), "tta_flip": False, "learning_rate": 0.1,
+                        "epochs": 3, "activation": "relu", "cache_budget": "2GiB"}
+    config = from_recipe("fast", SHAPE, CLASSES).replace(**settings)
+    assert config.widths == (16, 32, 64) and config.recipe == "fast"
+    for bad, message in (("nope=1", "KEY one of"), ("image_shape=1,1,1", "KEY one of"),
+                         ("widths=a", "invalid literal"), ("tta_flip=maybe", "true or false"),
+                         ("epochs", "KEY=VALUE")):
+        with pytest.raises(ValueError, match=message):
+            parse_settings([bad])

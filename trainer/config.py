@@ -11,6 +11,8 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from trainer.memory import DEFAULT_CACHE_BUDGET, check_budget
+
 MODELS = ("classic", "fast")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "onecycle")
@@ -89,6 +91,9 @@ class TrainerConfig:
     # tf.distribute strategy for training (DISTRIBUTIONS); batch_size is the global batch.
     distribution: str = "none"
     warmup: str = "real"
+    # Memory for decoded images (trainer/memory.py): a size, or a share of the memory available
+    # when training starts. Past it the Trainer streams instead of caching.
+    cache_budget: str = DEFAULT_CACHE_BUDGET
     seed: int = 42
     # Which recipe these settings started from, and why it was chosen (for the report).
     recipe: str = "custom"
@@ -136,6 +141,7 @@ class TrainerConfig:
             raise ValueError(f"tta_translate must be in [0, side/2), got {self.tta_translate}")
         if self.whiten_stride not in (1, 2):
             raise ValueError(f"whiten_stride must be 1 or 2, got {self.whiten_stride}")
+        check_budget(self.cache_budget)
         if not self.widths or min(self.widths) < 1:
             raise ValueError(f"widths must be positive channel counts, got {self.widths}")
 
@@ -280,6 +286,42 @@ def from_recipe(
         class_names=tuple(class_names),
         **values,
     )
+
+
+# Fields the data decides (or the run records), not a --set.
+_NOT_SETTABLE = ("image_shape", "class_names", "recipe", "recipe_reason")
+
+
+def parse_settings(pairs: Sequence[str]) -> dict[str, Any]:
+    """KEY=VALUE strings (`run --set`) as typed TrainerConfig values.
+
+    The type is the field default's: numbers, true/false, text, comma-separated ints for
+    tuples (widths=16,32,64).
+    """
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainerConfig)
+                if f.name not in _NOT_SETTABLE}
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in defaults:
+            raise ValueError(
+                f"--set {pair!r}: expected KEY=VALUE with KEY one of {sorted(defaults)}"
+            )
+        default = defaults[key]
+        try:
+            if isinstance(default, bool):
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError("expected true or false")
+                value: Any = text.lower() in ("true", "1")
+            elif isinstance(default, tuple):
+                value = tuple(int(v) for v in text.split(","))
+            else:
+                value = type(default)(text)
+        except ValueError as e:
+            raise ValueError(f"--set {pair!r}: {e}") from None
+        settings[key] = value
+    return settings
 
 
 def image_shape_of(custom_config: Mapping[str, Any]) -> Sequence[int]:

@@ -23,7 +23,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from trainer.config import TrainerConfig
-from trainer.data import tf_example_accessor, transformed_examples
+from trainer.data import tf_example_accessor, training_inputs
 from trainer.export import write_serving_model
 from trainer.mwms import MultiWorkerStrategy
 from trainer.train import train
@@ -105,12 +105,11 @@ def train_worker(strategy: tf.distribute.Strategy, args: argparse.Namespace) -> 
     config = TrainerConfig.from_dict(json.loads(args.config))
     tf_transform_output = tft.TFTransformOutput(args.transform_graph)
     accessor = tf_example_accessor()
-    train_examples = transformed_examples(args.train_files, accessor, tf_transform_output)
-    eval_examples = transformed_examples(args.eval_files, accessor, tf_transform_output)
+    inputs = training_inputs(args.train_files, args.eval_files, accessor, tf_transform_output,
+                             config)
     chief = is_chief(strategy.cluster_resolver)
     with _output_dirs(chief, args.serving_model_dir, args.model_run_dir) as (serving, run_dir):
-        model, _ = train(config, train_examples, eval_examples, log_dir=run_dir,
-                         strategy=strategy)
+        model, _ = train(config, inputs, log_dir=run_dir, strategy=strategy)
         write_serving_model(model, tf_transform_output, config, serving, args.eval_files)
         model.save_weights(os.path.join(run_dir, WEIGHTS_FILE))
     _barrier(strategy)

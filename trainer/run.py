@@ -7,7 +7,7 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 
 from trainer import multi_worker
 from trainer.config import TrainerConfig
-from trainer.data import transformed_examples
+from trainer.data import training_inputs
 from trainer.export import write_serving_model
 from trainer.launch import run_worker
 from trainer.train import train
@@ -24,12 +24,9 @@ def run_fn(fn_args: FnArgs) -> None:
         ))
         return
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-    train_examples = transformed_examples(
-        fn_args.train_files, fn_args.data_accessor, tf_transform_output
+    inputs = training_inputs(
+        fn_args.train_files, fn_args.eval_files, fn_args.data_accessor, tf_transform_output, config
     )
-    eval_examples = transformed_examples(
-        fn_args.eval_files, fn_args.data_accessor, tf_transform_output
-    )
-    model, _ = train(config, train_examples, eval_examples, log_dir=fn_args.model_run_dir)
+    model, _ = train(config, inputs, log_dir=fn_args.model_run_dir)
     write_serving_model(model, tf_transform_output, config, fn_args.serving_model_dir,
                         fn_args.eval_files)

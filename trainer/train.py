@@ -12,7 +12,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from trainer import data
+from trainer import data, memory
 from trainer.config import TrainerConfig
 from trainer.lookahead import Lookahead
 from trainer.model import build_model
@@ -20,8 +20,10 @@ from trainer.schedule import make_optimizer
 
 log = logging.getLogger(__name__)
 
-# Training images used to compute the whitening layer.
+# Training images used to compute the whitening layer, at most, and at most this many bytes
+# of them as float32 (the kernel samples at most 1,000,000 patches from them anyway).
 _WHITEN_SAMPLE = 5000
+_WHITEN_SAMPLE_BYTES = 256 * 2**20
 
 # Written next to the TensorBoard logs (the Trainer's model_run artifact).
 HISTORY_FILE = "history.json"
@@ -88,36 +90,44 @@ def compile_model(model: keras.Model, config: TrainerConfig, steps_per_epoch: in
 
 def train(
     config: TrainerConfig,
-    train_examples: tf.data.Dataset,
-    eval_examples: tf.data.Dataset,
+    inputs: data.TrainingInputs,
     log_dir: str | None = None,
     strategy: tf.distribute.Strategy | None = None,
 ) -> tuple[keras.Model, dict]:
-    """Trains on (image, label) examples; returns the model and a JSON-able training record.
+    """Trains on the inputs' examples; returns the model and a JSON-able training record.
 
     `strategy` is one the caller had to create earlier (MultiWorkerMirroredStrategy); without
     it, `distribution_strategy(config)` picks one. `batch_size` is the global batch either way.
     """
     keras.utils.set_random_seed(config.seed)
+    plan = inputs.plan
+    print(f"[trainer] training input: {plan.reason}", file=sys.stderr, flush=True)
+    num_train, num_eval = inputs.num_train, inputs.num_eval
     start = time.monotonic()
-    num_train, num_eval = data.count(train_examples), data.count(eval_examples)
+    if not plan.streams:  # fill the caches now, so the first epoch's time is training time
+        data.count(inputs.train), data.count(inputs.eval)
     decode_seconds = time.monotonic() - start
-    print(
-        f"[trainer] {num_train} train / {num_eval} eval images decoded through the Transform "
-        f"graph and cached in {decode_seconds:.1f}s",
-        file=sys.stderr,
-        flush=True,
-    )
+    if not plan.streams:
+        print(
+            f"[trainer] {num_train} train / {num_eval} eval images decoded through the "
+            f"Transform graph and cached in {decode_seconds:.1f}s",
+            file=sys.stderr,
+            flush=True,
+        )
     steps_per_epoch = math.ceil(num_train / config.batch_size)
     sample = None
     if config.uses_whitening:
-        sample = next(iter(train_examples.batch(_WHITEN_SAMPLE)))[0].numpy()
+        # A float32 copy, so bounded in bytes too: 5,000 CIFAR images, 1,365 of 128x128x3.
+        per_image = memory.images_bytes(1, config.image_shape, 4)
+        sample_bytes = min(plan.budget_bytes, _WHITEN_SAMPLE_BYTES)
+        size = min(_WHITEN_SAMPLE, max(1, sample_bytes // per_image))
+        sample = inputs.codec.decode(next(iter(inputs.train.batch(size)))[0]).numpy()
     if strategy is None:
         strategy = distribution_strategy(config)
     with strategy.scope():
         model = build_model(config, sample)
         compile_model(model, config, steps_per_epoch)
-    eval_ds = data.eval_batches(eval_examples, config)
+    eval_ds = data.eval_batches(inputs.eval, config, inputs.codec.decode)
     history: dict[str, list[float]] = {}
     fit_start = time.monotonic()
     if config.epochs > 0:
@@ -135,7 +145,8 @@ def train(
                 )
             )
         result = model.fit(
-            data.training_batches(train_examples, config, num_train),
+            data.training_batches(inputs.train, config, num_train, plan.shuffle_buffer,
+                                  inputs.codec.decode),
             steps_per_epoch=steps_per_epoch,
             validation_data=eval_ds,
             validation_freq=config.validation_freq,
@@ -163,7 +174,8 @@ def train(
         "num_eval": num_eval,
         "steps_per_epoch": steps_per_epoch,
         "replicas": strategy.num_replicas_in_sync,
-        "decode_seconds": round(decode_seconds, 2),
+        "input": plan.to_dict(),
+        "decode_seconds": round(decode_seconds, 2) if not plan.streams else None,
         "fit_seconds": round(fit_seconds, 2),
         "train_images_per_second": round(images_per_second, 1) if images_per_second else None,
         "final_eval_accuracy": float(final["accuracy"]),

@@ -191,6 +191,7 @@ def training_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
         "epochs_run": len(history.get("loss", [])),
         "num_train": record.get("num_train"),
         "num_eval": record.get("num_eval"),
+        "input": record.get("input"),
         "fit_seconds": record.get("fit_seconds"),
         "train_images_per_second": record.get("train_images_per_second"),
         "final_eval_accuracy": record.get("final_eval_accuracy"),

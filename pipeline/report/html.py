@@ -220,6 +220,7 @@ def _training(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> str:
             "fitted on / early stopping on": f"{data.get('train_split', 'train')} split "
             f"({data.get('num_train')} examples) / {data.get('eval_split', 'eval')} split "
             f"({data.get('num_eval')} examples)",
+            "training input": (data.get("input") or {}).get("reason", "n/a"),
             "final eval-split accuracy (no test-time augmentation)":
                 _fmt(data.get("final_eval_accuracy")),
             "fit time": f"{_fmt(data.get('fit_seconds'), 1)} s"

@@ -2,15 +2,18 @@
 
 TFMA keeps aggregate metrics, not per-example predictions, so the report runs the Trainer's
 model (the one the Evaluator judged) over the eval split once more. On large eval sets it looks
-at the first `max_examples` images only and says so.
+at the first `max_examples` images only and says so; it keeps only the images it shows.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import glob
+import heapq
 import os
 from typing import Any
+
+import numpy as np
 
 from trainer import features
 
@@ -55,22 +58,30 @@ def find_mistakes(
         .batch(batch_size)
         .map(lambda records: tf.io.parse_example(records, spec))
     )
-    mistakes: list[Mistake] = []
-    seen = 0
+    # The most confident mistakes only, in a min-heap: memory stays O(max_shown) images however
+    # many examples are scanned. The index breaks ties, so Mistakes are never compared.
+    shown: list[tuple[float, int, Mistake]] = []
+    misclassified = seen = 0
     for batch in dataset:
         images = batch[features.IMAGE_KEY]
         outputs = serve(**{features.SERVING_INPUT: images})
         probabilities = outputs[features.OUTPUT_PROBABILITIES].numpy()
         predicted = probabilities.argmax(axis=1)
         labels = batch[features.LABEL_KEY].numpy()
-        for i in range(len(labels)):
-            if predicted[i] != labels[i]:
-                mistakes.append(Mistake(
-                    seen + i, _name(class_names, labels[i]), _name(class_names, predicted[i]),
-                    float(probabilities[i, predicted[i]]), images[i].numpy(),
-                ))
+        for i in np.flatnonzero(predicted != labels):
+            misclassified += 1
+            confidence = float(probabilities[i, predicted[i]])
+            if len(shown) == max_shown and confidence <= shown[0][0]:
+                continue
+            mistake = Mistake(seen + int(i), _name(class_names, labels[i]),
+                              _name(class_names, predicted[i]), confidence, images[i].numpy())
+            entry = (confidence, -mistake.index, mistake)
+            if len(shown) < max_shown:
+                heapq.heappush(shown, entry)
+            else:
+                heapq.heapreplace(shown, entry)
         seen += len(labels)
-    mistakes.sort(key=lambda m: -m.confidence)
+    mistakes = [m for _, _, m in sorted(shown, key=lambda e: (-e[0], -e[1]))]
     summary = {
         "available": True,
         "model": serving_dir,
@@ -78,10 +89,10 @@ def find_mistakes(
         "split": split,
         "scanned": seen,
         "complete": seen < max_examples,
-        "misclassified": len(mistakes),
-        "shown": [m.to_dict() for m in mistakes[:max_shown]],
+        "misclassified": misclassified,
+        "shown": [m.to_dict() for m in mistakes],
     }
-    return summary, mistakes[:max_shown]
+    return summary, mistakes
 
 
 def _name(class_names: list[str], class_id) -> str:
