@@ -17,6 +17,8 @@ On this machine, from CIFAR-10's JPEGs in ../shared/datasets:
   4. The same folder at 32x32 (no --resize): the in-memory path stores uint8. Then the
      Trainer's code on that run's artifacts, one epoch each, uint8 cache vs the float32 cache
      it used before (`transformed_examples`), the same network: images/s of each.
+  5. Step 2's data in a fresh root with `--beam direct-multi` (DirectRunner worker processes,
+     one per core): StatisticsGen and Transform seconds against step 2's in-process ones.
 For each `run`: wall time, seconds and peak RSS of each component (the process's RSS sampled
 from /proc every 0.2 s while the component runs; RSS a component inherits from the ones before
 it counts too, so these are upper bounds), the Trainer's input plan and images/s.
@@ -242,7 +244,27 @@ def main() -> None:
     write_result(RESULT_NAME, result)
     result["in_memory_32"] = compare_in_memory(scale / "root-32", "scale-32", epochs=1)
     write_result(RESULT_NAME, result)
-    print(json.dumps(result["findings"], indent=2))
+    # Beam in worker processes against in-process, on the same 128x128 data (a fresh root, so
+    # StatisticsGen and Transform run again; one epoch, the rest is not compared).
+    multi = run_pipeline("direct_multi_128", [
+        "--data", str(folder), "--resize", "128x128", "--root", str(scale / "root-128-multi"),
+        "--pipeline-name", "scale-128", "--epochs", "1", *SMALL_NET,
+        "--beam", "direct-multi", "--cache-budget", args.stream_budget,
+        "--serving-dir", str(scale / "serving-multi")], work)
+    multi.pop("_model_run"), multi.pop("_examples")
+    runs["direct_multi_128"] = multi
+    result["beam_direct_multi"] = {
+        component: {
+            "in_process_seconds": streamed["components"][component]["seconds"],
+            "direct_multi_seconds": multi["components"][component]["seconds"],
+            "in_process_peak_rss_gib": streamed["components"][component].get("peak_rss_gib"),
+            "direct_multi_peak_rss_gib": multi["components"][component].get("peak_rss_gib"),
+        }
+        for component in ("StatisticsGen", "Transform")
+    }
+    write_result(RESULT_NAME, result)
+    print(json.dumps({k: result[k] for k in ("findings", "in_memory_32", "beam_direct_multi")},
+                     indent=2))
 
 
 if __name__ == "__main__":
