@@ -18,10 +18,12 @@ On this machine, from CIFAR-10's JPEGs in ../shared/datasets:
      Trainer's code on that run's artifacts, one epoch each, uint8 cache vs the float32 cache
      it used before (`transformed_examples`), the same network: images/s of each.
   5. Step 2's data in a fresh root with `--beam direct-multi` (DirectRunner worker processes,
-     one per core): StatisticsGen and Transform seconds against step 2's in-process ones.
-For each `run`: wall time, seconds and peak RSS of each component (the process's RSS sampled
-from /proc every 0.2 s while the component runs; RSS a component inherits from the ones before
-it counts too, so these are upper bounds), the Trainer's input plan and images/s.
+     one per core): StatisticsGen, Transform and Evaluator seconds against step 2's in-process
+     ones (the Evaluator's model differs: one epoch instead of the same network's three).
+For each `run`: wall time, seconds and peak RSS of each component (the RSS of the run's process
+and its descendants, such as Beam's workers, sampled from /proc every 0.2 s while the component
+runs; memory a component inherits from the ones before it counts too, so these are upper
+bounds), the Trainer's input plan and images/s.
 """
 
 from __future__ import annotations
@@ -81,6 +83,27 @@ def _rss_bytes(pid: int) -> int:
     return 0
 
 
+def _children(pid: int) -> list[int]:
+    children = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children.extend(int(c) for c in f.read().split())
+    except OSError:
+        pass
+    return children
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """RSS of the process and its descendants (Beam's worker processes with direct-multi)."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        total += _rss_bytes(current)
+        todo.extend(_children(current))
+    return total
+
+
 def run_pipeline(name: str, args: list[str], work: Path) -> dict:
     """`python -m pipeline run ARGS --json`: wall time, per-component seconds and peak RSS."""
     command = [sys.executable, "-m", "pipeline", "run", "--json", *args]
@@ -94,7 +117,7 @@ def run_pipeline(name: str, args: list[str], work: Path) -> dict:
 
     def sample() -> None:
         while not done.is_set():
-            rss = _rss_bytes(process.pid)
+            rss = tree_rss_bytes(process.pid)
             peaks[current["name"]] = max(peaks.get(current["name"], 0), rss)
             time.sleep(0.2)
 
@@ -245,7 +268,7 @@ def main() -> None:
     result["in_memory_32"] = compare_in_memory(scale / "root-32", "scale-32", epochs=1)
     write_result(RESULT_NAME, result)
     # Beam in worker processes against in-process, on the same 128x128 data (a fresh root, so
-    # StatisticsGen and Transform run again; one epoch, the rest is not compared).
+    # StatisticsGen and Transform run again; one epoch: the Trainer is not compared).
     multi = run_pipeline("direct_multi_128", [
         "--data", str(folder), "--resize", "128x128", "--root", str(scale / "root-128-multi"),
         "--pipeline-name", "scale-128", "--epochs", "1", *SMALL_NET,
@@ -260,7 +283,7 @@ def main() -> None:
             "in_process_peak_rss_gib": streamed["components"][component].get("peak_rss_gib"),
             "direct_multi_peak_rss_gib": multi["components"][component].get("peak_rss_gib"),
         }
-        for component in ("StatisticsGen", "Transform")
+        for component in ("StatisticsGen", "Transform", "Evaluator")
     }
     write_result(RESULT_NAME, result)
     print(json.dumps({k: result[k] for k in ("findings", "in_memory_32", "beam_direct_multi")},
