@@ -28,8 +28,12 @@ DIRECT_MULTI_BEAM_ARGS = (
     "--direct_running_mode=multi_processing",
     "--direct_num_workers=0",
 )
-# `run --beam`: where the local run's Beam work happens.
-LOCAL_BEAM_PRESETS = {"in-process": LOCAL_BEAM_ARGS, "direct-multi": DIRECT_MULTI_BEAM_ARGS}
+# `run --beam`: where the local run's Beam work happens. The workers' INFO logs would go
+# straight to the console, past `run`'s progress lines: warnings and errors only.
+LOCAL_BEAM_PRESETS = {
+    "in-process": LOCAL_BEAM_ARGS,
+    "direct-multi": (*DIRECT_MULTI_BEAM_ARGS, "--default_sdk_harness_log_level=WARNING"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
