@@ -242,6 +242,23 @@ def test_report_of_the_first_run(pipeline_runs: PipelineRuns) -> None:
     assert push["version"] == first.pushed_destination.rsplit("/", 1)[1]
 
 
+def test_the_misclassified_search_keeps_only_the_most_confident(
+    pipeline_runs: PipelineRuns,
+) -> None:
+    """Scanning with room for 3 keeps the same 3 a scan that keeps everything puts first."""
+    from pipeline.report.misclassified import find_mistakes
+
+    worse = _summary(pipeline_runs, "worse")
+    args = (worse.model_uri, worse.examples_uri, ["blue", "green", "red"], "test")
+    everything_summary, everything = find_mistakes(*args, max_shown=100)
+    top_summary, top = find_mistakes(*args, max_shown=3)
+    assert top_summary["misclassified"] == everything_summary["misclassified"] == len(everything)
+    assert len(everything) > 3 and top_summary["scanned"] == 18
+    assert [m.index for m in top] == [m.index for m in everything[:3]]
+    assert [m.confidence for m in everything] == sorted(
+        (m.confidence for m in everything), reverse=True)
+
+
 def test_report_of_later_runs(pipeline_runs: PipelineRuns) -> None:
     first, second = _summary(pipeline_runs, "first"), _summary(pipeline_runs, "second")
     rerun = _report(pipeline_runs, "rerun")
