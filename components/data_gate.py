@@ -32,6 +32,7 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 from tfx.utils import io_utils
 
 from components.production import production_model, push_base
+from pipeline import spans
 from trainer import features
 
 STATS_FILE = "FeatureStats.pb"
@@ -218,6 +219,18 @@ def class_map_change(served: list[str], new: list[str]) -> str | None:
     return "; ".join(parts)
 
 
+def data_folder(data_root: str, examples: types.Artifact) -> str:
+    """The folder whose dataset.json describes the examples: a span's, in a root of spans."""
+    if examples.has_custom_property("span"):
+        span = examples.get_int_custom_property("span")
+    else:
+        span = int(getattr(examples, "span", 0) or 0)
+    folder = os.path.join(data_root, f"{spans.PREFIX}{span}")
+    if fileio.exists(os.path.join(data_root, "dataset.json")):
+        return data_root
+    return folder if fileio.exists(os.path.join(folder, "dataset.json")) else data_root
+
+
 def class_map_record(data_root: str | None, production) -> dict[str, Any]:
     """The data's class map (dataset.json), the served model's (labels.txt), and the change."""
     record: dict[str, Any] = {"class_names": None, "served_class_names": None, "change": None,
@@ -267,6 +280,9 @@ class DataGateSpec(ComponentSpec):
         "statistics": ChannelParameter(type=standard_artifacts.ExampleStatistics),
         "anomalies": ChannelParameter(type=standard_artifacts.ExampleAnomalies),
         "schema": ChannelParameter(type=standard_artifacts.Schema),
+        # ExampleGen's output: its span says which span-N/dataset.json of a root of spans
+        # holds the class map of the data being gated.
+        "examples": ChannelParameter(type=standard_artifacts.Examples, optional=True),
     }
     OUTPUTS = {
         "validated_statistics": ChannelParameter(type=ValidatedStatistics),
@@ -291,7 +307,10 @@ class Executor(base_executor.BaseExecutor):
             anomalies.uri, artifact_utils.decode_split_names(anomalies.split_names)
         )
         production = production_model(push_base(exec_properties.get("push_destination")))
-        class_map = class_map_record(exec_properties.get("data_root"), production)
+        data_root = exec_properties.get("data_root")
+        if data_root and input_dict.get("examples"):
+            data_root = data_folder(data_root, input_dict["examples"][0])
+        class_map = class_map_record(data_root, production)
         if not exec_properties.get("accept_new_classes"):
             findings += class_map_findings(class_map, production)
         baseline = production.statistics if production else None
@@ -333,6 +352,7 @@ class DataGate(base_component.BaseComponent):
         statistics: types.BaseChannel,
         anomalies: types.BaseChannel,
         schema: types.BaseChannel,
+        examples: types.BaseChannel | None = None,
         push_destination: pusher_pb2.PushDestination | Any = None,
         data_root: str | Any = None,
         accept_new_classes: bool = False,
@@ -347,6 +367,7 @@ class DataGate(base_component.BaseComponent):
             statistics=statistics,
             anomalies=anomalies,
             schema=schema,
+            examples=examples,
             push_destination=push_destination,
             data_root=data_root,
             accept_new_classes=int(accept_new_classes),

@@ -90,6 +90,15 @@ def _cache_budget(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _span(text: str) -> int | str:
+    from pipeline.spans import parse_span
+
+    try:
+        return parse_span(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _add_ingest_args(parser: argparse.ArgumentParser) -> None:
     from pipeline.decode import DEFAULT_MAX_PIXELS
     from pipeline.ingest import DEFAULT_EVAL_FRACTION, DEFAULT_TEST_FRACTION
@@ -187,11 +196,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", help="image folder -> sharded gzip TFRecords + class map",
                        description="Turn SRC/<split>/<class>/*.jpg or SRC/<class>/*.jpg into "
                                    "TFRecords of tf.Example{image: bytes, label: int64}.",
-                       epilog="example: python -m pipeline ingest ~/flowers data/flowers")
+                       epilog="examples:\n  python -m pipeline ingest ~/flowers data/flowers\n"
+                              "  python -m pipeline ingest ~/new-flowers data/flowers-spans "
+                              "--span auto",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("src", type=Path)
     p.add_argument("out", type=Path)
     p.add_argument("--workers", type=int, help="parallel writer processes (default: CPUs)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--span", type=_span, metavar="N|auto",
+                   help="write a span of OUT: OUT/span-N/ (auto: the next number). `run "
+                        "--data OUT` trains on the newest span")
+    p.add_argument("--overwrite-span", action="store_true",
+                   help="with --span N: replace that span if it exists (atomically)")
     p.add_argument("--json", action="store_true",
                    help="print what was written (counts per split and class, shape) as JSON")
     _add_ingest_args(p)
@@ -380,22 +397,30 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from pipeline.ingest import QUARANTINE_FILE, ingest
 
     start = time.monotonic()
-    info = ingest(args.src, args.out, eval_fraction=args.eval_fraction,
-                  test_fraction=args.test_fraction, workers=args.workers,
-                  overwrite=args.overwrite, **_ingest_policy(args))
+    options = {"eval_fraction": args.eval_fraction, "test_fraction": args.test_fraction,
+               "workers": args.workers, **_ingest_policy(args)}
+    out = args.out
+    if args.span is not None:
+        from pipeline.spans import ingest_span, span_dir
+
+        number, info = ingest_span(args.src, args.out, args.span, args.overwrite_span,
+                                   **options)
+        out = span_dir(args.out.resolve(), number)
+    else:
+        info = ingest(args.src, args.out, overwrite=args.overwrite, **options)
     total = sum(info.split_counts.values())
     elapsed = time.monotonic() - start
-    quarantine = args.out / QUARANTINE_FILE
+    quarantine = out / QUARANTINE_FILE
     skipped = len(json.loads(quarantine.read_text())) if quarantine.is_file() else 0
     if args.json:
-        print(json.dumps({"output": str(args.out), "class_names": list(info.class_names),
+        print(json.dumps({"output": str(out), "class_names": list(info.class_names),
                           "image_shape": list(info.image_shape),
                           "split_counts": info.split_counts,
                           "per_class_counts": info.per_class_counts, "skipped_files": skipped,
                           "seconds": round(elapsed, 2)}, indent=2))
         return EXIT_OK
     print(f"wrote {total} images ({info.split_counts}) of {info.num_classes} classes, "
-          f"shape {info.image_shape}, to {args.out} in {elapsed:.1f}s")
+          f"shape {info.image_shape}, to {out} in {elapsed:.1f}s")
     if skipped:
         print(f"skipped {skipped} bad file(s), listed with the reason in {quarantine}")
     return EXIT_OK
@@ -420,6 +445,7 @@ def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
     from pipeline.config import LOCAL_BEAM_PRESETS, EvalThresholds, PipelineConfig
     from pipeline.ingest import TEST, TWO_SPLITS_WARNING, check_fraction
     from pipeline.schema import label_classes, schema_for_classes
+    from pipeline.spans import is_span_root
     from pipeline.workspace import prepare_data
 
     check_fraction("--eval-fraction", args.eval_fraction)
@@ -449,6 +475,7 @@ def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
         trainer=trainer,
         schema_path=str(schema.resolve()),
         splits=tuple(info.split_counts),
+        spans=is_span_root(data_root),
         thresholds=thresholds,
         allowed_anomaly_types=tuple(args.allow_anomaly),
         max_label_drift=args.max_label_drift,
@@ -648,7 +675,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([json.loads(r.to_json()) for r in runs], indent=2))
         return EXIT_OK
-    print(f"{'run':28} {'accuracy':>8} {'on':5} {'recipe':9}  {'blessed':7}  pushed")
+    print(f"{'run':28} {'spans':6} {'accuracy':>8} {'on':5} {'recipe':9}  {'blessed':7}  "
+          "pushed")
     for run in runs:
         failed = run.failed_components
         accuracy = f"{run.accuracy:.4f}" if run.accuracy is not None else "-"
@@ -662,7 +690,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
             pushed = f"version {version}" + (" (already served)" if run.already_served else "")
         else:
             pushed = "no"
-        print(f"{run.run_id:28} {accuracy:>8} {split:5} {recipe:9}  {blessed:7}  {pushed}")
+        spans = ",".join(map(str, run.spans)) if run.spans else "-"
+        print(f"{run.run_id:28} {spans:6} {accuracy:>8} {split:5} {recipe:9}  {blessed:7}  "
+              f"{pushed}")
     return EXIT_OK
 
 

@@ -64,6 +64,8 @@ class PipelineConfig:
     # The splits under data_root. Trainer fits "train" and early-stops on "eval"; the Evaluator
     # reports and blesses on "test", or on "eval" for data ingested without a test split.
     splits: tuple[str, ...] = SPLITS
+    # data_root holds span-N folders (pipeline/spans.py): ExampleGen reads the newest span.
+    spans: bool = False
     thresholds: EvalThresholds = EvalThresholds()
     # DataGate: ExampleValidator anomaly types accepted instead of failing the run, and the
     # largest L-infinity distance between a split's label distribution and the last accepted one.

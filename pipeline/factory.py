@@ -23,6 +23,7 @@ from components.example_gen import TFRecordExampleGen
 from components.pusher import AtomicPusher
 from pipeline.config import PREPROCESSING_FN, RUN_FN, PipelineConfig
 from pipeline.ingest import EVAL, TRAIN
+from pipeline.spans import split_pattern
 from trainer import features
 
 
@@ -106,7 +107,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         input_base=data_root,
         input_config=example_gen_pb2.Input(
             splits=[
-                example_gen_pb2.Input.Split(name=split, pattern=f"{split}/*")
+                example_gen_pb2.Input.Split(name=split, pattern=split_pattern(split, config.spans))
                 for split in config.splits
             ]
         ),
@@ -127,6 +128,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         statistics=statistics_gen.outputs["statistics"],
         anomalies=example_validator.outputs["anomalies"],
         schema=schema_gen.outputs["schema"],
+        examples=example_gen.outputs["examples"],
         push_destination=push_destination,
         data_root=data_root,
         accept_new_classes=config.accept_new_classes,

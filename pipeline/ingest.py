@@ -578,11 +578,13 @@ def ingest(
     skip_bad: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     allow_duplicates: bool = False,
+    expected_shape: tuple[str, tuple[int, int, int]] | None = None,
 ) -> DatasetInfo:
     """Ingest src into out; with skip_bad, unreadable and non-image files are quarantined.
 
     Images over max_pixels are bad files too. The same image in two splits is refused unless
-    allow_duplicates.
+    allow_duplicates. `expected_shape` (what has it, the shape): the shape the data must have,
+    such as the previous span's.
     """
     src, out = Path(src).resolve(), Path(out).resolve()
     check_fraction("--eval-fraction", eval_fraction)
@@ -618,6 +620,14 @@ def ingest(
         if duplicates.across and not allow_duplicates:
             _refuse_duplicates(duplicates, src)
         image_shape = target_shape(report.shapes, report.example_of, resize, channels, src)
+        if expected_shape and tuple(image_shape) != tuple(expected_shape[1]):
+            have = "x".join(map(str, image_shape))
+            want = "x".join(map(str, expected_shape[1]))
+            raise IngestError(
+                f"{src}: the images are {have}, but {expected_shape[0]} has {want}; one model "
+                f"takes one shape: pass --resize {want.rsplit('x', 1)[0]} (and --channels "
+                f"{expected_shape[1][2]} if the channels differ)"
+            )
         elapsed = time.monotonic() - start
         total = sum(len(v) for v in items.values())
         info = {

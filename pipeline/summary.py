@@ -12,6 +12,7 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from pipeline.ingest import EVAL
+from pipeline.spans import PREFIX
 
 _STATE_NAMES = {
     metadata_store_pb2.Execution.COMPLETE: "executed",
@@ -45,6 +46,8 @@ class RunSummary:
     # augmentation: a selection score, not the reported one.
     trainer_eval_accuracy: float | None = None
     recipe: str | None = None
+    # The span(s) ExampleGen read, for data roots of spans (pipeline/spans.py); None otherwise.
+    spans: list[int] | None = None
     # How the Trainer held its examples: in memory or streamed, and why (trainer/data.py).
     training_input: dict | None = None
     baseline_accuracy: float | None = None
@@ -243,6 +246,11 @@ def summary_of(pipeline_name: str, run_id: str, nodes: dict[str, NodeRecord]) ->
             summary.model_uri = outputs["Model"].uri
         if "Examples" in outputs:
             summary.examples_uri = outputs["Examples"].uri
+            # The driver resolved `span-{SPAN}/...` to the newest span's folder (pipeline/spans.py).
+            span = value(node.execution, "span")
+            if span is not None and f'"{PREFIX}{span}/' in (value(node.execution, "input_config")
+                                                             or ""):
+                summary.spans = [int(span)]
         if "ModelRun" in outputs:
             summary.tensorboard_dir = outputs["ModelRun"].uri
             record = training_record(summary.tensorboard_dir) or {}

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pipeline import datasets, ingest
+from pipeline import datasets, ingest, spans
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,9 @@ def prepare_data(
         data = data.resolve()
         if (data / ingest.DATASET_INFO).is_file():
             return data.name, data, ingest.load_dataset_info(data)
+        if spans.is_span_root(data):  # the run reads the newest span
+            newest = spans.span_dir(data, spans.latest_span(data))
+            return data.name, data, ingest.load_dataset_info(newest)
         name = data.name
         out = workspace.data_dir(name) / "tfrecords"
         return name, out, ingest_if_changed(data, out, eval_fraction, test_fraction, **policy)

@@ -319,8 +319,10 @@ def test_runs_command_lists_every_run_from_mlmd(pipeline_runs: PipelineRuns, cap
     assert all(r["examples_uri"] for r in runs)
     assert main(args) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["run", "accuracy", "on", "recipe", "blessed", "pushed"]
-    assert table[1].split()[2:4] == ["test", "classic"]
+    assert table[0].split() == ["run", "spans", "accuracy", "on", "recipe", "blessed", "pushed"]
+    # No spans in this data root: "-".
+    assert table[1].split()[1] == "-" and table[1].split()[3:5] == ["test", "classic"]
+    assert all(r["spans"] is None for r in runs)
     assert by_name["first"]["evaluation_split"] == "test"
     assert "(already served)" in table[2] and table[4].rstrip().endswith("no")
     assert main(["runs", "--root", str(pipeline_runs.root / "nope")]) == 2

@@ -129,7 +129,8 @@ def _dataset(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> str:
     shape = data.get("image_shape")
     parts = [
         _pairs({
-            "data": _code(data.get("data_root")),
+            "data": _code(data.get("data_root"))
+            + (f" (span {data['span']})" if data.get("span") is not None else ""),
             "examples (ImportExampleGen)": _code(data.get("examples")),
             "statistics (StatisticsGen)": _code(data.get("statistics")),
             "image shape the model gets": "x".join(map(str, shape)) if shape else "n/a",
