@@ -50,15 +50,20 @@ def test_ingest_json(tmp_path: Path, capsys) -> None:
     assert written["image_shape"] == [8, 8, 3] and written["output"] == str(out)
 
 
-def test_a_split_smaller_than_one_batch_is_refused_before_the_pipeline_runs(
-    tmp_path: Path, capsys
-) -> None:
+def _small_run_args(tmp_path: Path) -> list[str]:
+    """`run` on 36 train / 12 test images of 8x8x3 (eval: 3 images carved from train)."""
     from pipeline.schema import write_schema
 
     imagegen.write_folder(tmp_path / "images", {"train": 12, "test": 4})
     write_schema(len(imagegen.CLASS_NAMES), tmp_path / "schema.pbtxt")
-    args = ["run", "--data", str(tmp_path / "images"), "--root", str(tmp_path / "root"),
+    return ["run", "--data", str(tmp_path / "images"), "--root", str(tmp_path / "root"),
             "--schema", str(tmp_path / "schema.pbtxt")]
+
+
+def test_a_split_smaller_than_one_batch_is_refused_before_the_pipeline_runs(
+    tmp_path: Path, capsys
+) -> None:
+    args = _small_run_args(tmp_path)
     assert main([*args, "--batch-size", "8"]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert "the eval split has 3 images, fewer than one batch (--batch-size 8)" in err
@@ -118,12 +123,7 @@ def test_console_shows_one_progress_line_per_component_and_hides_library_noise(
 def test_a_cache_budget_that_is_no_size_or_holds_no_image_is_refused(
     tmp_path: Path, capsys
 ) -> None:
-    from pipeline.schema import write_schema
-
-    imagegen.write_folder(tmp_path / "images", {"train": 12, "test": 4})
-    write_schema(len(imagegen.CLASS_NAMES), tmp_path / "schema.pbtxt")
-    args = ["run", "--data", str(tmp_path / "images"), "--root", str(tmp_path / "root"),
-            "--schema", str(tmp_path / "schema.pbtxt"), "--batch-size", "2"]
+    args = [*_small_run_args(tmp_path), "--batch-size", "2"]
     with pytest.raises(SystemExit) as exit_info:
         main([*args, "--cache-budget", "lots"])
     assert exit_info.value.code == EXIT_BAD_INPUT
