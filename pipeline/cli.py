@@ -7,6 +7,7 @@ Heavy imports (TensorFlow, TFX) happen inside the commands, so `--help` and `ing
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -229,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TF Serving base dir; models go to <dir>/<model-name>/<version>/")
     _add_ingest_args(p)
     p.add_argument("--no-cache", action="store_true", help="re-execute every component")
+    p.add_argument("--warm-start", action="store_true",
+                   help="start from the served model's weights when its class map and "
+                        "architecture match (else from scratch, saying why), and train "
+                        "warm_start_epochs (default 0.4, --set) of the epochs")
     p.add_argument("--beam", choices=("in-process", "direct-multi"), default="in-process",
                    help="where StatisticsGen, Transform and the Evaluator run: in this process "
                         "(default; fastest on 2 cores) or DirectRunner worker processes, one "
@@ -484,6 +489,9 @@ def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
         enable_cache=not args.no_cache,
         beam_pipeline_args=LOCAL_BEAM_PRESETS[args.beam],
     )
+    if args.warm_start:
+        config = dataclasses.replace(config, trainer=trainer.replace(
+            warm_start_from=config.push_base_directory))
     log.info("data: %s (%s), %d classes, image shape %s",
              data_root, info.split_counts, info.num_classes, info.image_shape)
     log.info("full log: %s", log_file)

@@ -94,6 +94,11 @@ class TrainerConfig:
     # Memory for decoded images (trainer/memory.py): a size, or a share of the memory available
     # when training starts. Past it the Trainer streams instead of caching.
     cache_budget: str = DEFAULT_CACHE_BUDGET
+    # Warm start (trainer/warm_start.py): the push base (<serving-dir>/<model-name>) whose
+    # newest version's weights the model starts from, when class map and architecture match;
+    # it then trains this share of `epochs` (at least one). "" trains from scratch.
+    warm_start_from: str = ""
+    warm_start_epochs: float = 0.4
     seed: int = 42
     # Which recipe these settings started from, and why it was chosen (for the report).
     recipe: str = "custom"
@@ -142,6 +147,8 @@ class TrainerConfig:
         if self.whiten_stride not in (1, 2):
             raise ValueError(f"whiten_stride must be 1 or 2, got {self.whiten_stride}")
         check_budget(self.cache_budget)
+        if not 0 < self.warm_start_epochs <= 1:
+            raise ValueError(f"warm_start_epochs must be in (0, 1], got {self.warm_start_epochs}")
         if not self.widths or min(self.widths) < 1:
             raise ValueError(f"widths must be positive channel counts, got {self.widths}")
 
@@ -289,7 +296,7 @@ def from_recipe(
 
 
 # Fields the data decides (or the run records), not a --set.
-_NOT_SETTABLE = ("image_shape", "class_names", "recipe", "recipe_reason")
+_NOT_SETTABLE = ("image_shape", "class_names", "recipe", "recipe_reason", "warm_start_from")
 
 
 def parse_settings(pairs: Sequence[str]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from trainer.config import TrainerConfig
 from trainer.lookahead import Lookahead
 from trainer.model import build_model
 from trainer.schedule import make_optimizer
+from trainer.warm_start import warm_start
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +125,18 @@ def train(
         sample = inputs.codec.decode(next(iter(inputs.train.batch(size)))[0]).numpy()
     if strategy is None:
         strategy = distribution_strategy(config)
+    warm = None
     with strategy.scope():
         model = build_model(config, sample)
+        if config.warm_start_from:
+            warm = warm_start(model, config.class_names, config.warm_start_from)
+            if warm["used"] and config.epochs > 0:
+                config = config.replace(
+                    epochs=max(1, round(config.epochs * config.warm_start_epochs)))
+            print("[trainer] warm start: " + (
+                f"from version {warm['version']} ({warm['from']}), {config.epochs} epoch(s)"
+                if warm["used"] else f"no, from scratch: {warm['why']}"),
+                file=sys.stderr, flush=True)
         compile_model(model, config, steps_per_epoch)
     eval_ds = data.eval_batches(inputs.eval, config, inputs.codec.decode)
     history: dict[str, list[float]] = {}
@@ -175,6 +186,7 @@ def train(
         "steps_per_epoch": steps_per_epoch,
         "replicas": strategy.num_replicas_in_sync,
         "input": plan.to_dict(),
+        "warm_start": warm,
         "decode_seconds": round(decode_seconds, 2) if not plan.streams else None,
         "fit_seconds": round(fit_seconds, 2),
         "train_images_per_second": round(images_per_second, 1) if images_per_second else None,

@@ -198,6 +198,8 @@ def training_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
         "num_train": record.get("num_train"),
         "num_eval": record.get("num_eval"),
         "input": record.get("input"),
+        # None: from scratch, not asked to warm-start; else trainer/warm_start.py's record.
+        "warm_start": record.get("warm_start"),
         "fit_seconds": record.get("fit_seconds"),
         "train_images_per_second": record.get("train_images_per_second"),
         "final_eval_accuracy": record.get("final_eval_accuracy"),

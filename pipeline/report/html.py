@@ -129,8 +129,9 @@ def _dataset(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> str:
     shape = data.get("image_shape")
     parts = [
         _pairs({
-            "data": _code(data.get("data_root"))
-            + (f" (span {data['span']})" if data.get("span") is not None else ""),
+            "data": _Html(_code(data.get("data_root"))
+                          + (f" (span {int(data['span'])})" if data.get("span") is not None
+                             else "")),
             "examples (ImportExampleGen)": _code(data.get("examples")),
             "statistics (StatisticsGen)": _code(data.get("statistics")),
             "image shape the model gets": "x".join(map(str, shape)) if shape else "n/a",
@@ -206,6 +207,15 @@ _CONFIG_KEYS = ("model", "epochs", "batch_size", "optimizer", "learning_rate", "
                 "label_smoothing", "augment_flip", "augment_translate", "precision")
 
 
+def _warm_start(record: Mapping[str, Any] | None) -> str | _Html:
+    if not record:
+        return "random initialization"
+    if record.get("used"):
+        return _Html(f"the weights of served version {int(record['version'])} (warm start): "
+                     + _code(record.get("from")))
+    return f"random initialization; warm start not possible: {record.get('why')}"
+
+
 def _training(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> str:
     if not data.get("available"):
         return _missing(data)
@@ -222,6 +232,7 @@ def _training(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> str:
             f"({data.get('num_train')} examples) / {data.get('eval_split', 'eval')} split "
             f"({data.get('num_eval')} examples)",
             "training input": (data.get("input") or {}).get("reason", "n/a"),
+            "started from": _warm_start(data.get("warm_start")),
             "final eval-split accuracy (no test-time augmentation)":
                 _fmt(data.get("final_eval_accuracy")),
             "fit time": f"{_fmt(data.get('fit_seconds'), 1)} s"

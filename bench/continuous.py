@@ -1,0 +1,145 @@
+"""Continuous training on MNIST spans: warm start from the served model against from scratch.
+
+    python bench/continuous.py              # writes bench/results/continuous.json (~15 min)
+
+MNIST's 60,000 training images (../shared/datasets) are dealt into 3 spans of 20,000, each
+with MNIST's 10,000 test images as its test split, and ingested with `ingest --span auto`.
+Two tracks run `run --data ROOT` (the newest span; `--recipe auto`) in their own pipeline root
+and serving dir:
+  - scratch: every span trained from scratch;
+  - warm: span 1's model is the scratch track's (its serving dir copied), spans 2 and 3
+    with `--warm-start`, each from the model the track served after the previous span.
+Each run trains on one span (the newest: rolling windows of several spans are not built
+yet), so both tracks see the same data. Per span and track: test accuracy (the Evaluator's),
+Trainer seconds, epochs, blessed, pushed, and what the warm start started from.
+Target (issue 15): warm start within 0.1 points of from-scratch test accuracy in at most 40 %
+of its Trainer seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (  # noqa: E402
+    REPO,
+    SHARED_DATASETS,
+    SHARED_TARBALLS,
+    git_commit,
+    machine_info,
+    relative,
+    shared_dataset,
+    write_result,
+)
+
+RESULT_NAME = "continuous"
+SPANS = 3
+TARGET = {"max_accuracy_gap_points": 0.1, "max_trainer_time_share": 0.4}
+
+
+def deal_spans(mnist: Path, work: Path) -> list[Path]:
+    """SPANS folders of symlinks: train/ gets every SPANS-th image by path hash, test/ all."""
+    folders = [work / f"mnist-span-{i + 1}" for i in range(SPANS)]
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+    for image in sorted((mnist / "train").glob("*/*")):
+        digest = hashlib.sha256(str(image.relative_to(mnist)).encode()).digest()
+        target = folders[digest[0] % SPANS] / "train" / image.parent.name / image.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(image.resolve())
+    for folder in folders:
+        (folder / "test").symlink_to((mnist / "test").resolve(), target_is_directory=True)
+    return folders
+
+
+def pipeline(args: list[str]) -> dict:
+    command = [sys.executable, "-m", "pipeline", *args]
+    print("$", " ".join(command), flush=True)
+    start = time.monotonic()
+    completed = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    if completed.returncode != 0:
+        raise SystemExit(f"exit {completed.returncode}: {' '.join(args)}")
+    output = completed.stdout
+    return {"seconds": round(time.monotonic() - start, 1),
+            "json": json.loads(output[output.index("{"):]) if "{" in output else None}
+
+
+def run_span(track: str, data: Path, work: Path, warm: bool) -> dict:
+    root, serving = work / f"root-{track}", work / f"serving-{track}"
+    flags = ["run", "--data", str(data), "--root", str(root), "--serving-dir", str(serving),
+             "--pipeline-name", "continuous", "--model-name", "mnist", "--json"]
+    result = pipeline([*flags, *(["--warm-start"] if warm else [])])
+    summary = result["json"]
+    record = json.loads((Path(summary["tensorboard_dir"]) / "history.json").read_text())
+    components = {c["name"]: round(c["seconds"], 1) for c in summary["components"]}
+    return {
+        "spans": summary.get("spans"),
+        "test_accuracy": summary["accuracy"],
+        "baseline_accuracy": summary["baseline_accuracy"],
+        "trainer_seconds": components["Trainer"],
+        "fit_seconds": record["fit_seconds"],
+        "epochs": len(record["history"].get("loss", [])),
+        "first_epoch_loss": (record["history"].get("loss") or [None])[0],
+        "recipe": record["config"]["recipe"],
+        "warm_start": record.get("warm_start"),
+        "blessed": summary["blessed"],
+        "pushed": summary["pushed"],
+        "wall_seconds": result["seconds"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work-dir", type=Path, default=Path(__file__).parent / ".work")
+    args = parser.parse_args()
+    commit = git_commit()
+    work = args.work_dir.resolve()
+    mnist = shared_dataset(work, "mnist")
+    scratch_work = work / "continuous"
+    shutil.rmtree(scratch_work, ignore_errors=True)
+    scratch_work.mkdir(parents=True)
+    data = scratch_work / "data"
+    spans = deal_spans(mnist, scratch_work)
+    result = {
+        "what": __doc__.split("\n\n")[0],
+        "source": relative(SHARED_DATASETS / SHARED_TARBALLS["mnist"][0]),
+        "commit": commit,
+        "machine": machine_info(),
+        "target": TARGET,
+        "spans": {},
+    }
+    for number, folder in enumerate(spans, start=1):
+        pipeline(["ingest", str(folder), str(data), "--span", "auto"])
+        entry: dict = {}
+        if number == 1:
+            entry["scratch"] = run_span("scratch", data, scratch_work, warm=False)
+            # The warm track starts from the same first model: a copy of the serving dir (its
+            # own pipeline root starts at span 2).
+            shutil.copytree(scratch_work / "serving-scratch", scratch_work / "serving-warm")
+        else:
+            entry["scratch"] = run_span("scratch", data, scratch_work, warm=False)
+            entry["warm"] = run_span("warm", data, scratch_work, warm=True)
+            scratch, warm = entry["scratch"], entry["warm"]
+            gap = (scratch["test_accuracy"] - warm["test_accuracy"]) * 100
+            share = warm["trainer_seconds"] / scratch["trainer_seconds"]
+            entry["comparison"] = {
+                "accuracy_gap_points": round(gap, 3),
+                "trainer_time_share": round(share, 3),
+                "met": gap <= TARGET["max_accuracy_gap_points"]
+                and share <= TARGET["max_trainer_time_share"],
+            }
+        result["spans"][str(number)] = entry
+        print(json.dumps(entry, indent=2), flush=True)
+        write_result(RESULT_NAME, result)
+
+
+if __name__ == "__main__":
+    main()

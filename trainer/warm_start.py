@@ -1,0 +1,49 @@
+"""Warm start: a new model begins from the served model's weights, when they fit.
+
+The pushed SavedModel's variables are an object-based checkpoint whose root holds the Keras
+model as `model` (trainer/export.py ServingModule), so `tf.train.Checkpoint(model=...)` reads
+them into a freshly built model of the same architecture. A different class map or
+architecture (a shape that differs, a layer more or less) trains from scratch, and the record
+says why.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from trainer import features
+
+
+def warm_start(model: keras.Model, class_names: tuple[str, ...], base: str) -> dict[str, Any]:
+    """Loads the newest version under `base` into `model` if it fits; returns what happened."""
+    from components.production import production_model
+
+    production = production_model(base)
+    if production is None:
+        return {"used": False, "why": f"no version served under {base} yet"}
+    record: dict[str, Any] = {"used": False, "from": production.path,
+                              "version": production.version}
+    labels = os.path.join(production.path, "assets", features.LABELS_ASSET)
+    served = tf.io.gfile.GFile(labels).read().splitlines() if tf.io.gfile.exists(labels) else None
+    if served != list(class_names):
+        record["why"] = (f"the class map differs from version {production.version}'s "
+                         f"({served} vs {list(class_names)})")
+        return record
+    before = [variable.numpy() for variable in model.weights]
+    try:
+        tf.train.Checkpoint(model=model).read(
+            os.path.join(production.path, "variables", "variables")
+        ).assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+        for variable, value in zip(model.weights, before, strict=True):
+            variable.assign(value)  # a failed read may have set some variables already
+        first_line = (str(e).splitlines() or [type(e).__name__])[0][:300]
+        record["why"] = (f"the architecture differs from version {production.version}'s "
+                         f"({first_line})")
+        return record
+    record["used"] = True
+    return record
