@@ -69,7 +69,7 @@ def pipeline(args: list[str]) -> dict:
         raise SystemExit(f"exit {completed.returncode}: {' '.join(args)}")
     output = completed.stdout
     return {"seconds": round(time.monotonic() - start, 1),
-            "json": json.loads(output[output.index("{"):]) if "{" in output else None}
+            "json": json.loads(output[output.index("{"):]) if "--json" in args else None}
 
 
 def run_span(track: str, data: Path, work: Path, warm: bool) -> dict:
