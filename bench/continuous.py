@@ -80,6 +80,9 @@ def run_span(track: str, data: Path, work: Path, warm: bool) -> dict:
     summary = result["json"]
     record = json.loads((Path(summary["tensorboard_dir"]) / "history.json").read_text())
     components = {c["name"]: round(c["seconds"], 1) for c in summary["components"]}
+    warm_start = record.get("warm_start")
+    if warm_start and warm_start.get("from"):
+        warm_start = {**warm_start, "from": relative(warm_start["from"])}
     return {
         "spans": summary.get("spans"),
         "test_accuracy": summary["accuracy"],
@@ -89,7 +92,7 @@ def run_span(track: str, data: Path, work: Path, warm: bool) -> dict:
         "epochs": len(record["history"].get("loss", [])),
         "first_epoch_loss": (record["history"].get("loss") or [None])[0],
         "recipe": record["config"]["recipe"],
-        "warm_start": record.get("warm_start"),
+        "warm_start": warm_start,
         "blessed": summary["blessed"],
         "pushed": summary["pushed"],
         "wall_seconds": result["seconds"],
