@@ -219,18 +219,6 @@ def class_map_change(served: list[str], new: list[str]) -> str | None:
     return "; ".join(parts)
 
 
-def data_folder(data_root: str, examples: types.Artifact) -> str:
-    """The folder whose dataset.json describes the examples: a span's, in a root of spans."""
-    if examples.has_custom_property("span"):
-        span = examples.get_int_custom_property("span")
-    else:
-        span = int(getattr(examples, "span", 0) or 0)
-    folder = os.path.join(data_root, f"{spans.PREFIX}{span}")
-    if fileio.exists(os.path.join(data_root, "dataset.json")):
-        return data_root
-    return folder if fileio.exists(os.path.join(folder, "dataset.json")) else data_root
-
-
 def class_map_record(data_root: str | None, production) -> dict[str, Any]:
     """The data's class map (dataset.json), the served model's (labels.txt), and the change."""
     record: dict[str, Any] = {"class_names": None, "served_class_names": None, "change": None,
@@ -309,7 +297,11 @@ class Executor(base_executor.BaseExecutor):
         production = production_model(push_base(exec_properties.get("push_destination")))
         data_root = exec_properties.get("data_root")
         if data_root and input_dict.get("examples"):
-            data_root = data_folder(data_root, input_dict["examples"][0])
+            # ExampleGen's driver records the span it resolved on the artifact.
+            examples = input_dict["examples"][0]
+            span = (examples.get_int_custom_property("span")
+                    if examples.has_custom_property("span") else None)
+            data_root = spans.dataset_folder(data_root, span)
         class_map = class_map_record(data_root, production)
         if not exec_properties.get("accept_new_classes"):
             findings += class_map_findings(class_map, production)

@@ -392,10 +392,11 @@ def _check_cache_budget(config) -> None:
     """Fails before anything runs if not one image fits the budget (the Trainer checks again,
     against the memory it has then)."""
     from trainer import memory
-    from trainer.data import plan_input
+    from trainer.data import check_image_fits
 
-    plan_input(0, 0, config.image_shape, 1, memory.resolve_budget(config.cache_budget),
-               config.cache_budget)
+    # uint8, the smallest the Trainer stores: the Trainer itself knows whether it can.
+    check_image_fits(config.image_shape, 1, memory.resolve_budget(config.cache_budget),
+                     config.cache_budget)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:

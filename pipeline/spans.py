@@ -7,6 +7,7 @@ records it on the Examples artifact), so scheduled runs need no path that change
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -45,6 +46,19 @@ def latest_span(root: Path) -> int:
     if not spans:
         raise ValueError(f"{root} holds no {PREFIX}N folders")
     return max(spans)
+
+
+def dataset_folder(data_root: str, span: int | None) -> str:
+    """Where the dataset.json of a run's examples is: data_root's own, else its span's.
+
+    Strings and TFX's fileio, so the data gate finds it on object storage too.
+    """
+    from tfx.dsl.io import fileio
+
+    if span is None or fileio.exists(os.path.join(data_root, "dataset.json")):
+        return data_root
+    folder = os.path.join(data_root, f"{PREFIX}{span}")
+    return folder if fileio.exists(os.path.join(folder, "dataset.json")) else data_root
 
 
 def split_pattern(split: str, spans: bool) -> str:

@@ -217,6 +217,27 @@ class CacheBudgetError(ValueError):
     """Not even one image fits in the budget: nothing can be shuffled or cached."""
 
 
+def _budget_text(budget_bytes: int, budget_text: str) -> str:
+    return memory.human(budget_bytes) + (f" (--cache-budget {budget_text})" if budget_text
+                                         else "")
+
+
+def check_image_fits(
+    image_shape: tuple[int, int, int], itemsize: int, budget_bytes: int, budget_text: str = ""
+) -> None:
+    """CacheBudgetError, naming the image size, if not even one image fits the budget."""
+    per_image = memory.images_bytes(1, image_shape, itemsize)
+    if per_image > budget_bytes:
+        shape = "x".join(str(v) for v in image_shape)
+        dtype = "uint8" if itemsize == 1 else "float32"
+        raise CacheBudgetError(
+            f"one {shape} image takes {memory.human(per_image)} as {dtype}, more than the cache "
+            f"budget of {_budget_text(budget_bytes, budget_text)}: raise --cache-budget to at "
+            f"least {memory.human(per_image)} (a few thousand images' worth, to shuffle well), "
+            f"or ingest with --resize"
+        )
+
+
 def plan_input(
     num_train: int,
     num_eval: int,
@@ -226,17 +247,11 @@ def plan_input(
     budget_text: str = "",
 ) -> InputPlan:
     """Memory if train + eval fit the budget; otherwise stream, shuffling within the budget."""
+    check_image_fits(image_shape, itemsize, budget_bytes, budget_text)
     dtype = "uint8" if itemsize == 1 else "float32"
     per_image = memory.images_bytes(1, image_shape, itemsize)
-    budget = memory.human(budget_bytes) + (f" (--cache-budget {budget_text})" if budget_text
-                                           else "")
+    budget = _budget_text(budget_bytes, budget_text)
     shape = "x".join(str(v) for v in image_shape)
-    if per_image > budget_bytes:
-        raise CacheBudgetError(
-            f"one {shape} image takes {memory.human(per_image)} as {dtype}, more than the cache "
-            f"budget of {budget}: raise --cache-budget to at least {memory.human(per_image)} "
-            f"(a few thousand images' worth, to shuffle well), or ingest with --resize"
-        )
     needed = memory.images_bytes(num_train + num_eval, image_shape, itemsize)
     what = (f"{num_train + num_eval:,} images x {shape} x {itemsize} byte"
             f"{'s' if itemsize > 1 else ''} ({dtype}) = {memory.human(needed)}")

@@ -104,11 +104,11 @@ def train(
     plan = inputs.plan
     print(f"[trainer] training input: {plan.reason}", file=sys.stderr, flush=True)
     num_train, num_eval = inputs.num_train, inputs.num_eval
-    start = time.monotonic()
+    decode_seconds = 0.0
     if not plan.streams:  # fill the caches now, so the first epoch's time is training time
+        start = time.monotonic()
         data.count(inputs.train), data.count(inputs.eval)
-    decode_seconds = time.monotonic() - start
-    if not plan.streams:
+        decode_seconds = time.monotonic() - start
         print(
             f"[trainer] {num_train} train / {num_eval} eval images decoded through the "
             f"Transform graph and cached in {decode_seconds:.1f}s",

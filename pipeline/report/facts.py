@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.ingest import DATASET_INFO, EVAL, TRAIN
-from pipeline.spans import span_dir
+from pipeline.spans import dataset_folder
 from pipeline.summary import (
     NodeRecord,
     RunSummary,
@@ -93,12 +93,11 @@ def dataset_section(nodes: dict[str, NodeRecord], class_names: list[str]) -> dic
             "per_class": _label_counts(dataset, class_names),
             "image_formats": _image_formats(dataset),
         }
-    info_path = Path(data_root or "") / DATASET_INFO
     span = value(examples, "span")
-    span_info = span_dir(Path(data_root or ""), int(span or 0)) / DATASET_INFO
-    if data_root and not info_path.is_file() and span_info.is_file():
+    folder = dataset_folder(data_root, span) if data_root else ""
+    if data_root and folder != data_root:
         section["span"] = int(span)  # a root of spans: this run's span has the dataset.json
-        info_path = span_info
+    info_path = Path(folder) / DATASET_INFO
     if data_root and info_path.is_file():
         info = json.loads(info_path.read_text())
         section["dataset_json"] = str(info_path)
