@@ -174,6 +174,61 @@ def label_drift_measurements(
     return measured
 
 
+def statistics_summary(dataset) -> dict[str, Any]:
+    """What two datasets must share to count as the same data: the example count, and each
+    feature's byte sizes, value moments or category counts (TFDV's statistics of one split).
+
+    New images almost never leave all of these equal (the mean encoded size alone moves);
+    the same images ingested again, or the same span read again, always do.
+    """
+    summary: dict[str, Any] = {"examples": int(dataset.num_examples)}
+    for feature in dataset.features:
+        name = ".".join(feature.path.step) or feature.name
+        kind = feature.WhichOneof("stats")
+        stats = getattr(feature, kind) if kind else None
+        if kind == "bytes_stats":
+            summary[name] = {"mean bytes": round(stats.avg_num_bytes, 4),
+                             "min bytes": stats.min_num_bytes, "max bytes": stats.max_num_bytes,
+                             "present": int(stats.common_stats.num_non_missing)}
+        elif kind == "num_stats":
+            summary[name] = {"mean": round(stats.mean, 6), "std": round(stats.std_dev, 6),
+                             "min": stats.min, "max": stats.max}
+        elif kind == "string_stats":
+            summary[name] = {"counts": {b.label: int(b.sample_count)
+                                        for b in stats.rank_histogram.buckets}}
+    return summary
+
+
+def _differences(new: dict[str, Any], old: dict[str, Any], prefix: str) -> list[str]:
+    found = []
+    for key in sorted(set(new) | set(old)):
+        a, b = new.get(key), old.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += _differences(a, b, f"{prefix}{key} ")
+        elif a != b:
+            found.append(f"{prefix}{key} {a} (was {b})")
+    return found
+
+
+def unchanged_verdict(
+    statistics_uri: str, baseline_uri: str, splits: list[str], baseline_splits: list[str],
+    compared: str,
+) -> dict[str, Any]:
+    """Whether the data's statistics equal the baseline's in every split (statistics_summary)."""
+    differences = []
+    if sorted(splits) != sorted(baseline_splits):
+        differences.append(f"splits {sorted(splits)} (was {sorted(baseline_splits)})")
+    for split in sorted(set(splits) & set(baseline_splits)):
+        new = statistics_summary(load_split_statistics(statistics_uri, split).datasets[0])
+        old = statistics_summary(load_split_statistics(baseline_uri, split).datasets[0])
+        differences += _differences(new, old, f"{split}: ")
+    if differences:
+        shown = "; ".join(differences[:4]) + ("; ..." if len(differences) > 4 else "")
+        return {"unchanged": False, "why": f"{compared}: the statistics differ: {shown}"}
+    return {"unchanged": True, "why": f"{compared}: the statistics are equal in every split "
+                                      "(example counts, image byte sizes, class counts)"}
+
+
 def failure_message(findings: list[Finding], statistics_uri: str) -> str:
     return "\n".join([
         f"data validation failed with {len(findings)} finding(s); Transform, Trainer and Pusher "
@@ -186,6 +241,26 @@ def failure_message(findings: list[Finding], statistics_uri: str) -> str:
 
 
 CLASS_MAP_CHANGED = "CLASS_MAP_CHANGED"
+# The spans of a window (run --spans) have different class maps: never trainable together.
+WINDOW_CLASS_MAPS_DIFFER = "WINDOW_CLASS_MAPS_DIFFER"
+
+
+def baseline_record(baseline_uri: str) -> dict[str, Any]:
+    """The gate report stored with a baseline's statistics (the Pusher copies it); {} if none."""
+    path = os.path.join(baseline_uri, REPORT_FILE)
+    if not fileio.exists(path):
+        return {}
+    with fileio.open(path, "r") as f:
+        return json.loads(f.read())
+
+
+def comparison(span: int | None, baseline_span: int | None, production) -> str:
+    """Which data the drift check compares, in words: spans where both have one."""
+    new = f"span {span}" if span is not None else "this data"
+    old = (f"span {baseline_span}" if baseline_span is not None
+           else "the data")
+    return (f"{new} with {old}, the training data of served version {production.version} "
+            "(the last accepted data)")
 
 
 def read_class_names(path: str) -> list[str] | None:
@@ -296,23 +371,40 @@ class Executor(base_executor.BaseExecutor):
         )
         production = production_model(push_base(exec_properties.get("push_destination")))
         data_root = exec_properties.get("data_root")
-        if data_root and input_dict.get("examples"):
-            # ExampleGen's driver records the span it resolved on the artifact.
+        span = window = None
+        if input_dict.get("examples"):
+            # ExampleGen records the span it read, and the window (components/example_gen.py).
             examples = input_dict["examples"][0]
-            span = (examples.get_int_custom_property("span")
-                    if examples.has_custom_property("span") else None)
+            if examples.has_custom_property("span"):
+                span = examples.get_int_custom_property("span")
+            if examples.has_custom_property(spans.WINDOW_PROPERTY):
+                window = json.loads(examples.get_string_custom_property(spans.WINDOW_PROPERTY))
+            if not window:
+                span = None  # a root without spans: TFX's span 0 means none
+        if data_root:
             data_root = spans.dataset_folder(data_root, span)
         class_map = class_map_record(data_root, production)
         if not exec_properties.get("accept_new_classes"):
             findings += class_map_findings(class_map, production)
+        root = exec_properties.get("data_root")
+        mixed = (spans.mixed_class_maps(root, window)
+                 if root and window and len(window) > 1 else None)
+        if mixed:
+            findings.append(Finding("<window>", features.LABEL_KEY, WINDOW_CLASS_MAPS_DIFFER,
+                                    mixed, root))
         baseline = production.statistics if production else None
         if class_map["change"] is not None:
             baseline = None  # label ids of two class maps: nothing to compare
+        baseline_span = baseline_record(baseline).get("span") if baseline else None
+        compared = comparison(span, baseline_span, production) if baseline else None
         max_drift = float(exec_properties.get("max_label_drift") or 0.0)
         if baseline and max_drift > 0:
-            findings += label_drift(
-                statistics.uri, baseline, splits, splits_in(baseline), schema, max_drift,
-            )
+            print(f"[gate] label drift: {compared}", flush=True)
+            findings += [dataclasses.replace(f, source=f"{compared}: {f.source}")
+                         for f in label_drift(statistics.uri, baseline, splits,
+                                              splits_in(baseline), schema, max_drift)]
+        unchanged = (unchanged_verdict(statistics.uri, baseline, splits, splits_in(baseline),
+                                       compared) if baseline else None)
         blocking = [f for f in findings if f.anomaly_type not in allowed]
         if blocking:
             raise DataValidationError(failure_message(blocking, statistics.uri))
@@ -324,8 +416,15 @@ class Executor(base_executor.BaseExecutor):
                         os.path.join(_split_dir(output.uri, split), STATS_FILE), overwrite=True)
         report = {
             "statistics": statistics.uri,
+            # The span these statistics are of, and the window the Trainer fits.
+            "span": span,
+            "window_spans": window,
             "baseline": baseline,
             "baseline_version": production.version if production else None,
+            "baseline_span": baseline_span,
+            "drift_compared": compared,
+            # Whether the data equals the served model's training data (--skip-if-unchanged).
+            "unchanged": unchanged,
             "accepted": [dataclasses.asdict(f) for f in findings],
             # The class map of the accepted data, and how it differs from the served one's.
             **class_map,

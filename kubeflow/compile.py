@@ -10,7 +10,12 @@ import json
 from pathlib import Path
 
 from pipeline.config import DIRECT_MULTI_BEAM_ARGS, REPO_ROOT, PipelineConfig
-from pipeline.factory import create_pipeline, runtime_parameter_values, uncached_node_ids
+from pipeline.factory import (
+    EXAMPLE_GEN_ID,
+    create_pipeline,
+    runtime_parameter_values,
+    uncached_node_ids,
+)
 
 # Beam on the cluster: DirectRunner inside the component pod unless overridden in config.
 KFP_BEAM_ARGS = DIRECT_MULTI_BEAM_ARGS
@@ -96,7 +101,12 @@ def compile_pipeline(config: PipelineConfig, output: str | Path, image: str) -> 
     runner.run(pipeline, parameter_values=runtime_parameter_values(config), write_out=True)
     job = json.loads(output.read_text())
     root = job["pipelineSpec"]["root"]
-    for node_id in uncached_node_ids(pipeline):
+    uncached = uncached_node_ids(pipeline)
+    if config.spans:
+        # `span` 0 reads the newest span, which changes between runs with the same parameters
+        # (a recurring run): KFP's cache key holds the parameters, not the folder's content.
+        uncached.append(EXAMPLE_GEN_ID)
+    for node_id in uncached:
         root["dag"]["tasks"][node_id]["cachingOptions"] = {"enableCache": False}
     # The uploaded spec carries the compiled values as defaults: the open-source API server
     # never sees the PipelineJob's runtimeConfig, and refuses a run lacking any parameter.

@@ -67,6 +67,10 @@ def _add_trainer_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--distribution", choices=DISTRIBUTIONS,
                        help="tf.distribute strategy: mirrored (local GPUs or logical CPUs), "
                             "multi_worker (workers from TF_CONFIG); default none")
+    group.add_argument("--skip-if-unchanged", action="store_true",
+                       help="hand on the served model instead of training when the data gate "
+                            "finds the data's statistics equal to its training data's and the "
+                            "training config is the same (the report says why either way)")
     group.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        dest="settings",
                        help="any other training setting (trainer/config.py TrainerConfig), "
@@ -89,6 +93,16 @@ def _cache_budget(text: str) -> str:
         return check_budget(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"a whole number >= 1 is needed, got {text!r}")
+    return number
 
 
 def _span(text: str) -> int | str:
@@ -230,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TF Serving base dir; models go to <dir>/<model-name>/<version>/")
     _add_ingest_args(p)
     p.add_argument("--no-cache", action="store_true", help="re-execute every component")
+    p.add_argument("--span", type=_positive_int, default=0, metavar="N",
+                   help="with --data ROOT of spans: train on span N (default: the newest)")
+    p.add_argument("--spans", type=_positive_int, default=1, metavar="K",
+                   help="with --data ROOT of spans: fit the train images of the K newest "
+                        "spans up to it (a rolling window; default 1). Statistics, the data "
+                        "gate, early stopping and the evaluation use the newest span alone")
     p.add_argument("--warm-start", action="store_true",
                    help="start from the served model's weights when its class map and "
                         "architecture match (else from scratch, saying why), and train "
@@ -290,6 +310,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default="gs://YOUR_BUCKET/data/digits",
                    help="TFRecords written by `ingest`, as seen from the cluster")
     p.add_argument("--serving-dir", default="gs://YOUR_BUCKET/serving_model")
+    spans = p.add_argument_group(
+        "spans", "For a --data-root of span-N folders (ingest --span): the span and the window "
+                 "become run-time parameters `span` and `span-window`, and ExampleGen is never "
+                 "cached (the newest span changes between runs of one data root).")
+    spans.add_argument("--span-root", action="store_true",
+                       help="the data root holds span-N folders (implied by --span/--spans)")
+    spans.add_argument("--span", type=_positive_int, default=0, metavar="N",
+                       help="default of `span`: the span to train on (default 0: the newest)")
+    spans.add_argument("--spans", type=_positive_int, default=1, metavar="K",
+                       help="default of `span-window`: spans whose train images are fitted")
     p.add_argument("--dataset-info", type=Path,
                    help="dataset.json from `ingest` (class names, image shape); default digits")
     p.add_argument("--image-schema",
@@ -376,6 +406,7 @@ def _trainer_config(args: argparse.Namespace, class_names, image_shape,
         distribution=args.distribution,
         warmup=args.warmup,
         cache_budget=args.cache_budget,
+        skip_if_unchanged=args.skip_if_unchanged,
     )
     if args.settings:
         config = config.replace(**parse_settings(args.settings))
@@ -447,11 +478,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_BUSY
 
 
+def _span_window(data_root: Path, span: int, size: int) -> list[int]:
+    from pipeline.spans import choose_window, latest_span, span_dirs
+
+    return choose_window(list(span_dirs(data_root)), span or latest_span(data_root), size)
+
+
 def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
     from pipeline.config import LOCAL_BEAM_PRESETS, EvalThresholds, PipelineConfig
-    from pipeline.ingest import TEST, TWO_SPLITS_WARNING, check_fraction
+    from pipeline.ingest import TEST, TRAIN, TWO_SPLITS_WARNING, check_fraction, load_dataset_info
     from pipeline.schema import label_classes, schema_for_classes
-    from pipeline.spans import is_span_root
+    from pipeline.spans import SpanError, is_span_root, span_dir
     from pipeline.workspace import prepare_data
 
     check_fraction("--eval-fraction", args.eval_fraction)
@@ -459,8 +496,13 @@ def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
     start = time.monotonic()
     name, data_root, info = prepare_data(
         workspace, None if args.data else args.dataset, args.data, args.eval_fraction,
-        test_fraction=args.test_fraction, **_ingest_policy(args),
+        test_fraction=args.test_fraction, span=args.span, **_ingest_policy(args),
     )
+    spans = is_span_root(data_root)
+    window = _span_window(data_root, args.span, args.spans) if spans else []
+    if args.spans > 1 and not spans:
+        raise SpanError(f"--spans {args.spans}: {data_root} holds no span-N folders (ingest "
+                        "with --span writes them)")
     schema = schema_for_classes(args.schema, info.num_classes,
                                 workspace.schema_path(info.num_classes))
     if schema != args.schema:
@@ -469,7 +511,15 @@ def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
                  info.num_classes, schema, info.num_classes)
     if TEST not in info.split_counts:
         log.warning("warning: " + TWO_SPLITS_WARNING, data_root)
-    trainer = _trainer_config(args, info.class_names, info.image_shape, info.split_counts)
+    counts = dict(info.split_counts)
+    if window[:-1]:
+        history = sum(load_dataset_info(span_dir(data_root, n)).split_counts.get(TRAIN, 0)
+                      for n in window[:-1])
+        log.info("[pipeline] spans %s: the Trainer fits the train images of all %d (%d from "
+                 "spans %s); statistics, gate and evaluation read span %d", window, len(window),
+                 history, window[:-1], window[-1])
+        counts[TRAIN] += history
+    trainer = _trainer_config(args, info.class_names, info.image_shape, counts)
     log.info("[pipeline] recipe %s: %s", trainer.recipe, trainer.recipe_reason)
     thresholds = EvalThresholds(args.min_accuracy, args.max_regression)
     config = PipelineConfig(
@@ -481,7 +531,9 @@ def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
         trainer=trainer,
         schema_path=str(schema.resolve()),
         splits=tuple(info.split_counts),
-        spans=is_span_root(data_root),
+        spans=spans,
+        target_span=args.span,
+        span_window=args.spans,
         thresholds=thresholds,
         allowed_anomaly_types=tuple(args.allow_anomaly),
         max_label_drift=args.max_label_drift,
@@ -644,6 +696,9 @@ def cmd_compile_kfp(args: argparse.Namespace) -> int:
         trainer=_trainer_config(args, class_names, image_shape, split_counts),
         schema_path=args.image_schema or image_path(args.schema),
         splits=tuple(split_counts),
+        spans=args.span_root or bool(args.span) or args.spans > 1,
+        target_span=args.span,
+        span_window=args.spans,
         thresholds=EvalThresholds(args.min_accuracy, args.max_regression),
         allowed_anomaly_types=tuple(args.allow_anomaly),
         max_label_drift=args.max_label_drift,
@@ -706,12 +761,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
-    from pipeline.lineage import LineageError, model_lineage
+    from pipeline.lineage import LineageError, model_lineage, warm_start_chain
 
     try:
         lineage = model_lineage(_metadata_path(args), args.model)
     except LineageError as e:
         raise ValueError(str(e)) from e
+    lineage["warm_start_chain"] = warm_start_chain(_metadata_path(args), args.model)
     if args.json:
         print(json.dumps(lineage, indent=2))
         return EXIT_OK
@@ -719,8 +775,19 @@ def cmd_lineage(args: argparse.Namespace) -> int:
         if key == "training_config" and isinstance(value, dict):
             shown = ("recipe", "model", "epochs", "batch_size")
             value = ", ".join(f"{k}={value[k]}" for k in shown if k in value)
+        if key == "warm_start_chain":
+            value = " <- ".join(_chain_link(link) for link in value)
         print(f"{key:18} {value}")
     return EXIT_OK
+
+
+def _chain_link(link: dict) -> str:
+    """One version of a warm-start chain: its spans, or why the chain stops there."""
+    if link.get("missing"):
+        return f"{link['version']} (not in this metadata store)"
+    spans = f" (spans {','.join(map(str, link['spans']))})" if link.get("spans") else ""
+    scratch = "" if link.get("warm_started_from") is not None else " [from scratch]"
+    return f"{link['version']}{spans}{scratch}"
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from pipeline.ingest import EVAL, SPLITS, TRAIN, evaluation_split
+from pipeline.spans import HISTORY
 from trainer.config import TrainerConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -64,8 +65,11 @@ class PipelineConfig:
     # The splits under data_root. Trainer fits "train" and early-stops on "eval"; the Evaluator
     # reports and blesses on "test", or on "eval" for data ingested without a test split.
     splits: tuple[str, ...] = SPLITS
-    # data_root holds span-N folders (pipeline/spans.py): ExampleGen reads the newest span.
+    # data_root holds span-N folders (pipeline/spans.py): ExampleGen reads the newest span (or
+    # target_span), and the train images of the span_window - 1 spans before it (`history`).
     spans: bool = False
+    target_span: int = 0
+    span_window: int = 1
     thresholds: EvalThresholds = EvalThresholds()
     # DataGate: ExampleValidator anomaly types accepted instead of failing the run, and the
     # largest L-infinity distance between a split's label distribution and the last accepted one.
@@ -87,6 +91,22 @@ class PipelineConfig:
         if missing:
             raise ValueError(f"data needs the splits train and eval; {missing} missing from "
                              f"{list(self.splits)}")
+        if self.span_window < 1 or self.target_span < 0:
+            raise ValueError(f"the span window must be >= 1 and the span >= 0, got "
+                             f"{self.span_window} and {self.target_span}")
+        if not self.spans and (self.span_window != 1 or self.target_span):
+            raise ValueError(f"{self.data_root} holds no span-N folders: a span or a window of "
+                             "spans needs data ingested with --span")
+
+    @property
+    def example_splits(self) -> tuple[str, ...]:
+        """ExampleGen's output splits: the data's, and `history` for a root of spans."""
+        return (*self.splits, HISTORY) if self.spans else self.splits
+
+    @property
+    def train_splits(self) -> tuple[str, ...]:
+        """What the Trainer fits: train, and the window's earlier spans for a root of spans."""
+        return (TRAIN, HISTORY) if self.spans else (TRAIN,)
 
     @property
     def evaluation_split(self) -> str:

@@ -7,11 +7,12 @@ Google Cloud extensions (about 9 s of google-cloud-aiplatform on every CLI start
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
 from google.protobuf import json_format
-from tfx.components import ExampleValidator, StatisticsGen, Trainer, Transform
+from tfx.components import ExampleValidator, StatisticsGen, Transform
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.orchestration import data_types, metadata
 from tfx.orchestration import pipeline as tfx_pipeline
@@ -21,9 +22,10 @@ from components.data_gate import DataGate
 from components.evaluator import ImageEvaluator
 from components.example_gen import TFRecordExampleGen
 from components.pusher import AtomicPusher
+from components.trainer import ImageTrainer
 from pipeline.config import PREPROCESSING_FN, RUN_FN, PipelineConfig
-from pipeline.ingest import EVAL, TRAIN
-from pipeline.spans import split_pattern
+from pipeline.ingest import EVAL
+from pipeline.spans import HISTORY, split_pattern
 from trainer import features
 
 
@@ -71,10 +73,15 @@ def build_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     )
 
 
+EXAMPLE_GEN_ID = "ImportExampleGen"
+
 # Kubeflow run-time parameter names.
 DATA_ROOT_PARAMETER = "data-root"
 TRAINER_CONFIG_PARAMETER = "trainer-config"
 PUSH_DESTINATION_PARAMETER = "push-destination"
+# Data roots of spans only: which span (0: the newest) and how many spans the Trainer fits.
+SPAN_PARAMETER = "span"
+SPAN_WINDOW_PARAMETER = "span-window"
 
 
 def _push_destination(config: PipelineConfig) -> pusher_pb2.PushDestination:
@@ -83,35 +90,48 @@ def _push_destination(config: PipelineConfig) -> pusher_pb2.PushDestination:
     )
 
 
-def runtime_parameter_values(config: PipelineConfig) -> dict[str, str]:
+def runtime_parameter_values(config: PipelineConfig) -> dict[str, str | int]:
     """Kubeflow run-time parameters and their compiled values (the defaults of a run)."""
-    return {
+    values: dict[str, str | int] = {
         DATA_ROOT_PARAMETER: config.data_root,
         TRAINER_CONFIG_PARAMETER: json.dumps(config.trainer.to_dict()),
         PUSH_DESTINATION_PARAMETER: json_format.MessageToJson(_push_destination(config)),
     }
+    if config.spans:
+        values[SPAN_PARAMETER] = config.target_span
+        values[SPAN_WINDOW_PARAMETER] = config.span_window
+    return values
 
 
 def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
-    data_root, trainer_config, push_destination = (
-        config.data_root, config.trainer.to_dict(), _push_destination(config)
-    )
+    values: dict[str, Any] = {
+        DATA_ROOT_PARAMETER: config.data_root,
+        TRAINER_CONFIG_PARAMETER: config.trainer.to_dict(),
+        PUSH_DESTINATION_PARAMETER: _push_destination(config),
+        SPAN_PARAMETER: config.target_span,
+        SPAN_WINDOW_PARAMETER: config.span_window,
+    }
     if config.orchestrator == "kubeflow":
-        # Set per run in the KFP UI/API without recompiling: the data, the whole training
-        # config (JSON of trainer/config.py:TrainerConfig) and where models are pushed.
-        data_root, trainer_config, push_destination = (
-            data_types.RuntimeParameter(name, ptype=str, default=value)
+        # Set per run in the KFP UI/API without recompiling: the data (and its span window),
+        # the whole training config (JSON of trainer/config.py:TrainerConfig) and where models
+        # are pushed.
+        values.update({
+            name: data_types.RuntimeParameter(name, ptype=type(value), default=value)
             for name, value in runtime_parameter_values(config).items()
-        )
+        })
+    data_root = values[DATA_ROOT_PARAMETER]
+    push_destination = values[PUSH_DESTINATION_PARAMETER]
     example_gen = TFRecordExampleGen(
         input_base=data_root,
         input_config=example_gen_pb2.Input(
             splits=[
                 example_gen_pb2.Input.Split(name=split, pattern=split_pattern(split, config.spans))
-                for split in config.splits
+                for split in config.example_splits
             ]
         ),
-    ).with_id("ImportExampleGen")
+        target_span=values[SPAN_PARAMETER],
+        span_window=values[SPAN_WINDOW_PARAMETER],
+    ).with_id(EXAMPLE_GEN_ID)
     schema_gen = ImportSchemaGen(schema_file=config.schema_path)
     # With the schema, StatisticsGen counts each class (the label is categorical there);
     # semantic-domain statistics detect image formats, which the schema's image_domain checks.
@@ -119,6 +139,8 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         stats_options=tfdv.StatsOptions(enable_semantic_domain_stats=True),
+        # The window's earlier spans were checked when they were new: the newest span alone.
+        exclude_splits=[HISTORY] if config.spans else None,
     )
     example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
@@ -151,16 +173,22 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
     )
     # Nothing trains on data the gate rejected.
     transform.add_upstream_node(data_gate)
-    trainer = Trainer(
+    # With skip_if_unchanged the Trainer reads the gate's verdict and may hand on the served
+    # model (components/trainer.py); it then re-executes every run, as the gate does.
+    skip = config.trainer.skip_if_unchanged
+    trainer = ImageTrainer(
         run_fn=RUN_FN,
         examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        # Fits `train`; early stopping and checkpoint choice look at `eval` only.
-        train_args=trainer_pb2.TrainArgs(splits=[TRAIN]),
+        # Fits `train` (and `history`: a span window's earlier spans); early stopping and
+        # checkpoint choice look at `eval` only.
+        train_args=trainer_pb2.TrainArgs(splits=list(config.train_splits)),
         eval_args=trainer_pb2.EvalArgs(splits=[EVAL]),
-        custom_config=trainer_config,
-    )
+        custom_config=values[TRAINER_CONFIG_PARAMETER],
+        data_gate=data_gate.outputs["validated_statistics"] if skip else None,
+        push_destination=push_destination if skip else None,
+    ).with_id("Trainer")
     # Baseline: the model in production, the newest version in the push destination.
     evaluator = ImageEvaluator(
         examples=example_gen.outputs["examples"],

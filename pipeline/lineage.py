@@ -2,7 +2,9 @@
 
 Walks ML Metadata backwards from the Pusher's PushedModel artifact: Pusher -> Model ->
 Trainer (examples, transform graph, schema, training config) -> ImportExampleGen (data
-folder), and Pusher -> ModelBlessing -> Evaluator (evaluation).
+folder, spans), and Pusher -> ModelBlessing -> Evaluator (evaluation). A warm-started model
+names the served version it started from (the Trainer's record); `warm_start_chain` follows
+those back to the model trained from scratch.
 """
 
 from __future__ import annotations
@@ -54,6 +56,13 @@ def model_lineage(metadata_path: str, version: str) -> dict[str, Any]:
     trainer_inputs = _inputs(store, trainer.id)
     examples = trainer_inputs["examples"]
     example_gen = _producer(store, examples.id)
+    from pipeline.spans import WINDOW_PROPERTY
+    from pipeline.summary import training_record
+
+    model_run = artifacts_by_key(store, trainer.id, _OUTPUT).get("model_run")
+    record = (training_record(model_run[0].uri) if model_run else None) or {}
+    warm = record.get("warm_start") or {}
+    window = _value(examples, WINDOW_PROPERTY)
     lineage: dict[str, Any] = {
         "version": str(version),
         "pushed_to": _value(pushes[0], "pushed_destination"),
@@ -63,6 +72,9 @@ def model_lineage(metadata_path: str, version: str) -> dict[str, Any]:
         "training_config": json.loads(_value(trainer, "custom_config") or "null"),
         "examples": examples.uri,
         "data_root": _value(example_gen, "input_base") if example_gen else None,
+        "spans": json.loads(window) if window else None,
+        # The served version whose weights training started from; None: from scratch.
+        "warm_started_from": warm.get("version") if warm.get("used") else None,
         "transform_graph": trainer_inputs["transform_graph"].uri,
         "schema": trainer_inputs["schema"].uri,
     }
@@ -74,3 +86,23 @@ def model_lineage(metadata_path: str, version: str) -> dict[str, Any]:
         # The served version the Evaluator compared with (components/evaluator.py).
         lineage["baseline_model"] = _value(blessing, ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY)
     return lineage
+
+
+def warm_start_chain(metadata_path: str, version: str) -> list[dict[str, Any]]:
+    """The version, the version it was warm-started from, and so on back to one trained from
+    scratch (or to one this store has no record of, which ends the chain with `missing`)."""
+    chain: list[dict[str, Any]] = []
+    seen = set()
+    current: str | None = str(version)
+    while current is not None and current not in seen:
+        seen.add(current)
+        try:
+            lineage = model_lineage(metadata_path, current)
+        except LineageError:
+            chain.append({"version": current, "missing": True})
+            break
+        chain.append({key: lineage[key] for key in
+                      ("version", "spans", "trained_by_run", "warm_started_from")})
+        start = lineage["warm_started_from"]
+        current = None if start is None else str(start)
+    return chain

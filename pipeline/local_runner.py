@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from tfx.dsl.compiler.compiler import Compiler
@@ -23,8 +28,33 @@ def compile_local(config: PipelineConfig) -> pipeline_pb2.Pipeline:
     return ir
 
 
+@contextlib.contextmanager
+def scoped_tempdir(parent: Path) -> Iterator[Path]:
+    """Temporary files of one run in a folder of their own, removed when the run ends.
+
+    Every Beam executor TFX creates locally builds a ~50 MB `tfx_ephemeral` sdist of TFX in a
+    fresh temporary folder (tfx/utils/dependency_utils.py, for remote Beam workers) and never
+    removes it: /tmp grew by ~200 MB a run. Worker processes inherit TMPDIR, so theirs go
+    here too.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="run-", dir=parent))
+    saved_tempdir, saved_env = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir, os.environ["TMPDIR"] = str(path), str(path)
+    try:
+        yield path
+    finally:
+        tempfile.tempdir = saved_tempdir
+        if saved_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_env
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def run_local(config: PipelineConfig) -> None:
     if not config.metadata_path:
         raise ValueError("a local run needs PipelineConfig.metadata_path (the SQLite MLMD file)")
     Path(config.metadata_path).parent.mkdir(parents=True, exist_ok=True)
-    LocalDagRunner().run_with_ir(compile_local(config))
+    with scoped_tempdir(Path(config.pipeline_root) / ".tmp"):
+        LocalDagRunner().run_with_ir(compile_local(config))

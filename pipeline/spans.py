@@ -1,18 +1,30 @@
 """Spans: batches of new labelled images, each ingested into its own folder of one data root.
 
 `ingest --span N` writes ROOT/span-N/{train,eval,test}/ and its dataset.json. A run on ROOT reads
-the latest span through ImportExampleGen's `{SPAN}` pattern (TFX resolves the newest number and
-records it on the Examples artifact), so scheduled runs need no path that changes.
+the newest span through ExampleGen's `{SPAN}` patterns, so scheduled runs need no path that
+changes. With a window of K spans (`run --spans K`), the train images of the K-1 spans before it
+come too, as the `history` split: the Trainer fits train + history, while the statistics, the
+gate, early stopping and the evaluation look at the newest span alone.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
 
 PREFIX = "span-"
 _SPAN_DIR = re.compile(rf"^{PREFIX}(\d+)$")
+SPAN_SPEC = "{SPAN}"
+# ExampleGen's Examples artifact: JSON list of the spans it read (components/example_gen.py).
+WINDOW_PROPERTY = "window_spans"
+# The Examples split holding the train images of the window's earlier spans (empty for K = 1).
+HISTORY = "history"
+
+
+class SpanError(ValueError):
+    """A data root, span number or window that cannot be read; the message says what to do."""
 
 
 def span_dirs(root: Path) -> dict[int, Path]:
@@ -62,8 +74,91 @@ def dataset_folder(data_root: str, span: int | None) -> str:
 
 
 def split_pattern(split: str, spans: bool) -> str:
-    """ImportExampleGen's pattern for a split: under the latest span when the root has spans."""
-    return f"{PREFIX}{{SPAN}}/{split}/*" if spans else f"{split}/*"
+    """ExampleGen's pattern for a split: under the latest span when the root has spans.
+
+    `history` is read from the train folders of the window's earlier spans (resolve_window).
+    """
+    if split == HISTORY:
+        split = "train"
+    return f"{PREFIX}{SPAN_SPEC}/{split}/*" if spans else f"{split}/*"
+
+
+def span_numbers(root: str) -> list[int]:
+    """The span numbers under root, ascending; through TFX's fileio, so gs:// roots work."""
+    from tfx.dsl.io import fileio
+
+    if not fileio.isdir(root):
+        return []
+    found = []
+    for name in fileio.listdir(root):
+        match = _SPAN_DIR.match(str(name).rstrip("/"))
+        if match and str(int(match.group(1))) == match.group(1):
+            found.append(int(match.group(1)))
+    return sorted(found)
+
+
+def choose_window(numbers: list[int], span: int, size: int) -> list[int]:
+    """The `size` newest spans up to and including `span` (fewer when fewer exist)."""
+    if size < 1:
+        raise SpanError(f"a span window holds at least 1 span, got {size}")
+    if span not in numbers:
+        raise SpanError(f"span {span} does not exist; the data root holds spans {numbers}")
+    return [n for n in numbers if n <= span][-size:]
+
+
+def mixed_class_maps(root: str, window: list[int]) -> str | None:
+    """Why a window's spans cannot be trained on together, or None: labels are ids into each
+    span's class map, so every span needs the newest span's.
+
+    The data gate stops a run on it (components/data_gate.py); `--accept-new-classes` does not
+    help, since the earlier spans' labels would mean other classes.
+    """
+    from tfx.dsl.io import fileio
+
+    names = {}
+    for number in window:
+        path = os.path.join(root, f"{PREFIX}{number}", "dataset.json")
+        if fileio.exists(path):
+            with fileio.open(path, "r") as f:
+                names[number] = json.loads(f.read()).get("class_names")
+    newest = names.get(window[-1])
+    differ = [n for n, classes in names.items() if newest is not None and classes != newest]
+    if not differ:
+        return None
+    return (f"spans {differ} of the window {window} have another class map than span "
+            f"{window[-1]} ({names[differ[0]]} vs {newest}), so their label ids would mean "
+            f"other classes. Train on a window that starts after the change (--spans "
+            f"{window[-1] - max(differ)}), or re-ingest those spans with the new classes")
+
+
+def resolve_window(
+    root: str, patterns: dict[str, str], span: int | None, size: int
+) -> tuple[list[int], dict[str, list[str]]]:
+    """The spans a run reads and each split's file patterns, relative to root.
+
+    `patterns` are ExampleGen's split patterns, with `{SPAN}` or already resolved to one span
+    (TFX's driver does that locally; on Kubeflow the executor resolves). span: the span to
+    train on; None or 0 is the newest. Roots without spans read the patterns as they are.
+    """
+    if not any(pattern.startswith(PREFIX) for pattern in patterns.values()):
+        if size != 1:
+            raise SpanError(f"{root} holds no {PREFIX}N folders, so there is no window of "
+                            f"{size} spans to read; ingest with --span, or leave --spans out")
+        return [], {split: [pattern] for split, pattern in patterns.items()}
+    numbers = span_numbers(root)
+    if not numbers:
+        raise SpanError(f"{root} holds no {PREFIX}N folders, but the pipeline reads spans "
+                        "(compiled for a data root of spans). Ingest with --span, or point "
+                        "the data root at one.")
+    window = choose_window(numbers, span or numbers[-1], size)
+    resolved = {}
+    for split, pattern in patterns.items():
+        if split == HISTORY:
+            resolved[split] = [split_pattern(HISTORY, True).replace(SPAN_SPEC, str(n))
+                               for n in window[:-1]]
+        else:
+            resolved[split] = [re.sub(rf"^{PREFIX}[^/]+/", f"{PREFIX}{window[-1]}/", pattern)]
+    return window, resolved
 
 
 def parse_span(text: str) -> int | str:

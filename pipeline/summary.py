@@ -12,7 +12,7 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from pipeline.ingest import EVAL
-from pipeline.spans import PREFIX
+from pipeline.spans import WINDOW_PROPERTY
 
 _STATE_NAMES = {
     metadata_store_pb2.Execution.COMPLETE: "executed",
@@ -48,6 +48,8 @@ class RunSummary:
     recipe: str | None = None
     # The span(s) ExampleGen read, for data roots of spans (pipeline/spans.py); None otherwise.
     spans: list[int] | None = None
+    # components/trainer.py's decision when --skip-if-unchanged was given; None otherwise.
+    skip_if_unchanged: dict[str, Any] | None = None
     # How the Trainer held its examples: in memory or streamed, and why (trainer/data.py).
     training_input: dict | None = None
     baseline_accuracy: float | None = None
@@ -246,17 +248,17 @@ def summary_of(pipeline_name: str, run_id: str, nodes: dict[str, NodeRecord]) ->
             summary.model_uri = outputs["Model"].uri
         if "Examples" in outputs:
             summary.examples_uri = outputs["Examples"].uri
-            # The driver resolved `span-{SPAN}/...` to the newest span's folder (pipeline/spans.py).
-            span = value(node.execution, "span")
-            if span is not None and f'"{PREFIX}{span}/' in (value(node.execution, "input_config")
-                                                             or ""):
-                summary.spans = [int(span)]
+            # ExampleGen records the spans it read (components/example_gen.py).
+            window = value(outputs["Examples"], WINDOW_PROPERTY)
+            if window:
+                summary.spans = [int(n) for n in json.loads(window)]
         if "ModelRun" in outputs:
             summary.tensorboard_dir = outputs["ModelRun"].uri
             record = training_record(summary.tensorboard_dir) or {}
             summary.trainer_eval_accuracy = record.get("final_eval_accuracy")
             summary.recipe = record.get("config", {}).get("recipe")
             summary.training_input = record.get("input")
+            summary.skip_if_unchanged = record.get("skip_if_unchanged")
         if node.name == "Evaluator":
             splits = json.loads(value(node.execution, "example_splits") or "null") or [EVAL]
             summary.evaluation_split = splits[0]
@@ -302,6 +304,11 @@ def format_summary(
     if summary.trainer_eval_accuracy is not None:
         yield (f"  training: recipe {summary.recipe}, final accuracy on the eval split "
                f"(early stopping's) {_fmt(summary.trainer_eval_accuracy)}")
+    if summary.skip_if_unchanged:
+        decision = summary.skip_if_unchanged
+        verb = (f"skipped, served version {decision.get('version')} handed on"
+                if decision.get("skip") else "trained")
+        yield f"  --skip-if-unchanged: {verb}: {decision.get('why')}"
     if summary.training_input:
         yield f"  training input: {summary.training_input.get('reason')}"
     if summary.baseline_accuracy is None:

@@ -99,16 +99,24 @@ def prepare_data(
     data: Path | None,
     eval_fraction: float,
     test_fraction: float = ingest.DEFAULT_TEST_FRACTION,
+    span: int = 0,
     **policy: Any,
 ) -> tuple[str, Path, ingest.DatasetInfo]:
-    """(dataset name, TFRecords folder, its info) for --dataset NAME or --data DIR."""
+    """(dataset name, TFRecords folder, its info) for --dataset NAME or --data DIR.
+
+    For a root of spans, the info is the span's the run reads: `span`, or the newest for 0.
+    """
     if data is not None:
         data = data.resolve()
+        if span and not spans.is_span_root(data):
+            raise spans.SpanError(f"--span {span}: {data} holds no span-N folders (ingest "
+                                  "with --span writes them)")
         if (data / ingest.DATASET_INFO).is_file():
             return data.name, data, ingest.load_dataset_info(data)
-        if spans.is_span_root(data):  # the run reads the newest span
-            newest = spans.span_dir(data, spans.latest_span(data))
-            return data.name, data, ingest.load_dataset_info(newest)
+        if spans.is_span_root(data):
+            chosen = spans.choose_window(list(spans.span_dirs(data)),
+                                         span or spans.latest_span(data), 1)[-1]
+            return data.name, data, ingest.load_dataset_info(spans.span_dir(data, chosen))
         name = data.name
         out = workspace.data_dir(name) / "tfrecords"
         return name, out, ingest_if_changed(data, out, eval_fraction, test_fraction, **policy)

@@ -24,12 +24,14 @@ MODEL_NAME = "colors"
 # by the no-regression threshold; the second's config again after the served version was rolled
 # back to the first model (cached training, but the Evaluator must compare with what is served).
 # The second trains on streamed examples: its cache budget holds 26 of the 69 train+eval images.
+# It must be blessed against the first: one of the 18 test images is 5.6 points, and training on
+# CPU threads is not bit-reproducible from one suite run to the next, hence --max-regression 0.1.
 RUNS = {
     "first": ["--epochs", "8"],
     "rerun": ["--epochs", "8"],
-    "second": ["--epochs", "9", "--cache-budget", "5kB"],
+    "second": ["--epochs", "9", "--cache-budget", "5kB", "--max-regression", "0.1"],
     "worse": ["--epochs", "0", "--min-accuracy", "0"],
-    "after_rollback": ["--epochs", "9", "--cache-budget", "5kB"],
+    "after_rollback": ["--epochs", "9", "--cache-budget", "5kB", "--max-regression", "0.1"],
 }
 
 

@@ -209,3 +209,27 @@ def test_multi_worker_training_compiles_and_passes_the_rules(tmp_path: Path) -> 
     assert check_file(output) == []
     defaults = json.loads(output.read_text())["runtimeConfig"]["parameterValues"]
     assert json.loads(defaults["trainer-config"])["distribution"] == "multi_worker"
+
+
+def test_a_root_of_spans_compiles_with_span_and_window_as_run_time_parameters(
+    tmp_path: Path, capsys
+) -> None:
+    output = tmp_path / "pipeline.json"
+    assert main(["compile-kfp", "--output", str(output), "--data-root", "gs://bucket/flowers",
+                 "--spans", "3", "--check"]) == 0
+    assert "passes the open-source KFP v2 backend's rules" in capsys.readouterr().out
+    job = json.loads(output.read_text())
+    spec = job["pipelineSpec"]
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert {k: (v["parameterType"], v["defaultValue"]) for k, v in parameters.items()
+            if k.startswith("span")} == {"span": ("NUMBER_INTEGER", 0),
+                                         "span-window": ("NUMBER_INTEGER", 3)}
+    tasks = spec["root"]["dag"]["tasks"]
+    example_gen = tasks["ImportExampleGen"]["inputs"]["parameters"]
+    assert example_gen["target_span"]["componentInputParameter"] == "span"
+    assert example_gen["span_window"]["componentInputParameter"] == "span-window"
+    # The newest span changes between runs of the same parameters: never a cache hit.
+    assert tasks["ImportExampleGen"]["cachingOptions"].get("enableCache", False) is False
+    text = json.dumps(job)
+    assert "span-{SPAN}/train/*" in text and '\\"history\\"' in text
+    assert "span" not in json.dumps(_compile(tmp_path)["pipelineSpec"]["root"]["inputDefinitions"])

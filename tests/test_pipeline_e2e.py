@@ -133,9 +133,12 @@ def test_pushed_versions_carry_the_statistics_of_their_training_data(
 ) -> None:
     first = _summary(pipeline_runs, "first")
     stored = Path(first.pushed_destination) / "assets.extra" / "training_statistics"
-    assert sorted(p.name for p in stored.iterdir()) == ["Split-eval", "Split-test", "Split-train"]
-    for split in stored.iterdir():
+    assert sorted(p.name for p in stored.iterdir()) == [
+        "Split-eval", "Split-test", "Split-train", "gate.json"]
+    for split in stored.glob("Split-*"):
         assert (split / "FeatureStats.pb").stat().st_size > 0
+    # The gate's report travels with them: the next gate names what it compares with.
+    assert json.loads((stored / "gate.json").read_text())["statistics"]
 
 
 def _execution_property(runs: PipelineRuns, name: str, node: str, key: str):

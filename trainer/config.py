@@ -24,6 +24,9 @@ DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
 # What the TF Serving warm-up requests in each pushed model hold: the first eval images, or
 # generated noise images of the model's shape, for data that must not leave training.
 WARMUPS = ("real", "synthetic")
+# In every exported model: the config it was trained with (TF Serving ignores assets.extra/
+# apart from its warm-up file). --skip-if-unchanged compares it with the next run's.
+TRAINING_CONFIG_FILE = "assets.extra/training_config.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +102,9 @@ class TrainerConfig:
     # it then trains this share of `epochs` (at least one). "" trains from scratch.
     warm_start_from: str = ""
     warm_start_epochs: float = 0.4
+    # Hand on the served model instead of training when the data gate found the data unchanged
+    # and this config equals the served model's (components/trainer.py).
+    skip_if_unchanged: bool = False
     seed: int = 42
     # Which recipe these settings started from, and why it was chosen (for the report).
     recipe: str = "custom"

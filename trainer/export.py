@@ -7,6 +7,8 @@ and model, and return class ids, class names and probabilities.
 
 from __future__ import annotations
 
+import json
+import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +18,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from trainer import features
-from trainer.config import TrainerConfig
+from trainer.config import TRAINING_CONFIG_FILE, TrainerConfig
 from trainer.model import class_probabilities
 from trainer.warmup import WARMUP_BATCH_SIZES, warmup_images, write_warmup_requests
 
@@ -97,5 +99,8 @@ def write_serving_model(
     One function for the in-process run_fn and the multi-worker chief, so both export the same.
     """
     export_serving_model(model, tf_transform_output, config, export_dir)
+    tf.io.gfile.makedirs(os.path.dirname(os.path.join(export_dir, TRAINING_CONFIG_FILE)))
+    with tf.io.gfile.GFile(os.path.join(export_dir, TRAINING_CONFIG_FILE), "w") as f:
+        f.write(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
     write_warmup_requests(export_dir, warmup_images(
         config.warmup, eval_files, config.image_shape, max(WARMUP_BATCH_SIZES)))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.ingest import DATASET_INFO, EVAL, TRAIN
-from pipeline.spans import dataset_folder
+from pipeline.spans import WINDOW_PROPERTY, dataset_folder
 from pipeline.summary import (
     NodeRecord,
     RunSummary,
@@ -97,6 +97,9 @@ def dataset_section(nodes: dict[str, NodeRecord], class_names: list[str]) -> dic
     folder = dataset_folder(data_root, span) if data_root else ""
     if data_root and folder != data_root:
         section["span"] = int(span)  # a root of spans: this run's span has the dataset.json
+        window = value(examples, WINDOW_PROPERTY)
+        # The spans whose train images the Trainer fitted (this span and the ones before it).
+        section["window_spans"] = json.loads(window) if window else [int(span)]
     info_path = Path(folder) / DATASET_INFO
     if data_root and info_path.is_file():
         info = json.loads(info_path.read_text())
@@ -147,6 +150,7 @@ def validation_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
     gate_record = _gate_record(gate)
     baseline = gate_record.get("baseline")
     section["drift_baseline"] = baseline
+    section["drift_compared"] = gate_record.get("drift_compared")  # which spans, in words
     section["class_map"] = {key: gate_record.get(key) for key in
                             ("class_names", "served_class_names", "change")}
     if baseline is not None and statistics is not None and schema is not None and max_drift > 0:
@@ -199,6 +203,8 @@ def training_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
         "input": record.get("input"),
         # None: from scratch, not asked to warm-start; else trainer/warm_start.py's record.
         "warm_start": record.get("warm_start"),
+        # None: not asked; else components/trainer.py's decision, skipped or trained, and why.
+        "skip_if_unchanged": record.get("skip_if_unchanged"),
         "fit_seconds": record.get("fit_seconds"),
         "train_images_per_second": record.get("train_images_per_second"),
         "final_eval_accuracy": record.get("final_eval_accuracy"),

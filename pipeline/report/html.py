@@ -193,6 +193,8 @@ def _validation(data: Mapping[str, Any]) -> str:
             [[m["split"], m["distance"], m["threshold"],
               "ok" if m["distance"] <= m["threshold"] else "DRIFTED"] for m in drift],
         ))
+        if data.get("drift_compared"):
+            parts.append(f"<p>Compared: {escape(data['drift_compared'])}.</p>")
         parts.append(f"<p class='muted'>baseline: {_code(data.get('drift_baseline'))}</p>")
     elif data.get("drift_baseline") is None:
         parts.append("<p>No drift baseline: no version is served yet (or the served one has no "
@@ -216,6 +218,14 @@ def _warm_start(record: Mapping[str, Any] | None) -> str | _Html:
     return f"random initialization; warm start not possible: {record.get('why')}"
 
 
+def _skip(decision: Mapping[str, Any] | None) -> str:
+    if not decision:
+        return "not asked"
+    verb = ("training skipped: served version {} handed on".format(decision.get("version"))
+            if decision.get("skip") else "trained")
+    return f"{verb}; {decision.get('why')}"
+
+
 def _training(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> str:
     if not data.get("available"):
         return _missing(data)
@@ -233,6 +243,7 @@ def _training(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> str:
             f"({data.get('num_eval')} examples)",
             "training input": (data.get("input") or {}).get("reason", "n/a"),
             "started from": _warm_start(data.get("warm_start")),
+            "--skip-if-unchanged": _skip(data.get("skip_if_unchanged")),
             "final eval-split accuracy (no test-time augmentation)":
                 _fmt(data.get("final_eval_accuracy")),
             "fit time": f"{_fmt(data.get('fit_seconds'), 1)} s"

@@ -1,0 +1,170 @@
+"""TFX's Trainer, which can hand on the served model when nothing it would learn from changed.
+
+With `skip_if_unchanged` in the training config (`run --skip-if-unchanged`), the Trainer
+does not train when both hold:
+  * the DataGate found the new data's statistics equal to those the served model was trained
+    on (components/data_gate.py `unchanged_verdict`), and
+  * the training config equals the one the served model was trained with (the Trainer writes
+    it into every model as assets.extra/training_config.json; settings that say how to get
+    there, not what to train, such as warm start, are left out of the comparison).
+It then copies the served version as its model. The Evaluator finds the candidate to be the
+served model and evaluates it on the new test split without a comparison, and the Pusher does
+not push an identical model again. Otherwise it trains as TFX's Trainer does, and its record
+says why it did. Either way the decision is in the Trainer's record (model_run/history.json),
+which the run summary and the report show.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from tfx import types
+from tfx.components.trainer import executor as trainer_executor
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.dsl.io import fileio
+from tfx.proto import pusher_pb2, trainer_pb2
+from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
+from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+from tfx.utils import io_utils, json_utils, path_utils
+
+from components.data_gate import REPORT_FILE, ValidatedStatistics
+from components.production import STATISTICS_DIR, join, production_model, push_base
+from trainer.config import TRAINING_CONFIG_FILE
+
+DATA_GATE_KEY = "data_gate"
+PUSH_DESTINATION_KEY = "push_destination"
+SKIP_KEY = "skip_if_unchanged"
+# How the model is reached, not what it is: left out when two training configs are compared.
+NOT_COMPARED = frozenset({"warm_start_from", "warm_start_epochs", SKIP_KEY, "recipe_reason"})
+
+
+def config_change(served: dict[str, Any] | None, current: dict[str, Any]) -> str | None:
+    """The settings that differ between two training configs, in words; None if none do."""
+    if served is None:
+        return "the served version records no training config"
+    keys = sorted((set(served) | set(current)) - NOT_COMPARED)
+    changed = [f"{key} {served.get(key)!r} -> {current.get(key)!r}" for key in keys
+               if served.get(key) != current.get(key)]
+    return ", ".join(changed) or None
+
+
+def _read_json(path: str) -> dict[str, Any] | None:
+    if not fileio.exists(path):
+        return None
+    with fileio.open(path, "r") as f:
+        return json.loads(f.read())
+
+
+def skip_decision(
+    config: dict[str, Any], gate_uri: str | None, push_destination: str | None
+) -> dict[str, Any]:
+    """Whether to hand on the served model instead of training, and why."""
+    production = production_model(push_base(push_destination))
+    if production is None:
+        return {"skip": False, "why": "no version is served yet"}
+    decision: dict[str, Any] = {"skip": False, "version": production.version,
+                                "from": production.path}
+    verdict = ((_read_json(os.path.join(gate_uri, REPORT_FILE)) or {}).get("unchanged")
+               if gate_uri else None)
+    if not verdict or not verdict.get("unchanged"):
+        decision["why"] = (verdict or {}).get("why") or "the data gate compared no statistics"
+        return decision
+    change = config_change(
+        _read_json(join(production.path, TRAINING_CONFIG_FILE)), config)
+    if change:
+        decision["why"] = f"{verdict['why']}, but the training config changed: {change}"
+        return decision
+    decision.update(skip=True, why=f"{verdict['why']}, and the training config is the one "
+                                   f"served version {production.version} was trained with")
+    return decision
+
+
+def _copy_model(source: str, target: str) -> None:
+    """The served version's files, without the statistics the Pusher added to it."""
+    for folder, _, names in fileio.walk(source):
+        relative = os.path.relpath(str(folder), source)
+        if relative == STATISTICS_DIR or relative.startswith(STATISTICS_DIR + os.sep):
+            continue
+        fileio.makedirs(os.path.join(target, relative))
+        for name in names:
+            fileio.copy(os.path.join(str(folder), str(name)),
+                        os.path.join(target, relative, str(name)), overwrite=True)
+
+
+class Executor(trainer_executor.GenericExecutor):
+    def Do(self, input_dict, output_dict, exec_properties) -> None:
+        from trainer.train import HISTORY_FILE
+
+        config = json.loads(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
+                            or "{}")
+        gate = input_dict.get(DATA_GATE_KEY) or []
+        inputs = {k: v for k, v in input_dict.items() if k != DATA_GATE_KEY}
+        model_run = artifact_utils.get_single_uri(
+            output_dict[standard_component_specs.MODEL_RUN_KEY])
+        record_path = os.path.join(model_run, HISTORY_FILE)
+        if not config.get(SKIP_KEY):
+            super().Do(inputs, output_dict, exec_properties)
+            return
+        decision = skip_decision(config, gate[0].uri if gate else None,
+                                 exec_properties.get(PUSH_DESTINATION_KEY))
+        print(f"[trainer] --skip-if-unchanged: {'skipped' if decision['skip'] else 'training'}"
+              f": {decision['why']}", flush=True)
+        if decision["skip"]:
+            model = artifact_utils.get_single_instance(
+                output_dict[standard_component_specs.MODEL_KEY])
+            _copy_model(decision["from"], path_utils.serving_model_dir(model.uri))
+            record: dict[str, Any] = {"config": config, "history": {}}
+        else:
+            super().Do(inputs, output_dict, exec_properties)
+            record = _read_json(record_path) or {}
+        record["skip_if_unchanged"] = decision
+        io_utils.write_string_file(record_path, json.dumps(record, indent=2) + "\n")
+
+
+class ImageTrainerSpec(standard_component_specs.TrainerSpec):
+    PARAMETERS = {
+        **standard_component_specs.TrainerSpec.PARAMETERS,
+        # The Pusher's destination: its newest version is the model that may be handed on.
+        PUSH_DESTINATION_KEY: ExecutionParameter(type=pusher_pb2.PushDestination, optional=True),
+    }
+    INPUTS = {
+        **standard_component_specs.TrainerSpec.INPUTS,
+        # The gate's verdict on whether the data changed since the served model's.
+        DATA_GATE_KEY: ChannelParameter(type=ValidatedStatistics, optional=True),
+    }
+
+
+class ImageTrainer(base_component.BaseComponent):
+    # Reads the served version only with skip_if_unchanged, and then through the gate's
+    # output, which is never cached: a cached Trainer had the same inputs and the same gate.
+    SPEC_CLASS = ImageTrainerSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+
+    def __init__(
+        self,
+        run_fn: str,
+        examples: types.BaseChannel,
+        transform_graph: types.BaseChannel,
+        schema: types.BaseChannel,
+        train_args: trainer_pb2.TrainArgs,
+        eval_args: trainer_pb2.EvalArgs,
+        custom_config: dict[str, Any] | Any,
+        data_gate: types.BaseChannel | None = None,
+        push_destination: pusher_pb2.PushDestination | Any = None,
+    ) -> None:
+        super().__init__(spec=ImageTrainerSpec(
+            examples=examples,
+            transform_graph=transform_graph,
+            schema=schema,
+            train_args=train_args,
+            eval_args=eval_args,
+            run_fn=run_fn,
+            custom_config=(custom_config if not isinstance(custom_config, dict)
+                           else json_utils.dumps(custom_config)),
+            data_gate=data_gate,
+            push_destination=push_destination,
+            model=types.Channel(type=standard_artifacts.Model),
+            model_run=types.Channel(type=standard_artifacts.ModelRun),
+        ))

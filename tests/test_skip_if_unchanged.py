@@ -1,0 +1,45 @@
+"""What `--skip-if-unchanged` compares: statistics (components/data_gate.py) and training
+configs (components/trainer.py). The pipeline runs that skip, and that train because the
+statistics differ, are in tests/test_spans.py."""
+
+from __future__ import annotations
+
+from tensorflow_metadata.proto.v0 import statistics_pb2
+
+from components.data_gate import _differences, statistics_summary
+from components.trainer import config_change
+
+
+def _dataset(examples: int, mean_bytes: float, counts: dict[str, int]):
+    dataset = statistics_pb2.DatasetFeatureStatistics(num_examples=examples)
+    image = dataset.features.add()
+    image.path.step.append("image")
+    image.bytes_stats.avg_num_bytes = mean_bytes
+    image.bytes_stats.common_stats.num_non_missing = examples
+    label = dataset.features.add()
+    label.path.step.append("label")
+    for name, count in counts.items():
+        label.string_stats.rank_histogram.buckets.add(label=name, sample_count=count)
+    return dataset
+
+
+def test_statistics_are_the_same_only_when_every_summary_value_is() -> None:
+    same = statistics_summary(_dataset(30, 466.85, {"0": 15, "1": 15}))
+    assert _differences(same, statistics_summary(_dataset(30, 466.85, {"0": 15, "1": 15})),
+                        "train: ") == []
+    # New images of the same classes and count: their mean encoded size moves.
+    assert _differences(same, statistics_summary(_dataset(30, 470.5, {"0": 15, "1": 15})),
+                        "train: ") == ["train: image mean bytes 466.85 (was 470.5)"]
+    moved = _differences(same, statistics_summary(_dataset(30, 466.85, {"0": 16, "1": 14})),
+                         "eval: ")
+    assert moved == ["eval: label counts 0 15 (was 16)", "eval: label counts 1 15 (was 14)"]
+
+
+def test_a_config_change_names_the_settings_and_ignores_how_training_started() -> None:
+    served = {"epochs": 5, "batch_size": 64, "warm_start_from": "", "recipe_reason": "a"}
+    assert config_change(served, {**served, "warm_start_from": "/models/m",
+                                  "warm_start_epochs": 0.2, "skip_if_unchanged": True,
+                                  "recipe_reason": "b"}) is None
+    assert config_change(served, {**served, "epochs": 7, "batch_size": 32}) == (
+        "batch_size 64 -> 32, epochs 5 -> 7")
+    assert config_change(None, served) == "the served version records no training config"
