@@ -99,6 +99,19 @@ def unpacked(work_dir: Path, tarball: Path, folder_name: str) -> Path:
     return folder
 
 
+def run_cli(args: list[str]) -> tuple[float, str]:
+    """`python -m pipeline ARGS` in the repository: (wall seconds, stdout); exits on failure."""
+    import sys
+
+    command = [sys.executable, "-m", "pipeline", *args]
+    print("$", " ".join(command), flush=True)
+    start = time.monotonic()
+    completed = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    if completed.returncode != 0:
+        raise SystemExit(f"exit {completed.returncode}: {' '.join(args)}")
+    return round(time.monotonic() - start, 1), completed.stdout
+
+
 def write_result(name: str, result: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -25,20 +25,18 @@ import argparse
 import hashlib
 import json
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
-    REPO,
     SHARED_DATASETS,
     SHARED_TARBALLS,
     git_commit,
     machine_info,
     relative,
+    run_cli,
     shared_dataset,
     write_result,
 )
@@ -64,14 +62,8 @@ def deal_spans(mnist: Path, work: Path) -> list[Path]:
 
 
 def pipeline(args: list[str]) -> dict:
-    command = [sys.executable, "-m", "pipeline", *args]
-    print("$", " ".join(command), flush=True)
-    start = time.monotonic()
-    completed = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
-    if completed.returncode != 0:
-        raise SystemExit(f"exit {completed.returncode}: {' '.join(args)}")
-    output = completed.stdout
-    return {"seconds": round(time.monotonic() - start, 1),
+    seconds, output = run_cli(args)
+    return {"seconds": seconds,
             "json": json.loads(output[output.index("{"):]) if "--json" in args else None}
 
 

@@ -17,31 +17,19 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO, git_commit, machine_info, relative, write_result  # noqa: E402
+from bench.common import git_commit, machine_info, relative, run_cli, write_result  # noqa: E402
 
 RESULT_NAME = "rerun"
 TARGET_SECONDS = 30
 
 
-def pipeline(args: list[str]) -> tuple[float, str]:
-    command = [sys.executable, "-m", "pipeline", *args]
-    print("$", " ".join(command), flush=True)
-    start = time.monotonic()
-    completed = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
-    if completed.returncode != 0:
-        raise SystemExit(f"exit {completed.returncode}: {' '.join(args)}")
-    return round(time.monotonic() - start, 1), completed.stdout
-
-
 def timed_run(data: Path, root: Path, serving: Path, *extra: str) -> dict:
-    seconds, output = pipeline(["run", "--data", str(data), "--root", str(root),
+    seconds, output = run_cli(["run", "--data", str(data), "--root", str(root),
                                 "--serving-dir", str(serving), "--model-name", "digits",
                                 "--json", *extra])
     summary = json.loads(output[output.index("{"):])
@@ -78,10 +66,10 @@ def main() -> None:
     runs["cached"] = timed_run(*folder)
 
     spans = work / "spans"
-    pipeline(["ingest", str(images), str(spans), "--span", "auto"])
+    run_cli(["ingest", str(images), str(spans), "--span", "auto"])
     span_run = (spans, work / "root-spans", work / "serving-spans")
     runs["span 1, --skip-if-unchanged"] = timed_run(*span_run, "--skip-if-unchanged")
-    pipeline(["ingest", str(images), str(spans), "--span", "auto"])
+    run_cli(["ingest", str(images), str(spans), "--span", "auto"])
     runs["span 2 = span 1's images, --skip-if-unchanged"] = timed_run(
         *span_run, "--skip-if-unchanged")
     runs["span 2 again, cached"] = timed_run(*span_run, "--skip-if-unchanged")
