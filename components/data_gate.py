@@ -31,7 +31,7 @@ from tfx.types import artifact, artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 from tfx.utils import io_utils
 
-from components.production import production_model, push_base
+from components.production import production_model, push_base, read_json
 from pipeline import spans
 from trainer import features
 
@@ -247,11 +247,7 @@ WINDOW_CLASS_MAPS_DIFFER = "WINDOW_CLASS_MAPS_DIFFER"
 
 def baseline_record(baseline_uri: str) -> dict[str, Any]:
     """The gate report stored with a baseline's statistics (the Pusher copies it); {} if none."""
-    path = os.path.join(baseline_uri, REPORT_FILE)
-    if not fileio.exists(path):
-        return {}
-    with fileio.open(path, "r") as f:
-        return json.loads(f.read())
+    return read_json(os.path.join(baseline_uri, REPORT_FILE)) or {}
 
 
 def comparison(span: int | None, baseline_span: int | None, production) -> str:
@@ -370,7 +366,7 @@ class Executor(base_executor.BaseExecutor):
             anomalies.uri, artifact_utils.decode_split_names(anomalies.split_names)
         )
         production = production_model(push_base(exec_properties.get("push_destination")))
-        data_root = exec_properties.get("data_root")
+        root = exec_properties.get("data_root")
         span = window = None
         if input_dict.get("examples"):
             # ExampleGen records the span it read, and the window (components/example_gen.py).
@@ -381,12 +377,11 @@ class Executor(base_executor.BaseExecutor):
                 window = json.loads(examples.get_string_custom_property(spans.WINDOW_PROPERTY))
             if not window:
                 span = None  # a root without spans: TFX's span 0 means none
-        if data_root:
-            data_root = spans.dataset_folder(data_root, span)
-        class_map = class_map_record(data_root, production)
+        # The dataset.json with the class map: the root's, or the span's in a root of spans.
+        class_map = class_map_record(spans.dataset_folder(root, span) if root else None,
+                                     production)
         if not exec_properties.get("accept_new_classes"):
             findings += class_map_findings(class_map, production)
-        root = exec_properties.get("data_root")
         mixed = (spans.mixed_class_maps(root, window)
                  if root and window and len(window) > 1 else None)
         if mixed:
@@ -395,16 +390,19 @@ class Executor(base_executor.BaseExecutor):
         baseline = production.statistics if production else None
         if class_map["change"] is not None:
             baseline = None  # label ids of two class maps: nothing to compare
-        baseline_span = baseline_record(baseline).get("span") if baseline else None
-        compared = comparison(span, baseline_span, production) if baseline else None
-        max_drift = float(exec_properties.get("max_label_drift") or 0.0)
-        if baseline and max_drift > 0:
-            print(f"[gate] label drift: {compared}", flush=True)
-            findings += [dataclasses.replace(f, source=f"{compared}: {f.source}")
-                         for f in label_drift(statistics.uri, baseline, splits,
-                                              splits_in(baseline), schema, max_drift)]
-        unchanged = (unchanged_verdict(statistics.uri, baseline, splits, splits_in(baseline),
-                                       compared) if baseline else None)
+        baseline_span = compared = unchanged = None
+        if baseline:
+            baseline_span = baseline_record(baseline).get("span")
+            compared = comparison(span, baseline_span, production)
+            baseline_splits = splits_in(baseline)
+            max_drift = float(exec_properties.get("max_label_drift") or 0.0)
+            if max_drift > 0:
+                print(f"[gate] label drift: {compared}", flush=True)
+                findings += [dataclasses.replace(f, source=f"{compared}: {f.source}")
+                             for f in label_drift(statistics.uri, baseline, splits,
+                                                  baseline_splits, schema, max_drift)]
+            unchanged = unchanged_verdict(statistics.uri, baseline, splits, baseline_splits,
+                                          compared)
         blocking = [f for f in findings if f.anomaly_type not in allowed]
         if blocking:
             raise DataValidationError(failure_message(blocking, statistics.uri))

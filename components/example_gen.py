@@ -60,35 +60,29 @@ def _split_patterns(exec_properties: dict[str, Any]) -> dict[str, str]:
 def resolve(exec_properties: dict[str, Any]) -> tuple[list[int], dict[str, list[str]]]:
     """The spans read and each split's absolute file patterns, from the execution properties.
 
-    After the local driver the patterns name one span and `span` holds it; on Kubeflow they
-    still hold `{SPAN}` and `target_span` (0: the newest) says which.
+    The local driver has put the span it chose in `span`; on Kubeflow, where no driver runs,
+    `target_span` (0: the newest) says which.
     """
     base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
-    patterns = _split_patterns(exec_properties)
-    resolved_by_driver = not any(spans.SPAN_SPEC in p for p in patterns.values())
-    span = (exec_properties.get(utils.SPAN_PROPERTY_NAME) if resolved_by_driver
-            else exec_properties.get(TARGET_SPAN_KEY))
+    span = (exec_properties.get(utils.SPAN_PROPERTY_NAME)
+            or exec_properties.get(TARGET_SPAN_KEY) or 0)
     window, relative = spans.resolve_window(
-        base, patterns, int(span or 0), int(exec_properties.get(SPAN_WINDOW_KEY) or 1))
+        base, _split_patterns(exec_properties), int(span),
+        int(exec_properties.get(SPAN_WINDOW_KEY) or 1))
     return window, {split: [os.path.join(base, p) for p in found]
                     for split, found in relative.items()}
 
 
 class SpanWindowDriver(driver.FileBasedDriver):
-    """Resolves the spans before the cache check; the fingerprint covers the whole window."""
+    """Resolves the spans before the cache check; the fingerprint covers the whole window.
+
+    The split patterns stay templates: the executor resolves them again from `span`, and the
+    Examples artifact records the spans read (`window_spans`).
+    """
 
     def resolve_exec_properties(self, exec_properties, pipeline_info, component_info):
         del pipeline_info, component_info
-        input_config = example_gen_pb2.Input()
-        proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
-                                  input_config)
         window, patterns = resolve(exec_properties)
-        base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
-        for split in input_config.splits:
-            # The record of what was read: history's files are the earlier spans' train.
-            split.pattern = ",".join(os.path.relpath(p, base) for p in patterns[split.name])
-        exec_properties[standard_component_specs.INPUT_CONFIG_KEY] = (
-            proto_utils.proto_to_json(input_config))
         exec_properties[utils.SPAN_PROPERTY_NAME] = window[-1] if window else 0
         exec_properties[utils.VERSION_PROPERTY_NAME] = None
         exec_properties[utils.FINGERPRINT_PROPERTY_NAME] = "\n".join(
@@ -101,11 +95,6 @@ class Executor(import_executor.Executor):
     """Copies each split's TFRecords as they are (serialized tf.Examples, not re-parsed)."""
 
     def Do(self, input_dict, output_dict, exec_properties) -> None:
-        if not any(spans.SPAN_SPEC in p for p in _split_patterns(exec_properties).values()):
-            # After the driver: put the span placeholders back, so `resolve` reads the window
-            # the driver chose (from `span`) rather than the comma-joined record.
-            exec_properties = dict(exec_properties)
-            self._restore_templates(exec_properties)
         self._window, self._patterns = resolve(exec_properties)
         super().Do(input_dict, output_dict, exec_properties)
         examples = artifact_utils.get_single_instance(
@@ -113,21 +102,6 @@ class Executor(import_executor.Executor):
         if self._window:
             examples.set_int_custom_property(utils.SPAN_PROPERTY_NAME, self._window[-1])
             examples.set_string_custom_property(WINDOW_PROPERTY, json.dumps(self._window))
-
-    @staticmethod
-    def _restore_templates(exec_properties: dict[str, Any]) -> None:
-        input_config = example_gen_pb2.Input()
-        proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
-                                  input_config)
-        span_root = any(p.startswith(spans.PREFIX) for p in
-                        ",".join(s.pattern for s in input_config.splits).split(","))
-        if not span_root:
-            return
-        for split in input_config.splits:
-            split.pattern = spans.split_pattern(split.name, True)
-        exec_properties[standard_component_specs.INPUT_CONFIG_KEY] = (
-            proto_utils.proto_to_json(input_config))
-        exec_properties[TARGET_SPAN_KEY] = exec_properties.get(utils.SPAN_PROPERTY_NAME)
 
     def GenerateExamplesByBeam(self, pipeline, exec_properties):
         splits = {}

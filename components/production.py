@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import re
+from typing import Any
 
 from tfx.dsl.io import fileio
 from tfx.proto import pusher_pb2
@@ -156,9 +157,13 @@ def write_provenance(folder: str, record: dict) -> None:
         f.write(json.dumps(record, indent=2, sort_keys=True))
 
 
-def read_provenance(folder: str) -> dict | None:
-    path = join(folder, PROVENANCE_FILE)
+def read_json(path: str) -> Any | None:
+    """A JSON file on any filesystem TFX's fileio reads (gs://, s3://), or None if absent."""
     if not fileio.exists(path):
         return None
     with fileio.open(path, "r") as f:
         return json.loads(f.read())
+
+
+def read_provenance(folder: str) -> dict | None:
+    return read_json(join(folder, PROVENANCE_FILE))

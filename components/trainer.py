@@ -30,7 +30,14 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils, json_utils, path_utils
 
 from components.data_gate import REPORT_FILE, ValidatedStatistics
-from components.production import STATISTICS_DIR, join, production_model, push_base
+from components.production import (
+    STATISTICS_DIR,
+    join,
+    production_model,
+    push_base,
+    read_json,
+    relative_files,
+)
 from trainer.config import TRAINING_CONFIG_FILE
 
 DATA_GATE_KEY = "data_gate"
@@ -50,13 +57,6 @@ def config_change(served: dict[str, Any] | None, current: dict[str, Any]) -> str
     return ", ".join(changed) or None
 
 
-def _read_json(path: str) -> dict[str, Any] | None:
-    if not fileio.exists(path):
-        return None
-    with fileio.open(path, "r") as f:
-        return json.loads(f.read())
-
-
 def skip_decision(
     config: dict[str, Any], gate_uri: str | None, push_destination: str | None
 ) -> dict[str, Any]:
@@ -66,13 +66,13 @@ def skip_decision(
         return {"skip": False, "why": "no version is served yet"}
     decision: dict[str, Any] = {"skip": False, "version": production.version,
                                 "from": production.path}
-    verdict = ((_read_json(os.path.join(gate_uri, REPORT_FILE)) or {}).get("unchanged")
+    verdict = ((read_json(os.path.join(gate_uri, REPORT_FILE)) or {}).get("unchanged")
                if gate_uri else None)
     if not verdict or not verdict.get("unchanged"):
         decision["why"] = (verdict or {}).get("why") or "the data gate compared no statistics"
         return decision
     change = config_change(
-        _read_json(join(production.path, TRAINING_CONFIG_FILE)), config)
+        read_json(join(production.path, TRAINING_CONFIG_FILE)), config)
     if change:
         decision["why"] = f"{verdict['why']}, but the training config changed: {change}"
         return decision
@@ -83,14 +83,11 @@ def skip_decision(
 
 def _copy_model(source: str, target: str) -> None:
     """The served version's files, without the statistics the Pusher added to it."""
-    for folder, _, names in fileio.walk(source):
-        relative = os.path.relpath(str(folder), source)
-        if relative == STATISTICS_DIR or relative.startswith(STATISTICS_DIR + os.sep):
+    for relative in relative_files(source):
+        if relative.startswith(STATISTICS_DIR + "/"):
             continue
-        fileio.makedirs(os.path.join(target, relative))
-        for name in names:
-            fileio.copy(os.path.join(str(folder), str(name)),
-                        os.path.join(target, relative, str(name)), overwrite=True)
+        fileio.makedirs(os.path.dirname(join(target, relative)))
+        fileio.copy(join(source, relative), join(target, relative), overwrite=True)
 
 
 class Executor(trainer_executor.GenericExecutor):
@@ -118,7 +115,7 @@ class Executor(trainer_executor.GenericExecutor):
             record: dict[str, Any] = {"config": config, "history": {}}
         else:
             super().Do(inputs, output_dict, exec_properties)
-            record = _read_json(record_path) or {}
+            record = read_json(record_path) or {}
         record["skip_if_unchanged"] = decision
         io_utils.write_string_file(record_path, json.dumps(record, indent=2) + "\n")
 

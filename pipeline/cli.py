@@ -478,17 +478,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_BUSY
 
 
-def _span_window(data_root: Path, span: int, size: int) -> list[int]:
-    from pipeline.spans import choose_window, latest_span, span_dirs
-
-    return choose_window(list(span_dirs(data_root)), span or latest_span(data_root), size)
-
-
 def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
     from pipeline.config import LOCAL_BEAM_PRESETS, EvalThresholds, PipelineConfig
     from pipeline.ingest import TEST, TRAIN, TWO_SPLITS_WARNING, check_fraction, load_dataset_info
     from pipeline.schema import label_classes, schema_for_classes
-    from pipeline.spans import SpanError, is_span_root, span_dir
+    from pipeline.spans import SpanError, is_span_root, local_window, span_dir
     from pipeline.workspace import prepare_data
 
     check_fraction("--eval-fraction", args.eval_fraction)
@@ -499,7 +493,7 @@ def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
         test_fraction=args.test_fraction, span=args.span, **_ingest_policy(args),
     )
     spans = is_span_root(data_root)
-    window = _span_window(data_root, args.span, args.spans) if spans else []
+    window = local_window(data_root, args.span, args.spans) if spans else []
     if args.spans > 1 and not spans:
         raise SpanError(f"--spans {args.spans}: {data_root} holds no span-N folders (ingest "
                         "with --span writes them)")

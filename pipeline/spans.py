@@ -27,16 +27,20 @@ class SpanError(ValueError):
     """A data root, span number or window that cannot be read; the message says what to do."""
 
 
+def _span_number(name: str) -> int | None:
+    """N for a folder named span-N (N without leading zeros), else None."""
+    match = _SPAN_DIR.match(name.rstrip("/"))
+    if match and str(int(match.group(1))) == match.group(1):
+        return int(match.group(1))
+    return None
+
+
 def span_dirs(root: Path) -> dict[int, Path]:
-    """span number -> folder, for every span-N folder under root (N without leading zeros)."""
+    """span number -> folder, for every span-N folder under root."""
     if not root.is_dir():
         return {}
-    found = {}
-    for child in root.iterdir():
-        match = _SPAN_DIR.match(child.name)
-        if match and child.is_dir() and str(int(match.group(1))) == match.group(1):
-            found[int(match.group(1))] = child
-    return dict(sorted(found.items()))
+    found = {_span_number(child.name): child for child in root.iterdir() if child.is_dir()}
+    return {n: found[n] for n in sorted(n for n in found if n is not None)}
 
 
 def is_span_root(root: Path) -> bool:
@@ -89,12 +93,8 @@ def span_numbers(root: str) -> list[int]:
 
     if not fileio.isdir(root):
         return []
-    found = []
-    for name in fileio.listdir(root):
-        match = _SPAN_DIR.match(str(name).rstrip("/"))
-        if match and str(int(match.group(1))) == match.group(1):
-            found.append(int(match.group(1)))
-    return sorted(found)
+    numbers = (_span_number(str(name)) for name in fileio.listdir(root))
+    return sorted(n for n in numbers if n is not None)
 
 
 def choose_window(numbers: list[int], span: int, size: int) -> list[int]:
@@ -104,6 +104,11 @@ def choose_window(numbers: list[int], span: int, size: int) -> list[int]:
     if span not in numbers:
         raise SpanError(f"span {span} does not exist; the data root holds spans {numbers}")
     return [n for n in numbers if n <= span][-size:]
+
+
+def local_window(root: Path, span: int, size: int) -> list[int]:
+    """The window a run on a local root reads: `size` spans up to `span` (0: the newest)."""
+    return choose_window(list(span_dirs(root)), span or latest_span(root), size)
 
 
 def mixed_class_maps(root: str, window: list[int]) -> str | None:
@@ -136,9 +141,9 @@ def resolve_window(
 ) -> tuple[list[int], dict[str, list[str]]]:
     """The spans a run reads and each split's file patterns, relative to root.
 
-    `patterns` are ExampleGen's split patterns, with `{SPAN}` or already resolved to one span
-    (TFX's driver does that locally; on Kubeflow the executor resolves). span: the span to
-    train on; None or 0 is the newest. Roots without spans read the patterns as they are.
+    `patterns` are ExampleGen's split patterns (`span-{SPAN}/...` for a root of spans). span:
+    the span to train on; None or 0 is the newest. Roots without spans read the patterns as
+    they are.
     """
     if not any(pattern.startswith(PREFIX) for pattern in patterns.values()):
         if size != 1:

@@ -114,8 +114,7 @@ def prepare_data(
         if (data / ingest.DATASET_INFO).is_file():
             return data.name, data, ingest.load_dataset_info(data)
         if spans.is_span_root(data):
-            chosen = spans.choose_window(list(spans.span_dirs(data)),
-                                         span or spans.latest_span(data), 1)[-1]
+            chosen = spans.local_window(data, span, 1)[-1]
             return data.name, data, ingest.load_dataset_info(spans.span_dir(data, chosen))
         name = data.name
         out = workspace.data_dir(name) / "tfrecords"
