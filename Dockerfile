@@ -22,16 +22,21 @@ RUN pip install --no-cache-dir "uv==0.13.9" \
  && uv pip install --system --no-cache -r requirements/lock.txt \
  && pip install --no-cache-dir --no-deps --ignore-requires-python -r requirements/nodeps.txt
 
-# The project: pipeline/, trainer/ (run_fn, preprocessing_fn by module path), components/,
-# schema/ (the curated schema at /pipeline/schema/schema.pbtxt, compile-kfp's default).
+# The project's packages that run in TFX containers (docs/architecture.md): pipeline/,
+# components/, trainer/ (run_fn, preprocessing_fn by module path), ingest/ (spans), serving/
+# (model directory, warm-up), schema/ (the curated schema at /pipeline/schema/schema.pbtxt,
+# compile-kfp's default), kubeflow/. The CLI (cli/) and the report (report/) stay out: nothing
+# in a container imports them, and the import below proves it.
 COPY pyproject.toml README.md ./
 COPY pipeline/ pipeline/
-COPY trainer/ trainer/
 COPY components/ components/
-COPY kubeflow/ kubeflow/
+COPY trainer/ trainer/
+COPY ingest/ ingest/
+COPY serving/ serving/
 COPY schema/ schema/
+COPY kubeflow/ kubeflow/
 RUN uv pip install --system --no-cache --no-deps -e . \
- && python -c "import pipeline.factory, trainer.run, components.data_gate"
+ && python -c "import pipeline.factory, trainer.run, components.data_gate, components.pusher"
 
 # KubeflowV2DagRunner sets each task's command; this is for `docker run IMAGE --help`.
 ENTRYPOINT ["python", "-m", "pipeline"]

@@ -78,7 +78,7 @@ def main() -> None:
     work = args.work_dir.resolve()
     src = cifar10_folder(work)
 
-    from pipeline.ingest import ingest
+    from ingest.dataset import ingest
 
     tfrecords = work / "cifar10-tfrecords"
     shutil.rmtree(tfrecords, ignore_errors=True)

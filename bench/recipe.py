@@ -1,7 +1,7 @@
 """Train a recipe on an image folder without TFX, with the trainer's own code paths.
 
 For choosing recipes quickly; `bench/seeds.py` and `bench/cifar10.py` measure the real pipeline.
-The splits are ingest's (`pipeline.ingest.discover`: eval carved from train when the folder has
+The splits are ingest's (`ingest.dataset.discover`: eval carved from train when the folder has
 only train/ and test/), and the accuracy printed is on **eval**: recipe choices never look at
 the test split. Decoding and standardization mirror trainer/preprocessing.py (decode_images +
 per-channel mean/std over the training set).
@@ -54,8 +54,8 @@ def main() -> None:
 
     import tensorflow as tf
 
-    from pipeline.imageinfo import image_shape
-    from pipeline.ingest import EVAL, TRAIN, discover
+    from ingest.dataset import EVAL, TRAIN, discover
+    from ingest.imageinfo import image_shape
     from trainer.config import from_recipe
     from trainer.data import in_memory_inputs
     from trainer.model import class_probabilities

@@ -55,7 +55,7 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
 
-    from pipeline.datasets import write_digits_folder
+    from ingest.builtin import write_digits_folder
 
     images = write_digits_folder(work / "images")
     result = {"what": __doc__.split("\n\n")[0], "commit": commit, "machine": machine_info(),

@@ -42,8 +42,8 @@ def main() -> None:
     import numpy as np
     import tensorflow as tf
 
-    from pipeline.predict import newest_version
-    from trainer import features
+    from schema import features
+    from serving.predict import newest_version
 
     version = newest_version(args.model_dir)
     test = cifar10_folder(WORK) / "test"

@@ -46,7 +46,7 @@ class TimeBudget:
 
 
 def _image_shape(data: Path) -> tuple[int, int, int]:
-    from pipeline.imageinfo import image_shape
+    from ingest.imageinfo import image_shape
 
     first_class = sorted(p for p in (data / "train").iterdir() if p.is_dir())[0]
     return image_shape(next(p for p in sorted(first_class.iterdir())).read_bytes())

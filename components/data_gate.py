@@ -8,10 +8,17 @@ downstream runs and nothing is pushed when it fails.
 
 The drift baseline is the data the model in production was trained on: the Pusher stores the
 gate's accepted statistics (`ValidatedStatistics`) in every version it pushes, and the gate
-reads them back from the newest served version (components/production.py). Data that failed
+reads them back from the newest served version (serving/model_dir.py). Data that failed
 the gate, or trained a model that was not pushed, never becomes a baseline, so re-running the
 same drifted data fails again instead of comparing the data with itself. The gate is never
 cached: its baseline changes outside the pipeline when a version is pushed or removed.
+
+Why not TFX's DistributionValidator: it measures drift with the same TFDV comparator this gate
+calls (`tfdv.validate_statistics` with a `drift_comparator` on the label), but takes its
+baseline as an input channel. Here the baseline is whichever version is served when the run
+starts: an importer fixes its URI when the pipeline is compiled, and open-source Kubeflow
+Pipelines refuses the resolver that could find it at run time. So the gate reads the baseline
+itself, asks TFDV the same question, and fails the run, which DistributionValidator does not.
 """
 
 from __future__ import annotations
@@ -31,9 +38,9 @@ from tfx.types import artifact, artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 from tfx.utils import io_utils
 
-from components.production import production_model, push_base, read_json
-from pipeline import spans
-from trainer import features
+from ingest import spans
+from schema import features
+from serving.model_dir import production_model, push_base, read_json
 
 STATS_FILE = "FeatureStats.pb"
 ANOMALIES_FILE = "SchemaDiff.pb"
@@ -349,6 +356,7 @@ class DataGateSpec(ComponentSpec):
 
 
 class Executor(base_executor.BaseExecutor):
+    # The TFX executor interface, the same in every executor (`duplicates` pairs them).
     def Do(
         self,
         input_dict: dict[str, list[types.Artifact]],
@@ -431,6 +439,8 @@ class Executor(base_executor.BaseExecutor):
             json.dump(report, f, indent=2)
 
 
+# TFX component boilerplate: the spec's channels and parameters passed through, the shape every
+# component here has (`duplicates` pairs them; there is no logic to share).
 class DataGate(base_component.BaseComponent):
     READS_PRODUCTION = True
     SPEC_CLASS = DataGateSpec

@@ -1,6 +1,6 @@
 """ImportExampleGen for our TFRecords: a window of spans, and no Kubeflow pre-cache hook.
 
-Spans (pipeline/spans.py): the component reads the newest span of a data root, or the span
+Spans (ingest/spans.py): the component reads the newest span of a data root, or the span
 given by `target_span`, plus the train images of the `span_window - 1` spans before it as the
 `history` split. TFX's own ExampleGen resolves one span per execution and leaves windows to a
 resolver, which open-source KFP cannot run; here the window is two execution properties, so
@@ -33,7 +33,7 @@ from tfx.types import Channel, artifact_utils, standard_artifacts, standard_comp
 from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import io_utils, proto_utils
 
-from pipeline import spans
+from ingest import spans
 
 TARGET_SPAN_KEY = "target_span"
 SPAN_WINDOW_KEY = "span_window"

@@ -43,8 +43,8 @@ from typing import IO
 
 from tfx.dsl.io import fileio
 
-from components.production import is_local
-from pipeline.lock import describe_holder, holder_record, read_holder, write_holder
+from components.lock_holder import describe_holder, holder_record, read_holder, write_holder
+from serving.model_dir import is_local
 
 log = logging.getLogger(__name__)
 

@@ -56,7 +56,15 @@ from tfx.utils import io_utils
 
 from components.data_gate import REPORT_FILE as GATE_REPORT_FILE
 from components.data_gate import STATS_FILE, ValidatedStatistics, splits_in
-from components.production import (
+from components.push_lock import (
+    DEFAULT_POLICY,
+    LockPolicy,
+    owner_alive,
+    owner_created,
+    push_lock,
+)
+from schema import features
+from serving.model_dir import (
     SAVED_MODEL_FILES,
     STATISTICS_DIR,
     file_digests,
@@ -68,15 +76,7 @@ from components.production import (
     served_versions,
     version_folders,
 )
-from components.production import join as _join
-from components.push_lock import (
-    DEFAULT_POLICY,
-    LockPolicy,
-    owner_alive,
-    owner_created,
-    push_lock,
-)
-from trainer import features
+from serving.model_dir import join as _join
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,8 @@ def _decoder_channels(signature) -> int | None:
 
 def _verification_images(signature) -> dict[str, bytes]:
     """One image of every format and mode ingest accepts that this model's decoder can take
-    (trainer/image_kinds.py: a gray model cannot take CMYK JPEGs)."""
+    (trainer/image_kinds.py: a gray model cannot take CMYK JPEGs).
+    """
     from trainer.image_kinds import sample_images
 
     return sample_images(_decoder_channels(signature) or 3)
@@ -172,7 +173,7 @@ def _replay_warmup_requests(loaded, model_dir: str) -> None:
     """TF Serving replays these before serving a version; a failing one would block the load."""
     import tensorflow as tf
 
-    from trainer.warmup import WARMUP_DIR, WARMUP_FILE, read_warmup_requests
+    from serving.warmup import WARMUP_DIR, WARMUP_FILE, read_warmup_requests
 
     if not fileio.exists(_join(model_dir, WARMUP_DIR, WARMUP_FILE)):
         return
@@ -406,6 +407,7 @@ def statistics_copier(statistics_uri: str) -> Callable[[str], None]:
 
 
 class Executor(stock_executor.Executor):
+    # The TFX executor interface, the same in every executor (`duplicates` pairs them).
     def Do(
         self,
         input_dict: dict[str, list[types.Artifact]],
@@ -440,6 +442,8 @@ class AtomicPusherSpec(standard_component_specs.PusherSpec):
     }
 
 
+# TFX component boilerplate: the spec's channels and parameters passed through, the shape every
+# component here has (`duplicates` pairs them; there is no logic to share).
 class AtomicPusher(base_component.BaseComponent):
     SPEC_CLASS = AtomicPusherSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)

@@ -30,7 +30,7 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils, json_utils, path_utils
 
 from components.data_gate import REPORT_FILE, ValidatedStatistics
-from components.production import (
+from serving.model_dir import (
     STATISTICS_DIR,
     join,
     production_model,
@@ -91,8 +91,9 @@ def _copy_model(source: str, target: str) -> None:
 
 
 class Executor(trainer_executor.GenericExecutor):
+    # The TFX executor interface, the same in every executor (`duplicates` pairs them).
     def Do(self, input_dict, output_dict, exec_properties) -> None:
-        from trainer.train import HISTORY_FILE
+        from trainer.config import HISTORY_FILE
 
         config = json.loads(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
                             or "{}")
@@ -133,6 +134,8 @@ class ImageTrainerSpec(standard_component_specs.TrainerSpec):
     }
 
 
+# TFX component boilerplate: the spec's channels and parameters passed through, the shape every
+# component here has (`duplicates` pairs them; there is no logic to share).
 class ImageTrainer(base_component.BaseComponent):
     # Reads the served version only with skip_if_unchanged, and then through the gate's
     # output, which is never cached: a cached Trainer had the same inputs and the same gate.

@@ -1,4 +1,4 @@
-"""Does a compiled spec pass the rules of the open-source Kubeflow Pipelines v2 backend?
+"""Whether a compiled spec passes the rules of the open-source Kubeflow Pipelines v2 backend.
 
 Parsing the JSON as a PipelineSpec proves little: the open-source backend refuses specs that
 Vertex AI Pipelines runs. The rules below were read from kubeflow/pipelines (backend/, at

@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from pipeline.ingest import EVAL, SPLITS, TRAIN, evaluation_split
-from pipeline.spans import HISTORY
+from ingest.dataset import EVAL, SPLITS, TRAIN, evaluation_split
+from ingest.spans import HISTORY
+from schema import CURATED_SCHEMA
 from trainer.config import TrainerConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SCHEMA = REPO_ROOT / "schema" / "schema.pbtxt"
+DEFAULT_SCHEMA = CURATED_SCHEMA
 
 PREPROCESSING_FN = "trainer.preprocessing.preprocessing_fn"
 RUN_FN = "trainer.run.run_fn"
@@ -65,7 +66,7 @@ class PipelineConfig:
     # The splits under data_root. Trainer fits "train" and early-stops on "eval"; the Evaluator
     # reports and blesses on "test", or on "eval" for data ingested without a test split.
     splits: tuple[str, ...] = SPLITS
-    # data_root holds span-N folders (pipeline/spans.py): ExampleGen reads the newest span (or
+    # data_root holds span-N folders (ingest/spans.py): ExampleGen reads the newest span (or
     # target_span), and the train images of the span_window - 1 spans before it (`history`).
     spans: bool = False
     target_span: int = 0

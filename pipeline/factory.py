@@ -23,10 +23,10 @@ from components.evaluator import ImageEvaluator
 from components.example_gen import TFRecordExampleGen
 from components.pusher import AtomicPusher
 from components.trainer import ImageTrainer
+from ingest.dataset import EVAL
+from ingest.spans import HISTORY, split_pattern
 from pipeline.config import PREPROCESSING_FN, RUN_FN, PipelineConfig
-from pipeline.ingest import EVAL
-from pipeline.spans import HISTORY, split_pattern
-from trainer import features
+from schema import features
 
 
 def build_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
@@ -145,7 +145,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
     example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
-    # Drift baseline: the statistics stored with the served version (components/production.py).
+    # Drift baseline: the statistics stored with the served version (serving/model_dir.py).
     data_gate = DataGate(
         statistics=statistics_gen.outputs["statistics"],
         anomalies=example_validator.outputs["anomalies"],

@@ -1,76 +1,56 @@
 """One run at a time per pipeline: an exclusive lock next to the pipeline's MLMD store.
 
 Two LocalDagRunner runs on one pipeline root would race on the SQLite store, the cache and the
-serving directory. The second run is refused with the holder's pid and start time. The lock
-is a kernel file lock (flock): it is released when its process ends, even when killed, so a
-crashed run never leaves a stale lock behind.
+serving directory. The second run is refused with the holder's pid and start time.
 
-holder_record, read_holder and describe_holder are shared with the Pusher's lock on a model
-directory (components/push_lock.py), so both name their holder the same way.
+The lock is filelock's FileLock, held as a kernel file lock (flock): it is released when its
+process ends, even when killed, so a crashed run never leaves a stale lock behind. Where the
+filesystem has no flock, filelock would fall back to a lock file that outlives a crash; that
+is turned off (`fallback_to_soft=False`): such a filesystem gets an error, not a weaker lock.
+The holder writes its record (components/lock_holder.py, shared with the Pusher's lock on a
+model directory) into the lock file once it holds it; filelock never truncates it on a
+contender's attempt, so a refused run can read it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import socket
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+
+import filelock
+
+from components.lock_holder import describe_holder, holder_record, read_holder
 
 
 class RunLockedError(RuntimeError):
     pass
 
 
-def holder_record() -> dict:
-    """Who takes a lock: what a refused process needs to find the holder."""
-    return {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-            "command": sys.argv}
-
-
-def read_holder(handle: IO[str]) -> dict:
-    """The holder record in a lock file; {} when it is empty or half written."""
-    handle.seek(0)
-    try:
-        holder = json.loads(handle.read() or "{}")
-    except json.JSONDecodeError:
-        return {}
-    return holder if isinstance(holder, dict) else {}
-
-
-def describe_holder(holder: dict) -> str:
-    started = holder.get("started")
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started else "?"
-    return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, started {when}"
-
-
-def write_holder(handle: IO[str], holder: dict) -> None:
-    handle.seek(0)
-    handle.truncate()
-    handle.write(json.dumps(holder))
-    handle.flush()
+def _claim(fd: int) -> None:
+    """The on_acquired hook: our record, in place of the last holder's."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(holder_record()).encode(), 0)
 
 
 @contextlib.contextmanager
 def run_lock(path: Path, description: str) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunLockedError(
-                f"{description} is already running ({describe_holder(read_holder(handle))}, "
-                f"lock {path}). Wait for it to finish, or use another --root."
-            ) from None
-        write_holder(handle, holder_record())
-        try:
-            yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    lock = filelock.FileLock(path, timeout=0, thread_local=False, fallback_to_soft=False,
+                             preserve_lock_file=True, on_acquired=_claim)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        with open(path) as handle:
+            holder = read_holder(handle)
+        raise RunLockedError(
+            f"{description} is already running ({describe_holder(holder)}, lock {path}). Wait "
+            "for it to finish, or use another --root."
+        ) from None
+    try:
+        yield
+    finally:
+        os.truncate(path, 0)
+        lock.release()

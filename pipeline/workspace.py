@@ -20,7 +20,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pipeline import datasets, ingest, spans
+from ingest import builtin, spans
+from ingest.dataset import (
+    DATASET_INFO,
+    DEFAULT_TEST_FRACTION,
+    DatasetInfo,
+    load_dataset_info,
+)
+from ingest.dataset import ingest as ingest_folder
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +80,7 @@ def source_fingerprint(src: Path) -> str:
 
 def ingest_if_changed(
     src: Path, out: Path, eval_fraction: float, test_fraction: float, **policy: Any
-) -> ingest.DatasetInfo:
+) -> DatasetInfo:
     """Ingests src into out unless out already holds an ingest of the same files and settings.
 
     Re-ingesting unchanged data would give ExampleGen new files and defeat TFX caching.
@@ -85,9 +92,9 @@ def ingest_if_changed(
     marker = out / _SOURCE_FINGERPRINT
     if marker.is_file() and json.loads(marker.read_text()) == fingerprint:
         log.info("reusing %s (source unchanged)", out)
-        return ingest.load_dataset_info(out)
+        return load_dataset_info(out)
     log.info("ingesting %s -> %s", src, out)
-    info = ingest.ingest(src, out, eval_fraction=eval_fraction, test_fraction=test_fraction,
+    info = ingest_folder(src, out, eval_fraction=eval_fraction, test_fraction=test_fraction,
                          overwrite=True, **policy)
     marker.write_text(json.dumps(fingerprint, indent=2) + "\n")
     return info
@@ -98,10 +105,10 @@ def prepare_data(
     dataset: str | None,
     data: Path | None,
     eval_fraction: float,
-    test_fraction: float = ingest.DEFAULT_TEST_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
     span: int = 0,
     **policy: Any,
-) -> tuple[str, Path, ingest.DatasetInfo]:
+) -> tuple[str, Path, DatasetInfo]:
     """(dataset name, TFRecords folder, its info) for --dataset NAME or --data DIR.
 
     For a root of spans, the info is the span's the run reads: `span`, or the newest for 0.
@@ -111,16 +118,16 @@ def prepare_data(
         if span and not spans.is_span_root(data):
             raise spans.SpanError(f"--span {span}: {data} holds no span-N folders (ingest "
                                   "with --span writes them)")
-        if (data / ingest.DATASET_INFO).is_file():
-            return data.name, data, ingest.load_dataset_info(data)
+        if (data / DATASET_INFO).is_file():
+            return data.name, data, load_dataset_info(data)
         if spans.is_span_root(data):
             chosen = spans.local_window(data, span, 1)[-1]
-            return data.name, data, ingest.load_dataset_info(spans.span_dir(data, chosen))
+            return data.name, data, load_dataset_info(spans.span_dir(data, chosen))
         name = data.name
         out = workspace.data_dir(name) / "tfrecords"
         return name, out, ingest_if_changed(data, out, eval_fraction, test_fraction, **policy)
     if dataset == "digits":
-        images = datasets.write_digits_folder(workspace.data_dir(dataset) / "images")
+        images = builtin.write_digits_folder(workspace.data_dir(dataset) / "images")
         out = workspace.data_dir(dataset) / "tfrecords"
         return dataset, out, ingest_if_changed(images, out, eval_fraction, test_fraction)
-    raise ValueError(f"unknown dataset {dataset!r}; built-in: {list(datasets.BUILTIN_DATASETS)}")
+    raise ValueError(f"unknown dataset {dataset!r}; built-in: {list(builtin.BUILTIN_DATASETS)}")

@@ -1,5 +1,6 @@
 """Shared fixtures. The pipeline runs are session-scoped: they take most of the suite's time
-and several test modules inspect their results."""
+and several test modules inspect their results.
+"""
 
 from __future__ import annotations
 
@@ -89,8 +90,8 @@ def _roll_back(model_base: Path, first_snapshot: dict[str, bytes]) -> str:
 
 @pytest.fixture(scope="session")
 def pipeline_runs(tmp_path_factory: pytest.TempPathFactory) -> PipelineRuns:
-    from pipeline.cli import main
-    from pipeline.schema import write_schema
+    from cli import main
+    from schema.curated import write_schema
 
     base = tmp_path_factory.mktemp("e2e")
     images = base / "images"
@@ -111,7 +112,7 @@ def pipeline_runs(tmp_path_factory: pytest.TempPathFactory) -> PipelineRuns:
         # averaging and bfloat16 paths are covered in test_recipe.py.
         "--flip",
     ]
-    from pipeline.summary import summarize_run
+    from report.summary import summarize_run
 
     for name, extra in RUNS.items():
         if name == "after_rollback":

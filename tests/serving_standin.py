@@ -37,7 +37,7 @@ from tensorflow_serving.apis import (
     status_pb2,
 )
 
-from trainer import features
+from schema import features
 
 # tensorflow/core/protobuf/error_codes.proto numbers are grpc's status codes.
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
@@ -81,7 +81,8 @@ class _Version:
 
     def state(self) -> str:
         """START, LOADING, then AVAILABLE, or END with the load error (core/servable_state.h:
-        states only move forward; a failed load ends in kEnd with the error as health)."""
+        states only move forward; a failed load ends in kEnd with the error as health).
+        """
         age = time.monotonic() - self.tracked_at
         if age < self.start_s:
             return "START"
@@ -92,7 +93,8 @@ class _Version:
 
 class Core:
     """What the front ends ask of TF Serving's ServerCore for one model: the versions' states
-    and the loaded SavedModels."""
+    and the loaded SavedModels.
+    """
 
     def __init__(self, name: str, base: Path, cache: dict) -> None:
         self.name = name
@@ -102,7 +104,8 @@ class Core:
 
     def load(self, version: int, start_s: float = 0.0, load_s: float = 0.0) -> None:
         """Aspire a version: START for start_s, LOADING for load_s, then AVAILABLE (or END if
-        <base>/<version> holds no SavedModel)."""
+        <base>/<version> holds no SavedModel).
+        """
         path = self.base / str(version)
         if (path / "saved_model.pb").is_file() and path not in self._cache:
             self._cache[path] = (tf.saved_model.load(str(path)), _signature_defs(path))
@@ -147,7 +150,8 @@ class Core:
 
     def handle(self, name: str, version: int | None) -> tuple[int, _Version]:
         """core/basic_manager.cc ServingMap::GetUntypedServableHandle: only loaded versions;
-        Latest is the highest (core/manager.h ServableRequest::DebugString for the message)."""
+        Latest is the highest (core/manager.h ServableRequest::DebugString for the message).
+        """
         available = {v: e for v, e in self._tracked(name).items() if e.state() == "AVAILABLE"}
         chosen = version if version is not None else max(available, default=None)
         if chosen not in available:
@@ -183,7 +187,8 @@ def _session_message(message: str) -> str:
 
 def _signature_defs(path: Path) -> dict:
     """The meta graph's signature defs, as TF Serving's bundle holds them (with
-    __saved_model_init_op)."""
+    __saved_model_init_op).
+    """
     saved = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
     return dict(saved.meta_graphs[0].signature_def)
 

@@ -1,6 +1,7 @@
 """`run --beam direct-multi`: StatisticsGen, Transform and the Evaluator in DirectRunner worker
 processes, one per core. TFDV's multi-processing mode once dropped records silently
-(data-validation#247), so the statistics' example counts must equal what ingest wrote."""
+(data-validation#247), so the statistics' example counts must equal what ingest wrote.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import json
 from pathlib import Path
 
 import imagegen
-from pipeline.cli import main
-from pipeline.report import REPORT_JSON
-from pipeline.schema import write_schema
-from pipeline.summary import summarize_run
+from cli import main
 from pipeline.workspace import Workspace
+from report import REPORT_JSON
+from report.summary import summarize_run
+from schema.curated import write_schema
 
 COUNTS = {"train": 60, "validation": 12, "test": 15}
 

@@ -1,5 +1,6 @@
 """CLI conventions: help with examples everywhere, JSON for scripts, exit codes, quiet console
-with one progress line per component."""
+with one progress line per component.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ from pathlib import Path
 import pytest
 
 import imagegen
-from pipeline import logs
-from pipeline.cli import COMMANDS, EXIT_BAD_INPUT, EXIT_OK, build_parser, main
+from cli import COMMANDS, EXIT_BAD_INPUT, EXIT_OK, build_parser, logs, main
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
@@ -52,7 +52,7 @@ def test_ingest_json(tmp_path: Path, capsys) -> None:
 
 def _small_run_args(tmp_path: Path) -> list[str]:
     """`run` on 36 train / 12 test images of 8x8x3 (eval: 3 images carved from train)."""
-    from pipeline.schema import write_schema
+    from schema.curated import write_schema
 
     imagegen.write_folder(tmp_path / "images", {"train": 12, "test": 4})
     write_schema(len(imagegen.CLASS_NAMES), tmp_path / "schema.pbtxt")
@@ -106,7 +106,7 @@ def test_console_shows_one_progress_line_per_component_and_hides_library_noise(
     absl.info("Executor %s do: 2,000 lines of TFX detail", "Trainer")
     logging.getLogger("tensorflow").warning("a TensorFlow deprecation warning")
     absl.info("Component %s is finished.", "Trainer")
-    logging.getLogger("pipeline.report").info("our own message")
+    logging.getLogger("report").info("our own message")
     lines = capsys.readouterr().err.splitlines()
     assert lines[0] == "[pipeline] StatisticsGen: running"
     assert lines[1].startswith("[pipeline] StatisticsGen: done in ")

@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import imagegen
+from cli import EXIT_OK, main
 from conftest import snapshot
-from pipeline.cli import EXIT_OK, main
-from pipeline.schema import label_classes
-from pipeline.summary import summarize_run
+from report.summary import summarize_run
+from schema.curated import label_classes
 
 REPO = Path(__file__).resolve().parent.parent
 

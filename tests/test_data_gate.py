@@ -1,5 +1,6 @@
 """DataGate through the real pipeline: bad TFRecords and drifted labels stop the run before
-Transform, with the anomaly spelled out, and nothing is trained or pushed."""
+Transform, with the anomaly spelled out, and nothing is trained or pushed.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import pytest
 import tensorflow as tf
 
 import imagegen
+from cli import EXIT_DATA_REJECTED, EXIT_OK
 from conftest import snapshot
-from pipeline.cli import EXIT_DATA_REJECTED, EXIT_OK
 
 PIPELINE = "gate-pipeline"
 # 40 images per class: TFDV computes image-format statistics only from 100 values up.
@@ -91,11 +92,11 @@ def _rewrite_train(data: Path, change) -> None:
 
 @pytest.fixture(scope="module")
 def gate_runs(tmp_path_factory: pytest.TempPathFactory) -> GateRuns:
-    from pipeline.cli import main
-    from pipeline.report import REPORT_JSON
-    from pipeline.schema import write_schema
-    from pipeline.summary import summarize_run
+    from cli import main
     from pipeline.workspace import Workspace
+    from report import REPORT_JSON
+    from report.summary import summarize_run
+    from schema.curated import write_schema
 
     base = tmp_path_factory.mktemp("gate")
     imagegen.write_folder(base / "images", PER_CLASS)
@@ -305,7 +306,7 @@ def test_a_changed_class_map_stops_the_run_until_accepted(gate_runs: GateRuns) -
 
 
 def test_synthetic_warmup_requests_hold_no_image_of_the_data(gate_runs: GateRuns) -> None:
-    from trainer.warmup import read_warmup_requests
+    from serving.warmup import read_warmup_requests
 
     version = gate_runs.runs["class_renamed_accepted"].report["push"]["destination"]
     sent = {image for request in read_warmup_requests(version)
@@ -316,7 +317,7 @@ def test_synthetic_warmup_requests_hold_no_image_of_the_data(gate_runs: GateRuns
 
 def test_non_ascii_class_names_survive_the_whole_trip(gate_runs: GateRuns, capsys) -> None:
     """Ingest, the report, the served model's labels.txt and its predictions."""
-    from pipeline.cli import main
+    from cli import main
 
     accepted = gate_runs.runs["class_renamed_accepted"]
     version = Path(accepted.report["push"]["destination"])

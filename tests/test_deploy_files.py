@@ -1,5 +1,6 @@
 """The image recipe and deploy scripts agree with the pipeline (Docker itself is not available
-on the development machines; see docs/deploy.md)."""
+on the development machines; see docs/deploy.md).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-from pipeline.cli import build_parser
+from cli import build_parser
 from pipeline.config import PREPROCESSING_FN, RUN_FN
 
 REPO = Path(__file__).resolve().parent.parent

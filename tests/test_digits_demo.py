@@ -1,5 +1,6 @@
 """The README's `make run` on the built-in digits (2 epochs instead of up to 30): the run ends by
-printing the report path, and the report has every section, also in a browser."""
+printing the report path, and the report has every section, also in a browser.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_report_browser import CHROMIUM, SECTIONS, render
 
-from pipeline.report import REPORT_HTML, REPORT_JSON
+from report import REPORT_HTML, REPORT_JSON
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +18,7 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, list[str]
     import contextlib
     import io
 
-    from pipeline.cli import main
+    from cli import main
 
     base = tmp_path_factory.mktemp("digits")
     out = io.StringIO()

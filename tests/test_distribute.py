@@ -2,7 +2,8 @@
 MultiWorkerMirroredStrategy with two worker processes on this machine.
 
 Logical devices and collective ops must be configured before TensorFlow initializes, so each
-case trains in fresh interpreters (one strategy per process, as in the Trainer)."""
+case trains in fresh interpreters (one strategy per process, as in the Trainer).
+"""
 
 from __future__ import annotations
 
@@ -23,16 +24,15 @@ import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 import imagegen
+from schema import features
+from serving.warmup import read_warmup_requests
 from tiny_transform import SIZE, Prepared
-from trainer import features
-from trainer.config import TrainerConfig, from_recipe
+from trainer.config import HISTORY_FILE, TrainerConfig, from_recipe
 from trainer.data import tf_example_accessor, transformed_examples
 from trainer.launch import WorkerFailed, worker_command, worker_env
 from trainer.model import build_model, class_probabilities
 from trainer.multi_worker import WEIGHTS_FILE, cli_args
 from trainer.run import run_fn
-from trainer.train import HISTORY_FILE
-from trainer.warmup import read_warmup_requests
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -122,7 +122,8 @@ def _started(runs: list[tuple[list[str], dict]], logs: list[Path]) -> Iterator[l
 
 def _wait(processes: list[subprocess.Popen], deadline: float) -> list[int | None]:
     """Exit codes once all succeeded, one failed (the others would wait for it forever) or the
-    deadline passed (None for those still running)."""
+    deadline passed (None for those still running).
+    """
     while time.monotonic() < deadline:
         codes = [process.poll() for process in processes]
         if all(code == 0 for code in codes) or any(code not in (None, 0) for code in codes):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.imageinfo import BadImage, image_shape
-from pipeline.tfrecord import ImageExampleEncoder, encode_image_example
+from ingest.imageinfo import BadImage, image_shape
+from ingest.tfrecord import ImageExampleEncoder, encode_image_example
 
 
 def _encode(mode: str, fmt: str, size=(5, 7), **kwargs) -> bytes:
@@ -58,7 +58,7 @@ def test_fast_encoder_matches_reference(label) -> None:
 @pytest.mark.parametrize("channels", [1, 3])
 def test_decode_gives_pillows_pixels_for_every_kind(channels) -> None:
     """The JPEG and PNG decoders fed directly (the fast paths) decode as Image.open does."""
-    from pipeline.decode import decode, pixel_digest
+    from ingest.decode import decode, pixel_digest
     from trainer.image_kinds import sample_images
 
     for kind, data in sample_images(channels, size=13).items():
@@ -71,7 +71,7 @@ def test_decode_gives_pillows_pixels_for_every_kind(channels) -> None:
 
 
 def test_decode_refuses_a_pixel_count_over_the_limit_before_decoding() -> None:
-    from pipeline.decode import TooLarge, decode
+    from ingest.decode import TooLarge, decode
 
     with pytest.raises(TooLarge, match="7x5 = 35 pixels, over the limit of 34"):
         decode(_encode("RGB", "PNG"), max_pixels=34)

@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 
 import imagegen
-from pipeline.cli import main
-from pipeline.ingest import IngestError, ingest, load_dataset_info
+from cli import main
+from ingest.dataset import IngestError, ingest, load_dataset_info
 
 SPEC = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
 
@@ -233,14 +233,14 @@ def test_cli_ingest_policies(tmp_path: Path, capsys) -> None:
     assert "skipped 1 bad file(s)" in capsys.readouterr().out
 
 
-# Decoding every image (pipeline/decode.py).
+# Decoding every image (ingest/decode.py).
 
 CORRUPTERS = {"jpg": ("JPEG", imagegen.corrupt_jpeg), "png": ("PNG", imagegen.corrupt_png)}
 
 
 @pytest.mark.parametrize("ext", sorted(CORRUPTERS))
 def test_corrupt_data_behind_intact_markers_is_refused_or_quarantined(tmp_path, ext) -> None:
-    from pipeline.imageinfo import image_shape
+    from ingest.imageinfo import image_shape
 
     src = tmp_path / "src"
     imagegen.write_folder(src, {"train": 2, "val": 1, "test": 1})
@@ -420,17 +420,3 @@ def test_duplicates_within_a_split_are_counted_not_refused(tmp_path: Path) -> No
     duplicates = json.loads((tmp_path / "out" / "dataset.json").read_text())["duplicates"]
     assert duplicates["within_split"] == {"train": 0, "eval": 0, "test": 2}
     assert duplicates["across_splits"] == 0
-
-
-def test_the_report_shows_the_duplicate_counts() -> None:
-    from pipeline.report.html import _dataset
-
-    split = {"examples": 3, "per_class": {"a": 3}, "image_formats": {}}
-    html = _dataset({"available": True, "splits": {"train": split, "test": split},
-                     "converted": {"count": 1, "from": {"JPEG CMYK": 1}, "to": "PNG L"},
-                     "duplicates": {"across_splits": 2, "within_split": {"train": 1, "test": 0},
-                                    "allowed": True}}, {})
-    assert "2 across splits (kept with --allow-duplicates" in html
-    assert "within a split: train 1, test 0" in html
-    assert "1 to PNG L (1 JPEG CMYK)" in html
-    assert "n/a (not counted" in _dataset({"available": True, "splits": {"train": split}}, {})

@@ -8,7 +8,7 @@ from pathlib import Path
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from pipeline.cli import main
+from cli import main
 
 COMPONENTS = {
     "ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "DataGate",
@@ -175,7 +175,7 @@ def test_check_rules_on_broken_specs(tmp_path: Path) -> None:
 
 
 def test_compile_refuses_a_schema_for_another_class_count(tmp_path: Path, caplog) -> None:
-    from pipeline.schema import write_schema
+    from schema.curated import write_schema
 
     info = tmp_path / "data" / "dataset.json"
     info.parent.mkdir()

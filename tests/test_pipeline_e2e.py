@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from components.production import PROVENANCE_FILE, model_digest, read_provenance
 from conftest import PIPELINE_NAME, RUNS, PipelineRuns
-from pipeline.report import REPORT_HTML, REPORT_JSON
-from pipeline.summary import RunSummary, summarize_run
+from report import REPORT_HTML, REPORT_JSON
+from report.summary import RunSummary, summarize_run
+from serving.model_dir import PROVENANCE_FILE, model_digest, read_provenance
 
 NODES = {
     "ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "DataGate",
@@ -108,7 +108,8 @@ def test_rerun_compares_with_the_version_served_now_not_a_cached_result(
 ) -> None:
     """Push, change the served version (a rollback to the first model), re-run: training is
     cached, but the gate and the Evaluator run again against the rolled-back version, and the
-    second model, still better, is pushed again on top of it."""
+    second model, still better, is pushed again on top of it.
+    """
     second, rerun = _summary(pipeline_runs, "second"), _summary(pipeline_runs, "after_rollback")
     states = _states(rerun)
     assert {states[n] for n in NODES - RERUN_EXECUTED} == {"cached"}
@@ -142,7 +143,7 @@ def test_pushed_versions_carry_the_statistics_of_their_training_data(
 
 
 def _execution_property(runs: PipelineRuns, name: str, node: str, key: str):
-    from pipeline.summary import run_nodes, value
+    from report.summary import run_nodes, value
 
     _, nodes = run_nodes(runs.metadata_path, PIPELINE_NAME, runs.run_ids[name])
     return json.loads(value(nodes[node].execution, key))
@@ -153,7 +154,8 @@ def test_early_stopping_and_the_evaluator_see_different_splits(
     pipeline_runs: PipelineRuns, name: str
 ) -> None:
     """Read back from ML Metadata: the Trainer fits `train` and validates on `eval`; the
-    Evaluator scores `test`, which training never saw."""
+    Evaluator scores `test`, which training never saw.
+    """
     trainer_train = _execution_property(pipeline_runs, name, "Trainer", "train_args")
     trainer_eval = _execution_property(pipeline_runs, name, "Trainer", "eval_args")
     evaluated = _execution_property(pipeline_runs, name, "Evaluator", "example_splits")
@@ -249,7 +251,7 @@ def test_the_misclassified_search_keeps_only_the_most_confident(
     pipeline_runs: PipelineRuns,
 ) -> None:
     """Scanning with room for 3 keeps the same 3 a scan that keeps everything puts first."""
-    from pipeline.report.misclassified import find_mistakes
+    from report.misclassified import find_mistakes
 
     worse = _summary(pipeline_runs, "worse")
     args = (worse.model_uri, worse.examples_uri, ["blue", "green", "red"], "test")
@@ -294,7 +296,7 @@ def test_report_of_later_runs(pipeline_runs: PipelineRuns) -> None:
 
 
 def test_report_command(pipeline_runs: PipelineRuns, tmp_path: Path, capsys) -> None:
-    from pipeline.cli import main
+    from cli import main
 
     args = ["report", "--root", str(pipeline_runs.root), "--pipeline-name", PIPELINE_NAME]
     run_id = pipeline_runs.run_ids["second"]
@@ -309,7 +311,7 @@ def test_report_command(pipeline_runs: PipelineRuns, tmp_path: Path, capsys) -> 
 
 
 def test_runs_command_lists_every_run_from_mlmd(pipeline_runs: PipelineRuns, capsys) -> None:
-    from pipeline.cli import main
+    from cli import main
 
     args = ["runs", "--root", str(pipeline_runs.root), "--pipeline-name", PIPELINE_NAME]
     assert main([*args, "--json"]) == 0
@@ -332,7 +334,7 @@ def test_runs_command_lists_every_run_from_mlmd(pipeline_runs: PipelineRuns, cap
 
 
 def test_lineage_of_a_pushed_version(pipeline_runs: PipelineRuns, capsys) -> None:
-    from pipeline.cli import main
+    from cli import main
 
     first, second = _summary(pipeline_runs, "first"), _summary(pipeline_runs, "second")
     version = second.pushed_destination.rsplit("/", 1)[1]

@@ -24,7 +24,6 @@ import pytest
 from test_pusher_object_store import FAST, SCHEME, STORE, _local, _reset, _tiny_model
 from tfx.dsl.io import fileio
 
-from components.production import file_digests, is_local, join, served_versions
 from components.push_lock import (
     LEASE_FILE,
     LOCK_FILE,
@@ -36,6 +35,7 @@ from components.push_lock import (
     push_lock,
 )
 from components.pusher import STAGING_PREFIX, push_model, verify_saved_model
+from serving.model_dir import file_digests, is_local, join, served_versions
 
 WAITS = "waits for another push to finish"
 

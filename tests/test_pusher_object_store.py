@@ -26,7 +26,15 @@ import tensorflow as tf
 from tfx.dsl.io import fileio, filesystem_registry
 from tfx.dsl.io.plugins.tensorflow_gfile import TensorflowFilesystem
 
-from components.production import (
+from components.push_lock import LockPolicy
+from components.pusher import (
+    STAGING_PREFIX,
+    PushVerificationError,
+    push_model,
+    verify_saved_model,
+)
+from schema import features
+from serving.model_dir import (
     STATISTICS_DIR,
     file_digests,
     incomplete_versions,
@@ -36,15 +44,7 @@ from components.production import (
     served_versions,
     version_folders,
 )
-from components.push_lock import LockPolicy
-from components.pusher import (
-    STAGING_PREFIX,
-    PushVerificationError,
-    push_model,
-    verify_saved_model,
-)
-from trainer import features
-from trainer.warmup import write_warmup_requests
+from serving.warmup import write_warmup_requests
 
 LABELS = ["red", "green", "blue"]
 
@@ -110,6 +110,8 @@ class _Upload:
         self.close()
 
 
+# One method per filesystem operation, each recording the change and delegating to the local
+# disk: alike by design (`duplicates` pairs them).
 class ObjectStore(TensorflowFilesystem):
     """objstore:// as an object store: no folder rename, every change logged, crashes on demand."""
 

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from trainer import data
 from trainer.config import (
+    HISTORY_FILE,
     RECIPES,
     TrainerConfig,
     choose_recipe,
@@ -27,7 +28,7 @@ from trainer.model import (
     whitening_kernel,
 )
 from trainer.schedule import OneCycle, ScaledSGD, make_optimizer
-from trainer.train import CURVES_FILE, HISTORY_FILE, train
+from trainer.train import CURVES_FILE, train
 
 SHAPE = (8, 8, 3)
 CLASSES = ("a", "b", "c")

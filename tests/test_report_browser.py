@@ -1,6 +1,7 @@
 """The run report as a browser shows it: headless Chromium loads report.html from disk, and a
 probe script records which sections exist and whether every embedded image decoded and has
-a size on the page."""
+a size on the page.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PipelineRuns
-from pipeline.report import REPORT_HTML
+from report import REPORT_HTML
 
 CHROMIUM = next(
     (found for name in ("chromium", "chromium-browser", "google-chrome")

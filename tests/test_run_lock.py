@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import EXIT_BUSY, main
+from cli import EXIT_BUSY, main
 from pipeline.lock import RunLockedError, run_lock
 
 REPO = Path(__file__).resolve().parent.parent

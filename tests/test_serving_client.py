@@ -4,7 +4,8 @@ REST and gRPC front ends over real SavedModels that answer as TF Serving's sourc
 The states a client meets (version START/LOADING, unknown model, version or signature, bad
 input, a failed load, no server yet) run on a small SavedModel written here, so they need no
 pipeline run. Requests and round trips with the pipeline's own model check the answers against
-the in-process model. With TF_SERVING_URL set, the live test calls a real server."""
+the in-process model. With TF_SERVING_URL set, the live test calls a real server.
+"""
 
 from __future__ import annotations
 
@@ -28,10 +29,10 @@ import tensorflow as tf
 from serving_standin import Core, StandIn
 
 import imagegen
+from cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, main
 from conftest import MODEL_NAME, PipelineRuns
-from pipeline.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, main
-from pipeline.predict import newest_version
-from pipeline.serving_client import (
+from schema import features
+from serving.client import (
     BAD_INPUT,
     LOADING,
     NOT_LOADED,
@@ -45,8 +46,8 @@ from pipeline.serving_client import (
     predict_rest,
     rest_body,
 )
-from trainer import features
-from trainer.warmup import predict_request
+from serving.predict import newest_version
+from serving.warmup import predict_request
 
 PROTOCOLS = pytest.mark.parametrize("protocol", ["rest", "grpc"])
 TINY_CLASSES = ("red", "green", "blue")  # the brightest channel, in RGB order
@@ -58,7 +59,8 @@ def _call(protocol: str):
 
 class _TinyModel(tf.Module):
     """The pipeline's serving signature on a model that needs no training: PNG bytes in;
-    classes, class names and probabilities out (from the mean colour)."""
+    classes, class names and probabilities out (from the mean colour).
+    """
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.SERVING_INPUT)])
     def serve(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -79,7 +81,8 @@ class _TinyModel(tf.Module):
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """<base>/1: the small SavedModel; <base>/2: a version folder without saved_model.pb (what
-    an interrupted copy leaves), whose load fails."""
+    an interrupted copy leaves), whose load fails.
+    """
     base = tmp_path_factory.mktemp("serving") / MODEL_NAME
     module = _TinyModel()
     signatures = {features.SERVING_SIGNATURE: module.serve.get_concrete_function()}
@@ -200,7 +203,7 @@ def test_stand_in_grpc_answers_as_tf_serving(stand_in: StandIn, tiny_images) -> 
 @PROTOCOLS
 def test_waits_for_a_loading_version_then_predicts(stand_in: StandIn, tiny_images, protocol,
                                                    loaded_models, tiny_base, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="pipeline.serving_client")
+    caplog.set_level(logging.INFO, logger="serving.client")
     start = time.monotonic()
     stand_in.core.load(1, start_s=0.5, load_s=1.0)
     answer = _call(protocol)(stand_in.address(protocol), MODEL_NAME, tiny_images, timeout=10)
@@ -295,7 +298,8 @@ def test_no_server(tiny_images, protocol) -> None:
 @PROTOCOLS
 def test_waits_for_the_server_to_start(tiny_base, loaded_models, tiny_images, protocol) -> None:
     """TF Serving opens its ports once its first models are loaded (model_servers/server.cc
-    Server::BuildAndStart creates the ServerCore, which waits for them, then the servers)."""
+    Server::BuildAndStart creates the ServerCore, which waits for them, then the servers).
+    """
     rest_port, grpc_port = _free_port(), _free_port()
     started: list[StandIn] = []
 

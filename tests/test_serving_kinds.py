@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from components.pusher import PushVerificationError, verify_saved_model
-from trainer import features
+from schema import features
 from trainer.config import TrainerConfig
 from trainer.export import export_serving_model
 from trainer.image_kinds import GRAY_MODEL_REFUSES, JPEG_KINDS, PNG_KINDS, sample_images
@@ -91,7 +91,8 @@ def test_a_gray_model_refuses_cmyk_jpegs_as_documented(models) -> None:
 
 class _FourChannels(tf.Module):
     """A model that decodes to RGBA: it takes PNGs but refuses every JPEG (JPEG has no alpha),
-    which is why ingest never makes a 4-channel model and the Pusher must not publish one."""
+    which is why ingest never makes a 4-channel model and the Pusher must not publish one.
+    """
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def serve(self, image: tf.Tensor) -> dict[str, tf.Tensor]:

@@ -1,5 +1,6 @@
 """kubeflow/serving/: the TF Serving config and Kubernetes manifests agree with each other,
-with the TensorFlow the model is exported with, and with where the Pusher writes."""
+with the TensorFlow the model is exported with, and with where the Pusher writes.
+"""
 
 from __future__ import annotations
 

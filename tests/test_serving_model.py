@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from cli import main
 from conftest import PipelineRuns
-from pipeline.cli import main
-from pipeline.predict import newest_version
-from trainer import features
+from schema import features
+from serving.predict import newest_version
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_predict_cli_rejects_a_folder_without_models(tmp_path, capsys) -> None:
 def test_warmup_requests_are_real_eval_images_that_the_model_answers(
     loaded, pipeline_runs: PipelineRuns
 ) -> None:
-    from trainer.warmup import WARMUP_BATCH_SIZES, read_warmup_requests
+    from serving.warmup import WARMUP_BATCH_SIZES, read_warmup_requests
 
     version = newest_version(pipeline_runs.model_base)
     requests = read_warmup_requests(str(version))
@@ -104,8 +104,8 @@ def test_warmup_requests_are_real_eval_images_that_the_model_answers(
 
 
 def test_synthetic_warmup_images_carry_no_data_and_fit_the_model() -> None:
+    from serving.warmup import warmup_images
     from trainer.config import from_recipe
-    from trainer.warmup import warmup_images
 
     images = warmup_images("synthetic", ["no/such/eval/files-*"], (8, 8, 3), 8)
     assert len(images) == 8 and len(set(images)) == 8

@@ -1,6 +1,7 @@
 """What `--skip-if-unchanged` compares: statistics (components/data_gate.py) and training
 configs (components/trainer.py). The pipeline runs that skip, and that train because the
-statistics differ, are in tests/test_spans.py."""
+statistics differ, are in tests/test_spans.py.
+"""
 
 from __future__ import annotations
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 import imagegen
-from pipeline.cli import EXIT_BAD_INPUT, EXIT_DATA_REJECTED, main
-from pipeline.ingest import IngestError, load_dataset_info
-from pipeline.spans import ingest_span, next_span, span_dirs
+from cli import EXIT_BAD_INPUT, EXIT_DATA_REJECTED, main
+from ingest.dataset import IngestError, load_dataset_info
+from ingest.spans import ingest_span, next_span, span_dirs
 
 N_CLASSES = len(imagegen.CLASS_NAMES)
 
@@ -66,7 +66,7 @@ def test_an_empty_span_exits_2(tmp_path: Path, capsys) -> None:
 
 def _run_artifact(metadata_path: Path, run_id: str, type_name: str):
     """The artifact of a type that a run wrote, from ML Metadata."""
-    from pipeline.summary import open_store
+    from report.summary import open_store
 
     store = open_store(str(metadata_path))
     run = next(c for c in store.get_contexts_by_type("pipeline_run") if c.name == run_id)
@@ -85,13 +85,14 @@ def test_a_rolling_window_of_spans_trains_on_them_and_gates_the_newest(
     2. span 3, new images, warm-started: the gate compares span 3 with span 2, the statistics
        differ so it trains, and `lineage` follows the warm start back to run 1's model;
     3. span 4, span 3's images again: the served model is handed on, nothing new is pushed;
-    4. span 5 with a renamed class: stopped by the gate."""
+    4. span 5 with a renamed class: stopped by the gate.
+    """
     from components.data_gate import REPORT_FILE
-    from pipeline.report import REPORT_JSON
-    from pipeline.schema import write_schema
-    from pipeline.spans import WINDOW_PROPERTY
-    from pipeline.summary import summarize_run, training_record, value
+    from ingest.spans import WINDOW_PROPERTY
     from pipeline.workspace import Workspace
+    from report import REPORT_JSON
+    from report.summary import summarize_run, training_record, value
+    from schema.curated import write_schema
 
     root = tmp_path / "data"
     for span, train in ((1, 20), (2, 30)):
@@ -195,17 +196,18 @@ def _records(pattern: str) -> int:
 
 def test_the_executor_resolves_the_window_itself_as_on_kubeflow(tmp_path: Path) -> None:
     """No driver on Kubeflow: the run-time parameters `span` and `span-window` reach the
-    executor with the `{SPAN}` patterns unresolved, and it reads the window they name."""
+    executor with the `{SPAN}` patterns unresolved, and it reads the window they name.
+    """
     from tfx.dsl.components.base import base_beam_executor
     from tfx.proto import example_gen_pb2
     from tfx.types import standard_artifacts
     from tfx.utils import proto_utils
 
     from components.example_gen import Executor
+    from ingest.dataset import SPLITS
+    from ingest.spans import HISTORY, WINDOW_PROPERTY, split_pattern
     from pipeline.config import LOCAL_BEAM_ARGS
-    from pipeline.ingest import SPLITS
     from pipeline.local_runner import scoped_tempdir
-    from pipeline.spans import HISTORY, WINDOW_PROPERTY, split_pattern
 
     root = tmp_path / "data"
     for span, train in ((1, 10), (2, 12), (3, 14)):
@@ -267,7 +269,7 @@ def test_a_window_or_span_that_cannot_be_read_exits_2_before_anything_runs(
 
 
 def test_spans_of_different_class_maps_cannot_share_a_window(tmp_path: Path) -> None:
-    from pipeline.spans import mixed_class_maps
+    from ingest.spans import mixed_class_maps
 
     root = tmp_path / "data"
     ingest_span(_span_source(tmp_path, "week1", 10, seed=1), root, "auto")

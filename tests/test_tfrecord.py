@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline.tfrecord import GzipTFRecordWriter, encode_image_example
+from ingest.tfrecord import GzipTFRecordWriter, encode_image_example
 
 
 @pytest.mark.parametrize("label", [0, 1, 127, 128, 300, 2**40])

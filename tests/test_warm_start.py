@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 import imagegen
-from pipeline.cli import main
-from pipeline.schema import write_schema
-from pipeline.summary import RunSummary, summarize_run, training_record
+from cli import main
 from pipeline.workspace import Workspace
+from report.summary import RunSummary, summarize_run, training_record
+from schema.curated import write_schema
 
 
 def test_warm_start_from_the_served_model(tmp_path: Path) -> None:

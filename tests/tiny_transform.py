@@ -15,8 +15,8 @@ import numpy as np
 import tensorflow_transform as tft
 
 import imagegen
-from pipeline.schema import load_schema, write_schema
-from pipeline.tfrecord import GzipTFRecordWriter, encode_image_example
+from ingest.tfrecord import GzipTFRecordWriter, encode_image_example
+from schema.curated import load_schema, write_schema
 from trainer.preprocessing import preprocessing_fn
 
 SIZE = 8

@@ -23,7 +23,8 @@ from tfx.components.util import tfxio_utils
 from tfx.proto import example_gen_pb2
 from tfx_bsl.public import tfxio
 
-from trainer import features, memory
+from schema import features
+from trainer import memory
 from trainer.config import TrainerConfig
 
 _DECODE_BATCH = 256

@@ -17,10 +17,10 @@ import keras
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from trainer import features
+from schema import features
+from serving.warmup import WARMUP_BATCH_SIZES, warmup_images, write_warmup_requests
 from trainer.config import TRAINING_CONFIG_FILE, TrainerConfig
 from trainer.model import class_probabilities
-from trainer.warmup import WARMUP_BATCH_SIZES, warmup_images, write_warmup_requests
 
 
 class ServingModule(tf.Module):

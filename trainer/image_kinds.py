@@ -3,7 +3,7 @@
 Ingest stores JPEG and PNG files unchanged in any of these modes, so the model's decoder
 (tf.io.decode_image in trainer/preprocessing.py) meets all of them in training, and clients may
 send any of them. The Pusher sends one of each before publishing a model; the tests build
-datasets of them. Names are ingest's (pipeline/imageinfo.py `Header.kind`).
+datasets of them. Names are ingest's (ingest/imageinfo.py `Header.kind`).
 
 The one exception: TF's JPEG decoder cannot turn CMYK into gray, so a gray (1-channel) model
 refuses CMYK JPEGs at serving time; ingest re-encodes them as gray PNGs for training.
@@ -40,7 +40,8 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
 
 def _png(samples: np.ndarray, colour_type: int, bits: int, extra: bytes = b"") -> bytes:
     """A PNG of samples [h, w, channels] (uint8 or uint16) written directly: Pillow writes
-    neither 16-bit colour nor 16-bit gray+alpha."""
+    neither 16-bit colour nor 16-bit gray+alpha.
+    """
     height, width = samples.shape[:2]
     if bits == 1:
         rows = [np.packbits(row[:, 0] > 0).tobytes() for row in samples]
@@ -91,7 +92,7 @@ def _encode_jpeg(kind: str, rgb: np.ndarray) -> bytes:
 
 
 def encode(kind: str, rgb: np.ndarray) -> bytes:
-    """rgb (uint8 [h, w, 3]) encoded as `kind`, e.g. "PNG RGBA 16-bit" or "JPEG CMYK"."""
+    """An RGB image (uint8 [h, w, 3]) encoded as `kind`, e.g. "PNG RGBA 16-bit" or "JPEG CMYK"."""
     if kind not in JPEG_KINDS + PNG_KINDS:
         raise ValueError(f"unknown kind {kind!r}; known: {JPEG_KINDS + PNG_KINDS}")
     rgb = np.asarray(rgb, np.uint8)
@@ -100,7 +101,8 @@ def encode(kind: str, rgb: np.ndarray) -> bytes:
 
 def sample_images(channels: int, size: int = 8) -> dict[str, bytes]:
     """One small image of every kind a model with `channels` takes: a gradient, so each
-    colour channel differs."""
+    colour channel differs.
+    """
     ramp = np.linspace(0, 255, size, dtype=np.float32)
     rgb = np.stack(np.broadcast_arrays(ramp[:, None], ramp[None, :], ramp[::-1, None]), -1)
     return {kind: encode(kind, rgb.astype(np.uint8)) for kind in serving_kinds(channels)}

@@ -74,7 +74,10 @@ def _meminfo_available() -> int:
 
 
 def _cgroup_headroom() -> int | None:
-    """limit - usage for cgroup v2 (memory.max) or v1 (memory.limit_in_bytes); None if unlimited."""
+    """Memory left under the cgroup limit, v2 (memory.max) or v1 (memory.limit_in_bytes).
+
+    None if unlimited.
+    """
     for limit_file, usage_file in (
         ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
         ("/sys/fs/cgroup/memory/memory.limit_in_bytes",

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from trainer import features
+from schema import features
 from trainer.config import TrainerConfig
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def _conv_bn_act(
     pool: bool = False,
     config: TrainerConfig | None = None,
 ) -> keras.KerasTensor:
-    """conv [-> pool] -> BN -> activation; `config` None gives the classic model's settings."""
+    """A conv [-> pool] -> BN -> activation block; `config` None: the classic model's."""
     init = DiracInit(config.seed) if config and config.dirac_init else "glorot_uniform"
     x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=init,
                             dtype=dtype)(x)

@@ -12,7 +12,7 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from trainer import features
+from schema import features
 from trainer.config import image_shape_of
 
 # Floor for the per-channel std so a near-constant channel is not blown up.

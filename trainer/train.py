@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from trainer import data, memory
-from trainer.config import TrainerConfig
+from trainer.config import HISTORY_FILE, TrainerConfig
 from trainer.lookahead import Lookahead
 from trainer.model import build_model
 from trainer.schedule import make_optimizer
@@ -26,8 +26,7 @@ log = logging.getLogger(__name__)
 _WHITEN_SAMPLE = 5000
 _WHITEN_SAMPLE_BYTES = 256 * 2**20
 
-# Written next to the TensorBoard logs (the Trainer's model_run artifact).
-HISTORY_FILE = "history.json"
+# Written next to the TensorBoard logs (the Trainer's model_run artifact), with HISTORY_FILE.
 CURVES_FILE = "training_curves.png"
 
 
@@ -194,7 +193,7 @@ def train(
         "history": history,
     }
     if log_dir:
-        from pipeline.plots import training_curves
+        from trainer.plots import training_curves
 
         Path(log_dir).mkdir(parents=True, exist_ok=True)
         (Path(log_dir) / HISTORY_FILE).write_text(json.dumps(record, indent=2) + "\n")

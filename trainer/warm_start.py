@@ -15,12 +15,12 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from trainer import features
+from schema import features
 
 
 def warm_start(model: keras.Model, class_names: tuple[str, ...], base: str) -> dict[str, Any]:
     """Loads the newest version under `base` into `model` if it fits; returns what happened."""
-    from components.production import production_model
+    from serving.model_dir import production_model
 
     production = production_model(base)
     if production is None:

@@ -11,8 +11,8 @@ from typing import Any
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from pipeline.ingest import EVAL
-from pipeline.spans import WINDOW_PROPERTY
+from ingest.dataset import EVAL
+from ingest.spans import WINDOW_PROPERTY
 
 _STATE_NAMES = {
     metadata_store_pb2.Execution.COMPLETE: "executed",
@@ -46,7 +46,7 @@ class RunSummary:
     # augmentation: a selection score, not the reported one.
     trainer_eval_accuracy: float | None = None
     recipe: str | None = None
-    # The span(s) ExampleGen read, for data roots of spans (pipeline/spans.py); None otherwise.
+    # The span(s) ExampleGen read, for data roots of spans (ingest/spans.py); None otherwise.
     spans: list[int] | None = None
     # components/trainer.py's decision when --skip-if-unchanged was given; None otherwise.
     skip_if_unchanged: dict[str, Any] | None = None
@@ -208,7 +208,7 @@ def _read_metrics(summary: RunSummary, evaluation_uri: str) -> None:
 
 def training_record(model_run_uri: str) -> dict[str, Any] | None:
     """The Trainer's record (config, history, timings) in its model_run; None if unreadable."""
-    from trainer.train import HISTORY_FILE
+    from trainer.config import HISTORY_FILE
 
     try:
         with open(os.path.join(model_run_uri, HISTORY_FILE)) as f:
@@ -269,7 +269,7 @@ def summary_of(pipeline_name: str, run_id: str, nodes: dict[str, NodeRecord]) ->
 
 
 def _baseline_note(evaluation_uri: str) -> str | None:
-    from components.production import read_provenance
+    from serving.model_dir import read_provenance
 
     provenance = read_provenance(evaluation_uri) or {}
     if provenance.get("class_map_changed"):

@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.ingest import DATASET_INFO, EVAL, TRAIN
-from pipeline.spans import WINDOW_PROPERTY, dataset_folder
-from pipeline.summary import (
+from ingest.dataset import DATASET_INFO, EVAL, TRAIN
+from ingest.spans import WINDOW_PROPERTY, dataset_folder
+from report.summary import (
     NodeRecord,
     RunSummary,
     run_nodes,
@@ -22,7 +22,7 @@ from pipeline.summary import (
     training_record,
     value,
 )
-from trainer import features
+from schema import features
 
 _ACCURACY = "sparse_categorical_accuracy"
 
@@ -164,9 +164,10 @@ def validation_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
 
 def _gate_record(gate: NodeRecord) -> dict[str, Any]:
     """What the gate compared with: its report (gate.json), or, when it failed and wrote none,
-    the same comparison with the served version now (the report is written after the run)."""
+    the same comparison with the served version now (the report is written after the run).
+    """
     from components.data_gate import REPORT_FILE, class_map_record
-    from components.production import production_model, push_base
+    from serving.model_dir import production_model, push_base
 
     accepted = gate.output("validated_statistics")
     report = Path(accepted.uri) / REPORT_FILE if accepted is not None else None
@@ -286,7 +287,7 @@ def evaluation_section(
     evaluator = nodes.get("Evaluator")
     if evaluator is None or not summary.evaluation_uri:
         return _not_run(evaluator, "Evaluator")
-    from components.production import read_provenance
+    from serving.model_dir import read_provenance
 
     provenance = read_provenance(summary.evaluation_uri) or {}
     production = provenance.get("production") or {}

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-from trainer import features
+from schema import features
 
 
 class ModelDirError(ValueError):

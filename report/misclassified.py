@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer import features
+from schema import features
 
 
 @dataclasses.dataclass

@@ -16,8 +16,8 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx.components.evaluator.constants import ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY
 
-from pipeline.summary import artifacts_by_key, open_store
-from pipeline.summary import value as _value
+from report.summary import artifacts_by_key, open_store
+from report.summary import value as _value
 
 _INPUT, _OUTPUT = metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.OUTPUT
 
@@ -56,8 +56,8 @@ def model_lineage(metadata_path: str, version: str) -> dict[str, Any]:
     trainer_inputs = _inputs(store, trainer.id)
     examples = trainer_inputs["examples"]
     example_gen = _producer(store, examples.id)
-    from pipeline.spans import WINDOW_PROPERTY
-    from pipeline.summary import training_record
+    from ingest.spans import WINDOW_PROPERTY
+    from report.summary import training_record
 
     model_run = artifacts_by_key(store, trainer.id, _OUTPUT).get("model_run")
     record = (training_record(model_run[0].uri) if model_run else None) or {}
@@ -90,7 +90,8 @@ def model_lineage(metadata_path: str, version: str) -> dict[str, Any]:
 
 def warm_start_chain(metadata_path: str, version: str) -> list[dict[str, Any]]:
     """The version, the version it was warm-started from, and so on back to one trained from
-    scratch (or to one this store has no record of, which ends the chain with `missing`)."""
+    scratch (or to one this store has no record of, which ends the chain with `missing`).
+    """
     chain: list[dict[str, Any]] = []
     seen = set()
     current: str | None = str(version)

@@ -15,7 +15,7 @@ Output (written to a temporary folder and renamed into place only when complete)
   OUT/dataset.json   class names, image shape, per-split and per-class counts, provenance
   OUT/quarantine.json  with skip_bad: each skipped file and why
 
-Every image is decoded completely, in worker processes (pipeline/decode.py): corrupt data is
+Every image is decoded completely, in worker processes (ingest/decode.py): corrupt data is
 refused (or, with skip_bad, quarantined) here, naming the file, not in Transform; so are images
 over `max_pixels` and files that are not JPEG or PNG by content.
 
@@ -47,10 +47,10 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from pipeline.decode import DEFAULT_MAX_PIXELS, Decoded, decode
-from pipeline.imageinfo import BadImage
-from pipeline.tfrecord import GzipTFRecordWriter, ImageExampleEncoder
-from trainer import features
+from ingest.decode import DEFAULT_MAX_PIXELS, Decoded, decode
+from ingest.imageinfo import BadImage
+from ingest.tfrecord import GzipTFRecordWriter, ImageExampleEncoder
+from schema import features
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +310,8 @@ class ShardReport:
 
 def read_file(path: str, chunk: int = 1 << 16) -> bytes:
     """A whole file. os.read skips the buffered file object: half the cost of open().read()
-    on a small image, a visible share of ingest time at 60k files."""
+    on a small image, a visible share of ingest time at 60k files.
+    """
     fd = os.open(path, os.O_RDONLY)
     try:
         data = os.read(fd, chunk)

@@ -25,7 +25,7 @@ import zlib
 
 from PIL import Image
 
-from pipeline.imageinfo import (
+from ingest.imageinfo import (
     JPEG,
     PNG,
     BadImage,

@@ -122,7 +122,7 @@ def image_shape(data: bytes) -> tuple[int, int, int]:
     """(height, width, channels) of an encoded image; raises BadImage if it cannot be decoded.
 
     Headers and end markers only for JPEG/PNG: corrupt data behind intact markers passes. Ingest
-    decodes every image (pipeline/decode.py); this is for a quick look at one file.
+    decodes every image (ingest/decode.py); this is for a quick look at one file.
     """
     header = read_header(data)
     if header is not None and _looks_complete(data, header):

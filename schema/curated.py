@@ -1,4 +1,4 @@
-"""The curated schema in schema/: checks against a dataset, and variants for other class counts."""
+"""The curated schema.pbtxt: checks against a dataset, and variants for other class counts."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from pipeline.config import DEFAULT_SCHEMA
-from trainer import features
+from schema import CURATED_SCHEMA, features
 
 
 class SchemaMismatch(ValueError):
@@ -46,7 +45,7 @@ def check_num_classes(path: str | Path, num_classes: int) -> None:
 
 
 def write_schema(
-    num_classes: int, output: str | Path, template: str | Path = DEFAULT_SCHEMA
+    num_classes: int, output: str | Path, template: str | Path = CURATED_SCHEMA
 ) -> None:
     """The curated schema with the label domain set to [0, num_classes)."""
     if num_classes < 2:
@@ -69,7 +68,7 @@ def schema_for_classes(schema: str | Path, num_classes: int, derived: Path) -> P
     classes, and an 11-class dataset must not be refused for it. A schema the user chose is
     checked, not rewritten (check_num_classes).
     """
-    if Path(schema).resolve() != DEFAULT_SCHEMA.resolve() or label_classes(schema) == num_classes:
+    if Path(schema).resolve() != CURATED_SCHEMA.resolve() or label_classes(schema) == num_classes:
         check_num_classes(schema, num_classes)
         return Path(schema)
     derived.parent.mkdir(parents=True, exist_ok=True)

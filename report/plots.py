@@ -1,46 +1,18 @@
-"""PNG charts for a run: training curves, per-class accuracy, confusion matrix (matplotlib, Agg)."""
+"""PNG charts for a run's report: per-class accuracy, confusion matrix, class balance, images.
+
+The training curves are drawn by the Trainer itself (trainer/plots.py).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def training_curves(history: Mapping[str, Sequence[float]], output: Path) -> Path | None:
-    """Loss and accuracy per epoch, train vs eval; None when there was no training."""
-    if not history.get("loss"):
-        return None
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
-        train = history.get(metric, [])
-        ax.plot(range(1, len(train) + 1), train, label="train", marker=".")
-        val = history.get(f"val_{metric}", [])
-        if val:
-            # Validation may run every N epochs: spread its points over the epochs they follow.
-            step = max(1, len(train) // len(val))
-            ax.plot([step * (i + 1) for i in range(len(val))], val, label="eval", marker="o")
-        ax.set_xlabel("epoch")
-        ax.set_title(metric)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(output, dpi=100)
-    plt.close(fig)
-    return output
+from trainer.plots import pyplot
 
 
 def per_class_accuracy(accuracy: Mapping[str, float], output: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     names = list(accuracy)
     fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(names)), 4))
     ax.bar(names, [accuracy[n] for n in names], color="#4878a8")
@@ -57,7 +29,7 @@ def per_class_accuracy(accuracy: Mapping[str, float], output: Path) -> Path:
 
 
 def confusion_matrix(matrix: Sequence[Sequence[int]], names: Sequence[str], output: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     size = max(4, 0.55 * len(names) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
     image = ax.imshow(matrix, cmap="Blues")
@@ -82,7 +54,7 @@ def class_balance(splits: Mapping[str, Mapping[str, int]], output: Path) -> Path
     """Examples per class, one bar group per class and one colour per split."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     names = list(next(iter(splits.values())))
     fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(names) + 2), 4))
     width = 0.8 / max(1, len(splits))
@@ -108,7 +80,7 @@ def image_grid(
 
     from PIL import Image
 
-    plt = _pyplot()
+    plt = pyplot()
     columns = max(1, min(columns, len(images)))
     rows = max(1, -(-len(images) // columns))
     fig, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.3 * rows), squeeze=False)

@@ -1,7 +1,7 @@
 """The run report: what one pipeline run did, in one HTML file (plus the PNGs and JSON behind it).
 
-    report = collect(metadata_path, pipeline_name, run_id)   # facts from ML Metadata
-    path = write_report(report, out_dir)                     # report.html, report.json, *.png
+report = collect(metadata_path, pipeline_name, run_id)   # facts from ML Metadata
+path = write_report(report, out_dir)                     # report.html, report.json, *.png
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pipeline import plots
-from pipeline.ingest import evaluation_split
-from pipeline.report.facts import collect
+from ingest.dataset import evaluation_split
+from report import plots
+from report.facts import collect
+from trainer.plots import training_curves
 
 __all__ = ["collect", "write_report", "REPORT_HTML", "REPORT_JSON"]
 
@@ -44,7 +45,7 @@ def _plots(report: dict[str, Any], mistakes: list, out_dir: Path) -> dict[str, P
             out_dir / "class_balance.png",
         )
     if training.get("available"):
-        curves = plots.training_curves(training["history"], out_dir / "training_curves.png")
+        curves = training_curves(training["history"], out_dir / "training_curves.png")
         if curves:
             pngs["training_curves"] = curves
     if evaluation.get("available"):
@@ -71,8 +72,8 @@ def write_report(report: dict[str, Any], out_dir: Path, max_eval_images: int = 2
 
     Adds the `misclassified` section and the written `files` to `report`.
     """
-    from pipeline.report.html import render
-    from pipeline.report.misclassified import find_mistakes
+    from report.html import render
+    from report.misclassified import find_mistakes
 
     out_dir.mkdir(parents=True, exist_ok=True)
     mistakes: list = []

@@ -36,7 +36,7 @@ def _span_number(name: str) -> int | None:
 
 
 def span_dirs(root: Path) -> dict[int, Path]:
-    """span number -> folder, for every span-N folder under root."""
+    """The span number -> folder map of every span-N folder under root."""
     if not root.is_dir():
         return {}
     found = {_span_number(child.name): child for child in root.iterdir() if child.is_dir()}
@@ -188,13 +188,13 @@ def ingest_span(
     replaces a folder). Its images must have the previous span's shape unless `resize` says
     what the model gets.
     """
-    from pipeline import ingest
+    from ingest import dataset
 
     root = Path(root).resolve()
     number = next_span(root) if span == "auto" else int(span)
     target = span_dir(root, number)
     if target.exists() and not overwrite_span:
-        raise ingest.IngestError(
+        raise dataset.IngestError(
             f"span {number} already exists ({target}); pass --overwrite-span to replace it, or "
             f"--span auto for the next number ({next_span(root)})"
         )
@@ -203,7 +203,7 @@ def ingest_span(
     if earlier and not options.get("resize"):
         previous = span_dir(root, max(earlier))
         expected = (f"span {max(earlier)} ({previous})",
-                    ingest.load_dataset_info(previous).image_shape)
-    info = ingest.ingest(src, target, overwrite=overwrite_span, expected_shape=expected,
+                    dataset.load_dataset_info(previous).image_shape)
+    info = dataset.ingest(src, target, overwrite=overwrite_span, expected_shape=expected,
                          **options)
     return number, info

@@ -17,6 +17,9 @@ tensorflow_serving/model_servers/server.cc Server::BuildAndStart), waiting, pred
 Failures are ServingError with a `reason`. RequestError, a subclass, is for answers that say the
 request is wrong (unknown model, version or signature, bad input): the CLI exits 2 for those,
 like any bad argument, and 1 for the rest.
+
+The waits (for a version to load, and past a version swap or a full queue) are tenacity
+Retrying loops bounded by that one deadline.
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from trainer import features
+import tenacity
+
+from schema import features
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +89,8 @@ class ServingError(RuntimeError):
 
 class RequestError(ServingError):
     """The server says the request is wrong (model, version, signature or input): a bad
-    argument, not a server failure."""
+    argument, not a server failure.
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +124,8 @@ class VersionStatus:
 
 class _Status(Exception):
     """An error answer from either front end: its kind, which the client acts on, and its code
-    as the transport showed it (NOT_FOUND, HTTP 404), which messages quote."""
+    as the transport showed it (NOT_FOUND, HTTP 404), which messages quote.
+    """
 
     def __init__(self, kind: str, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
@@ -222,7 +229,8 @@ def _http(url: str, data: bytes | None, timeout: float) -> dict:
 
 def _error_text(error: urllib.error.HTTPError) -> str:
     """TF Serving's error body is `{"error": "<message>"}` (util/json_tensor.cc
-    MakeJsonFromStatus); a proxy in front of it may send anything."""
+    MakeJsonFromStatus); a proxy in front of it may send anything.
+    """
     try:
         return str(json.loads(error.read())["error"])
     except (ValueError, KeyError, TypeError, AttributeError):
@@ -277,7 +285,7 @@ class _Grpc:
                 timeout: float) -> list[Prediction]:
         import tensorflow as tf
 
-        from trainer.warmup import predict_request
+        from serving.warmup import predict_request
 
         request = predict_request(images)
         request.model_spec.CopyFrom(self._spec(name, version, signature))
@@ -314,6 +322,7 @@ def predict_rest(
     return _predict(_Rest(server), model_name, images, signature, version, timeout)
 
 
+# The same parameters as predict_rest: one call, two front ends (`duplicates` pairs them).
 def predict_grpc(
     server: str,
     model_name: str,
@@ -332,43 +341,62 @@ def predict_grpc(
 def _predict(transport: _Transport, name: str, images: Sequence[bytes], signature: str,
              version: int | None, timeout: float) -> Answer:
     deadline = _Deadline(timeout)
-    while True:
-        served = _wait_for_version(transport, name, version, deadline)
-        try:
-            return Answer(served, transport.predict(name, served, signature, images,
+    served: list[int] = []  # the version each attempt asked
+
+    def attempt() -> Answer:
+        served.append(_wait_for_version(transport, name, version, deadline))
+        return Answer(served[-1], transport.predict(name, served[-1], signature, images,
                                                     deadline.call_timeout()))
-        except _Status as e:
-            # NOT_FOUND: the version was unloaded since the status said AVAILABLE (a newer one
-            # replaced it); UNAVAILABLE: e.g. a full batching queue. Both pass: look again.
-            if e.kind in (_NOT_FOUND, _UNAVAILABLE) and deadline.remaining() > _FIRST_PAUSE_S:
-                time.sleep(_FIRST_PAUSE_S)
-                continue
-            raise _predict_error(transport, name, served, signature, e, deadline) from e
+
+    # NOT_FOUND: the version was unloaded since the status said AVAILABLE (a newer one replaced
+    # it); UNAVAILABLE: e.g. a full batching queue. Both pass: look again, then ask again.
+    passing = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(
+            lambda e: isinstance(e, _Status) and e.kind in (_NOT_FOUND, _UNAVAILABLE)),
+        stop=lambda state: deadline.remaining() <= _FIRST_PAUSE_S,
+        wait=tenacity.wait_fixed(_FIRST_PAUSE_S),
+        reraise=True,
+    )
+    try:
+        return passing(attempt)
+    except _Status as e:
+        raise _predict_error(transport, name, served[-1], signature, e, deadline) from e
 
 
 def _wait_for_version(transport: _Transport, name: str, version: int | None,
                       deadline: _Deadline) -> int:
     """The version to ask, once AVAILABLE: the one requested, or the newest AVAILABLE one
-    (what TF Serving's default Latest policy serves, core/manager.h ServableRequest::Latest)."""
-    pause, seen = _FIRST_PAUSE_S, ""
-    while True:
-        now = _look(transport, name, version, deadline, seen)
-        if isinstance(now, int):
-            return now
-        if now != seen:
+    (what TF Serving's default Latest policy serves, core/manager.h ServableRequest::Latest).
+    """
+    seen = [""]  # the last state reported
+
+    def look() -> int | str:
+        now = _look(transport, name, version, deadline, seen[0])
+        if isinstance(now, str) and now != seen[0]:
             log.info("%s: model %r: %s; waiting (%.1fs of %gs)", transport.where, name, now,
                      deadline.elapsed(), deadline.seconds)
-            seen = now
-        if deadline.remaining() <= 0:
-            raise _timed_out(transport, name, now, deadline)
-        time.sleep(min(pause, deadline.remaining()))
-        pause = min(pause * 2, _MAX_PAUSE_S)
+            seen[0] = now
+        return now
+
+    def timed_out(state: tenacity.RetryCallState) -> int:
+        raise _timed_out(transport, name, state.outcome.result(), deadline)
+
+    # Pauses of 0.1 s doubling to 1 s between looks, never past the deadline.
+    backoff = tenacity.wait_exponential(multiplier=_FIRST_PAUSE_S, max=_MAX_PAUSE_S)
+    waiting = tenacity.Retrying(
+        retry=tenacity.retry_if_result(lambda now: isinstance(now, str)),
+        stop=lambda state: deadline.remaining() <= 0,
+        wait=lambda state: min(backoff(state), deadline.remaining()),
+        retry_error_callback=timed_out,
+    )
+    return waiting(look)
 
 
 def _look(transport: _Transport, name: str, version: int | None, deadline: _Deadline,
           seen: str) -> int | str:
     """One model status request: the version to ask if one is AVAILABLE, else what to wait
-    for (the versions' states, or that the server does not answer yet)."""
+    for (the versions' states, or that the server does not answer yet).
+    """
     try:
         versions = transport.model_status(name, version, deadline.call_timeout())
     except _Status as e:
@@ -391,7 +419,8 @@ def _not_found(transport: _Transport, name: str, version: int | None, error: _St
                deadline: _Deadline) -> RequestError:
     """NOT_FOUND from the status API ('Could not find [any versions|version N] of model',
     model_servers/get_model_status_impl.cc): an unknown version of a known model, or an unknown
-    model. TF Serving has no API that lists its models, so the message cannot name them."""
+    model. TF Serving has no API that lists its models, so the message cannot name them.
+    """
     unknown_model = RequestError(
         f"{transport.where}: the server has no model {name!r} ({error.message}). TF Serving "
         "does not list the models it serves: check --model-name against the server's "

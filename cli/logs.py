@@ -13,7 +13,8 @@ import time
 import warnings
 from pathlib import Path
 
-_OWN_LOGGERS = ("pipeline", "trainer", "components", "kubeflow")
+_OWN_LOGGERS = ("cli", "pipeline", "report", "kubeflow", "components", "trainer", "ingest",
+                "serving", "schema")
 _RUNNING, _FINISHED = " is running.", " is finished."
 _CACHED = "A cached execution "
 

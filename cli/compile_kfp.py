@@ -1,0 +1,124 @@
+"""`compile-kfp`: the pipeline `run` runs, compiled to a Kubeflow Pipelines v2 spec and checked."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cli.common import EXIT_FAILED, EXIT_OK
+from cli.options import add_pipeline_args, positive_int
+from cli.training import trainer_config
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compile-kfp", help="compile the pipeline to a Kubeflow Pipelines v2 spec",
+                       epilog="example: python -m pipeline compile-kfp --output pipeline.json "
+                              "--pipeline-root gs://bucket/tfx --data-root gs://bucket/data")
+    p.add_argument("--output", type=Path, help="where to write the spec (PipelineJob JSON)")
+    p.add_argument("--check", nargs="?", const=True, default=False, metavar="SPEC",
+                   help="check the spec against the open-source KFP backend's rules and load it "
+                        "with the KFP SDK: the one just compiled, or an existing SPEC file "
+                        "(then nothing is compiled); exit 1 naming each task that breaks one")
+    p.add_argument("--image", default="tfx-image-classification:latest",
+                   help="container image with this project installed")
+    p.add_argument("--pipeline-root", default="gs://YOUR_BUCKET/tfx-image-classification")
+    p.add_argument("--data-root", default="gs://YOUR_BUCKET/data/digits",
+                   help="TFRecords written by `ingest`, as seen from the cluster")
+    p.add_argument("--serving-dir", default="gs://YOUR_BUCKET/serving_model")
+    spans = p.add_argument_group(
+        "spans", "For a --data-root of span-N folders (ingest --span): the span and the window "
+                 "become run-time parameters `span` and `span-window`, and ExampleGen is never "
+                 "cached (the newest span changes between runs of one data root).")
+    spans.add_argument("--span-root", action="store_true",
+                       help="the data root holds span-N folders (implied by --span/--spans)")
+    spans.add_argument("--span", type=positive_int, default=0, metavar="N",
+                       help="default of `span`: the span to train on (default 0: the newest)")
+    spans.add_argument("--spans", type=positive_int, default=1, metavar="K",
+                       help="default of `span-window`: spans whose train images are fitted")
+    p.add_argument("--dataset-info", type=Path,
+                   help="dataset.json from `ingest` (class names, image shape); default digits")
+    p.add_argument("--image-schema",
+                   help="where the cluster reads --schema: a path inside the image or a gs:// "
+                        "URI (default: the image's copy, for a schema under this repository)")
+    beam = p.add_argument_group("Beam", "Where StatisticsGen, Transform and Evaluator run.")
+    beam.add_argument("--beam", choices=("direct", "dataflow", "flink", "spark"),
+                      default="direct", help="DirectRunner in the pod (default), Dataflow, or "
+                                             "a Flink/Spark job server via the portable runner")
+    beam.add_argument("--project", help="GCP project (dataflow)")
+    beam.add_argument("--region", help="GCP region (dataflow)")
+    beam.add_argument("--job-endpoint", help="Flink/Spark job server HOST:PORT")
+    add_pipeline_args(p)
+    p.set_defaults(handler=execute)
+
+
+def execute(args: argparse.Namespace) -> int:
+    from ingest.dataset import load_dataset_info
+    from kubeflow.compile import beam_args, compile_pipeline, image_path, kfp_config
+    from pipeline.config import EvalThresholds
+    from schema.curated import check_num_classes
+
+    if isinstance(args.check, str):
+        return _check_kfp_spec(Path(args.check), None)
+    if args.output is None:
+        raise ValueError("compile-kfp needs --output (or --check SPEC to check an existing spec)")
+    if args.dataset_info:
+        info = load_dataset_info(args.dataset_info.parent)
+        class_names, image_shape = info.class_names, info.image_shape
+        split_counts = info.split_counts
+        model_name = args.model_name or args.dataset_info.parent.name
+        source = str(args.dataset_info)
+    else:
+        from ingest.builtin import DIGITS_CLASS_NAMES, DIGITS_IMAGE_SHAPE, DIGITS_SPLIT_COUNTS
+
+        class_names, image_shape = DIGITS_CLASS_NAMES, DIGITS_IMAGE_SHAPE
+        split_counts = DIGITS_SPLIT_COUNTS
+        model_name = args.model_name or "digits"
+        source = "the built-in digits dataset (no --dataset-info)"
+    try:
+        check_num_classes(args.schema, len(class_names))
+    except ValueError as e:
+        raise ValueError(f"{e} (classes from {source})") from None
+    config = kfp_config(
+        pipeline_name=args.pipeline_name,
+        pipeline_root=args.pipeline_root,
+        data_root=args.data_root,
+        serving_dir=args.serving_dir,
+        model_name=model_name,
+        trainer=trainer_config(args, class_names, image_shape, split_counts),
+        schema_path=args.image_schema or image_path(args.schema),
+        splits=tuple(split_counts),
+        spans=args.span_root or bool(args.span) or args.spans > 1,
+        target_span=args.span,
+        span_window=args.spans,
+        thresholds=EvalThresholds(args.min_accuracy, args.max_regression),
+        allowed_anomaly_types=tuple(args.allow_anomaly),
+        max_label_drift=args.max_label_drift,
+        accept_new_classes=args.accept_new_classes,
+        beam_pipeline_args=beam_args(
+            args.beam, project=args.project, region=args.region, job_endpoint=args.job_endpoint,
+            image=args.image, pipeline_root=args.pipeline_root.rstrip("/"),
+        ),
+    )
+    compile_pipeline(config, args.output, image=args.image)
+    print(f"wrote Kubeflow Pipelines v2 spec {args.output} (image {args.image})")
+    if args.check:
+        return _check_kfp_spec(args.output, args.image)
+    return EXIT_OK
+
+
+def _check_kfp_spec(path: Path, image: str | None) -> int:
+    from kubeflow.conformance import check_file
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such spec file")
+    violations = check_file(path, image)
+    for violation in violations:
+        print(violation.line(), file=sys.stderr)
+    if violations:
+        tasks = sorted({v.task for v in violations})
+        print(f"{path}: {len(violations)} problem(s) for open-source Kubeflow Pipelines, in "
+              f"{', '.join(tasks)}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{path}: passes the open-source KFP v2 backend's rules and loads with the KFP SDK")
+    return EXIT_OK

@@ -1,0 +1,48 @@
+"""`lineage --model VERSION`: what produced a pushed model version, and its warm-start chain."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from cli.common import EXIT_OK, metadata_path
+from cli.options import add_store_args
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lineage", help="what produced a pushed model version (from MLMD)",
+                       epilog="example: python -m pipeline lineage --model 1795380628")
+    p.add_argument("--model", required=True, metavar="VERSION",
+                   help="the version folder name under <serving-dir>/<model-name>/")
+    add_store_args(p)
+    p.set_defaults(handler=execute)
+
+
+def execute(args: argparse.Namespace) -> int:
+    from report.lineage import LineageError, model_lineage, warm_start_chain
+
+    try:
+        lineage = model_lineage(metadata_path(args), args.model)
+    except LineageError as e:
+        raise ValueError(str(e)) from e
+    lineage["warm_start_chain"] = warm_start_chain(metadata_path(args), args.model)
+    if args.json:
+        print(json.dumps(lineage, indent=2))
+        return EXIT_OK
+    for key, value in lineage.items():
+        if key == "training_config" and isinstance(value, dict):
+            shown = ("recipe", "model", "epochs", "batch_size")
+            value = ", ".join(f"{k}={value[k]}" for k in shown if k in value)
+        if key == "warm_start_chain":
+            value = " <- ".join(_chain_link(link) for link in value)
+        print(f"{key:18} {value}")
+    return EXIT_OK
+
+
+def _chain_link(link: dict) -> str:
+    """One version of a warm-start chain: its spans, or why the chain stops there."""
+    if link.get("missing"):
+        return f"{link['version']} (not in this metadata store)"
+    spans = f" (spans {','.join(map(str, link['spans']))})" if link.get("spans") else ""
+    scratch = "" if link.get("warm_started_from") is not None else " [from scratch]"
+    return f"{link['version']}{spans}{scratch}"

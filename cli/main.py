@@ -1,0 +1,75 @@
+"""The command line: one parser, each command's arguments and handler from its own module."""
+
+from __future__ import annotations
+
+import argparse
+
+from cli import compile_kfp, ingest, lineage, logs, predict, report, run, runs, schema
+from cli.common import EXIT_BAD_INPUT, EXIT_FAILED, log
+
+# Command name -> module with add_parser(subparsers) and execute(args) -> exit code.
+COMMANDS = {
+    "ingest": ingest,
+    "run": run,
+    "predict": predict,
+    "compile-kfp": compile_kfp,
+    "runs": runs,
+    "lineage": lineage,
+    "report": report,
+    "schema": schema,
+}
+
+EPILOG = """\
+examples:
+  python -m pipeline run                          # built-in digits dataset, end to end
+  python -m pipeline ingest photos/ data/photos   # image folder -> TFRecords
+  python -m pipeline run --data data/photos --epochs 20 --serving-dir /models
+  python -m pipeline predict --model-dir serving_model/digits img1.png img2.png
+  python -m pipeline compile-kfp --output pipeline.json
+
+exit codes: 0 ok, 1 the pipeline or a command failed, 2 bad input or arguments,
+            3 the data gate rejected the data (anomalies or label drift; nothing trained),
+            4 another run of the same pipeline holds the pipeline root
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline",
+        description="TFX image classification pipeline: ingest, validate, transform, train, "
+                    "evaluate and push to a TF Serving model directory.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show TensorFlow/TFX/Beam logs on the console")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    for command in COMMANDS.values():
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.quiet_third_party(args.verbose)
+    if args.command != "run":
+        logs.configure(None, args.verbose)
+    from ingest.dataset import IngestError
+    from serving.client import RequestError, ServingError
+    from serving.predict import ModelDirError
+
+    # RequestError: the server says the model, version, signature or input is wrong.
+    bad_input: tuple[type[Exception], ...] = (IngestError, ModelDirError, FileNotFoundError,
+                                              ValueError, RequestError)
+    try:
+        return args.handler(args)
+    except bad_input as e:
+        log.error("error: %s", e)
+        return EXIT_BAD_INPUT
+    except ServingError as e:
+        log.error("error: %s", e)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130

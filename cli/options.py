@@ -1,0 +1,158 @@
+"""Argument groups and argument types that several commands take."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_trainer_args(parser: argparse.ArgumentParser) -> None:
+    from trainer.config import AUTO, DISTRIBUTIONS, MODELS, PRECISIONS, RECIPES, WARMUPS
+    from trainer.memory import DEFAULT_CACHE_BUDGET
+
+    group = parser.add_argument_group(
+        "training", "Unset options take the recipe's value (see trainer/config.py RECIPES)."
+    )
+    group.add_argument("--recipe", choices=[AUTO, *sorted(RECIPES)], default=AUTO,
+                       help="auto: chosen from the image shape and the number of training "
+                            "images, and the run says which and why. classic: tutorial CNN, "
+                            "Adam, early stopping. fast: the fast CIFAR-10 recipe (patch "
+                            "whitening, 3-block BN/GELU net, one-cycle SGD, label smoothing, "
+                            "lookahead, flip+translate TTA, bfloat16). fast-gray: the same "
+                            "blocks narrower, for small grayscale images, translations only. "
+                            "Default %(default)s")
+    group.add_argument("--model", choices=MODELS)
+    group.add_argument("--epochs", type=int, help="max epochs (classic: early stopping may "
+                                                  "end sooner)")
+    group.add_argument("--batch-size", type=int)
+    group.add_argument("--learning-rate", type=float, help="(peak) learning rate")
+    group.add_argument("--flip", action=argparse.BooleanOptionalAction,
+                       help="horizontal flips while training, and flip test-time "
+                            "augmentation in serving (off for digits: not mirror-symmetric)")
+    group.add_argument("--translate", type=float,
+                       help="max random shift while training, as a fraction of the image size")
+    group.add_argument("--precision", choices=PRECISIONS)
+    group.add_argument("--warmup", choices=WARMUPS,
+                       help="TF Serving warm-up requests in each pushed model: real (the first "
+                            "eval images, default) or synthetic (noise images of the model's "
+                            "shape, for data that must not leave the training environment)")
+    group.add_argument("--distribution", choices=DISTRIBUTIONS,
+                       help="tf.distribute strategy: mirrored (local GPUs or logical CPUs), "
+                            "multi_worker (workers from TF_CONFIG); default none")
+    group.add_argument("--skip-if-unchanged", action="store_true",
+                       help="hand on the served model instead of training when the data gate "
+                            "finds the data's statistics equal to its training data's and the "
+                            "training config is the same (the report says why either way)")
+    group.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       dest="settings",
+                       help="any other training setting (trainer/config.py TrainerConfig), "
+                            "e.g. --set widths=16,32,64 --set tta_flip=false; repeatable, "
+                            "applied last")
+    group.add_argument("--cache-budget", type=cache_budget, default=DEFAULT_CACHE_BUDGET,
+                       metavar="SIZE",
+                       help="memory for the decoded train and eval images: a size (6GiB, "
+                            "500MB) or a share of the memory available when training starts "
+                            "(default %(default)s). Data that fits is cached in memory (as "
+                            "uint8 where the Transform graph allows); larger data is streamed "
+                            "from the TFRecords every epoch and shuffled within the budget")
+
+
+def cache_budget(text: str) -> str:
+    """The argparse type of a budget, as trainer.memory reads it (else exit 2, saying why)."""
+    from trainer.memory import check_budget
+
+    try:
+        return check_budget(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"a whole number >= 1 is needed, got {text!r}")
+    return number
+
+
+def span_number(text: str) -> int | str:
+    from ingest.spans import parse_span
+
+    try:
+        return parse_span(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_ingest_args(parser: argparse.ArgumentParser) -> None:
+    from ingest.dataset import DEFAULT_EVAL_FRACTION, DEFAULT_TEST_FRACTION
+    from ingest.decode import DEFAULT_MAX_PIXELS
+
+    group = parser.add_argument_group("ingest", "How an image folder becomes TFRecords.")
+    group.add_argument("--eval-fraction", type=float, default=DEFAULT_EVAL_FRACTION,
+                       help="share of each class carved for the eval split (early stopping) "
+                            "when the folder has no eval/val folder; in (0, 0.5], "
+                            "default %(default)s")
+    group.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION,
+                       help="share of each class held out as the test split (reported "
+                            "accuracy) when the folder has no split folders; in (0, 0.5], "
+                            "default %(default)s")
+    group.add_argument("--resize", metavar="HxW",
+                       help="accept images of different sizes; the model gets HxW")
+    group.add_argument("--channels", type=int, choices=(1, 3),
+                       help="accept gray and colour images together; the model gets N (alpha "
+                            "is always dropped: a 4-channel model could not take JPEGs)")
+    group.add_argument("--skip-bad", action="store_true",
+                       help="leave out unreadable/corrupt/oversized/non-image files instead of "
+                            "failing; they are listed with the reason in OUT/quarantine.json")
+    group.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                       help="refuse images with more pixels (decompression bombs), before "
+                            "decoding them; default %(default)s")
+    group.add_argument("--allow-duplicates", action="store_true",
+                       help="keep images found in more than one split (same decoded pixels) "
+                            "instead of refusing them as leakage; counted in dataset.json")
+
+
+def ingest_policy(args: argparse.Namespace) -> dict:
+    from ingest.dataset import parse_resize
+
+    return {"resize": parse_resize(args.resize) if args.resize else None,
+            "channels": args.channels, "skip_bad": args.skip_bad,
+            "max_pixels": args.max_pixels, "allow_duplicates": args.allow_duplicates}
+
+
+def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
+    from pipeline.config import DEFAULT_SCHEMA, EvalThresholds
+
+    thresholds = EvalThresholds()
+    parser.add_argument("--pipeline-name", default="image-classifier")
+    parser.add_argument("--model-name", help="name under the serving dir (default: dataset name)")
+    parser.add_argument("--schema", type=Path, default=DEFAULT_SCHEMA,
+                        help="curated schema imported by ImportSchemaGen (default %(default)s)")
+    parser.add_argument("--min-accuracy", type=float, default=thresholds.min_accuracy,
+                        help="bless only above this eval accuracy (default %(default)s)")
+    parser.add_argument("--max-regression", type=float, default=thresholds.max_regression,
+                        help="bless only if accuracy drops at most this much below the last "
+                             "blessed model (default %(default)s)")
+    parser.add_argument("--allow-anomaly", action="append", default=[], metavar="TYPE",
+                        help="accept this ExampleValidator anomaly type instead of failing the "
+                             "run (repeatable), e.g. FEATURE_TYPE_LOW_FRACTION_PRESENT")
+    parser.add_argument("--max-label-drift", type=float, default=0.1,
+                        help="fail when a split's label distribution moves further than this "
+                             "(L-infinity) from the last accepted data; 0 turns it off "
+                             "(default %(default)s)")
+    parser.add_argument("--accept-new-classes", action="store_true",
+                        help="let data whose class names differ from the served model's through "
+                             "the gate (added, removed or renamed classes shift label ids); the "
+                             "new model is then not compared with the served one")
+    add_trainer_args(parser)
+
+
+def add_store_args(parser: argparse.ArgumentParser) -> None:
+    """Where `run` kept its ML Metadata store, for the commands that read it."""
+    parser.add_argument("--root", type=Path, default=Path("tfx_root"),
+                        help="pipeline root given to `run` (default %(default)s)")
+    parser.add_argument("--pipeline-name", default="image-classifier")
+    parser.add_argument("--json", action="store_true")

@@ -1,0 +1,78 @@
+"""What `run` runs: the data (ingested if needed), its schema, spans and training config."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from cli.common import log
+from cli.options import ingest_policy
+from cli.training import trainer_config
+
+
+def pipeline_config(args: argparse.Namespace, workspace, log_file: Path):
+    """The PipelineConfig of a local run; raises ValueError (or IngestError) for bad input."""
+    from ingest.dataset import TEST, TRAIN, TWO_SPLITS_WARNING, check_fraction, load_dataset_info
+    from ingest.spans import SpanError, is_span_root, local_window, span_dir
+    from pipeline.config import LOCAL_BEAM_PRESETS, EvalThresholds, PipelineConfig
+    from pipeline.workspace import prepare_data
+    from schema.curated import label_classes, schema_for_classes
+
+    check_fraction("--eval-fraction", args.eval_fraction)
+    check_fraction("--test-fraction", args.test_fraction)
+    name, data_root, info = prepare_data(
+        workspace, None if args.data else args.dataset, args.data, args.eval_fraction,
+        test_fraction=args.test_fraction, span=args.span, **ingest_policy(args),
+    )
+    spans = is_span_root(data_root)
+    window = local_window(data_root, args.span, args.spans) if spans else []
+    if args.spans > 1 and not spans:
+        raise SpanError(f"--spans {args.spans}: {data_root} holds no span-N folders (ingest "
+                        "with --span writes them)")
+    schema = schema_for_classes(args.schema, info.num_classes,
+                                workspace.schema_path(info.num_classes))
+    if schema != args.schema:
+        log.info("[pipeline] schema: %s admits %d classes, the data has %d: using %s (the same "
+                 "schema, label domain [0, %d))", args.schema, label_classes(args.schema),
+                 info.num_classes, schema, info.num_classes)
+    if TEST not in info.split_counts:
+        log.warning("warning: " + TWO_SPLITS_WARNING, data_root)
+    counts = dict(info.split_counts)
+    if window[:-1]:
+        history = sum(load_dataset_info(span_dir(data_root, n)).split_counts.get(TRAIN, 0)
+                      for n in window[:-1])
+        log.info("[pipeline] spans %s: the Trainer fits the train images of all %d (%d from "
+                 "spans %s); statistics, gate and evaluation read span %d", window, len(window),
+                 history, window[:-1], window[-1])
+        counts[TRAIN] += history
+    trainer = trainer_config(args, info.class_names, info.image_shape, counts)
+    log.info("[pipeline] recipe %s: %s", trainer.recipe, trainer.recipe_reason)
+    thresholds = EvalThresholds(args.min_accuracy, args.max_regression)
+    config = PipelineConfig(
+        pipeline_name=args.pipeline_name,
+        pipeline_root=str(workspace.pipeline_root),
+        data_root=str(data_root),
+        serving_dir=str(args.serving_dir.resolve()),
+        model_name=args.model_name or name,
+        trainer=trainer,
+        schema_path=str(schema.resolve()),
+        splits=tuple(info.split_counts),
+        spans=spans,
+        target_span=args.span,
+        span_window=args.spans,
+        thresholds=thresholds,
+        allowed_anomaly_types=tuple(args.allow_anomaly),
+        max_label_drift=args.max_label_drift,
+        accept_new_classes=args.accept_new_classes,
+        metadata_path=str(workspace.metadata_path),
+        enable_cache=not args.no_cache,
+        beam_pipeline_args=LOCAL_BEAM_PRESETS[args.beam],
+    )
+    if args.warm_start:
+        config = dataclasses.replace(config, trainer=trainer.replace(
+            warm_start_from=config.push_base_directory))
+    log.info("data: %s (%s), %d classes, image shape %s",
+             data_root, info.split_counts, info.num_classes, info.image_shape)
+    log.info("full log: %s", log_file)
+    return config

@@ -1,0 +1,44 @@
+"""`runs`: the pipeline's past runs, from ML Metadata."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from cli.common import EXIT_OK, metadata_path
+from cli.options import add_store_args
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("runs", help="list past runs from ML Metadata",
+                       epilog="example: python -m pipeline runs --json")
+    add_store_args(p)
+    p.set_defaults(handler=execute)
+
+
+def execute(args: argparse.Namespace) -> int:
+    from report.summary import list_runs
+
+    runs = list_runs(metadata_path(args), args.pipeline_name)
+    if args.json:
+        print(json.dumps([json.loads(r.to_json()) for r in runs], indent=2))
+        return EXIT_OK
+    print(f"{'run':28} {'spans':6} {'accuracy':>8} {'on':5} {'recipe':9}  {'blessed':7}  "
+          "pushed")
+    for run in runs:
+        failed = run.failed_components
+        accuracy = f"{run.accuracy:.4f}" if run.accuracy is not None else "-"
+        split = run.evaluation_split or "-"
+        recipe = run.recipe or "-"
+        blessed = {True: "yes", False: "no", None: "-"}[run.blessed]
+        if failed:
+            pushed = f"failed in {', '.join(failed)}"
+        elif run.pushed:
+            version = (run.pushed_destination or "").rsplit("/", 1)[-1]
+            pushed = f"version {version}" + (" (already served)" if run.already_served else "")
+        else:
+            pushed = "no"
+        spans = ",".join(map(str, run.spans)) if run.spans else "-"
+        print(f"{run.run_id:28} {spans:6} {accuracy:>8} {split:5} {recipe:9}  {blessed:7}  "
+              f"{pushed}")
+    return EXIT_OK

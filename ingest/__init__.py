@@ -1,0 +1,9 @@
+"""Image folders in, TFRecords out: what `ingest` writes and the pipeline's ExampleGen reads.
+
+dataset.py   the folder walk, the three splits, decode-checking workers, dataset.json
+decode.py    full decode of every image (pixel limit, modes, pixel digests for duplicates)
+imageinfo.py what a JPEG/PNG header claims, without decoding
+tfrecord.py  gzip TFRecords of tf.Example, written without importing TensorFlow
+spans.py     span-N folders: numbering, windows, which files a run reads
+builtin.py   the built-in digits dataset as an image folder
+"""

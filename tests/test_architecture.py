@@ -1,0 +1,86 @@
+"""The import direction of docs/architecture.md, checked over the source (ast, no imports run).
+
+Arrows run one way: cli -> report, kubeflow -> pipeline -> components -> trainer -> ingest,
+serving -> schema. Nothing that runs in a TFX container (pipeline, components, trainer, ingest,
+serving, schema) imports the CLI or the report, and the image copies every package they reach.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Package -> the project packages it may import (besides itself).
+ALLOWED: dict[str, frozenset[str]] = {
+    "schema": frozenset(),
+    "serving": frozenset({"schema"}),
+    "ingest": frozenset({"schema"}),
+    "trainer": frozenset({"schema", "serving"}),
+    "components": frozenset({"schema", "serving", "ingest", "trainer"}),
+    "pipeline": frozenset({"schema", "serving", "ingest", "trainer", "components"}),
+    "kubeflow": frozenset({"schema", "serving", "ingest", "trainer", "components", "pipeline"}),
+    "report": frozenset({"schema", "serving", "ingest", "trainer", "components", "pipeline"}),
+    "cli": frozenset({"schema", "serving", "ingest", "trainer", "components", "pipeline",
+                      "kubeflow", "report"}),
+}
+# `python -m pipeline` is the README's entry point; it only hands over to the CLI.
+EXCEPTIONS = {("pipeline/__main__.py", "cli")}
+# What runs inside the TFX containers of a Kubeflow run (the Dockerfile copies these).
+CONTAINER_PACKAGES = ("pipeline", "components", "trainer", "ingest", "serving", "schema")
+
+
+def imported_packages(path: Path, packages: set[str]) -> set[str]:
+    """Top-level project packages a module imports anywhere (also inside functions)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        found.update(name.split(".")[0] for name in names if name.split(".")[0] in packages)
+    return found
+
+
+def violations(root: Path, allowed: dict[str, frozenset[str]]) -> list[str]:
+    """'module -> package' for each import that runs against the allowed direction."""
+    problems = []
+    for package in sorted(allowed):
+        for path in sorted((root / package).rglob("*.py")):
+            relative = path.relative_to(root).as_posix()
+            for target in sorted(imported_packages(path, set(allowed)) - {package}):
+                if target not in allowed[package] and (relative, target) not in EXCEPTIONS:
+                    problems.append(f"{relative} -> {target}")
+    return problems
+
+
+def test_every_project_package_has_a_place_in_the_layering():
+    packages = {p.name for p in REPO.iterdir() if (p / "__init__.py").is_file()}
+    assert packages == set(ALLOWED)
+
+
+def test_imports_run_one_way():
+    assert violations(REPO, ALLOWED) == []
+
+
+def test_the_check_catches_an_import_against_the_direction(tmp_path):
+    (tmp_path / "trainer").mkdir()
+    (tmp_path / "report").mkdir()
+    (tmp_path / "trainer" / "train.py").write_text(
+        "def curves():\n    from report.plots import image_grid\n")
+    (tmp_path / "report" / "plots.py").write_text("from trainer import train\n")
+    allowed = {"trainer": frozenset(), "report": frozenset({"trainer"})}
+    assert violations(tmp_path, allowed) == ["trainer/train.py -> report"]
+
+
+def test_the_image_copies_every_package_its_containers_import():
+    copied = set(re.findall(r"^COPY (\w+)/ ", (REPO / "Dockerfile").read_text(), re.M))
+    reached = set(CONTAINER_PACKAGES)
+    for package in CONTAINER_PACKAGES:
+        reached |= ALLOWED[package]
+    assert reached <= copied
+    assert not {"cli", "report"} & copied
