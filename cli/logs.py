@@ -9,14 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 import warnings
 from pathlib import Path
 
 _OWN_LOGGERS = ("cli", "pipeline", "report", "kubeflow", "components", "trainer", "ingest",
                 "serving", "schema")
-_RUNNING, _FINISHED = " is running.", " is finished."
-_CACHED = "A cached execution "
 
 
 def quiet_third_party(verbose: bool = False) -> None:
@@ -32,55 +29,17 @@ def quiet_third_party(verbose: bool = False) -> None:
     )
 
 
-class _Progress:
-    """Component start times and whether LocalDagRunner reused a cached execution."""
-
-    def __init__(self) -> None:
-        self.started: dict[str, float] = {}
-        self.cached: set[str] = set()
-        self.current: str | None = None
-
-
 class _ConsoleFilter(logging.Filter):
-    """Passes our own loggers, LocalDagRunner's component start/finish lines, and errors."""
+    """Passes our own loggers (progress lines included, cli/progress.py) and errors."""
 
-    def __init__(self, verbose: bool, progress: _Progress) -> None:
+    def __init__(self, verbose: bool) -> None:
         super().__init__()
         self._verbose = verbose
-        self._progress = progress
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.msg if isinstance(record.msg, str) else ""
-        if message.startswith(_CACHED) and self._progress.current:
-            # Components run one at a time: the cache hit belongs to the one running.
-            self._progress.cached.add(self._progress.current)
         if self._verbose or record.name.split(".")[0] in _OWN_LOGGERS:
             return True
-        if record.levelno >= logging.ERROR:
-            return True
-        return message.startswith("Component ") and message.endswith((_RUNNING, _FINISHED))
-
-
-class _ProgressFormatter(logging.Formatter):
-    """Turns 'Component X is finished.' into '[pipeline] X: done in 12.3s (cached)'."""
-
-    def __init__(self, progress: _Progress) -> None:
-        super().__init__("%(message)s")
-        self._progress = progress
-
-    def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        if record.name.split(".")[0] == "absl" and message.startswith("Component "):
-            name = message.removeprefix("Component ").removesuffix(_RUNNING).removesuffix(_FINISHED)
-            progress = self._progress
-            if message.endswith(_RUNNING):
-                progress.started[name] = time.monotonic()
-                progress.current = name
-                return f"[pipeline] {name}: running"
-            elapsed = time.monotonic() - progress.started.pop(name, time.monotonic())
-            how = "cached" if name in progress.cached else "executed"
-            return f"[pipeline] {name}: done in {elapsed:.1f}s ({how})"
-        return super().format(record)
+        return record.levelno >= logging.ERROR
 
 
 _HANDLER_MARK = "_tfx_image_handler"
@@ -97,9 +56,8 @@ def configure(log_file: Path | None = None, verbose: bool = False) -> None:
         if getattr(handler, _HANDLER_MARK, False) or isinstance(handler, absl_logging.ABSLHandler):
             root.removeHandler(handler)
     console = logging.StreamHandler(sys.stderr)
-    progress = _Progress()
-    console.setFormatter(_ProgressFormatter(progress))
-    console.addFilter(_ConsoleFilter(verbose, progress))
+    console.setFormatter(logging.Formatter("%(message)s"))
+    console.addFilter(_ConsoleFilter(verbose))
     handlers: list[logging.Handler] = [console]
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 from cli import logs
 from cli.common import EXIT_BUSY, EXIT_DATA_REJECTED, EXIT_FAILED, EXIT_OK, log, print_report_path
 from cli.options import add_ingest_args, add_pipeline_args, positive_int
+from cli.progress import RunProgress
 from cli.run_config import pipeline_config
 
 
@@ -73,7 +74,8 @@ def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
     config = pipeline_config(args, workspace, log_file)
 
     try:
-        run_local(config)
+        with RunProgress(config.metadata_path, config.pipeline_name):
+            run_local(config)
     except DataValidationError as e:
         log.error("%s\nfull log: %s", e, log_file)
         print_report_path(_write_run_report(workspace))

@@ -106,6 +106,38 @@ def _node_name(store: metadata_store.MetadataStore, execution_id: int, prefix: s
     return f"execution-{execution_id}"
 
 
+def run_ids(metadata_path: str, pipeline_name: str) -> frozenset[str]:
+    """The ids of the pipeline's runs so far; none before the store exists."""
+    if not os.path.exists(metadata_path):
+        return frozenset()
+    return frozenset(c.name for c in _run_contexts(open_store(metadata_path), pipeline_name))
+
+
+def execution_states(
+    metadata_path: str, pipeline_name: str, earlier_runs: frozenset[str]
+) -> list[tuple[str, str, float]]:
+    """(node, state, seconds) of each execution of the newest run not in `earlier_runs`.
+
+    State is ML Metadata's (NEW, RUNNING, COMPLETE, CACHED, FAILED, CANCELED); seconds run from
+    the execution's registration to its last update. [] until the run has registered one.
+    """
+    if not os.path.exists(metadata_path):
+        return []
+    store = open_store(metadata_path)
+    runs = [c for c in _run_contexts(store, pipeline_name) if c.name not in earlier_runs]
+    if not runs:
+        return []
+    prefix = f"{pipeline_name}."
+    states = []
+    for execution in sorted(store.get_executions_by_context(runs[-1].id), key=lambda e: e.id):
+        seconds = max(0, execution.last_update_time_since_epoch
+                      - execution.create_time_since_epoch) / 1000
+        states.append((_node_name(store, execution.id, prefix),
+                       metadata_store_pb2.Execution.State.Name(execution.last_known_state),
+                       seconds))
+    return states
+
+
 def artifacts_by_key(
     store: metadata_store.MetadataStore, execution_id: int, event_type: int
 ) -> dict[str, list[metadata_store_pb2.Artifact]]:

@@ -14,25 +14,40 @@ from report import REPORT_HTML, REPORT_JSON
 
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, list[str]]:
+def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, list[str], list[str]]:
     import contextlib
     import io
+    import sys
 
     from cli import main
 
     base = tmp_path_factory.mktemp("digits")
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(["run", "--root", str(base / "tfx_root"),
                      "--serving-dir", str(base / "serving_model"), "--epochs", "2"])
-    return code, out.getvalue().splitlines()
+    sys.stderr.write(err.getvalue())
+    return code, out.getvalue().splitlines(), err.getvalue().splitlines()
 
 
 def test_run_ends_by_printing_the_report_path(digits_run) -> None:
-    code, lines = digits_run
+    code, lines, _ = digits_run
     assert code == 0
     assert lines[-1].startswith("Report: ") and lines[-1].endswith(f"/{REPORT_HTML}")
     assert Path(lines[-1].removeprefix("Report: ")).is_file()
+
+
+def test_each_component_gets_a_progress_line_from_ml_metadata(digits_run) -> None:
+    progress = [line for line in digits_run[2] if line.startswith("[pipeline] ")
+                and (": running" in line or ": done in " in line)]
+    done = [line.split(":")[0].removeprefix("[pipeline] ") for line in progress
+            if ": done in " in line]
+    assert done == ["ImportExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator",
+                    "DataGate", "Transform", "Trainer", "Evaluator", "Pusher"]
+    assert "[pipeline] Trainer: running" in progress
+    assert progress.index("[pipeline] Trainer: running") < next(
+        i for i, line in enumerate(progress) if line.startswith("[pipeline] Trainer: done in "))
+    assert all(line.endswith("s (executed)") for line in progress if ": done in " in line)
 
 
 def test_digits_report_has_every_section(digits_run) -> None:
