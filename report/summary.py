@@ -106,24 +106,19 @@ def _node_name(store: metadata_store.MetadataStore, execution_id: int, prefix: s
     return f"execution-{execution_id}"
 
 
-def run_ids(metadata_path: str, pipeline_name: str) -> frozenset[str]:
-    """The ids of the pipeline's runs so far; none before the store exists."""
-    if not os.path.exists(metadata_path):
-        return frozenset()
-    return frozenset(c.name for c in _run_contexts(open_store(metadata_path), pipeline_name))
+def run_ids(store: metadata_store.MetadataStore, pipeline_name: str) -> frozenset[str]:
+    """The ids of the pipeline's runs so far."""
+    return frozenset(c.name for c in _run_contexts(store, pipeline_name))
 
 
 def execution_states(
-    metadata_path: str, pipeline_name: str, earlier_runs: frozenset[str]
+    store: metadata_store.MetadataStore, pipeline_name: str, earlier_runs: frozenset[str]
 ) -> list[tuple[str, str, float]]:
     """(node, state, seconds) of each execution of the newest run not in `earlier_runs`.
 
     State is ML Metadata's (NEW, RUNNING, COMPLETE, CACHED, FAILED, CANCELED); seconds run from
     the execution's registration to its last update. [] until the run has registered one.
     """
-    if not os.path.exists(metadata_path):
-        return []
-    store = open_store(metadata_path)
     runs = [c for c in _run_contexts(store, pipeline_name) if c.name not in earlier_runs]
     if not runs:
         return []
