@@ -22,7 +22,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from bench.common import cifar10_folder, git_commit, machine_info, write_result  # noqa: E402
+from bench.common import (  # noqa: E402
+    CIFAR_TARBALL,
+    cifar10_folder,
+    git_commit,
+    machine_info,
+    relative,
+    write_result,
+)
 
 
 def load_split(items: list[tuple[str, int]], shape: tuple[int, int, int]):
@@ -47,7 +54,8 @@ def main() -> None:
     parser.add_argument("--precision")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="any other TrainerConfig field, e.g. --set tta_translate=0")
-    parser.add_argument("--out-dir", type=Path, default=Path("/tmp/bench"))
+    parser.add_argument("--out-dir", type=Path, default=Path(__file__).parent / ".work",
+                        help="where the shared CIFAR-10 is unpacked")
     parser.add_argument("--name", default="recipe")
     args = parser.parse_args()
     commit = git_commit()  # the tree as the measurement starts, not as it ends
@@ -97,7 +105,8 @@ def main() -> None:
         total += int(labels.shape[0])
     record.pop("history", None)
     result = {
-        "data": os.path.relpath(root, Path(__file__).resolve().parent.parent),
+        # The folder trained on, or the tarball it was unpacked from, relative to the repository.
+        "data": relative(args.data) if args.data else relative(CIFAR_TARBALL),
         "recipe": args.recipe,
         "eval_accuracy_tta": correct / total,
         "train_images_per_second": round(
