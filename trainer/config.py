@@ -14,7 +14,8 @@ from typing import Any
 from trainer.memory import DEFAULT_CACHE_BUDGET, check_budget
 
 MODELS = ("classic", "fast")
-OPTIMIZERS = ("adam", "sgd")
+# "muon": conv kernels take orthogonalized momentum steps (trainer/muon.py), the rest SGD.
+OPTIMIZERS = ("adam", "sgd", "muon")
 SCHEDULES = ("constant", "onecycle")
 PRECISIONS = ("auto", "float32", "bfloat16")
 ACTIVATIONS = ("relu", "gelu")
@@ -56,6 +57,10 @@ class TrainerConfig:
     weight_decay: float = 0.0
     # SGD: BatchNorm shifts (and the whitening bias) learn this many times faster than kernels.
     bias_lr_multiplier: float = 1.0
+    # muon: the conv kernels' peak step (each step moves a kernel by about this share of its
+    # norm) and momentum; the schedule has the shape of learning_rate's.
+    muon_learning_rate: float = 0.24
+    muon_momentum: float = 0.6
     label_smoothing: float = 0.0
     # Exponential moving average of the weights, exported instead of the last weights; 0 = off.
     ema_momentum: float = 0.0
@@ -149,6 +154,8 @@ class TrainerConfig:
             raise ValueError("initial_lr_fraction and final_lr_fraction must be in [0, 1]")
         if not 0 <= self.bn_momentum < 1:
             raise ValueError(f"bn_momentum must be in [0, 1), got {self.bn_momentum}")
+        if not 0 < self.muon_learning_rate < 1 or not 0 <= self.muon_momentum < 1:
+            raise ValueError("muon_learning_rate must be in (0, 1), muon_momentum in [0, 1)")
         if self.bias_lr_multiplier <= 0 or self.logit_scale <= 0:
             raise ValueError("bias_lr_multiplier and logit_scale must be > 0")
         if not 0 <= self.tta_translate < min(self.image_shape[:2]) // 2:

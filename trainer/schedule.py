@@ -75,12 +75,15 @@ class ScaledSGD(keras.optimizers.SGD):
     def gradient_multiplier(self, variable) -> float:
         return self.bias_lr_multiplier if variable.name in _SHIFT_VARIABLES else 1.0
 
+    def scaled_gradient(self, gradient, variable):
+        return self.gradient_multiplier(variable) * gradient + self.l2 * variable.value
+
     def apply(self, grads, trainable_variables=None):
         variables = (
             self._trainable_variables if trainable_variables is None else trainable_variables
         )
         grads = [
-            None if g is None else self.gradient_multiplier(v) * g + self.l2 * v.value
+            None if g is None else self.scaled_gradient(g, v)
             for g, v in zip(grads, variables, strict=True)
         ]
         return super().apply(grads, trainable_variables)
@@ -112,9 +115,15 @@ def make_optimizer(config: TrainerConfig, steps_per_epoch: int) -> keras.optimiz
     ema = {"use_ema": use_ema(config, steps_per_epoch),
            "ema_momentum": config.ema_momentum or 0.99}
     lr = learning_rate(config, steps_per_epoch)
+    sgd = {"l2": config.weight_decay, "bias_lr_multiplier": config.bias_lr_multiplier,
+           "momentum": config.momentum, **ema}
     if config.optimizer == "sgd":
-        return ScaledSGD(lr, l2=config.weight_decay, bias_lr_multiplier=config.bias_lr_multiplier,
-                         momentum=config.momentum, **ema)
+        return ScaledSGD(lr, **sgd)
+    if config.optimizer == "muon":
+        from trainer.muon import MuonSGD
+
+        return MuonSGD(lr, muon_ratio=config.muon_learning_rate / config.learning_rate,
+                       muon_momentum=config.muon_momentum, **sgd)
     if config.weight_decay:
         optimizer = keras.optimizers.AdamW(lr, weight_decay=config.weight_decay, **ema)
         optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
