@@ -1,15 +1,17 @@
 """The full pipeline on the shared CIFAR-10 (50,000 train / 10,000 test JPEGs), measured.
 
     python bench/cifar10.py [--work-dir bench/.work] [--epochs N] [--skip-baseline]
+                            [--recipe fast-muon]
 
 Steps, all in one run on this machine:
   1. ingest the JPEG folders to TFRecords (images/s);
-  2. run the pipeline with the "fast" recipe (`python -m pipeline run --recipe fast`) in a fresh
+  2. run the pipeline with the "fast" recipe (`python -m pipeline run --recipe fast`, or
+     `--recipe`'s) in a fresh
      pipeline root: per-component wall time from ML Metadata, Trainer time, Evaluator accuracy;
   3. run it again unchanged: the cached re-run's wall time;
   4. train the blog-tutorial CNN (bench/tutorial_cnn.py) on the same files for the same wall
      time as our Trainer: its accuracy next to ours, and the time ratio.
-Writes bench/results/cifar10.json.
+Writes bench/results/cifar10.json (cifar10-<recipe>.json for another recipe).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ PIPELINE = "cifar10-bench"
 
 def _run_pipeline(args: argparse.Namespace, data: Path, root: Path, serving: Path) -> dict:
     command = [
-        sys.executable, "-m", "pipeline", "run", "--json", "--recipe", "fast",
+        sys.executable, "-m", "pipeline", "run", "--json", "--recipe", args.recipe,
         "--data", str(data), "--root", str(root), "--serving-dir", str(serving),
         "--pipeline-name", PIPELINE, "--model-name", "cifar10",
         "--min-accuracy", str(args.min_accuracy),
@@ -69,7 +71,8 @@ def _trainer_record(summary: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work-dir", type=Path, default=Path(__file__).parent / ".work")
-    parser.add_argument("--epochs", type=int, help="override the fast recipe's epochs")
+    parser.add_argument("--recipe", default="fast", help="the recipe to measure")
+    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
     parser.add_argument("--min-accuracy", type=float, default=0.5)
     parser.add_argument("--skip-baseline", action="store_true",
                         help="skip the tutorial-CNN comparison (halves the run time)")
@@ -102,6 +105,7 @@ def main() -> None:
     non_training = pipeline_seconds - trainer_seconds
     trainer = _trainer_record(first["summary"])
     result = {
+        "recipe": args.recipe,
         "dataset": {"source": relative(src), "split_counts": info.split_counts,
                     "image_shape": list(info.image_shape)},
         "ingest": {"images": images, "seconds": round(ingest_seconds, 2),
@@ -141,7 +145,7 @@ def main() -> None:
         }
     result.update({"peak_rss_mib": peak_rss_mib(), "machine": machine_info(),
                    "commit": commit})
-    write_result("cifar10", result)
+    write_result("cifar10" if args.recipe == "fast" else f"cifar10-{args.recipe}", result)
     print(json.dumps({k: result[k] for k in ("ingest", "pipeline", "cached_rerun")}, indent=2))
     if "comparison" in result:
         print(json.dumps(result["comparison"], indent=2))
