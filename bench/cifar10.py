@@ -5,9 +5,9 @@
 
 Steps, all in one run on this machine:
   1. ingest the JPEG folders to TFRecords (images/s);
-  2. run the pipeline with the "fast" recipe (`python -m pipeline run --recipe fast`, or
-     `--recipe`'s) in a fresh
-     pipeline root: per-component wall time from ML Metadata, Trainer time, Evaluator accuracy;
+  2. run the pipeline with the "fast" recipe, or `--recipe`'s (`python -m pipeline run
+     --recipe fast`), in a fresh pipeline root: per-component wall time from ML Metadata,
+     Trainer time, Evaluator accuracy;
   3. run it again unchanged: the cached re-run's wall time;
   4. train the blog-tutorial CNN (bench/tutorial_cnn.py) on the same files for the same wall
      time as our Trainer: its accuracy next to ours, and the time ratio.

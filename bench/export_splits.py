@@ -28,8 +28,7 @@ def read_split(files: list[Path], shape: tuple[int, int, int]) -> tuple[np.ndarr
     from schema import features
     from trainer.preprocessing import decode_images
 
-    spec = {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
-            features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+    spec = features.raw_example_spec()
     records = tf.data.TFRecordDataset([str(f) for f in files], compression_type="GZIP")
     batches = records.batch(2048).map(lambda r: tf.io.parse_example(r, spec))
     images, labels = [], []

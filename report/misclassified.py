@@ -48,10 +48,7 @@ def find_mistakes(
         return {"available": False, "why": f"no {split} split under {examples_uri}"}, []
     serving_dir = os.path.join(model_uri, "Format-Serving")
     serve = tf.saved_model.load(serving_dir).signatures[features.SERVING_SIGNATURE]
-    spec = {
-        features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
-        features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
-    }
+    spec = features.raw_example_spec()
     dataset = (
         tf.data.TFRecordDataset(files, compression_type="GZIP")
         .take(max_examples)

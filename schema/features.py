@@ -4,6 +4,16 @@
 IMAGE_KEY = "image"
 LABEL_KEY = "label"
 
+
+
+def raw_example_spec() -> dict:
+    """The features `ingest` writes, as tf.io.parse_example takes them (for reading outside TFX)."""
+    import tensorflow as tf
+
+    return {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
+            LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+
+
 # Outputs of the Transform graph (inputs of the Keras model).
 IMAGE_XF = "image_xf"
 LABEL_XF = "label_xf"

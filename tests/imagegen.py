@@ -15,6 +15,17 @@ CLASS_NAMES = ("blue", "green", "red")
 _CHANNEL = {"red": 0, "green": 1, "blue": 2}
 
 
+def learnable_arrays(
+    n: int, seed: int = 0, shape: tuple[int, int, int] = (8, 8, 3)
+) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 images, int64 labels) of `shape[2]` classes, each class its own bright channel."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, shape[2], n)
+    images = rng.normal(size=(n, *shape)).astype("float32")
+    images[np.arange(n), :, :, labels] += 2.0
+    return images, labels.astype("int64")
+
+
 def image_bytes(
     class_name: str, rng: np.random.Generator, size: int = 8, fmt: str = "PNG"
 ) -> bytes:

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from imagegen import learnable_arrays
 from trainer import data
 from trainer.config import from_recipe
 from trainer.muon import MuonSGD, orthogonalize
@@ -55,11 +56,7 @@ def test_muon_steps_conv_kernels_by_a_share_of_their_norm_and_sgd_elsewhere() ->
 
 def test_muon_recipe_trains_and_sets_its_optimizer() -> None:
     shape, classes = (8, 8, 3), ("a", "b", "c")
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 3, 512)
-    images = rng.normal(size=(512, *shape)).astype("float32")
-    images[np.arange(512), :, :, labels] += 2.0  # the class is the bright channel
-    examples = tf.data.Dataset.from_tensor_slices((images, labels.astype("int64"))).cache()
+    examples = tf.data.Dataset.from_tensor_slices(learnable_arrays(512, 0, shape)).cache()
     # The SGD parts' rate lowered for 64-image batches, as in test_recipe.
     config = from_recipe("fast-muon", shape, classes, epochs=4, batch_size=64, widths=(8, 16),
                          learning_rate=0.05, precision="float32")

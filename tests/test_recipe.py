@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from imagegen import learnable_arrays
 from trainer import data
 from trainer.config import (
     HISTORY_FILE,
@@ -35,11 +36,7 @@ CLASSES = ("a", "b", "c")
 
 
 def _examples(n: int, seed: int = 0) -> tf.data.Dataset:
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 3, n)
-    images = rng.normal(size=(n, *SHAPE)).astype("float32")
-    images[np.arange(n), :, :, labels] += 2.0  # learnable: the class is the bright channel
-    return tf.data.Dataset.from_tensor_slices((images, labels.astype("int64"))).cache()
+    return tf.data.Dataset.from_tensor_slices(learnable_arrays(n, seed, SHAPE)).cache()
 
 
 def test_recipe_overrides_and_round_trip() -> None:

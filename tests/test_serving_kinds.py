@@ -46,8 +46,7 @@ class _TransformOutput:
         return self._layer
 
     def raw_feature_spec(self) -> dict:
-        return {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
-                features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+        return features.raw_example_spec()
 
 
 def _export(path: Path, channels: int) -> str:
