@@ -10,11 +10,12 @@ STAMP := $(VENV)/.installed
 run: $(STAMP)
 	$(PY) -m pipeline run $(ARGS)
 
-# One worker per core (at most 4: each holds its own TensorFlow), one test file per worker so a
-# module's shared pipeline runs stay together. PYTEST_ARGS="-n 0" runs in this process.
+# One worker per core (at most 4: each holds its own TensorFlow). Each test file stays in one
+# worker, and files sharing a costly session fixture too (tests/conftest.py groups them), so
+# shared pipeline runs are built once. PYTEST_ARGS="-n 0" runs in this process.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -n auto --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n auto --maxprocesses 4 --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -16,6 +16,24 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import imagegen  # noqa: E402
 
+# Session fixtures too costly to build once per pytest-xdist worker (pipeline_runs: 80 s).
+SHARED_ACROSS_FILES = ("pipeline_runs", "prepared")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `--dist loadgroup`, one group per test file (its module fixtures are built once),
+    except that files using a costly session fixture form one group, so one worker builds it.
+    """
+    shared: dict[Path, set[str]] = {}
+    for item in items:
+        shared.setdefault(item.path, set()).update(
+            name for name in SHARED_ACROSS_FILES if name in item.fixturenames)
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group("+".join(sorted(shared[item.path]))
+                                                or item.path.name))
+
+
 PIPELINE_NAME = "test-pipeline"
 MODEL_NAME = "colors"
 
