@@ -1,0 +1,210 @@
+"""How fast this host could train a recipe at best: its arithmetic against the host's FP32 rate.
+
+    python bench/roofline.py [--recipe fast] [--shape 32,32,3] [--num-train 45000]
+                             [--target-seconds 1200] [--name roofline]
+
+A recipe's training is mostly convolutions, so its fit time has a floor: the multiply-adds it
+needs divided by the fastest rate this CPU sustains on a large float32 matrix product. The
+script computes both, with no dataset:
+  1. the recipe's model (trainer.model.build_model) and the multiply-adds of each conv and
+     dense layer per image, for the forward pass, the gradient with respect to the layer's
+     input (only where a trainable weight lies upstream) and with respect to its kernel (only
+     where the kernel trains). TensorFlow's own FLOP counter checks the forward figure.
+     BatchNorm, activations and pooling are left out: they only make the floor higher;
+  2. the host's rate: the best of a few float32 matrix products (2048 and 4096 square) on all
+     cores, bfloat16 too where the CPU has it;
+  3. the model's own training step (the trainer's optimizer and loss, random data, no input
+     pipeline) at the recipe's batch size, as a share of that rate.
+It prints and writes bench/results/<name>.json: the floor for `epochs` epochs of `num_train`
+images, and how many epochs fit in `target_seconds` at the host's best rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from bench.common import git_commit, machine_info, write_result  # noqa: E402
+
+
+def layer_macs(model) -> list[dict]:
+    """Multiply-adds per image of each conv and dense layer, and which gradients it needs.
+
+    The recipes' models are chains, so "a trainable weight upstream" is any earlier layer's.
+    """
+    import keras
+
+    rows, trainable_upstream = [], False
+    for layer in model.layers:
+        trains = bool(layer.trainable_weights)
+        if isinstance(layer, keras.layers.Conv2D):
+            kh, kw = layer.kernel_size
+            _, height, width, cout = layer.output.shape
+            cin = layer.input.shape[-1]
+            macs = height * width * kh * kw * cin * cout
+        elif isinstance(layer, keras.layers.Dense):
+            macs = layer.input.shape[-1] * layer.units
+        else:
+            trainable_upstream |= trains
+            continue
+        rows.append({
+            "layer": layer.name,
+            "forward_macs": int(macs),
+            "input_grad": trainable_upstream,
+            "kernel_grad": trains,
+        })
+        trainable_upstream |= trains
+    return rows
+
+
+def training_flops_per_image(rows: list[dict]) -> int:
+    """2 FLOPs per multiply-add: the forward pass plus the gradients each layer needs."""
+    return sum(2 * r["forward_macs"] * (1 + r["input_grad"] + r["kernel_grad"]) for r in rows)
+
+
+def tf_forward_flops(model) -> int | None:
+    """TensorFlow's profiler count for one image's forward pass (a check on layer_macs)."""
+    import tensorflow as tf
+    from tensorflow.python.profiler import model_analyzer, option_builder
+
+    spec = tf.TensorSpec([1, *model.input_shape[1:]], tf.float32)
+    graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec).graph
+    options = option_builder.ProfileOptionBuilder(
+        option_builder.ProfileOptionBuilder.float_operation()).with_empty_output().build()
+    profile = model_analyzer.profile(graph, options=options)
+    return int(profile.total_float_ops) if profile else None
+
+
+def matmul_rate(dtype: str, sizes: tuple[int, ...] = (2048, 4096), tries: int = 5) -> float:
+    """The best FLOP/s of chained square products of each size, over `tries` timings each."""
+    return max(_chained_matmul_rate(dtype, size, tries) for size in sizes)
+
+
+def _chained_matmul_rate(dtype: str, size: int, tries: int, flop: float = 1.1e11) -> float:
+    import tensorflow as tf
+
+    repeats = max(1, round(flop / (2 * size**3)))  # about a second per timing at 100 GFLOP/s
+    a = tf.random.normal([size, size], dtype=tf.float32)
+    a = tf.cast(a / math.sqrt(size), dtype)
+
+    @tf.function
+    def chain(x):
+        for _ in range(repeats):
+            x = tf.linalg.matmul(x, a)
+        return tf.reduce_sum(tf.cast(x[:1, :1], tf.float32))
+
+    chain(a).numpy()  # trace and warm up
+    best = math.inf
+    for _ in range(tries):
+        start = time.perf_counter()
+        chain(a).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 * repeats / best
+
+
+def train_step_rate(config, batches: int = 5) -> float:
+    """Training images/s of the compiled model on random data: no input pipeline, no augment."""
+    import numpy as np
+
+    from trainer.model import build_model
+    from trainer.train import compile_model
+
+    rng = np.random.default_rng(0)
+    shape = (config.batch_size, *config.image_shape)
+    images = rng.standard_normal(shape, dtype=np.float32)
+    labels = np.eye(config.num_classes, dtype=np.float32)[
+        rng.integers(0, config.num_classes, config.batch_size)]
+    model = build_model(config, images[:256] if config.uses_whitening else None)
+    compile_model(model, config, steps_per_epoch=batches + 2)
+    for _ in range(2):  # trace, compile and warm up
+        model.train_on_batch(images, labels)
+    start = time.perf_counter()
+    for _ in range(batches):
+        model.train_on_batch(images, labels)
+    return batches * config.batch_size / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipe", default="fast")
+    parser.add_argument("--shape", default="32,32,3", help="image height,width,channels")
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--num-train", type=int, default=45_000,
+                        help="training images per epoch (CIFAR-10 after ingest's eval split)")
+    parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    parser.add_argument("--target-seconds", type=float, default=1200.0,
+                        help="the fit time to compare with (issue 11: a 20-minute Trainer)")
+    parser.add_argument("--name", default="roofline")
+    args = parser.parse_args()
+    commit = git_commit()  # the tree as the measurement starts, not as it ends
+
+    import numpy as np
+
+    from trainer.config import from_recipe
+    from trainer.model import bf16_supported, build_model, dtype_policy
+
+    shape = tuple(int(v) for v in args.shape.split(","))
+    classes = [f"class_{i}" for i in range(args.classes)]
+    config = from_recipe(args.recipe, shape, classes, epochs=args.epochs)
+    # The floor is for float32 arithmetic; the step is timed in the recipe's own precision.
+    sample = np.zeros((1, *shape), "float32") if config.uses_whitening else None
+    model = build_model(config.replace(precision="float32"), sample)
+    rows = layer_macs(model)
+    per_image = training_flops_per_image(rows)
+    forward = 2 * sum(r["forward_macs"] for r in rows)
+    total = per_image * args.num_train * config.epochs
+    print(f"{args.recipe} on {args.shape}: {forward / 1e9:.3f} GFLOP forward, "
+          f"{per_image / 1e9:.3f} GFLOP per training image; {config.epochs} epochs of "
+          f"{args.num_train:,} images: {total / 1e12:.0f} TFLOP", flush=True)
+    tf_forward = tf_forward_flops(model)
+
+    rates = {"float32": matmul_rate("float32")}
+    if bf16_supported():
+        rates["bfloat16"] = matmul_rate("bfloat16")
+    for dtype, rate in rates.items():
+        print(f"{dtype} matrix product: {rate / 1e9:.0f} GFLOP/s", flush=True)
+    step_images = train_step_rate(config)
+    step_rate = step_images * per_image
+    best = max(rates.values())
+    floor = total / best
+    epoch_floor = per_image * args.num_train / best
+    result = {
+        "recipe": args.recipe,
+        "image_shape": list(shape),
+        "num_train": args.num_train,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "train_step_dtype_policy": dtype_policy(config),
+        "layers": rows,
+        "forward_gflop_per_image": round(forward / 1e9, 4),
+        "forward_gflop_per_image_tf_profiler": round(tf_forward / 1e9, 4) if tf_forward else None,
+        "training_gflop_per_image": round(per_image / 1e9, 4),
+        "training_tflop_total": round(total / 1e12, 1),
+        "matmul_gflops": {k: round(v / 1e9, 1) for k, v in rates.items()},
+        "train_step_images_per_second": round(step_images, 1),
+        "train_step_gflops": round(step_rate / 1e9, 1),
+        "train_step_share_of_matmul_rate": round(step_rate / best, 3),
+        "fit_floor_seconds": round(floor, 1),
+        "target_seconds": args.target_seconds,
+        "gflops_needed_for_target": round(total / args.target_seconds / 1e9, 1),
+        "epochs_within_target_at_matmul_rate": round(args.target_seconds / epoch_floor, 2),
+        "machine": machine_info(),
+        "commit": commit,
+    }
+    print(f"training step: {step_images:.0f} images/s = {step_rate / 1e9:.0f} GFLOP/s "
+          f"({step_rate / best:.0%} of the best matrix-product rate)\n"
+          f"fit floor at {best / 1e9:.0f} GFLOP/s: {floor:.0f} s for {config.epochs} epochs; "
+          f"{args.target_seconds:.0f} s needs {total / args.target_seconds / 1e9:.0f} GFLOP/s, "
+          f"or allows {args.target_seconds / epoch_floor:.1f} epochs at the best rate")
+    write_result(args.name, result)
+
+
+if __name__ == "__main__":
+    main()
