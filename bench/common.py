@@ -120,6 +120,31 @@ def write_result(name: str, result: dict) -> Path:
     return path
 
 
+def train_images_per_second(config, steps: int) -> float:
+    """Training images/s of the recipe's own model, optimizer, loss and batch size on random
+    images (throughput does not depend on pixel values): `steps` batches after a warm-up.
+    """
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from trainer.model import build_model
+    from trainer.train import compile_model
+
+    batch = config.batch_size
+    rng = np.random.default_rng(0)
+    images = rng.random((batch * 4, *config.image_shape), dtype=np.float32)
+    labels = keras.utils.to_categorical(
+        rng.integers(0, config.num_classes, batch * 4), config.num_classes)
+    model = build_model(config, images[:1000] if config.uses_whitening else None)
+    compile_model(model, config, steps_per_epoch=100)
+    batches = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch).cache().repeat()
+    model.fit(batches, steps_per_epoch=2, epochs=1, verbose=0)  # tracing and first-step setup
+    start = time.monotonic()
+    model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0)
+    return steps * batch / (time.monotonic() - start)
+
+
 def peak_rss_mib() -> float:
     import resource
 

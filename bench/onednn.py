@@ -18,12 +18,16 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import git_commit, machine_info, write_result  # noqa: E402
+from bench.common import (  # noqa: E402
+    git_commit,
+    machine_info,
+    train_images_per_second,
+    write_result,
+)
 
 # (recipe, image shape): the seeds' shapes for the recipes `--recipe auto` picks for them.
 CASES = {
@@ -35,28 +39,12 @@ CASES = {
 
 def measure(recipe: str, shape: tuple[int, int, int], steps: int) -> dict:
     """Runs in the child process: trains `steps` batches after a warm-up, returns images/s."""
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
     from trainer.config import from_recipe
-    from trainer.model import build_model, onednn_enabled
-    from trainer.train import compile_model
+    from trainer.model import onednn_enabled
 
     config = from_recipe(recipe, shape, [str(i) for i in range(10)])
-    batch = config.batch_size
-    rng = np.random.default_rng(0)
-    images = rng.random((batch * 4, *shape), dtype=np.float32)
-    labels = keras.utils.to_categorical(rng.integers(0, 10, batch * 4), 10)
-    model = build_model(config, images[:1000])
-    compile_model(model, config, steps_per_epoch=100)
-    batches = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch).cache().repeat()
-    model.fit(batches, steps_per_epoch=2, epochs=1, verbose=0)  # tracing and first-step setup
-    start = time.monotonic()
-    model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0)
-    seconds = time.monotonic() - start
-    return {"images_per_second": round(steps * batch / seconds, 1), "batch_size": batch,
-            "steps": steps, "onednn": onednn_enabled()}
+    return {"images_per_second": round(train_images_per_second(config, steps), 1),
+            "batch_size": config.batch_size, "steps": steps, "onednn": onednn_enabled()}
 
 
 def run_child(recipe: str, onednn: str, steps: int) -> dict:

@@ -13,8 +13,9 @@ script computes both, with no dataset:
      BatchNorm, activations and pooling are left out: they only make the floor higher;
   2. the host's rate: the best of a few float32 matrix products (2048 and 4096 square) on all
      cores, bfloat16 too where the CPU has it;
-  3. the model's own training step (the trainer's optimizer and loss, random data, no input
-     pipeline) at the recipe's batch size, as a share of that rate.
+  3. the model's own training step (the trainer's optimizer and loss, random images cached in
+     memory, timed as bench/onednn.py times it) at the recipe's batch size, as a share of that
+     rate.
 It prints and writes bench/results/<name>.json: the floor for `epochs` epochs of `num_train`
 images, and how many epochs fit in `target_seconds` at the host's best rate.
 """
@@ -31,7 +32,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from bench.common import git_commit, machine_info, write_result  # noqa: E402
+from bench.common import (  # noqa: E402
+    git_commit,
+    machine_info,
+    train_images_per_second,
+    write_result,
+)
 
 
 def layer_macs(model) -> list[dict]:
@@ -109,28 +115,6 @@ def _chained_matmul_rate(dtype: str, size: int, tries: int, flop: float = 1.1e11
     return 2 * size**3 * repeats / best
 
 
-def train_step_rate(config, batches: int = 5) -> float:
-    """Training images/s of the compiled model on random data: no input pipeline, no augment."""
-    import numpy as np
-
-    from trainer.model import build_model
-    from trainer.train import compile_model
-
-    rng = np.random.default_rng(0)
-    shape = (config.batch_size, *config.image_shape)
-    images = rng.standard_normal(shape, dtype=np.float32)
-    labels = np.eye(config.num_classes, dtype=np.float32)[
-        rng.integers(0, config.num_classes, config.batch_size)]
-    model = build_model(config, images[:256] if config.uses_whitening else None)
-    compile_model(model, config, steps_per_epoch=batches + 2)
-    for _ in range(2):  # trace, compile and warm up
-        model.train_on_batch(images, labels)
-    start = time.perf_counter()
-    for _ in range(batches):
-        model.train_on_batch(images, labels)
-    return batches * config.batch_size / (time.perf_counter() - start)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", default="fast")
@@ -170,11 +154,9 @@ def main() -> None:
         rates["bfloat16"] = matmul_rate("bfloat16")
     for dtype, rate in rates.items():
         print(f"{dtype} matrix product: {rate / 1e9:.0f} GFLOP/s", flush=True)
-    step_images = train_step_rate(config)
+    step_images = train_images_per_second(config, steps=5)
     step_rate = step_images * per_image
     best = max(rates.values())
-    floor = total / best
-    epoch_floor = per_image * args.num_train / best
     result = {
         "recipe": args.recipe,
         "image_shape": list(shape),
@@ -191,18 +173,21 @@ def main() -> None:
         "train_step_images_per_second": round(step_images, 1),
         "train_step_gflops": round(step_rate / 1e9, 1),
         "train_step_share_of_matmul_rate": round(step_rate / best, 3),
-        "fit_floor_seconds": round(floor, 1),
+        "fit_floor_seconds": round(total / best, 1),
         "target_seconds": args.target_seconds,
         "gflops_needed_for_target": round(total / args.target_seconds / 1e9, 1),
-        "epochs_within_target_at_matmul_rate": round(args.target_seconds / epoch_floor, 2),
+        "epochs_within_target_at_matmul_rate": round(
+            args.target_seconds * best / (per_image * args.num_train), 2),
         "machine": machine_info(),
         "commit": commit,
     }
-    print(f"training step: {step_images:.0f} images/s = {step_rate / 1e9:.0f} GFLOP/s "
-          f"({step_rate / best:.0%} of the best matrix-product rate)\n"
-          f"fit floor at {best / 1e9:.0f} GFLOP/s: {floor:.0f} s for {config.epochs} epochs; "
-          f"{args.target_seconds:.0f} s needs {total / args.target_seconds / 1e9:.0f} GFLOP/s, "
-          f"or allows {args.target_seconds / epoch_floor:.1f} epochs at the best rate")
+    print(f"training step: {result['train_step_images_per_second']:.0f} images/s = "
+          f"{result['train_step_gflops']:.0f} GFLOP/s "
+          f"({result['train_step_share_of_matmul_rate']:.0%} of the best matrix-product rate)\n"
+          f"fit floor at {best / 1e9:.0f} GFLOP/s: {result['fit_floor_seconds']:.0f} s for "
+          f"{config.epochs} epochs; {args.target_seconds:.0f} s needs "
+          f"{result['gflops_needed_for_target']:.0f} GFLOP/s, or allows "
+          f"{result['epochs_within_target_at_matmul_rate']:.1f} epochs at the best rate")
     write_result(args.name, result)
 
 
