@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import keras
 import numpy as np
@@ -219,6 +220,36 @@ def test_augmentation_applies_to_training_batches_only(recipe: str) -> None:
     # Shuffled and augmented: no training image is bit-identical to every original.
     changed = [not any(np.array_equal(t, o) for o in originals) for t in trained]
     assert sum(changed) > len(trained) // 2
+
+
+def _unknown_length(examples: tf.data.Dataset) -> tf.data.Dataset:
+    """As records read from TFRecord files: a dataset whose length tf.data cannot tell."""
+    return examples.filter(lambda images, labels: True)
+
+
+def test_eval_batches_of_stated_length_validate_without_out_of_data_warning() -> None:
+    config = from_recipe("classic", SHAPE, CLASSES, batch_size=16)
+    examples = _unknown_length(_examples(40))
+    assert data.eval_batches(examples, config).cardinality() == tf.data.UNKNOWN_CARDINALITY
+    batches = data.eval_batches(examples, config, num_examples=40)
+    assert batches.cardinality() == 3
+    model = keras.Sequential([keras.Input(SHAPE), keras.layers.Flatten(),
+                              keras.layers.Dense(len(CLASSES))])
+    model.compile("sgd", keras.losses.CategoricalCrossentropy(from_logits=True))
+    train_batches = data.eval_batches(_examples(32), config)
+    for validation, warns in ((data.eval_batches(examples, config), True), (batches, False)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.fit(train_batches, validation_data=validation, epochs=2, verbose=0)
+        out_of_data = [w for w in caught if "ran out of data" in str(w.message)]
+        assert bool(out_of_data) == warns, [str(w.message) for w in caught]
+
+
+def test_eval_batches_refuse_a_wrong_stated_length() -> None:
+    config = from_recipe("classic", SHAPE, CLASSES, batch_size=16)
+    batches = data.eval_batches(_unknown_length(_examples(40)), config, num_examples=80)
+    with pytest.raises(tf.errors.OpError, match="expected to contain 5 elements"):
+        list(batches)
 
 
 def test_bfloat16_compute_with_float32_logits() -> None:

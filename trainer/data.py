@@ -11,6 +11,7 @@ buffer the budget holds.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable
 
@@ -412,13 +413,23 @@ def eval_batches(
     examples: tf.data.Dataset,
     config: TrainerConfig,
     to_model: Callable[[tf.Tensor], tf.Tensor] | None = None,
+    num_examples: int | None = None,
 ) -> tf.data.Dataset:
+    """Eval batches; with `num_examples`, of known length.
+
+    Keras cannot tell the length of a dataset read from TFRecords, so its first validation
+    pass ends on StopIteration and warns "Your input ran out of data; interrupting training",
+    which reads as if training had stopped. A stated length (checked at run time) avoids that.
+    """
     one_hot = _one_hot(config)
 
     def prepare(images, labels):
         return one_hot(images if to_model is None else to_model(images), labels)
 
     batches = examples.batch(config.batch_size).map(prepare, num_parallel_calls=_PARALLEL_CALLS)
+    if num_examples is not None:
+        batches = batches.apply(tf.data.experimental.assert_cardinality(
+            math.ceil(num_examples / config.batch_size)))
     return _batch_options(batches.prefetch(_PREFETCH_BATCHES))
 
 
