@@ -270,8 +270,14 @@ def test_train_learns_and_writes_history_and_curves(recipe: str, tmp_path) -> No
     overrides = fast if recipe == "fast" else {}
     config = from_recipe(recipe, SHAPE, CLASSES, epochs=6, batch_size=16, validation_freq=2,
                          **overrides)
-    model, record = train(config, data.in_memory_inputs(_examples(240), _examples(60, seed=1)),
-                          log_dir=str(tmp_path))
+    # Of unknown length, as read from TFRecords; Keras must not warn about the input.
+    inputs = data.in_memory_inputs(_unknown_length(_examples(240)),
+                                   _unknown_length(_examples(60, seed=1)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, record = train(config, inputs, log_dir=str(tmp_path))
+    input_warnings = [str(w.message) for w in caught if "epoch_iterator" in w.filename]
+    assert not input_warnings, input_warnings
     assert record["num_train"] == 240 and record["num_eval"] == 60
     assert record["final_eval_accuracy"] >= 0.8
     assert len(record["history"]["loss"]) == 6

@@ -161,6 +161,7 @@ def train(
             validation_data=eval_ds,
             validation_freq=config.validation_freq,
             epochs=config.epochs,
+            shuffle=False,  # training_batches reshuffles every epoch itself
             verbose=0,
             callbacks=callbacks,
         )
