@@ -227,11 +227,12 @@ def _unknown_length(examples: tf.data.Dataset) -> tf.data.Dataset:
     return examples.filter(lambda images, labels: True)
 
 
-def test_eval_batches_of_stated_length_validate_without_out_of_data_warning() -> None:
+def test_training_inputs_of_stated_length_validate_without_out_of_data_warning() -> None:
     config = from_recipe("classic", SHAPE, CLASSES, batch_size=16)
     examples = _unknown_length(_examples(40))
     assert data.eval_batches(examples, config).cardinality() == tf.data.UNKNOWN_CARDINALITY
-    batches = data.eval_batches(examples, config, num_examples=40)
+    inputs = data.in_memory_inputs(_unknown_length(_examples(32)), examples)
+    batches = data.eval_batches(inputs.eval, config)
     assert batches.cardinality() == 3
     model = keras.Sequential([keras.Input(SHAPE), keras.layers.Flatten(),
                               keras.layers.Dense(len(CLASSES))])
@@ -245,10 +246,10 @@ def test_eval_batches_of_stated_length_validate_without_out_of_data_warning() ->
         assert bool(out_of_data) == warns, [str(w.message) for w in caught]
 
 
-def test_eval_batches_refuse_a_wrong_stated_length() -> None:
+def test_a_wrong_stated_length_is_refused() -> None:
     config = from_recipe("classic", SHAPE, CLASSES, batch_size=16)
-    batches = data.eval_batches(_unknown_length(_examples(40)), config, num_examples=80)
-    with pytest.raises(tf.errors.OpError, match="expected to contain 5 elements"):
+    batches = data.eval_batches(data.with_length(_unknown_length(_examples(40)), 80), config)
+    with pytest.raises(tf.errors.OpError, match="expected to contain 80 elements"):
         list(batches)
 
 

@@ -79,6 +79,8 @@ def test_the_transform_output_is_stored_as_uint8_and_restored_exactly(prepared) 
     inputs = _inputs(prepared, "1GB")
     assert inputs.codec.dtype == "uint8" and inputs.plan.dtype == "uint8"
     assert (inputs.num_train, inputs.num_eval) == (NUM_TRAIN, NUM_EVAL)
+    # Read from TFRecords, yet of a length Keras can tell (no "ran out of data" warning).
+    assert (inputs.train.cardinality(), inputs.eval.cardinality()) == (NUM_TRAIN, NUM_EVAL)
     assert inputs.plan.needed_bytes == (NUM_TRAIN + NUM_EVAL) * IMAGE_BYTES
     assert "affine map of 8-bit pixel values" in inputs.plan.reason
     stored = np.stack([image for image, _ in inputs.eval.as_numpy_iterator()])

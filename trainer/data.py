@@ -11,7 +11,6 @@ buffer the budget holds.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Callable
 
@@ -304,7 +303,8 @@ def training_inputs(
     eval_ = _decoded(eval_files, data_accessor, tf_transform_output, codec)
     if not plan.streams:
         train, eval_ = train.cache(), eval_.cache()
-    return TrainingInputs(train, eval_, num_train, num_eval, codec, plan)
+    return TrainingInputs(with_length(train, num_train), with_length(eval_, num_eval),
+                          num_train, num_eval, codec, plan)
 
 
 def in_memory_inputs(train: tf.data.Dataset, eval_: tf.data.Dataset) -> TrainingInputs:
@@ -314,7 +314,18 @@ def in_memory_inputs(train: tf.data.Dataset, eval_: tf.data.Dataset) -> Training
     needed = memory.images_bytes(num_train + num_eval, shape, 4)
     plan = InputPlan("memory", "float32", needed, needed, num_train,
                      "float32 examples the caller holds in memory")
-    return TrainingInputs(train, eval_, num_train, num_eval, PixelCodec.identity(), plan)
+    return TrainingInputs(with_length(train, num_train), with_length(eval_, num_eval),
+                          num_train, num_eval, PixelCodec.identity(), plan)
+
+
+def with_length(dataset: tf.data.Dataset, num_examples: int) -> tf.data.Dataset:
+    """The dataset, of a length tf.data knows (checked at run time: a wrong one fails).
+
+    Keras cannot tell the length of records read from TFRecord files, so its first validation
+    pass ends on StopIteration and warns "Your input ran out of data; interrupting training",
+    which reads as if training had stopped. Batching keeps a known length.
+    """
+    return dataset.apply(tf.data.experimental.assert_cardinality(num_examples))
 
 
 def count(dataset: tf.data.Dataset) -> int:
@@ -413,23 +424,13 @@ def eval_batches(
     examples: tf.data.Dataset,
     config: TrainerConfig,
     to_model: Callable[[tf.Tensor], tf.Tensor] | None = None,
-    num_examples: int | None = None,
 ) -> tf.data.Dataset:
-    """Eval batches; with `num_examples`, of known length.
-
-    Keras cannot tell the length of a dataset read from TFRecords, so its first validation
-    pass ends on StopIteration and warns "Your input ran out of data; interrupting training",
-    which reads as if training had stopped. A stated length (checked at run time) avoids that.
-    """
     one_hot = _one_hot(config)
 
     def prepare(images, labels):
         return one_hot(images if to_model is None else to_model(images), labels)
 
     batches = examples.batch(config.batch_size).map(prepare, num_parallel_calls=_PARALLEL_CALLS)
-    if num_examples is not None:
-        batches = batches.apply(tf.data.experimental.assert_cardinality(
-            math.ceil(num_examples / config.batch_size)))
     return _batch_options(batches.prefetch(_PREFETCH_BATCHES))
 
 

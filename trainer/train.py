@@ -137,7 +137,7 @@ def train(
                 if warm["used"] else f"no, from scratch: {warm['why']}"),
                 file=sys.stderr, flush=True)
         compile_model(model, config, steps_per_epoch)
-    eval_ds = data.eval_batches(inputs.eval, config, inputs.codec.decode, num_eval)
+    eval_ds = data.eval_batches(inputs.eval, config, inputs.codec.decode)
     history: dict[str, list[float]] = {}
     fit_start = time.monotonic()
     if config.epochs > 0:
