@@ -4,6 +4,7 @@
     python bench/seeds.py --datasets mnist         # one of them
     python bench/seeds.py --data fashion=DIR       # any image folder, e.g. Fashion-MNIST PNGs
     python bench/seeds.py --datasets '' --data fashion=DIR --flags fashion=--allow-duplicates
+    python bench/seeds.py --name seeds-bf16        # another host class, in a file of its own
 
 For each dataset, on this machine:
   1. `python -m pipeline run --data FOLDER` and no other flag (ingest included, --recipe auto;
@@ -15,7 +16,9 @@ For each dataset, on this machine:
      training images/s and the share of the Trainer's time that is not fit time;
   2. the seed blog's CNN (bench/tutorial_cnn.py) trained on the same files for the same wall
      time as the whole run, scored on the same test images.
-Merges each dataset's entry into bench/results/seeds.json, with the commit and the machine.
+Merges each dataset's entry into bench/results/seeds.json (`--name` another file: figures of
+different host classes are not comparable, so they belong in different files), with the commit
+and the machine.
 """
 
 from __future__ import annotations
@@ -155,6 +158,8 @@ def main() -> None:
     parser.add_argument("--flags", action="append", default=[], metavar="NAME=FLAGS",
                         help="extra `run` flags for one dataset, e.g. fashion=--allow-duplicates")
     parser.add_argument("--work-dir", type=Path, default=Path(__file__).parent / ".work")
+    parser.add_argument("--name", default=RESULT_NAME,
+                        help="results file under bench/results/ (default %(default)s.json)")
     parser.add_argument("--skip-baseline", action="store_true",
                         help="skip the tutorial-CNN comparison (halves the run time)")
     args = parser.parse_args()
@@ -181,7 +186,7 @@ def main() -> None:
     if unknown:
         parser.error(f"--flags names datasets not measured: {unknown}")
 
-    existing = RESULTS / f"{RESULT_NAME}.json"
+    existing = RESULTS / f"{args.name}.json"
     result = json.loads(existing.read_text()) if existing.is_file() else {}
     result.setdefault("datasets", {})
     result["what"] = ("`python -m pipeline run --data FOLDER`, with no other flag unless the "
@@ -194,7 +199,7 @@ def main() -> None:
         print(json.dumps({k: entry[k] for k in ("recipe", "test_accuracy", "eval_accuracy",
                                                 "wall_seconds", "trainer")}, indent=2),
               flush=True)
-        write_result(RESULT_NAME, result)
+        write_result(args.name, result)
 
 
 if __name__ == "__main__":
