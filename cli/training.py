@@ -6,17 +6,19 @@ import argparse
 
 
 def trainer_config(args: argparse.Namespace, class_names, image_shape,
-                    split_counts: dict[str, int]):
+                    split_counts: dict[str, int], trains_here: bool = True):
     """The recipe (chosen from the data with --recipe auto) with the CLI's overrides on top.
 
     Every split must hold at least one batch: a batch size given on the command line is
-    refused otherwise, a recipe's own is halved until it fits.
+    refused otherwise, a recipe's own is halved until it fits. `trains_here`: whether this
+    machine runs the Trainer, so its CPU tells whether `--precision auto` means bfloat16.
     """
     from trainer.config import AUTO, choose_recipe, fit_batch_size, from_recipe, parse_settings
 
     recipe, reason = args.recipe, "chosen with --recipe"
     if recipe == AUTO:
-        recipe, reason = choose_recipe(image_shape, split_counts.get("train", 0))
+        recipe, reason = choose_recipe(image_shape, split_counts.get("train", 0),
+                                       bfloat16=computes_in_bfloat16(args.precision, trains_here))
     smallest = min(split_counts, key=split_counts.get)
     if args.batch_size is not None and args.batch_size > split_counts[smallest]:
         raise ValueError(
@@ -53,6 +55,19 @@ def trainer_config(args: argparse.Namespace, class_names, image_shape,
     return config.replace(batch_size=fitted, recipe_reason=(
         f"{reason}; batch size {fitted} so that one batch fits in the "
         f"{split_counts[smallest]}-image {smallest} split"))
+
+
+def computes_in_bfloat16(precision: str | None, trains_here: bool) -> bool:
+    """Whether the Trainer will compute in bfloat16. On a machine that does not train (compiling
+    for Kubeflow) only an explicit --precision bfloat16 says so.
+    """
+    if precision in ("bfloat16", "float32"):
+        return precision == "bfloat16"
+    if not trains_here:
+        return False
+    from trainer.model import bf16_supported
+
+    return bf16_supported()
 
 
 def check_cache_budget(config) -> None:

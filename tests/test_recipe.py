@@ -52,20 +52,55 @@ def test_recipe_overrides_and_round_trip() -> None:
 
 
 @pytest.mark.parametrize(
-    ("shape", "num_train", "recipe", "why"),
+    ("shape", "num_train", "bfloat16", "recipe", "why"),
     [
-        ((8, 8, 1), 1259, "classic", "1,259 training images"),  # the built-in digits
-        ((28, 28, 1), 3000, "classic", "too few"),
-        ((28, 28, 1), 54000, "fast-gray", "28x28x1 grayscale"),  # MNIST, Fashion-MNIST
-        ((64, 64, 1), 20000, "fast-gray", "grayscale"),
-        ((96, 96, 1), 20000, "fast", "96x96x1"),
-        ((32, 32, 3), 45000, "fast", "32x32x3 images"),  # CIFAR-10
+        ((8, 8, 1), 1259, False, "classic", "1,259 training images"),  # the built-in digits
+        ((8, 8, 1), 1259, True, "classic", "too few"),
+        ((28, 28, 1), 3000, False, "classic", "too few"),
+        ((28, 28, 1), 54000, False, "fast-gray", "28x28x1 grayscale"),  # MNIST, Fashion-MNIST
+        ((28, 28, 1), 54000, True, "fast-gray", "28x28x1 grayscale"),
+        ((64, 64, 1), 20000, False, "fast-gray", "grayscale"),
+        ((96, 96, 1), 20000, False, "fast", "96x96x1"),
+        ((32, 32, 3), 45000, False, "fast", "float32 compute"),  # CIFAR-10 on an AVX2 host
+        ((32, 32, 3), 45000, True, "fast-wide", "bfloat16 compute"),  # on AVX512-BF16
     ],
 )
-def test_auto_recipe_follows_shape_and_size(shape, num_train, recipe, why) -> None:
-    chosen, reason = choose_recipe(shape, num_train)
+def test_auto_recipe_follows_shape_size_and_precision(shape, num_train, bfloat16, recipe,
+                                                      why) -> None:
+    chosen, reason = choose_recipe(shape, num_train, bfloat16=bfloat16)
     assert chosen == recipe and why in reason
     assert from_recipe(chosen, shape, CLASSES, recipe_reason=reason).recipe == recipe
+
+
+def test_fast_wide_is_fast_muon_with_wider_blocks_for_ten_epochs() -> None:
+    wide = from_recipe("fast-wide", (32, 32, 3), CLASSES)
+    muon = from_recipe("fast-muon", (32, 32, 3), CLASSES)
+    assert (wide.widths, wide.epochs, wide.optimizer) == ((80, 320, 320), 10, "muon")
+    assert wide.replace(widths=muon.widths, epochs=muon.epochs, recipe="fast-muon") == muon
+    model = build_model(wide, np.random.default_rng(0).normal(size=(64, 32, 32, 3)))
+    conv_widths = [layer.filters for layer in model.layers
+                   if isinstance(layer, keras.layers.Conv2D) and layer.name != WHITEN_LAYER]
+    assert conv_widths == [80, 80, 320, 320, 320, 320]
+
+
+@pytest.mark.parametrize(
+    ("precision", "trains_here", "cpu_bf16", "expected"),
+    [
+        (None, True, True, True),  # `run` on an AVX512-BF16 host
+        (None, True, False, False),  # `run` on an AVX2 host
+        ("auto", True, True, True),
+        ("float32", True, True, False),
+        ("bfloat16", True, False, True),
+        (None, False, True, False),  # compile-kfp: the pods' CPU is unknown here
+        ("bfloat16", False, False, True),
+    ],
+)
+def test_bfloat16_is_judged_on_the_machine_that_trains(monkeypatch, precision, trains_here,
+                                                       cpu_bf16, expected) -> None:
+    from cli.training import computes_in_bfloat16
+
+    monkeypatch.setattr("trainer.model.bf16_supported", lambda: cpu_bf16)
+    assert computes_in_bfloat16(precision, trains_here) is expected
 
 
 def test_recipe_batch_is_halved_to_fit_the_smallest_split() -> None:
