@@ -233,3 +233,26 @@ def test_a_root_of_spans_compiles_with_span_and_window_as_run_time_parameters(
     text = json.dumps(job)
     assert "span-{SPAN}/train/*" in text and '\\"history\\"' in text
     assert "span" not in json.dumps(_compile(tmp_path)["pipelineSpec"]["root"]["inputDefinitions"])
+
+
+def test_auto_recipe_on_compile_does_not_read_the_compiling_cpu(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    """The pods train, not this machine: only --precision bfloat16 makes photos fast-wide."""
+    monkeypatch.setattr("trainer.model.bf16_supported", lambda: True)
+    info = tmp_path / "data" / "dataset.json"
+    info.parent.mkdir()
+    info.write_text(json.dumps({
+        "class_names": [f"c{i}" for i in range(10)], "image_shape": [32, 32, 3],
+        "splits": {split: {"count": count, "per_class": {}}
+                   for split, count in {"train": 45000, "eval": 5000, "test": 10000}.items()},
+    }))
+
+    def compiled_recipe(*extra: str) -> str:
+        output = tmp_path / "p.json"
+        assert main(["compile-kfp", "--output", str(output), "--dataset-info", str(info),
+                     *extra]) == 0
+        defaults = json.loads(output.read_text())["runtimeConfig"]["parameterValues"]
+        return json.loads(defaults["trainer-config"])["recipe"]
+
+    assert compiled_recipe() == "fast"
+    assert compiled_recipe("--precision", "bfloat16") == "fast-wide"
