@@ -26,6 +26,7 @@ from trainer.model import (
     DiracInit,
     build_model,
     class_probabilities,
+    dtype_policy,
     shift_images,
     whitening_kernel,
 )
@@ -110,9 +111,15 @@ def test_recipe_batch_is_halved_to_fit_the_smallest_split() -> None:
     assert fit_batch_size(64, 1) == 1
 
 
-def test_fast_gray_recipe_has_no_flips_and_keeps_full_resolution() -> None:
+def test_fast_gray_recipe_has_no_flips_and_keeps_full_resolution(monkeypatch) -> None:
     config = from_recipe("fast-gray", (28, 28, 1), CLASSES)
     assert not (config.augment_flip or config.alternate_flip or config.tta_flip)
+    # float32 even on a bfloat16 CPU (unstable there, for little speed); --precision overrides.
+    monkeypatch.setattr("trainer.model.bf16_supported", lambda: True)
+    assert dtype_policy(config) == "float32"
+    assert dtype_policy(from_recipe("fast-wide", (32, 32, 3), CLASSES)) == "mixed_bfloat16"
+    assert dtype_policy(from_recipe("fast-gray", (28, 28, 1), CLASSES,
+                                    precision="bfloat16")) == "mixed_bfloat16"
     sample = np.random.default_rng(0).normal(size=(32, 28, 28, 1))
     model = build_model(config, sample)
     assert model.get_layer(WHITEN_LAYER).output.shape[1:3] == (27, 27)
