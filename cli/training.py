@@ -58,16 +58,14 @@ def trainer_config(args: argparse.Namespace, class_names, image_shape,
 
 
 def computes_in_bfloat16(precision: str | None, trains_here: bool) -> bool:
-    """Whether the Trainer will compute in bfloat16. On a machine that does not train (compiling
-    for Kubeflow) only an explicit --precision bfloat16 says so.
+    """Whether the Trainer will compute in bfloat16 (--precision unset is "auto"). On a machine
+    that does not train (compiling for Kubeflow) only an explicit --precision bfloat16 says so.
     """
-    if precision in ("bfloat16", "float32"):
-        return precision == "bfloat16"
     if not trains_here:
-        return False
-    from trainer.model import bf16_supported
+        return precision == "bfloat16"
+    from trainer.model import uses_bfloat16
 
-    return bf16_supported()
+    return uses_bfloat16(precision or "auto")
 
 
 def check_cache_budget(config) -> None:

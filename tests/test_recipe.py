@@ -73,10 +73,12 @@ def test_auto_recipe_follows_shape_size_and_precision(shape, num_train, bfloat16
     assert from_recipe(chosen, shape, CLASSES, recipe_reason=reason).recipe == recipe
 
 
-def test_fast_wide_is_fast_muon_with_wider_blocks_for_ten_epochs() -> None:
+def test_fast_wide_is_fast_muon_with_wider_blocks_for_ten_epochs(monkeypatch) -> None:
     wide = from_recipe("fast-wide", (32, 32, 3), CLASSES)
     muon = from_recipe("fast-muon", (32, 32, 3), CLASSES)
     assert (wide.widths, wide.epochs, wide.optimizer) == ((80, 320, 320), 10, "muon")
+    monkeypatch.setattr("trainer.model.bf16_supported", lambda: True)
+    assert dtype_policy(wide) == "mixed_bfloat16"
     assert wide.replace(widths=muon.widths, epochs=muon.epochs, recipe="fast-muon") == muon
     model = build_model(wide, np.random.default_rng(0).normal(size=(64, 32, 32, 3)))
     conv_widths = [layer.filters for layer in model.layers
@@ -117,7 +119,6 @@ def test_fast_gray_recipe_has_no_flips_and_keeps_full_resolution(monkeypatch) ->
     # float32 even on a bfloat16 CPU (unstable there, for little speed); --precision overrides.
     monkeypatch.setattr("trainer.model.bf16_supported", lambda: True)
     assert dtype_policy(config) == "float32"
-    assert dtype_policy(from_recipe("fast-wide", (32, 32, 3), CLASSES)) == "mixed_bfloat16"
     assert dtype_policy(from_recipe("fast-gray", (28, 28, 1), CLASSES,
                                     precision="bfloat16")) == "mixed_bfloat16"
     sample = np.random.default_rng(0).normal(size=(32, 28, 28, 1))

@@ -51,10 +51,13 @@ def onednn_enabled() -> bool:
     return bool(_pywrap_util_port.IsMklEnabled())
 
 
+def uses_bfloat16(precision: str) -> bool:
+    """What a precision setting means on this machine; the recipe choice asks it too."""
+    return precision == "bfloat16" or (precision == "auto" and bf16_supported())
+
+
 def dtype_policy(config: TrainerConfig) -> str:
-    if config.precision == "bfloat16" or (config.precision == "auto" and bf16_supported()):
-        return "mixed_bfloat16"
-    return "float32"
+    return "mixed_bfloat16" if uses_bfloat16(config.precision) else "float32"
 
 
 def num_blocks(height: int, width: int) -> int:
