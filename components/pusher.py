@@ -26,12 +26,21 @@ A crash leaves at most a staging folder and, on object stores, a version folder 
 saved_model.pb; neither counts as served (production.served_versions) and a later push removes
 both, with a warning. File access goes through TFX's fileio, so gs:// and s3:// bases work.
 
+Cleanup deletes only what a push of ours provably wrote, never a folder because of its name
+alone: the base may hold a user's folders (class folders `0/`, `1/` of a data folder that
+shares the model's name). Ours are
+  * staging folders `.staging-<owner id>`, whose name carries a push's owner id, and
+  * on object stores, a version folder named by a `.publishing-<version>` marker, which the
+    push writes (with its owner id) before the version's first file and removes after its
+    saved_model.pb. On local paths a version appears by one rename, whole, so no version
+    folder is ever a leftover of ours there.
+
 Pushes from several pipeline roots to one base wait for each other: each holds the base for its
 whole push (push_lock.py: a file lock on local paths, a lease on object stores). Cleanup does not
 rely on that alone: a staging folder is named after its push's owner id and removed only when
 that push is known to have ended or nothing in it changed for `stale_after` seconds, and a
-version without saved_model.pb is spared while any staging folder is (its push may be copying
-it). What is left alone is logged.
+version without saved_model.pb likewise by the owner its publishing marker names. What is left
+alone is logged.
 """
 
 from __future__ import annotations
@@ -81,6 +90,7 @@ from serving.model_dir import join as _join
 log = logging.getLogger(__name__)
 
 STAGING_PREFIX = ".staging-"
+PUBLISHING_PREFIX = ".publishing-"
 
 
 class PushVerificationError(RuntimeError):
@@ -236,42 +246,71 @@ def _why_abandoned(path: str, owner: str | None, stale_after: float) -> str | No
     return None
 
 
-def _remove_abandoned_staging(base: str, stale_after: float) -> list[str]:
-    """Remove staging folders no push is writing any more; return those left alone."""
-    spared = []
+def _remove_abandoned_staging(base: str, stale_after: float) -> None:
+    """Remove our staging folders that no push is writing any more."""
     for name in sorted(str(n).rstrip("/") for n in fileio.listdir(base)):
-        if not name.startswith(STAGING_PREFIX):
-            continue
-        path, owner = _join(base, name), name[len(STAGING_PREFIX):]
+        owner = name[len(STAGING_PREFIX):]
+        if not name.startswith(STAGING_PREFIX) or owner_created(owner) is None:
+            continue  # not named by a push of ours
+        path = _join(base, name)
         why = _why_abandoned(path, owner, stale_after)
         if why is None:
             log.warning("leaving %s alone: push %s may still be writing it (changed %.0f s ago; "
                         "removed once %g s pass without a change, or when its process is gone)",
                         path, owner, _idle_for(path, owner), stale_after)
-            spared.append(path)
         else:
             log.warning("removing %s, left by an interrupted push: %s", path, why)
             fileio.rmtree(path)
-    return spared
 
 
-def _remove_abandoned_versions(base: str, stale_after: float, spared: list[str]) -> None:
-    """Remove versions without a SavedModel, unless a spared push may be copying one."""
-    for version in incomplete_versions(base):
-        path = _join(base, str(version))
-        idle = _idle_for(path, None)
-        if spared and idle <= stale_after:
-            log.warning("leaving %s alone: a version without saved_model.pb, changed %.0f s ago, "
-                        "that the push of %s may still be copying", path, idle, spared)
+def publishing_marker(base: str, version: int) -> str:
+    """Object stores: names the push that is copying `<base>/<version>/` (module docstring)."""
+    return _join(base, f"{PUBLISHING_PREFIX}{version}")
+
+
+def _publishing_owners(base: str) -> dict[int, str]:
+    """Version -> owner id of every publishing marker under base."""
+    owners = {}
+    for name in (str(n).rstrip("/") for n in fileio.listdir(base)):
+        number = name[len(PUBLISHING_PREFIX):]
+        if not (name.startswith(PUBLISHING_PREFIX) and number.isdigit()):
             continue
-        log.warning("removing %s: a version without saved_model.pb, left by an interrupted push "
-                    "to an object store", path)
-        remove_version(path)
+        # Removed meanwhile: nothing to clean.
+        with contextlib.suppress(Exception), fileio.open(_join(base, name), "r") as f:
+            owners[int(number)] = f.read().strip()
+    return owners
+
+
+def _remove_abandoned_versions(base: str, stale_after: float) -> None:
+    """Remove versions our interrupted pushes left without a SavedModel, and their markers.
+
+    A numeric folder without saved_model.pb and without our marker is not ours: it is left
+    alone (and new versions are numbered above it).
+    """
+    owners = _publishing_owners(base)
+    incomplete = set(incomplete_versions(base))
+    for version, owner in sorted(owners.items()):
+        path = _join(base, str(version))
+        why = _why_abandoned(path, owner, stale_after)
+        if why is None:
+            log.warning("leaving %s alone: push %s may still be copying it", path, owner)
+            continue
+        if version in incomplete:
+            log.warning("removing %s: a version without saved_model.pb, left by an interrupted "
+                        "push to an object store (%s)", path, why)
+            remove_version(path)
+        fileio.remove(publishing_marker(base, version))
+    foreign = sorted(incomplete - set(owners))
+    if foreign:
+        log.info("leaving %s alone: numeric folders without saved_model.pb that no push of ours "
+                 "wrote; new versions are numbered above them", [_join(base, str(v))
+                                                                  for v in foreign])
 
 
 def remove_leftovers(base: str, stale_after: float = DEFAULT_POLICY.stale_after) -> None:
-    """Remove what interrupted pushes left, never what a running push is still writing."""
-    _remove_abandoned_versions(base, stale_after, _remove_abandoned_staging(base, stale_after))
+    """Remove what interrupted pushes of ours left, never what a running push still writes."""
+    _remove_abandoned_staging(base, stale_after)
+    _remove_abandoned_versions(base, stale_after)
 
 
 def rename_into_place(staging: str, target: str) -> None:
@@ -279,13 +318,16 @@ def rename_into_place(staging: str, target: str) -> None:
     fileio.rename(staging, target)
 
 
-def copy_into_place(staging: str, target: str, check: Callable[[], None] = lambda: None) -> None:
+def copy_into_place(staging: str, target: str, check: Callable[[], None] = lambda: None,
+                    owner: str = "") -> None:
     """Object stores: copy all but the SavedModel proto, check the copy, write the proto last.
 
     TF Serving cannot load a folder without saved_model.pb, so it never loads a partial
     version; a single object write is atomic on GCS and S3. check() runs before that write (a
     lost lease stops it). A target that exists already is refused, neither written nor removed;
-    on any other error the partial version is removed.
+    on any other error the partial version is removed. The publishing marker, naming owner,
+    exists from before the first file until the proto is written: it is what lets a later
+    push remove this version if the process dies meanwhile.
     """
     expected = file_digests(staging)
     last = [name for name in SAVED_MODEL_FILES if name in expected]
@@ -293,6 +335,10 @@ def copy_into_place(staging: str, target: str, check: Callable[[], None] = lambd
         raise PushVerificationError(f"{staging}: no saved_model.pb to write last")
     if fileio.exists(target):
         raise FileExistsError(f"{target} exists already: another push is publishing it")
+    base, version = target.rsplit("/", 1)
+    marker = publishing_marker(base, int(version))
+    with fileio.open(marker, "w") as f:
+        f.write(owner)
     body = {relative: digest for relative, digest in expected.items() if relative not in last}
     try:
         for relative in body:
@@ -304,7 +350,9 @@ def copy_into_place(staging: str, target: str, check: Callable[[], None] = lambd
             _check_file(target, relative, expected[relative])
     except BaseException:
         remove_version(target)
+        fileio.remove(marker)
         raise
+    fileio.remove(marker)
 
 
 def _copy_file(source_root: str, target_root: str, relative: str) -> None:
@@ -358,7 +406,7 @@ def push_model(
             return versions[-1], _join(base, str(versions[-1])), True
         staging = _join(base, f"{STAGING_PREFIX}{hold.owner}")
         publish = (rename_into_place if atomic_rename
-                   else functools.partial(copy_into_place, check=hold.check))
+                   else functools.partial(copy_into_place, check=hold.check, owner=hold.owner))
         try:
             _stage(model_dir, staging, add_files, verify)
             hold.check()  # object stores: a push whose lease was taken must not publish

@@ -18,12 +18,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import re
 from typing import Any
 
 from tfx.dsl.io import fileio
 from tfx.proto import pusher_pb2
 from tfx.utils import proto_utils
+
+log = logging.getLogger(__name__)
 
 # Where a pushed version keeps the statistics of the data it was trained on. TF Serving ignores
 # assets.extra/ apart from its warm-up file.
@@ -144,12 +147,57 @@ class ProductionModel:
                 "statistics": self.statistics}
 
 
+def damage(version_dir: str) -> str | None:
+    """Why TF Serving could not load this complete version, or None when nothing is seen.
+
+    Checks what a load reads first, without loading the graph (production_model runs in
+    several components): the SavedModel proto parses, and the variables it points to exist.
+    A version damaged after its push (a truncated copy, a disk error) fails here, as it would
+    fail TF Serving's load, instead of inside TFMA with the path of the Evaluator's snapshot.
+    """
+    from google.protobuf import message, text_format
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    for name in SAVED_MODEL_FILES:
+        path = join(version_dir, name)
+        if not fileio.exists(path):
+            continue
+        try:
+            with fileio.open(path, "rb") as f:
+                data = f.read()
+            if name.endswith(".pbtxt"):
+                text_format.Parse(data.decode("utf-8"), proto)
+            else:
+                proto.ParseFromString(data)
+        except (OSError, UnicodeDecodeError, message.DecodeError, text_format.ParseError) as e:
+            return f"{name} does not parse ({e.__class__.__name__}: {str(e)[:200]})"
+        break
+    if not proto.meta_graphs:
+        return "its SavedModel proto holds no graph"
+    if fileio.isdir(join(version_dir, "variables")) and not fileio.exists(
+            join(version_dir, "variables", "variables.index")):
+        return "variables/variables.index is missing"
+    return None
+
+
 def production_model(base: str | None) -> ProductionModel | None:
-    """The newest complete version under base, or None before the first push."""
-    versions = served_versions(base) if base else []
-    if not versions:
-        return None
-    return ProductionModel(versions[-1], join(base, str(versions[-1])))
+    """The newest complete version under base that is not damaged; None before the first push.
+
+    A damaged newer version (see `damage`) is skipped with a warning naming it: TF Serving
+    cannot load it either, and its availability-preserving policy keeps serving the version
+    loaded before, which is the newest loadable one. The next push, numbered above every
+    folder, replaces it in service; nothing here deletes it.
+    """
+    for version in reversed(served_versions(base) if base else []):
+        path = join(base, str(version))
+        why = damage(path)
+        if why is None:
+            return ProductionModel(version, path)
+        log.warning("served version %d (%s) cannot be loaded: %s. It is not used as the "
+                    "baseline; the next pushed version replaces it in service (or remove it, "
+                    "once TF Serving no longer needs it)", version, path, why)
+    return None
 
 
 def write_provenance(folder: str, record: dict) -> None:

@@ -34,7 +34,12 @@ from components.push_lock import (
     machine,
     push_lock,
 )
-from components.pusher import STAGING_PREFIX, push_model, verify_saved_model
+from components.pusher import (
+    STAGING_PREFIX,
+    publishing_marker,
+    push_model,
+    verify_saved_model,
+)
 from serving.model_dir import file_digests, is_local, join, served_versions
 
 WAITS = "waits for another push to finish"
@@ -252,17 +257,21 @@ def test_cleanup_spares_live_pushes_work_and_removes_abandoned_leftovers(
         live = _leftover(base, STAGING_PREFIX + _owner(now, machine(), running.pid))
         elsewhere = _leftover(base, STAGING_PREFIX + _owner(now, "0badf00d", 4242))
         copying = _leftover(base, "5000")  # a version another push may be copying
+        with fileio.open(publishing_marker(base, 5000), "w") as f:
+            f.write(_owner(now, "0badf00d", 4244))
         dead = _leftover(base, STAGING_PREFIX + _owner(now, machine(), ended.pid))
         old = _leftover(base, STAGING_PREFIX + _owner(now - 7200, "0badf00d", 4243), age=7200)
-        legacy = _leftover(base, STAGING_PREFIX + "0" * 32, age=7200)  # before owner ids
+        # Not named by a push of ours (an old format, a user's folder): never removed.
+        legacy = _leftover(base, STAGING_PREFIX + "0" * 32, age=7200)
+        foreign = _leftover(base, "4000", age=7200)
 
         with caplog.at_level(logging.WARNING, logger="components.pusher"):
             version, _, _ = push_model(models[0], base, verify=_verify, now=lambda: 1000,
                                        policy=FAST)
         assert version == 5001  # above the version left alone
         left = set(_listing(base))
-        assert {p.rsplit("/", 1)[1] for p in (live, elsewhere, copying)} <= left
-        assert not {p.rsplit("/", 1)[1] for p in (dead, old, legacy)} & left
+        assert {p.rsplit("/", 1)[1] for p in (live, elsewhere, copying, legacy, foreign)} <= left
+        assert not {p.rsplit("/", 1)[1] for p in (dead, old)} & left
         for path in (live, elsewhere, copying):
             assert f"leaving {path} alone" in caplog.text
         assert f"removing {dead}, left by an interrupted push: its push" in caplog.text
@@ -284,7 +293,7 @@ def test_cleanup_spares_live_pushes_work_and_removes_abandoned_leftovers(
                    policy=LockPolicy(poll=0.01, settle=0.01, stale_after=0))
     assert f"removing {elsewhere}, left by an interrupted push: nothing" in caplog.text
     assert f"removing {copying}: a version without saved_model.pb" in caplog.text
-    assert _listing(base) == ["5001", "5002", "5003"]
+    assert _listing(base) == [STAGING_PREFIX + "0" * 32, "4000", "5001", "5002", "5003"]
 
 
 def _write_lease(base: str, owner: str, pid: int, host: str, expires_in: float) -> None:

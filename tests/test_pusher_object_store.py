@@ -17,6 +17,8 @@ import dataclasses
 import hashlib
 import logging
 import os
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,10 +28,11 @@ import tensorflow as tf
 from tfx.dsl.io import fileio, filesystem_registry
 from tfx.dsl.io.plugins.tensorflow_gfile import TensorflowFilesystem
 
-from components.push_lock import LockPolicy
+from components.push_lock import LockPolicy, machine
 from components.pusher import (
     STAGING_PREFIX,
     PushVerificationError,
+    publishing_marker,
     push_model,
     verify_saved_model,
 )
@@ -366,24 +369,58 @@ def test_a_saved_model_pb_that_differs_is_deleted_first(
     assert _listing(store) == ["1000"]
 
 
-def test_a_version_without_saved_model_pb_is_not_served_and_is_removed(
+def test_a_version_without_saved_model_pb_is_removed_only_when_a_push_of_ours_left_it(
     tmp_path: Path, models: tuple[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     base = tmp_path / "m"
     push_model(models[0], str(base), now=lambda: 1000)
-    leftover = base / "5000" / "variables"
-    leftover.mkdir(parents=True)
-    (leftover / "variables.index").write_bytes(b"half a push")
+    ours, foreign = base / "5000", base / "6000"
+    for leftover in (ours, foreign):
+        (leftover / "variables").mkdir(parents=True)
+        (leftover / "variables" / "variables.index").write_bytes(b"half a push")
+    # The marker a push to an object store writes first, naming a push that has ended.
+    dead_pid = _ended_pid()
+    Path(publishing_marker(str(base), 5000)).write_text(
+        f"{int(time.time())}-{machine()}-{dead_pid}-0badc0de")
 
-    assert version_folders(str(base)) == [1000, 5000]
+    assert version_folders(str(base)) == [1000, 5000, 6000]
     assert served_versions(str(base)) == [1000]
     assert production_model(str(base)).version == 1000
 
-    with caplog.at_level(logging.WARNING, logger="components.pusher"):
+    with caplog.at_level(logging.INFO, logger="components.pusher"):
         version, _, existed = push_model(models[1], str(base), now=lambda: 2000)
-    assert (version, existed) == (5001, False)
+    assert (version, existed) == (6001, False)
     assert f"removing {base}/5000" in caplog.text
-    assert sorted(p.name for p in base.iterdir()) == ["1000", "5001"]
+    assert f"{base}/6000" in caplog.text and "no push of ours wrote" in caplog.text
+    assert sorted(p.name for p in base.iterdir()) == ["1000", "6000", "6001"]
+    assert (foreign / "variables" / "variables.index").read_bytes() == b"half a push"
+
+
+def _ended_pid() -> int:
+    """The pid of a process that has ended (and was reaped)."""
+    process = subprocess.Popen(["true"])  # noqa: S607
+    process.wait()
+    return process.pid
+
+
+def test_user_folders_in_the_model_directory_are_never_deleted(
+    tmp_path: Path, models: tuple[str, str]
+) -> None:
+    """The model name defaults to the data folder's: its class folders `0/`, `1/` may be in the
+    base, and so may a hidden folder that only looks like a staging folder.
+    """
+    base = tmp_path / "digits"
+    users = {"0/a.png": b"zero", "1/b.png": b"one", "1/sub/c.png": b"one too",
+             f"{STAGING_PREFIX}notes/x.txt": b"mine"}
+    for relative, data in users.items():
+        (base / relative).parent.mkdir(parents=True, exist_ok=True)
+        (base / relative).write_bytes(data)
+
+    version, _, _ = push_model(models[0], str(base), now=lambda: 1000)
+    push_model(models[1], str(base), now=lambda: 2000)
+    for relative, data in users.items():
+        assert (base / relative).read_bytes() == data, relative
+    assert served_versions(str(base)) == [1000, 2000] and version == 1000
 
 
 def test_the_protocol_can_be_forced_either_way(
@@ -396,3 +433,28 @@ def test_the_protocol_can_be_forced_either_way(
     with pytest.raises(OSError, match="cannot rename"):
         _push(models[0], store, atomic_rename=True)
     assert _listing(store) == []
+
+
+def test_a_damaged_newest_version_is_named_and_skipped_as_production(
+    tmp_path: Path, models: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A version whose saved_model.pb was truncated after its push (assets intact) cannot be
+    loaded by TF Serving, so it is no baseline: the newest loadable version is, and the next
+    push is numbered above the damaged one, which stays where it is.
+    """
+    base = tmp_path / "m"
+    push_model(models[0], str(base), now=lambda: 1000)
+    push_model(models[1], str(base), now=lambda: 2000)
+    proto = base / "2000" / "saved_model.pb"
+    proto.write_bytes(proto.read_bytes()[:200])
+
+    with caplog.at_level(logging.WARNING, logger="serving.model_dir"):
+        production = production_model(str(base))
+    assert production is not None and production.version == 1000
+    assert f"served version 2000 ({base}/2000) cannot be loaded: saved_model.pb does not " \
+           "parse" in caplog.text
+
+    version, _, existed = push_model(models[1], str(base), now=lambda: 1500)
+    assert (version, existed) == (2001, False)
+    assert production_model(str(base)).version == 2001
+    assert proto.is_file()  # not ours to delete: TF Serving may still be trying it
