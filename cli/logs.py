@@ -29,6 +29,14 @@ def quiet_third_party(verbose: bool = False) -> None:
     )
 
 
+# Tracebacks for the log file only (cli/run.py logs each failure's here).
+TRACE_LOGGER = "pipeline.trace"
+
+
+def _own(record: logging.LogRecord) -> bool:
+    return record.name.split(".")[0] in _OWN_LOGGERS
+
+
 class _ConsoleFilter(logging.Filter):
     """Passes our own loggers (progress lines included, cli/progress.py) and errors."""
 
@@ -37,9 +45,32 @@ class _ConsoleFilter(logging.Filter):
         self._verbose = verbose
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self._verbose or record.name.split(".")[0] in _OWN_LOGGERS:
+        if self._verbose:
             return True
-        return record.levelno >= logging.ERROR
+        if record.name == TRACE_LOGGER:
+            return False
+        return _own(record) or record.levelno >= logging.ERROR
+
+
+class _ConsoleFormatter(logging.Formatter):
+    """The message alone; without -v never a traceback, and one line of a library's error.
+
+    TFX logs a failed component's whole traceback at ERROR ("Execution N failed"), and Beam
+    quotes workers' tracebacks inside its messages: the log file keeps them, while the console
+    shows their first line beside our own one-line error that says where the log is.
+    """
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__("%(message)s")
+        self._verbose = verbose
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self._verbose:
+            return super().format(record)
+        message = record.getMessage()
+        if _own(record):
+            return message
+        return (message.strip().splitlines() or [""])[0][:500]
 
 
 _HANDLER_MARK = "_tfx_image_handler"
@@ -56,7 +87,7 @@ def configure(log_file: Path | None = None, verbose: bool = False) -> None:
         if getattr(handler, _HANDLER_MARK, False) or isinstance(handler, absl_logging.ABSLHandler):
             root.removeHandler(handler)
     console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(logging.Formatter("%(message)s"))
+    console.setFormatter(_ConsoleFormatter(verbose))
     console.addFilter(_ConsoleFilter(verbose))
     handlers: list[logging.Handler] = [console]
     if log_file is not None:

@@ -73,3 +73,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+    except Exception as e:  # noqa: BLE001 - one line on the console, the traceback with -v
+        return _unexpected(e, args.verbose)
+
+
+def _unexpected(error: Exception, verbose: bool) -> int:
+    """A failure no command anticipated (a disk error, a bug): one line, or the traceback
+    with -v; never a bare traceback at the default verbosity.
+    """
+    if isinstance(error, OSError) and error.filename is not None:
+        what = f"{error.strerror or error.__class__.__name__}: {error.filename}"
+    else:
+        first_line = (str(error).strip().splitlines() or [""])[0][:500]
+        what = f"{error.__class__.__name__}: {first_line}"
+    log.error("error: %s", what)
+    if verbose:
+        log.error("traceback:", exc_info=error)
+    else:
+        log.error("(run again with -v for the traceback)")
+    return EXIT_FAILED

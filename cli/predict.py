@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from cli.common import EXIT_OK
+from cli.common import EXIT_BAD_INPUT, EXIT_OK
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -81,12 +81,17 @@ def execute(args: argparse.Namespace) -> int:
                          "(with --model-dir, pass the version folder instead)")
     else:
         version, predictions = predict_files(args.model_dir, args.images, args.top_k)
+    # Some images failed: their lines say why, the others are answered; exit 2 all the same.
+    status = EXIT_BAD_INPUT if any(p.error for p in predictions) else EXIT_OK
     if args.json:
         print(json.dumps({"model_version": str(version),
                           "predictions": [p.__dict__ for p in predictions]}, indent=2))
-        return EXIT_OK
+        return status
     print(f"model: {version}")
     for p in predictions:
+        if p.error:
+            print(f"{p.path}: error: {p.error}")
+            continue
         top = ", ".join(f"{name} {prob:.3f}" for name, prob in p.top)
         print(f"{p.path}: {p.class_name}  ({top})")
-    return EXIT_OK
+    return status

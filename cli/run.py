@@ -11,7 +11,7 @@ from cli import logs
 from cli.common import EXIT_BUSY, EXIT_DATA_REJECTED, EXIT_FAILED, EXIT_OK, log, print_report_path
 from cli.options import add_ingest_args, add_pipeline_args, positive_int
 from cli.progress import RunProgress
-from cli.run_config import pipeline_config
+from cli.run_config import pipeline_config, refuse_overlaps
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -54,6 +54,8 @@ def execute(args: argparse.Namespace) -> int:
     from pipeline.lock import RunLockedError, run_lock
     from pipeline.workspace import Workspace
 
+    logs.configure(None, args.verbose)
+    refuse_overlaps(args)  # before the root gets its first file
     workspace = Workspace(args.root.resolve(), args.pipeline_name)
     log_file = workspace.new_log_file()
     logs.configure(log_file, args.verbose)
@@ -85,7 +87,7 @@ def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
         where = f" in {', '.join(failed)}" if failed else ""
         log.error("pipeline failed%s: %s: %s\nfull log: %s", where, e.__class__.__name__, e,
                   log_file)
-        logging.getLogger("pipeline.trace").info("traceback", exc_info=True)
+        logging.getLogger(logs.TRACE_LOGGER).info("traceback", exc_info=True)
         print_report_path(_write_run_report(workspace))
         return EXIT_FAILED
     summary = summarize_run(config.metadata_path, config.pipeline_name)
@@ -116,7 +118,7 @@ def _write_run_report(workspace) -> Path | None:
         path = write_report(report, workspace.report_dir(report["run_id"]))
     except Exception as e:  # noqa: BLE001 - the run's outcome stands; the report is extra
         log.warning("could not write the run report: %s: %s", e.__class__.__name__, e)
-        logging.getLogger("pipeline.trace").info("traceback", exc_info=True)
+        logging.getLogger(logs.TRACE_LOGGER).info("traceback", exc_info=True)
         return None
     log.info("[pipeline] report: written in %.1fs", time.monotonic() - start)
     return path

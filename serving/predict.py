@@ -15,10 +15,17 @@ class ModelDirError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Prediction:
+    """One image's answer; an image the model could not take has `error` and no class."""
+
     path: str
-    class_name: str
-    class_id: int
+    class_name: str | None
+    class_id: int | None
     top: list[tuple[str, float]]
+    error: str | None = None
+
+
+# Larger than any image ingest accepts by default; a bound on what one request holds.
+MAX_IMAGE_BYTES = 512 * 1024 * 1024
 
 
 def _is_saved_model(path: Path) -> bool:
@@ -47,25 +54,107 @@ def newest_version(model_dir: str | Path) -> Path:
     )
 
 
+def image_problem(path: Path) -> str | None:
+    """Why a path cannot be sent to the model as an image file, or None."""
+    import stat
+
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file"
+    if info.st_size == 0:
+        return "an empty file"
+    if info.st_size > MAX_IMAGE_BYTES:
+        return f"{info.st_size:,} bytes, over the {MAX_IMAGE_BYTES:,} a request may hold"
+    return None
+
+
+def load_serving_signature(version: Path):
+    """serving_default of a version, as TF Serving would load it; ModelDirError names the
+    version when it does not load.
+    """
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(version))
+    except Exception as e:  # noqa: BLE001 - any load failure: the version is unusable
+        first_line = (str(e).strip().splitlines() or [e.__class__.__name__])[0][:300]
+        raise ModelDirError(
+            f"{version}: the SavedModel does not load ({first_line}). TF Serving cannot serve "
+            "it either: push a new version, or pass an earlier version folder as --model-dir"
+        ) from None
+    if features.SERVING_SIGNATURE not in loaded.signatures:
+        raise ModelDirError(f"{version}: no {features.SERVING_SIGNATURE!r} signature; it has "
+                            f"{sorted(loaded.signatures)}")
+    labels = version / "assets" / features.LABELS_ASSET
+    if not labels.is_file():
+        raise ModelDirError(f"{version}: {labels} is missing: not a model this pipeline pushed")
+    return loaded.signatures[features.SERVING_SIGNATURE], labels.read_text(
+        encoding="utf-8").splitlines()
+
+
+def _decode_error(error: Exception) -> str:
+    """TF's refusal of one image, as one line (its first, without the graph's node names)."""
+    first_line = (str(error).strip().splitlines() or [error.__class__.__name__])[0]
+    return "the model cannot decode it: " + first_line.split(" [[")[0].strip()[:300]
+
+
 def predict_files(
     model_dir: str | Path, image_paths: Sequence[str | Path], top_k: int = 3
 ) -> tuple[Path, list[Prediction]]:
+    """Predictions for each image, in order; an image that cannot be read or decoded gets its
+    own error, and the others are still predicted.
+    """
+    version = newest_version(model_dir)
+    serve, labels = load_serving_signature(version)
+    results: dict[int, Prediction] = {}
+    good: list[tuple[int, bytes]] = []
+    for i, path in enumerate(map(Path, image_paths)):
+        problem = image_problem(path)
+        if problem is None:
+            try:
+                good.append((i, path.read_bytes()))
+            except OSError as e:
+                problem = f"cannot be read ({e.strerror})"
+        if problem is not None:
+            results[i] = Prediction(str(path), None, None, [], problem)
+    for i, answer in _predict_batches(serve, labels, good, top_k):
+        results[i] = dataclasses.replace(answer, path=str(image_paths[i]))
+    return version, [results[i] for i in range(len(image_paths))]
+
+
+def _predict_batches(serve, labels: list[str], images: list[tuple[int, bytes]], top_k: int):
+    """(index, prediction) for each image: all in one call, or one by one when that fails."""
+    if not images:
+        return []
+    try:
+        return list(zip([i for i, _ in images],
+                        _predict(serve, labels, [data for _, data in images], top_k),
+                        strict=True))
+    except Exception:  # noqa: BLE001 - find which images fail, and why
+        answers = []
+        for i, data in images:
+            try:
+                answers.append((i, _predict(serve, labels, [data], top_k)[0]))
+            except Exception as e:  # noqa: BLE001 - TF raises several types for bad images
+                answers.append((i, Prediction("", None, None, [], _decode_error(e))))
+        return answers
+
+
+def _predict(serve, labels: list[str], images: list[bytes], top_k: int) -> list[Prediction]:
     import tensorflow as tf
 
-    version = newest_version(model_dir)
-    missing = [str(p) for p in image_paths if not Path(p).is_file()]
-    if missing:
-        raise FileNotFoundError(f"image files not found: {missing}")
-    serve = tf.saved_model.load(str(version)).signatures[features.SERVING_SIGNATURE]
-    labels = (version / "assets" / features.LABELS_ASSET).read_text(encoding="utf-8").splitlines()
-    images = [Path(p).read_bytes() for p in image_paths]
     outputs = serve(**{features.SERVING_INPUT: tf.constant(images)})
     probabilities = outputs[features.OUTPUT_PROBABILITIES].numpy()
     names = [n.decode() for n in outputs[features.OUTPUT_CLASS_NAMES].numpy()]
     ids = outputs[features.OUTPUT_CLASS_IDS].numpy()
     results = []
-    for path, probs, class_id, name in zip(image_paths, probabilities, ids, names, strict=True):
+    for probs, class_id, name in zip(probabilities, ids, names, strict=True):
         order = probs.argsort()[::-1][:top_k]
         top = [(labels[i], float(probs[i])) for i in order]
-        results.append(Prediction(str(path), name, int(class_id), top))
-    return version, results
+        results.append(Prediction("", name, int(class_id), top))
+    return results

@@ -105,12 +105,39 @@ def test_console_shows_our_messages_and_errors_and_hides_library_noise(
     logging.getLogger("pipeline").info("[pipeline] %s: running", "Trainer")
     logging.getLogger("report").info("our own message")
     absl.error("a failure in TFX")
+    try:
+        raise RuntimeError("inside a component")
+    except RuntimeError:
+        # TFX logs a failed execution's traceback at ERROR; cli/run.py logs ours to the file.
+        absl.exception("Execution 5 failed.\nTraceback (most recent call last): ...")
+        logging.getLogger("pipeline.trace").info("traceback", exc_info=True)
+        logging.getLogger("pipeline").error("pipeline failed", exc_info=True)
     lines = capsys.readouterr().err.splitlines()
-    assert lines == ["[pipeline] Trainer: running", "our own message", "a failure in TFX"]
+    assert lines == ["[pipeline] Trainer: running", "our own message", "a failure in TFX",
+                     "Execution 5 failed.", "pipeline failed"]
 
     logs.configure(None, verbose=True)
     logging.getLogger("tensorflow").warning("shown with -v")
-    assert "shown with -v" in capsys.readouterr().err
+    try:
+        raise RuntimeError("inside a component")
+    except RuntimeError:
+        logging.getLogger("pipeline.trace").info("traceback", exc_info=True)
+    err = capsys.readouterr().err
+    assert "shown with -v" in err and "Traceback" in err and "inside a component" in err
+
+
+def test_an_unexpected_failure_is_one_line_without_v(capsys, root_handlers, monkeypatch) -> None:
+    from cli import runs
+
+    def fail(args):
+        raise OSError(5, "Input/output error", "/data/disk")
+
+    monkeypatch.setattr(runs, "execute", fail)
+    assert main(["runs"]) == 1
+    err = capsys.readouterr().err
+    assert "error: Input/output error: /data/disk" in err and "Traceback" not in err
+    assert main(["-v", "runs"]) == 1
+    assert "Traceback" in capsys.readouterr().err
 
 
 def test_a_cache_budget_that_is_no_size_or_holds_no_image_is_refused(
