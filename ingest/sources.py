@@ -107,6 +107,7 @@ def walk(folder: str, above: Sequence[str] = ()) -> Walk:
             result.bad.append((shown(folder), _loop(ancestors[key])))
             return result
         ancestors[key] = path
+    result.links += os.path.islink(folder)
     _walk_into(folder, ancestors, result)
     return result
 
