@@ -240,6 +240,9 @@ def discover(
         raise IngestError(
             f"{src}: not a folder. Pass a folder of <class>/ or <split>/<class>/ images."
         )
+    if not is_utf8(str(src)):
+        raise IngestError(f"{shown(src)}: the source folder's path is not valid UTF-8, and "
+                          "dataset.json records it; rename or link it under a UTF-8 name.")
     top = _subfolders(src)
     roots = _split_folders(src, top)
     problems: list[str] = []

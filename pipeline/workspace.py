@@ -93,7 +93,8 @@ def ingest_if_changed(
     """Ingests src into out unless out already holds an ingest of the same files and settings.
 
     Re-ingesting unchanged data would give ExampleGen new files and defeat TFX caching.
-    `policy` holds ingest's resize/channels/skip_bad/max_pixels/allow_duplicates settings.
+    `policy` holds ingest's resize/channels/skip_bad/max_pixels/max_file_bytes/
+    allow_duplicates settings.
     """
     fingerprint = {"source": str(src.resolve()), "fingerprint": source_fingerprint(src),
                    "eval_fraction": eval_fraction, "test_fraction": test_fraction,

@@ -251,6 +251,13 @@ def test_a_class_folder_name_that_is_not_utf8_is_refused_escaped(
                        "not valid UTF-8", "rename")
 
 
+def test_a_source_path_that_is_not_utf8_is_refused_escaped(tmp_path: Path) -> None:
+    src = bad_name(tmp_path, b"d\xe4ten")
+    imagegen.write_folder(src, {"": 4})
+    assert_refused(run_ingest(src, tmp_path / "out", "--skip-bad"), str(tmp_path) + "/d\\xe4ten",
+                   "not valid UTF-8")
+
+
 # 4. Class names that would break labels.txt.
 
 
