@@ -17,7 +17,12 @@ Output (written to a temporary folder and renamed into place only when complete)
 
 Every image is decoded completely, in worker processes (ingest/decode.py): corrupt data is
 refused (or, with skip_bad, quarantined) here, naming the file, not in Transform; so are images
-over `max_pixels` and files that are not JPEG or PNG by content.
+over `max_pixels` and files that are not JPEG or PNG by content. Files are found and read by
+ingest/sources.py: links are followed (and counted), and links that loop or lead nowhere, FIFOs,
+devices, names that are not UTF-8 and files over `max_file_bytes` are bad files too.
+
+A photo's EXIF orientation is not applied: tf.io.decode_image in serving ignores it too, so
+training sees what serving sees. Such images are counted in dataset.json and warned about.
 
 Images of different sizes or channel counts are refused unless a policy says what the model
 gets: `resize=(h, w)` and/or `channels=n` (1 or 3; alpha is dropped by the decoder, a 4-channel

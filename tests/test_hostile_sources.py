@@ -7,6 +7,7 @@ subprocess (with a timeout, so a hang fails instead of blocking the suite).
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -304,3 +305,6 @@ def test_exif_rotated_images_are_counted_warned_about_and_stored_unchanged(
     assert meta["exif_rotated"]["examples"] == ["red/phone.jpg"]
     warnings = [r.getMessage() for r in caplog.records if "EXIF orientation" in r.getMessage()]
     assert len(warnings) == 1 and "trained as stored" in warnings[0]
+    shards = b"".join(gzip.decompress(p.read_bytes())
+                      for p in (tmp_path / "out").glob("*/*.tfrecord.gz"))
+    assert photo.read_bytes() in shards  # the file's bytes, not turned pixels
