@@ -113,6 +113,10 @@ def add_ingest_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                        help="refuse images with more pixels (decompression bombs), before "
                             "decoding them; default %(default)s")
+    group.add_argument("--max-file-bytes", type=positive_int, metavar="N",
+                       help="refuse files larger than N bytes without reading them whole; "
+                            "default 8 bytes a pixel of --max-pixels plus 16 MiB (an "
+                            "uncompressed 16-bit RGBA PNG at the pixel limit, with metadata)")
     group.add_argument("--allow-duplicates", action="store_true",
                        help="keep images found in more than one split (same decoded pixels) "
                             "instead of refusing them as leakage; counted in dataset.json")
@@ -123,7 +127,8 @@ def ingest_policy(args: argparse.Namespace) -> dict:
 
     return {"resize": parse_resize(args.resize) if args.resize else None,
             "channels": args.channels, "skip_bad": args.skip_bad,
-            "max_pixels": args.max_pixels, "allow_duplicates": args.allow_duplicates}
+            "max_pixels": args.max_pixels, "max_file_bytes": args.max_file_bytes,
+            "allow_duplicates": args.allow_duplicates}
 
 
 def add_pipeline_args(parser: argparse.ArgumentParser) -> None:

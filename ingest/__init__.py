@@ -1,6 +1,7 @@
 """Image folders in, TFRecords out: what `ingest` writes and the pipeline's ExampleGen reads.
 
 dataset.py   the folder walk, the three splits, decode-checking workers, dataset.json
+sources.py   the one walk (links followed) and bounded reads of source files
 decode.py    full decode of every image (pixel limit, modes, pixel digests for duplicates)
 imageinfo.py what a JPEG/PNG header claims, without decoding
 tfrecord.py  gzip TFRecords of tf.Example, written without importing TensorFlow

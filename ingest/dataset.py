@@ -17,7 +17,12 @@ Output (written to a temporary folder and renamed into place only when complete)
 
 Every image is decoded completely, in worker processes (ingest/decode.py): corrupt data is
 refused (or, with skip_bad, quarantined) here, naming the file, not in Transform; so are images
-over `max_pixels` and files that are not JPEG or PNG by content.
+over `max_pixels` and files that are not JPEG or PNG by content. Files are found and read by
+ingest/sources.py: links are followed (and counted), and links that loop or lead nowhere, FIFOs,
+devices, names that are not UTF-8 and files over `max_file_bytes` are bad files too.
+
+A photo's EXIF orientation is not applied: tf.io.decode_image in serving ignores it too, so
+training sees what serving sees. Such images are counted in dataset.json and warned about.
 
 Images of different sizes or channel counts are refused unless a policy says what the model
 gets: `resize=(h, w)` and/or `channels=n` (1 or 3; alpha is dropped by the decoder, a 4-channel
@@ -42,13 +47,23 @@ import math
 import os
 import random
 import shutil
+import stat
 import time
+import unicodedata
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from ingest.decode import DEFAULT_MAX_PIXELS, Decoded, decode
 from ingest.imageinfo import BadImage
+from ingest.sources import (
+    default_max_file_bytes,
+    is_utf8,
+    read_file,
+    shown,
+    stat_problem,
+    walk,
+)
 from ingest.tfrecord import GzipTFRecordWriter, ImageExampleEncoder
 from schema import features
 
@@ -106,26 +121,50 @@ def _visible_children(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
 
-def _class_files(class_dir: str) -> tuple[list[str], list[str]]:
-    """Image files under a class folder (recursively) and the non-image files found there.
-
-    Plain strings and scandir: a Path per file is a visible share of ingest time at 60k files.
+def _subfolders(folder: Path) -> list[Path]:
+    """Visible folders in folder, links followed. A link that leads nowhere is refused, not
+    passed over: it may be a class folder whose data is not mounted, and leaving a class out
+    would renumber the labels.
     """
+    found = []
+    for path in _visible_children(folder):
+        try:
+            if stat.S_ISDIR(os.stat(path).st_mode):
+                found.append(path)
+        except OSError as e:
+            raise IngestError(f"{shown(path)}: {stat_problem(e, path)}. Fix the link if it is "
+                              "a class or split folder, else remove it.") from None
+    return found
+
+
+# Characters that would split a class name across lines of labels.txt.
+_LINE_BREAKING = frozenset({"Cc", "Zl", "Zp"})
+
+
+def _check_class_names(parent: Path, names: Sequence[str]) -> None:
+    """Class names become labels.txt lines and dataset.json text: refuse what cannot be."""
+    for name in names:
+        if not is_utf8(name):
+            raise IngestError(f"class folder {shown(parent / name)}: its name is not valid "
+                              "UTF-8; rename the folder.")
+        if any(unicodedata.category(c) in _LINE_BREAKING for c in name):
+            raise IngestError(f"class folder {str(parent / name)!r}: its name holds a control "
+                              "or line-break character, and labels.txt has one class name a "
+                              "line; rename the folder.")
+
+
+def _class_files(
+    class_dir: str, above: Sequence[str] = ()
+) -> tuple[list[str], list[str], list[tuple[str, str]], int]:
+    """Under a class folder (recursively, links followed): image files, other files, what
+    cannot be read as (path, reason), and the number of links followed.
+    """
+    found = walk(class_dir, above)
     images: list[str] = []
     others: list[str] = []
-    with os.scandir(class_dir) as entries:
-        for entry in sorted(entries, key=lambda e: e.name):
-            if entry.name.startswith("."):
-                continue
-            if entry.is_dir():
-                sub_images, sub_others = _class_files(entry.path)
-                images.extend(sub_images)
-                others.extend(sub_others)
-            elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
-                images.append(entry.path)
-            else:
-                others.append(entry.path)
-    return images, others
+    for path in found.files:
+        (images if os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS else others).append(path)
+    return images, others, found.bad, found.links
 
 
 def _hash_key(key: str) -> bytes:
@@ -193,24 +232,29 @@ def discover(
     eval_fraction: float = DEFAULT_EVAL_FRACTION,
     skipped: list[tuple[str, str]] | None = None,
     test_fraction: float = DEFAULT_TEST_FRACTION,
+    counts: collections.Counter | None = None,
 ) -> tuple[list[str], dict[str, list[tuple[str, int]]], dict[str, str]]:
     """Class names, the (file, label) items of each split, and where each split came from.
 
     Raises IngestError on a bad layout.
-    With `skipped` (a list), non-image files are appended to it as (path, reason) instead of
-    being refused.
+    With `skipped` (a list), non-image files and files that cannot be read (links that loop or
+    lead nowhere, FIFOs, devices, names that are not UTF-8) are appended to it as (path,
+    reason) instead of being refused. `counts` gets "symlinks_followed".
     """
     if not src.is_dir():
         raise IngestError(
             f"{src}: not a folder. Pass a folder of <class>/ or <split>/<class>/ images."
         )
-    top = [p for p in _visible_children(src) if p.is_dir()]
+    if not is_utf8(str(src)):
+        raise IngestError(f"{shown(src)}: the source folder's path is not valid UTF-8, and "
+                          "dataset.json records it; rename or link it under a UTF-8 name.")
+    top = _subfolders(src)
     roots = _split_folders(src, top)
     problems: list[str] = []
 
     if roots:
         classes_per_split = {
-            s: [p.name for p in _visible_children(d) if p.is_dir()] for s, d in roots.items()
+            s: [p.name for p in _subfolders(d)] for s, d in roots.items()
         }
         class_names = classes_per_split[TRAIN]
         for split, names in classes_per_split.items():
@@ -226,6 +270,7 @@ def discover(
         roots = {"": src}
         class_names = [p.name for p in top]
 
+    _check_class_names(roots.get(TRAIN, src), class_names)
     if not class_names:
         raise IngestError(f"{src}: no class folders found (expected {src}/<class>/*.jpg).")
     if len(class_names) < 2:
@@ -244,14 +289,21 @@ def discover(
     prefix = len(str(src)) + 1
     for folder_split, root in roots.items():
         keep, *shares = carved[folder_split]
+        above = [str(src)] if root == src else [str(src), str(root)]
         for label, name in enumerate(class_names):
-            images, others = _class_files(str(root / name))
+            images, others, unreadable, links = _class_files(str(root / name), above)
+            if counts is not None:
+                counts["symlinks_followed"] += links
             if others and skipped is not None:
                 skipped.extend((path, "not an image file (by extension)") for path in others)
             elif others:
-                shown = ", ".join(others[:10])
+                listed = ", ".join(others[:10])
                 more = f" (and {len(others) - 10} more)" if len(others) > 10 else ""
-                problems.append(f"not image files ({sorted(IMAGE_EXTENSIONS)}): {shown}{more}")
+                problems.append(f"not image files ({sorted(IMAGE_EXTENSIONS)}): {listed}{more}")
+            if skipped is not None:
+                skipped.extend(unreadable)
+            else:
+                problems.extend(f"{path}: {reason}" for path, reason in unreadable)
             if not images:
                 problems.append(f"empty class folder: {root / name}")
             parts = carve(images, [fraction for _, fraction in shares], prefix)
@@ -259,8 +311,8 @@ def discover(
                 items[split].extend((path, label) for path in paths)
     if problems:
         hint = ""
-        if any(problem.startswith("not image files") for problem in problems):
-            hint = "\nMove the non-image files away, or pass --skip-bad to leave them out."
+        if any(not problem.startswith("empty class folder") for problem in problems):
+            hint = "\nMove or fix those files, or pass --skip-bad to leave them out."
         raise IngestError(f"{src}: cannot ingest:\n  " + "\n  ".join(problems) + hint)
     for split, split_items in items.items():
         if not split_items:
@@ -289,6 +341,8 @@ class ShardReport:
     converted: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     # (pixel digest, path) of each image written: duplicates are found across shards.
     digests: list[tuple[bytes, str]] = dataclasses.field(default_factory=list)
+    # Images whose EXIF orientation is not 1: trained as stored, as TF Serving decodes them.
+    rotated: list[str] = dataclasses.field(default_factory=list)
 
     def add(self, path: str, image: Decoded) -> None:
         shape = (image.height, image.width, image.channels)
@@ -298,6 +352,8 @@ class ShardReport:
         if image.converted:
             self.converted[image.kind] += 1
         self.digests.append((image.digest, path))
+        if image.orientation != 1:
+            self.rotated.append(path)
 
     def merge(self, other: ShardReport) -> None:
         self.shapes.update(other.shapes)
@@ -306,28 +362,15 @@ class ShardReport:
         self.bad.extend(other.bad)
         self.kinds.update(other.kinds)
         self.converted.update(other.converted)  # digests stay per shard: splits matter
-
-
-def read_file(path: str, chunk: int = 1 << 16) -> bytes:
-    """A whole file. os.read skips the buffered file object: half the cost of open().read()
-    on a small image, a visible share of ingest time at 60k files.
-    """
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        data = os.read(fd, chunk)
-        if len(data) < chunk:
-            return data
-        parts = [data]
-        while data:
-            data = os.read(fd, 1 << 20)
-            parts.append(data)
-        return b"".join(parts)
-    finally:
-        os.close(fd)
+        self.rotated.extend(other.rotated)
 
 
 def _write_shard(
-    path: str, items: Sequence[tuple[str, int]], max_pixels: int, channels: int | None
+    path: str,
+    items: Sequence[tuple[str, int]],
+    max_pixels: int,
+    channels: int | None,
+    max_file_bytes: int | None = None,
 ) -> ShardReport:
     """Decodes each image and writes the good ones to one shard; the bad ones are listed."""
     report = ShardReport()
@@ -335,8 +378,11 @@ def _write_shard(
     with GzipTFRecordWriter(path) as writer:
         for file_path, label in items:
             try:
-                image = decode(read_file(file_path), max_pixels, channels)
-            except (OSError, BadImage) as e:
+                image = decode(read_file(file_path, max_file_bytes), max_pixels, channels)
+            except OSError as e:
+                report.bad.append((file_path, f"cannot read: {e.strerror or e}"))
+                continue
+            except BadImage as e:
                 report.bad.append((file_path, str(e)))
                 continue
             writer.write(encode(image.data, label))
@@ -349,9 +395,11 @@ def _write_shards(
     workers: int,
     max_pixels: int,
     channels: int | None,
+    max_file_bytes: int | None = None,
 ) -> list[ShardReport]:
     """One report per job, decoded and written in worker processes when there are several."""
-    write = functools.partial(_write_shard, max_pixels=max_pixels, channels=channels)
+    write = functools.partial(_write_shard, max_pixels=max_pixels, channels=channels,
+                              max_file_bytes=max_file_bytes)
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
             return list(pool.map(write, *zip(*jobs, strict=True)))
@@ -494,7 +542,7 @@ def _num_shards(count: int, workers: int) -> int:
     return max(math.ceil(count / _MAX_SHARD), min(workers, max(1, count // _MIN_SHARD)))
 
 
-def _check_options(channels: int | None, max_pixels: int) -> None:
+def _check_options(channels: int | None, max_pixels: int, max_file_bytes: int | None) -> None:
     if channels == 4:
         raise IngestError(
             "--channels 4 would make a model that refuses every JPEG at serving time (JPEG has "
@@ -504,6 +552,8 @@ def _check_options(channels: int | None, max_pixels: int) -> None:
         raise IngestError(f"--channels must be 1 or 3, got {channels}")
     if max_pixels < 1:
         raise IngestError(f"--max-pixels must be at least 1, got {max_pixels}")
+    if max_file_bytes is not None and max_file_bytes < 1:
+        raise IngestError(f"--max-file-bytes must be at least 1, got {max_file_bytes}")
 
 
 def _plan_shards(
@@ -580,17 +630,20 @@ def ingest(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     allow_duplicates: bool = False,
     expected_shape: tuple[str, tuple[int, int, int]] | None = None,
+    max_file_bytes: int | None = None,
 ) -> DatasetInfo:
     """Ingest src into out; with skip_bad, unreadable and non-image files are quarantined.
 
-    Images over max_pixels are bad files too. The same image in two splits is refused unless
-    allow_duplicates. `expected_shape` (what has it, the shape): the shape the data must have,
-    such as the previous span's.
+    Images over max_pixels are bad files too, and files over max_file_bytes (default: the
+    largest an image under max_pixels could plausibly be), which are not read past it. The
+    same image in two splits is refused unless allow_duplicates. `expected_shape` (what has it,
+    the shape): the shape the data must have, such as the previous span's.
     """
     src, out = Path(src).resolve(), Path(out).resolve()
     check_fraction("--eval-fraction", eval_fraction)
     check_fraction("--test-fraction", test_fraction)
-    _check_options(channels, max_pixels)
+    _check_options(channels, max_pixels, max_file_bytes)
+    max_file_bytes = max_file_bytes or default_max_file_bytes(max_pixels)
     if out.exists() and not overwrite:
         raise IngestError(f"{out} already exists; pass --overwrite to replace it.")
     if out == src or src in out.parents:
@@ -598,8 +651,9 @@ def ingest(
     workers = workers or os.cpu_count() or 1
     start = time.monotonic()
     skipped: list[tuple[str, str]] = []
+    counts: collections.Counter = collections.Counter()
     class_names, items, origins = discover(src, eval_fraction, skipped if skip_bad else None,
-                                           test_fraction)
+                                           test_fraction, counts)
     if TEST not in items:
         log.warning(TWO_SPLITS_WARNING, src)
 
@@ -608,7 +662,8 @@ def ingest(
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         jobs = _plan_shards(items, tmp, seed, workers)
-        reports = _write_shards([job[1:] for job in jobs], workers, max_pixels, channels)
+        reports = _write_shards([job[1:] for job in jobs], workers, max_pixels, channels,
+                                max_file_bytes)
         report, digests = _merge_reports([job[0] for job in jobs], reports)
         if report.bad and not skip_bad:
             _refuse_bad(report.bad, src)
@@ -645,6 +700,9 @@ def ingest(
             "converted": _conversions_info(report.converted, channels),
             "shape_policy": {"resize": list(resize) if resize else None, "channels": channels},
             "max_pixels": max_pixels,
+            "max_file_bytes": max_file_bytes,
+            "symlinks_followed": counts["symlinks_followed"],
+            "exif_rotated": _rotated_info(report.rotated, src),
             "skipped_files": len(skipped),
             "duplicates": _duplicates_info(duplicates, allow_duplicates, src),
             "splits": _split_info(items, class_names, origins),
@@ -661,6 +719,7 @@ def ingest(
             ) + "\n")
             log.warning("skipped %d bad file(s); see %s", len(skipped), out / QUARANTINE_FILE)
         _log_findings(report.converted, duplicates, info["converted"]["to"])
+        _log_rotated(info["exif_rotated"])
         (tmp / DATASET_INFO).write_text(json.dumps(info, indent=2) + "\n")
         _publish(tmp, out)
     finally:
@@ -680,3 +739,19 @@ def _log_findings(converted: collections.Counter, duplicates: Duplicates, to: st
     within = {split: n for split, n in duplicates.within.items() if n}
     if within:
         log.warning("duplicate images within a split (extra copies): %s", within)
+
+
+def _rotated_info(rotated: list[str], src: Path) -> dict:
+    """dataset.json's record of images an EXIF orientation would turn: count and examples."""
+    prefix = len(str(src)) + 1
+    return {"count": len(rotated), "examples": [path[prefix:] for path in sorted(rotated)[:5]],
+            "applied": False}
+
+
+def _log_rotated(rotated: dict) -> None:
+    if rotated["count"]:
+        log.warning(
+            "%d image(s) have an EXIF orientation (e.g. %s): they are trained as stored, not "
+            "turned as a photo viewer shows them, as TF Serving's decoder reads them; clients "
+            "must send such photos as stored too, or rotate them before ingest",
+            rotated["count"], rotated["examples"][0])

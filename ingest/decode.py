@@ -37,14 +37,12 @@ from ingest.imageinfo import (
     channels_of_mode,
     read_header,
 )
+from ingest.sources import other_format
 
 # Larger than any common camera's output (48 MP phones, 45-61 MP full frame) and still a
 # bounded cost: Transform holds a decoded image as float32, 600 MB at this size in colour.
 DEFAULT_MAX_PIXELS = 50_000_000
 ACCEPTED_FORMATS = (JPEG, PNG)
-# What a refused file holds when it is not JPEG or PNG (by its first bytes).
-_OTHER_FORMATS = ((b"GIF8", "GIF"), (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
-                  (b"\x00\x00\x00\x0cjP", "JPEG 2000"))
 # Modes the model-view digest converts first: what tf.io.decode_image hands the model.
 _MODEL_VIEW = {"RGBA": "RGB", "LA": "L", "P": "RGB", "PA": "RGB", "1": "L"}
 
@@ -64,15 +62,7 @@ class Decoded:
     digest: bytes  # of the decoded pixels: duplicates
     data: bytes  # what to store: the file's bytes, or a PNG when converted
     converted: bool = False
-
-
-def _other_format(data: bytes) -> str:
-    for magic, name in _OTHER_FORMATS:
-        if data.startswith(magic):
-            return name
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WebP"
-    return "unknown"
+    orientation: int = 1  # EXIF orientation: counted, never applied (serving ignores it too)
 
 
 def check_pixels(header: Header, max_pixels: int) -> None:
@@ -156,7 +146,7 @@ def _decode_with_pillow(data: bytes, header: Header | None, max_pixels: int) -> 
     except Image.DecompressionBombError as e:
         raise TooLarge(f"{e} (Pillow's own limit)") from None
     except Image.UnidentifiedImageError:
-        raise BadImage(f"not a JPEG or PNG by its content ({_other_format(data)}); convert it "
+        raise BadImage(f"not a JPEG or PNG by its content ({other_format(data)}); convert it "
                        "to PNG or JPEG") from None
     except Exception as e:  # noqa: BLE001 - Pillow raises many types for bad data
         raise BadImage(f"corrupt or truncated: {e} ({e.__class__.__name__})") from None
@@ -220,6 +210,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
             kind=header.kind,
             digest=_digest(header.mode, header.width, header.height, _jpeg_pixels(data, header)),
             data=data,
+            orientation=header.orientation,
         )
     pixels = png_pixel_data(data) if header is not None and header.format == PNG else b""
     if _fast_png(header):
@@ -236,4 +227,5 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
         digest=pixel_digest(image),
         data=_to_png(image, channels) if converted else data,
         converted=converted,
+        orientation=header.orientation,
     )

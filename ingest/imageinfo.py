@@ -44,6 +44,7 @@ class Header:
     mode: str  # L, RGB or CMYK for JPEG; L, LA, RGB, RGBA or P for PNG
     bits: int = 8  # bits per sample
     interlaced: bool = False
+    orientation: int = 1  # EXIF orientation (JPEG APP1); 1 is as stored, 6 a phone held upright
 
     @property
     def channels(self) -> int:
@@ -61,8 +62,27 @@ def channels_of_mode(mode: str) -> int:
     return 1 if mode in GRAY_MODES else 3
 
 
+def exif_orientation(segment: bytes | memoryview) -> int:
+    """The orientation tag (0x0112) of IFD0 in an APP1 segment's payload; 1 if absent or odd.
+
+    Read from the header bytes so ingest can count rotated photos without decoding them.
+    """
+    tiff = bytes(segment[6:]) if bytes(segment[:6]) == b"Exif\x00\x00" else b""
+    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return 1
+    ifd = int.from_bytes(tiff[4:8], order)
+    count = int.from_bytes(tiff[ifd:ifd + 2], order)
+    for entry in range(ifd + 2, min(ifd + 2 + 12 * count, len(tiff) - 11), 12):
+        if int.from_bytes(tiff[entry:entry + 2], order) == 0x0112:
+            value = int.from_bytes(tiff[entry + 8:entry + 10], order)
+            return value if 1 <= value <= 8 else 1
+    return 1
+
+
 def _jpeg_header(data: bytes) -> Header | None:
     i, n = 2, len(data)
+    orientation = 1
     while i + 9 < n:
         if data[i] != 0xFF:
             return None
@@ -79,8 +99,11 @@ def _jpeg_header(data: bytes) -> Header | None:
             mode = _JPEG_MODES.get(data[i + 9])
             if not (height and width and mode):
                 return None
-            return Header(JPEG, height, width, mode, data[i + 4])
-        i += 2 + (data[i + 2] << 8 | data[i + 3])
+            return Header(JPEG, height, width, mode, data[i + 4], orientation=orientation)
+        length = data[i + 2] << 8 | data[i + 3]
+        if marker == 0xE1 and orientation == 1:
+            orientation = exif_orientation(memoryview(data)[i + 4:i + 2 + length])
+        i += 2 + length
     return None
 
 

@@ -28,6 +28,7 @@ from ingest.dataset import (
     load_dataset_info,
 )
 from ingest.dataset import ingest as ingest_folder
+from ingest.sources import walk
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +68,22 @@ class Workspace:
 
 
 def source_fingerprint(src: Path) -> str:
-    """Paths, sizes and mtimes of every file under src: cheap, and changes when the data does."""
+    """Paths, sizes and mtimes of every file ingest would read under src: cheap, and changes
+    when the data does. The walk is ingest's (links followed, hidden names left out), so a
+    change inside a linked class folder is seen; what ingest cannot read counts too.
+    """
     digest = hashlib.sha256()
-    for root, dirs, files in os.walk(src):
-        dirs.sort()
-        for name in sorted(files):
-            path = Path(root) / name
-            stat = path.stat()
-            digest.update(f"{path.relative_to(src)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    found = walk(str(src))
+    prefix = len(str(src)) + 1
+    for path in found.files:
+        try:
+            stat = os.stat(path)
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        except OSError:  # gone or swapped since the walk: ingest will say
+            size, mtime = -1, -1
+        digest.update(os.fsencode(path[prefix:]) + f"\0{size}\0{mtime}\n".encode())
+    for path, reason in found.bad:
+        digest.update(f"{path[prefix:]}\0{reason}\n".encode())
     return digest.hexdigest()
 
 
@@ -84,7 +93,8 @@ def ingest_if_changed(
     """Ingests src into out unless out already holds an ingest of the same files and settings.
 
     Re-ingesting unchanged data would give ExampleGen new files and defeat TFX caching.
-    `policy` holds ingest's resize/channels/skip_bad/max_pixels/allow_duplicates settings.
+    `policy` holds ingest's resize/channels/skip_bad/max_pixels/max_file_bytes/
+    allow_duplicates settings.
     """
     fingerprint = {"source": str(src.resolve()), "fingerprint": source_fingerprint(src),
                    "eval_fraction": eval_fraction, "test_fraction": test_fraction,
