@@ -5,13 +5,14 @@ Lock: filelock's FileLock held as a kernel flock (no soft fallback; pipeline/loc
 why) on `.<name>.lock` beside OUT, outside the folder that is swapped. It is released when its
 process ends, even when killed. A span-N folder is covered by its span root's lock, which
 `ingest --span` holds while it picks the number, so two `--span auto` never take the same one.
-A second ingest is refused at once, naming the holder (IngestBusyError). The holder deletes
-the lock file before it lets go, so nothing is left beside OUT: a contender that opened the
-file before then finds it unlinked once it gets the flock, and filelock starts over.
+A second ingest is refused within half a second, naming the holder (IngestBusyError). The
+holder deletes the lock file before it lets go, so nothing is left beside OUT (a killed one's
+is deleted by the next holder): a contender that opened the file before then finds it unlinked
+once it gets the flock, and filelock starts over.
 
 Ours: `--overwrite` replaces only a folder ingest wrote, one holding a dataset.json with class
-names and splits, or a span root: at least one span-N folder, each such a folder, and nothing
-else but hidden staging leftovers of spans. An empty folder is used as if absent.
+names and splits, or a span root: at least one span-N folder, each holding such a dataset.json,
+and nothing else but hidden staging leftovers of spans. An empty folder is used as if absent.
 
 Swap: the finished `.<name>.tmp-<pid>` beside OUT is exchanged with OUT by renameat2
 (RENAME_EXCHANGE) where Linux has it, so OUT exists at every instant; elsewhere by two renames
@@ -47,6 +48,9 @@ log = logging.getLogger(__name__)
 
 DATASET_INFO = "dataset.json"
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>[1-9]\d*)$")
+# How long a second ingest tries for the lock: long enough to outlast a holder that deleted the
+# lock file as it finished (filelock then retries), short enough to be a refusal at once.
+_LOCK_WAIT_S = 0.5
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 
@@ -172,17 +176,15 @@ def locked(folder: Path) -> Iterator[None]:
         claim(fd)
         held.append(os.fstat(fd))
 
-    lock = filelock.FileLock(path, timeout=0, thread_local=False, fallback_to_soft=False,
+    lock = filelock.FileLock(path, timeout=_LOCK_WAIT_S, thread_local=False, fallback_to_soft=False,
                              preserve_lock_file=True, on_acquired=on_acquired)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire()
     except filelock.Timeout:
-        with open(path) as handle:
-            holder = read_holder(handle)
         raise IngestBusyError(
-            f"another ingest is writing {folder} ({describe_holder(holder)}, lock {path}); "
-            "wait for it to finish, or pick another OUT.") from None
+            f"another ingest is writing {folder} ({describe_holder(_holder(path))}, lock "
+            f"{path}); wait for it to finish, or pick another OUT.") from None
     except OSError as e:
         raise cannot_write(folder, e) from None
     try:
@@ -190,6 +192,14 @@ def locked(folder: Path) -> Iterator[None]:
     finally:
         _unlink_if_same(path, held[-1])
         lock.release()
+
+
+def _holder(path: Path) -> dict:
+    try:
+        with open(path) as handle:
+            return read_holder(handle)
+    except OSError:
+        return {}
 
 
 def _unlink_if_same(path: Path, held: os.stat_result) -> None:
