@@ -22,7 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("src", type=Path)
     p.add_argument("out", type=Path)
     p.add_argument("--workers", type=int, help="parallel writer processes (default: CPUs)")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUT if ingest wrote it (a folder with its dataset.json, or a "
+                        "root of such span-N folders); any other folder is refused")
     p.add_argument("--span", type=span_number, metavar="N|auto",
                    help="write a span of OUT: OUT/span-N/ (auto: the next number). `run "
                         "--data OUT` trains on the newest span")

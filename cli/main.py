@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cli import compile_kfp, ingest, lineage, logs, predict, report, run, runs, schema
-from cli.common import EXIT_BAD_INPUT, EXIT_FAILED, log
+from cli.common import EXIT_BAD_INPUT, EXIT_BUSY, EXIT_FAILED, log
 
 # Command name -> module with add_parser(subparsers) and execute(args) -> exit code.
 COMMANDS = {
@@ -29,7 +29,8 @@ examples:
 
 exit codes: 0 ok, 1 the pipeline or a command failed, 2 bad input or arguments,
             3 the data gate rejected the data (anomalies or label drift; nothing trained),
-            4 another run of the same pipeline holds the pipeline root
+            4 another run of the same pipeline holds the pipeline root, or another
+              ingest is writing the same OUT
 """
 
 
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.quiet_third_party(args.verbose)
     if args.command != "run":
         logs.configure(None, args.verbose)
-    from ingest.dataset import IngestError
+    from ingest.errors import IngestBusyError, IngestError
     from serving.client import RequestError, ServingError
     from serving.predict import ModelDirError
 
@@ -64,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
                                               ValueError, RequestError)
     try:
         return args.handler(args)
+    except IngestBusyError as e:
+        log.error("error: %s", e)
+        return EXIT_BUSY
     except bad_input as e:
         log.error("error: %s", e)
         return EXIT_BAD_INPUT

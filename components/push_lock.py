@@ -43,7 +43,7 @@ from typing import IO
 
 from tfx.dsl.io import fileio
 
-from components.lock_holder import describe_holder, holder_record, read_holder, write_holder
+from ingest.lock_holder import describe_holder, holder_record, read_holder, write_holder
 from serving.model_dir import is_local
 
 log = logging.getLogger(__name__)

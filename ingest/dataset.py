@@ -9,7 +9,8 @@ Accepted layouts, always ending in three splits when the source allows it:
 `train` is what the model fits, `eval` what early stopping and checkpoint choice look at, and
 `test` what the Evaluator reports and blesses on: nothing is ever selected on it.
 
-Output (written to a temporary folder and renamed into place only when complete):
+Output (written to a temporary folder and swapped into place only when complete; one ingest
+per OUT at a time, and --overwrite replaces only ingest's own output: ingest/output.py):
   OUT/{train,eval,test}/data-00000-of-0000N.tfrecord.gz   tf.Example{image: bytes, label: int64}
   OUT/labels.txt     one class name per line; line i is label i
   OUT/dataset.json   class names, image shape, per-split and per-class counts, provenance
@@ -46,16 +47,17 @@ import logging
 import math
 import os
 import random
-import shutil
 import stat
 import time
 import unicodedata
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from ingest import output, processes
 from ingest.decode import DEFAULT_MAX_PIXELS, Decoded, decode
+from ingest.errors import IngestError
 from ingest.imageinfo import BadImage
+from ingest.output import DATASET_INFO
 from ingest.sources import (
     default_max_file_bytes,
     is_utf8,
@@ -79,15 +81,10 @@ SPLIT_FOLDERS = {TRAIN: (TRAIN,), EVAL: ("eval", "val", "validation"), TEST: (TE
 DEFAULT_EVAL_FRACTION = 0.1
 DEFAULT_TEST_FRACTION = 0.2
 MAX_FRACTION = 0.5
-DATASET_INFO = "dataset.json"
 LABELS_FILE = "labels.txt"
 QUARANTINE_FILE = "quarantine.json"
 _MAX_SHARD = 50_000
 _MIN_SHARD = 500
-
-
-class IngestError(ValueError):
-    """Bad input for ingest; the message names the offending paths and what to do."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -397,12 +394,19 @@ def _write_shards(
     channels: int | None,
     max_file_bytes: int | None = None,
 ) -> list[ShardReport]:
-    """One report per job, decoded and written in worker processes when there are several."""
+    """One report per job, decoded and written in worker processes when there are several.
+
+    On any exception, Ctrl-C included, the workers are killed rather than waited for.
+    """
     write = functools.partial(_write_shard, max_pixels=max_pixels, channels=channels,
                               max_file_bytes=max_file_bytes)
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-            return list(pool.map(write, *zip(*jobs, strict=True)))
+        with processes.new_pool(min(workers, len(jobs))) as pool:
+            try:
+                return list(pool.map(write, *zip(*jobs, strict=True)))
+            except BaseException:
+                processes.kill_workers(pool)
+                raise
     return [write(*job) for job in jobs]
 
 
@@ -604,17 +608,6 @@ def _conversions_info(converted: collections.Counter, channels: int | None) -> d
             "to": f"PNG {'L' if channels == 1 else 'RGB'}" if converted else None}
 
 
-def _publish(tmp: Path, out: Path) -> None:
-    """Renames the finished folder into place, replacing out only once tmp is complete."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(out)
-
-
 def ingest(
     src: str | os.PathLike,
     out: str | os.PathLike,
@@ -631,24 +624,51 @@ def ingest(
     allow_duplicates: bool = False,
     expected_shape: tuple[str, tuple[int, int, int]] | None = None,
     max_file_bytes: int | None = None,
+    lock_held: bool = False,
 ) -> DatasetInfo:
     """Ingest src into out; with skip_bad, unreadable and non-image files are quarantined.
 
     Images over max_pixels are bad files too, and files over max_file_bytes (default: the
     largest an image under max_pixels could plausibly be), which are not read past it. The
     same image in two splits is refused unless allow_duplicates. `expected_shape` (what has it,
-    the shape): the shape the data must have, such as the previous span's.
+    the shape): the shape the data must have, such as the previous span's. out is locked for
+    the whole ingest (IngestBusyError if another holds it) unless lock_held: the caller holds
+    it, as ingest_span holds its span root's. overwrite replaces only an out that ingest wrote
+    (ingest/output.py says what counts).
     """
     src, out = Path(src).resolve(), Path(out).resolve()
     check_fraction("--eval-fraction", eval_fraction)
     check_fraction("--test-fraction", test_fraction)
     _check_options(channels, max_pixels, max_file_bytes)
     max_file_bytes = max_file_bytes or default_max_file_bytes(max_pixels)
-    if out.exists() and not overwrite:
-        raise IngestError(f"{out} already exists; pass --overwrite to replace it.")
-    if out == src or src in out.parents:
-        raise IngestError(f"output {out} must not be inside the source folder {src}")
-    workers = workers or os.cpu_count() or 1
+    output.check_paths(src, out)
+    output.check_target(out, overwrite)  # before the lock: a refusal leaves nothing behind
+    with output.claimed(out, overwrite, lock_held) as tmp:
+        return _ingest_into(tmp, src, out, eval_fraction=eval_fraction,
+                            test_fraction=test_fraction, workers=workers or os.cpu_count() or 1,
+                            seed=seed, resize=resize, channels=channels, skip_bad=skip_bad,
+                            max_pixels=max_pixels, allow_duplicates=allow_duplicates,
+                            expected_shape=expected_shape, max_file_bytes=max_file_bytes)
+
+
+def _ingest_into(
+    tmp: Path,
+    src: Path,
+    out: Path,
+    *,
+    eval_fraction: float,
+    test_fraction: float,
+    workers: int,
+    seed: int,
+    resize: tuple[int, int] | None,
+    channels: int | None,
+    skip_bad: bool,
+    max_pixels: int,
+    allow_duplicates: bool,
+    expected_shape: tuple[str, tuple[int, int, int]] | None,
+    max_file_bytes: int,
+) -> DatasetInfo:
+    """The work of ingest() once out is claimed: written into tmp, then swapped into place."""
     start = time.monotonic()
     skipped: list[tuple[str, str]] = []
     counts: collections.Counter = collections.Counter()
@@ -657,73 +677,67 @@ def ingest(
     if TEST not in items:
         log.warning(TWO_SPLITS_WARNING, src)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        jobs = _plan_shards(items, tmp, seed, workers)
-        reports = _write_shards([job[1:] for job in jobs], workers, max_pixels, channels,
-                                max_file_bytes)
-        report, digests = _merge_reports([job[0] for job in jobs], reports)
-        if report.bad and not skip_bad:
-            _refuse_bad(report.bad, src)
-        skipped.extend(report.bad)
-        dropped = {path for path, _ in report.bad}
-        items = {split: [item for item in split_items if item[0] not in dropped]
-                 for split, split_items in items.items()}
-        _check_not_emptied(items, class_names, src)
-        duplicates = find_duplicates(digests)
-        if duplicates.across and not allow_duplicates:
-            _refuse_duplicates(duplicates, src)
-        image_shape = target_shape(report.shapes, report.example_of, resize, channels, src)
-        if expected_shape and tuple(image_shape) != tuple(expected_shape[1]):
-            have = "x".join(map(str, image_shape))
-            want = "x".join(map(str, expected_shape[1]))
-            raise IngestError(
-                f"{src}: the images are {have}, but {expected_shape[0]} has {want}; one model "
-                f"takes one shape: pass --resize {want.rsplit('x', 1)[0]} (and --channels "
-                f"{expected_shape[1][2]} if the channels differ)"
-            )
-        elapsed = time.monotonic() - start
-        total = sum(len(v) for v in items.values())
-        info = {
-            "format": "TFRecord (GZIP) of tf.train.Example",
-            "features": {
-                features.IMAGE_KEY: "bytes: the encoded image file, unchanged (re-encoded as "
-                                    "PNG only where `converted` says)",
-                features.LABEL_KEY: f"int64: index into class_names / {LABELS_FILE}",
-            },
-            "class_names": class_names,
-            "image_shape": list(image_shape),
-            "image_shapes_seen": {f"{h}x{w}x{c}": n for (h, w, c), n in report.shapes.items()},
-            "image_modes": dict(report.kinds.most_common()),
-            "converted": _conversions_info(report.converted, channels),
-            "shape_policy": {"resize": list(resize) if resize else None, "channels": channels},
-            "max_pixels": max_pixels,
-            "max_file_bytes": max_file_bytes,
-            "symlinks_followed": counts["symlinks_followed"],
-            "exif_rotated": _rotated_info(report.rotated, src),
-            "skipped_files": len(skipped),
-            "duplicates": _duplicates_info(duplicates, allow_duplicates, src),
-            "splits": _split_info(items, class_names, origins),
-            "source": str(src),
-            "created": datetime.datetime.now(datetime.UTC).isoformat(),
-            "ingest_seconds": round(elapsed, 3),
-            "images_per_second": round(total / elapsed, 1) if elapsed > 0 else None,
-        }
-        (tmp / LABELS_FILE).write_text("".join(f"{name}\n" for name in class_names),
-                                      encoding="utf-8")
-        if skipped:
-            (tmp / QUARANTINE_FILE).write_text(json.dumps(
-                [{"path": path, "reason": reason} for path, reason in sorted(skipped)], indent=2
-            ) + "\n")
-            log.warning("skipped %d bad file(s); see %s", len(skipped), out / QUARANTINE_FILE)
-        _log_findings(report.converted, duplicates, info["converted"]["to"])
-        _log_rotated(info["exif_rotated"])
-        (tmp / DATASET_INFO).write_text(json.dumps(info, indent=2) + "\n")
-        _publish(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    jobs = _plan_shards(items, tmp, seed, workers)
+    reports = _write_shards([job[1:] for job in jobs], workers, max_pixels, channels,
+                            max_file_bytes)
+    report, digests = _merge_reports([job[0] for job in jobs], reports)
+    if report.bad and not skip_bad:
+        _refuse_bad(report.bad, src)
+    skipped.extend(report.bad)
+    dropped = {path for path, _ in report.bad}
+    items = {split: [item for item in split_items if item[0] not in dropped]
+             for split, split_items in items.items()}
+    _check_not_emptied(items, class_names, src)
+    duplicates = find_duplicates(digests)
+    if duplicates.across and not allow_duplicates:
+        _refuse_duplicates(duplicates, src)
+    image_shape = target_shape(report.shapes, report.example_of, resize, channels, src)
+    if expected_shape and tuple(image_shape) != tuple(expected_shape[1]):
+        have = "x".join(map(str, image_shape))
+        want = "x".join(map(str, expected_shape[1]))
+        raise IngestError(
+            f"{src}: the images are {have}, but {expected_shape[0]} has {want}; one model "
+            f"takes one shape: pass --resize {want.rsplit('x', 1)[0]} (and --channels "
+            f"{expected_shape[1][2]} if the channels differ)"
+        )
+    elapsed = time.monotonic() - start
+    total = sum(len(v) for v in items.values())
+    info = {
+        "format": "TFRecord (GZIP) of tf.train.Example",
+        "features": {
+            features.IMAGE_KEY: "bytes: the encoded image file, unchanged (re-encoded as "
+                                "PNG only where `converted` says)",
+            features.LABEL_KEY: f"int64: index into class_names / {LABELS_FILE}",
+        },
+        "class_names": class_names,
+        "image_shape": list(image_shape),
+        "image_shapes_seen": {f"{h}x{w}x{c}": n for (h, w, c), n in report.shapes.items()},
+        "image_modes": dict(report.kinds.most_common()),
+        "converted": _conversions_info(report.converted, channels),
+        "shape_policy": {"resize": list(resize) if resize else None, "channels": channels},
+        "max_pixels": max_pixels,
+        "max_file_bytes": max_file_bytes,
+        "symlinks_followed": counts["symlinks_followed"],
+        "exif_rotated": _rotated_info(report.rotated, src),
+        "skipped_files": len(skipped),
+        "duplicates": _duplicates_info(duplicates, allow_duplicates, src),
+        "splits": _split_info(items, class_names, origins),
+        "source": str(src),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(),
+        "ingest_seconds": round(elapsed, 3),
+        "images_per_second": round(total / elapsed, 1) if elapsed > 0 else None,
+    }
+    (tmp / LABELS_FILE).write_text("".join(f"{name}\n" for name in class_names),
+                                  encoding="utf-8")
+    if skipped:
+        (tmp / QUARANTINE_FILE).write_text(json.dumps(
+            [{"path": path, "reason": reason} for path, reason in sorted(skipped)], indent=2
+        ) + "\n")
+        log.warning("skipped %d bad file(s); see %s", len(skipped), out / QUARANTINE_FILE)
+    _log_findings(report.converted, duplicates, info["converted"]["to"])
+    _log_rotated(info["exif_rotated"])
+    (tmp / DATASET_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    output.publish(tmp, out)
     log.info("ingested %d images from %s into %s in %.1fs", total, src, out, elapsed)
     return load_dataset_info(out)
 

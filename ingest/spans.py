@@ -35,6 +35,10 @@ def _span_number(name: str) -> int | None:
     return None
 
 
+def is_span_name(name: str) -> bool:
+    return _span_number(name) is not None
+
+
 def span_dirs(root: Path) -> dict[int, Path]:
     """The span number -> folder map of every span-N folder under root."""
     if not root.is_dir():
@@ -186,24 +190,28 @@ def ingest_span(
 
     A span that exists is refused unless overwrite_span (replaced atomically, as ingest
     replaces a folder). Its images must have the previous span's shape unless `resize` says
-    what the model gets.
+    what the model gets. The root's lock is held from choosing the number to publishing the
+    span, so concurrent ingests never take one number (ingest/output.py).
     """
-    from ingest import dataset
+    from ingest import dataset, output
 
     root = Path(root).resolve()
-    number = next_span(root) if span == "auto" else int(span)
-    target = span_dir(root, number)
-    if target.exists() and not overwrite_span:
-        raise dataset.IngestError(
-            f"span {number} already exists ({target}); pass --overwrite-span to replace it, or "
-            f"--span auto for the next number ({next_span(root)})"
-        )
-    earlier = [n for n in span_dirs(root) if n < number]
-    expected = None
-    if earlier and not options.get("resize"):
-        previous = span_dir(root, max(earlier))
-        expected = (f"span {max(earlier)} ({previous})",
-                    dataset.load_dataset_info(previous).image_shape)
-    info = dataset.ingest(src, target, overwrite=overwrite_span, expected_shape=expected,
-                         **options)
+    output.check_not_file(root)  # before the lock: a refusal leaves nothing behind
+    with output.locked(root):
+        output.recover_spans(root)
+        number = next_span(root) if span == "auto" else int(span)
+        target = span_dir(root, number)
+        if target.exists() and not overwrite_span:
+            raise dataset.IngestError(
+                f"span {number} already exists ({target}); pass --overwrite-span to replace it, "
+                f"or --span auto for the next number ({next_span(root)})"
+            )
+        earlier = [n for n in span_dirs(root) if n < number]
+        expected = None
+        if earlier and not options.get("resize"):
+            previous = span_dir(root, max(earlier))
+            expected = (f"span {max(earlier)} ({previous})",
+                        dataset.load_dataset_info(previous).image_shape)
+        info = dataset.ingest(src, target, overwrite=overwrite_span, expected_shape=expected,
+                              lock_held=True, **options)
     return number, info

@@ -7,7 +7,7 @@ The lock is filelock's FileLock, held as a kernel file lock (flock): it is relea
 process ends, even when killed, so a crashed run never leaves a stale lock behind. Where the
 filesystem has no flock, filelock would fall back to a lock file that outlives a crash; that
 is turned off (`fallback_to_soft=False`): such a filesystem gets an error, not a weaker lock.
-The holder writes its record (components/lock_holder.py, shared with the Pusher's lock on a
+The holder writes its record (ingest/lock_holder.py, shared with the Pusher's lock on a
 model directory) into the lock file once it holds it; filelock never truncates it on a
 contender's attempt, so a refused run can read it.
 """
@@ -15,31 +15,24 @@ contender's attempt, so a refused run can read it.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import filelock
 
-from components.lock_holder import describe_holder, holder_record, read_holder
+from ingest.lock_holder import claim, describe_holder, read_holder
 
 
 class RunLockedError(RuntimeError):
     pass
 
 
-def _claim(fd: int) -> None:
-    """The on_acquired hook: our record, in place of the last holder's."""
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(holder_record()).encode(), 0)
-
-
 @contextlib.contextmanager
 def run_lock(path: Path, description: str) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = filelock.FileLock(path, timeout=0, thread_local=False, fallback_to_soft=False,
-                             preserve_lock_file=True, on_acquired=_claim)
+                             preserve_lock_file=True, on_acquired=claim)
     try:
         lock.acquire()
     except filelock.Timeout:
