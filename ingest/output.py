@@ -83,17 +83,36 @@ def check_target(out: Path, overwrite: bool) -> None:
     if not is_ours(out):
         raise IngestError(
             f"{out} is not a dataset written by ingest (no {DATASET_INFO} of ingest's in it or "
-            "in its span-N folders), and --overwrite replaces only those: remove it yourself, "
-            "or pick another OUT.")
+            "in its span-N folders, or files beside them that ingest does not write), and "
+            "--overwrite replaces only those: remove it yourself, or pick another OUT.")
+
+
+# What an ingest output holds besides its split folders: ingest's files, and the fingerprint
+# `run --data FOLDER` keeps beside the TFRecords it ingested (pipeline/workspace.py).
+_OUTPUT_FILES = frozenset({DATASET_INFO, "labels.txt", "quarantine.json",
+                           "source_fingerprint.json"})
+_SHARD = re.compile(r"^data-\d{5}-of-\d{5}\.tfrecord\.gz$")
 
 
 def is_dataset(folder: Path) -> bool:
-    """Whether folder holds a dataset.json as ingest writes it."""
+    """Whether folder holds a dataset.json as ingest writes it, and nothing ingest does not
+    write: a file put in it since (notes, images) is not ours to delete with it.
+    """
     try:
         info = json.loads((folder / DATASET_INFO).read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(info, dict) and {"class_names", "splits"} <= info.keys()
+    if not (isinstance(info, dict) and {"class_names", "splits"} <= info.keys()):
+        return False
+    splits = info["splits"] if isinstance(info["splits"], dict) else {}
+    for child in folder.iterdir():
+        if child.name in _OUTPUT_FILES and child.is_file() and not child.is_symlink():
+            continue
+        if child.name not in splits or child.is_symlink() or not child.is_dir():
+            return False
+        if any(not _SHARD.match(shard.name) or not shard.is_file() for shard in child.iterdir()):
+            return False
+    return True
 
 
 def is_ours(out: Path) -> bool:

@@ -79,6 +79,21 @@ def test_overwrite_refuses_a_folder_ingest_did_not_write(tmp_path: Path, capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "src"]
 
 
+@pytest.mark.parametrize("added", ["notes.txt", "train/photo.jpg", "extra/a.png"])
+def test_overwrite_refuses_an_output_that_holds_files_ingest_did_not_write(
+    tmp_path: Path, capsys, added: str
+) -> None:
+    out = tmp_path / "out"
+    ingest(_source(tmp_path), out)
+    (out / added).parent.mkdir(exist_ok=True)
+    (out / added).write_text("the user's")
+    assert main(["ingest", str(_source(tmp_path, "second", seed=1)), str(out),
+                 "--overwrite"]) == EXIT_BAD_INPUT
+    _one_line_error(capsys.readouterr().err)
+    assert (out / added).read_text() == "the user's"
+    assert _source_of(out) == str(tmp_path / "src")
+
+
 @pytest.mark.parametrize("extra", [None, "notes", ".git"])
 def test_overwrite_replaces_a_span_root_only_when_it_holds_nothing_but_spans(
     tmp_path: Path, extra
