@@ -146,7 +146,9 @@ class Executor(stock_executor.Executor):
         exec_properties: dict[str, Any],
     ) -> None:
         candidate = artifact_utils.get_single_instance(input_dict[_MODEL])
-        production = production_model(push_base(exec_properties.get(PUSH_DESTINATION_KEY)))
+        # Loaded in full: TFMA loads the baseline next, and would fail naming its snapshot.
+        production = production_model(push_base(exec_properties.get(PUSH_DESTINATION_KEY)),
+                                      load=True)
         output_uri = artifact_utils.get_single_uri(output_dict[_EVALUATION])
         provenance = {
             "candidate": _serving_dir(candidate),

@@ -181,17 +181,34 @@ def damage(version_dir: str) -> str | None:
     return None
 
 
-def production_model(base: str | None) -> ProductionModel | None:
+def load_failure(version_dir: str) -> str | None:
+    """Why tf.saved_model.load fails on the version (graph and variables), or None.
+
+    What TF Serving does to load it; seconds for this pipeline's models, so only the
+    Evaluator, which loads the baseline next, asks for it (production_model(load=True)).
+    """
+    import tensorflow as tf
+
+    try:
+        tf.saved_model.load(version_dir)
+    except Exception as e:  # noqa: BLE001 - any failure means TF Serving cannot load it
+        first_line = (str(e).strip().splitlines() or [e.__class__.__name__])[0]
+        return f"it does not load ({e.__class__.__name__}: {first_line[:200]})"
+    return None
+
+
+def production_model(base: str | None, load: bool = False) -> ProductionModel | None:
     """The newest complete version under base that is not damaged; None before the first push.
 
-    A damaged newer version (see `damage`) is skipped with a warning naming it: TF Serving
+    A damaged newer version (see `damage`; with load, also one that tf.saved_model.load
+    refuses, such as truncated variables) is skipped with a warning naming it: TF Serving
     cannot load it either, and its availability-preserving policy keeps serving the version
     loaded before, which is the newest loadable one. The next push, numbered above every
     folder, replaces it in service; nothing here deletes it.
     """
     for version in reversed(served_versions(base) if base else []):
         path = join(base, str(version))
-        why = damage(path)
+        why = damage(path) or (load_failure(path) if load else None)
         if why is None:
             return ProductionModel(version, path)
         log.warning("served version %d (%s) cannot be loaded: %s. It is not used as the "

@@ -458,3 +458,21 @@ def test_a_damaged_newest_version_is_named_and_skipped_as_production(
     assert (version, existed) == (2001, False)
     assert production_model(str(base)).version == 2001
     assert proto.is_file()  # not ours to delete: TF Serving may still be trying it
+
+
+def test_a_version_whose_variables_are_truncated_is_skipped_when_loaded_in_full(
+    tmp_path: Path, models: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The cheap check reads the proto and the index only; the Evaluator, which loads the
+    baseline next, asks for a full load, which a truncated variables file fails.
+    """
+    base = tmp_path / "m"
+    push_model(models[0], str(base), now=lambda: 1000)
+    push_model(models[1], str(base), now=lambda: 2000)
+    data = next((base / "2000" / "variables").glob("variables.data-*"))
+    data.write_bytes(data.read_bytes()[:3])
+
+    assert production_model(str(base)).version == 2000
+    with caplog.at_level(logging.WARNING, logger="serving.model_dir"):
+        assert production_model(str(base), load=True).version == 1000
+    assert f"served version 2000 ({base}/2000) cannot be loaded: it does not load" in caplog.text
