@@ -15,18 +15,17 @@ class OverlappingPathsError(ValueError):
     """Two folders that the run must keep apart are one, or one is inside the other."""
 
 
-def _overlap(a: Path, b: Path) -> bool:
-    return a == b or a in b.parents or b in a.parents
-
-
 def refuse_overlaps(args: argparse.Namespace) -> None:
     """Refuse a data folder, serving dir, model directory or root that overlap.
 
     The run writes into the root and pushes into <serving-dir>/<model-name>; inside the images'
     folder those would become "files that are not images" for the next ingest, and images in
-    the model directory would sit where the Pusher numbers versions. Paths are compared
-    resolved, so a link to a folder counts as the folder.
+    the model directory would sit where the Pusher numbers versions. A model directory inside
+    the root is only a folder of versions among its records. Paths are compared resolved, so a
+    link to a folder counts as the folder.
     """
+    from ingest.output import overlaps
+
     name = args.model_name
     if name is not None and (not name or name in (".", "..") or "/" in name or "\0" in name):
         raise OverlappingPathsError(f"--model-name {name!r}: a model name is one folder name "
@@ -35,14 +34,13 @@ def refuse_overlaps(args: argparse.Namespace) -> None:
     data = args.data.resolve() if args.data is not None else None
     model_base = (serving / (name or (data.name if data else args.dataset))).resolve()
     model = "the model directory (--serving-dir/--model-name)"
-    pairs = [("--root", root, model, model_base)]
-    if data is not None:
-        pairs = [("--data", data, "--serving-dir", serving), ("--data", data, model, model_base),
-                 ("--data", data, "--root", root), *pairs]
-    for first, a, second, b in pairs:
-        # A model directory inside the root is only a folder of versions among its records.
-        inside_root = first == "--root" and root in b.parents
-        if _overlap(a, b) and not inside_root:
+    conflicts = [] if data is None else [
+        ("--data", data, other, path, overlaps(data, path))
+        for other, path in (("--serving-dir", serving), (model, model_base), ("--root", root))]
+    conflicts.append(("--root", root, model, model_base,
+                      root == model_base or model_base in root.parents))
+    for first, a, second, b, conflict in conflicts:
+        if conflict:
             raise OverlappingPathsError(
                 f"{first} {a} and {second} {b} overlap (the same folder, or one inside the "
                 "other): the run would write among the other's files. Keep the data, the "

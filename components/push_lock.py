@@ -44,6 +44,7 @@ from typing import IO
 from tfx.dsl.io import fileio
 
 from ingest.lock_holder import describe_holder, holder_record, read_holder, write_holder
+from ingest.processes import pid_running
 from serving.model_dir import is_local
 
 log = logging.getLogger(__name__)
@@ -108,17 +109,7 @@ def owner_alive(owner: str) -> bool | None:
     pid = int(match.group(3))
     if pid == os.getpid():
         return owner in _LIVE
-    return _pid_running(pid)
-
-
-def _pid_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
+    return pid_running(pid)
 
 
 def _local_path(base: str) -> str:

@@ -57,7 +57,7 @@ from ingest import output, processes
 from ingest.decode import DEFAULT_MAX_PIXELS, Decoded, decode
 from ingest.errors import IngestError
 from ingest.imageinfo import BadImage
-from ingest.output import DATASET_INFO
+from ingest.output import DATASET_INFO, LABELS_FILE, QUARANTINE_FILE, shard_name
 from ingest.sources import (
     default_max_file_bytes,
     is_utf8,
@@ -81,8 +81,6 @@ SPLIT_FOLDERS = {TRAIN: (TRAIN,), EVAL: ("eval", "val", "validation"), TEST: (TE
 DEFAULT_EVAL_FRACTION = 0.1
 DEFAULT_TEST_FRACTION = 0.2
 MAX_FRACTION = 0.5
-LABELS_FILE = "labels.txt"
-QUARANTINE_FILE = "quarantine.json"
 _MAX_SHARD = 50_000
 _MIN_SHARD = 500
 
@@ -571,7 +569,7 @@ def _plan_shards(
         random.Random(seed).shuffle(ordered)
         n = _num_shards(len(ordered), workers)
         for i in range(n):
-            shard = tmp / split / f"data-{i:05d}-of-{n:05d}.tfrecord.gz"
+            shard = tmp / split / shard_name(i, n)
             jobs.append((split, str(shard), ordered[i::n]))
     return jobs
 

@@ -1,14 +1,12 @@
 """Where ingest writes OUT: one ingest at a time, only its own folders replaced, an atomic swap
 into place, and the cleanup after an ingest that was killed.
 
-Lock: filelock's FileLock held as a kernel flock (no soft fallback; pipeline/lock.py explains
-why) on `.<name>.lock` beside OUT, outside the folder that is swapped. It is released when its
-process ends, even when killed. A span-N folder is covered by its span root's lock, which
-`ingest --span` holds while it picks the number, so two `--span auto` never take the same one.
-A second ingest is refused within half a second, naming the holder (IngestBusyError). The
-holder deletes the lock file before it lets go, so nothing is left beside OUT (a killed one's
-is deleted by the next holder): a contender that opened the file before then finds it unlinked
-once it gets the flock, and filelock starts over.
+Lock: lock_holder.exclusive (a kernel flock, released when its process ends, even when killed)
+on `.<name>.lock` beside OUT, outside the folder that is swapped. A span-N folder is covered by
+its span root's lock, which `ingest --span` holds while it picks the number, so two `--span
+auto` never take the same one. A second ingest is refused within half a second, naming the
+holder (IngestBusyError). The holder deletes the lock file when done, so nothing is left beside
+OUT (a killed one's is deleted by the next holder).
 
 Ours: `--overwrite` replaces only a folder ingest wrote, one holding a dataset.json with class
 names and splits, or a span root: at least one span-N folder, each holding such a dataset.json,
@@ -37,16 +35,19 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import filelock
-
 from ingest import spans
 from ingest.errors import IngestBusyError, IngestError
-from ingest.lock_holder import claim, describe_holder, read_holder
+from ingest.lock_holder import describe_holder, exclusive
 from ingest.processes import libc, pid_running
 
 log = logging.getLogger(__name__)
 
+# The files of an ingest output (ingest/dataset.py writes them; the run's fingerprint is
+# pipeline/workspace.py's).
 DATASET_INFO = "dataset.json"
+LABELS_FILE = "labels.txt"
+QUARANTINE_FILE = "quarantine.json"
+SOURCE_FINGERPRINT = "source_fingerprint.json"
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>[1-9]\d*)$")
 # How long a second ingest tries for the lock: long enough to outlast a holder that deleted the
 # lock file as it finished (filelock then retries), short enough to be a refusal at once.
@@ -60,9 +61,14 @@ def staging(out: Path, kind: str, pid: int | None = None) -> Path:
     return out.parent / f".{out.name}.{kind}-{os.getpid() if pid is None else pid}"
 
 
+def overlaps(a: Path, b: Path) -> bool:
+    """Whether two resolved paths are one folder, or one is inside the other."""
+    return a == b or a in b.parents or b in a.parents
+
+
 def check_paths(src: Path, out: Path) -> None:
     """Refuses an OUT that is SRC, inside it or around it: replacing OUT would delete images."""
-    if out == src or src in out.parents or out in src.parents:
+    if overlaps(src, out):
         raise IngestError(f"output {out} and source {src} overlap (one is inside the other); "
                           "pick an OUT outside the source folder and not holding it.")
 
@@ -89,9 +95,13 @@ def check_target(out: Path, overwrite: bool) -> None:
 
 # What an ingest output holds besides its split folders: ingest's files, and the fingerprint
 # `run --data FOLDER` keeps beside the TFRecords it ingested (pipeline/workspace.py).
-_OUTPUT_FILES = frozenset({DATASET_INFO, "labels.txt", "quarantine.json",
-                           "source_fingerprint.json"})
+_OUTPUT_FILES = frozenset({DATASET_INFO, LABELS_FILE, QUARANTINE_FILE, SOURCE_FINGERPRINT})
 _SHARD = re.compile(r"^data-\d{5}-of-\d{5}\.tfrecord\.gz$")
+
+
+def shard_name(index: int, count: int) -> str:
+    """The file name of shard `index` of a split's `count`: what _SHARD recognises as ours."""
+    return f"data-{index:05d}-of-{count:05d}.tfrecord.gz"
 
 
 def is_dataset(folder: Path) -> bool:
@@ -189,43 +199,19 @@ def cannot_write(out: Path, error: OSError) -> IngestError:
 def locked(folder: Path) -> Iterator[None]:
     """Holds `.<name>.lock` beside folder, or raises IngestBusyError naming its holder."""
     path = folder.parent / f".{folder.name}.lock"
-    held: list[os.stat_result] = []
 
-    def on_acquired(fd: int) -> None:
-        claim(fd)
-        held.append(os.fstat(fd))
+    def busy(holder: dict) -> IngestBusyError:
+        return IngestBusyError(
+            f"another ingest is writing {folder} ({describe_holder(holder)}, lock {path}); "
+            "wait for it to finish, or pick another OUT.")
 
-    lock = filelock.FileLock(path, timeout=_LOCK_WAIT_S, thread_local=False, fallback_to_soft=False,
-                             preserve_lock_file=True, on_acquired=on_acquired)
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        lock.acquire()
-    except filelock.Timeout:
-        raise IngestBusyError(
-            f"another ingest is writing {folder} ({describe_holder(_holder(path))}, lock "
-            f"{path}); wait for it to finish, or pick another OUT.") from None
-    except OSError as e:
-        raise cannot_write(folder, e) from None
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(exclusive(path, busy, timeout=_LOCK_WAIT_S, remove=True))
+        except OSError as e:
+            raise cannot_write(folder, e) from None
         yield
-    finally:
-        _unlink_if_same(path, held[-1])
-        lock.release()
-
-
-def _holder(path: Path) -> dict:
-    try:
-        with open(path) as handle:
-            return read_holder(handle)
-    except OSError:
-        return {}
-
-
-def _unlink_if_same(path: Path, held: os.stat_result) -> None:
-    """Deletes the lock file, if it still is the one held."""
-    with contextlib.suppress(FileNotFoundError):
-        if os.path.samestat(os.stat(path), held):
-            os.unlink(path)
 
 
 @contextlib.contextmanager

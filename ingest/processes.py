@@ -29,7 +29,7 @@ def pid_running(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # someone else's process
         return True
     return True
 
@@ -54,12 +54,9 @@ def new_pool(workers: int) -> ProcessPoolExecutor:
 
 def kill_workers(pool: ProcessPoolExecutor) -> None:
     """Cancels the jobs not started and kills the workers: shutting down would wait for each
-    running job, for ever if one is blocked on a read.
+    running job, for ever if one is blocked on a read. Python 3.11's pool has no public way to
+    kill its workers (3.14 adds kill_workers), hence its private process table.
     """
-    kill = getattr(pool, "kill_workers", None)  # Python 3.14
-    if kill is not None:
-        kill()
-        return
     for process in list((pool._processes or {}).values()):
         process.kill()
     pool.shutdown(wait=True, cancel_futures=True)  # returns once it has seen them die

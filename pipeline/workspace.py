@@ -28,11 +28,11 @@ from ingest.dataset import (
     load_dataset_info,
 )
 from ingest.dataset import ingest as ingest_folder
+from ingest.output import SOURCE_FINGERPRINT
 from ingest.sources import walk
 
 log = logging.getLogger(__name__)
 
-_SOURCE_FINGERPRINT = "source_fingerprint.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +99,7 @@ def ingest_if_changed(
     fingerprint = {"source": str(src.resolve()), "fingerprint": source_fingerprint(src),
                    "eval_fraction": eval_fraction, "test_fraction": test_fraction,
                    **{k: list(v) if isinstance(v, tuple) else v for k, v in policy.items()}}
-    marker = out / _SOURCE_FINGERPRINT
+    marker = out / SOURCE_FINGERPRINT
     if marker.is_file() and json.loads(marker.read_text()) == fingerprint:
         log.info("reusing %s (source unchanged)", out)
         return load_dataset_info(out)

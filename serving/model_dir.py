@@ -154,6 +154,9 @@ def damage(version_dir: str) -> str | None:
     several components): the SavedModel proto parses, and the variables it points to exist.
     A version damaged after its push (a truncated copy, a disk error) fails here, as it would
     fail TF Serving's load, instead of inside TFMA with the path of the Evaluator's snapshot.
+    The proto is parsed here rather than by TF's loader (loader_impl.parse_saved_model), which
+    reads through tf.io.gfile: every file here goes through TFX's fileio, whose filesystems
+    (the tests' object store among them) tf.io.gfile does not know.
     """
     from google.protobuf import message, text_format
     from tensorflow.core.protobuf import saved_model_pb2

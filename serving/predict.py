@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,8 +57,6 @@ def newest_version(model_dir: str | Path) -> Path:
 
 def image_problem(path: Path) -> str | None:
     """Why a path cannot be sent to the model as an image file, or None."""
-    import stat
-
     try:
         info = path.stat()
     except FileNotFoundError:

@@ -88,6 +88,15 @@ class PipelineRuns:
         return Workspace(self.root, PIPELINE_NAME).report_dir(self.run_ids[name])
 
 
+def ended_pid() -> int:
+    """The pid of a process that has ended (and was reaped): an owner known to be gone."""
+    import subprocess
+
+    process = subprocess.Popen([sys.executable, "-c", ""])
+    process.wait()
+    return process.pid
+
+
 def snapshot(folder: Path) -> dict[str, bytes]:
     if not folder.exists():
         return {}

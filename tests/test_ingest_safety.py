@@ -19,6 +19,7 @@ import pytest
 
 import imagegen
 from cli import EXIT_BAD_INPUT, EXIT_BUSY, main
+from conftest import ended_pid
 from ingest import output
 from ingest.dataset import IngestError, ingest, load_dataset_info
 from ingest.spans import span_dirs
@@ -29,13 +30,6 @@ REPO = Path(__file__).resolve().parent.parent
 def _source(tmp_path: Path, name: str = "src", seed: int = 0, per_class: int = 3) -> Path:
     imagegen.write_folder(tmp_path / name, {"train": per_class, "test": 1}, seed=seed)
     return tmp_path / name
-
-
-def _dead_pid() -> int:
-    """The pid of a process that has ended (and been reaped)."""
-    process = subprocess.Popen([sys.executable, "-c", ""])
-    process.wait()
-    return process.pid
 
 
 def _source_of(out: Path) -> str:
@@ -238,7 +232,7 @@ def test_a_kill_between_the_two_renames_is_recovered_by_the_next_ingest(
     out = tmp_path / "out"
     first = _source(tmp_path, "first")
     ingest(first, out)
-    dead = _dead_pid()
+    dead = ended_pid()
     out.rename(output.staging(out, "old", dead))  # the state the two renames' kill left
     half_written = output.staging(out, "tmp", dead)
     (half_written / "train").mkdir(parents=True)
@@ -255,7 +249,7 @@ def test_a_kill_between_the_two_renames_is_recovered_by_the_next_ingest(
 
 def test_leftovers_of_running_processes_and_other_names_are_kept(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    dead = _dead_pid()
+    dead = ended_pid()
     kept = [output.staging(out, "tmp", os.getppid()), tmp_path / f".out.tmp-{dead}x",
             tmp_path / f".other.old-{dead}", tmp_path / f".out.old-{dead}.bak"]
     for folder in kept:

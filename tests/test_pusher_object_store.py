@@ -17,7 +17,6 @@ import dataclasses
 import hashlib
 import logging
 import os
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,6 +35,7 @@ from components.pusher import (
     push_model,
     verify_saved_model,
 )
+from conftest import ended_pid
 from schema import features
 from serving.model_dir import (
     STATISTICS_DIR,
@@ -379,7 +379,7 @@ def test_a_version_without_saved_model_pb_is_removed_only_when_a_push_of_ours_le
         (leftover / "variables").mkdir(parents=True)
         (leftover / "variables" / "variables.index").write_bytes(b"half a push")
     # The marker a push to an object store writes first, naming a push that has ended.
-    dead_pid = _ended_pid()
+    dead_pid = ended_pid()
     Path(publishing_marker(str(base), 5000)).write_text(
         f"{int(time.time())}-{machine()}-{dead_pid}-0badc0de")
 
@@ -394,13 +394,6 @@ def test_a_version_without_saved_model_pb_is_removed_only_when_a_push_of_ours_le
     assert f"{base}/6000" in caplog.text and "no push of ours wrote" in caplog.text
     assert sorted(p.name for p in base.iterdir()) == ["1000", "6000", "6001"]
     assert (foreign / "variables" / "variables.index").read_bytes() == b"half a push"
-
-
-def _ended_pid() -> int:
-    """The pid of a process that has ended (and was reaped)."""
-    process = subprocess.Popen(["true"])  # noqa: S607
-    process.wait()
-    return process.pid
 
 
 def test_user_folders_in_the_model_directory_are_never_deleted(
