@@ -1,0 +1,1 @@
+"""Pretrained backbones for the `transfer` recipe: networks, weights and their provenance."""
