@@ -75,6 +75,7 @@ def execute(args: argparse.Namespace) -> int:
         split_counts = DIGITS_SPLIT_COUNTS
         model_name = args.model_name or "digits"
         source = "the built-in digits dataset (no --dataset-info)"
+        info = None
     try:
         check_num_classes(args.schema, len(class_names))
     except ValueError as e:
@@ -86,7 +87,7 @@ def execute(args: argparse.Namespace) -> int:
         serving_dir=args.serving_dir,
         model_name=model_name,
         trainer=trainer_config(args, class_names, image_shape, split_counts,
-                               trains_here=False),
+                               trains_here=False, info=info),
         schema_path=args.image_schema or image_path(args.schema),
         splits=tuple(split_counts),
         spans=args.span_root or bool(args.span) or args.spans > 1,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 
 def add_trainer_args(parser: argparse.ArgumentParser) -> None:
+    from trainer.backbones.registry import BACKBONES, DEFAULT_BACKBONE
     from trainer.config import AUTO, DISTRIBUTIONS, MODELS, PRECISIONS, RECIPES, WARMUPS
     from trainer.memory import DEFAULT_CACHE_BUDGET
 
@@ -24,6 +25,19 @@ def add_trainer_args(parser: argparse.ArgumentParser) -> None:
                             "photos where training runs in bfloat16). fast-gray: the same "
                             "blocks narrower, for small grayscale images, translations only. "
                             "Default %(default)s")
+    group.add_argument("--backbone", choices=sorted(BACKBONES), metavar="NAME",
+                       help="a pretrained network for the transfer recipe (implies it): "
+                            f"{', '.join(sorted(BACKBONES))}. efficientnet_lite0's ImageNet "
+                            "weights install with the product; the Keras ones download once "
+                            "(or pass --backbone-weights). Default for photos: "
+                            f"{DEFAULT_BACKBONE}")
+    group.add_argument("--backbone-weights", metavar="PATH|imagenet|none",
+                       help="the backbone's weights: imagenet (default), none (random) or a "
+                            "file (efficientnet_lite0: a PyTorch state dict .pth; Keras "
+                            "backbones: the .h5 Keras downloads)")
+    group.add_argument("--input-size", type=int, metavar="N",
+                       help="the backbone's square input side (default: its own, 224); "
+                            "images are resized to it in the Transform graph")
     group.add_argument("--model", choices=MODELS)
     group.add_argument("--epochs", type=int, help="max epochs (classic: early stopping may "
                                                   "end sooner)")

@@ -82,7 +82,7 @@ def pipeline_config(args: argparse.Namespace, workspace, log_file: Path):
                  "spans %s); statistics, gate and evaluation read span %d", window, len(window),
                  history, window[:-1], window[-1])
         counts[TRAIN] += history
-    trainer = trainer_config(args, info.class_names, info.image_shape, counts)
+    trainer = trainer_config(args, info.class_names, info.image_shape, counts, info=info)
     log.info("[pipeline] recipe %s: %s", trainer.recipe, trainer.recipe_reason)
     thresholds = EvalThresholds(args.min_accuracy, args.max_regression)
     config = PipelineConfig(

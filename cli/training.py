@@ -6,19 +6,41 @@ import argparse
 
 
 def trainer_config(args: argparse.Namespace, class_names, image_shape,
-                    split_counts: dict[str, int], trains_here: bool = True):
+                   split_counts: dict[str, int], trains_here: bool = True, info=None):
     """The recipe (chosen from the data with --recipe auto) with the CLI's overrides on top.
 
     Every split must hold at least one batch: a batch size given on the command line is
     refused otherwise, a recipe's own is halved until it fits. `trains_here`: whether this
-    machine runs the Trainer, so its CPU tells whether `--precision auto` means bfloat16.
+    machine runs the Trainer, so its CPU tells whether `--precision auto` means bfloat16 and
+    whether a backbone's weights must be at hand. `info` (ingest's DatasetInfo, if known): the
+    spread of image sizes, from which the model's input size is chosen.
     """
-    from trainer.config import AUTO, choose_recipe, fit_batch_size, from_recipe, parse_settings
+    from trainer.config import (
+        AUTO,
+        RECIPES,
+        choose_recipe,
+        fit_batch_size,
+        from_recipe,
+        parse_settings,
+    )
 
+    sizes_vary = bool(getattr(info, "sizes_vary", False))
     recipe, reason = args.recipe, "chosen with --recipe"
-    if recipe == AUTO:
+    backbone = getattr(args, "backbone", None)
+    if backbone and recipe not in (AUTO, "transfer"):
+        raise ValueError(f"--backbone {backbone} needs the transfer recipe: leave --recipe "
+                         f"out (auto) or pass --recipe transfer, not --recipe {recipe}")
+    if recipe == AUTO and backbone:
+        recipe, reason = "transfer", f"--backbone {backbone}"
+    elif recipe == AUTO:
         recipe, reason = choose_recipe(image_shape, split_counts.get("train", 0),
-                                       bfloat16=computes_in_bfloat16(args.precision, trains_here))
+                                       bfloat16=computes_in_bfloat16(args.precision, trains_here),
+                                       sizes_vary=sizes_vary)
+    if RECIPES[recipe].get("model") == "transfer":
+        image_shape, note = _transfer_shape(args, image_shape, info)
+    else:
+        image_shape, note = _scratch_shape(image_shape, sizes_vary)
+    reason = f"{reason}; {note}" if note else reason
     smallest = min(split_counts, key=split_counts.get)
     if args.batch_size is not None and args.batch_size > split_counts[smallest]:
         raise ValueError(
@@ -33,6 +55,8 @@ def trainer_config(args: argparse.Namespace, class_names, image_shape,
         image_shape,
         class_names,
         recipe_reason=reason,
+        backbone=backbone,
+        backbone_weights=getattr(args, "backbone_weights", None),
         model=args.model,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -49,12 +73,55 @@ def trainer_config(args: argparse.Namespace, class_names, image_shape,
     if args.settings:
         config = config.replace(**parse_settings(args.settings))
     check_cache_budget(config)
+    if config.backbone and trains_here:  # fail now, not in the Trainer: exit 2, what to do
+        from trainer.backbones.registry import resolve_weights
+
+        resolve_weights(config.backbone, config.backbone_weights)
     fitted = fit_batch_size(config.batch_size, split_counts[smallest])
     if fitted == config.batch_size:
         return config
     return config.replace(batch_size=fitted, recipe_reason=(
         f"{reason}; batch size {fitted} so that one batch fits in the "
         f"{split_counts[smallest]}-image {smallest} split"))
+
+
+# The scratch CNNs are built for small images: data of many sizes is resized to its median size,
+# scaled down to at most this side.
+_SCRATCH_MAX_SIDE = 64
+
+
+def _scratch_shape(image_shape, sizes_vary: bool) -> tuple[tuple[int, int, int], str]:
+    """The one size a scratch CNN takes, and why: the data's, or one chosen from it."""
+    height, width, channels = (int(v) for v in image_shape)
+    if not sizes_vary:
+        return (height, width, channels), ""
+    scale = min(1.0, _SCRATCH_MAX_SIDE / max(height, width))
+    chosen = (max(1, round(height * scale)), max(1, round(width * scale)), channels)
+    return chosen, (f"images of many sizes: the model takes {chosen[0]}x{chosen[1]} (their "
+                    f"median size {height}x{width}, scaled to at most {_SCRATCH_MAX_SIDE} px), "
+                    "each image resized to it in the Transform graph")
+
+
+def _transfer_shape(args: argparse.Namespace, image_shape,
+                    info) -> tuple[tuple[int, int, int], str]:
+    """A backbone's square RGB input, and what that does to these images."""
+    from cli.common import log
+    from trainer.backbones.registry import DEFAULT_BACKBONE, get
+
+    backbone = get(getattr(args, "backbone", None) or DEFAULT_BACKBONE)
+    side = getattr(args, "input_size", None) or backbone.input_size
+    notes = [f"{side}x{side} inputs, each image resized keeping its aspect ratio"]
+    if int(image_shape[2]) == 1:
+        notes.append("grayscale images: their channel is replicated to RGB for the backbone")
+    sizes = getattr(info, "image_sizes", None)
+    smaller = sizes.smaller_than(side) if sizes is not None else 0
+    if sizes is None and max(int(image_shape[0]), int(image_shape[1])) < side:
+        smaller = sum(getattr(info, "split_counts", {}).values())
+    if smaller:
+        log.warning("warning: %d image(s) are smaller than %d px on their short side: they are "
+                    "upscaled to the backbone's %dx%d input", smaller, side, side, side)
+        notes.append(f"{smaller} image(s) upscaled")
+    return (side, side, 3), "; ".join(notes)
 
 
 def computes_in_bfloat16(precision: str | None, trains_here: bool) -> bool:

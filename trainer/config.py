@@ -13,7 +13,12 @@ from typing import Any
 
 from trainer.memory import DEFAULT_CACHE_BUDGET, check_budget
 
-MODELS = ("classic", "fast")
+# "transfer": a pretrained backbone (trainer/backbones/), a new linear head (trainer/transfer.py).
+MODELS = ("classic", "fast", "transfer")
+# How the Transform graph gives every image the model's size: "stretch" resizes to it (the
+# scratch recipes, whose data ingest made one size), "crop" keeps the aspect ratio and cuts the
+# centre, "pad" keeps the aspect ratio and pads with black.
+RESIZE_MODES = ("stretch", "crop", "pad")
 # "muon": conv kernels take orthogonalized momentum steps (trainer/muon.py), the rest SGD.
 OPTIMIZERS = ("adam", "sgd", "muon")
 SCHEDULES = ("constant", "onecycle")
@@ -31,6 +36,8 @@ TRAINING_CONFIG_FILE = "assets.extra/training_config.json"
 # The training record (config, history, timings), next to the TensorBoard logs in the Trainer's
 # model_run artifact; the summary and the report read it.
 HISTORY_FILE = "history.json"
+# The scratch recipes' input normalization: each channel standardized with the data's statistics.
+STANDARDIZE = "standardize"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +120,16 @@ class TrainerConfig:
     # Hand on the served model instead of training when the data gate found the data unchanged
     # and this config equals the served model's (components/trainer.py).
     skip_if_unchanged: bool = False
+    # transfer model: the backbone (trainer/backbones/registry.py) and its weights: "imagenet",
+    # "none" (random) or a file. The head trains first on the frozen network's features
+    # (head_epochs at head_learning_rate); then the last fine_tune_blocks blocks train with it
+    # for `epochs` at `learning_rate`, BatchNorm statistics frozen.
+    backbone: str = ""
+    backbone_weights: str = "imagenet"
+    fine_tune_blocks: int = 2
+    head_epochs: int = 40
+    head_learning_rate: float = 1e-3
+    resize_mode: str = "stretch"
     seed: int = 42
     # Which recipe these settings started from, and why it was chosen (for the report).
     recipe: str = "custom"
@@ -135,6 +152,7 @@ class TrainerConfig:
             ("activation", self.activation, ACTIVATIONS),
             ("distribution", self.distribution, DISTRIBUTIONS),
             ("warmup", self.warmup, WARMUPS),
+            ("resize_mode", self.resize_mode, RESIZE_MODES),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
@@ -167,6 +185,21 @@ class TrainerConfig:
             raise ValueError(f"warm_start_epochs must be in (0, 1], got {self.warm_start_epochs}")
         if not self.widths or min(self.widths) < 1:
             raise ValueError(f"widths must be positive channel counts, got {self.widths}")
+        if (self.model == "transfer") != bool(self.backbone):
+            raise ValueError("model='transfer' takes a backbone, and only it does: got model="
+                             f"{self.model!r}, backbone={self.backbone!r}")
+        if self.backbone and self.distribution == "multi_worker":
+            raise ValueError("the transfer recipe trains on features computed once per image "
+                             "in one process: use --distribution none or mirrored")
+        if self.backbone:
+            from trainer.backbones.registry import get
+
+            get(self.backbone)  # BackboneError (a ValueError) listing the names
+            if self.image_shape[2] != 3:
+                raise ValueError(f"a backbone takes RGB images; image_shape {self.image_shape}")
+        if self.fine_tune_blocks < 0 or self.head_epochs < 0 or self.head_learning_rate <= 0:
+            raise ValueError("fine_tune_blocks and head_epochs must be >= 0, "
+                             "head_learning_rate > 0")
 
     @property
     def uses_whitening(self) -> bool:
@@ -197,7 +230,17 @@ class TrainerConfig:
 
     def preprocessing_config(self) -> dict[str, Any]:
         """The subset Transform's preprocessing_fn reads."""
-        return {"image_shape": list(self.image_shape)}
+        return {"image_shape": list(self.image_shape), "resize_mode": self.resize_mode,
+                "normalization": self.normalization}
+
+    @property
+    def normalization(self) -> str:
+        """"standardize" (per-channel statistics of the data) or the backbone's fixed one."""
+        if not self.backbone:
+            return STANDARDIZE
+        from trainer.backbones.registry import get
+
+        return get(self.backbone).normalization
 
     def replace(self, **changes: Any) -> TrainerConfig:
         return dataclasses.replace(self, **changes)
@@ -300,6 +343,30 @@ RECIPES["fast-gray"] = {
     "validation_freq": 5,
 }
 
+# Photos: EfficientNet-Lite0 pretrained on ImageNet (trainer/transfer.py). The head trains on
+# the frozen network's features, then the last two blocks with it at a tenth of the rate.
+# float32: for this depthwise network bfloat16 was slower on an AVX512-BF16 host (81 against
+# 103 images/s forward at 224x224).
+RECIPES["transfer"] = {
+    "model": "transfer",
+    "backbone": "efficientnet_lite0",
+    "backbone_weights": "imagenet",
+    "precision": "float32",
+    "resize_mode": "crop",
+    "fine_tune_blocks": 2,
+    "head_epochs": 40,
+    "head_learning_rate": 1e-3,
+    "epochs": 8,
+    "learning_rate": 1e-4,
+    "batch_size": 32,
+    "dropout": 0.2,
+    "label_smoothing": 0.1,
+    "augment_flip": True,
+    "augment_translate": 0.0,
+    "tta_flip": False,
+    "early_stopping_patience": 5,
+}
+
 
 AUTO = "auto"
 # Below this many training images a fixed short schedule has too few steps to be worth it: the
@@ -307,15 +374,31 @@ AUTO = "auto"
 _MIN_FAST_TRAIN_IMAGES = 5000
 # Up to this side, grayscale images get the narrower network; larger ones the photo recipe.
 _MAX_GRAY_SIDE = 64
+# Colour images up to this side, of one size, are what the scratch photo recipes are built for
+# (CIFAR-10's 32x32); larger ones, or of many sizes, get a pretrained backbone.
+_MAX_SCRATCH_COLOUR_SIDE = 64
 
 
 def choose_recipe(image_shape: Sequence[int], num_train: int,
-                  bfloat16: bool = False) -> tuple[str, str]:
+                  bfloat16: bool = False, sizes_vary: bool = False) -> tuple[str, str]:
     """(recipe, why) for `--recipe auto`, from the image shape, the training set size and
     whether the Trainer computes in bfloat16 (which makes the wider photo network affordable).
+
+    Colour images larger than 64 px, of many sizes, or fewer than 5,000 of them get the
+    pretrained backbone; grayscale and small images keep the scratch CNNs.
     """
     height, width, channels = (int(v) for v in image_shape)
     shape = f"{height}x{width}x{channels}"
+    if channels == 3:
+        reasons = [f"{num_train:,} training images (< {_MIN_FAST_TRAIN_IMAGES:,})"
+                   if num_train < _MIN_FAST_TRAIN_IMAGES else "",
+                   "images of many sizes" if sizes_vary else "",
+                   f"{shape} images (> {_MAX_SCRATCH_COLOUR_SIDE} px)"
+                   if max(height, width) > _MAX_SCRATCH_COLOUR_SIDE else ""]
+        if any(reasons):
+            return "transfer", (
+                f"colour photos: {', '.join(r for r in reasons if r)}; an ImageNet-pretrained "
+                f"{RECIPES['transfer']['backbone']} with a new head, its top fine-tuned")
     if num_train < _MIN_FAST_TRAIN_IMAGES:
         return "classic", (f"{num_train:,} training images (< {_MIN_FAST_TRAIN_IMAGES:,}): too "
                            "few for a fixed short schedule; the tutorial CNN with early stopping")

@@ -62,7 +62,8 @@ def transformed_examples(
     The plain path, for tools that want the model's own inputs; the Trainer goes through
     `training_inputs`, which stores uint8 and streams when the cache would not fit.
     """
-    return _decoded(file_pattern, data_accessor, tf_transform_output, PixelCodec.identity()).cache()
+    return decoded_examples(file_pattern, data_accessor, tf_transform_output,
+                            PixelCodec.identity()).cache()
 
 
 def _raw_batches(
@@ -85,7 +86,7 @@ def _transform_fn(tf_transform_output: tft.TFTransformOutput):
     return transform
 
 
-def _decoded(
+def decoded_examples(
     file_pattern: list[str],
     data_accessor: DataAccessor,
     tf_transform_output: tft.TFTransformOutput,
@@ -299,8 +300,8 @@ def training_inputs(
     plan = plan_input(num_train, num_eval, config.image_shape, codec.itemsize, budget,
                       config.cache_budget)
     plan = dataclasses.replace(plan, reason=f"{plan.reason}; stored as {codec.dtype}: {why}")
-    train = _decoded(train_files, data_accessor, tf_transform_output, codec)
-    eval_ = _decoded(eval_files, data_accessor, tf_transform_output, codec)
+    train = decoded_examples(train_files, data_accessor, tf_transform_output, codec)
+    eval_ = decoded_examples(eval_files, data_accessor, tf_transform_output, codec)
     if not plan.streams:
         train, eval_ = train.cache(), eval_.cache()
     return TrainingInputs(with_length(train, num_train), with_length(eval_, num_eval),

@@ -19,6 +19,7 @@ import tensorflow_transform as tft
 
 from schema import features
 from serving.warmup import WARMUP_BATCH_SIZES, warmup_images, write_warmup_requests
+from trainer.backbones.registry import BACKBONE_FILE
 from trainer.config import TRAINING_CONFIG_FILE, TrainerConfig
 from trainer.model import class_probabilities
 
@@ -93,6 +94,7 @@ def write_serving_model(
     config: TrainerConfig,
     export_dir: str,
     eval_files: Sequence[str],
+    backbone: dict | None = None,
 ) -> None:
     """What the Trainer hands to the Evaluator and Pusher: the SavedModel with warm-up requests.
 
@@ -102,5 +104,8 @@ def write_serving_model(
     tf.io.gfile.makedirs(os.path.dirname(os.path.join(export_dir, TRAINING_CONFIG_FILE)))
     with tf.io.gfile.GFile(os.path.join(export_dir, TRAINING_CONFIG_FILE), "w") as f:
         f.write(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+    if backbone is not None:  # the pretrained network and its weights' provenance and licence
+        with tf.io.gfile.GFile(os.path.join(export_dir, BACKBONE_FILE), "w") as f:
+            f.write(json.dumps(backbone, indent=2, sort_keys=True) + "\n")
     write_warmup_requests(export_dir, warmup_images(
         config.warmup, eval_files, config.image_shape, max(WARMUP_BATCH_SIZES)))

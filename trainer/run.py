@@ -11,6 +11,7 @@ from trainer.data import training_inputs
 from trainer.export import write_serving_model
 from trainer.launch import run_worker
 from trainer.train import train
+from trainer.transfer import train_transfer
 
 
 def run_fn(fn_args: FnArgs) -> None:
@@ -24,6 +25,13 @@ def run_fn(fn_args: FnArgs) -> None:
         ))
         return
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
+    if config.model == "transfer":
+        model, record = train_transfer(config, fn_args.train_files, fn_args.eval_files,
+                                       fn_args.data_accessor, tf_transform_output,
+                                       log_dir=fn_args.model_run_dir)
+        write_serving_model(model, tf_transform_output, config, fn_args.serving_model_dir,
+                            fn_args.eval_files, backbone=record["transfer"]["backbone"])
+        return
     inputs = training_inputs(
         fn_args.train_files, fn_args.eval_files, fn_args.data_accessor, tf_transform_output, config
     )

@@ -194,9 +194,14 @@ def train(
         "history": history,
     }
     if log_dir:
-        from trainer.plots import training_curves
-
-        Path(log_dir).mkdir(parents=True, exist_ok=True)
-        (Path(log_dir) / HISTORY_FILE).write_text(json.dumps(record, indent=2) + "\n")
-        training_curves(history, Path(log_dir) / CURVES_FILE)
+        save_record(log_dir, record)
     return model, record
+
+
+def save_record(log_dir: str, record: dict) -> None:
+    """The training record and its curves, next to the TensorBoard logs (model_run)."""
+    from trainer.plots import training_curves
+
+    Path(log_dir).mkdir(parents=True, exist_ok=True)
+    (Path(log_dir) / HISTORY_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    training_curves(record["history"], Path(log_dir) / CURVES_FILE)
