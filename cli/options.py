@@ -117,9 +117,12 @@ def add_ingest_args(parser: argparse.ArgumentParser) -> None:
                             "accuracy) when the folder has no split folders; in (0, 0.5], "
                             "default %(default)s")
     group.add_argument("--resize", metavar="HxW",
-                       help="accept images of different sizes; the model gets HxW")
+                       help="the model gets HxW images (Transform resizes them); default: "
+                            "the one size every image has, or, when sizes vary, the run "
+                            "chooses from the sizes dataset.json summarizes")
     group.add_argument("--channels", type=int, choices=(1, 3),
-                       help="accept gray and colour images together; the model gets N (alpha "
+                       help="the model gets N channels; default: the images' own, or 3 when "
+                            "gray and colour are mixed (gray replicated, with a warning; alpha "
                             "is always dropped: a 4-channel model could not take JPEGs)")
     group.add_argument("--skip-bad", action="store_true",
                        help="leave out unreadable/corrupt/oversized/non-image files instead of "

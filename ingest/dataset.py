@@ -25,10 +25,19 @@ devices, names that are not UTF-8 and files over `max_file_bytes` are bad files 
 A photo's EXIF orientation is not applied: tf.io.decode_image in serving ignores it too, so
 training sees what serving sees. Such images are counted in dataset.json and warned about.
 
-Images of different sizes or channel counts are refused unless a policy says what the model
-gets: `resize=(h, w)` and/or `channels=n` (1 or 3; alpha is dropped by the decoder, a 4-channel
-model could not take a JPEG). The bytes are stored unchanged (but for CMYK JPEGs of a gray
-model, re-encoded as PNG); Transform decodes them to that shape, in training and serving alike.
+Images may have any size (phone photos of many sizes are fine): the bytes are stored unchanged
+and Transform decodes and resizes them to the model's input, in training and serving alike.
+`resize=(h, w)` fixes that input at ingest; without it, a folder of one size gets that size and
+a folder of many sizes gets `sizes_vary` and the median height and width as `image_shape`: the
+run chooses the model's real input from `image_sizes` (min/median/max of height, width and
+short side, coarse histograms, and the short sides' counts: `ImageSizes.smaller_than`).
+`image_shapes_seen` keeps the 20 most common shapes and counts the rest as `other`.
+
+Gray and colour images mixed: `channels=n` (1 or 3) says what the model gets; without it ingest
+chooses 3 (gray is replicated, as tf.io.decode_image does) and warns, recording the choice as
+`channels_chosen`. Alpha is dropped by the decoder (a 4-channel model could not take a JPEG).
+The bytes are stored unchanged but for CMYK JPEGs of a gray model (--channels 1), re-encoded as
+PNG: ingest never chooses 1 channel for a folder holding one, as CMYK counts as colour.
 
 The same image (by decoded pixels) in two splits is leakage: refused unless allow_duplicates.
 Duplicates within a split are counted. dataset.json records both, the images' formats and
@@ -85,12 +94,71 @@ _MAX_SHARD = 50_000
 _MIN_SHARD = 500
 
 
+# image_shapes_seen keeps this many shapes, most common first; the rest are counted as "other".
+MAX_SHAPES_SEEN = 20
+# Coarse histogram edges of image_sizes' heights and widths; the last bin is open (hi: null).
+SIZE_EDGES = (0, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+# Short sides are counted one by one up to this many distinct values, else in bins of 16.
+MAX_SHORT_SIDES = 2000
+SHORT_SIDE_BIN = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSizes:
+    """How big the stored images are (before any resize): from dataset.json's `image_sizes`.
+
+    Medians are lower medians (the size of an actual image). `short_side_counts` holds
+    (short side, count) pairs, ascending: every distinct short side when `short_side_bin` is 1,
+    else the short sides rounded down to multiples of `short_side_bin`.
+    """
+
+    count: int
+    distinct_sizes: int
+    height_min: int
+    height_median: int
+    height_max: int
+    width_min: int
+    width_median: int
+    width_max: int
+    short_side_min: int
+    short_side_median: int
+    short_side_max: int
+    short_side_counts: tuple[tuple[int, int], ...] = ()
+    short_side_bin: int = 1
+
+    def smaller_than(self, side: int) -> int:
+        """The number of images whose short side, min(height, width), is below `side`.
+
+        Exact when short sides were counted one by one (short_side_bin 1) or `side` is a
+        multiple of the bin; otherwise an upper bound (a bin straddling `side` counts whole).
+        """
+        return sum(count for start, count in self.short_side_counts if start < side)
+
+    @classmethod
+    def from_json(cls, raw: dict) -> ImageSizes:
+        def stat(name: str) -> dict[str, int]:
+            return {f"{name}_{key}": int(raw[name][key]) for key in ("min", "median", "max")}
+
+        return cls(
+            count=int(raw["count"]),
+            distinct_sizes=int(raw.get("distinct_sizes", 0)),
+            **stat("height"), **stat("width"), **stat("short_side"),
+            short_side_counts=tuple((int(side), int(n))
+                                    for side, n in raw.get("short_side_counts", [])),
+            short_side_bin=int(raw.get("short_side_bin", 1)),
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
     class_names: tuple[str, ...]
     image_shape: tuple[int, int, int]
     split_counts: dict[str, int]
     per_class_counts: dict[str, dict[str, int]]
+    # True when the images have more than one size and no --resize fixed one: image_shape is
+    # then the median height and width, and the run chooses the model's input (image_sizes).
+    sizes_vary: bool = False
+    image_sizes: ImageSizes | None = None  # None: ingested before sizes were summarized
 
     @property
     def num_classes(self) -> int:
@@ -109,6 +177,8 @@ def load_dataset_info(data_dir: str | os.PathLike) -> DatasetInfo:
         image_shape=tuple(raw["image_shape"]),
         split_counts={s: v["count"] for s, v in raw["splits"].items()},
         per_class_counts={s: v["per_class"] for s, v in raw["splits"].items()},
+        sizes_vary=bool(raw.get("sizes_vary", False)),
+        image_sizes=ImageSizes.from_json(raw["image_sizes"]) if raw.get("image_sizes") else None,
     )
 
 
@@ -499,32 +569,150 @@ def parse_resize(text: str) -> tuple[int, int]:
 
 def target_shape(
     shapes: collections.Counter,
-    example_of: dict[tuple[int, int, int], str],
     resize: tuple[int, int] | None,
-    channels: int | None,
-    src: Path,
-) -> tuple[int, int, int]:
-    """The one shape the model gets; mixed shapes need an explicit policy."""
-    sizes = {(h, w) for h, w, _ in shapes}
-    channel_counts = {c for _, _, c in shapes}
-    needs = []
-    if len(sizes) > 1 and resize is None:
-        needs.append("--resize HxW (sizes differ)")
-    if len(channel_counts) > 1 and channels is None:
-        needs.append("--channels N (channel counts differ)")
-    if needs:
-        seen = ", ".join(
-            f"{h}x{w}x{c}: {n} file(s), e.g. {example_of[(h, w, c)]}"
-            for (h, w, c), n in shapes.most_common(10)
-        )
-        raise IngestError(
-            f"{src}: images have {len(shapes)} different shapes ({seen}). Choose what the model "
-            f"gets with {' and '.join(needs)}, or remove the odd files."
-        )
-    (height, width, channel_count), _ = shapes.most_common(1)[0]
+    channels: int,
+) -> tuple[tuple[int, int, int], bool]:
+    """image_shape, and whether sizes vary: --resize's size, else the one size every image
+    has, else the (lower) median height and width, the run choosing the model's input later.
+    """
+    sizes: collections.Counter = collections.Counter()
+    for (height, width, _), n in shapes.items():
+        sizes[height, width] += n
     if resize:
-        height, width = resize
-    return height, width, channels or channel_count
+        return (*resize, channels), False
+    if len(sizes) == 1:
+        (height, width), = sizes
+        return (height, width, channels), False
+    heights, widths = collections.Counter(), collections.Counter()
+    for (height, width), n in sizes.items():
+        heights[height] += n
+        widths[width] += n
+    return (_lower_median(heights), _lower_median(widths), channels), True
+
+
+def choose_channels(
+    shapes: collections.Counter,
+    example_of: dict[tuple[int, int, int], str],
+    channels: int | None,
+) -> tuple[int, dict]:
+    """The model's channel count and dataset.json's record of why: --channels when given, else
+    the one count every image has, else 3 (colour), warning how many gray images are replicated.
+
+    A CMYK JPEG counts as colour (3), so ingest never chooses 1 for a folder holding one: the
+    CMYK-to-gray-PNG conversion (decode.py) is only needed, and only done, for --channels 1.
+    """
+    per_count: collections.Counter = collections.Counter()
+    for (_, _, count), n in shapes.items():
+        per_count[count] += n
+    counts = {"gray_images": per_count[1], "colour_images": per_count[3]}
+    if channels is not None:
+        return channels, {"channels": channels, "chosen_by": "--channels",
+                          "why": f"--channels {channels}", **counts}
+    if len(per_count) == 1:
+        (only,) = per_count
+        return only, {"channels": only, "chosen_by": "ingest",
+                      "why": f"every image is {'gray' if only == 1 else 'colour'}", **counts}
+    chosen = 3 if 3 in per_count else max(per_count)
+    gray = sum(n for count, n in per_count.items() if count < chosen)
+    example = next(path for shape, path in sorted(example_of.items()) if shape[2] < chosen)
+    why = (f"gray and colour images mixed ({gray} gray, {per_count[chosen]} colour): colour "
+           f"kept, the gray images replicated to {chosen} channels")
+    log.warning("%d of %d images are gray (e.g. %s), the rest colour: the model gets %d "
+                "channels and each gray image is replicated to %d; pass --channels 1 for a gray "
+                "model instead (colour reduced to gray), or --channels 3 to silence this",
+                gray, sum(per_count.values()), example, chosen, chosen)
+    return chosen, {"channels": chosen, "chosen_by": "ingest", "why": why, **counts}
+
+
+def _lower_median(counts: collections.Counter) -> int:
+    """The median of values given as value -> count; the lower one of an even count."""
+    middle = (sum(counts.values()) - 1) // 2
+    seen = 0
+    for value, n in sorted(counts.items()):
+        seen += n
+        if seen > middle:
+            return value
+    raise ValueError("no values")
+
+
+def _summary(counts: collections.Counter) -> dict[str, int]:
+    return {"min": min(counts), "median": _lower_median(counts), "max": max(counts)}
+
+
+def _histogram(counts: collections.Counter) -> list[list[int | None]]:
+    """[lo, hi, count] of each non-empty bin of SIZE_EDGES (lo <= v < hi; hi None: open)."""
+    edges = (*SIZE_EDGES, None)
+    bins = []
+    for low, high in zip(edges, edges[1:], strict=False):
+        n = sum(c for v, c in counts.items() if v >= low and (high is None or v < high))
+        if n:
+            bins.append([low, high, n])
+    return bins
+
+
+def image_sizes(shapes: collections.Counter) -> dict:
+    """dataset.json's `image_sizes`, from the (height, width, channels) -> count the workers
+    reported: no image is decoded again. Short sides are counted exactly up to MAX_SHORT_SIDES
+    distinct values, else in bins of SHORT_SIDE_BIN (ImageSizes.smaller_than).
+    """
+    heights, widths, shorts = (collections.Counter() for _ in range(3))
+    sizes = set()
+    for (height, width, _), n in shapes.items():
+        heights[height] += n
+        widths[width] += n
+        shorts[min(height, width)] += n
+        sizes.add((height, width))
+    step = 1 if len(shorts) <= MAX_SHORT_SIDES else SHORT_SIDE_BIN
+    binned: collections.Counter = collections.Counter()
+    for side, n in shorts.items():
+        binned[side // step * step] += n
+    return {
+        "count": sum(shapes.values()),
+        "distinct_sizes": len(sizes),
+        "height": _summary(heights),
+        "width": _summary(widths),
+        "short_side": _summary(shorts),
+        "histogram": {"height": _histogram(heights), "width": _histogram(widths)},
+        "short_side_counts": [[side, n] for side, n in sorted(binned.items())],
+        "short_side_bin": step,
+    }
+
+
+def shapes_seen(shapes: collections.Counter) -> dict[str, int]:
+    """The MAX_SHAPES_SEEN most common "HxWxC" -> count, and "other": the images of the rest."""
+    ordered = sorted(shapes.items(), key=lambda item: (-item[1], item[0]))
+    seen = {f"{h}x{w}x{c}": n for (h, w, c), n in ordered[:MAX_SHAPES_SEEN]}
+    rest = sum(n for _, n in ordered[MAX_SHAPES_SEEN:])
+    if rest:
+        seen["other"] = rest
+    return seen
+
+
+def _check_expected(
+    image_shape: tuple[int, int, int],
+    sizes_vary: bool,
+    expected: tuple[str, tuple[int, int, int]],
+    expected_sizes_vary: bool,
+    src: Path,
+) -> None:
+    """One model takes every span: the channels must match, and the size too when both have
+    a fixed one (Transform resizes images whose size differs from the model's input).
+    """
+    what, want = expected[0], tuple(expected[1])
+    size_differs = not sizes_vary and not expected_sizes_vary and image_shape[:2] != want[:2]
+    if size_differs:
+        have = "x".join(map(str, image_shape))
+        wanted = "x".join(map(str, want))
+        raise IngestError(
+            f"{src}: the images are {have}, but {what} has {wanted}; one model "
+            f"takes one shape: pass --resize {wanted.rsplit('x', 1)[0]} (and --channels "
+            f"{want[2]} if the channels differ)"
+        )
+    if image_shape[2] != want[2]:
+        raise IngestError(
+            f"{src}: the model would get {image_shape[2]} channel(s), but {what} has {want[2]}; "
+            f"one model takes one channel count: pass --channels {want[2]}"
+        )
 
 
 def _check_not_emptied(
@@ -623,13 +811,15 @@ def ingest(
     expected_shape: tuple[str, tuple[int, int, int]] | None = None,
     max_file_bytes: int | None = None,
     lock_held: bool = False,
+    expected_sizes_vary: bool = False,
 ) -> DatasetInfo:
     """Ingest src into out; with skip_bad, unreadable and non-image files are quarantined.
 
     Images over max_pixels are bad files too, and files over max_file_bytes (default: the
     largest an image under max_pixels could plausibly be), which are not read past it. The
     same image in two splits is refused unless allow_duplicates. `expected_shape` (what has it,
-    the shape): the shape the data must have, such as the previous span's. out is locked for
+    the shape): the shape the data must have, such as the previous span's: its channels, and
+    its size unless its sizes vary (`expected_sizes_vary`) or these do. out is locked for
     the whole ingest (IngestBusyError if another holds it) unless lock_held: the caller holds
     it, as ingest_span holds its span root's. overwrite replaces only an out that ingest wrote
     (ingest/output.py says what counts).
@@ -646,7 +836,8 @@ def ingest(
                             test_fraction=test_fraction, workers=workers or os.cpu_count() or 1,
                             seed=seed, resize=resize, channels=channels, skip_bad=skip_bad,
                             max_pixels=max_pixels, allow_duplicates=allow_duplicates,
-                            expected_shape=expected_shape, max_file_bytes=max_file_bytes)
+                            expected_shape=expected_shape, max_file_bytes=max_file_bytes,
+                            expected_sizes_vary=expected_sizes_vary)
 
 
 def _ingest_into(
@@ -665,6 +856,7 @@ def _ingest_into(
     allow_duplicates: bool,
     expected_shape: tuple[str, tuple[int, int, int]] | None,
     max_file_bytes: int,
+    expected_sizes_vary: bool = False,
 ) -> DatasetInfo:
     """The work of ingest() once out is claimed: written into tmp, then swapped into place."""
     start = time.monotonic()
@@ -689,15 +881,16 @@ def _ingest_into(
     duplicates = find_duplicates(digests)
     if duplicates.across and not allow_duplicates:
         _refuse_duplicates(duplicates, src)
-    image_shape = target_shape(report.shapes, report.example_of, resize, channels, src)
-    if expected_shape and tuple(image_shape) != tuple(expected_shape[1]):
-        have = "x".join(map(str, image_shape))
-        want = "x".join(map(str, expected_shape[1]))
-        raise IngestError(
-            f"{src}: the images are {have}, but {expected_shape[0]} has {want}; one model "
-            f"takes one shape: pass --resize {want.rsplit('x', 1)[0]} (and --channels "
-            f"{expected_shape[1][2]} if the channels differ)"
-        )
+    model_channels, channels_chosen = choose_channels(report.shapes, report.example_of, channels)
+    image_shape, sizes_vary = target_shape(report.shapes, resize, model_channels)
+    if expected_shape:
+        _check_expected(image_shape, sizes_vary, expected_shape, expected_sizes_vary, src)
+    sizes = image_sizes(report.shapes)
+    if sizes_vary:
+        log.info("images have %d sizes (height %d-%d, width %d-%d), stored as they are: the "
+                 "run resizes them to the model's input", sizes["distinct_sizes"],
+                 sizes["height"]["min"], sizes["height"]["max"], sizes["width"]["min"],
+                 sizes["width"]["max"])
     elapsed = time.monotonic() - start
     total = sum(len(v) for v in items.values())
     info = {
@@ -709,7 +902,10 @@ def _ingest_into(
         },
         "class_names": class_names,
         "image_shape": list(image_shape),
-        "image_shapes_seen": {f"{h}x{w}x{c}": n for (h, w, c), n in report.shapes.items()},
+        "sizes_vary": sizes_vary,
+        "image_sizes": sizes,
+        "image_shapes_seen": shapes_seen(report.shapes),
+        "channels_chosen": channels_chosen,
         "image_modes": dict(report.kinds.most_common()),
         "converted": _conversions_info(report.converted, channels),
         "shape_policy": {"resize": list(resize) if resize else None, "channels": channels},

@@ -197,7 +197,9 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     """Decodes every pixel of an encoded image; raises BadImage (TooLarge) naming the problem.
 
     `channels` is the model's when the user chose it (--channels), else None: it decides
-    whether a CMYK JPEG needs converting.
+    whether a CMYK JPEG needs converting. With None, ingest chooses the channels after every
+    image is decoded, and never 1 for a folder holding a CMYK JPEG (CMYK counts as colour), so
+    no image it did not convert would need it.
     """
     header = read_header(data)
     if header is not None:

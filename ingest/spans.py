@@ -189,9 +189,11 @@ def ingest_span(
     """Ingests src as span `span` of root (`auto`: the next number); returns (span, info).
 
     A span that exists is refused unless overwrite_span (replaced atomically, as ingest
-    replaces a folder). Its images must have the previous span's shape unless `resize` says
-    what the model gets. The root's lock is held from choosing the number to publishing the
-    span, so concurrent ingests never take one number (ingest/output.py).
+    replaces a folder). Its images must have the previous span's channels, and its size when
+    both spans have one fixed size, unless `resize` says what the model gets (spans whose sizes
+    vary are resized by Transform like any image of another size). The root's lock is held
+    from choosing the number to publishing the span, so concurrent ingests never take one
+    number (ingest/output.py).
     """
     from ingest import dataset, output
 
@@ -208,10 +210,13 @@ def ingest_span(
             )
         earlier = [n for n in span_dirs(root) if n < number]
         expected = None
+        expected_sizes_vary = False
         if earlier and not options.get("resize"):
             previous = span_dir(root, max(earlier))
-            expected = (f"span {max(earlier)} ({previous})",
-                        dataset.load_dataset_info(previous).image_shape)
+            previous_info = dataset.load_dataset_info(previous)
+            expected = (f"span {max(earlier)} ({previous})", previous_info.image_shape)
+            expected_sizes_vary = previous_info.sizes_vary
         info = dataset.ingest(src, target, overwrite=overwrite_span, expected_shape=expected,
-                              lock_held=True, **options)
+                              expected_sizes_vary=expected_sizes_vary, lock_held=True,
+                              **options)
     return number, info

@@ -106,6 +106,9 @@ def dataset_section(nodes: dict[str, NodeRecord], class_names: list[str]) -> dic
         section["dataset_json"] = str(info_path)
         section["image_shape"] = info.get("image_shape")
         section["image_shapes_seen"] = info.get("image_shapes_seen", {})
+        section["sizes_vary"] = info.get("sizes_vary", False)
+        section["image_sizes"] = info.get("image_sizes")  # None: ingested before it was kept
+        section["channels_chosen"] = info.get("channels_chosen")
         section["shape_policy"] = info.get("shape_policy", {})
         section["skipped_files"] = info.get("skipped_files", 0)
         section["image_modes"] = info.get("image_modes", {})

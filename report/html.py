@@ -139,6 +139,45 @@ def _duplicates(duplicates: Mapping[str, Any] | None) -> str:
     return f"{across} across splits{kept}; extra copies within a split: {within}"
 
 
+_SHAPES_SHOWN = 5
+
+
+def _source_shapes(data: Mapping[str, Any]) -> str:
+    """A size summary and the few most common shapes, never one entry per size."""
+    seen = data.get("image_shapes_seen") or {}
+    shapes = [(k, v) for k, v in seen.items() if k != "other"]
+    common = ", ".join(f"{k}: {v:,}" for k, v in shapes[:_SHAPES_SHOWN])
+    sizes = data.get("image_sizes")
+    if not sizes:  # ingested before sizes were summarized: the shapes, cut short
+        more = len(shapes) - _SHAPES_SHOWN + (1 if "other" in seen else 0)
+        return (common + (f" (and {more} more)" if more > 0 else "")) or "n/a"
+    distinct = sizes.get("distinct_sizes") or len(shapes)
+    if distinct == 1:
+        return common or "n/a"
+
+    def span(name: str) -> str:
+        stat = sizes[name]
+        return f"{stat['min']}-{stat['max']} (median {stat['median']})"
+
+    label = "most common" if distinct > len(shapes[:_SHAPES_SHOWN]) else "shapes"
+    return (f"{distinct:,} sizes; height {span('height')}, width {span('width')}, short side "
+            f"{span('short_side')}; {label}: {common}")
+
+
+def _model_shape(data: Mapping[str, Any]) -> str:
+    shape = data.get("image_shape")
+    if not shape:
+        return "n/a"
+    text = "x".join(map(str, shape))
+    if data.get("sizes_vary"):
+        text += " (the median size: sizes vary, and the run chooses the model's input)"
+    chosen = data.get("channels_chosen") or {}
+    if chosen.get("chosen_by") == "ingest" and chosen.get("gray_images") \
+            and chosen.get("colour_images"):
+        text += f"; {chosen['why']}"
+    return text
+
+
 def _dataset(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> dict[str, Any]:
     if not data.get("available"):
         return _missing(data)
@@ -149,16 +188,14 @@ def _dataset(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> dict[str, Any
     origins = {s: v["from"] for s, v in splits.items() if v.get("from")}
     formats = {s: ", ".join(f"{k} {v}" for k, v in v["image_formats"].items())
                or "n/a (TFDV counts formats from 100 images up)" for s, v in splits.items()}
-    shape = data.get("image_shape")
     span = f" (span {int(data['span'])})" if data.get("span") is not None else ""
     return {
         "pairs": _pairs({
             "data": _code(data.get("data_root"), span),
             "examples (ImportExampleGen)": _code(data.get("examples")),
             "statistics (StatisticsGen)": _code(data.get("statistics")),
-            "image shape the model gets": "x".join(map(str, shape)) if shape else "n/a",
-            "image shapes in the source": ", ".join(
-                f"{k}: {v}" for k, v in (data.get("image_shapes_seen") or {}).items()) or "n/a",
+            "image shape the model gets": _model_shape(data),
+            "image shapes in the source": _source_shapes(data),
             "image formats": "; ".join(f"{s}: {f}" for s, f in formats.items()),
             "files skipped at ingest": data.get("skipped_files", "n/a"),
             "image formats and modes at ingest": ", ".join(

@@ -140,15 +140,60 @@ def _add_odd_size(src: Path) -> Path:
     return odd
 
 
-def test_mixed_sizes_are_refused_without_a_policy(tmp_path: Path) -> None:
+def _photo(height: int, width: int, class_name: str = "red", seed: int = 0) -> bytes:
+    """A small colour PNG of height x width whose bright channel is the class's."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pixels = imagegen.class_pixels(class_name, rng, max(height, width))[:height, :width]
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_mixed_sizes_are_accepted_stored_unchanged_and_summarized(tmp_path: Path) -> None:
     src = tmp_path / "src"
-    imagegen.write_folder(src, {"train": 2, "test": 1})
-    odd = _add_odd_size(src)
-    with pytest.raises(IngestError, match="--resize") as error:
-        ingest(src, tmp_path / "out")
-    assert "12x12x3: 1 file(s), e.g. " + str(odd) in str(error.value)
-    assert "8x8x3: 9 file(s)" in str(error.value)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+    imagegen.write_folder(src, {"train": 2, "test": 1})  # 9 images of 8x8
+    odd = _add_odd_size(src)  # 12x12
+    tall = src / "test" / "blue" / "tall.png"
+    tall.write_bytes(_photo(40, 6, "blue"))
+    info = ingest(src, tmp_path / "out")
+
+    assert info.sizes_vary
+    assert info.image_shape == (8, 8, 3)  # the median height and width; the run decides
+    assert info.split_counts == {"train": 4, "eval": 3, "test": 4}
+    assert {odd.read_bytes(), tall.read_bytes()} <= _stored(tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert saved["sizes_vary"] is True
+    assert saved["image_shapes_seen"] == {"8x8x3": 9, "12x12x3": 1, "40x6x3": 1}
+    sizes = saved["image_sizes"]
+    assert sizes["count"] == 11 and sizes["distinct_sizes"] == 3
+    assert sizes["height"] == {"min": 8, "median": 8, "max": 40}
+    assert sizes["width"] == {"min": 6, "median": 8, "max": 12}
+    assert sizes["short_side"] == {"min": 6, "median": 8, "max": 12}
+    assert sizes["histogram"] == {"height": [[0, 32, 10], [32, 64, 1]], "width": [[0, 32, 11]]}
+    assert sizes["short_side_counts"] == [[6, 1], [8, 9], [12, 1]]
+    assert sizes["short_side_bin"] == 1
+    assert saved["channels_chosen"]["channels"] == 3
+    assert saved["channels_chosen"]["chosen_by"] == "ingest"
+
+    assert info.image_sizes is not None
+    assert info.image_sizes.count == 11 and info.image_sizes.short_side_max == 12
+    assert [info.image_sizes.smaller_than(s) for s in (6, 7, 8, 9, 12, 13)] == [0, 1, 1, 10,
+                                                                              10, 11]
+
+
+def test_one_size_does_not_vary(tmp_path: Path) -> None:
+    imagegen.write_folder(tmp_path / "src", {"train": 2, "test": 1})
+    info = ingest(tmp_path / "src", tmp_path / "out")
+    assert not info.sizes_vary and info.image_shape == (8, 8, 3)
+    assert info.image_sizes.distinct_sizes == 1 and info.image_sizes.smaller_than(9) == 9
+    saved = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert saved["channels_chosen"] == {"channels": 3, "chosen_by": "ingest",
+                                        "why": "every image is colour", "gray_images": 0,
+                                        "colour_images": 9}
 
 
 def test_resize_policy_accepts_mixed_sizes_and_sets_the_model_shape(tmp_path: Path) -> None:
@@ -157,19 +202,94 @@ def test_resize_policy_accepts_mixed_sizes_and_sets_the_model_shape(tmp_path: Pa
     _add_odd_size(src)
     info = ingest(src, tmp_path / "out", resize=(10, 10))
     assert info.image_shape == (10, 10, 3)
+    assert not info.sizes_vary  # --resize fixes what the model gets
+    assert info.image_sizes.distinct_sizes == 2  # the sizes as stored, still summarized
     saved = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert saved["sizes_vary"] is False
     assert saved["image_shapes_seen"] == {"8x8x3": 9, "12x12x3": 1}
     assert saved["shape_policy"] == {"resize": [10, 10], "channels": None}
     assert info.split_counts == {"train": 4, "eval": 3, "test": 3}
 
 
-def test_mixed_channels_need_a_channels_policy(tmp_path: Path) -> None:
+def test_mixed_sizes_with_explicit_channels_and_resize_still_work(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    imagegen.write_folder(src, {"train": 2, "test": 1})
+    _add_odd_size(src)
+    (src / "test" / "blue" / "gray.png").write_bytes(_gray_png(5))
+    info = ingest(src, tmp_path / "a", channels=1)
+    assert info.image_shape == (8, 8, 1) and info.sizes_vary
+    info = ingest(src, tmp_path / "b", channels=3, resize=(6, 7))
+    assert info.image_shape == (6, 7, 3) and not info.sizes_vary
+    chosen = json.loads((tmp_path / "b" / "dataset.json").read_text())["channels_chosen"]
+    assert chosen["chosen_by"] == "--channels" and chosen["gray_images"] == 1
+
+
+def test_image_shapes_seen_keeps_the_most_common_and_counts_the_rest(tmp_path: Path) -> None:
+    from ingest.dataset import MAX_SHAPES_SEEN
+
+    src = tmp_path / "src"
+    imagegen.write_folder(src, {"train": 2, "test": 1})  # 9 images of 8x8
+    for i in range(30):  # 30 more sizes, one image each
+        class_name = imagegen.CLASS_NAMES[i % 3]
+        (src / "train" / class_name / f"odd{i}.png").write_bytes(
+            _photo(3 + i, 4 + i % 5, class_name, seed=i))
+    ingest(src, tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    seen = saved["image_shapes_seen"]
+    assert len(seen) == MAX_SHAPES_SEEN + 1
+    assert next(iter(seen.items())) == ("8x8x3", 9)  # most common first
+    assert seen["other"] == 39 - sum(n for k, n in seen.items() if k != "other")
+    assert sum(seen.values()) == 39
+    assert saved["image_sizes"]["distinct_sizes"] == 31
+
+
+def test_short_sides_are_binned_past_the_limit_and_smaller_than_stays_conservative() -> None:
+    from ingest.dataset import MAX_SHORT_SIDES, ImageSizes, image_sizes
+
+    shapes = collections.Counter({(side, side + 1, 3): 1 for side in range(1, MAX_SHORT_SIDES + 2)})
+    raw = image_sizes(shapes)
+    assert raw["short_side_bin"] == 16
+    assert raw["short_side_counts"][:2] == [[0, 15], [16, 16]]
+    sizes = ImageSizes.from_json(raw)
+    for side in (160, 192, 224):  # multiples of the bin: exact
+        assert sizes.smaller_than(side) == side - 1
+    assert sizes.smaller_than(170) == 175  # 176 - 1: the bin [160, 176) counts whole
+    exact = ImageSizes.from_json(image_sizes(collections.Counter({(300, 200, 3): 4,
+                                                                 (150, 400, 1): 2})))
+    assert (exact.short_side_bin, exact.smaller_than(160), exact.smaller_than(224)) == (1, 2, 6)
+    assert exact.height_median == 300 and exact.width_median == 200  # lower medians
+
+
+def test_an_old_dataset_json_without_sizes_still_loads(tmp_path: Path) -> None:
+    imagegen.write_folder(tmp_path / "src", {"train": 2, "test": 1})
+    ingest(tmp_path / "src", tmp_path / "out")
+    path = tmp_path / "out" / "dataset.json"
+    saved = json.loads(path.read_text())
+    for key in ("sizes_vary", "image_sizes", "channels_chosen"):
+        del saved[key]
+    path.write_text(json.dumps(saved))
+    info = load_dataset_info(tmp_path / "out")
+    assert info.image_shape == (8, 8, 3)
+    assert info.sizes_vary is False and info.image_sizes is None
+
+
+def test_mixed_channels_become_colour_with_a_warning_and_a_record(tmp_path: Path,
+                                                                  caplog) -> None:
     src = tmp_path / "src"
     imagegen.write_folder(src, {"train": 2, "test": 1})
     (src / "test" / "blue" / "gray.png").write_bytes(_gray_png())
-    with pytest.raises(IngestError, match="--channels N"):
-        ingest(src, tmp_path / "out")
-    assert ingest(src, tmp_path / "out", channels=3).image_shape == (8, 8, 3)
+    with caplog.at_level("WARNING"):
+        info = ingest(src, tmp_path / "out")
+    assert info.image_shape == (8, 8, 3) and not info.sizes_vary
+    assert "1 of 10 images are gray" in caplog.text and "--channels 1" in caplog.text
+    saved = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert saved["channels_chosen"]["channels"] == 3
+    assert saved["channels_chosen"]["chosen_by"] == "ingest"
+    assert saved["channels_chosen"]["gray_images"] == 1
+    assert "replicated" in saved["channels_chosen"]["why"]
+    assert saved["shape_policy"] == {"resize": None, "channels": None}
+    assert ingest(src, tmp_path / "out1", channels=1).image_shape == (8, 8, 1)
+    assert ingest(src, tmp_path / "out3", channels=3).image_shape == (8, 8, 3)
 
 
 def test_skip_bad_quarantines_bad_files_and_keeps_the_good_ones(tmp_path: Path) -> None:
@@ -343,12 +463,22 @@ def test_colour_modes_make_a_3_channel_model_and_are_stored_unchanged(tmp_path: 
     assert {p.read_bytes() for p in files.values()} <= _stored(tmp_path / "out")
 
 
-def test_gray_and_colour_mixed_need_channels_and_cmyk_becomes_gray_png(tmp_path: Path) -> None:
+def test_gray_and_colour_mixed_make_colour_and_cmyk_becomes_gray_png_for_gray(
+    tmp_path: Path
+) -> None:
     src = tmp_path / "src"
     imagegen.write_folder(src, {"train": 2, "test": 1})
     files = _add_kinds(src, COLOUR_KINDS + GRAY_KINDS)
-    with pytest.raises(IngestError, match="--channels N"):
-        ingest(src, tmp_path / "out")
+    # Without --channels, ingest chooses colour: every file, CMYK too, is stored as it is.
+    info = ingest(src, tmp_path / "colour")
+    assert info.image_shape == (8, 8, 3)
+    meta = json.loads((tmp_path / "colour" / "dataset.json").read_text())
+    assert meta["converted"] == {"count": 0, "from": {}, "to": None}
+    assert meta["channels_chosen"]["gray_images"] == len(GRAY_KINDS)
+    stored = _stored(tmp_path / "colour")
+    assert {p.read_bytes() for p in files.values()} <= stored
+    for image in stored:
+        assert tf.io.decode_image(image, channels=3, expand_animations=False).shape[-1] == 3
     with pytest.raises(IngestError, match="--channels 4 would make a model that refuses every"):
         ingest(src, tmp_path / "out", channels=4)
 

@@ -57,6 +57,42 @@ def test_a_span_of_another_image_shape_is_refused_naming_both(tmp_path: Path) ->
     assert number == 2 and info.image_shape == (8, 8, 3)
 
 
+def _add_size(src: Path, size: int, class_name: str = "red") -> None:
+    import numpy as np
+
+    path = src / "train" / class_name / f"size{size}.png"
+    path.write_bytes(imagegen.image_bytes(class_name, np.random.default_rng(size), size=size))
+
+
+def test_spans_whose_sizes_vary_follow_each_other_but_channels_must_match(
+    tmp_path: Path
+) -> None:
+    root = tmp_path / "data"
+    first = _span_source(tmp_path, "mixed1", 4, seed=1)
+    _add_size(first, 12)
+    number, info = ingest_span(first, root, "auto")
+    assert number == 1 and info.sizes_vary
+    second = _span_source(tmp_path, "mixed2", 4, seed=2, size=10)  # other sizes than span 1
+    _add_size(second, 30)
+    _add_size(second, 31, "blue")
+    number, info = ingest_span(second, root, "auto")
+    assert number == 2 and info.sizes_vary and info.image_shape == (10, 10, 3)
+    # One fixed size after spans whose sizes vary: Transform resizes the earlier ones.
+    number, info = ingest_span(_span_source(tmp_path, "fixed", 4, seed=3, size=9), root, "auto")
+    assert number == 3 and not info.sizes_vary
+    # The channel count is still one for every span.
+    from PIL import Image
+
+    gray = _span_source(tmp_path, "gray", 4, seed=4, size=9)
+    for path in list(gray.rglob("*.*")):
+        Image.open(path).convert("L").save(path.with_name(path.stem + "-gray.png"))
+        path.unlink()
+    with pytest.raises(IngestError, match=r"1 channel\(s\), but span 3 .* --channels 3"):
+        ingest_span(gray, root, "auto")
+    number, info = ingest_span(gray, root, "auto", channels=3)
+    assert number == 4 and info.image_shape == (9, 9, 3)
+
+
 def test_an_empty_span_exits_2(tmp_path: Path, capsys) -> None:
     (tmp_path / "empty" / "train").mkdir(parents=True)
     assert main(["ingest", str(tmp_path / "empty"), str(tmp_path / "data"),
