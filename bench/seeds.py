@@ -56,7 +56,7 @@ TARGETS = {
 }
 
 
-def _run_pipeline(name: str, folder: Path, work: Path, flags: list[str]) -> dict:
+def run_pipeline(name: str, folder: Path, work: Path, flags: list[str]) -> dict:
     """One `run --data FOLDER --json` in a fresh root; wall time and the child's peak RSS."""
     root, serving = work / f"{name}-root", work / f"{name}-serving"
     shutil.rmtree(root, ignore_errors=True)
@@ -83,7 +83,7 @@ def _run_pipeline(name: str, folder: Path, work: Path, flags: list[str]) -> dict
 
 def measure(name: str, folder: Path, work: Path, source: str, baseline: bool,
             flags: list[str]) -> dict:
-    run = _run_pipeline(name, folder, work, flags)
+    run = run_pipeline(name, folder, work, flags)
     summary, record = run["summary"], run["trainer"]
     components = {c["name"]: round(c["seconds"], 1) for c in summary["components"]}
     config = record["config"]

@@ -72,7 +72,8 @@ def trainer_config(args: argparse.Namespace, class_names, image_shape,
     )
     if args.settings:
         config = config.replace(**parse_settings(args.settings))
-    check_cache_budget(config)
+    if not config.backbone:  # a backbone's Trainer keeps features, not images (its own check)
+        check_cache_budget(config)
     if config.backbone and trains_here:  # fail now, not in the Trainer: exit 2, what to do
         from trainer.backbones.registry import resolve_weights
 

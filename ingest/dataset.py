@@ -298,13 +298,16 @@ def discover(
     skipped: list[tuple[str, str]] | None = None,
     test_fraction: float = DEFAULT_TEST_FRACTION,
     counts: collections.Counter | None = None,
+    not_images: list[tuple[str, str]] | None = None,
 ) -> tuple[list[str], dict[str, list[tuple[str, int]]], dict[str, str]]:
     """Class names, the (file, label) items of each split, and where each split came from.
 
     Raises IngestError on a bad layout.
     With `skipped` (a list), non-image files and files that cannot be read (links that loop or
     lead nowhere, FIFOs, devices, names that are not UTF-8) are appended to it as (path,
-    reason) instead of being refused. `counts` gets "symlinks_followed".
+    reason) instead of being refused. With `not_images` (a list), files that are not images by
+    their extension (a stray GIF, notes, thumbnails databases) go there whatever `skipped` is:
+    they are not the user's data, unlike a damaged .jpg. `counts` gets "symlinks_followed".
     """
     if not src.is_dir():
         raise IngestError(
@@ -359,8 +362,9 @@ def discover(
             images, others, unreadable, links = _class_files(str(root / name), above)
             if counts is not None:
                 counts["symlinks_followed"] += links
-            if others and skipped is not None:
-                skipped.extend((path, "not an image file (by extension)") for path in others)
+            left_out = not_images if not_images is not None else skipped
+            if others and left_out is not None:
+                left_out.extend((path, "not an image file (by extension)") for path in others)
             elif others:
                 listed = ", ".join(others[:10])
                 more = f" (and {len(others) - 10} more)" if len(others) > 10 else ""
@@ -863,7 +867,12 @@ def _ingest_into(
     skipped: list[tuple[str, str]] = []
     counts: collections.Counter = collections.Counter()
     class_names, items, origins = discover(src, eval_fraction, skipped if skip_bad else None,
-                                           test_fraction, counts)
+                                           test_fraction, counts, not_images=skipped)
+    if skipped and not skip_bad:
+        examples = ", ".join(path for path, _ in skipped[:3])
+        log.warning("left out %d file(s) that are not images by their extension (%s), e.g. %s; "
+                    "listed in %s", len(skipped), ", ".join(sorted(IMAGE_EXTENSIONS)), examples,
+                    out / QUARANTINE_FILE)
     if TEST not in items:
         log.warning(TWO_SPLITS_WARNING, src)
 

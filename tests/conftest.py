@@ -131,7 +131,7 @@ def pipeline_runs(tmp_path_factory: pytest.TempPathFactory) -> PipelineRuns:
         exit_codes={}, snapshots={}, run_ids={},
     )
     common = [
-        "run", "--data", str(images), "--root", str(runs.root),
+        "run", "--recipe", "classic", "--data", str(images), "--root", str(runs.root),
         "--serving-dir", str(runs.serving_dir), "--pipeline-name", PIPELINE_NAME,
         "--model-name", MODEL_NAME, "--schema", str(schema), "--batch-size", "16",
         # Flip augmentation and flip test-time augmentation in the serving signature (the

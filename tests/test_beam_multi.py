@@ -23,7 +23,8 @@ def test_direct_multi_counts_every_example_of_every_split(tmp_path: Path) -> Non
     imagegen.write_folder(images, COUNTS)
     write_schema(len(imagegen.CLASS_NAMES), tmp_path / "schema.pbtxt")
     root = tmp_path / "root"
-    code = main(["run", "--data", str(images), "--root", str(root), "--pipeline-name", "multi",
+    code = main(["run", "--recipe", "classic",
+                 "--data", str(images), "--root", str(root), "--pipeline-name", "multi",
                  "--serving-dir", str(tmp_path / "serving"), "--schema",
                  str(tmp_path / "schema.pbtxt"), "--epochs", "2", "--batch-size", "16",
                  "--min-accuracy", "0", "--beam", "direct-multi"])

@@ -56,7 +56,8 @@ def _small_run_args(tmp_path: Path) -> list[str]:
 
     imagegen.write_folder(tmp_path / "images", {"train": 12, "test": 4})
     write_schema(len(imagegen.CLASS_NAMES), tmp_path / "schema.pbtxt")
-    return ["run", "--data", str(tmp_path / "images"), "--root", str(tmp_path / "root"),
+    return ["run", "--recipe", "classic",
+            "--data", str(tmp_path / "images"), "--root", str(tmp_path / "root"),
             "--schema", str(tmp_path / "schema.pbtxt")]
 
 

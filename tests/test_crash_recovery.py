@@ -23,7 +23,7 @@ def test_run_killed_during_training_then_a_clean_rerun(tmp_path: Path) -> None:
     # No --schema: the curated one admits 10 classes, and its label domain follows the data's 3.
     imagegen.write_folder(tmp_path / "images", {"train": 16, "val": 6})
     root, serving = tmp_path / "root", tmp_path / "serving"
-    args = ["run", "--data", str(tmp_path / "images"), "--root", str(root),
+    args = ["run", "--recipe", "classic", "--data", str(tmp_path / "images"), "--root", str(root),
             "--serving-dir", str(serving), "--pipeline-name", "crash", "--model-name", "m",
             "--batch-size", "4", "--min-accuracy", "0"]
     process = subprocess.Popen(

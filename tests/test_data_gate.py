@@ -105,7 +105,8 @@ def gate_runs(tmp_path_factory: pytest.TempPathFactory) -> GateRuns:
     schema = base / "schema.pbtxt"
     write_schema(len(imagegen.CLASS_NAMES), schema)
     result = GateRuns(root=base / "root", serving_dir=base / "serving", runs={})
-    common = ["run", "--root", str(result.root), "--serving-dir", str(result.serving_dir),
+    common = ["run", "--recipe", "classic",
+              "--root", str(result.root), "--serving-dir", str(result.serving_dir),
               "--pipeline-name", PIPELINE, "--model-name", "gate", "--schema", str(schema),
               "--epochs", "1", "--batch-size", "8", "--min-accuracy", "0"]
 

@@ -54,7 +54,8 @@ def test_overlapping_data_serving_dir_and_root_are_refused_before_anything_is_wr
         root = data / "tfx_root"
     else:
         extra = ["--model-name", "../X/digs"]
-    code = main(["run", "--data", str(data), "--serving-dir", str(serving), "--root", str(root),
+    code = main(["run", "--recipe", "classic",
+                 "--data", str(data), "--serving-dir", str(serving), "--root", str(root),
                  *extra])
     err = _one_line_failure(capsys, code, (EXIT_BAD_INPUT,))
     assert "overlap" in err or "one folder name" in err
@@ -67,7 +68,8 @@ def test_a_link_to_the_data_is_the_data(tmp_path: Path, capsys) -> None:
     imagegen.write_folder(data, {"train": 4, "test": 2})
     (tmp_path / "serving").mkdir()
     (tmp_path / "serving" / "photos").symlink_to(data)
-    code = main(["run", "--data", str(data), "--serving-dir", str(tmp_path / "serving"),
+    code = main(["run", "--recipe", "classic",
+                 "--data", str(data), "--serving-dir", str(tmp_path / "serving"),
                  "--root", str(tmp_path / "root")])
     assert "overlap" in _one_line_failure(capsys, code, (EXIT_BAD_INPUT,))
 
@@ -123,7 +125,8 @@ def test_a_damaged_newest_version_is_skipped_as_the_baseline_and_replaced(
     damaged = _serving_copy(pipeline_runs, base / "2000") / "saved_model.pb"
     damaged.write_bytes(damaged.read_bytes()[:300])
     code = main([
-        "run", "--data", str(pipeline_runs.images), "--root", str(tmp_path / "root"),
+        "run", "--recipe", "classic",
+        "--data", str(pipeline_runs.images), "--root", str(tmp_path / "root"),
         "--serving-dir", str(tmp_path / "serving"), "--model-name", MODEL_NAME,
         "--schema", str(pipeline_runs.schema), "--batch-size", "16", "--epochs", "2",
         "--min-accuracy", "0", "--max-regression", "1",
@@ -151,7 +154,8 @@ def test_a_component_failure_is_one_line_and_the_log_keeps_the_traceback(
     shard = next((tmp_path / "data" / "train").glob("*.tfrecord.gz"))
     shard.write_bytes(shard.read_bytes()[:40])
     capsys.readouterr()
-    code = main(["run", "--data", str(tmp_path / "data"), "--root", str(tmp_path / "root"),
+    code = main(["run", "--recipe", "classic",
+                 "--data", str(tmp_path / "data"), "--root", str(tmp_path / "root"),
                  "--serving-dir", str(tmp_path / "serving")])
     err = _one_line_failure(capsys, code, (EXIT_FAILED,))
     assert "pipeline failed" in err

@@ -96,12 +96,11 @@ def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("break_it", "message"),
     [
-        (lambda src: (src / "train" / "red" / "notes.txt").write_text("hi"), "notes.txt"),
         (lambda src: (src / "train" / "red" / "000.png").write_bytes(b"\x89PNG\r\n"), "000.png"),
         (lambda src: (src / "test" / "purple").mkdir(), r"only in .*test: \['purple'\]"),
         (lambda src: [p.unlink() for p in (src / "test" / "red").iterdir()], "empty class"),
     ],
-    ids=["non-image-file", "corrupt-image", "class-mismatch", "empty-class"],
+    ids=["corrupt-image", "class-mismatch", "empty-class"],
 )
 def test_bad_input_is_refused_and_nothing_is_written(tmp_path, break_it, message) -> None:
     src = tmp_path / "src"
@@ -292,6 +291,22 @@ def test_mixed_channels_become_colour_with_a_warning_and_a_record(tmp_path: Path
     assert ingest(src, tmp_path / "out3", channels=3).image_shape == (8, 8, 3)
 
 
+def test_files_that_are_not_images_are_left_out_and_listed_without_skip_bad(
+        tmp_path: Path, caplog) -> None:
+    """A stray GIF or notes file is not the user's data: listed and left out, never refused."""
+    src = tmp_path / "src"
+    imagegen.write_folder(src, {"train": 3, "test": 1})
+    (src / "train" / "red" / "imageNotFound.gif").write_bytes(b"GIF89a")
+    (src / "test" / "blue" / "notes.txt").write_text("hi")
+    info = ingest(src, tmp_path / "out", eval_fraction=0.34)
+    quarantine = json.loads((tmp_path / "out" / "quarantine.json").read_text())
+    assert {Path(q["path"]).name: q["reason"] for q in quarantine} == {
+        "imageNotFound.gif": "not an image file (by extension)",
+        "notes.txt": "not an image file (by extension)"}
+    assert sum(info.split_counts.values()) == 12
+    assert "left out 2 file(s) that are not images" in caplog.text
+
+
 def test_skip_bad_quarantines_bad_files_and_keeps_the_good_ones(tmp_path: Path) -> None:
     src = tmp_path / "src"
     imagegen.write_folder(src, {"train": 6, "test": 1})
@@ -300,7 +315,7 @@ def test_skip_bad_quarantines_bad_files_and_keeps_the_good_ones(tmp_path: Path) 
     (src / "train" / "blue" / "gone.jpg").symlink_to(tmp_path / "missing.jpg")  # unreadable
     with pytest.raises(IngestError, match="--skip-bad") as error:
         ingest(src, tmp_path / "out", skip_bad=False, workers=1)
-    assert "gone.jpg" in str(error.value) or "notes.txt" in str(error.value)
+    assert "gone.jpg" in str(error.value) and "notes.txt" not in str(error.value)
 
     info = ingest(src, tmp_path / "out", skip_bad=True, eval_fraction=0.5)
     quarantine = json.loads((tmp_path / "out" / "quarantine.json").read_text())

@@ -20,7 +20,7 @@ def test_a_second_run_on_the_same_root_is_refused(tmp_path: Path, caplog) -> Non
     root = tmp_path / "root"
     lock = root / "metadata" / "busy.lock"
     with run_lock(lock, "the first run"):
-        code = main(["run", "--root", str(root), "--pipeline-name", "busy",
+        code = main(["run", "--recipe", "classic", "--root", str(root), "--pipeline-name", "busy",
                      "--serving-dir", str(tmp_path / "serving")])
     assert code == EXIT_BUSY
     assert "pipeline 'busy'" in caplog.text and "already running" in caplog.text

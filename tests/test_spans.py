@@ -135,7 +135,8 @@ def test_a_rolling_window_of_spans_trains_on_them_and_gates_the_newest(
         ingest_span(_span_source(tmp_path, f"week{span}", train, seed=span), root, "auto")
     write_schema(N_CLASSES, tmp_path / "schema.pbtxt")
     work = tmp_path / "root"
-    run = ["run", "--data", str(root), "--root", str(work), "--pipeline-name", "spans",
+    run = ["run", "--recipe", "classic",
+           "--data", str(root), "--root", str(work), "--pipeline-name", "spans",
            "--serving-dir", str(tmp_path / "serving"), "--schema", str(tmp_path / "schema.pbtxt"),
            "--epochs", "1", "--batch-size", "8", "--min-accuracy", "0", "--max-regression", "1",
            "--spans", "2", "--skip-if-unchanged"]
@@ -291,7 +292,8 @@ def test_a_window_or_span_that_cannot_be_read_exits_2_before_anything_runs(
     plain = tmp_path / "plain"
     imagegen.write_folder(tmp_path / "images", {"train": 10, "test": 4})
     assert main(["ingest", str(tmp_path / "images"), str(plain)]) == 0
-    base = ["run", "--root", str(tmp_path / "work"), "--serving-dir", str(tmp_path / "serving")]
+    base = ["run", "--recipe", "classic",
+            "--root", str(tmp_path / "work"), "--serving-dir", str(tmp_path / "serving")]
     cases = {
         ("--data", str(root), "--span", "7"): "span 7 does not exist",
         ("--data", str(plain), "--spans", "2"): "holds no span-N folders",

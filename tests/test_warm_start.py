@@ -22,7 +22,8 @@ def test_warm_start_from_the_served_model(tmp_path: Path) -> None:
     imagegen.write_folder(tmp_path / "images", {"train": 30, "test": 6})
     write_schema(len(imagegen.CLASS_NAMES), tmp_path / "schema.pbtxt")
     root = tmp_path / "root"
-    args = ["run", "--data", str(tmp_path / "images"), "--root", str(root), "--pipeline-name",
+    args = ["run", "--recipe", "classic",
+            "--data", str(tmp_path / "images"), "--root", str(root), "--pipeline-name",
             "warm", "--serving-dir", str(tmp_path / "serving"), "--schema",
             str(tmp_path / "schema.pbtxt"), "--batch-size", "8", "--min-accuracy", "0",
             "--max-regression", "1"]
