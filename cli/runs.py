@@ -24,12 +24,14 @@ def execute(args: argparse.Namespace) -> int:
         print(json.dumps([json.loads(r.to_json()) for r in runs], indent=2))
         return EXIT_OK
     print(f"{'run':28} {'spans':6} {'accuracy':>8} {'on':5} {'recipe':9}  {'blessed':7}  "
-          "pushed")
+          "pushed")  # a transfer run's recipe shows its backbone: transfer/efficientnet_lite0
     for run in runs:
         failed = run.failed_components
         accuracy = f"{run.accuracy:.4f}" if run.accuracy is not None else "-"
         split = run.evaluation_split or "-"
         recipe = run.recipe or "-"
+        if run.backbone:
+            recipe = f"{recipe}/{run.backbone.get('backbone')}"
         blessed = {True: "yes", False: "no", None: "-"}[run.blessed]
         if failed:
             pushed = f"failed in {', '.join(failed)}"

@@ -18,6 +18,8 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from report.summary import backbone_text
+
 CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px;
        color: #222; padding: 0 1em; }
@@ -273,6 +275,8 @@ def _training(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> dict[str, An
             "Trainer": data.get("state"),
             "recipe": f"{data.get('recipe') or 'n/a'}"
             + (f" ({data['recipe_reason']})" if data.get("recipe_reason") else ""),
+            "backbone": backbone_text(data["backbone"]) if data.get("backbone") else "none "
+            "(trained from scratch)",
             "epochs run": data.get("epochs_run"),
             "fitted on / early stopping on": f"{data.get('train_split', 'train')} split "
             f"({data.get('num_train')} examples) / {data.get('eval_split', 'eval')} split "

@@ -78,6 +78,13 @@ def model_lineage(metadata_path: str, version: str) -> dict[str, Any]:
         "transform_graph": trainer_inputs["transform_graph"].uri,
         "schema": trainer_inputs["schema"].uri,
     }
+    import tensorflow as tf
+
+    from trainer.config import BACKBONE_FILE
+
+    backbone_file = f"{model.uri}/Format-Serving/{BACKBONE_FILE}"
+    if tf.io.gfile.exists(backbone_file):  # the pretrained network and its weights' provenance
+        lineage["backbone"] = json.loads(tf.io.gfile.GFile(backbone_file).read())
     blessing = pusher_inputs.get("model_blessing")
     if blessing is not None:
         evaluator = _producer(store, blessing.id)

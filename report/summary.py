@@ -46,6 +46,9 @@ class RunSummary:
     # augmentation: a selection score, not the reported one.
     trainer_eval_accuracy: float | None = None
     recipe: str | None = None
+    # The pretrained backbone and its weights' provenance (trainer/backbones/registry.py
+    # WeightsSource); None for the scratch recipes.
+    backbone: dict[str, Any] | None = None
     # The span(s) ExampleGen read, for data roots of spans (ingest/spans.py); None otherwise.
     spans: list[int] | None = None
     # components/trainer.py's decision when --skip-if-unchanged was given; None otherwise.
@@ -284,6 +287,7 @@ def summary_of(pipeline_name: str, run_id: str, nodes: dict[str, NodeRecord]) ->
             record = training_record(summary.tensorboard_dir) or {}
             summary.trainer_eval_accuracy = record.get("final_eval_accuracy")
             summary.recipe = record.get("config", {}).get("recipe")
+            summary.backbone = (record.get("transfer") or {}).get("backbone")
             summary.training_input = record.get("input")
             summary.skip_if_unchanged = record.get("skip_if_unchanged")
         if node.name == "Evaluator":
@@ -331,6 +335,8 @@ def format_summary(
     if summary.trainer_eval_accuracy is not None:
         yield (f"  training: recipe {summary.recipe}, final accuracy on the eval split "
                f"(early stopping's) {_fmt(summary.trainer_eval_accuracy)}")
+    if summary.backbone:
+        yield f"  backbone: {backbone_text(summary.backbone)}"
     if summary.skip_if_unchanged:
         decision = summary.skip_if_unchanged
         verb = (f"skipped, served version {decision.get('version')} handed on"
@@ -359,3 +365,10 @@ def format_summary(
         yield "Not pushed: the candidate was not blessed; the serving directory is unchanged."
     if summary.tensorboard_dir:
         yield f"TensorBoard logs and training curves: {summary.tensorboard_dir}"
+
+
+def backbone_text(backbone: dict[str, Any]) -> str:
+    """One line: the network, where its weights came from, their digest and licence."""
+    digest = f", sha256 {backbone['sha256'][:12]}..." if backbone.get("sha256") else ""
+    return (f"{backbone.get('backbone')}, weights {backbone.get('origin')}{digest}; licence "
+            f"{backbone.get('licence')}")

@@ -216,7 +216,7 @@ def test_report_of_the_first_run(pipeline_runs: PipelineRuns) -> None:
     training = report["training"]
     assert training["epochs_run"] == 8 and len(training["history"]["loss"]) == 8
     assert (training["num_train"], training["num_eval"]) == (48, 21)
-    assert training["recipe"] == "classic" and "too few" in training["recipe_reason"]
+    assert training["recipe"] == "classic" and training["recipe_reason"] == "chosen with --recipe"
     # 69 images of 8x8x3 fit the default budget: cached, as uint8 (the graph is affine).
     assert training["input"]["mode"] == "memory" and training["input"]["dtype"] == "uint8"
     assert training["input"]["needed_bytes"] == 69 * 8 * 8 * 3

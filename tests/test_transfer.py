@@ -261,6 +261,12 @@ def test_a_transfer_run_blesses_and_pushes_a_model_that_serves_any_size(transfer
     assert backbone["backbone"] == "efficientnet_lite0"
     assert backbone["sha256"] == registry.sha256_of(weights)
     assert "Apache-2.0" in backbone["licence"]
+    assert summary.backbone == backbone  # what the console summary, runs and report show
+    from report.lineage import model_lineage
+
+    lineage = model_lineage(str(Workspace(base / "root", "photos").metadata_path),
+                            version.name)
+    assert lineage["backbone"] == backbone
 
     serve = tf.saved_model.load(str(version)).signatures["serving_default"]
     rng = np.random.default_rng(11)

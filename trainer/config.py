@@ -36,6 +36,9 @@ TRAINING_CONFIG_FILE = "assets.extra/training_config.json"
 # The training record (config, history, timings), next to the TensorBoard logs in the Trainer's
 # model_run artifact; the summary and the report read it.
 HISTORY_FILE = "history.json"
+# In every transfer model: the backbone, where its weights came from, their SHA-256 and licence
+# (trainer/backbones/registry.py WeightsSource); the report and `lineage` read it back.
+BACKBONE_FILE = "assets.extra/backbone.json"
 # The scratch recipes' input normalization: each channel standardized with the data's statistics.
 STANDARDIZE = "standardize"
 

@@ -19,8 +19,7 @@ import tensorflow_transform as tft
 
 from schema import features
 from serving.warmup import WARMUP_BATCH_SIZES, warmup_images, write_warmup_requests
-from trainer.backbones.registry import BACKBONE_FILE
-from trainer.config import TRAINING_CONFIG_FILE, TrainerConfig
+from trainer.config import BACKBONE_FILE, TRAINING_CONFIG_FILE, TrainerConfig
 from trainer.model import class_probabilities
 
 

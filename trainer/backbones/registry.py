@@ -19,11 +19,10 @@ import keras
 
 from trainer.backbones import efficientnet_lite
 from trainer.backbones.torch_state import StateDictError, load_state_dict
+from trainer.config import BACKBONE_FILE  # noqa: F401 - where a model keeps the record below
 
 IMAGENET = "imagenet"
 NO_WEIGHTS = "none"
-# The file that travels in every transfer model's assets.extra/ (TF Serving ignores it).
-BACKBONE_FILE = "assets.extra/backbone.json"
 _KERAS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
 _NETWORK_PROBE = ("storage.googleapis.com", 443)
 _NETWORK_TIMEOUT_S = 3.0
