@@ -936,7 +936,8 @@ def _ingest_into(
         (tmp / QUARANTINE_FILE).write_text(json.dumps(
             [{"path": path, "reason": reason} for path, reason in sorted(skipped)], indent=2
         ) + "\n")
-        log.warning("skipped %d bad file(s); see %s", len(skipped), out / QUARANTINE_FILE)
+        if skip_bad:  # else only files that are not images, warned about already
+            log.warning("skipped %d bad file(s); see %s", len(skipped), out / QUARANTINE_FILE)
     _log_findings(report.converted, duplicates, info["converted"]["to"])
     _log_rotated(info["exif_rotated"])
     (tmp / DATASET_INFO).write_text(json.dumps(info, indent=2) + "\n")

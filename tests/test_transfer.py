@@ -157,6 +157,20 @@ def test_keras_weights_offline_fail_fast_and_say_what_to_download(tmp_path,
         registry.resolve_weights("nope", "imagenet")
 
 
+def test_bad_backbone_settings_exit_2_before_anything_runs(tmp_path, capsys) -> None:
+    imagegen.write_folder(tmp_path / "photos", {"train": 3, "test": 1})
+    args = ["run", "--data", str(tmp_path / "photos"), "--root", str(tmp_path / "root"),
+            "--serving-dir", str(tmp_path / "serving")]
+    assert main([*args, "--recipe", "fast", "--backbone", "efficientnet_lite0"]) == 2
+    assert "--backbone efficientnet_lite0 needs the transfer recipe" in capsys.readouterr().err
+    (tmp_path / "bad.pth").write_bytes(b"\x80\x02K\x01.")
+    assert main([*args, "--backbone-weights", str(tmp_path / "bad.pth")]) == 2
+    assert "not a PyTorch file" in capsys.readouterr().err
+    assert main([*args, "--set", "backbone=resnet9000"]) == 2
+    assert "unknown backbone 'resnet9000'" in capsys.readouterr().err
+    assert not (tmp_path / "root" / "pipelines").exists()  # nothing ran
+
+
 # --- the same bytes give the same tensor, whatever their size ---------------------------------
 
 

@@ -238,6 +238,10 @@ def train_transfer(
     print(f"[trainer] backbone {config.backbone}, {config.image_shape[0]}x"
           f"{config.image_shape[1]} inputs ({config.resize_mode}), weights: {source.origin}",
           file=sys.stderr, flush=True)
+    if config.distribution != "none":
+        print(f"[trainer] --distribution {config.distribution}: the transfer recipe computes "
+              "each image's features once and trains the head and top blocks on them in this "
+              "process, on its default device", file=sys.stderr, flush=True)
     num_train = data.count_records(train_files, data_accessor, tf_transform_output)
     num_eval = data.count_records(eval_files, data_accessor, tf_transform_output)
     budget = memory.resolve_budget(config.cache_budget, available_memory)
