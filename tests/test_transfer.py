@@ -326,3 +326,30 @@ def test_warm_start_with_a_backbone(transfer_runs) -> None:
     assert code == 0 and record["warm_start"]["used"]
     assert record["warm_start"]["from"] == first.pushed_destination
     assert record["transfer"]["head_epochs_run"] <= 16  # 0.4 of the recipe's 40
+
+
+@pytest.mark.parametrize(
+    ("short_side", "num_train", "input_size", "side"),
+    [
+        (375, 220, None, 288),  # a few hundred camera photos: the larger input
+        (375, 1800, None, 224),  # thousands: the backbone's own, for time
+        (100, 1443, None, 224),  # small photos are not upscaled further
+        (200, 300, None, 224),
+        (375, 220, 160, 160),  # --input-size decides
+    ],
+)
+def test_the_input_side_follows_the_photos_and_their_number(short_side, num_train, input_size,
+                                                            side) -> None:
+    import argparse
+
+    from cli.training import _transfer_side
+    from ingest.dataset import ImageSizes
+
+    sizes = ImageSizes(count=num_train, distinct_sizes=5, height_min=short_side,
+                       height_median=short_side, height_max=500, width_min=short_side,
+                       width_median=500, width_max=500, short_side_min=short_side,
+                       short_side_median=short_side, short_side_max=500)
+    info = types.SimpleNamespace(image_sizes=sizes, image_shape=(short_side, 500, 3))
+    chosen, why = _transfer_side(argparse.Namespace(input_size=input_size),
+                                 registry.get("efficientnet_lite0"), info, num_train)
+    assert chosen == side, why
