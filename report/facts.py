@@ -199,7 +199,6 @@ def training_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
         "recipe": record.get("config", {}).get("recipe"),
         "recipe_reason": record.get("config", {}).get("recipe_reason"),
         "backbone": (record.get("transfer") or {}).get("backbone"),
-        "transfer": record.get("transfer"),
         # The Trainer fits the first and early-stops / picks checkpoints on the second.
         "train_split": TRAIN,
         "eval_split": EVAL,

@@ -79,10 +79,11 @@ def model_lineage(metadata_path: str, version: str) -> dict[str, Any]:
         "schema": trainer_inputs["schema"].uri,
     }
     import tensorflow as tf
+    from tfx.utils import path_utils
 
     from trainer.config import BACKBONE_FILE
 
-    backbone_file = f"{model.uri}/Format-Serving/{BACKBONE_FILE}"
+    backbone_file = f"{path_utils.serving_model_path(model.uri)}/{BACKBONE_FILE}"
     if tf.io.gfile.exists(backbone_file):  # the pretrained network and its weights' provenance
         lineage["backbone"] = json.loads(tf.io.gfile.GFile(backbone_file).read())
     blessing = pusher_inputs.get("model_blessing")

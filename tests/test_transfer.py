@@ -24,9 +24,10 @@ from cli import main
 from pipeline.workspace import Workspace
 from report.summary import summarize_run, training_record
 from schema.curated import write_schema
+from serving.model_dir import file_sha256
 from trainer.backbones import registry
 from trainer.backbones.torch_state import StateDictError, load_state_dict
-from trainer.config import choose_recipe, from_recipe
+from trainer.config import BACKBONE_FILE, choose_recipe, from_recipe
 from trainer.preprocessing import decode_images
 
 # --- a state dict as torch.save writes it, without torch --------------------------------------
@@ -219,7 +220,7 @@ def test_auto_picks_the_backbone_for_colour_photos(shape, num_train, sizes_vary,
 
 
 def _photo(class_name: str, rng: np.random.Generator, height: int, width: int) -> bytes:
-    pixels = np.stack([imagegen.class_pixels(class_name, rng, max(height, width))], 0)[0]
+    pixels = imagegen.class_pixels(class_name, rng, max(height, width))
     buffer = io.BytesIO()
     Image.fromarray(pixels[:height, :width]).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
@@ -270,10 +271,10 @@ def test_a_transfer_run_blesses_and_pushes_a_model_that_serves_any_size(transfer
         "fine_tune_epochs_run"]
 
     version = Path(summary.pushed_destination)
-    backbone = json.loads((version / registry.BACKBONE_FILE).read_text())
+    backbone = json.loads((version / BACKBONE_FILE).read_text())
     weights = registry.packaged_lite0_weights()
     assert backbone["backbone"] == "efficientnet_lite0"
-    assert backbone["sha256"] == registry.sha256_of(weights)
+    assert backbone["sha256"] == file_sha256(weights)
     assert "Apache-2.0" in backbone["licence"]
     assert summary.backbone == backbone  # what the console summary, runs and report show
     from report.lineage import model_lineage

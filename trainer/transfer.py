@@ -50,11 +50,10 @@ class Networks:
     model: keras.Model  # images -> logits: what is exported
 
 
-def build_networks(config: TrainerConfig, source: registry.WeightsSource,
-                   fine_tune_blocks: int) -> Networks:
+def build_networks(config: TrainerConfig, source: registry.WeightsSource) -> Networks:
     backbone = registry.get(config.backbone)
     size = config.image_shape[0]
-    bottom, top = registry.build(backbone, size, fine_tune_blocks, source, "float32")
+    bottom, top = registry.build(backbone, size, config.fine_tune_blocks, source, "float32")
     bottom.trainable = False
     for layer in top.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -83,10 +82,18 @@ class Features:
         return self.images / self.seconds if self.seconds else 0.0
 
 
-def _extract(dataset: tf.data.Dataset, network: keras.Model, views: int, what: str,
-             total: int) -> tuple[np.ndarray, np.ndarray, int]:
+def views(config: TrainerConfig) -> tuple[int, int]:
+    """Feature views of each train and eval image: itself, and its mirror for flip
+    augmentation (train) or flip test-time augmentation (eval).
+    """
+    return 2 if config.augment_flip else 1, 2 if config.tta_flip else 1
+
+
+def _extract(dataset: tf.data.Dataset, network: keras.Model, image_shape, views: int,
+             what: str, total: int) -> tuple[np.ndarray, np.ndarray, int]:
     """[views, n, ...] features of (image, label) batches and the labels, with progress."""
-    @tf.function(reduce_retracing=True)
+    # One trace for every batch size (the last batch is smaller).
+    @tf.function(input_signature=[tf.TensorSpec([None, *image_shape], tf.float32)])
     def run(images):
         outputs = [network(images, training=False)]
         if views == 2:
@@ -109,9 +116,8 @@ def _extract(dataset: tf.data.Dataset, network: keras.Model, views: int, what: s
 def _plan(config: TrainerConfig, networks: Networks, num_train: int, num_eval: int,
           budget: int) -> tuple[bool, str]:
     """(fine-tune on kept cut features?, why): whether they fit the budget."""
-    views = 2 if config.augment_flip else 1
-    eval_views = 2 if config.tta_flip else 1
-    images = num_train * views + num_eval * eval_views
+    train_views, eval_views = views(config)
+    images = num_train * train_views + num_eval * eval_views
 
     def size(shape) -> int:
         return images * math.prod(int(v) for v in shape[1:]) * 4
@@ -245,10 +251,8 @@ def train_transfer(
     num_train = data.count_records(train_files, data_accessor, tf_transform_output)
     num_eval = data.count_records(eval_files, data_accessor, tf_transform_output)
     budget = memory.resolve_budget(config.cache_budget, available_memory)
-    networks = build_networks(config, source, config.fine_tune_blocks)
+    networks = build_networks(config, source)
     fine_tune, why = _plan(config, networks, num_train, num_eval, budget)
-    if not fine_tune and config.fine_tune_blocks:
-        networks = build_networks(config, source, 0)
     warm, config = _warm_start(networks, config)
     print(f"[trainer] training input: {why}", file=sys.stderr, flush=True)
     extractor = networks.bottom if fine_tune else keras.Sequential(
@@ -331,15 +335,14 @@ def extract_features(
 
     def batches(files: list[str]) -> tf.data.Dataset:
         decoded = data.decoded_examples(files, data_accessor, tf_transform_output,
-                                data.PixelCodec.identity())
+                                        data.PixelCodec.identity())
         return decoded.batch(_EXTRACT_BATCH).prefetch(2)
 
-    views = 2 if config.augment_flip else 1
-    train, train_labels, done = _extract(batches(train_files), network, views, "train",
-                                         num_train)
-    eval_views = 2 if config.tta_flip else 1
-    eval_, eval_labels, done_eval = _extract(batches(eval_files), network, eval_views, "eval",
-                                             num_eval)
+    train_views, eval_views = views(config)
+    train, train_labels, done = _extract(batches(train_files), network, config.image_shape,
+                                         train_views, "train", num_train)
+    eval_, eval_labels, done_eval = _extract(batches(eval_files), network, config.image_shape,
+                                             eval_views, "eval", num_eval)
     return Features(train, train_labels, eval_, eval_labels, time.monotonic() - start,
                     done + done_eval)
 

