@@ -63,7 +63,7 @@ def _run_pipeline(args: argparse.Namespace, data: Path, root: Path, serving: Pat
 
 
 def result_name(recipe: str, epochs: int | None) -> str:
-    """The default recipe's file stays the one the README quotes; variants get their own."""
+    """The default recipe's file stays the one bench/README.md quotes; variants get their own."""
     if recipe == "fast" and not epochs:
         return "cifar10"
     return f"cifar10-{recipe}" + (f"-{epochs}ep" if epochs else "")

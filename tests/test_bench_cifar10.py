@@ -1,4 +1,4 @@
-"""bench/cifar10.py: a variant run must not overwrite the file the README quotes."""
+"""bench/cifar10.py: a variant run must not overwrite the file bench/README.md quotes."""
 
 from __future__ import annotations
 
