@@ -10,7 +10,8 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
 
 # TF_ENABLE_ONEDNN_OPTS: the executors import TensorFlow before our modules, so the image sets
-# what `import trainer` sets locally (oneDNN kernels, about 2x training speed on AVX2 nodes).
+# what `import trainer` sets locally (oneDNN kernels, which train faster on AVX2 nodes too:
+# bench/results/onednn.json).
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1 TF_CPP_MIN_LOG_LEVEL=3 \
     TF_ENABLE_ONEDNN_OPTS=1
 WORKDIR /pipeline

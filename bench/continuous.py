@@ -1,6 +1,6 @@
 """Continuous training on MNIST spans: warm start from the served model against from scratch.
 
-    python bench/continuous.py              # writes bench/results/continuous.json (~20 min)
+    python bench/continuous.py              # writes bench/results/continuous.json
 
 MNIST's 60,000 training images (../shared/datasets) are dealt into 3 spans of 20,000, each
 with MNIST's 10,000 test images as its test split, and ingested with `ingest --span auto`.
@@ -15,7 +15,7 @@ split, never on test: each of --warm-fractions runs as its own warm track, and t
 whose eval accuracy (the Trainer's, early stopping's split) is within 0.1 points of the
 scratch run's goes on to span 3. Per span and track: test accuracy (the Evaluator's), eval
 accuracy, Trainer and fit seconds, epochs, blessed, pushed, and what the warm start started
-from. Target (issue 15): warm start within 0.1 points of from-scratch test accuracy in at most
+from. Target: warm start within 0.1 points of from-scratch test accuracy in at most
 40 % of its Trainer seconds.
 """
 

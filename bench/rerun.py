@@ -1,6 +1,6 @@
 """Runs when little changed, on the built-in digits: cached re-runs and --skip-if-unchanged.
 
-    python bench/rerun.py                   # writes bench/results/rerun.json (~5 min)
+    python bench/rerun.py                   # writes bench/results/rerun.json
 
 The 1,797 scikit-learn digits, written as an image folder once, then:
   1. first: `run --data FOLDER` in a fresh root (everything executes);
@@ -9,7 +9,7 @@ The 1,797 scikit-learn digits, written as an image folder once, then:
      --skip-if-unchanged` (trains), then the same images as span 2 and the same command
      (every component executes on the new span; the Trainer hands on the served model).
 Per run: wall seconds of the whole `run` process, per-component seconds, what the Trainer did.
-Target (issue 15): the cached re-run of an unchanged span < 30 s on the digits.
+Target: the cached re-run of an unchanged span < 30 s on the digits.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Past one machine's memory: CIFAR-10 at 128x128 through the pipeline, streamed and cached.
 
-    python bench/scale.py                  # writes bench/results/scale.json (~30 min, 2 cores)
+    python bench/scale.py                  # writes bench/results/scale.json
 
 On this machine, from CIFAR-10's JPEGs in ../shared/datasets:
   1. A folder whose test/ is CIFAR-10's 50,000 training images and whose train/ its 10,000
@@ -53,7 +53,7 @@ from bench.common import (  # noqa: E402
 
 RESULT_NAME = "scale"
 TARGETS = {"max_trainer_peak_rss_gib": 6.0, "min_streamed_over_cached": 0.7}
-# A network the 2-core host trains at 128x128 in minutes: the fast recipe's blocks narrower,
+# A network a few CPU cores train at 128x128 in minutes: the fast recipe's blocks narrower,
 # whitening at stride 2 (64x64 after the first layer), no test-time augmentation (the
 # Evaluator's 50,000 images are scored once each).
 SMALL_NET = ["--recipe", "fast", "--set", "widths=16,32,64", "--set", "whiten_stride=2",

@@ -14,7 +14,7 @@ For each dataset, on this machine:
      Metadata; test accuracy (the Evaluator, on the test split nothing was chosen on) and eval
      accuracy (the Trainer's, on the split early stopping looks at); the recipe chosen and why;
      training images/s and the share of the Trainer's time that is not fit time;
-  2. the seed blog's CNN (bench/tutorial_cnn.py) trained on the same files for the same wall
+  2. the blog-tutorial CNN (bench/tutorial_cnn.py) trained on the same files for the same wall
      time as the whole run, scored on the same test images.
 Merges each dataset's entry into bench/results/seeds.json (`--name` another file: figures of
 different host classes are not comparable, so they belong in different files), with the commit
@@ -48,7 +48,7 @@ from bench.common import (  # noqa: E402
 )
 
 RESULT_NAME = "seeds"
-# What the issue asks of each seed dataset with the defaults (2 cores, no GPU).
+# The targets for each seed dataset with the defaults, on CPUs only (no GPU).
 TARGETS = {
     "mnist": {"min_test_accuracy": 0.995, "max_wall_seconds": 300},
     "fashion": {"min_test_accuracy": 0.93, "max_wall_seconds": 600},

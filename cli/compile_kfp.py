@@ -1,4 +1,8 @@
-"""`compile-kfp`: the pipeline `run` runs, compiled to a Kubeflow Pipelines v2 spec and checked."""
+"""`compile-kfp`: the pipeline `run` runs, compiled to a Kubeflow Pipelines v2 spec and checked.
+
+It writes the pipeline package (PipelineSpec YAML) for the KFP UI and kfp.Client, and TFX's
+PipelineJob JSON for Vertex AI Pipelines next to it.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +17,18 @@ from cli.training import trainer_config
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compile-kfp", help="compile the pipeline to a Kubeflow Pipelines v2 spec",
-                       epilog="example: python -m pipeline compile-kfp --output pipeline.json "
+                       epilog="example: python -m pipeline compile-kfp --output pipeline.yaml "
                               "--pipeline-root gs://bucket/tfx --data-root gs://bucket/data")
-    p.add_argument("--output", type=Path, help="where to write the spec (PipelineJob JSON)")
+    p.add_argument("--output", type=Path, metavar="PACKAGE.yaml",
+                   help="where to write the pipeline package: the PipelineSpec YAML that KFP's "
+                        "compiler writes, for the KFP UI's upload and kfp.Client. The "
+                        "PipelineJob JSON for Vertex AI goes next to it as "
+                        "PACKAGE.pipeline_job.json")
     p.add_argument("--check", nargs="?", const=True, default=False, metavar="SPEC",
                    help="check the spec against the open-source KFP backend's rules and load it "
-                        "with the KFP SDK: the one just compiled, or an existing SPEC file "
-                        "(then nothing is compiled); exit 1 naming each task that breaks one")
+                        "with the KFP SDK: the package just compiled, or an existing SPEC file "
+                        "(.yaml package or .json PipelineJob; then nothing is compiled); exit 1 "
+                        "naming each task that breaks one")
     p.add_argument("--image", default="tfx-image-classification:latest",
                    help="container image with this project installed")
     p.add_argument("--pipeline-root", default="gs://YOUR_BUCKET/tfx-image-classification")
@@ -54,7 +63,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def execute(args: argparse.Namespace) -> int:
     from ingest.dataset import load_dataset_info
-    from kubeflow.compile import beam_args, compile_pipeline, image_path, kfp_config
+    from kubeflow.compile import (
+        beam_args,
+        check_package_path,
+        compile_pipeline,
+        image_path,
+        kfp_config,
+    )
     from pipeline.config import EvalThresholds
     from schema.curated import check_num_classes
 
@@ -62,6 +77,7 @@ def execute(args: argparse.Namespace) -> int:
         return _check_kfp_spec(Path(args.check), None)
     if args.output is None:
         raise ValueError("compile-kfp needs --output (or --check SPEC to check an existing spec)")
+    check_package_path(args.output)
     if args.dataset_info:
         info = load_dataset_info(args.dataset_info.parent)
         class_names, image_shape = info.class_names, info.image_shape
@@ -102,11 +118,25 @@ def execute(args: argparse.Namespace) -> int:
             image=args.image, pipeline_root=args.pipeline_root.rstrip("/"),
         ),
     )
-    compile_pipeline(config, args.output, image=args.image)
-    print(f"wrote Kubeflow Pipelines v2 spec {args.output} (image {args.image})")
+    compiled = compile_pipeline(config, args.output, image=args.image)
+    _print_outputs(compiled, args.image, config.pipeline_root)
     if args.check:
-        return _check_kfp_spec(args.output, args.image)
+        return _check_kfp_spec(compiled.package, args.image)
     return EXIT_OK
+
+
+def _print_outputs(compiled, image: str, pipeline_root: str) -> None:
+    """Where each file went and how to upload it, with the paths filled in."""
+    package, job = str(compiled.package), str(compiled.pipeline_job)
+    print(f"wrote the pipeline package {package} (KFP v2 PipelineSpec YAML, image {image}); its "
+          f"run-time parameters default to the compiled values. Upload it as it is:\n"
+          f"  KFP UI: Pipelines > Upload pipeline > {compiled.package.name}\n"
+          f"  kfp.Client(host=HOST).upload_pipeline({package!r})\n"
+          f"  kfp.Client(host=HOST).create_run_from_pipeline_package({package!r}, "
+          f"pipeline_root={pipeline_root!r})\n"
+          f"  python scripts/upload_pipeline.py --host HOST --spec {package} [--run]\n"
+          f"wrote the PipelineJob {job} for Vertex AI Pipelines:\n"
+          f"  aiplatform.PipelineJob(display_name=..., template_path={job!r}).submit()")
 
 
 def _check_kfp_spec(path: Path, image: str | None) -> int:

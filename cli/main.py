@@ -25,7 +25,7 @@ examples:
   python -m pipeline ingest photos/ data/photos   # image folder -> TFRecords
   python -m pipeline run --data data/photos --epochs 20 --serving-dir /models
   python -m pipeline predict --model-dir serving_model/digits img1.png img2.png
-  python -m pipeline compile-kfp --output pipeline.json
+  python -m pipeline compile-kfp --output pipeline.yaml
 
 exit codes: 0 ok, 1 the pipeline or a command failed, 2 bad input or arguments,
             3 the data gate rejected the data (anomalies or label drift; nothing trained),

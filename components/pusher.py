@@ -11,9 +11,10 @@ and a cached re-run pushes the same model again as a new version. Here:
     numeric folder present, complete or not.
   * If the newest served version holds the same files, no new version is created.
   * The statistics of the data the model was trained on (as accepted by the DataGate) go into
-    the version's assets.extra/: the drift baseline of the runs that follow (production.py).
+    the version's assets.extra/: the drift baseline of the runs that follow (read back through
+    serving/model_dir.py).
 
-Publishing depends on the store (`production.is_local`, decided by the base's scheme):
+Publishing depends on the store (`serving.model_dir.is_local`, decided by the base's scheme):
   * local paths and file://: one rename of the staging folder. TF Serving sees all of the
     version or none of it.
   * gs://, s3:// and every other scheme: object stores have no rename (TF's filesystems copy
@@ -23,8 +24,8 @@ Publishing depends on the store (`production.is_local`, decided by the base's sc
     SavedModel for TF Serving to load: it fails that load and retries, keeping the previous
     version in service.
 A crash leaves at most a staging folder and, on object stores, a version folder without
-saved_model.pb; neither counts as served (production.served_versions) and a later push removes
-both, with a warning. File access goes through TFX's fileio, so gs:// and s3:// bases work.
+saved_model.pb; neither counts as served (serving.model_dir.served_versions) and a later push
+removes both, with a warning. File access goes through TFX's fileio, so gs:// and s3:// bases work.
 
 Cleanup deletes only what a push of ours provably wrote, never a folder because of its name
 alone: the base may hold a user's folders (class folders `0/`, `1/` of a data folder that

@@ -4,8 +4,8 @@ Header and end-marker checks (imageinfo) let through images whose data is corrup
 markers; Transform then fails on them minutes later, without saying which file. Here each image
 is decoded completely, after its header passed the pixel limit (a decompression bomb is refused
 before a byte of it is decoded): 8-bit gray and colour JPEGs by libjpeg-turbo through simplejpeg,
-straight into a pixel buffer (strict: a corrupt-data warning is an error), which is 3x Pillow's
-speed on small images (the same pixels: the same library); everything else by Pillow (zlib for
+straight into a pixel buffer (strict: a corrupt-data warning is an error), faster than Pillow
+on small images (the same pixels: the same library); everything else by Pillow (zlib for
 PNG, libjpeg-turbo for CMYK JPEGs).
 
 Only JPEG and PNG content is accepted (by its bytes, not its name). Every mode of both is stored

@@ -1,7 +1,7 @@
 """Image size, colour mode and completeness from the encoded bytes, without decoding pixels.
 
-`read_header` says what a JPEG or PNG claims to be (size, colour mode, bit depth) in a few
-microseconds: ingest checks the pixel limit on it before decoding anything, and picks the
+`read_header` says what a JPEG or PNG claims to be (size, colour mode, bit depth) from its first
+bytes: ingest checks the pixel limit on it before decoding anything, and picks the
 decoder from it. `image_shape` adds end-marker checks and falls back to PIL's full decode for
 anything it does not recognise.
 

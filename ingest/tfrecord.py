@@ -4,12 +4,10 @@ Ingest runs in worker processes; importing TensorFlow in each costs seconds, whi
 Example{image: bytes, label: int64} by hand costs microseconds. The wire format is checked
 against TensorFlow's own parser in the tests.
 
-Kept because it pays (bench/ingest.py, bench/results/ingest.json, 2-core AVX2 host): on the
-60,000 CIFAR-10 JPEGs, ingest with this writer in each worker does 29,600 images/s; decoding in
-the same workers and writing with tf.train.Example + tf.io.TFRecordWriter in the parent does
-27,000 once TensorFlow is imported, and 9,000 counting the 4.4 s import a fresh
-`python -m pipeline ingest` would pay (3.3x). Alone, this writer encodes, frames and gzips
-78,500 records/s against TensorFlow's 47,100.
+Kept while it pays, as bench/ingest.py measures it (bench/results/ingest.json): ingest with this
+writer in each worker, against decoding in the same workers and writing with tf.train.Example +
+tf.io.TFRecordWriter in the parent, with and without the TensorFlow import a fresh
+`python -m pipeline ingest` would pay; and the two writers alone.
 """
 
 from __future__ import annotations

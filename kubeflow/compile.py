@@ -1,21 +1,18 @@
 """Thin Kubeflow runner: the shared pipeline factory compiled to a KFP v2 PipelineSpec.
 
-The spec runs every component in one image that has this project installed (see the
-Dockerfile); Transform and Trainer find `trainer.*` by module path inside it.
+`compile_pipeline` writes it twice: the pipeline package (PipelineSpec YAML, what the KFP UI and
+`kfp.Client` upload) and TFX's PipelineJob JSON (what Vertex AI Pipelines runs). The spec runs
+every component in one image that has this project installed (see the Dockerfile); Transform
+and Trainer find `trainer.*` by module path inside it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 from pipeline.config import DIRECT_MULTI_BEAM_ARGS, REPO_ROOT, PipelineConfig
-from pipeline.factory import (
-    EXAMPLE_GEN_ID,
-    create_pipeline,
-    runtime_parameter_values,
-    uncached_node_ids,
-)
 
 # Beam on the cluster: DirectRunner inside the component pod unless overridden in config.
 KFP_BEAM_ARGS = DIRECT_MULTI_BEAM_ARGS
@@ -86,21 +83,73 @@ def kfp_config(**fields) -> PipelineConfig:
     return PipelineConfig(metadata_path=None, orchestrator="kubeflow", **fields)
 
 
-def compile_pipeline(config: PipelineConfig, output: str | Path, image: str) -> Path:
+# What compile-kfp writes next to the pipeline package: the PipelineJob of TFX's runner.
+PIPELINE_JOB_SUFFIX = ".pipeline_job.json"
+PACKAGE_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclasses.dataclass(frozen=True)
+class CompiledPipeline:
+    """The two files of one compilation, the same PipelineSpec in each.
+
+    package: the PipelineSpec as YAML, as KFP's own compiler writes it. The KFP UI's upload,
+        `kfp.Client().upload_pipeline`, `create_run_from_pipeline_package` and
+        `kfp.components.load_component_from_file` read it as it is.
+    pipeline_job: the PipelineJob JSON of TFX's KubeflowV2DagRunner (the spec plus a
+        runtimeConfig), what Vertex AI Pipelines takes (`aiplatform.PipelineJob(template_path=)`).
+    """
+
+    package: Path
+    pipeline_job: Path
+
+
+def pipeline_job_path(package: str | Path) -> Path:
+    """Where the PipelineJob JSON goes for a package path: `pipeline.yaml` ->
+    `pipeline.pipeline_job.json`.
+    """
+    package = Path(package)
+    return package.with_name(package.stem + PIPELINE_JOB_SUFFIX)
+
+
+def check_package_path(output: str | Path) -> Path:
+    """`output` as a Path, if it names a pipeline package (.yaml); a ValueError otherwise."""
+    output = Path(output)
+    if output.suffix not in PACKAGE_SUFFIXES:
+        raise ValueError(
+            f"--output {output}: a KFP pipeline package is a .yaml file (the KFP UI and "
+            f"kfp.Client read .yaml, .zip and .tar.gz only); name it {output.stem}.yaml. The "
+            f"PipelineJob JSON for Vertex AI is written next to it as "
+            f"{pipeline_job_path(output).name}."
+        )
+    return output
+
+
+def compile_pipeline(config: PipelineConfig, output: str | Path, image: str) -> CompiledPipeline:
+    """Compile to the KFP pipeline package `output` (.yaml) and the PipelineJob next to it."""
+    # Imported here, not at the top: the factory loads TFX, and the CLI checks --output first.
     from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
-    output = Path(output)
+    from pipeline.factory import (
+        EXAMPLE_GEN_ID,
+        create_pipeline,
+        runtime_parameter_values,
+        uncached_node_ids,
+    )
+
+    output = check_package_path(output)
+    job_path = pipeline_job_path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
         config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(
             default_image=image, use_pipeline_spec_2_1=True),
-        output_dir=str(output.parent),
-        output_filename=output.name,
+        output_dir=str(job_path.parent),
+        output_filename=job_path.name,
     )
     pipeline = create_pipeline(config)
     runner.run(pipeline, parameter_values=runtime_parameter_values(config), write_out=True)
-    job = json.loads(output.read_text())
-    root = job["pipelineSpec"]["root"]
+    job = json.loads(job_path.read_text())
+    spec = job["pipelineSpec"]
+    root = spec["root"]
     uncached = uncached_node_ids(pipeline)
     if config.spans:
         # `span` 0 reads the newest span, which changes between runs with the same parameters
@@ -112,5 +161,36 @@ def compile_pipeline(config: PipelineConfig, output: str | Path, image: str) -> 
     # never sees the PipelineJob's runtimeConfig, and refuses a run lacking any parameter.
     for name, default in job["runtimeConfig"]["parameterValues"].items():
         root["inputDefinitions"]["parameters"][name]["defaultValue"] = default
-    output.write_text(json.dumps(job, indent=2, sort_keys=True))
-    return output
+    # Likewise the pipeline root, which the PipelineJob holds as runtimeConfig.gcsOutputDirectory:
+    # the KFP UI fills a new run's pipeline root from it (KFP's compiler sets it from
+    # `@dsl.pipeline(pipeline_root=...)`).
+    spec["defaultPipelineRoot"] = job["runtimeConfig"]["gcsOutputDirectory"]
+    job_path.write_text(json.dumps(job, indent=2, sort_keys=True))
+    write_pipeline_package(spec, output)
+    return CompiledPipeline(package=output, pipeline_job=job_path)
+
+
+def write_pipeline_package(spec: dict, path: Path) -> None:
+    """Write a PipelineSpec as KFP's compiler does for a .yaml path.
+
+    As kfp.compiler.pipeline_spec_builder.write_pipeline_spec_to_file: the spec through the
+    PipelineSpec proto (which refuses unknown fields, as the API server's parser does), a header
+    of comments naming the pipeline and its inputs, then the spec as a YAML document with sorted
+    keys. KFP adds a PlatformSpec document only for Kubernetes-specific settings, which TFX does
+    not compile.
+    """
+    import yaml
+    from google.protobuf import json_format
+    from kfp.compiler.pipeline_spec_builder import extract_comments_from_pipeline_spec
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    spec = json_format.MessageToDict(
+        json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec()))
+    header = extract_comments_from_pipeline_spec(spec, None)
+    # KFP's header quotes each default as it is; a default with line breaks (the push
+    # destination's JSON) would end the comment and break the YAML, so its lines stay comments.
+    header = "".join(line if line.startswith("#") else f"#      {line}"
+                     for line in header.splitlines(keepends=True))
+    with path.open("w") as f:
+        f.write(header)
+        yaml.dump_all([spec], f, sort_keys=True)

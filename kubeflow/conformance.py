@@ -1,6 +1,6 @@
 """Whether a compiled spec passes the rules of the open-source Kubeflow Pipelines v2 backend.
 
-Parsing the JSON as a PipelineSpec proves little: the open-source backend refuses specs that
+Parsing a spec as a PipelineSpec proves little: the open-source backend refuses specs that
 Vertex AI Pipelines runs. The rules below were read from kubeflow/pipelines (backend/, at
 commit 7b70c7b9); each names the file it comes from. Nothing of that code is copied.
 
@@ -235,27 +235,76 @@ def check_spec(spec: dict, image: str | None = None,
     return violations
 
 
+PACKAGE_SUFFIXES = (".yaml", ".yml")
+
+
 def load_with_kfp_sdk(spec: dict) -> str | None:
-    """Load the spec as a user would before uploading; the SDK's error, or None."""
+    """Load a spec (from a JSON file) as a user would before uploading; the SDK's error, or None."""
     import yaml
-    from kfp import components
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "pipeline.yaml"
         path.write_text(yaml.safe_dump(spec, sort_keys=True))
-        try:
-            components.load_component_from_file(str(path))
-        except Exception as e:  # noqa: BLE001 - any SDK failure is the finding
-            return f"{e.__class__.__name__}: {e}"
-    return None
+        problems = load_package_with_kfp_sdk(path)
+    return problems[0] if problems else None
+
+
+def load_package_with_kfp_sdk(path: Path) -> list[str]:
+    """Read a pipeline package (.yaml) as it is, the two ways the KFP SDK reads one; its errors.
+
+    `kfp.components.load_component_from_file`; and what kfp.Client's `upload_pipeline` (for the
+    pipeline's name) and `create_run_from_pipeline_package` run on the file before sending it:
+    the first YAML document parsed as a PipelineSpec, the others as its PlatformSpec
+    (kfp/client/client.py `_extract_pipeline_yaml`).
+    """
+    import yaml
+    from google.protobuf import json_format
+    from kfp import components
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    problems = []
+    try:
+        components.load_component_from_file(str(path))
+    except Exception as e:  # noqa: BLE001 - any SDK failure is the finding
+        problems.append(f"load_component_from_file: {e.__class__.__name__}: {e}")
+    try:
+        documents = list(yaml.safe_load_all(path.read_text()))
+        json_format.ParseDict(documents[0], pipeline_spec_pb2.PipelineSpec())
+        platform: dict = {}
+        for document in documents[1:]:
+            platform.update(document)
+        json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec())
+    except Exception as e:  # noqa: BLE001
+        problems.append(f"kfp.Client's package reader: {e.__class__.__name__}: {e}")
+    return problems
+
+
+def read_spec(path: Path) -> dict:
+    """The PipelineSpec in a file: a pipeline package (.yaml, its first document), a PipelineJob
+    JSON (its pipelineSpec) or a PipelineSpec JSON.
+    """
+    import yaml
+
+    if path.suffix in PACKAGE_SUFFIXES:
+        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+        document = documents[0] if documents else None
+    else:
+        document = json.loads(path.read_text())
+    if not isinstance(document, dict):
+        raise ValueError(f"{path}: not a pipeline spec (no mapping in it)")
+    return document.get("pipelineSpec", document)
 
 
 def check_file(path: Path, image: str | None = None) -> list[Violation]:
-    """The rules and the KFP SDK's loader, on a compile-kfp output (PipelineJob or spec)."""
-    document = json.loads(path.read_text())
-    spec = document.get("pipelineSpec", document)
+    """The rules and the KFP SDK's loaders, on a compile-kfp output (package, PipelineJob or
+    spec). A package is loaded as it is; the spec of a JSON file is loaded as YAML, the only
+    form kfp.Client and the KFP UI upload.
+    """
+    spec = read_spec(path)
     violations = check_spec(spec, image)
-    problem = load_with_kfp_sdk(spec)
-    if problem:
-        violations.append(Violation("<pipeline>", "kfp-sdk", problem))
+    if path.suffix in PACKAGE_SUFFIXES:
+        problems = load_package_with_kfp_sdk(path)
+    else:
+        problems = [p for p in [load_with_kfp_sdk(spec)] if p]
+    violations += [Violation("<pipeline>", "kfp-sdk", problem) for problem in problems]
     return violations

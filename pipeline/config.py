@@ -16,7 +16,8 @@ DEFAULT_SCHEMA = CURATED_SCHEMA
 PREPROCESSING_FN = "trainer.preprocessing.preprocessing_fn"
 RUN_FN = "trainer.run.run_fn"
 
-# In-memory DirectRunner: on 2 cores, multi_processing re-imports TF per worker and is slower.
+# In-memory DirectRunner: multi_processing re-imports TF in every worker, which costs more than
+# it gains on a machine with few cores (`run --beam direct-multi` asks for it).
 # Naming DirectRunner stops Beam >= 2.66 from trying to download its Prism runner binary.
 LOCAL_BEAM_ARGS = (
     "--runner=DirectRunner",

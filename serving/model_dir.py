@@ -187,7 +187,7 @@ def damage(version_dir: str) -> str | None:
 def load_failure(version_dir: str) -> str | None:
     """Why tf.saved_model.load fails on the version (graph and variables), or None.
 
-    What TF Serving does to load it; seconds for this pipeline's models, so only the
+    What TF Serving does to load it; slow next to the checks of `damage`, so only the
     Evaluator, which loads the baseline next, asks for it (production_model(load=True)).
     """
     import tensorflow as tf

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import imagegen  # noqa: E402
 
-# Session fixtures too costly to build once per pytest-xdist worker (pipeline_runs: 80 s).
+# Session fixtures too costly to build once per pytest-xdist worker (whole pipeline runs).
 SHARED_ACROSS_FILES = ("pipeline_runs", "prepared")
 
 

@@ -39,7 +39,7 @@ def test_compile_kfp_default_schema_path_is_inside_the_image() -> None:
 
     workdir = re.search(r"^WORKDIR (\S+)", DOCKERFILE, re.M).group(1)
     assert workdir == IMAGE_WORKDIR
-    args = build_parser().parse_args(["compile-kfp", "--output", "x.json"])
+    args = build_parser().parse_args(["compile-kfp", "--output", "x.yaml"])
     assert image_path(args.schema) == f"{workdir}/schema/schema.pbtxt"
 
 
@@ -51,11 +51,26 @@ def test_image_installs_like_make_install() -> None:
     assert "--no-deps --ignore-requires-python -r requirements/nodeps.txt" in DOCKERFILE
 
 
-def test_upload_script_refuses_a_file_that_is_not_a_compiled_spec(tmp_path: Path) -> None:
+def test_upload_script_refuses_a_file_that_is_not_a_compiled_package(tmp_path: Path,
+                                                                     capsys) -> None:
     import runpy
 
     upload = runpy.run_path(str(REPO / "scripts" / "upload_pipeline.py"))
-    not_spec = tmp_path / "x.json"
-    not_spec.write_text(json.dumps({"hello": 1}))
-    assert upload["main"](["--host", "http://kfp.invalid", "--spec", str(not_spec),
-                           "--name", "p"]) == 2
+
+    def main(path: Path) -> int:
+        return upload["main"](["--host", "http://kfp.invalid", "--spec", str(path)])
+
+    # The PipelineJob JSON (for Vertex AI) is not what KFP uploads.
+    job = tmp_path / "pipeline.pipeline_job.json"
+    job.write_text(json.dumps({"pipelineSpec": {"pipelineInfo": {"name": "p"}}}))
+    assert main(job) == 2
+    assert "pass the .yaml that compile-kfp --output wrote" in capsys.readouterr().err
+    not_spec = tmp_path / "x.yaml"
+    not_spec.write_text("hello: 1\n")
+    assert main(not_spec) == 2
+    # A package that breaks the backend's rules is refused before any connection.
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("pipelineInfo: {name: Not_A_Name}\nroot: {dag: {tasks: {}}}\n"
+                      "schemaVersion: 2.1.0\n")
+    assert main(broken) == 1
+    assert "[pipeline-name]" in capsys.readouterr().err

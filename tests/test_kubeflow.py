@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
@@ -17,30 +18,82 @@ COMPONENTS = {
 
 
 def _compile(tmp_path: Path, *extra: str) -> dict:
-    output = tmp_path / "pipeline.json"
+    """The PipelineSpec of the package compile-kfp writes (pipeline.yaml)."""
+    output = tmp_path / "pipeline.yaml"
     assert main(["compile-kfp", "--output", str(output), "--image", "registry.example/tfx-img:1",
                  "--pipeline-root", "gs://bucket/root", "--data-root", "gs://bucket/data",
                  *extra]) == 0
-    return json.loads(output.read_text())
+    return yaml.safe_load(output.read_text())
+
+
+def _defaults(spec: dict) -> dict:
+    return {name: parameter["defaultValue"]
+            for name, parameter in spec["root"]["inputDefinitions"]["parameters"].items()}
 
 
 def test_compiled_spec_is_a_valid_pipeline_spec(tmp_path: Path) -> None:
-    job = _compile(tmp_path)
-    spec = json_format.ParseDict(job["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
+    spec_dict = _compile(tmp_path)
+    spec = json_format.ParseDict(spec_dict, pipeline_spec_pb2.PipelineSpec())
     assert set(spec.root.dag.tasks) == COMPONENTS
     # The gate holds Transform (and so everything after it) back on Kubeflow too.
     assert "DataGate" in spec.root.dag.tasks["Transform"].dependent_tasks
-    assert job["runtimeConfig"]["gcsOutputDirectory"] == "gs://bucket/root"
+    assert spec.default_pipeline_root == "gs://bucket/root"
     executors = spec.deployment_spec["executors"]
     images = {
         e["container"]["image"] for e in executors.values() if "container" in e
     }
     assert images == {"registry.example/tfx-img:1"}
-    text = json.dumps(job)
+    text = json.dumps(spec_dict)
     assert "gs://bucket/data" in text
     assert "trainer.preprocessing.preprocessing_fn" in text
     assert "trainer.run.run_fn" in text
     assert "serving_default" in text
+
+
+def test_the_package_loads_with_the_kfp_sdk_as_it_is(tmp_path: Path, capsys) -> None:
+    """The written file is what the KFP UI and kfp.Client take: no unwrapping, no conversion."""
+    from kfp import components
+    from kfp.client.client import _extract_pipeline_yaml
+
+    spec = _compile(tmp_path, "--spans", "2")
+    package = tmp_path / "pipeline.yaml"
+    out = capsys.readouterr().out
+    assert f"upload_pipeline({str(package)!r})" in out
+    assert f"create_run_from_pipeline_package({str(package)!r}, " in out
+    assert "Upload pipeline > pipeline.yaml" in out
+    # The component the SDK loads is the pipeline, its inputs the run-time parameters.
+    component = components.load_component_from_file(str(package))
+    assert component.name == "image-classifier"
+    inputs = component.component_spec.inputs
+    assert set(inputs) == {"data-root", "trainer-config", "push-destination", "span",
+                           "span-window"}
+    assert inputs["data-root"].default == "gs://bucket/data"
+    assert inputs["span-window"].default == 2 and inputs["span-window"].type == "Integer"
+    assert json.loads(inputs["trainer-config"].default) == json.loads(
+        _defaults(spec)["trainer-config"])
+    # A default with line breaks survives the comment header KFP's compiler writes above it.
+    assert json.loads(inputs["push-destination"].default)["filesystem"]["baseDirectory"]
+    # What upload_pipeline (for the name) and create_run_from_pipeline_package read locally;
+    # upload_pipeline then sends the file's bytes, and the API server parses the same document.
+    doc = _extract_pipeline_yaml(str(package))
+    assert doc.pipeline_spec.pipeline_info.name == "image-classifier"
+    assert doc.pipeline_spec.default_pipeline_root == "gs://bucket/root"
+    assert doc.pipeline_spec.schema_version == "2.1.0"
+    assert not doc.platform_spec.platforms
+    assert json_format.MessageToDict(doc.pipeline_spec) == spec
+    # The PipelineJob next to it holds the same spec, and the runtime config Vertex AI reads.
+    job = json.loads((tmp_path / "pipeline.pipeline_job.json").read_text())
+    assert json_format.ParseDict(job["pipelineSpec"], pipeline_spec_pb2.PipelineSpec()) == (
+        doc.pipeline_spec)
+    assert job["runtimeConfig"]["gcsOutputDirectory"] == "gs://bucket/root"
+    assert job["runtimeConfig"]["parameterValues"] == _defaults(spec)
+
+
+def test_a_package_must_be_yaml(tmp_path: Path, caplog) -> None:
+    output = tmp_path / "pipeline.json"
+    assert main(["compile-kfp", "--output", str(output)]) == 2
+    assert "name it pipeline.yaml" in caplog.text and "pipeline.pipeline_job.json" in caplog.text
+    assert not list(tmp_path.iterdir())
 
 
 def test_config_changes_reach_the_spec(tmp_path: Path) -> None:
@@ -50,15 +103,13 @@ def test_config_changes_reach_the_spec(tmp_path: Path) -> None:
 
 
 def test_runtime_parameters_feed_the_tasks_with_the_compiled_defaults(tmp_path: Path) -> None:
-    job = _compile(tmp_path, "--epochs", "5", "--serving-dir", "gs://bucket/serving")
-    spec = job["pipelineSpec"]
+    spec = _compile(tmp_path, "--epochs", "5", "--serving-dir", "gs://bucket/serving")
     assert set(spec["root"]["inputDefinitions"]["parameters"]) == {
         "data-root", "trainer-config", "push-destination"}
-    defaults = job["runtimeConfig"]["parameterValues"]
-    # The same values are the spec's own defaults: the open-source API server never sees the
-    # runtimeConfig of the PipelineJob, only the uploaded spec.
+    # The compiled values are the spec's own defaults: the open-source API server never sees
+    # the runtimeConfig of the PipelineJob, only the uploaded spec.
+    defaults = _defaults(spec)
     root_parameters = spec["root"]["inputDefinitions"]["parameters"]
-    assert {k: v["defaultValue"] for k, v in root_parameters.items()} == defaults
     assert {v["parameterType"] for v in root_parameters.values()} == {"STRING"}
     assert defaults["data-root"] == "gs://bucket/data"
     assert json.loads(defaults["trainer-config"])["epochs"] == 5
@@ -77,7 +128,7 @@ def test_runtime_parameters_feed_the_tasks_with_the_compiled_defaults(tmp_path: 
 
 
 def test_tasks_that_read_the_served_model_are_never_cached(tmp_path: Path) -> None:
-    tasks = _compile(tmp_path)["pipelineSpec"]["root"]["dag"]["tasks"]
+    tasks = _compile(tmp_path)["root"]["dag"]["tasks"]
     caching = {name: task["cachingOptions"].get("enableCache", False)
                for name, task in tasks.items()}
     assert caching == {name: name not in {"Evaluator", "DataGate"} for name in COMPONENTS}
@@ -96,14 +147,10 @@ def test_beam_presets_compile_for_dataflow_flink_and_spark(tmp_path: Path, caplo
         assert "--environment_config=registry.example/tfx-img:1" in text
         assert "DirectRunner" not in text
     assert "--direct_running_mode=multi_processing" in json.dumps(_compile(tmp_path))
-    output = tmp_path / "bad.json"
+    output = tmp_path / "bad.yaml"
     assert main(["compile-kfp", "--output", str(output), "--beam", "dataflow"]) == 2
     assert "needs --project" in caplog.text
     assert not output.exists()
-
-
-def _spec(tmp_path: Path) -> dict:
-    return _compile(tmp_path)["pipelineSpec"]
 
 
 def _rules(violations) -> set[tuple[str, str]]:
@@ -113,20 +160,21 @@ def _rules(violations) -> set[tuple[str, str]]:
 def test_compiled_spec_passes_the_open_source_backend_rules(tmp_path: Path, capsys) -> None:
     from kubeflow.conformance import check_file
 
-    output = tmp_path / "pipeline.json"
+    output = tmp_path / "pipeline.yaml"
     assert main(["compile-kfp", "--output", str(output), "--check"]) == 0
-    assert "passes the open-source KFP v2 backend's rules" in capsys.readouterr().out
+    assert f"{output}: passes the open-source KFP v2 backend's rules" in capsys.readouterr().out
     assert check_file(output) == []  # includes kfp.components.load_component_from_file
-    spec = json.loads(output.read_text())["pipelineSpec"]
+    spec = yaml.safe_load(output.read_text())
     assert spec["schemaVersion"] == "2.1.0"
+    # The PipelineJob for Vertex AI is checked the same way, on request.
+    assert check_file(tmp_path / "pipeline.pipeline_job.json") == []
     executors = spec["deploymentSpec"]["executors"].values()
     assert all(set(e) == {"container"} and "lifecycle" not in e["container"] for e in executors)
 
 
 def test_check_names_resolver_and_custom_job_tasks(tmp_path: Path, capsys) -> None:
     """A spec as TFX compiles a Resolver node, and a Vertex CustomJob task: refused, by name."""
-    job = _compile(tmp_path)
-    spec = job["pipelineSpec"]
+    spec = _compile(tmp_path)
     executors, tasks = spec["deploymentSpec"]["executors"], spec["root"]["dag"]["tasks"]
     executors["latest_model_resolver_executor"] = {"resolver": {"outputArtifactQueries": {}}}
     executors["train_on_vertex_executor"] = {"customJob": {"customJob": {}}}
@@ -134,8 +182,8 @@ def test_check_names_resolver_and_custom_job_tasks(tmp_path: Path, capsys) -> No
                         ("train_on_vertex", "train_on_vertex_executor")):
         spec["components"][name] = {"executorLabel": label}
         tasks[name] = {"componentRef": {"name": name}, "taskInfo": {"name": name}}
-    bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps(job))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(spec))
     assert main(["compile-kfp", "--check", str(bad)]) == 1
     err = capsys.readouterr().err
     assert "latest_model_resolver: [executor-kind]" in err
@@ -146,7 +194,7 @@ def test_check_names_resolver_and_custom_job_tasks(tmp_path: Path, capsys) -> No
 def test_check_rules_on_broken_specs(tmp_path: Path) -> None:
     from kubeflow.conformance import check_spec, module_in_image
 
-    spec = _spec(tmp_path)
+    spec = _compile(tmp_path)
     assert check_spec(spec) == []
     executors = spec["deploymentSpec"]["executors"]
     # A pre-cache hook, as TFX emits for a FileBasedExampleGen: never run by the open source
@@ -186,7 +234,7 @@ def test_compile_refuses_a_schema_for_another_class_count(tmp_path: Path, caplog
     }))
     schema = tmp_path / "five.pbtxt"
     write_schema(5, schema)
-    output = tmp_path / "p.json"
+    output = tmp_path / "p.yaml"
     args = ["compile-kfp", "--output", str(output), "--dataset-info", str(info)]
     assert main([*args, "--schema", str(schema)]) == 2
     assert "(5 classes)" in caplog.text and "has 3 classes" in caplog.text
@@ -204,22 +252,21 @@ def test_multi_worker_training_compiles_and_passes_the_rules(tmp_path: Path) -> 
     """The Trainer task carries the strategy; the cluster starts the workers (multi-worker.md)."""
     from kubeflow.conformance import check_file
 
-    output = tmp_path / "p.json"
+    output = tmp_path / "p.yaml"
     assert main(["compile-kfp", "--output", str(output), "--distribution", "multi_worker"]) == 0
     assert check_file(output) == []
-    defaults = json.loads(output.read_text())["runtimeConfig"]["parameterValues"]
+    defaults = _defaults(yaml.safe_load(output.read_text()))
     assert json.loads(defaults["trainer-config"])["distribution"] == "multi_worker"
 
 
 def test_a_root_of_spans_compiles_with_span_and_window_as_run_time_parameters(
     tmp_path: Path, capsys
 ) -> None:
-    output = tmp_path / "pipeline.json"
+    output = tmp_path / "pipeline.yaml"
     assert main(["compile-kfp", "--output", str(output), "--data-root", "gs://bucket/flowers",
                  "--spans", "3", "--check"]) == 0
     assert "passes the open-source KFP v2 backend's rules" in capsys.readouterr().out
-    job = json.loads(output.read_text())
-    spec = job["pipelineSpec"]
+    spec = yaml.safe_load(output.read_text())
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     assert {k: (v["parameterType"], v["defaultValue"]) for k, v in parameters.items()
             if k.startswith("span")} == {"span": ("NUMBER_INTEGER", 0),
@@ -230,9 +277,9 @@ def test_a_root_of_spans_compiles_with_span_and_window_as_run_time_parameters(
     assert example_gen["span_window"]["componentInputParameter"] == "span-window"
     # The newest span changes between runs of the same parameters: never a cache hit.
     assert tasks["ImportExampleGen"]["cachingOptions"].get("enableCache", False) is False
-    text = json.dumps(job)
+    text = json.dumps(spec)
     assert "span-{SPAN}/train/*" in text and '\\"history\\"' in text
-    assert "span" not in json.dumps(_compile(tmp_path)["pipelineSpec"]["root"]["inputDefinitions"])
+    assert "span" not in json.dumps(_compile(tmp_path)["root"]["inputDefinitions"])
 
 
 def test_auto_recipe_on_compile_does_not_read_the_compiling_cpu(tmp_path: Path,
@@ -248,10 +295,10 @@ def test_auto_recipe_on_compile_does_not_read_the_compiling_cpu(tmp_path: Path,
     }))
 
     def compiled_recipe(*extra: str) -> str:
-        output = tmp_path / "p.json"
+        output = tmp_path / "p.yaml"
         assert main(["compile-kfp", "--output", str(output), "--dataset-info", str(info),
                      *extra]) == 0
-        defaults = json.loads(output.read_text())["runtimeConfig"]["parameterValues"]
+        defaults = _defaults(yaml.safe_load(output.read_text()))
         return json.loads(defaults["trainer-config"])["recipe"]
 
     assert compiled_recipe() == "fast"
@@ -270,10 +317,10 @@ def test_photos_compile_with_a_backbone_whose_weights_are_in_the_image(tmp_path:
         "splits": {split: {"count": count, "per_class": {}}
                    for split, count in {"train": 1800, "eval": 200, "test": 2000}.items()},
     }))
-    output = tmp_path / "photos.json"
+    output = tmp_path / "photos.yaml"
     assert main(["compile-kfp", "--output", str(output), "--dataset-info", str(info),
                  "--check"]) == 0
-    defaults = json.loads(output.read_text())["runtimeConfig"]["parameterValues"]
+    defaults = _defaults(yaml.safe_load(output.read_text()))
     config = json.loads(defaults["trainer-config"])
     assert (config["recipe"], config["backbone"], config["backbone_weights"]) == (
         "transfer", "efficientnet_lite0", "imagenet")

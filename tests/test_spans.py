@@ -151,7 +151,7 @@ def test_a_rolling_window_of_spans_trains_on_them_and_gates_the_newest(
         return (summary, json.loads(value(examples, WINDOW_PROPERTY)),
                 training_record(summary.tensorboard_dir), json.loads(gate.read_text()))
 
-    # TFX builds a ~50 MB sdist of itself in a new temporary folder for every Beam executor;
+    # TFX builds an sdist of itself in a new temporary folder for every Beam executor;
     # the run removes its temporary files (pipeline/local_runner.py scoped_tempdir).
     leaked = set(Path(tempfile.gettempdir()).glob("tmp*/build/tfx"))
     assert main([*run, "--json"]) == 0

@@ -2,7 +2,8 @@
 
 Importing the package turns TensorFlow's oneDNN CPU kernels on unless the environment already
 says otherwise. TensorFlow enables them by itself only on CPUs with AVX512-VNNI, AVX512-BF16 or
-AMX; on AVX2-only hosts they train our CNNs about twice as fast (bench/onednn.py). This runs
+AMX; on AVX2-only CPUs they train our CNNs faster too (bench/onednn.py measures it, into
+bench/results/onednn.json). This runs
 before TensorFlow is imported wherever our own entry points start the process (`python -m
 pipeline`, the benchmarks, the multi-worker launcher); the container image sets the same
 variable. Set TF_ENABLE_ONEDNN_OPTS=0 to opt out.

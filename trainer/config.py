@@ -254,9 +254,9 @@ class TrainerConfig:
 # patch whitening, a 3-block BN/GELU conv net with identity-initialized convs and scale-free
 # BatchNorm, label smoothing, flip+translate augmentation, flip+translate test-time
 # augmentation, bfloat16, trained as airbench94 does: SGD+Nesterov with L2 and fast BatchNorm
-# shifts on a one-cycle schedule, lookahead averaging. On the shared CIFAR-10 JPEGs
-# (quality 75, 4:2:0 chroma), 8 epochs reach 90.4 % on the eval split with TTA, as airbench94
-# itself does on the same splits, and 10 epochs 91.0 % (docs/cifar10-accuracy.md).
+# shifts on a one-cycle schedule, lookahead averaging. On the shared CIFAR-10 JPEGs it matches
+# airbench94 itself trained on the same splits; 10 epochs rather than 8 for the accuracy the
+# last two add (docs/cifar10-accuracy.md).
 _FAST_SGD: dict[str, Any] = {
     "model": "fast",
     "epochs": 10,
@@ -290,10 +290,10 @@ _FAST_SGD: dict[str, Any] = {
 # "fast-muon" trains the conv kernels with Muon (trainer/muon.py), as airbench94_muon does: batch
 # 2000, a linear decay from the first step, no lookahead; the SGD parts keep their rates and get
 # that script's per-step weight decay. On the CIFAR-10 eval split, 8 epochs of it match 10 of
-# "fast" (91.00 % with TTA both, 90.44 % against 90.34 % without) in 17 % less fit time; 10
-# epochs gave 91.34 % / 89.98 %, no clear gain for 25 % more time (bench/results/recipe-*ep.json).
-# Not the default: through the pipeline that time gain vanished (fit at 158 images/s, not 193)
-# and test accuracy was 90.1 % against fast's 90.3 % (bench/results/cifar10-fast-muon.json).
+# "fast" in less fit time; 10 epochs gave no clear gain for the extra time
+# (docs/cifar10-accuracy.md; bench/results/recipe-fast-10ep.json, recipe-muon-*ep.json).
+# Not the default: through the pipeline the time gain vanished and test accuracy was no better
+# than fast's (bench/results/cifar10-fast-muon.json against cifar10.json).
 RECIPES: dict[str, dict[str, Any]] = {
     "classic": {},
     "fast": _FAST_SGD,
@@ -312,26 +312,24 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
 }
 # "fast-wide" is fast-muon with 1.25x the channels (80/320/320: 1.53x the multiply-adds) for 10
-# epochs. On the CIFAR-10 eval split it reached 91.10 % (92.08 % with TTA) against fast's 90.34 %
-# (91.00 %), with a 913 s fit at 493 images/s in bfloat16 on an AVX512-BF16 host
-# (bench/results/recipe-muon-w80-320-320-10ep-bf16.json). --recipe auto takes it only where the
-# Trainer computes in bfloat16: in float32 (AVX2 hosts) it would need about an hour.
+# epochs. On the CIFAR-10 eval split it beats fast, with and without TTA, for a fit time that is
+# affordable only in bfloat16 (bench/results/recipe-muon-w80-320-320-10ep-bf16.json). --recipe
+# auto takes it only where the Trainer computes in bfloat16: in float32 (CPUs without bfloat16
+# support) it would take several times as long.
 RECIPES["fast-wide"] = {**RECIPES["fast-muon"], "epochs": 10, "widths": (80, 320, 320)}
 # Small grayscale images (MNIST, Fashion-MNIST): the fast recipe's optimizer and three blocks of
 # 24/48/96 channels at full resolution, on 512-image batches, with translations only. No flips:
 # digits and letters are not mirror-symmetric, and on Fashion-MNIST's eval split flips gained
-# nothing (91.5 % vs 91.6 %). Chosen on the eval splits with bench/recipe.py (AVX2 host,
-# bench/results/recipe-fashion-*.json): on Fashion-MNIST this reaches 93.1 % in 5 epochs (240 s
-# of fit), where the faster stride-2 whitening (14x14x8, 48/96 channels, 2x the images/s)
-# plateaus at 91.6 % in 5 epochs and 92.3 % in 10; narrower (16/32/64: 92.6 %), two blocks
-# (92.7 %), ReLU (92.8 %) and 4 epochs (92.6 %) all fall short of 93 %. On MNIST both reach
-# 99.6 %, so the stride-2 layer stays an option (whiten_stride=2) for digit-like data.
-# It computes in float32 even where the CPU has bfloat16: on an AVX512-BF16 host bfloat16 was only
-# 1.17x faster for this small network (5,050 against 4,317 images/s on MNIST, bench/recipe.py),
-# and two of three MNIST pipeline runs in bfloat16 collapsed to 11-14 % training accuracy for
-# their first two epochs at the peak learning rate, ending at 99.18 % test instead of 99.6 %
-# (bench/results/seeds-bf16.json at 78ab5eb). A float32 run there dipped for one epoch and
-# recovered (99.60 %): the peak rate is near the edge, and bfloat16's rounding tips it over.
+# nothing. Chosen on the eval splits with bench/recipe.py (bench/results/recipe-fashion-*.json):
+# on Fashion-MNIST the faster stride-2 whitening (14x14x8, 48/96 channels) plateaus lower, even
+# with twice the epochs, and narrower blocks, two blocks, ReLU or fewer epochs all fall short of
+# this recipe. On MNIST both reach the same accuracy, so the stride-2 layer stays an option
+# (whiten_stride=2) for digit-like data.
+# It computes in float32 even where the CPU has bfloat16: there bfloat16 was barely faster for
+# this small network (bench/results/recipe-mnist-fast-gray-*-bf16host.json), and MNIST pipeline
+# runs in bfloat16 could collapse for their first epochs at the peak learning rate and end below
+# float32's test accuracy (bench/results/seeds-bf16.json). A float32 run there dipped for one
+# epoch and recovered: the peak rate is near the edge, and bfloat16's rounding tips it over.
 RECIPES["fast-gray"] = {
     **_FAST_SGD,
     "precision": "float32",
@@ -349,10 +347,9 @@ RECIPES["fast-gray"] = {
 # Photos: EfficientNet-Lite0 pretrained on ImageNet (trainer/transfer.py). The head trains on
 # the frozen network's features, then the last four blocks with it. Chosen by cross-validation
 # inside the training images (never test) on the two photo sets: centre crops beat padding on
-# hymenoptera (95.1 % against 92.2 %, 5 folds); on sign-digits fine-tuning the last 2 blocks at
-# 1e-4 reached 96.1 %, at 1e-3 98.4 %, the last 4 at 3e-4 98.8 % (at 1e-3 97.0 %, unstable), the
-# last 6 at 3e-4 98.9 % for 1.6x the fit time of 4 (3 folds). float32: for this depthwise
-# network bfloat16 was slower on an AVX512-BF16 host (81 against 103 images/s forward at 224).
+# hymenoptera; on sign-digits the last 4 blocks at 3e-4 beat the last 2 (at 1e-4 or 1e-3), 1e-3
+# made the last 4 unstable, and the last 6 added little for much more fit time. float32: for
+# this depthwise network bfloat16 was slower, even on CPUs with bfloat16 support.
 RECIPES["transfer"] = {
     "model": "transfer",
     "backbone": "efficientnet_lite0",

@@ -375,9 +375,8 @@ def alternating_flip_mask(
 
 # The batches Keras iterates run with tf.data's autotuner off and fixed parallelism. The
 # autotuner's thread sleeps up to 60 s between optimizations, and destroying the iterator (at
-# the end of fit) waits for it: a random 0-60 s lost per fit, 46 s of one 5-epoch MNIST run.
-# Fixed values train as fast on this 2-core host (1,385 and 1,617 images/s against 1,255 and
-# 1,263 with the autotuner, fast-gray on 54,000 images), without the wait.
+# the end of fit) waits for it: a random wait at the end of every fit. Fixed values train at
+# least as fast, without the wait.
 _PARALLEL_CALLS = os.cpu_count() or 1
 _PREFETCH_BATCHES = 4
 

@@ -103,7 +103,7 @@ def images_bytes(count: int, image_shape: tuple[int, ...], itemsize: int) -> int
 
 
 def human(size: float) -> str:
-    """1.5 GB, 640 MB, 12 kB: decimal units, as `df -H` and the issue tracker write them."""
+    """1.5 GB, 640 MB, 12 kB: decimal units, as `df -H` writes them."""
     for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if size >= scale:
             return f"{size / scale:.3g} {unit}"

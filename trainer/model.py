@@ -66,7 +66,7 @@ def num_blocks(height: int, width: int) -> int:
 
 
 class DiracInit(keras.initializers.Initializer):
-    """Glorot-uniform, except that the first `in_channels` filters pass their input through.
+    """Glorot-uniform, except that the first filters, one per input channel, pass it through.
 
     A deep stack of such convs starts close to the identity, which lets a short schedule use a
     high learning rate from the first steps.
