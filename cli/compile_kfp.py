@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli.common import EXIT_FAILED, EXIT_OK
+from cli.common import EXIT_FAILED, EXIT_OK, log
 from cli.options import add_pipeline_args, positive_int
 from cli.training import trainer_config
 
@@ -46,7 +46,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     spans.add_argument("--spans", type=positive_int, default=1, metavar="K",
                        help="default of `span-window`: spans whose train images are fitted")
     p.add_argument("--dataset-info", type=Path,
-                   help="dataset.json from `ingest` (class names, image shape); default digits")
+                   help="dataset.json from `ingest` (class names, image shape, and the "
+                        "evaluation split's class counts for the default --min-accuracy); "
+                        "default: the built-in digits'")
     p.add_argument("--image-schema",
                    help="where the cluster reads --schema: a path inside the image or a gs:// "
                         "URI (default: the image's copy, for a schema under this repository)")
@@ -70,7 +72,6 @@ def execute(args: argparse.Namespace) -> int:
         image_path,
         kfp_config,
     )
-    from pipeline.config import EvalThresholds
     from schema.curated import check_num_classes
 
     if isinstance(args.check, str):
@@ -85,13 +86,19 @@ def execute(args: argparse.Namespace) -> int:
         model_name = args.model_name or args.dataset_info.parent.name
         source = str(args.dataset_info)
     else:
-        from ingest.builtin import DIGITS_CLASS_NAMES, DIGITS_IMAGE_SHAPE, DIGITS_SPLIT_COUNTS
+        from ingest.builtin import (
+            DIGITS_CLASS_NAMES,
+            DIGITS_IMAGE_SHAPE,
+            DIGITS_SPLIT_COUNTS,
+            DIGITS_TEST_PER_CLASS,
+        )
+        from ingest.dataset import TEST, DatasetInfo
 
         class_names, image_shape = DIGITS_CLASS_NAMES, DIGITS_IMAGE_SHAPE
         split_counts = DIGITS_SPLIT_COUNTS
         model_name = args.model_name or "digits"
         source = "the built-in digits dataset (no --dataset-info)"
-        info = None
+        info = DatasetInfo(class_names, image_shape, split_counts, {TEST: DIGITS_TEST_PER_CLASS})
     try:
         check_num_classes(args.schema, len(class_names))
     except ValueError as e:
@@ -103,13 +110,13 @@ def execute(args: argparse.Namespace) -> int:
         serving_dir=args.serving_dir,
         model_name=model_name,
         trainer=trainer_config(args, class_names, image_shape, split_counts,
-                               trains_here=False, info=info),
+                               trains_here=False, info=info if args.dataset_info else None),
         schema_path=args.image_schema or image_path(args.schema),
         splits=tuple(split_counts),
         spans=args.span_root or bool(args.span) or args.spans > 1,
         target_span=args.span,
         span_window=args.spans,
-        thresholds=EvalThresholds(args.min_accuracy, args.max_regression),
+        thresholds=_thresholds(args, info, source),
         allowed_anomaly_types=tuple(args.allow_anomaly),
         max_label_drift=args.max_label_drift,
         accept_new_classes=args.accept_new_classes,
@@ -137,6 +144,20 @@ def _print_outputs(compiled, image: str, pipeline_root: str) -> None:
           f"  python scripts/upload_pipeline.py --host HOST --spec {package} [--run]\n"
           f"wrote the PipelineJob {job} for Vertex AI Pipelines:\n"
           f"  aiplatform.PipelineJob(display_name=..., template_path={job!r}).submit()")
+
+
+def _thresholds(args: argparse.Namespace, info, source: str):
+    """The run's thresholds, the default bar computed from the dataset info compiled in.
+
+    The data root is a run-time parameter, the bar is not: a run on other data keeps it.
+    """
+    from cli.run_config import run_thresholds
+
+    thresholds = run_thresholds(args, info)
+    log.info("blessing: accuracy at least %s; computed from %s, so a run on other data (the "
+             "data-root run-time parameter) keeps it: recompile with that data's "
+             "--dataset-info, or pass --min-accuracy", thresholds.record()["text"], source)
+    return thresholds
 
 
 def _check_kfp_spec(path: Path, image: str | None) -> int:

@@ -94,6 +94,18 @@ def positive_int(text: str) -> int:
     return number
 
 
+def accuracy_bar(text: str) -> float:
+    """An accuracy in [0, 1] (else exit 2 before anything runs, saying why)."""
+    try:
+        number = float(text)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number <= 1:
+        raise argparse.ArgumentTypeError(f"an accuracy between 0 and 1 is needed (0.9 for "
+                                         f"90 %), got {text!r}")
+    return number
+
+
 def span_number(text: str) -> int | str:
     from ingest.spans import parse_span
 
@@ -149,18 +161,29 @@ def ingest_policy(args: argparse.Namespace) -> dict:
 
 
 def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
-    from pipeline.config import DEFAULT_SCHEMA, EvalThresholds
+    from pipeline.blessing import DEFAULT_MAX_REGRESSION, RULE
+    from pipeline.config import DEFAULT_SCHEMA
 
-    thresholds = EvalThresholds()
     parser.add_argument("--pipeline-name", default="image-classifier")
-    parser.add_argument("--model-name", help="name under the serving dir (default: dataset name)")
+    parser.add_argument("--model-name",
+                        help="the model's folder under the serving dir: versions go to "
+                             "<serving-dir>/<model-name>/<version>/ (default: the data "
+                             "folder's name, or the built-in dataset's). A name with no served "
+                             "version yet starts a new model: no baseline to compare with and "
+                             "no class-map check; the run says so, and names the models in the "
+                             "serving dir that have the same classes. To train a new version "
+                             "of a model on new data (pets-v2/ after pets/), pass its name")
     parser.add_argument("--schema", type=Path, default=DEFAULT_SCHEMA,
                         help="curated schema imported by ImportSchemaGen (default %(default)s)")
-    parser.add_argument("--min-accuracy", type=float, default=thresholds.min_accuracy,
-                        help="bless only above this eval accuracy (default %(default)s)")
-    parser.add_argument("--max-regression", type=float, default=thresholds.max_regression,
-                        help="bless only if accuracy drops at most this much below the last "
-                             "blessed model (default %(default)s)")
+    rule = RULE.replace("%", "%%")  # argparse formats help with %
+    parser.add_argument("--min-accuracy", type=accuracy_bar, metavar="X",
+                        help="bless only at or above this accuracy on the evaluation split "
+                             f"(test, or eval without one). Default: {rule}; e.g. 58.2 %% for "
+                             "150 images of 2 balanced classes, 11.9 %% for 1,000 of 10 "
+                             "(docs/evaluation.md)")
+    parser.add_argument("--max-regression", type=float, default=DEFAULT_MAX_REGRESSION,
+                        help="bless only if accuracy drops at most this much below the served "
+                             "version's (default %(default)s)")
     parser.add_argument("--allow-anomaly", action="append", default=[], metavar="TYPE",
                         help="accept this ExampleValidator anomaly type instead of failing the "
                              "run (repeatable), e.g. FEATURE_TYPE_LOW_FRACTION_PRESENT")

@@ -74,6 +74,7 @@ def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
 
     start = time.monotonic()  # ingest included: it is part of what `run` does
     config = pipeline_config(args, workspace, log_file)
+    _say_if_new_model(config, args.model_name is None)
 
     try:
         with RunProgress(config.metadata_path, config.pipeline_name):
@@ -97,8 +98,7 @@ def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
     if args.json:
         print(summary.to_json())
         return EXIT_OK
-    for line in format_summary(summary, config.thresholds.min_accuracy,
-                               config.thresholds.max_regression):
+    for line in format_summary(summary):
         print(line)
     if summary.pushed:
         print(f"Serve it: tensorflow_model_server --model_name={config.model_name} "
@@ -106,6 +106,25 @@ def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
     print(f"Wall time: {time.monotonic() - start:.0f}s. Full log: {log_file}")
     print_report_path(report)
     return EXIT_OK
+
+
+def _say_if_new_model(config, name_defaulted: bool) -> None:
+    """Before training: a model directory without a served version starts a new model.
+
+    The model name defaults to the data folder's, so a new folder of the same classes
+    (pets-v2/ after pets/) silently starts a model without a baseline or a class-map check;
+    the run names the models it might have meant.
+    """
+    from serving.model_dir import new_model
+
+    note = new_model(config.push_base_directory, config.trainer.class_names)
+    if note is None:
+        return
+    first, *others = note.lines()
+    if name_defaulted:
+        first += " (the model name defaults to the data's name; --model-name sets it)"
+    log.log(logging.WARNING if others else logging.INFO, "[pipeline] %s",
+            "\n[pipeline] ".join([first, *others]))
 
 
 def _write_run_report(workspace) -> Path | None:

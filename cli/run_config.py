@@ -51,7 +51,7 @@ def pipeline_config(args: argparse.Namespace, workspace, log_file: Path):
     """The PipelineConfig of a local run; raises ValueError (or IngestError) for bad input."""
     from ingest.dataset import TEST, TRAIN, TWO_SPLITS_WARNING, check_fraction, load_dataset_info
     from ingest.spans import SpanError, is_span_root, local_window, span_dir
-    from pipeline.config import LOCAL_BEAM_PRESETS, EvalThresholds, PipelineConfig
+    from pipeline.config import LOCAL_BEAM_PRESETS, PipelineConfig
     from pipeline.workspace import prepare_data
     from schema.curated import label_classes, schema_for_classes
 
@@ -84,7 +84,7 @@ def pipeline_config(args: argparse.Namespace, workspace, log_file: Path):
         counts[TRAIN] += history
     trainer = trainer_config(args, info.class_names, info.image_shape, counts, info=info)
     log.info("[pipeline] recipe %s: %s", trainer.recipe, trainer.recipe_reason)
-    thresholds = EvalThresholds(args.min_accuracy, args.max_regression)
+    thresholds = run_thresholds(args, info)
     config = PipelineConfig(
         pipeline_name=args.pipeline_name,
         pipeline_root=str(workspace.pipeline_root),
@@ -108,7 +108,23 @@ def pipeline_config(args: argparse.Namespace, workspace, log_file: Path):
     if args.warm_start:
         config = dataclasses.replace(config, trainer=trainer.replace(
             warm_start_from=config.push_base_directory))
+    log.info("[pipeline] blessing: accuracy on the %s split at least %s, and at most %s below "
+             "the served version", config.evaluation_split, thresholds.record()["text"],
+             f"{thresholds.max_regression:g}")
     log.info("data: %s (%s), %d classes, image shape %s",
              data_root, info.split_counts, info.num_classes, info.image_shape)
     log.info("full log: %s", log_file)
     return config
+
+
+def run_thresholds(args: argparse.Namespace, info):
+    """The Evaluator's thresholds for data described by `info` (ingest's DatasetInfo):
+    --min-accuracy, else pipeline/blessing.py's bar for the split the Evaluator scores (the
+    newest span's, for a root of spans).
+    """
+    from ingest.dataset import evaluation_split
+    from pipeline.blessing import thresholds
+
+    split = evaluation_split(info.split_counts)
+    return thresholds(args.min_accuracy, args.max_regression, split, info.class_names,
+                      info.per_class_counts.get(split), info.split_counts[split])

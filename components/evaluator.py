@@ -29,6 +29,7 @@ upgrade that changes either format fails there.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -52,6 +53,7 @@ from schema import features
 from serving.model_dir import (
     join,
     model_digest,
+    new_model,
     production_model,
     push_base,
     write_provenance,
@@ -126,10 +128,18 @@ def _write_blessing(
 
 
 PUSH_DESTINATION_KEY = "push_destination"
+# JSON of pipeline/blessing.py EvalThresholds.record(): the bar and why it is what it is.
+BLESSING_RULE_KEY = "blessing_rule"
 
 
 def _class_names(model_dir: str) -> list[str] | None:
     return read_class_names(join(model_dir, "assets", features.LABELS_ASSET))
+
+
+def _new_model(base: str | None, candidate_dir: str) -> dict[str, Any] | None:
+    """serving/model_dir.py's note when the push destination holds no version yet."""
+    note = new_model(base, _class_names(candidate_dir) or []) if base else None
+    return dataclasses.asdict(note) if note else None
 
 
 def _serving_dir(model: artifact.Artifact) -> str:
@@ -145,14 +155,18 @@ class Executor(stock_executor.Executor):
         exec_properties: dict[str, Any],
     ) -> None:
         candidate = artifact_utils.get_single_instance(input_dict[_MODEL])
+        base = push_base(exec_properties.get(PUSH_DESTINATION_KEY))
         # Loaded in full: TFMA loads the baseline next, and would fail naming its snapshot.
-        production = production_model(push_base(exec_properties.get(PUSH_DESTINATION_KEY)),
-                                      load=True)
+        production = production_model(base, load=True)
         output_uri = artifact_utils.get_single_uri(output_dict[_EVALUATION])
         provenance = {
             "candidate": _serving_dir(candidate),
             "production": production.provenance() if production else None,
+            # How the default accuracy bar was set (pipeline/blessing.py), for the report.
+            "blessing_rule": json.loads(exec_properties.get(BLESSING_RULE_KEY) or "null"),
         }
+        provenance["new_model"] = _new_model(base, provenance["candidate"]) if (
+            production is None) else None
         provenance["baseline_is_candidate"] = bool(
             production and provenance["production"]["digest"] == model_digest(
                 provenance["candidate"])
@@ -180,7 +194,9 @@ class Executor(stock_executor.Executor):
             finally:
                 fileio.rmtree(snapshot)
         else:
-            log.info("no served version yet: evaluating the candidate without a baseline")
+            note = provenance["new_model"]
+            log.info("%s: evaluating the candidate without a baseline",
+                     "new model directory" if note else "no loadable served version")
             super().Do(input_dict, output_dict, exec_properties)
         write_provenance(output_uri, provenance)
         blessing = artifact_utils.get_single_instance(output_dict[_BLESSING])
@@ -216,6 +232,7 @@ class ImageEvaluatorSpec(standard_component_specs.EvaluatorSpec):
         **standard_component_specs.EvaluatorSpec.PARAMETERS,
         # The Pusher's destination: its newest version is the baseline.
         PUSH_DESTINATION_KEY: ExecutionParameter(type=pusher_pb2.PushDestination, optional=True),
+        BLESSING_RULE_KEY: ExecutionParameter(type=str, optional=True),
     }
 
 
@@ -234,6 +251,7 @@ class ImageEvaluator(base_component.BaseComponent):
         example_splits: list[str],
         push_destination: pusher_pb2.PushDestination | Any = None,
         schema: types.BaseChannel | None = None,
+        blessing_rule: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(spec=ImageEvaluatorSpec(
             examples=examples,
@@ -242,6 +260,7 @@ class ImageEvaluator(base_component.BaseComponent):
             eval_config=eval_config,
             example_splits=json.dumps(example_splits),
             push_destination=push_destination,
+            blessing_rule=json.dumps(blessing_rule) if blessing_rule else None,
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing),
         ))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ingest.dataset import EVAL, SPLITS, TRAIN, evaluation_split
 from ingest.spans import HISTORY
+from pipeline.blessing import EvalThresholds
 from schema import CURATED_SCHEMA
 from trainer.config import TrainerConfig
 
@@ -40,20 +41,6 @@ LOCAL_BEAM_PRESETS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalThresholds:
-    # Candidate must reach this accuracy on the eval split...
-    min_accuracy: float = 0.5
-    # ...and may not be worse than the baseline by more than this (absolute accuracy).
-    max_regression: float = 0.01
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.min_accuracy <= 1:
-            raise ValueError(f"min_accuracy must be in [0, 1], got {self.min_accuracy}")
-        if self.max_regression < 0:
-            raise ValueError(f"max_regression must be >= 0, got {self.max_regression}")
-
-
-@dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     pipeline_name: str
     pipeline_root: str
@@ -63,6 +50,8 @@ class PipelineConfig:
     serving_dir: str
     model_name: str
     trainer: TrainerConfig
+    # Accuracy bar and regression allowed (pipeline/blessing.py: the default bar's rule).
+    thresholds: EvalThresholds
     schema_path: str = str(DEFAULT_SCHEMA)
     # The splits under data_root. Trainer fits "train" and early-stops on "eval"; the Evaluator
     # reports and blesses on "test", or on "eval" for data ingested without a test split.
@@ -72,7 +61,6 @@ class PipelineConfig:
     spans: bool = False
     target_span: int = 0
     span_window: int = 1
-    thresholds: EvalThresholds = EvalThresholds()
     # DataGate: ExampleValidator anomaly types accepted instead of failing the run, and the
     # largest L-infinity distance between a split's label distribution and the last accepted one.
     allowed_anomaly_types: tuple[str, ...] = ()

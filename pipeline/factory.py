@@ -197,6 +197,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         example_splits=[config.evaluation_split],
         push_destination=push_destination,
         schema=schema_gen.outputs["schema"],
+        blessing_rule=config.thresholds.record(),
     ).with_id("Evaluator")
     # Stages, verifies and renames into place; an identical model is not pushed twice. The
     # gate's accepted statistics travel with the version as the next drift baseline.

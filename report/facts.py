@@ -17,6 +17,8 @@ from ingest.spans import WINDOW_PROPERTY, dataset_folder
 from report.summary import (
     NodeRecord,
     RunSummary,
+    class_name,
+    outcome_line,
     run_nodes,
     summary_of,
     training_record,
@@ -48,17 +50,8 @@ def _label_counts(dataset, class_names: list[str]) -> dict[str, int]:
         else:
             pairs = [(v.value, v.frequency) for v in strings.top_values]
         for label, count in pairs:
-            counts[_class_name(class_names, label)] = int(round(count))
+            counts[class_name(class_names, label)] = int(round(count))
     return counts
-
-
-def _class_name(class_names: list[str], label: str) -> str:
-    """The class name of a label value as statistics print it; other values as they are."""
-    try:
-        index = int(label)
-    except ValueError:
-        return label
-    return class_names[index] if 0 <= index < len(class_names) else f"#{label}"
 
 
 def _image_formats(dataset) -> dict[str, int]:
@@ -313,13 +306,14 @@ def evaluation_section(
         "class_map_changed": bool(provenance.get("class_map_changed")),
         "baseline_accuracy": summary.baseline_accuracy,
         "thresholds": _thresholds(value(evaluator.execution, "eval_config")),
+        # How the accuracy bar was set: pipeline/blessing.py's rule or --min-accuracy.
+        "blessing_rule": summary.blessing_rule,
+        # The model directory held no version yet (serving/model_dir.py NewModel).
+        "new_model": summary.new_model,
         "validation_ok": validation_ok,
         "failures": failures,
         "blessed": summary.blessed,
-        "per_class_accuracy": {
-            _class_name(class_names, label): accuracy
-            for label, accuracy in summary.per_class_accuracy.items()
-        },
+        "per_class_accuracy": summary.named_per_class_accuracy(),
         "confusion_matrix": confusion_matrix(summary.evaluation_uri, len(class_names)),
     }
 
@@ -341,25 +335,10 @@ def push_section(nodes: dict[str, NodeRecord], summary: RunSummary) -> dict[str,
     }
 
 
-def _class_names(nodes: dict[str, NodeRecord]) -> list[str]:
-    """From the training config the run recorded; else the data's dataset.json."""
-    trainer = nodes.get("Trainer")
-    if trainer is not None:
-        config = json.loads(value(trainer.execution, "custom_config") or "null") or {}
-        if config.get("class_names"):
-            return list(config["class_names"])
-    example_gen = nodes.get("ImportExampleGen")
-    data_root = value(example_gen.execution, "input_base") if example_gen else None
-    info = Path(data_root or "") / DATASET_INFO
-    if data_root and info.is_file():
-        return list(json.loads(info.read_text())["class_names"])
-    return []
-
-
 def collect(metadata_path: str, pipeline_name: str, run_id: str | None = None) -> dict[str, Any]:
     run_id, nodes = run_nodes(metadata_path, pipeline_name, run_id)
     summary = summary_of(pipeline_name, run_id, nodes)
-    class_names = _class_names(nodes)
+    class_names = summary.class_names
     started = min((n.execution.create_time_since_epoch for n in nodes.values()), default=0)
     return {
         "pipeline_name": pipeline_name,
@@ -375,4 +354,6 @@ def collect(metadata_path: str, pipeline_name: str, run_id: str | None = None) -
         "training": training_section(nodes),
         "evaluation": evaluation_section(nodes, summary, class_names),
         "push": push_section(nodes, summary),
+        # The run summary's last line: what was trained, how good, pushed or not, and why.
+        "outcome": outcome_line(summary) if summary.evaluation_uri else None,
     }

@@ -304,6 +304,10 @@ def _baseline_text(data: Mapping[str, Any]) -> str:
         return "new class map: no baseline (accepted with --accept-new-classes)"
     if data.get("baseline_is_candidate"):
         return "this same model is the one served (unchanged re-run): no comparison"
+    if data.get("new_model"):
+        from serving.model_dir import NewModel
+
+        return "none: " + "; ".join(NewModel.from_dict(data["new_model"]).lines())
     if data.get("baseline_model") is None:
         return "none: no version served yet"
     baseline = data.get("baseline_accuracy")
@@ -327,6 +331,7 @@ def _evaluation(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> dict[str, 
             "baseline model (served version)": _code(data.get("baseline_model")),
             "thresholds met": _verdict(data.get("validation_ok"), "yes", "no"),
             "blessing": _verdict(data.get("blessed"), "BLESSED", "NOT blessed"),
+            "blessing bar": (data.get("blessing_rule") or {}).get("text", "not recorded"),
             "evaluation": _code(data.get("evaluation_uri")),
         }),
         "thresholds": _rows([t["metric"], t["slice"], t["kind"], t["value"]]

@@ -11,8 +11,9 @@ from typing import Any
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from ingest.dataset import EVAL
+from ingest.dataset import DATASET_INFO, EVAL
 from ingest.spans import WINDOW_PROPERTY
+from pipeline.blessing import percent
 
 _STATE_NAMES = {
     metadata_store_pb2.Execution.COMPLETE: "executed",
@@ -37,6 +38,11 @@ class RunSummary:
     pipeline_name: str
     run_id: str
     components: list[ComponentRun]
+    # What was trained on, and its classes by label id (the report's, class_names_of).
+    data_root: str | None = None
+    class_names: list[str] = dataclasses.field(default_factory=list)
+    # The model's folder name under the serving dir (the Evaluator's push destination).
+    model_name: str | None = None
     # The split the Evaluator scored (`accuracy`, the baseline's, per class, the blessing):
     # "test", or "eval" for data without a test split.
     evaluation_split: str | None = None
@@ -46,6 +52,7 @@ class RunSummary:
     # augmentation: a selection score, not the reported one.
     trainer_eval_accuracy: float | None = None
     recipe: str | None = None
+    epochs_run: int | None = None
     # The pretrained backbone and its weights' provenance (trainer/backbones/registry.py
     # WeightsSource); None for the scratch recipes.
     backbone: dict[str, Any] | None = None
@@ -56,12 +63,21 @@ class RunSummary:
     # How the Trainer held its examples: in memory or streamed, and why (trainer/data.py).
     training_input: dict | None = None
     baseline_accuracy: float | None = None
+    # The served version when the run started (the baseline, unless `baseline_note` says why
+    # not); None when nothing was served.
+    baseline_version: int | None = None
     # Why there is no baseline accuracy, when there is none (components/evaluator.py).
     baseline_note: str | None = None
+    # serving/model_dir.py NewModel as a dict, when the model directory held no version yet.
+    new_model: dict[str, Any] | None = None
+    # Label id -> accuracy on the evaluation split; `named_per_class_accuracy` names them.
     per_class_accuracy: dict[str, float] = dataclasses.field(default_factory=dict)
+    # The thresholds and how the accuracy bar was set: pipeline/blessing.py's record.
+    blessing_rule: dict[str, Any] | None = None
     blessed: bool | None = None
     pushed: bool | None = None
     pushed_destination: str | None = None
+    pushed_version: int | None = None
     # The newest served version already held this model: no new version was created.
     already_served: bool = False
     model_uri: str | None = None
@@ -73,6 +89,11 @@ class RunSummary:
     @property
     def failed_components(self) -> list[str]:
         return [c.name for c in self.components if c.state == "failed"]
+
+    def named_per_class_accuracy(self) -> dict[str, float]:
+        """Class name -> accuracy, in label order (ids without a known name as #id)."""
+        return {class_name(self.class_names, label): accuracy
+                for label, accuracy in self.per_class_accuracy.items()}
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -273,11 +294,13 @@ def summary_of(pipeline_name: str, run_id: str, nodes: dict[str, NodeRecord]) ->
             pushed = outputs["PushedModel"]
             summary.pushed = bool(value(pushed, "pushed"))
             summary.pushed_destination = value(pushed, "pushed_destination") or None
+            summary.pushed_version = _int_or_none(value(pushed, "pushed_version"))
             summary.already_served = bool(value(pushed, "already_served"))
         if "Model" in outputs:
             summary.model_uri = outputs["Model"].uri
         if "Examples" in outputs:
             summary.examples_uri = outputs["Examples"].uri
+            summary.data_root = value(node.execution, "input_base") or None
             # ExampleGen records the spans it read (components/example_gen.py).
             window = value(outputs["Examples"], WINDOW_PROPERTY)
             if window:
@@ -287,28 +310,83 @@ def summary_of(pipeline_name: str, run_id: str, nodes: dict[str, NodeRecord]) ->
             record = training_record(summary.tensorboard_dir) or {}
             summary.trainer_eval_accuracy = record.get("final_eval_accuracy")
             summary.recipe = record.get("config", {}).get("recipe")
+            summary.epochs_run = len(record.get("history", {}).get("loss", []))
             summary.backbone = (record.get("transfer") or {}).get("backbone")
             summary.training_input = record.get("input")
             summary.skip_if_unchanged = record.get("skip_if_unchanged")
         if node.name == "Evaluator":
             splits = json.loads(value(node.execution, "example_splits") or "null") or [EVAL]
             summary.evaluation_split = splits[0]
+            summary.model_name = _model_name(value(node.execution, "push_destination"))
+    summary.class_names = class_names_of(nodes)
     if summary.evaluation_uri:
         _read_metrics(summary, summary.evaluation_uri)
-        summary.baseline_note = _baseline_note(summary.evaluation_uri)
+        _read_provenance(summary, summary.evaluation_uri)
     return summary
 
 
-def _baseline_note(evaluation_uri: str) -> str | None:
+def _int_or_none(text: Any) -> int | None:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _model_name(push_destination: str | None) -> str | None:
+    from serving.model_dir import push_base
+
+    base = push_base(push_destination) if push_destination else None
+    return base.rsplit("/", 1)[-1] if base else None
+
+
+def class_names_of(nodes: dict[str, NodeRecord]) -> list[str]:
+    """From the training config the run recorded; else the data's dataset.json."""
+    trainer = nodes.get("Trainer")
+    if trainer is not None:
+        config = json.loads(value(trainer.execution, "custom_config") or "null") or {}
+        if config.get("class_names"):
+            return list(config["class_names"])
+    example_gen = nodes.get("ImportExampleGen")
+    data_root = value(example_gen.execution, "input_base") if example_gen else None
+    info = os.path.join(data_root or "", DATASET_INFO)
+    if data_root and os.path.isfile(info):
+        with open(info) as f:
+            return list(json.load(f)["class_names"])
+    return []
+
+
+def class_name(class_names: list[str], label: str) -> str:
+    """The class name of a label id; other values as they are, ids without a name as #id."""
+    try:
+        index = int(label)
+    except ValueError:
+        return label
+    return class_names[index] if 0 <= index < len(class_names) else f"#{label}"
+
+
+def _read_provenance(summary: RunSummary, evaluation_uri: str) -> None:
+    """The Evaluator's record (components/evaluator.py): the served version, the bar."""
     from serving.model_dir import read_provenance
 
     provenance = read_provenance(evaluation_uri) or {}
+    summary.baseline_version = (provenance.get("production") or {}).get("version")
+    summary.new_model = provenance.get("new_model")
+    summary.blessing_rule = provenance.get("blessing_rule")
+    summary.baseline_note = _baseline_note(provenance)
+
+
+def _baseline_note(provenance: dict[str, Any]) -> str | None:
     if provenance.get("class_map_changed"):
         return "new class map: no baseline"
     if provenance.get("baseline_is_candidate"):
         return "the served version is this model: no comparison"
+    if provenance.get("new_model"):
+        return "new model directory: no version served yet"
     if provenance and provenance.get("production") is None:
-        return "no version served yet"
+        # Versions that none could load (the run's log names them), or a record from before
+        # new model directories were told apart.
+        return "no loadable version served" if "new_model" in provenance else (
+            "no version served yet")
     return None
 
 
@@ -316,9 +394,7 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def format_summary(
-    summary: RunSummary, min_accuracy: float, max_regression: float
-) -> Iterable[str]:
+def format_summary(summary: RunSummary) -> Iterable[str]:
     total = sum(c.seconds for c in summary.components)
     yield f"Pipeline {summary.pipeline_name}, run {summary.run_id}: {total:.0f}s in components"
     yield f"  {'component':<32}{'state':<10}{'seconds':>8}"
@@ -349,14 +425,14 @@ def format_summary(
     else:
         change = (summary.accuracy or 0) - summary.baseline_accuracy
         yield f"  baseline accuracy {_fmt(summary.baseline_accuracy)} (change {change:+.4f})"
+    if summary.new_model:
+        from serving.model_dir import NewModel
+
+        for line in NewModel.from_dict(summary.new_model).lines():
+            yield f"  {line}"
     if summary.per_class_accuracy:
-        per_class = ", ".join(f"{k}: {v:.2f}" for k, v in summary.per_class_accuracy.items())
-        yield f"  per class: {per_class}"
-    verdict = {True: "BLESSED", False: "NOT blessed", None: "not evaluated"}[summary.blessed]
-    yield (
-        f"  thresholds: accuracy >= {min_accuracy}, regression <= {max_regression} "
-        f"-> {verdict}"
-    )
+        yield f"  {per_class_text(summary.named_per_class_accuracy())}"
+    yield f"  {thresholds_text(summary.blessing_rule)} -> {_verdict(summary.blessed)}"
     if summary.pushed and summary.already_served:
         yield f"Already served, not pushed again: {summary.pushed_destination}"
     elif summary.pushed:
@@ -365,6 +441,134 @@ def format_summary(
         yield "Not pushed: the candidate was not blessed; the serving directory is unchanged."
     if summary.tensorboard_dir:
         yield f"TensorBoard logs and training curves: {summary.tensorboard_dir}"
+    yield outcome_line(summary)
+
+
+def _verdict(blessed: bool | None) -> str:
+    return {True: "BLESSED", False: "NOT blessed", None: "not evaluated"}[blessed]
+
+
+# More classes than this: the console lists the worst and the best few, the report all of them.
+_LISTED_CLASSES = 20
+_EXTREMES = 5
+
+
+def per_class_text(named: dict[str, float]) -> str:
+    """"per class: cat: 0.91, dog: 0.88", or the 5 worst and the 5 best of many classes."""
+    def listed(items) -> str:
+        return ", ".join(f"{name}: {accuracy:.2f}" for name, accuracy in items)
+
+    if len(named) <= _LISTED_CLASSES:
+        return f"per class: {listed(named.items())}"
+    ranked = sorted(named.items(), key=lambda kv: (kv[1], kv[0]))
+    return (f"per class ({len(named)} classes; all in the report): the {_EXTREMES} worst "
+            f"{listed(ranked[:_EXTREMES])}; the {_EXTREMES} best "
+            f"{listed(reversed(ranked[-_EXTREMES:]))}")
+
+
+def thresholds_text(rule: dict[str, Any] | None) -> str:
+    """The bar, how it was set, and the regression allowed (pipeline/blessing.py's record)."""
+    if not rule:
+        return "thresholds: not recorded with this evaluation"
+    return (f"blessing: accuracy at least {rule['text']}; at most "
+            f"{rule['max_regression']:g} below the served version")
+
+
+def data_name(data_root: str | None) -> str:
+    """The data's folder name: `run --data FOLDER` ingests into <root>/data/FOLDER/tfrecords
+    (pipeline/workspace.py), a folder of TFRecords is its own name.
+    """
+    if not data_root:
+        return "the data"
+    parts = data_root.rstrip("/").rsplit("/", 2)
+    return parts[-2] if parts[-1] == "tfrecords" and len(parts) > 1 else parts[-1]
+
+
+def outcome_line(summary: RunSummary) -> str:
+    """One plain sentence: what was trained, how good it is where, whether it replaced the
+    served model, and why.
+    """
+    if summary.accuracy is None:
+        return f"{_trained(summary)}: not evaluated, nothing pushed."
+    score = (f"{percent(summary.accuracy)} on {summary.evaluation_split or 'eval'} "
+             f"({summary.eval_examples} images)")
+    parts = [f"{_trained(summary)}: {score}", _blessing_reason(summary)]
+    push = _push_outcome(summary)
+    if push:
+        parts.append(push)
+    return "; ".join(parts) + "."
+
+
+def _trained(summary: RunSummary) -> str:
+    data = data_name(summary.data_root)
+    decision = summary.skip_if_unchanged or {}
+    if decision.get("skip"):
+        return (f"Handed on served version {decision.get('version')} for {data} "
+                "(--skip-if-unchanged)")
+    details = [summary.backbone["backbone"]] if summary.backbone else []
+    if summary.epochs_run is not None:
+        details.append(f"{summary.epochs_run} epoch{'' if summary.epochs_run == 1 else 's'}")
+    shown = f" ({', '.join(details)})" if details else ""
+    return f"Trained {summary.recipe or 'a model'}{shown} on {data}"
+
+
+def _pair(value: float, bound: float) -> tuple[str, str]:
+    """Both as percentages, one more decimal where one decimal would show them equal."""
+    if percent(value) != percent(bound):
+        return percent(value), percent(bound)
+    return f"{100 * value:.2f} %", f"{100 * bound:.2f} %"
+
+
+def _bar_reason(rule: dict[str, Any]) -> str:
+    default = rule.get("default")
+    if rule.get("source") == "--min-accuracy" or not default:
+        return "set by --min-accuracy"
+    return (f"the bar for {default['num_classes']} classes on {default['examples']} images"
+            + (", capped: too few to tell from chance" if default.get("capped") else ""))
+
+
+def _blessing_reason(summary: RunSummary) -> str:
+    rule = summary.blessing_rule or {}
+    accuracy, bar = summary.accuracy or 0.0, rule.get("min_accuracy")
+    if summary.blessed is None:
+        return "not evaluated"
+    if summary.blessed:
+        return (f"blessed (at least {percent(bar)}, {_bar_reason(rule)})" if bar is not None
+                else "blessed")
+    reasons = []
+    default = rule.get("default") or {}
+    if bar is not None and accuracy < bar:
+        chance = default.get("chance")
+        # TFMA's accuracy is a float32 ratio: k/n may print as chance and sit a hair above.
+        if chance is not None and accuracy <= chance + 1e-6:
+            reasons.append(f"{percent(accuracy)} is not above chance ({percent(chance)})")
+        else:
+            shown, at = _pair(accuracy, bar)
+            reasons.append(f"{shown} is below the bar {at} ({_bar_reason(rule)})")
+    allowed = rule.get("max_regression")
+    baseline = summary.baseline_accuracy
+    if baseline is not None and allowed is not None and accuracy - baseline < -allowed - 1e-9:
+        reasons.append(f"{100 * (baseline - accuracy):.1f} points below the served version "
+                       f"{summary.baseline_version} ({percent(baseline)}), more than "
+                       f"--max-regression {allowed:g} allows")
+    return "not blessed: " + ("; ".join(reasons) or "a threshold failed (the report lists it)")
+
+
+def _push_outcome(summary: RunSummary) -> str | None:
+    name = f"`{summary.model_name}`" if summary.model_name else "this model"
+    served = summary.baseline_version
+    if summary.pushed and summary.already_served:
+        return f"already served as version {summary.pushed_version}: nothing new pushed"
+    if summary.pushed:
+        if served is None:
+            return f"pushed as version {summary.pushed_version}, the first of {name}"
+        was = f" ({percent(summary.baseline_accuracy)})" if (
+            summary.baseline_accuracy is not None) else ""
+        return f"pushed as version {summary.pushed_version}, replacing version {served}{was}"
+    if summary.pushed is False:
+        return (f"the served version {served} stays" if served is not None
+                else f"nothing is served as {name} yet")
+    return None
 
 
 def backbone_text(backbone: dict[str, Any]) -> str:

@@ -20,11 +20,14 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from tfx.dsl.io import fileio
 from tfx.proto import pusher_pb2
 from tfx.utils import proto_utils
+
+from schema import features
 
 log = logging.getLogger(__name__)
 
@@ -235,3 +238,76 @@ def read_json(path: str) -> Any | None:
 
 def read_provenance(folder: str) -> dict | None:
     return read_json(join(folder, PROVENANCE_FILE))
+
+
+def served_class_names(version_dir: str) -> list[str] | None:
+    """A version's class map, assets/labels.txt: the class of label id i on line i; None if
+    the version has none.
+    """
+    path = join(version_dir, "assets", features.LABELS_ASSET)
+    if not fileio.exists(path):
+        return None
+    with fileio.open(path, "rb") as f:
+        return f.read().decode("utf-8").splitlines()
+
+
+@dataclasses.dataclass(frozen=True)
+class NewModel:
+    """A model directory with no served version yet: a run into it has no baseline to compare
+    with (the Evaluator's) and no class map to check the data against (the DataGate's).
+
+    The model name defaults to the data folder's name, so new data in a new folder (pets-v2/
+    after pets/) starts a new model unless --model-name names the old one: `same_classes` lists
+    the models beside it whose newest served version has these class names, in this order.
+    """
+
+    name: str
+    path: str
+    serving_dir: str
+    num_classes: int
+    same_classes: tuple[str, ...] = ()
+
+    def lines(self) -> list[str]:
+        found = [f"new model `{self.name}`: {self.path} holds no version yet, so there is no "
+                 "baseline and no class-map check"]
+        if len(self.same_classes) == 1:
+            (other,) = self.same_classes
+            found.append(f"`{other}` in {self.serving_dir} has the same {self.num_classes} "
+                         f"classes: pass --model-name {other} to make this run a new version of "
+                         "it")
+        elif self.same_classes:
+            names = ", ".join(f"`{n}`" for n in self.same_classes)
+            found.append(f"{names} in {self.serving_dir} have the same {self.num_classes} "
+                         "classes: pass --model-name with one of them to make this run a new "
+                         "version of it")
+        return found
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> NewModel:
+        return cls(**{**record, "same_classes": tuple(record.get("same_classes", ()))})
+
+
+def new_model(base: str, class_names: Sequence[str]) -> NewModel | None:
+    """The note for a model directory without a served version; None when it has one."""
+    base = str(base).rstrip("/")
+    if served_versions(base):
+        return None
+    serving_dir, _, name = base.rpartition("/")
+    return NewModel(name, base, serving_dir, len(class_names),
+                    tuple(models_with_class_names(serving_dir, class_names, besides=name)))
+
+
+def models_with_class_names(serving_dir: str, class_names: Sequence[str],
+                            besides: str = "") -> list[str]:
+    """Models in serving_dir whose newest served version has exactly these class names."""
+    if not serving_dir or not fileio.isdir(serving_dir):
+        return []
+    found = []
+    for entry in sorted(str(n).rstrip("/") for n in fileio.listdir(serving_dir)):
+        base = join(serving_dir, entry)
+        if entry == besides or entry.startswith(".") or not fileio.isdir(base):
+            continue
+        versions = served_versions(base)
+        if versions and served_class_names(join(base, str(versions[-1]))) == list(class_names):
+            found.append(entry)
+    return found

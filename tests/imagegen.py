@@ -57,6 +57,25 @@ def write_folder(
     return written
 
 
+def write_uninformative_folder(
+    root: Path, counts: dict[str, dict[str, int]], size: int = 8
+) -> None:
+    """root/<split>/<class>/NNN.png where every image of a split is the same flat gray.
+
+    The pixels carry no class, so any model answers one class for the whole split: its
+    accuracy is that class's share, never above chance, whatever training did. Each split has
+    its own gray, so no image is in two splits (ingest refuses that as leakage).
+    """
+    for shade, (split, per_class) in enumerate(counts.items()):
+        buffer = io.BytesIO()
+        Image.new("L", (size, size), 60 + 40 * shade).save(buffer, format="PNG")
+        for class_name, count in per_class.items():
+            folder = root / split / class_name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                (folder / f"{i:03d}.png").write_bytes(buffer.getvalue())
+
+
 def class_pixels(class_name: str, rng: np.random.Generator, size: int = 8) -> np.ndarray:
     """uint8 [size, size, 3] whose bright channel is the class's."""
     pixels = rng.integers(0, 90, size=(size, size, 3))

