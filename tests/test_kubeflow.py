@@ -333,7 +333,7 @@ def test_photos_compile_with_a_backbone_whose_weights_are_in_the_image(tmp_path:
 
 def _compiled_bar(tmp_path: Path, *extra: str) -> tuple[float, dict]:
     """The Evaluator's lower bound on accuracy, and the rule record it carries."""
-    tasks = _compile(tmp_path, *extra)["pipelineSpec"]["root"]["dag"]["tasks"]
+    tasks = _compile(tmp_path, *extra)["root"]["dag"]["tasks"]
     parameters = tasks["Evaluator"]["inputs"]["parameters"]
     config = json.loads(parameters["eval_config"]["runtimeValue"]["constant"])
     (accuracy,) = [m for m in config["metrics_specs"][0]["metrics"]
