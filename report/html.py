@@ -255,6 +255,7 @@ def _validation(data: Mapping[str, Any]) -> dict[str, Any]:
     gate = data.get("gate_state")
     drift = data.get("drift", [])
     drift_ok = all(m["distance"] <= m["threshold"] for m in drift)
+
     def accepted(anomaly: Mapping[str, Any]) -> bool:
         return anomaly["anomaly_type"] in allowed or bool(anomaly.get("bookkeeping"))
 
@@ -404,7 +405,6 @@ def _misclassified(data: Mapping[str, Any], pngs: Mapping[str, Path], split: str
                    source: str | None) -> dict[str, Any]:
     if not data.get("available"):
         return _missing(data)
-    split = data.get("split") or split
     scope = ("all" if data.get("complete") else "the first") + f" {data['scanned']} {split} images"
     shown = data["shown"]
     return {
@@ -446,7 +446,7 @@ def _push(data: Mapping[str, Any], model_name: str | None) -> dict[str, Any]:
 
 
 def render(report: Mapping[str, Any], pngs: Mapping[str, Path]) -> str:
-    split = report.get("evaluation_split") or report["evaluation"].get("split")
+    split = report.get("evaluation_split")  # the one source of every split name below
     push = report["push"]
     model_name = (push.get("destination") or "").rstrip("/").split("/")[-2:-1]
     return _template().render(
