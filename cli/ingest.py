@@ -14,7 +14,10 @@ from cli.options import add_ingest_args, ingest_policy, span_number
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ingest", help="image folder -> sharded gzip TFRecords + class map",
                        description="Turn SRC/<split>/<class>/*.jpg or SRC/<class>/*.jpg into "
-                                   "TFRecords of tf.Example{image: bytes, label: int64}.",
+                                   "TFRecords of tf.Example{image: bytes, label: int64, "
+                                   "source_path: bytes} (source_path: the file's path "
+                                   "relative to SRC, which the run report shows for "
+                                   "misclassified images).",
                        epilog="examples:\n  python -m pipeline ingest ~/flowers data/flowers\n"
                               "  python -m pipeline ingest ~/new-flowers data/flowers-spans "
                               "--span auto",

@@ -14,8 +14,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write the HTML report of a run (default: the latest)",
                        description="A self-contained HTML report of one run: dataset, data "
                                    "validation and drift, training curves, evaluation against "
-                                   "the baseline with the blessing, misclassified eval images, "
-                                   "and where the model was pushed. `run` writes it too.",
+                                   "the baseline with the blessing, the misclassified images "
+                                   "of the evaluated split (test, or eval without one) with "
+                                   "their files, and where the model was pushed. `run` writes "
+                                   "it too. Artifacts deleted since the run are named, and the "
+                                   "rest is shown.",
                        epilog="examples:\n  python -m pipeline report\n"
                               "  python -m pipeline report --run 2026-11-22T20:49:46.582627 "
                               "--output /tmp/report\n"
@@ -27,7 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="folder for report.html, report.json and the PNGs "
                         "(default <root>/reports/<pipeline-name>/<run>/)")
     p.add_argument("--max-eval-images", type=int, default=2000,
-                   help="eval images searched for misclassifications (default %(default)s)")
+                   help="images of the evaluated split (test, or eval without one) searched "
+                        "for misclassifications (default %(default)s)")
     add_store_args(p)
     p.set_defaults(handler=execute)
 

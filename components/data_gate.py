@@ -96,6 +96,17 @@ def _findings(anomalies: anomalies_pb2.Anomalies, split: str, source: str) -> li
     return found
 
 
+def ingest_bookkeeping(finding: Finding) -> bool:
+    """A schema written before ingest kept source paths, on data that has them: accepted.
+
+    The source path (schema/features.py) traces an example to its file and is never read by
+    the model, so a schema without it, or one ImportSchemaGen cached before the curated schema
+    listed it, must not stop the run on data ingested since.
+    """
+    return (finding.feature == features.SOURCE_PATH_KEY
+            and finding.anomaly_type == "SCHEMA_NEW_COLUMN")
+
+
 def schema_anomalies(anomalies_uri: str, splits: list[str]) -> list[Finding]:
     """ExampleValidator's anomalies for each split."""
     found = []
@@ -184,6 +195,8 @@ def label_drift_measurements(
 def statistics_summary(dataset) -> dict[str, Any]:
     """What two datasets must share to count as the same data: the example count, and each
     feature's byte sizes, value moments or category counts (TFDV's statistics of one split).
+    The source path is left out: the same images ingested by an older ingest (without paths)
+    or under other file names are the same data.
 
     New images almost never leave all of these equal (the mean encoded size alone moves);
     the same images ingested again, or the same span read again, always do.
@@ -191,6 +204,8 @@ def statistics_summary(dataset) -> dict[str, Any]:
     summary: dict[str, Any] = {"examples": int(dataset.num_examples)}
     for feature in dataset.features:
         name = ".".join(feature.path.step) or feature.name
+        if name == features.SOURCE_PATH_KEY:
+            continue
         kind = feature.WhichOneof("stats")
         stats = getattr(feature, kind) if kind else None
         if kind == "bytes_stats":
@@ -411,7 +426,8 @@ class Executor(base_executor.BaseExecutor):
                                                   baseline_splits, schema, max_drift)]
             unchanged = unchanged_verdict(statistics.uri, baseline, splits, baseline_splits,
                                           compared)
-        blocking = [f for f in findings if f.anomaly_type not in allowed]
+        blocking = [f for f in findings
+                    if f.anomaly_type not in allowed and not ingest_bookkeeping(f)]
         if blocking:
             raise DataValidationError(failure_message(blocking, statistics.uri))
 

@@ -11,7 +11,8 @@ Accepted layouts, always ending in three splits when the source allows it:
 
 Output (written to a temporary folder and swapped into place only when complete; one ingest
 per OUT at a time, and --overwrite replaces only ingest's own output: ingest/output.py):
-  OUT/{train,eval,test}/data-00000-of-0000N.tfrecord.gz   tf.Example{image: bytes, label: int64}
+  OUT/{train,eval,test}/data-00000-of-0000N.tfrecord.gz   tf.Example{image: bytes, label: int64,
+                                                           source_path: bytes (relative to SRC)}
   OUT/labels.txt     one class name per line; line i is label i
   OUT/dataset.json   class names, image shape, per-split and per-class counts, provenance
   OUT/quarantine.json  with skip_bad: each skipped file and why
@@ -434,16 +435,31 @@ class ShardReport:
         self.rotated.extend(other.rotated)
 
 
+def source_path(file_path: str, source: str) -> bytes:
+    """The file's path relative to the ingested folder, as the example's source path.
+
+    Files are found under `source` by joining names (ingest/sources.py walks without resolving
+    links), so the path starts with it. Names are UTF-8 (others are refused as bad files).
+    """
+    relative = file_path[len(source) + 1:] if file_path.startswith(source + os.sep) else file_path
+    return relative.replace(os.sep, "/").encode("utf-8", "surrogateescape")
+
+
 def _write_shard(
     path: str,
     items: Sequence[tuple[str, int]],
     max_pixels: int,
     channels: int | None,
     max_file_bytes: int | None = None,
+    source: str = "",
 ) -> ShardReport:
-    """Decodes each image and writes the good ones to one shard; the bad ones are listed."""
+    """Decodes each image and writes the good ones to one shard; the bad ones are listed.
+
+    Each example carries its file's path relative to `source`, the folder being ingested.
+    """
     report = ShardReport()
-    encode = ImageExampleEncoder(features.IMAGE_KEY, features.LABEL_KEY).encode
+    encode = ImageExampleEncoder(features.IMAGE_KEY, features.LABEL_KEY,
+                                 features.SOURCE_PATH_KEY).encode
     with GzipTFRecordWriter(path) as writer:
         for file_path, label in items:
             try:
@@ -454,7 +470,7 @@ def _write_shard(
             except BadImage as e:
                 report.bad.append((file_path, str(e)))
                 continue
-            writer.write(encode(image.data, label))
+            writer.write(encode(image.data, label, source_path(file_path, source)))
             report.add(file_path, image)
     return report
 
@@ -465,13 +481,14 @@ def _write_shards(
     max_pixels: int,
     channels: int | None,
     max_file_bytes: int | None = None,
+    source: str = "",
 ) -> list[ShardReport]:
     """One report per job, decoded and written in worker processes when there are several.
 
     On any exception, Ctrl-C included, the workers are killed rather than waited for.
     """
     write = functools.partial(_write_shard, max_pixels=max_pixels, channels=channels,
-                              max_file_bytes=max_file_bytes)
+                              max_file_bytes=max_file_bytes, source=source)
     if workers > 1 and len(jobs) > 1:
         with processes.new_pool(min(workers, len(jobs))) as pool:
             try:
@@ -879,7 +896,7 @@ def _ingest_into(
 
     jobs = _plan_shards(items, tmp, seed, workers)
     reports = _write_shards([job[1:] for job in jobs], workers, max_pixels, channels,
-                            max_file_bytes)
+                            max_file_bytes, str(src))
     report, digests = _merge_reports([job[0] for job in jobs], reports)
     if report.bad and not skip_bad:
         _refuse_bad(report.bad, src)
@@ -909,6 +926,8 @@ def _ingest_into(
             features.IMAGE_KEY: "bytes: the encoded image file, unchanged (re-encoded as "
                                 "PNG only where `converted` says)",
             features.LABEL_KEY: f"int64: index into class_names / {LABELS_FILE}",
+            features.SOURCE_PATH_KEY: "bytes: the image file's path relative to `source` "
+                                      "(UTF-8, / separated); not read by the model",
         },
         "class_names": class_names,
         "image_shape": list(image_shape),

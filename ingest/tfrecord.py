@@ -48,36 +48,48 @@ def _int64_feature(value: int) -> bytes:
     return _field(3, _field(1, _varint(value)))  # Feature.int64_list{packed value}
 
 
-def encode_image_example(image_key: str, image: bytes, label_key: str, label: int) -> bytes:
-    """Serialized tf.train.Example with one bytes feature and one int64 feature."""
-    entries = (
-        _field(1, _field(1, image_key.encode()) + _field(2, _bytes_feature(image)))
-        + _field(1, _field(1, label_key.encode()) + _field(2, _int64_feature(label)))
-    )
+def _entry(key: str, feature: bytes) -> bytes:
+    """One Features.feature map entry: key -> Feature."""
+    return _field(1, _field(1, key.encode()) + _field(2, feature))
+
+
+def encode_image_example(
+    image_key: str, image: bytes, label_key: str, label: int,
+    path_key: str | None = None, path: bytes | None = None,
+) -> bytes:
+    """Serialized tf.train.Example with one bytes feature and one int64 feature, and the
+    source path as a second bytes feature when `path_key` and `path` are given.
+    """
+    entries = _entry(image_key, _bytes_feature(image)) + _entry(label_key, _int64_feature(label))
+    if path_key is not None and path is not None:
+        entries += _entry(path_key, _bytes_feature(path))
     return _field(1, entries)  # Example.features
 
 
 class ImageExampleEncoder:
-    """`encode_image_example` for a fixed pair of keys, with the constant parts precomputed."""
+    """`encode_image_example` for fixed keys, with the constant parts precomputed."""
 
-    def __init__(self, image_key: str, label_key: str) -> None:
+    def __init__(self, image_key: str, label_key: str, path_key: str | None = None) -> None:
         self._image_key_field = _field(1, image_key.encode())
         self._label_key = label_key
+        self._path_key = path_key
         self._label_entries: dict[int, bytes] = {}
 
     def _label_entry(self, label: int) -> bytes:
         entry = self._label_entries.get(label)
         if entry is None:
-            key = _field(1, self._label_key.encode())
-            entry = _field(1, key + _field(2, _int64_feature(label)))
+            entry = _entry(self._label_key, _int64_feature(label))
             self._label_entries[label] = entry
         return entry
 
-    def encode(self, image: bytes, label: int) -> bytes:
+    def encode(self, image: bytes, label: int, path: bytes | None = None) -> bytes:
+        """The example of one image; `path` is written only by an encoder with a path key."""
         bytes_list = b"\x0a" + _varint(len(image)) + image
         feature = b"\x0a" + _varint(len(bytes_list)) + bytes_list
         entry_body = self._image_key_field + b"\x12" + _varint(len(feature)) + feature
         entries = b"\x0a" + _varint(len(entry_body)) + entry_body + self._label_entry(label)
+        if self._path_key is not None and path is not None:
+            entries += _entry(self._path_key, _bytes_feature(path))
         return b"\x0a" + _varint(len(entries)) + entries
 
 

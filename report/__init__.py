@@ -12,9 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ingest.dataset import evaluation_split
 from report import plots
-from report.facts import collect
+from report.facts import collect, split_evaluated
 from trainer.plots import training_curves
 
 __all__ = ["collect", "write_report", "REPORT_HTML", "REPORT_JSON"]
@@ -36,34 +35,52 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
+def _evaluation_plots(evaluation: dict[str, Any], class_names: list[str], split: str | None,
+                      out_dir: Path) -> dict[str, Path]:
+    pngs: dict[str, Path] = {}
+    if evaluation["per_class_accuracy"]:
+        pngs["per_class_accuracy"] = plots.per_class_accuracy(
+            evaluation["per_class_accuracy"], split, out_dir / "per_class_accuracy.png")
+    matrix = evaluation.get("confusion_matrix")
+    if matrix and len(matrix) <= plots.MAX_MATRIX_CLASSES:
+        pngs["confusion_matrix"] = plots.confusion_matrix(
+            matrix, class_names, split, out_dir / "confusion_matrix.png")
+    elif evaluation.get("most_confused"):
+        pngs["confused_pairs"] = plots.confused_pairs(
+            evaluation["most_confused"], evaluation.get("confusion_classes") or len(class_names),
+            split, out_dir / "confused_pairs.png")
+    return pngs
+
+
+def _mistake_grid(mistakes: list, split: str | None, out_dir: Path) -> Path:
+    """Numbered like the table's rows, which name each image's file."""
+    captions = [f"{n}. {plots.short(m.true, 12)} / {plots.short(m.predicted, 12)} "
+                f"({m.confidence:.2f})" for n, m in enumerate(mistakes, 1)]
+    title = f"Misclassified {split or 'evaluated'} images: true / predicted (confidence)"
+    return plots.image_grid([m.image for m in mistakes], captions, out_dir / "misclassified.png",
+                            title)
+
+
 def _plots(report: dict[str, Any], mistakes: list, out_dir: Path) -> dict[str, Path]:
     pngs: dict[str, Path] = {}
     dataset, training, evaluation = report["dataset"], report["training"], report["evaluation"]
+    split = report.get("evaluation_split")
     if dataset.get("available") and dataset["splits"]:
         pngs["class_balance"] = plots.class_balance(
             {s: v["per_class"] for s, v in dataset["splits"].items()},
             out_dir / "class_balance.png",
         )
+    sizes = dataset.get("image_sizes") if dataset.get("available") else None
+    if sizes and sizes.get("distinct_sizes", 0) > 1 and sizes.get("histogram"):
+        pngs["image_sizes"] = plots.image_sizes(sizes, out_dir / "image_sizes.png")
     if training.get("available"):
         curves = training_curves(training["history"], out_dir / "training_curves.png")
         if curves:
             pngs["training_curves"] = curves
     if evaluation.get("available"):
-        if evaluation["per_class_accuracy"]:
-            pngs["per_class_accuracy"] = plots.per_class_accuracy(
-                evaluation["per_class_accuracy"], out_dir / "per_class_accuracy.png"
-            )
-        if evaluation["confusion_matrix"]:
-            pngs["confusion_matrix"] = plots.confusion_matrix(
-                evaluation["confusion_matrix"], report["class_names"],
-                out_dir / "confusion_matrix.png",
-            )
+        pngs.update(_evaluation_plots(evaluation, report["class_names"], split, out_dir))
     if mistakes:
-        pngs["misclassified"] = plots.image_grid(
-            [m.image for m in mistakes],
-            [f"{m.true} / {m.predicted} ({m.confidence:.2f})" for m in mistakes],
-            out_dir / "misclassified.png",
-        )
+        pngs["misclassified"] = _mistake_grid(mistakes, split, out_dir)
     return pngs
 
 
@@ -78,9 +95,10 @@ def write_report(report: dict[str, Any], out_dir: Path, max_eval_images: int = 2
     out_dir.mkdir(parents=True, exist_ok=True)
     mistakes: list = []
     training, dataset = report["training"], report["dataset"]
-    if training.get("available") and dataset.get("available"):
-        # The split the Evaluator reported on: looking at its mistakes chooses nothing.
-        split = report["evaluation"].get("split") or evaluation_split(dataset["splits"])
+    # The split the Evaluator reported on (looking at its mistakes chooses nothing): the one
+    # split every evaluation title, caption and heading names.
+    split = report.setdefault("evaluation_split", split_evaluated(dataset))
+    if training.get("available") and dataset.get("available") and split:
         report["misclassified"], mistakes = find_mistakes(
             training["model"], dataset["examples"], report["class_names"], split,
             max_examples=max_eval_images,

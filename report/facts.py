@@ -8,11 +8,12 @@ instead of being left out: the reader should see where the run stopped.
 from __future__ import annotations
 
 import datetime
+import heapq
 import json
 from pathlib import Path
 from typing import Any
 
-from ingest.dataset import DATASET_INFO, EVAL, TRAIN
+from ingest.dataset import DATASET_INFO, EVAL, TRAIN, evaluation_split
 from ingest.spans import WINDOW_PROPERTY, dataset_folder
 from report.summary import (
     NodeRecord,
@@ -27,6 +28,12 @@ from report.summary import (
 from schema import features
 
 _ACCURACY = "sparse_categorical_accuracy"
+
+
+def split_evaluated(dataset: dict[str, Any]) -> str | None:
+    """The split the Evaluator scores on this data (test, else eval), when it did not run."""
+    splits = dataset.get("splits") if dataset.get("available") else None
+    return evaluation_split(splits) if splits else None
 
 
 def _not_run(node: NodeRecord | None, what: str) -> dict[str, Any]:
@@ -63,9 +70,38 @@ def _image_formats(dataset) -> dict[str, int]:
     return {}
 
 
-def dataset_section(nodes: dict[str, NodeRecord], class_names: list[str]) -> dict[str, Any]:
+def gone(artifact, what: str) -> str | None:
+    """Why an artifact the run recorded cannot be read now (its folder was deleted since, or
+    never written); None when it is there.
+    """
+    from tfx.dsl.io import fileio
+
+    if fileio.exists(artifact.uri) and fileio.listdir(artifact.uri):
+        return None
+    return f"{what} at {artifact.uri} no longer exist (deleted since the run?)"
+
+
+def _statistics_splits(statistics, class_names: list[str]) -> dict[str, dict[str, Any]]:
     from components.data_gate import load_split_statistics
 
+    splits = {}
+    for split in _split_names(statistics):
+        dataset = load_split_statistics(statistics.uri, split).datasets[0]
+        splits[split] = {
+            "examples": int(dataset.num_examples),
+            "per_class": _label_counts(dataset, class_names),
+            "image_formats": _image_formats(dataset),
+        }
+    return splits
+
+
+def _ingested_splits(info: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per-split counts as ingest wrote them: what the report shows when statistics are gone."""
+    return {split: {"examples": meta.get("count", 0), "per_class": meta.get("per_class", {}),
+                    "image_formats": {}} for split, meta in info.get("splits", {}).items()}
+
+
+def dataset_section(nodes: dict[str, NodeRecord], class_names: list[str]) -> dict[str, Any]:
     example_gen, stats_gen = nodes.get("ImportExampleGen"), nodes.get("StatisticsGen")
     statistics = stats_gen.output("statistics") if stats_gen else None
     examples = example_gen.output("examples") if example_gen else None
@@ -79,13 +115,13 @@ def dataset_section(nodes: dict[str, NodeRecord], class_names: list[str]) -> dic
         "statistics": statistics.uri,
         "splits": {},
     }
-    for split in _split_names(statistics):
-        dataset = load_split_statistics(statistics.uri, split).datasets[0]
-        section["splits"][split] = {
-            "examples": int(dataset.num_examples),
-            "per_class": _label_counts(dataset, class_names),
-            "image_formats": _image_formats(dataset),
-        }
+    statistics_gone = gone(statistics, "the statistics (StatisticsGen)")
+    missing = [why for why in (statistics_gone, gone(examples, "the examples (ImportExampleGen)"))
+               if why]
+    if missing:
+        section["missing"] = missing
+    if not statistics_gone:
+        section["splits"] = _statistics_splits(statistics, class_names)
     span = value(examples, "span")
     folder = dataset_folder(data_root, span) if data_root else ""
     if data_root and folder != data_root:
@@ -97,6 +133,10 @@ def dataset_section(nodes: dict[str, NodeRecord], class_names: list[str]) -> dic
     if data_root and info_path.is_file():
         info = json.loads(info_path.read_text())
         section["dataset_json"] = str(info_path)
+        section["source"] = info.get("source")  # the folder source paths are relative to
+        if statistics_gone:
+            section["splits"] = _ingested_splits(info)
+            section["splits_from"] = "dataset.json"
         section["image_shape"] = info.get("image_shape")
         section["image_shapes_seen"] = info.get("image_shapes_seen", {})
         section["sizes_vary"] = info.get("sizes_vary", False)
@@ -113,20 +153,21 @@ def dataset_section(nodes: dict[str, NodeRecord], class_names: list[str]) -> dic
         ingested = {s: v.get("count") for s, v in info.get("splits", {}).items()}
         seen = {s: v["examples"] for s, v in section["splits"].items()}
         # The folder may have been re-ingested, or its TFRecords replaced, since `ingest`.
-        section["dataset_json_matches_run"] = ingested == seen
+        section["dataset_json_matches_run"] = None if statistics_gone else ingested == seen
     return section
 
 
 def validation_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
     from tfx.utils import io_utils
 
-    from components.data_gate import label_drift_measurements, schema_anomalies
+    from components.data_gate import ingest_bookkeeping, label_drift_measurements, schema_anomalies
 
     validator, gate = nodes.get("ExampleValidator"), nodes.get("DataGate")
     anomalies = validator.output("anomalies") if validator else None
     if anomalies is None:
         return _not_run(validator, "ExampleValidator")
-    findings = [f.__dict__ for f in schema_anomalies(anomalies.uri, _split_names(anomalies))]
+    findings = [{**f.__dict__, "bookkeeping": ingest_bookkeeping(f)}
+                for f in schema_anomalies(anomalies.uri, _split_names(anomalies))]
     section: dict[str, Any] = {
         "available": True,
         "anomalies_uri": anomalies.uri,
@@ -149,7 +190,10 @@ def validation_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
     section["drift_compared"] = gate_record.get("drift_compared")  # which spans, in words
     section["class_map"] = {key: gate_record.get(key) for key in
                             ("class_names", "served_class_names", "change")}
-    if baseline is not None and statistics is not None and schema is not None and max_drift > 0:
+    unreadable = statistics is not None and gone(statistics, "the statistics (StatisticsGen)")
+    if unreadable and max_drift > 0:
+        section["drift_missing"] = unreadable
+    elif baseline is not None and statistics is not None and schema is not None and max_drift > 0:
         loaded = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema.uri))
         section["drift"] = [
             m.__dict__
@@ -264,6 +308,30 @@ def confusion_matrix(evaluation_uri: str, num_classes: int) -> list[list[int]] |
     return None
 
 
+# report.json keeps the whole confusion matrix up to this many classes: at 1,000 classes its
+# million cells would dwarf the rest of the report. The most confused pairs are always kept.
+MAX_MATRIX_CLASSES_KEPT = 100
+MOST_CONFUSED = 20
+
+
+def confusion_facts(matrix: list[list[int]] | None, class_names: list[str]) -> dict[str, Any]:
+    """The matrix (up to MAX_MATRIX_CLASSES_KEPT classes), its class count, and the
+    MOST_CONFUSED largest off-diagonal cells as (actual, predicted, count), largest first.
+    """
+    if not matrix:
+        return {"confusion_matrix": None, "confusion_classes": 0, "most_confused": []}
+    cells = ((count, actual, predicted) for actual, row in enumerate(matrix)
+             for predicted, count in enumerate(row) if actual != predicted and count > 0)
+    largest = heapq.nsmallest(MOST_CONFUSED, cells, key=lambda c: (-c[0], c[1], c[2]))
+    return {
+        "confusion_matrix": matrix if len(matrix) <= MAX_MATRIX_CLASSES_KEPT else None,
+        "confusion_classes": len(matrix),
+        "most_confused": [{"actual": class_name(class_names, str(a)),
+                           "predicted": class_name(class_names, str(p)), "count": count}
+                          for count, a, p in largest],
+    }
+
+
 def _validation_failures(evaluation_uri: str) -> tuple[bool | None, list[str]]:
     import tensorflow_model_analysis as tfma
 
@@ -314,7 +382,8 @@ def evaluation_section(
         "failures": failures,
         "blessed": summary.blessed,
         "per_class_accuracy": summary.named_per_class_accuracy(),
-        "confusion_matrix": confusion_matrix(summary.evaluation_uri, len(class_names)),
+        **confusion_facts(confusion_matrix(summary.evaluation_uri, len(class_names)),
+                          class_names),
     }
 
 
@@ -340,6 +409,7 @@ def collect(metadata_path: str, pipeline_name: str, run_id: str | None = None) -
     summary = summary_of(pipeline_name, run_id, nodes)
     class_names = summary.class_names
     started = min((n.execution.create_time_since_epoch for n in nodes.values()), default=0)
+    dataset = dataset_section(nodes, class_names)
     return {
         "pipeline_name": pipeline_name,
         "run_id": run_id,
@@ -349,7 +419,9 @@ def collect(metadata_path: str, pipeline_name: str, run_id: str | None = None) -
         "components": [c.__dict__ for c in summary.components],
         "failed_components": summary.failed_components,
         "class_names": class_names,
-        "dataset": dataset_section(nodes, class_names),
+        # The one split every evaluation title, caption and heading names.
+        "evaluation_split": summary.evaluation_split or split_evaluated(dataset),
+        "dataset": dataset,
         "validation": validation_section(nodes),
         "training": training_section(nodes),
         "evaluation": evaluation_section(nodes, summary, class_names),

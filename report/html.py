@@ -18,6 +18,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from ingest.dataset import EVAL, TEST, TRAIN
 from report.summary import backbone_text
 
 CSS = """
@@ -26,7 +27,9 @@ body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100p
 h1 { font-size: 1.6em; margin-bottom: .2em; } h2 { border-bottom: 1px solid #ddd;
        padding-bottom: .2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: .6em 0; }
-th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: left; }
+th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: left;
+         overflow-wrap: anywhere; }
+table { max-width: 100%; }
 th { background: #f4f6f8; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .ok { color: #17692f; font-weight: 600; } .bad { color: #b3261e; font-weight: 600; }
 .muted { color: #666; } code { background: #f4f6f8; padding: 0 .25em; border-radius: 3px;
@@ -34,16 +37,21 @@ th { background: #f4f6f8; } td.num { text-align: right; font-variant-numeric: ta
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #666; font-size: .9em; }
 nav a { margin-right: 1em; }
+summary { cursor: pointer; color: #4878a8; margin: .4em 0; }
 """
 
-SECTIONS = (
-    ("dataset", "Dataset"),
-    ("validation", "Data validation"),
-    ("training", "Training"),
-    ("evaluation", "Evaluation"),
-    ("misclassified", "Misclassified eval images"),
-    ("push", "Push"),
-)
+SECTION_KEYS = ("dataset", "validation", "training", "evaluation", "misclassified", "push")
+# A table of more rows than this (one per class, say) is folded: the page stays scannable.
+FOLD_ROWS = 30
+
+
+def sections(split: str | None) -> list[tuple[str, str]]:
+    """(id, heading) of each section; the mistakes' heading names the evaluated split."""
+    names = {"dataset": "Dataset", "validation": "Data validation", "training": "Training",
+             "evaluation": f"Evaluation on the {split} split" if split else "Evaluation",
+             "misclassified": f"Misclassified {split} images" if split
+             else "Misclassified images", "push": "Push"}
+    return [(key, names[key]) for key in SECTION_KEYS]
 
 
 
@@ -145,7 +153,7 @@ _SHAPES_SHOWN = 5
 
 
 def _source_shapes(data: Mapping[str, Any]) -> str:
-    """A size summary and the few most common shapes, never one entry per size."""
+    """One line: how many sizes, pointing at the sizes table; never one entry per size."""
     seen = data.get("image_shapes_seen") or {}
     shapes = [(k, v) for k, v in seen.items() if k != "other"]
     common = ", ".join(f"{k}: {v:,}" for k, v in shapes[:_SHAPES_SHOWN])
@@ -156,14 +164,22 @@ def _source_shapes(data: Mapping[str, Any]) -> str:
     distinct = sizes.get("distinct_sizes") or len(shapes)
     if distinct == 1:
         return common or "n/a"
+    return f"{distinct:,} distinct sizes in {sizes['count']:,} images: see Image sizes below"
 
-    def span(name: str) -> str:
-        stat = sizes[name]
-        return f"{stat['min']}-{stat['max']} (median {stat['median']})"
 
-    label = "most common" if distinct > len(shapes[:_SHAPES_SHOWN]) else "shapes"
-    return (f"{distinct:,} sizes; height {span('height')}, width {span('width')}, short side "
-            f"{span('short_side')}; {label}: {common}")
+def _size_rows(sizes: Mapping[str, Any] | None) -> list[list[Cell]]:
+    """The min, median and max of height, width and short side, when the sizes vary."""
+    if not sizes or (sizes.get("distinct_sizes") or 0) < 2:
+        return []
+    return _rows([name.replace("_", " "), sizes[name]["min"], sizes[name]["median"],
+                  sizes[name]["max"]] for name in ("height", "width", "short_side")
+                 if name in sizes)
+
+
+def _common_sizes(data: Mapping[str, Any]) -> list[list[Cell]]:
+    seen = data.get("image_shapes_seen") or {}
+    return _rows([shape, count] for shape, count in list(
+        (k, v) for k, v in seen.items() if k != "other")[:_SHAPES_SHOWN])
 
 
 def _model_shape(data: Mapping[str, Any]) -> str:
@@ -180,13 +196,14 @@ def _model_shape(data: Mapping[str, Any]) -> str:
     return text
 
 
-def _dataset(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> dict[str, Any]:
+def _dataset(data: Mapping[str, Any], pngs: Mapping[str, Path], split: str | None
+             ) -> dict[str, Any]:
     if not data.get("available"):
         return _missing(data)
     splits = data["splits"]
     names = list(next(iter(splits.values()))["per_class"]) if splits else []
-    rows = [[name, *(splits[s]["per_class"].get(name, 0) for s in splits)] for name in names]
-    rows.append(["all classes", *(splits[s]["examples"] for s in splits)])
+    rows = [["all classes", *(splits[s]["examples"] for s in splits)]]
+    rows += [[name, *(splits[s]["per_class"].get(name, 0) for s in splits)] for name in names]
     origins = {s: v["from"] for s, v in splits.items() if v.get("from")}
     formats = {s: ", ".join(f"{k} {v}" for k, v in v["image_formats"].items())
                or "n/a (TFDV counts formats from 100 images up)" for s, v in splits.items()}
@@ -206,16 +223,28 @@ def _dataset(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> dict[str, Any
             "duplicate images": _duplicates(data.get("duplicates")),
             "where each split came from": "; ".join(f"{s}: {o}" for s, o in origins.items())
             or "n/a",
-            "what each split is for": "train: fitting; eval: early stopping and checkpoint "
-            "choice; test: the reported accuracy and the blessing (nothing is chosen on it)"
-            if "test" in splits else "train: fitting; eval: early stopping AND the reported "
-            "accuracy (no test split: add a test/ folder for an untouched estimate)",
+            "what each split is for": _split_roles(split),
         }),
         "header": ["class", *splits],
         "rows": _rows(rows),
         "figure": _figure(pngs.get("class_balance"), "Class balance per split"),
         "counts_differ": data.get("dataset_json_matches_run") is False,
+        "gone": list(data.get("missing") or []),
+        "splits_from": data.get("splits_from"),
+        "sizes": _size_rows(data.get("image_sizes")),
+        "common_sizes": _common_sizes(data),
+        "sizes_figure": _figure(pngs.get("image_sizes"),
+                                "Image heights and widths in the source, before any resize"),
     }
+
+
+def _split_roles(split: str | None) -> str:
+    """What each split is for, given the split the Evaluator scores."""
+    if split == TEST:
+        return (f"{TRAIN}: fitting; {EVAL}: early stopping and checkpoint choice; {TEST}: the "
+                "reported accuracy and the blessing (nothing is chosen on it)")
+    return (f"{TRAIN}: fitting; {EVAL}: early stopping AND the reported accuracy (no {TEST} "
+            f"split: add a {TEST}/ folder for an untouched estimate)")
 
 
 def _validation(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -226,18 +255,24 @@ def _validation(data: Mapping[str, Any]) -> dict[str, Any]:
     gate = data.get("gate_state")
     drift = data.get("drift", [])
     drift_ok = all(m["distance"] <= m["threshold"] for m in drift)
-    blocking = [a for a in anomalies if a["anomaly_type"] not in allowed]
+
+    def accepted(anomaly: Mapping[str, Any]) -> bool:
+        return anomaly["anomaly_type"] in allowed or bool(anomaly.get("bookkeeping"))
+
+    blocking = [a for a in anomalies if not accepted(a)]
     passed = gate in ("executed", "cached") and not blocking and drift_ok
     return {
         "verdict": _verdict(passed, "passed", "REJECTED the data"),
         "gate": str(gate),
         "anomalies": _rows([a["split"], a["feature"], a["anomaly_type"], a["description"],
-                            "yes" if a["anomaly_type"] in allowed else "no"]
+                            "yes (ingest's source path: the model never reads it)"
+                            if a.get("bookkeeping") else "yes" if accepted(a) else "no"]
                            for a in anomalies),
         "anomalies_uri": _code(data.get("anomalies_uri")),
         "drift": _rows([m["split"], m["distance"], m["threshold"],
                         "ok" if m["distance"] <= m["threshold"] else "DRIFTED"] for m in drift),
         "drift_compared": data.get("drift_compared"),
+        "drift_missing": data.get("drift_missing"),
         "drift_baseline": _code(data.get("drift_baseline")),
         "no_baseline": data.get("drift_baseline") is None,
     }
@@ -270,6 +305,7 @@ def _training(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> dict[str, An
     config = data.get("config", {})
     history = data.get("history", {})
     last = {k: v[-1] for k, v in history.items() if v}
+    eval_split = data.get("eval_split", EVAL)  # early stopping's split, not the Evaluator's
     return {
         "pairs": _pairs({
             "Trainer": data.get("state"),
@@ -278,13 +314,13 @@ def _training(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> dict[str, An
             "backbone": backbone_text(data["backbone"]) if data.get("backbone") else "none "
             "(trained from scratch)",
             "epochs run": data.get("epochs_run"),
-            "fitted on / early stopping on": f"{data.get('train_split', 'train')} split "
-            f"({data.get('num_train')} examples) / {data.get('eval_split', 'eval')} split "
+            "fitted on / early stopping on": f"{data.get('train_split', TRAIN)} split "
+            f"({data.get('num_train')} examples) / {eval_split} split "
             f"({data.get('num_eval')} examples)",
             "training input": (data.get("input") or {}).get("reason", "n/a"),
             "started from": _warm_start(data.get("warm_start")),
             "--skip-if-unchanged": _skip(data.get("skip_if_unchanged")),
-            "final eval-split accuracy (no test-time augmentation)":
+            f"final {eval_split}-split accuracy (no test-time augmentation)":
                 _fmt(data.get("final_eval_accuracy")),
             "fit time": f"{_fmt(data.get('fit_seconds'), 1)} s"
             + (f" ({data['train_images_per_second']:.0f} training images/s)"
@@ -295,7 +331,8 @@ def _training(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> dict[str, An
         }),
         "config": _rows([k, config[k]] for k in _CONFIG_KEYS if k in config),
         "figure": _figure(pngs.get("training_curves"),
-                          "Loss and accuracy per epoch, train vs eval"),
+                          f"Loss and accuracy per epoch, {data.get('train_split', TRAIN)} vs "
+                          f"{eval_split}"),
     }
 
 
@@ -315,16 +352,17 @@ def _baseline_text(data: Mapping[str, Any]) -> str:
     return f"{_fmt(baseline)} (change {change:+.4f})"
 
 
-def _evaluation(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> dict[str, Any]:
+def _evaluation(data: Mapping[str, Any], pngs: Mapping[str, Path], split: str | None
+                ) -> dict[str, Any]:
     if not data.get("available"):
         return _missing(data)
-    split = data.get("split") or "eval"
+    confused = data.get("most_confused") or []
     return {
         "pairs": _pairs({
             "signature evaluated": _code(data.get("signature")),
-            "split evaluated": f"{split}"
-            + ("" if data.get("split") == "test" else
-               " (no test split: early stopping chose on this split too)"),
+            "split evaluated": f"{split}" + ("" if split == TEST else
+                                             " (no test split: early stopping chose on this "
+                                             "split too)"),
             "examples": data.get("eval_examples"),
             "accuracy": _fmt(data.get("accuracy")),
             "baseline accuracy": _baseline_text(data),
@@ -337,12 +375,17 @@ def _evaluation(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> dict[str, 
         "thresholds": _rows([t["metric"], t["slice"], t["kind"], t["value"]]
                             for t in data["thresholds"]),
         "failures": list(data.get("failures") or []),
+        "per_class_heading": f"Accuracy per class on the {split} split",
         "per_class": _rows((data.get("per_class_accuracy") or {}).items()),
+        "confused_heading": f"Most confused classes on the {split} split",
+        "confused": _rows([p["actual"], p["predicted"], p["count"]] for p in confused),
         "per_class_figure": _figure(pngs.get("per_class_accuracy"),
-                                    f"Accuracy per class, {split} split"),
+                                    f"Accuracy per class on the {split} split"),
         "confusion_figure": _figure(pngs.get("confusion_matrix"),
                                     f"Confusion matrix on the {split} split (rows: actual, "
-                                    "columns: predicted)"),
+                                    "columns: predicted)")
+        or _figure(pngs.get("confused_pairs"),
+                   f"The most confused class pairs on the {split} split (actual → predicted)"),
     }
 
 
@@ -350,10 +393,23 @@ def _most_confident(shown: int) -> str:
     return "; the most confident:" if shown == 1 else f"; the {shown} most confident:"
 
 
-def _misclassified(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> dict[str, Any]:
+# Data ingested before ingest stored source paths: the file cannot be named.
+NO_SOURCE_PATHS = ("This data was ingested before ingest stored each image's source path, so "
+                   "the files cannot be named. Ingest the folder again to see them "
+                   "(`python -m pipeline ingest SRC OUT --overwrite`; `run --data SRC` "
+                   "ingests again when the folder changes).")
+
+
+def _source_cell(mistake: Mapping[str, Any]) -> Cell:
+    if mistake.get("source_path"):
+        return Cell(mistake["source_path"], "code")
+    return Cell(f"not recorded (record {mistake['index']} of the split)", "muted")
+
+
+def _misclassified(data: Mapping[str, Any], pngs: Mapping[str, Path], split: str | None,
+                   source: str | None) -> dict[str, Any]:
     if not data.get("available"):
         return _missing(data)
-    split = data.get("split", "eval")
     scope = ("all" if data.get("complete") else "the first") + f" {data['scanned']} {split} images"
     shown = data["shown"]
     return {
@@ -361,9 +417,14 @@ def _misclassified(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> dict[st
         "signature": data["signature"],
         "tail": _most_confident(len(shown)) if shown else ".",
         "figure": _figure(pngs.get("misclassified"),
-                          f"Misclassified {split} images: true / predicted (confidence)"),
-        "header": [f"{split} index", "true", "predicted", "confidence"],
-        "rows": _rows([m["index"], m["true"], m["predicted"], m["confidence"]] for m in shown),
+                          f"Misclassified {split} images, numbered as in the table: true / "
+                          "predicted (confidence)"),
+        "header": ["#", "file", "split", "true", "predicted", "confidence"],
+        "rows": _rows([n, _source_cell(m), m.get("split") or split, m["true"], m["predicted"],
+                       m["confidence"]] for n, m in enumerate(shown, 1)),
+        "source": _code(source, prefix="Files are relative to the ingested folder ")
+        if source and data.get("source_paths") else None,
+        "no_source_paths": NO_SOURCE_PATHS if data.get("source_paths") is False else None,
     }
 
 
@@ -390,6 +451,7 @@ def _push(data: Mapping[str, Any], model_name: str | None) -> dict[str, Any]:
 
 
 def render(report: Mapping[str, Any], pngs: Mapping[str, Path]) -> str:
+    split = report.get("evaluation_split")  # the one source of every split name below
     push = report["push"]
     model_name = (push.get("destination") or "").rstrip("/").split("/")[-2:-1]
     return _template().render(
@@ -398,15 +460,17 @@ def render(report: Mapping[str, Any], pngs: Mapping[str, Path]) -> str:
         started=report["started"],
         total_seconds=f"{sum(c['seconds'] for c in report['components']):.0f}",
         failed=list(report.get("failed_components") or []),
-        sections=SECTIONS,
+        sections=sections(split),
+        fold_rows=FOLD_ROWS,
         components=[[Cell(c["name"]), Cell(c["state"]), num(f"{c['seconds']:.1f}")]
                     for c in report["components"]],
         views={
-            "dataset": _dataset(report["dataset"], pngs),
+            "dataset": _dataset(report["dataset"], pngs, split),
             "validation": _validation(report["validation"]),
             "training": _training(report["training"], pngs),
-            "evaluation": _evaluation(report["evaluation"], pngs),
-            "misclassified": _misclassified(report["misclassified"], pngs),
+            "evaluation": _evaluation(report["evaluation"], pngs, split),
+            "misclassified": _misclassified(report["misclassified"], pngs, split,
+                                            report["dataset"].get("source")),
             "push": _push(push, model_name[0] if model_name else None),
         },
     ) + "\n"

@@ -1,8 +1,11 @@
-"""The eval images the trained model gets wrong, found through the signature clients call.
+"""The images of the evaluated split that the trained model gets wrong, found through the
+signature clients call.
 
 TFMA keeps aggregate metrics, not per-example predictions, so the report runs the Trainer's
-model (the one the Evaluator judged) over the eval split once more. On large eval sets it looks
-at the first `max_examples` images only and says so; it keeps only the images it shows.
+model (the one the Evaluator judged) over the evaluated split (test, or eval without one) once
+more. On large splits it looks at the first `max_examples` images only and says so; it keeps
+only the images it shows. Each mistake names its file by the source path ingest stored in the
+example (schema/features.py): ExampleGen reshuffles records, so a record's index says nothing.
 """
 
 from __future__ import annotations
@@ -20,15 +23,23 @@ from schema import features
 
 @dataclasses.dataclass
 class Mistake:
-    index: int
+    index: int  # the record's position in the split as ExampleGen wrote it
     true: str
     predicted: str
     confidence: float
     image: bytes = dataclasses.field(repr=False)
+    split: str = ""
+    # Relative to the ingested folder; None for data ingested before ingest stored it.
+    source_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "true": self.true, "predicted": self.predicted,
+        return {"source_path": self.source_path, "split": self.split, "index": self.index,
+                "true": self.true, "predicted": self.predicted,
                 "confidence": round(self.confidence, 4)}
+
+
+def _unavailable(why: str) -> tuple[dict[str, Any], list[Mistake]]:
+    return {"available": False, "why": why}, []
 
 
 def find_mistakes(
@@ -43,10 +54,16 @@ def find_mistakes(
     """(summary, the most confident mistakes first) over the split's first examples."""
     import tensorflow as tf
 
+    if not os.path.isdir(examples_uri):
+        return _unavailable(f"the examples (ImportExampleGen) at {examples_uri} no longer "
+                            "exist (deleted since the run?)")
     files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
     if not files:
-        return {"available": False, "why": f"no {split} split under {examples_uri}"}, []
+        return _unavailable(f"no {split} split under {examples_uri}")
     serving_dir = os.path.join(model_uri, "Format-Serving")
+    if not os.path.isdir(serving_dir):
+        return _unavailable(f"the trained model at {serving_dir} no longer exists (deleted "
+                            "since the run?)")
     serve = tf.saved_model.load(serving_dir).signatures[features.SERVING_SIGNATURE]
     spec = features.raw_example_spec()
     dataset = (
@@ -65,13 +82,15 @@ def find_mistakes(
         probabilities = outputs[features.OUTPUT_PROBABILITIES].numpy()
         predicted = probabilities.argmax(axis=1)
         labels = batch[features.LABEL_KEY].numpy()
+        paths = batch[features.SOURCE_PATH_KEY].numpy()
         for i in np.flatnonzero(predicted != labels):
             misclassified += 1
             confidence = float(probabilities[i, predicted[i]])
             if len(shown) == max_shown and confidence <= shown[0][0]:
                 continue
             mistake = Mistake(seen + int(i), _name(class_names, labels[i]),
-                              _name(class_names, predicted[i]), confidence, images[i].numpy())
+                              _name(class_names, predicted[i]), confidence, images[i].numpy(),
+                              split, _path(paths[i]))
             entry = (confidence, -mistake.index, mistake)
             if len(shown) < max_shown:
                 heapq.heappush(shown, entry)
@@ -87,9 +106,15 @@ def find_mistakes(
         "scanned": seen,
         "complete": seen < max_examples,
         "misclassified": misclassified,
+        # False for data ingested before ingest stored source paths: rows show the index.
+        "source_paths": any(m.source_path for m in mistakes) if mistakes else None,
         "shown": [m.to_dict() for m in mistakes],
     }
     return summary, mistakes
+
+
+def _path(raw: bytes) -> str | None:
+    return raw.decode("utf-8", "replace") if raw else None
 
 
 def _name(class_names: list[str], class_id) -> str:

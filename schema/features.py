@@ -3,15 +3,23 @@
 # Raw tf.Example features written by `ingest`.
 IMAGE_KEY = "image"
 LABEL_KEY = "label"
-
+# The image file's path relative to the folder `ingest` was given (e.g. "bees/IMG_0042.jpg"),
+# UTF-8: it traces an example back to its file (the report's misclassified images) however
+# ExampleGen reorders the records. Optional: data ingested before it was written has none. The
+# model never reads it: Transform's preprocessing_fn and the serving signatures ignore it.
+SOURCE_PATH_KEY = "source_path"
 
 
 def raw_example_spec() -> dict:
-    """The features `ingest` writes, as tf.io.parse_example takes them (for reading outside TFX)."""
+    """The features `ingest` writes, as tf.io.parse_example takes them (for reading outside TFX).
+
+    The source path is "" for examples ingested before it was written.
+    """
     import tensorflow as tf
 
     return {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
-            LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+            LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+            SOURCE_PATH_KEY: tf.io.FixedLenFeature([], tf.string, default_value="")}
 
 
 # Outputs of the Transform graph (inputs of the Keras model).

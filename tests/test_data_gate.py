@@ -347,3 +347,29 @@ def test_gate_rejects_unknown_allow_list_entries() -> None:
             allowed_anomaly_types=["NOT_A_TYPE"],
         )
 
+
+
+def test_source_paths_pass_a_schema_written_before_ingest_kept_them(tmp_path: Path) -> None:
+    """The curated schema lists the source path as optional; a schema without it (a user's,
+    or one ImportSchemaGen cached before) flags it as a new column, which the gate accepts.
+    """
+    import tensorflow_data_validation as tfdv
+
+    from components.data_gate import _findings, ingest_bookkeeping
+    from ingest.dataset import ingest
+    from schema import features
+    from schema.curated import load_schema, write_schema
+
+    imagegen.write_folder(tmp_path / "images", {"train": 3, "test": 1})
+    ingest(tmp_path / "images", tmp_path / "data", workers=1)
+    write_schema(len(imagegen.CLASS_NAMES), tmp_path / "schema.pbtxt")
+    schema = load_schema(tmp_path / "schema.pbtxt")
+    older = load_schema(tmp_path / "schema.pbtxt")
+    older.feature.remove(next(f for f in older.feature if f.name == features.SOURCE_PATH_KEY))
+    statistics = tfdv.generate_statistics_from_tfrecord(
+        str(tmp_path / "data" / "train" / "*"), stats_options=tfdv.StatsOptions(schema=schema))
+    assert not tfdv.validate_statistics(statistics, schema).anomaly_info
+    findings = _findings(tfdv.validate_statistics(statistics, older), "train", "statistics")
+    assert [(f.feature, f.anomaly_type) for f in findings] == [
+        (features.SOURCE_PATH_KEY, "SCHEMA_NEW_COLUMN")]
+    assert all(ingest_bookkeeping(f) for f in findings)

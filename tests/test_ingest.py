@@ -51,6 +51,35 @@ def test_train_and_test_folders_get_an_eval_split_carved_from_train(tmp_path: Pa
     assert meta["splits"]["test"]["from"] == "test/"
 
 
+def _source_paths(out: Path, split: str) -> dict[str, bytes]:
+    """The source path of each example of the split -> its image bytes."""
+    from schema import features
+
+    files = sorted(str(p) for p in (out / split).glob("*.tfrecord.gz"))
+    found = {}
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
+        parsed = tf.io.parse_single_example(record, features.raw_example_spec())
+        found[parsed[features.SOURCE_PATH_KEY].numpy().decode()] = parsed["image"].numpy()
+    return found
+
+
+@pytest.mark.parametrize("layout", ["classes", "splits"])
+def test_each_example_names_its_file_relative_to_the_ingested_folder(
+    tmp_path: Path, layout: str
+) -> None:
+    per_split = {"": 6} if layout == "classes" else {"train": 4, "val": 2, "test": 2}
+    files = imagegen.write_folder(tmp_path / "src", per_split)
+    ingest(tmp_path / "src", tmp_path / "out", workers=2)
+    stored = {}
+    for split in ("train", "eval", "test"):
+        stored.update(_source_paths(tmp_path / "out", split))
+    written = [p for paths in files.values() for p in paths]
+    assert stored == {str(p.relative_to(tmp_path / "src")): p.read_bytes() for p in written}
+    assert "test/red/000.png" in stored or layout == "classes"
+    meta = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert "relative to `source`" in meta["features"]["source_path"]
+
+
 def test_three_split_folders_are_kept_as_given(tmp_path: Path) -> None:
     files = imagegen.write_folder(tmp_path / "src", {"train": 4, "validation": 2, "test": 3})
     info = ingest(tmp_path / "src", tmp_path / "out", eval_fraction=0.5)

@@ -1,9 +1,18 @@
-"""The report page (report/html.py + its Jinja2 template) from report facts, without a run."""
+"""The report page (report/html.py + its Jinja2 template) and its charts (report/plots.py) from
+report facts, without a run: tests/reportfacts.py generates them at scale.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+import reportfacts
+from report import REPORT_JSON, plots, write_report
+from report.facts import MOST_CONFUSED
 from report.html import render
 
 SECTION_KEYS = ("dataset", "validation", "training", "evaluation", "misclassified", "push")
@@ -60,9 +69,13 @@ def test_the_dataset_section_summarizes_image_sizes_instead_of_listing_each() ->
     page = render(_report(dataset={
         "available": True, "splits": {"train": split}, "image_shape": [375, 500, 3],
         "sizes_vary": True, "image_sizes": sizes, "image_shapes_seen": seen}), {})
-    assert ("2,054 sizes; height 100-3024 (median 375), width 120-4032 (median 500), short "
-            "side 100-3024 (median 375); most common: 375x500x3: 100, 376x500x3: 99") in page
-    assert "379x500x3: 96" in page and "380x500x3" not in page  # 5 shapes at most
+    assert "2,054 distinct sizes in 6,000 images: see Image sizes below" in page
+    assert ('<td>height</td><td class="num">100</td><td class="num">375</td>'
+            '<td class="num">3024</td>') in page
+    assert ('<td>short side</td><td class="num">100</td><td class="num">375</td>'
+            '<td class="num">3024</td>') in page
+    assert '<td>375x500x3</td><td class="num">100</td>' in page
+    assert "379x500x3" in page and "380x500x3" not in page  # 5 shapes at most
     assert "375x500x3 (the median size: sizes vary" in page
 
     old = render(_report(dataset={  # a dataset.json from before sizes were summarized
@@ -73,3 +86,86 @@ def test_the_dataset_section_summarizes_image_sizes_instead_of_listing_each() ->
         "available": True, "splits": {"train": split}, "image_shape": [8, 8, 3],
         "image_sizes": sizes | {"distinct_sizes": 1}, "image_shapes_seen": {"8x8x3": 3}}), {})
     assert "8x8x3: 3" in one and "sizes;" not in one
+
+
+def _png(path: Path) -> tuple[tuple[int, int], str]:
+    """(width, height) and the title a chart carries in its metadata."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.size, image.text.get("Title", "")
+
+
+def test_a_thousand_classes_get_top_k_charts_and_a_compact_report_json(tmp_path: Path) -> None:
+    names = reportfacts.class_names(1000)
+    report = reportfacts.report_facts(
+        dataset=reportfacts.sized_dataset(reportfacts.photo_shapes(50, 20_000), names),
+        evaluation=reportfacts.evaluation(names))
+    report["class_names"] = names
+    page = write_report(report, tmp_path).read_text()
+
+    charts = {png.name: _png(png) for png in tmp_path.glob("*.png")}
+    assert set(charts) == {"class_balance.png", "image_sizes.png", "per_class_accuracy.png",
+                           "confused_pairs.png"}  # no 1,000 x 1,000 matrix
+    for name, (size, _) in charts.items():
+        assert max(size) <= 1600, (name, size)
+    assert charts["per_class_accuracy.png"][1] == (
+        "Accuracy per class on the test split: the 20 lowest and 20 highest of 1,000 classes")
+    assert charts["confused_pairs.png"][1] == (
+        "Most confused class pairs on the test split (20 largest, 1,000 classes)")
+    assert charts["class_balance.png"][1] == "Examples per class, 1,000 classes sorted by count"
+    saved = json.loads((tmp_path / REPORT_JSON).read_text())["evaluation"]
+    assert saved["confusion_matrix"] is None and saved["confusion_classes"] == 1000
+    assert len(saved["most_confused"]) == MOST_CONFUSED
+    counts = [pair["count"] for pair in saved["most_confused"]]
+    assert counts == sorted(counts, reverse=True)
+    # Long tables are folded, the totals row first; the most confused pairs are a table too.
+    assert page.count("<details><summary>All 1,0") == 2
+    assert "<h3>Most confused classes on the test split</h3>" in page
+
+
+def test_long_class_names_are_cut_short_in_charts_and_whole_in_tables(tmp_path: Path) -> None:
+    names = reportfacts.class_names(6, length=200)
+    evaluation = reportfacts.evaluation(names)
+    dataset = reportfacts.sized_dataset(reportfacts.photo_shapes(20, 400), names)
+    labels = []
+    for fig, _ in (plots.per_class_accuracy_figure(evaluation["per_class_accuracy"], "test"),
+                   plots.confusion_matrix_figure(evaluation["confusion_matrix"], names, "test"),
+                   plots.class_balance_figure({s: v["per_class"]
+                                               for s, v in dataset["splits"].items()})):
+        ax = fig.axes[0]
+        labels += [t.get_text() for t in ax.get_xticklabels() + ax.get_yticklabels()
+                   if not t.get_text().replace(".", "").replace("−", "").isdigit()]
+        plots.pyplot().close(fig)
+    assert len(labels) == 4 * len(names)  # bars; matrix rows and columns; bar groups
+    assert all(len(label) <= plots.NAME_CHARS and label.endswith("…") for label in labels)
+
+    report = reportfacts.report_facts(dataset=dataset, evaluation=evaluation)
+    report["class_names"] = names
+    page = write_report(report, tmp_path).read_text()
+    confused = [name for pair in evaluation["most_confused"]
+                for name in (pair["actual"], pair["predicted"])]
+    for name in names:  # whole, in the tables of examples, accuracy and most confused pairs
+        assert page.count(f"<td>{name}</td>") == 2 + confused.count(name)
+
+
+@pytest.mark.parametrize("split", ["test", "eval"])
+def test_every_title_caption_and_heading_names_the_evaluated_split(tmp_path: Path,
+                                                                   split: str) -> None:
+    names = ["ants", "bees", "wasps"]
+    dataset = reportfacts.sized_dataset(reportfacts.photo_shapes(20, 400), names)
+    if split == "eval":  # data without a test split: the Evaluator scores eval
+        del dataset["splits"]["test"]
+    report = reportfacts.report_facts(evaluation_split=split, dataset=dataset,
+                                      evaluation=reportfacts.evaluation(names) | {"split": split})
+    report["class_names"] = names
+    page = write_report(report, tmp_path).read_text()
+    other = {"test": "eval", "eval": "test"}[split]
+    assert f"<h2>Evaluation on the {split} split</h2>" in page
+    assert f"<h2>Misclassified {split} images</h2>" in page
+    assert f"<h3>Accuracy per class on the {split} split</h3>" in page
+    for png in ("per_class_accuracy.png", "confusion_matrix.png"):
+        title = _png(tmp_path / png)[1]
+        assert f"on the {split} split" in title and other not in title, title
+    assert f'alt="Accuracy per class on the {split} split"' in page
+    assert f'alt="Confusion matrix on the {split} split' in page

@@ -44,3 +44,13 @@ def test_a_config_change_names_the_settings_and_ignores_how_training_started() -
     assert config_change(served, {**served, "epochs": 7, "batch_size": 32}) == (
         "batch_size 64 -> 32, epochs 5 -> 7")
     assert config_change(None, served) == "the served version records no training config"
+
+
+def test_source_paths_do_not_count_as_a_change_of_the_data() -> None:
+    """The same images ingested before source paths were kept, or under other file names."""
+    old = statistics_summary(_dataset(30, 466.85, {"0": 15, "1": 15}))
+    new = _dataset(30, 466.85, {"0": 15, "1": 15})
+    paths = new.features.add()
+    paths.path.step.append("source_path")
+    paths.string_stats.rank_histogram.buckets.add(label="bees/IMG_0042.jpg", sample_count=1)
+    assert _differences(statistics_summary(new), old, "train: ") == []

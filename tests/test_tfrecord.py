@@ -46,3 +46,22 @@ def test_gzip_tfrecords_read_back_with_tensorflow(tmp_path) -> None:
         },
     )
     assert parsed["label"].numpy().tolist() == list(range(50))
+
+
+@pytest.mark.parametrize("path", ["bees/IMG_0042.jpg", "train/rouge café, 日本 (№ 1)/a b.png"])
+def test_the_source_path_is_a_third_feature_both_encoders_write_alike(path: str) -> None:
+    from ingest.tfrecord import ImageExampleEncoder
+
+    image, raw = b"\x89PNG...", path.encode()
+    encoded = encode_image_example("image", image, "label", 3, "source_path", raw)
+    expected = tf.train.Example(features=tf.train.Features(feature={
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
+        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[3])),
+        "source_path": tf.train.Feature(bytes_list=tf.train.BytesList(value=[raw])),
+    }))
+    assert tf.train.Example.FromString(encoded) == expected
+    encoder = ImageExampleEncoder("image", "label", "source_path")
+    assert tf.train.Example.FromString(encoder.encode(image, 3, raw)) == expected
+    # Without a path key (bench/ingest.py, old callers), the two features as before.
+    plain = ImageExampleEncoder("image", "label").encode(image, 3, raw)
+    assert plain == encode_image_example("image", image, "label", 3)

@@ -174,7 +174,9 @@ def probe_codec(
     spec = tf_transform_output.raw_feature_spec()
     probes = {}
     for name, feature in spec.items():
-        shape = [2, *getattr(feature, "shape", [])]
+        if not isinstance(feature, tf.io.FixedLenFeature):
+            continue  # optional features (the source path): unfed, as serving leaves them
+        shape = [2, *feature.shape]
         if name == features.IMAGE_KEY:
             pngs = [tf.io.encode_png(tf.fill([height, width, channels], tf.constant(v, tf.uint8)))
                     for v in (0, 255)]

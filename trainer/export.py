@@ -36,7 +36,9 @@ class ServingModule(tf.Module):
         self.model = model
         self.tft_layer = tf_transform_output.transform_features_layer()
         raw_spec = dict(tf_transform_output.raw_feature_spec())
+        # A client sends the image: the label and ingest's source path are not its to send.
         raw_spec.pop(features.LABEL_KEY, None)
+        raw_spec.pop(features.SOURCE_PATH_KEY, None)
         self._raw_serving_spec = raw_spec
         self._class_names = list(class_names)
         self._tta_flip = tta_flip

@@ -1,0 +1,90 @@
+"""Report facts (what report.facts.collect gathers from a run) generated at a scale no test
+pipeline reaches: thousands of image sizes, a thousand classes, long class names.
+
+The summaries come from the project's own functions (ingest's `image_sizes`/`shapes_seen`,
+report.facts' `confusion_facts`), so what the report gets has the shape real data gives it.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+import numpy as np
+
+SECTION_KEYS = ("dataset", "validation", "training", "evaluation", "misclassified", "push")
+
+
+def report_facts(evaluation_split: str | None = "test", **sections: dict[str, Any]
+                 ) -> dict[str, Any]:
+    """A report whose sections are unavailable unless given."""
+    report: dict[str, Any] = {"pipeline_name": "p", "run_id": "r1", "started": "2026-11-24",
+                              "components": [{"name": "Trainer", "state": "executed",
+                                              "seconds": 12.34}],
+                              "failed_components": [], "class_names": [],
+                              "evaluation_split": evaluation_split}
+    for key in SECTION_KEYS:
+        report[key] = sections.get(key, {"available": False, "why": f"no {key} here"})
+    return report
+
+
+def photo_shapes(distinct: int, images: int, seed: int = 0) -> collections.Counter:
+    """(height, width, 3) -> count: `distinct` sizes of phone photos and web images."""
+    rng = np.random.default_rng(seed)
+    shapes: set[tuple[int, int, int]] = set()
+    while len(shapes) < distinct:
+        short = int(rng.integers(96, 3024))
+        long = int(short * rng.choice([1.0, 1.25, 1.333, 1.5, 1.778]))
+        shapes.add((short, long, 3) if rng.random() < 0.7 else (long, short, 3))
+    ordered = sorted(shapes)
+    counts = collections.Counter({shape: 1 for shape in ordered})
+    for i in rng.integers(0, len(ordered), images - distinct):
+        counts[ordered[i]] += 1
+    return counts
+
+
+def sized_dataset(shapes: collections.Counter, class_names: list[str]) -> dict[str, Any]:
+    """The dataset section of data whose images have `shapes`, split 70/10/20 per class."""
+    from ingest.dataset import image_sizes, shapes_seen
+
+    total = sum(shapes.values())
+    per_class = {name: total // len(class_names) for name in class_names}
+
+    def split(share: float) -> dict[str, Any]:
+        counts = {name: max(1, int(n * share)) for name, n in per_class.items()}
+        return {"examples": sum(counts.values()), "per_class": counts, "image_formats": {}}
+
+    return {"available": True, "data_root": "/data/photos", "examples": "/root/Examples/1",
+            "statistics": "/root/Statistics/2", "source": "/home/u/photos",
+            "splits": {"train": split(0.7), "eval": split(0.1), "test": split(0.2)},
+            "image_shape": [375, 500, 3], "sizes_vary": True,
+            "image_sizes": image_sizes(shapes), "image_shapes_seen": shapes_seen(shapes)}
+
+
+def class_names(count: int, length: int = 12) -> list[str]:
+    """`count` distinct names of `length` characters (long ones: words with spaces)."""
+    names = []
+    for i in range(count):
+        stem = f"class {i:04d} "
+        names.append((stem + "of a very long name " * (length // 20 + 1))[:length - 1] + "Z")
+    return names
+
+
+def evaluation(names: list[str], seed: int = 0, per_class: int = 20) -> dict[str, Any]:
+    """The evaluation section of a classifier that is right on most images of each class."""
+    from report.facts import confusion_facts
+
+    rng = np.random.default_rng(seed)
+    n = len(names)
+    matrix = np.zeros((n, n), dtype=np.int64)
+    for actual in range(n):
+        wrong = int(rng.integers(0, per_class // 2))
+        matrix[actual, actual] = per_class - wrong
+        for predicted in rng.integers(0, n, wrong):
+            matrix[actual, predicted] += 1
+    accuracy = {name: float(matrix[i, i] / per_class) for i, name in enumerate(names)}
+    return {"available": True, "state": "executed", "evaluation_uri": "/root/Evaluator/9",
+            "signature": "serving_default", "split": "test", "eval_examples": n * per_class,
+            "accuracy": float(np.trace(matrix) / matrix.sum()), "baseline_model": None,
+            "thresholds": [], "validation_ok": True, "failures": [], "blessed": True,
+            "per_class_accuracy": accuracy, **confusion_facts(matrix.tolist(), names)}
