@@ -352,6 +352,8 @@ def evaluation_section(
     evaluator = nodes.get("Evaluator")
     if evaluator is None or not summary.evaluation_uri:
         return _not_run(evaluator, "Evaluator")
+    if summary.evaluation_missing:
+        return {"available": False, "state": evaluator.state, "why": summary.evaluation_missing}
     from serving.model_dir import read_provenance
 
     provenance = read_provenance(summary.evaluation_uri) or {}

@@ -84,6 +84,8 @@ class RunSummary:
     examples_uri: str | None = None
     tensorboard_dir: str | None = None
     evaluation_uri: str | None = None
+    # Why the Evaluator's output cannot be read now (deleted since the run); None when it can.
+    evaluation_missing: str | None = None
     report_files: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
@@ -319,10 +321,19 @@ def summary_of(pipeline_name: str, run_id: str, nodes: dict[str, NodeRecord]) ->
             summary.evaluation_split = splits[0]
             summary.model_name = _model_name(value(node.execution, "push_destination"))
     summary.class_names = class_names_of(nodes)
-    if summary.evaluation_uri:
+    if summary.evaluation_uri and not _has_files(summary.evaluation_uri):
+        summary.evaluation_missing = (f"the evaluation (Evaluator) at {summary.evaluation_uri} no "
+                                      "longer exists (deleted since the run?)")
+    elif summary.evaluation_uri:
         _read_metrics(summary, summary.evaluation_uri)
         _read_provenance(summary, summary.evaluation_uri)
     return summary
+
+
+def _has_files(uri: str) -> bool:
+    from tfx.dsl.io import fileio
+
+    return fileio.exists(uri) and bool(fileio.listdir(uri))
 
 
 def _int_or_none(text: Any) -> int | None:
@@ -405,6 +416,8 @@ def format_summary(summary: RunSummary) -> Iterable[str]:
         f"Evaluation on the {split} split ({summary.eval_examples or '?'} examples, "
         f"serving_default signature): accuracy {_fmt(summary.accuracy)}"
     )
+    if summary.evaluation_missing:
+        yield f"  not readable: {summary.evaluation_missing}"
     if split != "test":
         yield ("  warning: no test split, so this is the split early stopping chose on; add a "
                "test/ folder for an untouched estimate")

@@ -101,3 +101,22 @@ def test_data_ingested_before_source_paths_says_so_instead_of_naming_files(
     page = render(report, {})
     assert str(escape(NO_SOURCE_PATHS)) in page
     assert f"not recorded (record {summary['shown'][0]['index']} of the split)" in page
+
+
+def test_a_report_of_a_run_whose_evaluation_was_deleted_says_so_and_renders_the_rest(
+    pipeline_runs: PipelineRuns, tmp_path: Path, capsys
+) -> None:
+    recorded = json.loads((pipeline_runs.report_dir("second") / REPORT_JSON).read_text())
+    uri = Path(recorded["evaluation"]["evaluation_uri"])
+    hidden = uri.with_name(uri.name + ".deleted")
+    uri.rename(hidden)  # as deleting it would, and put back for the other tests of the session
+    try:
+        page, report = _report(pipeline_runs, "second", tmp_path / "report", capsys)
+    finally:
+        hidden.rename(uri)
+    evaluation = report["evaluation"]
+    assert not evaluation["available"]
+    assert f"the evaluation (Evaluator) at {uri} no longer exists" in evaluation["why"]
+    assert f"at {uri} no longer exists" in page
+    assert report["dataset"]["available"] and report["training"]["available"]
+    assert "tensorflow_model_server" in page

@@ -312,8 +312,12 @@ def test_serving_gives_the_same_tensor_as_training_for_the_same_bytes(transfer_r
     rng = np.random.default_rng(5)
     for height, width in ((33, 97), (64, 64), (150, 50)):
         data = _photo("red", rng, height, width)
+        # The saved layer's one trace takes every raw feature; serving_default's graph is the
+        # same layer given the image alone (trainer/export.py).
+        no_path = tf.SparseTensor(tf.zeros([0, 2], tf.int64), tf.constant([], tf.string), [1, 0])
         raw = {features.IMAGE_KEY: tf.constant([[data]]),
-               features.LABEL_KEY: tf.constant([[0]], tf.int64)}
+               features.LABEL_KEY: tf.constant([[0]], tf.int64),
+               features.SOURCE_PATH_KEY: no_path}
         trained = layer(raw)[features.IMAGE_XF]
         served = model.tft_layer(raw)[features.IMAGE_XF]  # the graph serving_default runs
         assert trained.shape == (1, 64, 64, 3)
