@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,21 @@ def test_a_cache_budget_that_is_no_size_or_holds_no_image_is_refused(
     assert not (tmp_path / "root" / "pipelines").exists()  # nothing ran
     assert main([*args, "--set", "widths=wide"]) == EXIT_BAD_INPUT
     assert "--set 'widths=wide': invalid literal" in capsys.readouterr().err
+
+
+def test_a_fresh_process_prints_no_tensorflow_logs_before_its_own_output(tmp_path: Path) -> None:
+    """Building the parser imports TensorFlow (the backbone registry): its C++ and Python logs
+    must be quieted before that, as the README promises a console of our own lines.
+    """
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "schema", "--num-classes", "3", "--output",
+         str(tmp_path / "schema.pbtxt")],
+        capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1],
+        env=env)
+    assert done.returncode == 0, done.stderr
+    assert "tensorflow" not in done.stderr.lower() and "cuda" not in done.stderr.lower(), (
+        done.stderr)
