@@ -174,3 +174,20 @@ def test_a_fresh_process_prints_no_tensorflow_logs_before_its_own_output(tmp_pat
     assert done.returncode == 0, done.stderr
     assert "tensorflow" not in done.stderr.lower() and "cuda" not in done.stderr.lower(), (
         done.stderr)
+
+
+def test_ingest_runs_without_loading_tensorflow(tmp_path: Path) -> None:
+    """Ingest forks its workers: a parent that had loaded TensorFlow would fork its threads
+    (and pay seconds of import for nothing). Building the parser must not load it either.
+    """
+    import subprocess
+
+    src = tmp_path / "photos"
+    imagegen.write_folder(src, {"": 10})
+    probe = ("import sys; from cli.main import main; "
+             f"code = main(['ingest', {str(src)!r}, {str(tmp_path / 'out')!r}]); "
+             "print(code, sorted(m for m in ('tensorflow', 'keras', 'tfx') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "0 []", done.stdout + done.stderr

@@ -42,6 +42,18 @@ def _report(runs: PipelineRuns, name: str, out: Path, capsys) -> tuple[str, dict
     return (out / REPORT_HTML).read_text(), json.loads((out / REPORT_JSON).read_text())
 
 
+
+def _report_without(uri: Path, runs: PipelineRuns, tmp_path: Path, capsys) -> tuple[str, dict]:
+    """The second run's report with the artifact at `uri` gone, as deleting it would leave it;
+    put back after, for the other tests of the session.
+    """
+    hidden = uri.with_name(uri.name + ".deleted")
+    uri.rename(hidden)
+    try:
+        return _report(runs, "second", tmp_path / "report", capsys)
+    finally:
+        hidden.rename(uri)
+
 @pytest.mark.parametrize("deleted", ["statistics", "examples"])
 def test_a_report_of_a_run_whose_data_artifacts_were_deleted_says_what_is_missing(
     pipeline_runs: PipelineRuns, tmp_path: Path, capsys, deleted: str
@@ -49,12 +61,7 @@ def test_a_report_of_a_run_whose_data_artifacts_were_deleted_says_what_is_missin
     """The second run has a drift baseline, so its report reads the statistics twice."""
     recorded = json.loads((pipeline_runs.report_dir("second") / REPORT_JSON).read_text())
     uri = Path(recorded["dataset"][deleted])
-    hidden = uri.with_name(uri.name + ".deleted")
-    uri.rename(hidden)  # as deleting it would, and put back for the other tests of the session
-    try:
-        page, report = _report(pipeline_runs, "second", tmp_path / "report", capsys)
-    finally:
-        hidden.rename(uri)
+    page, report = _report_without(uri, pipeline_runs, tmp_path, capsys)
     dataset = report["dataset"]
     assert dataset["available"] and f"at {uri} no longer exist" in dataset["missing"][0]
     assert f"at {uri} no longer exist" in page
@@ -108,12 +115,7 @@ def test_a_report_of_a_run_whose_evaluation_was_deleted_says_so_and_renders_the_
 ) -> None:
     recorded = json.loads((pipeline_runs.report_dir("second") / REPORT_JSON).read_text())
     uri = Path(recorded["evaluation"]["evaluation_uri"])
-    hidden = uri.with_name(uri.name + ".deleted")
-    uri.rename(hidden)  # as deleting it would, and put back for the other tests of the session
-    try:
-        page, report = _report(pipeline_runs, "second", tmp_path / "report", capsys)
-    finally:
-        hidden.rename(uri)
+    page, report = _report_without(uri, pipeline_runs, tmp_path, capsys)
     evaluation = report["evaluation"]
     assert not evaluation["available"]
     assert f"the evaluation (Evaluator) at {uri} no longer exists" in evaluation["why"]

@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
+
+if TYPE_CHECKING:  # Keras (TensorFlow) loads when a network is built, not when the CLI starts
+    import keras
+
 
 # (repeats, kernel, stride of the first, expansion, output channels), as in the builder's
 # 'r1_k3_s11_e1_i32_o16' ... 'r1_k3_s11_e6_i192_o320'.
@@ -59,11 +63,15 @@ BLOCKS = _blocks()
 
 
 def _bn_relu6(x, name: str, dtype: str, relu: bool = True):
+    import keras
+
     x = keras.layers.BatchNormalization(name=f"{name}_bn", dtype=dtype, **_BN)(x)
     return keras.layers.ReLU(6.0, name=f"{name}_relu6", dtype=dtype)(x) if relu else x
 
 
 def _block(x, block: Block, dtype: str):
+    import keras
+
     name = f"block{block.index}"
     inputs = x
     if block.expand != 1:
@@ -93,6 +101,8 @@ def cut_shape(image_size: int, top_blocks: int) -> tuple[int, int, int]:
 def build(image_size: int, top_blocks: int, dtype: str = "float32",
           channels: int = 3) -> tuple[keras.Model, keras.Model]:
     """(bottom, top): images normalized to [-1, 1] -> cut features -> 1280 pooled features."""
+    import keras
+
     if not 0 <= top_blocks <= len(BLOCKS):
         raise ValueError(f"top_blocks must be in [0, {len(BLOCKS)}], got {top_blocks}")
     images = keras.Input((image_size, image_size, channels), name="images")
@@ -116,6 +126,8 @@ def build(image_size: int, top_blocks: int, dtype: str = "float32",
 
 def imagenet_classifier(dtype: str = "float32") -> keras.layers.Dense:
     """The original 1000-class head, for checking the converted weights on ImageNet images."""
+    import keras
+
     return keras.layers.Dense(IMAGENET_CLASSES, name="imagenet_logits", dtype=dtype)
 
 
@@ -145,6 +157,8 @@ class WeightsMismatchError(ValueError):
 def _keras_values(layer: keras.layers.Layer, state: Mapping[str, np.ndarray],
                   module: str) -> list[np.ndarray]:
     """The PyTorch tensors of `module`, in the layout and order of `layer.get_weights()`."""
+    import keras
+
     if isinstance(layer, keras.layers.BatchNormalization):
         return [state[f"{module}.{k}"] for k in ("weight", "bias", "running_mean",
                                                  "running_var")]
@@ -165,6 +179,8 @@ def load_torch_weights(models: list[keras.Model | keras.layers.Layer],
     Raises WeightsMismatchError naming the first layer whose tensor is missing or has another
     shape. `num_batches_tracked` counters have no Keras counterpart and are not used.
     """
+    import keras
+
     used: set[str] = set()
     layers = []
     for model in models:

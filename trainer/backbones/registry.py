@@ -12,13 +12,13 @@ import dataclasses
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
-
-from serving.model_dir import file_sha256
 from trainer.backbones import efficientnet_lite
 from trainer.backbones.torch_state import StateDictError, load_state_dict
+
+if TYPE_CHECKING:  # Keras (TensorFlow) loads when a network is built: `--help` and `ingest`
+    import keras  # start without it, and ingest's worker processes fork without its threads
 
 IMAGENET = "imagenet"
 NO_WEIGHTS = "none"
@@ -124,6 +124,8 @@ def resolve_weights(name: str, setting: str) -> WeightsSource:
     """The weights a run will load, checked now: a clear BackboneError instead of a failure
     deep in the Trainer (a missing file, no network for a download).
     """
+    from serving.model_dir import file_sha256
+
     backbone = get(name)
     if setting == NO_WEIGHTS:
         return WeightsSource(name, setting, "", "", backbone.licence,
@@ -181,6 +183,8 @@ def _lite0(image_size: int, top_blocks: int, source: WeightsSource, dtype: str,
 
 def _keras_application(backbone: Backbone, image_size: int, source: WeightsSource,
                        dtype: str) -> tuple[keras.Model, keras.Model]:
+    import keras
+
     constructor = getattr(keras.applications, backbone.keras_constructor)
     weights: str | None = None if source.setting == NO_WEIGHTS else (
         IMAGENET if source.setting == IMAGENET else source.path)
