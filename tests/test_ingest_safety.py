@@ -144,11 +144,20 @@ def _blocking_source(tmp_path: Path, copies: int = 120) -> Path:
     return src
 
 
+# `python -m pipeline` as a terminal starts it: with Ctrl-C's handler. A process started in
+# the background by a non-interactive shell (`make test &`, nohup, some CI agents) inherits
+# SIGINT ignored, and Python keeps it so; the test must not depend on how it was launched.
+_AS_A_TERMINAL_STARTS_IT = ("import runpy, signal, sys; "
+                            "signal.signal(signal.SIGINT, signal.default_int_handler); "
+                            "sys.argv[0] = 'pipeline'; "
+                            "runpy.run_module('pipeline', run_name='__main__', alter_sys=True)")
+
+
 def _start_ingest(src: Path, out: Path, *flags: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "ingest", str(src), str(out), "--workers", "2",
-         *flags], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)
+        [sys.executable, "-c", _AS_A_TERMINAL_STARTS_IT, "ingest", str(src), str(out),
+         "--workers", "2", *flags], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True)
 
 
 def _wait_for_workers(process: subprocess.Popen, count: int = 2) -> list[int]:
