@@ -11,11 +11,14 @@ import sys
 from pathlib import Path
 
 from cli.common import EXIT_FAILED, EXIT_OK, log
-from cli.options import add_pipeline_args, positive_int
+from cli.options import add_pipeline_args, add_span_args
+from cli.run_config import config_from_args, run_thresholds
 from cli.training import trainer_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from kubeflow.compile import BEAM_PRESETS, DEFAULT_BEAM_PRESET
+
     p = sub.add_parser("compile-kfp", help="compile the pipeline to a Kubeflow Pipelines v2 spec",
                        epilog="example: python -m pipeline compile-kfp --output pipeline.yaml "
                               "--pipeline-root gs://bucket/tfx --data-root gs://bucket/data")
@@ -41,10 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                  "cached (the newest span changes between runs of one data root).")
     spans.add_argument("--span-root", action="store_true",
                        help="the data root holds span-N folders (implied by --span/--spans)")
-    spans.add_argument("--span", type=positive_int, default=0, metavar="N",
-                       help="default of `span`: the span to train on (default 0: the newest)")
-    spans.add_argument("--spans", type=positive_int, default=1, metavar="K",
-                       help="default of `span-window`: spans whose train images are fitted")
+    add_span_args(spans, "default of `span`: the span to train on (default %(default)s: the "
+                         "newest)",
+                  "default of `span-window`: spans whose train images are fitted")
     p.add_argument("--dataset-info", type=Path,
                    help="dataset.json from `ingest` (class names, image shape, and the "
                         "evaluation split's class counts for the default --min-accuracy); "
@@ -53,9 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="where the cluster reads --schema: a path inside the image or a gs:// "
                         "URI (default: the image's copy, for a schema under this repository)")
     beam = p.add_argument_group("Beam", "Where StatisticsGen, Transform and Evaluator run.")
-    beam.add_argument("--beam", choices=("direct", "dataflow", "flink", "spark"),
-                      default="direct", help="DirectRunner in the pod (default), Dataflow, or "
-                                             "a Flink/Spark job server via the portable runner")
+    beam.add_argument("--beam", choices=tuple(BEAM_PRESETS), default=DEFAULT_BEAM_PRESET,
+                      help="DirectRunner in the pod (default), Dataflow, or a Flink/Spark job "
+                           "server via the portable runner")
     beam.add_argument("--project", help="GCP project (dataflow)")
     beam.add_argument("--region", help="GCP region (dataflow)")
     beam.add_argument("--job-endpoint", help="Flink/Spark job server HOST:PORT")
@@ -70,7 +72,7 @@ def execute(args: argparse.Namespace) -> int:
         check_package_path,
         compile_pipeline,
         image_path,
-        kfp_config,
+        kfp_runner_fields,
     )
     from schema.curated import check_num_classes
 
@@ -87,6 +89,7 @@ def execute(args: argparse.Namespace) -> int:
         source = str(args.dataset_info)
     else:
         from ingest.builtin import (
+            DIGITS,
             DIGITS_CLASS_NAMES,
             DIGITS_IMAGE_SHAPE,
             DIGITS_SPLIT_COUNTS,
@@ -96,15 +99,15 @@ def execute(args: argparse.Namespace) -> int:
 
         class_names, image_shape = DIGITS_CLASS_NAMES, DIGITS_IMAGE_SHAPE
         split_counts = DIGITS_SPLIT_COUNTS
-        model_name = args.model_name or "digits"
+        model_name = args.model_name or DIGITS
         source = "the built-in digits dataset (no --dataset-info)"
         info = DatasetInfo(class_names, image_shape, split_counts, {TEST: DIGITS_TEST_PER_CLASS})
     try:
         check_num_classes(args.schema, len(class_names))
     except ValueError as e:
         raise ValueError(f"{e} (classes from {source})") from None
-    config = kfp_config(
-        pipeline_name=args.pipeline_name,
+    config = config_from_args(
+        args,
         pipeline_root=args.pipeline_root,
         data_root=args.data_root,
         serving_dir=args.serving_dir,
@@ -114,16 +117,11 @@ def execute(args: argparse.Namespace) -> int:
         schema_path=args.image_schema or image_path(args.schema),
         splits=tuple(split_counts),
         spans=args.span_root or bool(args.span) or args.spans > 1,
-        target_span=args.span,
-        span_window=args.spans,
         thresholds=_thresholds(args, info, source),
-        allowed_anomaly_types=tuple(args.allow_anomaly),
-        max_label_drift=args.max_label_drift,
-        accept_new_classes=args.accept_new_classes,
-        beam_pipeline_args=beam_args(
+        **kfp_runner_fields(beam_args(
             args.beam, project=args.project, region=args.region, job_endpoint=args.job_endpoint,
             image=args.image, pipeline_root=args.pipeline_root.rstrip("/"),
-        ),
+        )),
     )
     compiled = compile_pipeline(config, args.output, image=args.image)
     _print_outputs(compiled, args.image, config.pipeline_root)
@@ -151,8 +149,6 @@ def _thresholds(args: argparse.Namespace, info, source: str):
 
     The data root is a run-time parameter, the bar is not: a run on other data keeps it.
     """
-    from cli.run_config import run_thresholds
-
     thresholds = run_thresholds(args, info)
     log.info("blessing: accuracy at least %s; computed from %s, so a run on other data (the "
              "data-root run-time parameter) keeps it: recompile with that data's "

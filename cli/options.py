@@ -160,11 +160,28 @@ def ingest_policy(args: argparse.Namespace) -> dict:
             "allow_duplicates": args.allow_duplicates}
 
 
+def config_default(field: str):
+    """PipelineConfig's default for `field`: a flag that sets a config field defaults to it, so
+    the default is written once, in pipeline/config.py, and the CLI cannot disagree with it.
+    """
+    from pipeline.config import PipelineConfig
+
+    return PipelineConfig.__dataclass_fields__[field].default
+
+
+def add_span_args(parser: argparse._ActionsContainer, span_help: str, spans_help: str) -> None:
+    """--span and --spans (PipelineConfig.target_span and span_window), each command's help."""
+    parser.add_argument("--span", type=positive_int, default=config_default("target_span"),
+                        metavar="N", help=span_help)
+    parser.add_argument("--spans", type=positive_int, default=config_default("span_window"),
+                        metavar="K", help=spans_help)
+
+
 def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
     from pipeline.blessing import DEFAULT_MAX_REGRESSION, RULE
-    from pipeline.config import DEFAULT_SCHEMA
+    from pipeline.config import DEFAULT_PIPELINE_NAME, DEFAULT_SCHEMA
 
-    parser.add_argument("--pipeline-name", default="image-classifier")
+    parser.add_argument("--pipeline-name", default=DEFAULT_PIPELINE_NAME)
     parser.add_argument("--model-name",
                         help="the model's folder under the serving dir: versions go to "
                              "<serving-dir>/<model-name>/<version>/ (default: the data "
@@ -187,7 +204,8 @@ def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-anomaly", action="append", default=[], metavar="TYPE",
                         help="accept this ExampleValidator anomaly type instead of failing the "
                              "run (repeatable), e.g. FEATURE_TYPE_LOW_FRACTION_PRESENT")
-    parser.add_argument("--max-label-drift", type=float, default=0.1,
+    parser.add_argument("--max-label-drift", type=float,
+                        default=config_default("max_label_drift"),
                         help="fail when a split's label distribution moves further than this "
                              "(L-infinity) from the last accepted data; 0 turns it off "
                              "(default %(default)s)")
@@ -200,7 +218,9 @@ def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
 
 def add_store_args(parser: argparse.ArgumentParser) -> None:
     """Where `run` kept its ML Metadata store, for the commands that read it."""
-    parser.add_argument("--root", type=Path, default=Path("tfx_root"),
+    from pipeline.config import DEFAULT_PIPELINE_NAME, DEFAULT_ROOT
+
+    parser.add_argument("--root", type=Path, default=Path(DEFAULT_ROOT),
                         help="pipeline root given to `run` (default %(default)s)")
-    parser.add_argument("--pipeline-name", default="image-classifier")
+    parser.add_argument("--pipeline-name", default=DEFAULT_PIPELINE_NAME)
     parser.add_argument("--json", action="store_true")

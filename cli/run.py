@@ -9,12 +9,18 @@ from pathlib import Path
 
 from cli import logs
 from cli.common import EXIT_BUSY, EXIT_DATA_REJECTED, EXIT_FAILED, EXIT_OK, log, print_report_path
-from cli.options import add_ingest_args, add_pipeline_args, positive_int
+from cli.options import add_ingest_args, add_pipeline_args, add_span_args
 from cli.progress import RunProgress
 from cli.run_config import pipeline_config, refuse_overlaps
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ingest.builtin import DIGITS
+    from pipeline.config import DEFAULT_LOCAL_BEAM, DEFAULT_ROOT, LOCAL_BEAM_PRESETS
+    from trainer.config import TrainerConfig
+
+    warm_start_epochs = TrainerConfig.__dataclass_fields__["warm_start_epochs"].default
+
     p = sub.add_parser("run", help="run the pipeline locally (LocalDagRunner)",
                        description="Build and run the pipeline with LocalDagRunner and a SQLite "
                                    "ML Metadata store; re-runs reuse TFX caching.",
@@ -22,26 +28,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                               "  python -m pipeline run --data ~/flowers --flip --epochs 40",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--dataset", default="digits", help="built-in dataset (default digits)")
+    source.add_argument("--dataset", default=DIGITS, help="built-in dataset (default %(default)s)")
     source.add_argument("--data", type=Path,
                         help="an image folder, or TFRecords written by `ingest`")
-    p.add_argument("--root", type=Path, default=Path("tfx_root"),
+    p.add_argument("--root", type=Path, default=Path(DEFAULT_ROOT),
                    help="pipeline root, metadata, data and logs (default %(default)s)")
     p.add_argument("--serving-dir", type=Path, default=Path("serving_model"),
                    help="TF Serving base dir; models go to <dir>/<model-name>/<version>/")
     add_ingest_args(p)
     p.add_argument("--no-cache", action="store_true", help="re-execute every component")
-    p.add_argument("--span", type=positive_int, default=0, metavar="N",
-                   help="with --data ROOT of spans: train on span N (default: the newest)")
-    p.add_argument("--spans", type=positive_int, default=1, metavar="K",
-                   help="with --data ROOT of spans: fit the train images of the K newest "
-                        "spans up to it (a rolling window; default 1). Statistics, the data "
-                        "gate, early stopping and the evaluation use the newest span alone")
+    add_span_args(p, "with --data ROOT of spans: train on span N (default: the newest)",
+                  "with --data ROOT of spans: fit the train images of the K newest spans up to "
+                  "it (a rolling window; default %(default)s). Statistics, the data gate, early "
+                  "stopping and the evaluation use the newest span alone")
     p.add_argument("--warm-start", action="store_true",
                    help="start from the served model's weights when its class map and "
                         "architecture match (else from scratch, saying why), and train "
-                        "warm_start_epochs (default 0.4, --set) of the epochs")
-    p.add_argument("--beam", choices=("in-process", "direct-multi"), default="in-process",
+                        f"warm_start_epochs (default {warm_start_epochs:g}, --set) of the epochs")
+    p.add_argument("--beam", choices=tuple(LOCAL_BEAM_PRESETS), default=DEFAULT_LOCAL_BEAM,
                    help="where StatisticsGen, Transform and the Evaluator run: in this process "
                         "(default; fastest on 2 cores) or DirectRunner worker processes, one "
                         "per core (direct-multi)")

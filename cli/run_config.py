@@ -51,7 +51,7 @@ def pipeline_config(args: argparse.Namespace, workspace, log_file: Path):
     """The PipelineConfig of a local run; raises ValueError (or IngestError) for bad input."""
     from ingest.dataset import TEST, TRAIN, TWO_SPLITS_WARNING, check_fraction, load_dataset_info
     from ingest.spans import SpanError, is_span_root, local_window, span_dir
-    from pipeline.config import LOCAL_BEAM_PRESETS, PipelineConfig
+    from pipeline.config import LOCAL_BEAM_PRESETS
     from pipeline.workspace import prepare_data
     from schema.curated import label_classes, schema_for_classes
 
@@ -85,8 +85,8 @@ def pipeline_config(args: argparse.Namespace, workspace, log_file: Path):
     trainer = trainer_config(args, info.class_names, info.image_shape, counts, info=info)
     log.info("[pipeline] recipe %s: %s", trainer.recipe, trainer.recipe_reason)
     thresholds = run_thresholds(args, info)
-    config = PipelineConfig(
-        pipeline_name=args.pipeline_name,
+    config = config_from_args(
+        args,
         pipeline_root=str(workspace.pipeline_root),
         data_root=str(data_root),
         serving_dir=str(args.serving_dir.resolve()),
@@ -95,12 +95,7 @@ def pipeline_config(args: argparse.Namespace, workspace, log_file: Path):
         schema_path=str(schema.resolve()),
         splits=tuple(info.split_counts),
         spans=spans,
-        target_span=args.span,
-        span_window=args.spans,
         thresholds=thresholds,
-        allowed_anomaly_types=tuple(args.allow_anomaly),
-        max_label_drift=args.max_label_drift,
-        accept_new_classes=args.accept_new_classes,
         metadata_path=str(workspace.metadata_path),
         enable_cache=not args.no_cache,
         beam_pipeline_args=LOCAL_BEAM_PRESETS[args.beam],
@@ -115,6 +110,39 @@ def pipeline_config(args: argparse.Namespace, workspace, log_file: Path):
              data_root, info.split_counts, info.num_classes, info.image_shape)
     log.info("full log: %s", log_file)
     return config
+
+
+def config_from_args(args: argparse.Namespace, *, pipeline_root: str, data_root: str,
+                     serving_dir: str, model_name: str, trainer, thresholds, schema_path: str,
+                     splits: tuple[str, ...], spans: bool, **runner):
+    """The PipelineConfig of `run` and `compile-kfp` alike: the one place where the flags both
+    take (add_pipeline_args, --span, --spans) become config fields, so a new setting reaches
+    both runners when it is added here.
+
+    The keywords are what each command works out itself (where the data and the pushes are,
+    the training config, the thresholds, the splits); `runner` holds the runner's own fields
+    (the local MLMD store, caching and Beam preset, or kubeflow/compile.py kfp_runner_fields).
+    """
+    from pipeline.config import PipelineConfig
+
+    return PipelineConfig(
+        pipeline_name=args.pipeline_name,
+        pipeline_root=pipeline_root,
+        data_root=data_root,
+        serving_dir=serving_dir,
+        model_name=model_name,
+        trainer=trainer,
+        thresholds=thresholds,
+        schema_path=schema_path,
+        splits=splits,
+        spans=spans,
+        target_span=args.span,
+        span_window=args.spans,
+        allowed_anomaly_types=tuple(args.allow_anomaly),
+        max_label_drift=args.max_label_drift,
+        accept_new_classes=args.accept_new_classes,
+        **runner,
+    )
 
 
 def run_thresholds(args: argparse.Namespace, info):

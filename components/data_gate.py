@@ -472,7 +472,10 @@ class DataGate(base_component.BaseComponent):
         data_root: str | Any = None,
         accept_new_classes: bool = False,
         allowed_anomaly_types: list[str] | tuple[str, ...] = (),
-        max_label_drift: float = 0.1,
+        *,
+        # No default here: PipelineConfig.max_label_drift is the one default, and the factory
+        # always passes it, so a second default could only drift from it unnoticed.
+        max_label_drift: float,
     ) -> None:
         unknown = sorted(set(allowed_anomaly_types) - set(anomalies_pb2.AnomalyInfo.Type.keys()))
         if unknown:

@@ -10,7 +10,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-BUILTIN_DATASETS = ("digits",)
+# The built-in dataset `run` trains on without --data, and the model name compile-kfp compiles
+# for without --dataset-info.
+DIGITS = "digits"
+BUILTIN_DATASETS = (DIGITS,)
 
 
 def write_digits_folder(out: str | os.PathLike) -> Path:

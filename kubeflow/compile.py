@@ -46,6 +46,10 @@ BEAM_PRESETS: dict[str, tuple[str, ...]] = {
 }
 
 
+# compile-kfp's `--beam` unless another preset is named: DirectRunner in the pod.
+DEFAULT_BEAM_PRESET = "direct"
+
+
 def beam_args(preset: str, **values: str) -> tuple[str, ...]:
     """A preset's Beam arguments; every {placeholder} it uses must be given."""
     if preset not in BEAM_PRESETS:
@@ -77,10 +81,12 @@ def image_path(local: str | Path) -> str:
     return f"{IMAGE_WORKDIR}/{local.relative_to(REPO_ROOT).as_posix()}"
 
 
-def kfp_config(**fields) -> PipelineConfig:
-    """A PipelineConfig for Kubeflow: no local MLMD (the cluster provides it)."""
-    fields.setdefault("beam_pipeline_args", KFP_BEAM_ARGS)
-    return PipelineConfig(metadata_path=None, orchestrator="kubeflow", **fields)
+def kfp_runner_fields(beam_pipeline_args: tuple[str, ...] = KFP_BEAM_ARGS) -> dict:
+    """The PipelineConfig fields that make a config Kubeflow's: no local MLMD (the cluster
+    provides it) and Beam on the cluster. The rest of the config is the same as a local run's.
+    """
+    return {"metadata_path": None, "orchestrator": "kubeflow",
+            "beam_pipeline_args": beam_pipeline_args}
 
 
 # What compile-kfp writes next to the pipeline package: the PipelineJob of TFX's runner.

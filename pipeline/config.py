@@ -13,6 +13,12 @@ from trainer.config import TrainerConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SCHEMA = CURATED_SCHEMA
+# The pipeline's name when none is given: `run` keys its lock and ML Metadata records by it, and
+# `runs`, `lineage` and `report` find them by it, so every command must default to the same one.
+DEFAULT_PIPELINE_NAME = "image-classifier"
+# Where `run` keeps its pipeline root, ML Metadata, data and logs, and where the commands that read
+# them look (a relative path, from where the command starts).
+DEFAULT_ROOT = "tfx_root"
 
 PREPROCESSING_FN = "trainer.preprocessing.preprocessing_fn"
 RUN_FN = "trainer.run.run_fn"
@@ -38,6 +44,8 @@ LOCAL_BEAM_PRESETS = {
     "in-process": LOCAL_BEAM_ARGS,
     "direct-multi": (*DIRECT_MULTI_BEAM_ARGS, "--default_sdk_harness_log_level=WARNING"),
 }
+# The preset a local run uses unless `--beam` names another: PipelineConfig's default Beam args.
+DEFAULT_LOCAL_BEAM = "in-process"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +82,7 @@ class PipelineConfig:
     # "local" (LocalDagRunner) or "kubeflow" (KubeflowV2DagRunner). The graph is the same; on
     # Kubeflow the data root, training config and push destination are run-time parameters.
     orchestrator: str = "local"
-    beam_pipeline_args: tuple[str, ...] = LOCAL_BEAM_ARGS
+    beam_pipeline_args: tuple[str, ...] = LOCAL_BEAM_PRESETS[DEFAULT_LOCAL_BEAM]
 
     def __post_init__(self) -> None:
         missing = sorted({TRAIN, EVAL} - set(self.splits))

@@ -136,7 +136,7 @@ def prepare_data(
         name = data.name
         out = workspace.data_dir(name) / "tfrecords"
         return name, out, ingest_if_changed(data, out, eval_fraction, test_fraction, **policy)
-    if dataset == "digits":
+    if dataset == builtin.DIGITS:
         images = builtin.write_digits_folder(workspace.data_dir(dataset) / "images")
         out = workspace.data_dir(dataset) / "tfrecords"
         return dataset, out, ingest_if_changed(images, out, eval_fraction, test_fraction)

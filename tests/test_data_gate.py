@@ -345,6 +345,7 @@ def test_gate_rejects_unknown_allow_list_entries() -> None:
             anomalies=Channel(type=standard_artifacts.ExampleAnomalies),
             schema=Channel(type=standard_artifacts.Schema),
             allowed_anomaly_types=["NOT_A_TYPE"],
+            max_label_drift=0.1,
         )
 
 
