@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install clean-run lock
+.PHONY: run test test-fast lint install clean-run lock
 
 run: $(STAMP)
 	$(PY) -m pipeline run $(ARGS)
@@ -16,6 +16,12 @@ run: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -n auto --maxprocesses 4 --dist loadgroup $(PYTEST_ARGS)
+
+# Quick iterations: ruff and the `unit` layer only (no pipeline run; under 2 minutes on 2 cores).
+# `make test` stays the whole suite; tests/README.md describes the layers.
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -n auto --maxprocesses 4 --dist loadgroup -m unit $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

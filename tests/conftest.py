@@ -19,12 +19,54 @@ import imagegen  # noqa: E402
 # Session fixtures too costly to build once per pytest-xdist worker (whole pipeline runs).
 SHARED_ACROSS_FILES = ("pipeline_runs", "prepared")
 
+# Test layers (registered in pyproject.toml, described in tests/README.md). Every test gets
+# exactly one, at collection:
+#   e2e       the README's demo end to end through the CLI (marked per module: test_digits_demo);
+#   pipeline  runs real TFX components (LocalDagRunner, an executor on Beam, tf.Transform) or
+#             trains in a subprocess: marked per module or per test, or by using a fixture below;
+#   unit      everything else: no pipeline run, seconds.
+LAYERS = ("unit", "pipeline", "e2e")
+# Fixtures that build pipeline runs (or tf.Transform on Beam); a test using one, directly or
+# through another fixture, is `pipeline` at least.
+PIPELINE_FIXTURES = frozenset({
+    "pipeline_runs",  # conftest.py: five LocalDagRunner runs on one root
+    "prepared",  # conftest.py: tf.Transform on Beam (tests/tiny_transform.py)
+    "gate_runs",  # test_data_gate.py
+    "transfer_runs",  # test_transfer.py
+    "digits_run",  # test_digits_demo.py (e2e)
+})
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+
+def layer_of(name: str, explicit: list[str], fixturenames: list[str] | tuple[str, ...]) -> str:
+    """The layer of one test: its explicit layer marker, else `pipeline` if it uses a pipeline
+    fixture, else `unit`. Raises pytest.UsageError on two layers, or on `unit` with a pipeline
+    fixture: a unit test must not build a pipeline run.
+    """
+    layers = sorted(set(explicit))
+    if len(layers) > 1:
+        raise pytest.UsageError(f"{name}: more than one test layer marker {layers}; use one "
+                                f"of {LAYERS} (tests/README.md)")
+    heavy = sorted(PIPELINE_FIXTURES.intersection(fixturenames))
+    if layers == ["unit"] and heavy:
+        raise pytest.UsageError(f"{name} is marked `unit` but uses the pipeline fixture(s) "
+                                f"{heavy}: mark it `pipeline` (tests/README.md)")
+    if layers:
+        return layers[0]
+    return "pipeline" if heavy else "unit"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups and -m deselects
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under `--dist loadgroup`, one group per test file (its module fixtures are built once),
+    """Give each test its layer marker (see layer_of).
+
+    Under `--dist loadgroup`, one group per test file (its module fixtures are built once),
     except that files using a costly session fixture form one group, so one worker builds it.
     """
+    for item in items:
+        explicit = [m.name for m in item.iter_markers() if m.name in LAYERS]
+        layer = layer_of(item.nodeid, explicit, item.fixturenames)
+        if not explicit:
+            item.add_marker(getattr(pytest.mark, layer))
     shared: dict[Path, set[str]] = {}
     for item in items:
         shared.setdefault(item.path, set()).update(
@@ -32,6 +74,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         item.add_marker(pytest.mark.xdist_group("+".join(sorted(shared[item.path]))
                                                 or item.path.name))
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_run_no_pipeline(request: pytest.FixtureRequest, monkeypatch) -> None:
+    """A `unit` test that reaches LocalDagRunner fails, naming the fix (in this process; once
+    TFX is imported, as it is after the suite's collection, so a lone small file stays quick).
+    """
+    if request.node.get_closest_marker("unit") is None or "tfx" not in sys.modules:
+        return
+    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{request.node.nodeid} is a `unit` test but runs LocalDagRunner: "
+                             "mark it `pipeline` (tests/README.md)")
+
+    for name in ("run", "run_with_ir"):
+        monkeypatch.setattr(LocalDagRunner, name, refuse)
 
 
 PIPELINE_NAME = "test-pipeline"

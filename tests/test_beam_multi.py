@@ -8,12 +8,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 import imagegen
 from cli import main
 from pipeline.workspace import Workspace
 from report import REPORT_JSON
 from report.summary import summarize_run
 from schema.curated import write_schema
+
+pytestmark = pytest.mark.pipeline
 
 COUNTS = {"train": 60, "validation": 12, "test": 15}
 

@@ -150,6 +150,7 @@ def _run(args: list[str]) -> tuple[int, list[str], str]:
     return code, out.getvalue().splitlines(), err.getvalue()
 
 
+@pytest.mark.pipeline
 def test_a_two_class_model_no_better_than_chance_is_not_blessed(tmp_path: Path) -> None:
     """Images without class signal, 2:1 heads in every split: the model answers one class for
     the whole test split, so it scores 66.7 % at best. The old default (0.5) blessed that; the

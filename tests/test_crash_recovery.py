@@ -9,11 +9,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import imagegen
 from cli import EXIT_OK, main
 from conftest import snapshot
 from report.summary import summarize_run
 from schema.curated import label_classes
+
+pytestmark = pytest.mark.pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 

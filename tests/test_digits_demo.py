@@ -14,6 +14,8 @@ from test_report_browser import CHROMIUM, SECTIONS, render
 import imagegen
 from report import REPORT_HTML, REPORT_JSON
 
+pytestmark = pytest.mark.e2e
+
 
 def _run(args: list[str]) -> tuple[int, list[str], list[str]]:
     import contextlib

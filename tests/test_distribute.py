@@ -34,6 +34,9 @@ from trainer.model import build_model, class_probabilities
 from trainer.multi_worker import WEIGHTS_FILE, cli_args
 from trainer.run import run_fn
 
+# Trains in worker subprocesses, or on the `prepared` fixture (tf.Transform on Beam).
+pytestmark = pytest.mark.pipeline
+
 REPO = Path(__file__).resolve().parent.parent
 
 SCRIPT = """

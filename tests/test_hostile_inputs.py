@@ -145,6 +145,7 @@ def test_a_damaged_newest_version_is_skipped_as_the_baseline_and_replaced(
     assert damaged.is_file()
 
 
+@pytest.mark.pipeline
 def test_a_component_failure_is_one_line_and_the_log_keeps_the_traceback(
     tmp_path: Path, capsys
 ) -> None:

@@ -12,6 +12,8 @@ from report import REPORT_HTML, REPORT_JSON
 from report.summary import RunSummary, summarize_run
 from serving.model_dir import PROVENANCE_FILE, model_digest, read_provenance
 
+pytestmark = pytest.mark.pipeline
+
 NODES = {
     "ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "DataGate",
     "Transform", "Trainer", "Evaluator", "Pusher",

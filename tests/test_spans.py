@@ -113,6 +113,7 @@ def _examples_of_run(metadata_path: Path, run_id: str):
     return _run_artifact(metadata_path, run_id, "Examples")
 
 
+@pytest.mark.pipeline
 def test_a_rolling_window_of_spans_trains_on_them_and_gates_the_newest(
     tmp_path: Path, capsys
 ) -> None:
@@ -231,6 +232,7 @@ def _records(pattern: str) -> int:
     return sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP"))
 
 
+@pytest.mark.pipeline
 def test_the_executor_resolves_the_window_itself_as_on_kubeflow(tmp_path: Path) -> None:
     """No driver on Kubeflow: the run-time parameters `span` and `span-window` reach the
     executor with the `{SPAN}` patterns unresolved, and it reads the window they name.

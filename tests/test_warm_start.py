@@ -17,6 +17,8 @@ from pipeline.workspace import Workspace
 from report.summary import RunSummary, summarize_run, training_record
 from schema.curated import write_schema
 
+pytestmark = pytest.mark.pipeline
+
 
 def test_warm_start_from_the_served_model(tmp_path: Path) -> None:
     imagegen.write_folder(tmp_path / "images", {"train": 30, "test": 6})
