@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from typing import Any
 
@@ -42,6 +43,7 @@ from ingest import spans
 from schema import features
 from serving.model_dir import production_model, push_base, read_json
 
+log = logging.getLogger(__name__)
 STATS_FILE = "FeatureStats.pb"
 ANOMALIES_FILE = "SchemaDiff.pb"
 REPORT_FILE = "gate.json"
@@ -420,7 +422,7 @@ class Executor(base_executor.BaseExecutor):
             baseline_splits = splits_in(baseline)
             max_drift = float(exec_properties.get("max_label_drift") or 0.0)
             if max_drift > 0:
-                print(f"[gate] label drift: {compared}", flush=True)
+                log.info("[gate] label drift: %s", compared)
                 findings += [dataclasses.replace(f, source=f"{compared}: {f.source}")
                              for f in label_drift(statistics.uri, baseline, splits,
                                                   baseline_splits, schema, max_drift)]

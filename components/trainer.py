@@ -17,6 +17,7 @@ which the run summary and the report show.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
 
@@ -40,6 +41,7 @@ from serving.model_dir import (
 )
 from trainer.config import TRAINING_CONFIG_FILE
 
+log = logging.getLogger(__name__)
 DATA_GATE_KEY = "data_gate"
 PUSH_DESTINATION_KEY = "push_destination"
 SKIP_KEY = "skip_if_unchanged"
@@ -107,8 +109,8 @@ class Executor(trainer_executor.GenericExecutor):
             return
         decision = skip_decision(config, gate[0].uri if gate else None,
                                  exec_properties.get(PUSH_DESTINATION_KEY))
-        print(f"[trainer] --skip-if-unchanged: {'skipped' if decision['skip'] else 'training'}"
-              f": {decision['why']}", flush=True)
+        log.info("[trainer] --skip-if-unchanged: %s: %s",
+                 "skipped" if decision["skip"] else "training", decision["why"])
         if decision["skip"]:
             model = artifact_utils.get_single_instance(
                 output_dict[standard_component_specs.MODEL_KEY])

@@ -84,3 +84,48 @@ def test_the_image_copies_every_package_its_containers_import():
         reached |= ALLOWED[package]
     assert reached <= copied
     assert not {"cli", "report"} & copied
+
+
+# Below cli/, messages go through `logging.getLogger(__name__)`; the CLI decides what reaches
+# the console (cli/logs.py), on Kubeflow TFX's root handler. Module -> reason, for a print that
+# is the product's output itself (none today: what commands print lives in cli/).
+PRINT_ALLOWED: dict[str, str] = {}
+
+
+def logging_problems(root: Path, packages: list[str]) -> list[str]:
+    """A bare `print(...)`, or a logger fetched by a spelled-out name, in a module below cli/.
+
+    `getLogger(__name__)` is the module's own; a process's entry point may still configure its
+    packages' loggers by a variable (trainer/multi_worker.py).
+    """
+    problems = []
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            relative = path.relative_to(root).as_posix()
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if not isinstance(node, ast.Call):
+                    continue
+                func = node.func
+                if isinstance(func, ast.Name) and func.id == "print":
+                    if relative not in PRINT_ALLOWED:
+                        problems.append(f"{relative}:{node.lineno}: print")
+                elif (isinstance(func, ast.Attribute) and func.attr == "getLogger"
+                      and any(isinstance(arg, ast.Constant) for arg in node.args)):
+                    # A name spelled out, such as the CLI's "pipeline" logger (cli/common.py).
+                    arguments = ", ".join(ast.unparse(arg) for arg in node.args)
+                    problems.append(f"{relative}:{node.lineno}: getLogger({arguments})")
+    return sorted(problems)
+
+
+def test_library_code_logs_through_its_own_module_logger():
+    assert logging_problems(REPO, sorted(set(ALLOWED) - {"cli"})) == []
+
+
+def test_the_check_catches_a_print_and_a_borrowed_logger(tmp_path):
+    (tmp_path / "trainer").mkdir()
+    (tmp_path / "trainer" / "train.py").write_text(
+        "import logging\nlog = logging.getLogger('pipeline')\n"
+        "def fit():\n    print('[trainer] epoch 1/1')\n"
+        "    logging.getLogger(__name__).info('ok')\n")
+    assert logging_problems(tmp_path, ["trainer"]) == [
+        "trainer/train.py:2: getLogger('pipeline')", "trainer/train.py:4: print"]

@@ -201,15 +201,19 @@ def test_two_workers_train_like_one_and_the_chief_exports(
     assert min(accuracies) >= 0.95 and abs(accuracies[0] - accuracies[1]) <= 0.02, accuracies
 
 
-def test_run_fn_surfaces_a_failed_worker(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+def test_run_fn_surfaces_a_failed_worker(tmp_path: Path,
+                                         caplog: pytest.LogCaptureFixture) -> None:
     fn_args = FnArgs(
         custom_config=_config().to_dict(), transform_graph_path=str(tmp_path / "missing"),
         train_files=[str(tmp_path / "train" / "*")], eval_files=[str(tmp_path / "eval" / "*")],
         serving_model_dir=str(tmp_path / "serving_model"),
         model_run_dir=str(tmp_path / "model_run"),
     )
-    with pytest.raises(WorkerFailed, match=r"exited with code 1") as failure:
+    with caplog.at_level("INFO", logger="trainer.launch"), \
+            pytest.raises(WorkerFailed, match=r"exited with code 1") as failure:
         run_fn(fn_args)
     assert "missing" in str(failure.value) and "Error" in str(failure.value)
-    # The child's lines reached our stderr as they came, not only in the error.
-    assert "[trainer] multi-worker: task" in capfd.readouterr().err
+    # The child's lines reached our log (the CLI's console and log file) as they came, not only
+    # in the error.
+    relayed = [r.getMessage() for r in caplog.records if r.name == "trainer.launch"]
+    assert any(line.startswith("[trainer] multi-worker: task") for line in relayed), relayed

@@ -1,12 +1,14 @@
 """Starts the multi-worker training process from run_fn and makes its failure run_fn's failure.
 
 The process (trainer/multi_worker.py) inherits the environment, TF_CONFIG included. Its stderr
-carries the progress lines: they are copied to ours as they come, and the last ones go into the
+carries the progress lines: they are logged here as they come (the CLI shows them and keeps
+them in its log file), and the last ones go into the
 error when it fails, so the Trainer's log says why without digging for the child's.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -19,6 +21,8 @@ WORKER_MODULE = "trainer.multi_worker"
 _TAIL_LINES = 40
 # The directory holding the `trainer` package, whatever put it on this process's sys.path.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+log = logging.getLogger(__name__)
 
 
 class WorkerFailed(RuntimeError):
@@ -61,7 +65,7 @@ def run_worker(args: Sequence[str], env: Mapping[str, str] | None = None) -> Non
         try:
             assert process.stderr is not None
             for line in process.stderr:
-                sys.stderr.write(line)
+                log.info("%s", line.rstrip("\n"))
                 tail.append(line)
             returncode = process.wait()
         finally:

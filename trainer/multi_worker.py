@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -28,6 +29,8 @@ from trainer.export import write_serving_model
 from trainer.mwms import MultiWorkerStrategy
 from trainer.train import train
 
+# The module's own name also under `python -m`, where __name__ is "__main__".
+log = logging.getLogger(getattr(__spec__, "name", None) or __name__)
 # The trained Keras weights, next to the TensorBoard logs and history (the ModelRun artifact).
 WEIGHTS_FILE = "model.weights.h5"
 
@@ -116,20 +119,31 @@ def train_worker(strategy: tf.distribute.Strategy, args: argparse.Namespace) -> 
     return chief
 
 
+def _log_to_stderr() -> None:
+    """Our packages' records, message alone, on this process's stderr.
+
+    Nobody configures logging in this process: run_fn relays its stderr line by line into the
+    Trainer's log (trainer/launch.py), where the CLI's handlers or TFX's decide where it goes.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for name in ("trainer", "serving", "schema"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False  # not twice through absl's root handler
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _log_to_stderr()
     args = _parse(argv)
     # Before any other TensorFlow call: see the module docstring.
     strategy = MultiWorkerStrategy()
     resolver = strategy.cluster_resolver
-    print(
-        f"[trainer] multi-worker: task {resolver.task_type}:{resolver.task_id}, "
-        f"{strategy.num_replicas_in_sync} replicas in sync",
-        file=sys.stderr,
-        flush=True,
-    )
+    log.info(f"[trainer] multi-worker: task {resolver.task_type}:{resolver.task_id}, "
+             f"{strategy.num_replicas_in_sync} replicas in sync")
     chief = train_worker(strategy, args)
-    print(f"[trainer] multi-worker: done ({'chief' if chief else 'worker'})", file=sys.stderr,
-          flush=True)
+    log.info(f"[trainer] multi-worker: done ({'chief' if chief else 'worker'})")
     return 0
 
 

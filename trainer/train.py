@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -51,12 +50,8 @@ class EpochLogger(keras.callbacks.Callback):
         metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()))
         # A MirroredVariable under tf.distribute: read it through TensorFlow.
         lr = float(tf.convert_to_tensor(self.model.optimizer.learning_rate))
-        print(
-            f"[trainer] epoch {done}/{self._epochs} {metrics} lr={lr:.4g} "
-            f"elapsed={elapsed:.0f}s eta<={eta:.0f}s",
-            file=sys.stderr,
-            flush=True,
-        )
+        log.info(f"[trainer] epoch {done}/{self._epochs} {metrics} lr={lr:.4g} "
+                 f"elapsed={elapsed:.0f}s eta<={eta:.0f}s")
 
 
 def distribution_strategy(config: TrainerConfig) -> tf.distribute.Strategy:
@@ -101,19 +96,15 @@ def train(
     """
     keras.utils.set_random_seed(config.seed)
     plan = inputs.plan
-    print(f"[trainer] training input: {plan.reason}", file=sys.stderr, flush=True)
+    log.info("[trainer] training input: %s", plan.reason)
     num_train, num_eval = inputs.num_train, inputs.num_eval
     decode_seconds = 0.0
     if not plan.streams:  # fill the caches now, so the first epoch's time is training time
         start = time.monotonic()
         data.count(inputs.train), data.count(inputs.eval)
         decode_seconds = time.monotonic() - start
-        print(
-            f"[trainer] {num_train} train / {num_eval} eval images decoded through the "
-            f"Transform graph and cached in {decode_seconds:.1f}s",
-            file=sys.stderr,
-            flush=True,
-        )
+        log.info(f"[trainer] {num_train} train / {num_eval} eval images decoded through the "
+                 f"Transform graph and cached in {decode_seconds:.1f}s")
     steps_per_epoch = math.ceil(num_train / config.batch_size)
     sample = None
     if config.uses_whitening:
@@ -132,10 +123,9 @@ def train(
             if warm["used"] and config.epochs > 0:
                 config = config.replace(
                     epochs=max(1, round(config.epochs * config.warm_start_epochs)))
-            print("[trainer] warm start: " + (
+            log.info("[trainer] warm start: " + (
                 f"from version {warm['version']} ({warm['from']}), {config.epochs} epoch(s)"
-                if warm["used"] else f"no, from scratch: {warm['why']}"),
-                file=sys.stderr, flush=True)
+                if warm["used"] else f"no, from scratch: {warm['why']}"))
         compile_model(model, config, steps_per_epoch)
     eval_ds = data.eval_batches(inputs.eval, config, inputs.codec.decode)
     history: dict[str, list[float]] = {}
@@ -173,12 +163,8 @@ def train(
     images_per_second = num_train * epochs_run / fit_seconds if epochs_run else None
     final = model.evaluate(eval_ds, verbose=0, return_dict=True)
     speed = f", {images_per_second:.0f} training images/s" if images_per_second else ""
-    print(
-        f"[trainer] final eval accuracy {final['accuracy']:.4f} (no test-time augmentation) "
-        f"after {fit_seconds:.0f}s of training{speed}",
-        file=sys.stderr,
-        flush=True,
-    )
+    log.info(f"[trainer] final eval accuracy {final['accuracy']:.4f} (no test-time augmentation) "
+             f"after {fit_seconds:.0f}s of training{speed}")
     record = {
         "config": config.to_dict(),
         "num_train": num_train,

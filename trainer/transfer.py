@@ -21,8 +21,8 @@ When the features do not fit the cache budget, only the head trains, on pooled f
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
-import sys
 import time
 
 import keras
@@ -35,6 +35,7 @@ from trainer import data, memory
 from trainer.backbones import registry
 from trainer.config import TrainerConfig
 
+log = logging.getLogger(__name__)
 _EXTRACT_BATCH = 32
 HEAD_LAYER = "logits"
 
@@ -108,8 +109,7 @@ def _extract(dataset: tf.data.Dataset, network: keras.Model, image_shape, views:
         elapsed = time.monotonic() - start
         if elapsed - shown >= 15 or done == total:
             shown = elapsed
-            print(f"[trainer] {what} features: {done}/{total} images, {elapsed:.0f}s",
-                  file=sys.stderr, flush=True)
+            log.info(f"[trainer] {what} features: {done}/{total} images, {elapsed:.0f}s")
     return np.concatenate(parts, axis=1), np.concatenate(labels), done * views
 
 
@@ -198,10 +198,9 @@ def fit_best(model: keras.Model, train: np.ndarray, labels: np.ndarray, eval_: n
         for key, value in scores.items():
             history[key].append(value)
         better = scores["val_loss"] < best["val_loss"]
-        print(f"[trainer] {phase} epoch {epoch + 1}/{epochs} loss={history['loss'][-1]:.4f} "
-              f"accuracy={history['accuracy'][-1]:.4f} val_loss={scores['val_loss']:.4f} "
-              f"val_accuracy={scores['val_accuracy']:.4f}{' (best)' if better else ''}",
-              file=sys.stderr, flush=True)
+        log.info(f"[trainer] {phase} epoch {epoch + 1}/{epochs} loss={history['loss'][-1]:.4f} "
+                 f"accuracy={history['accuracy'][-1]:.4f} val_loss={scores['val_loss']:.4f} "
+                 f"val_accuracy={scores['val_accuracy']:.4f}{' (best)' if better else ''}")
         if better:
             best, best_weights, waited = scores, model.get_weights(), 0
         else:
@@ -222,10 +221,10 @@ def _warm_start(networks: Networks, config: TrainerConfig) -> tuple[dict | None,
         config = config.replace(
             epochs=max(1, round(config.epochs * config.warm_start_epochs)) if config.epochs else 0,
             head_epochs=max(1, round(config.head_epochs * config.warm_start_epochs)))
-    print("[trainer] warm start: " + (
+    log.info("[trainer] warm start: " + (
         f"from version {warm['version']} ({warm['from']}), {config.head_epochs} head and "
         f"{config.epochs} fine-tuning epoch(s)" if warm["used"]
-        else f"no, from the backbone's weights: {warm['why']}"), file=sys.stderr, flush=True)
+        else f"no, from the backbone's weights: {warm['why']}"))
     return warm, config
 
 
@@ -241,20 +240,19 @@ def train_transfer(
     """Trains the transfer model; returns it and the training record (as train.train does)."""
     keras.utils.set_random_seed(config.seed)
     source = registry.resolve_weights(config.backbone, config.backbone_weights)
-    print(f"[trainer] backbone {config.backbone}, {config.image_shape[0]}x"
-          f"{config.image_shape[1]} inputs ({config.resize_mode}), weights: {source.origin}",
-          file=sys.stderr, flush=True)
+    log.info(f"[trainer] backbone {config.backbone}, {config.image_shape[0]}x"
+             f"{config.image_shape[1]} inputs ({config.resize_mode}), weights: {source.origin}")
     if config.distribution != "none":
-        print(f"[trainer] --distribution {config.distribution}: the transfer recipe computes "
-              "each image's features once and trains the head and top blocks on them in this "
-              "process, on its default device", file=sys.stderr, flush=True)
+        log.info(f"[trainer] --distribution {config.distribution}: the transfer recipe computes "
+                 "each image's features once and trains the head and top blocks on them in this "
+                 "process, on its default device")
     num_train = data.count_records(train_files, data_accessor, tf_transform_output)
     num_eval = data.count_records(eval_files, data_accessor, tf_transform_output)
     budget = memory.resolve_budget(config.cache_budget, available_memory)
     networks = build_networks(config, source)
     fine_tune, why = _plan(config, networks, num_train, num_eval, budget)
     warm, config = _warm_start(networks, config)
-    print(f"[trainer] training input: {why}", file=sys.stderr, flush=True)
+    log.info("[trainer] training input: %s", why)
     extractor = networks.bottom if fine_tune else keras.Sequential(
         [networks.bottom, networks.top])
     features = extract_features(extractor, train_files, eval_files, data_accessor,
@@ -309,10 +307,10 @@ def train_transfer(
             "eval_views": int(features.eval.shape[0]),
         },
     }
-    print(f"[trainer] final eval accuracy {final['val_accuracy']:.4f} (head only: "
-          f"{head_only['val_accuracy']:.4f}) after {features.seconds:.0f}s of feature "
-          f"extraction ({features.images_per_second:.0f} images/s), {head_seconds:.0f}s head, "
-          f"{tune_seconds:.0f}s fine-tuning", file=sys.stderr, flush=True)
+    log.info(f"[trainer] final eval accuracy {final['val_accuracy']:.4f} (head only: "
+             f"{head_only['val_accuracy']:.4f}) after {features.seconds:.0f}s of feature "
+             f"extraction ({features.images_per_second:.0f} images/s), {head_seconds:.0f}s head, "
+             f"{tune_seconds:.0f}s fine-tuning")
     if log_dir:
         from trainer.train import save_record
 
