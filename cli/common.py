@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from schema.errors import MissingInput
+
 # "pipeline": the console shows this logger's messages (cli/logs.py) under every command.
 log = logging.getLogger("pipeline")
 
@@ -17,8 +19,8 @@ def metadata_path(args: argparse.Namespace) -> str:
 
     metadata = Workspace(args.root.resolve(), args.pipeline_name).metadata_path
     if not metadata.is_file():
-        raise FileNotFoundError(f"{metadata}: no runs of {args.pipeline_name!r} under "
-                                f"{args.root} (pass the --root and --pipeline-name of `run`)")
+        raise MissingInput(f"{metadata}: no runs of {args.pipeline_name!r} under "
+                           f"{args.root} (pass the --root and --pipeline-name of `run`)")
     return str(metadata)
 
 

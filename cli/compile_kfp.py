@@ -14,6 +14,7 @@ from cli.common import EXIT_FAILED, EXIT_OK, log
 from cli.options import add_pipeline_args, add_span_args
 from cli.run_config import config_from_args, run_thresholds
 from cli.training import trainer_config
+from schema.errors import BadInput, MissingInput
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -79,7 +80,7 @@ def execute(args: argparse.Namespace) -> int:
     if isinstance(args.check, str):
         return _check_kfp_spec(Path(args.check), None)
     if args.output is None:
-        raise ValueError("compile-kfp needs --output (or --check SPEC to check an existing spec)")
+        raise BadInput("compile-kfp needs --output (or --check SPEC to check an existing spec)")
     check_package_path(args.output)
     if args.dataset_info:
         info = load_dataset_info(args.dataset_info.parent)
@@ -105,7 +106,7 @@ def execute(args: argparse.Namespace) -> int:
     try:
         check_num_classes(args.schema, len(class_names))
     except ValueError as e:
-        raise ValueError(f"{e} (classes from {source})") from None
+        raise BadInput(f"{e} (classes from {source})") from None
     config = config_from_args(
         args,
         pipeline_root=args.pipeline_root,
@@ -160,7 +161,7 @@ def _check_kfp_spec(path: Path, image: str | None) -> int:
     from kubeflow.conformance import check_file
 
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such spec file")
+        raise MissingInput(f"{path}: no such spec file")
     violations = check_file(path, image)
     for violation in violations:
         print(violation.line(), file=sys.stderr)

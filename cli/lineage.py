@@ -7,6 +7,7 @@ import json
 
 from cli.common import EXIT_OK, metadata_path
 from cli.options import add_store_args
+from schema.errors import BadInput
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +25,7 @@ def execute(args: argparse.Namespace) -> int:
     try:
         lineage = model_lineage(metadata_path(args), args.model)
     except LineageError as e:
-        raise ValueError(str(e)) from e
+        raise BadInput(str(e)) from e
     lineage["warm_start_chain"] = warm_start_chain(metadata_path(args), args.model)
     if args.json:
         print(json.dumps(lineage, indent=2))

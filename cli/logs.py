@@ -105,3 +105,15 @@ def configure(log_file: Path | None = None, verbose: bool = False) -> None:
     for handler in list(logging.getLogger("tensorflow").handlers):
         logging.getLogger("tensorflow").removeHandler(handler)
     absl_logging.set_verbosity(absl_logging.INFO)
+
+
+def log_file() -> Path | None:
+    """The file this command logs to (`run` keeps one per run), or None when it keeps none.
+
+    The CLI names it in its one-line error for an unexpected failure, so the traceback the
+    console leaves out can be found.
+    """
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, _HANDLER_MARK, False) and isinstance(handler, logging.FileHandler):
+            return Path(handler.baseFilename)
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from cli import compile_kfp, ingest, lineage, logs, predict, report, run, runs, schema
@@ -60,13 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "run":
         logs.configure(None, args.verbose)
-    from ingest.errors import IngestBusyError, IngestError
+    from ingest.errors import IngestBusyError
+    from schema.errors import BadInput
     from serving.client import RequestError, ServingError
-    from serving.predict import ModelDirError
 
-    # RequestError: the server says the model, version, signature or input is wrong.
-    bad_input: tuple[type[Exception], ...] = (IngestError, ModelDirError, FileNotFoundError,
-                                              ValueError, RequestError)
+    # Exit 2 only for what says the input is wrong: BadInput (IngestError, ModelDirError, the
+    # config checks, ... derive from it) and RequestError (the server says the model, version,
+    # signature or input is wrong). A bare ValueError or FileNotFoundError may be a bug, in our
+    # code or in a library, and goes to _unexpected: exit 1, not the user's fault.
+    bad_input: tuple[type[Exception], ...] = (BadInput, RequestError)
     try:
         return args.handler(args)
     except IngestBusyError as e:
@@ -95,8 +98,13 @@ def _unexpected(error: Exception, verbose: bool) -> int:
         first_line = (str(error).strip().splitlines() or [""])[0][:500]
         what = f"{error.__class__.__name__}: {first_line}"
     log.error("error: %s", what)
+    log_path = logs.log_file()
     if verbose:
         log.error("traceback:", exc_info=error)
+    elif log_path is not None:
+        # The trace logger reaches the file only; the console keeps to the one line.
+        logging.getLogger(logs.TRACE_LOGGER).info("traceback", exc_info=error)
+        log.error("(the traceback is in %s; run again with -v to see it here)", log_path)
     else:
         log.error("(run again with -v for the traceback)")
     return EXIT_FAILED

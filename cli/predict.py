@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from cli.common import EXIT_BAD_INPUT, EXIT_OK
+from schema.errors import BadInput, MissingInput
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -52,10 +53,12 @@ def _predict_server(args: argparse.Namespace):
     from serving.predict import Prediction
 
     if not args.model_name:
-        raise ValueError("--server needs --model-name (the name the server serves the model as)")
+        raise BadInput("--server needs --model-name (the name the server serves the model as)")
     missing = [str(p) for p in args.images if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"image files not found: {missing}")
+        raise MissingInput(f"image files not found: {missing}")
+    if args.labels and not args.labels.is_file():
+        raise MissingInput(f"--labels {args.labels} not found")
     labels = args.labels.read_text(encoding="utf-8").splitlines() if args.labels else None
     call = predict_grpc if args.grpc else predict_rest
     answer = call(args.server, args.model_name, [p.read_bytes() for p in args.images],
@@ -77,8 +80,8 @@ def execute(args: argparse.Namespace) -> int:
     if args.server:
         version, predictions = _predict_server(args)
     elif args.model_version is not None:
-        raise ValueError("--model-version picks a version on a server: it needs --server "
-                         "(with --model-dir, pass the version folder instead)")
+        raise BadInput("--model-version picks a version on a server: it needs --server "
+                       "(with --model-dir, pass the version folder instead)")
     else:
         version, predictions = predict_files(args.model_dir, args.images, args.top_k)
     # Some images failed: their lines say why, the others are answered; exit 2 all the same.

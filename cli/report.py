@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cli.common import EXIT_OK, metadata_path, print_report_path
 from cli.options import add_store_args
+from schema.errors import BadInput
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +44,7 @@ def execute(args: argparse.Namespace) -> int:
     try:
         report = collect(metadata_path(args), args.pipeline_name, args.run)
     except LookupError as e:
-        raise ValueError(f"{e} (see `python -m pipeline runs`)") from e
+        raise BadInput(f"{e} (see `python -m pipeline runs`)") from e
     out_dir = args.output or Workspace(args.root.resolve(), args.pipeline_name).report_dir(
         report["run_id"]
     )

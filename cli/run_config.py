@@ -9,9 +9,10 @@ from pathlib import Path
 from cli.common import log
 from cli.options import ingest_policy
 from cli.training import trainer_config
+from schema.errors import BadInput
 
 
-class OverlappingPathsError(ValueError):
+class OverlappingPathsError(BadInput):
     """Two folders that the run must keep apart are one, or one is inside the other."""
 
 

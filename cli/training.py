@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from schema.errors import BadInput
+
 
 def trainer_config(args: argparse.Namespace, class_names, image_shape,
                    split_counts: dict[str, int], trains_here: bool = True, info=None):
@@ -28,8 +30,8 @@ def trainer_config(args: argparse.Namespace, class_names, image_shape,
     recipe, reason = args.recipe, "chosen with --recipe"
     backbone = getattr(args, "backbone", None)
     if backbone and recipe not in (AUTO, "transfer"):
-        raise ValueError(f"--backbone {backbone} needs the transfer recipe: leave --recipe "
-                         f"out (auto) or pass --recipe transfer, not --recipe {recipe}")
+        raise BadInput(f"--backbone {backbone} needs the transfer recipe: leave --recipe "
+                       f"out (auto) or pass --recipe transfer, not --recipe {recipe}")
     if recipe == AUTO and backbone:
         recipe, reason = "transfer", f"--backbone {backbone}"
     elif recipe == AUTO:
@@ -44,7 +46,7 @@ def trainer_config(args: argparse.Namespace, class_names, image_shape,
     reason = f"{reason}; {note}" if note else reason
     smallest = min(split_counts, key=split_counts.get)
     if args.batch_size is not None and args.batch_size > split_counts[smallest]:
-        raise ValueError(
+        raise BadInput(
             f"the {smallest} split has {split_counts[smallest]} images, fewer than one batch "
             f"(--batch-size {args.batch_size}): pass a smaller --batch-size, or add images to "
             f"the {smallest} split"

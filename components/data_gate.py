@@ -41,6 +41,7 @@ from tfx.utils import io_utils
 
 from ingest import spans
 from schema import features
+from schema.errors import BadInput
 from serving.model_dir import production_model, push_base, read_json
 
 log = logging.getLogger(__name__)
@@ -481,8 +482,8 @@ class DataGate(base_component.BaseComponent):
     ) -> None:
         unknown = sorted(set(allowed_anomaly_types) - set(anomalies_pb2.AnomalyInfo.Type.keys()))
         if unknown:
-            raise ValueError(f"unknown anomaly types {unknown}; see "
-                             "tensorflow_metadata anomalies.proto AnomalyInfo.Type")
+            raise BadInput(f"unknown anomaly types {unknown}; see "
+                           "tensorflow_metadata anomalies.proto AnomalyInfo.Type")
         super().__init__(spec=DataGateSpec(
             statistics=statistics,
             anomalies=anomalies,

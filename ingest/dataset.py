@@ -172,7 +172,10 @@ def load_dataset_info(data_dir: str | os.PathLike) -> DatasetInfo:
         raise IngestError(
             f"{path} not found: {data_dir} is not a dataset written by `python -m pipeline ingest`"
         )
-    raw = json.loads(path.read_text())
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as e:  # a ValueError, but the user's file, not our bug
+        raise IngestError(f"{path} is not valid JSON ({e}): ingest the data again") from None
     return DatasetInfo(
         class_names=tuple(raw["class_names"]),
         image_shape=tuple(raw["image_shape"]),

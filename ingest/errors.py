@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from schema.errors import BadInput
 
-class IngestError(ValueError):
+
+class IngestError(BadInput):
     """Bad input for ingest; the message names the offending paths and what to do."""
 
 

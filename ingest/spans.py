@@ -14,6 +14,8 @@ import os
 import re
 from pathlib import Path
 
+from schema.errors import BadInput
+
 PREFIX = "span-"
 _SPAN_DIR = re.compile(rf"^{PREFIX}(\d+)$")
 SPAN_SPEC = "{SPAN}"
@@ -23,7 +25,7 @@ WINDOW_PROPERTY = "window_spans"
 HISTORY = "history"
 
 
-class SpanError(ValueError):
+class SpanError(BadInput):
     """A data root, span number or window that cannot be read; the message says what to do."""
 
 
@@ -64,7 +66,7 @@ def next_span(root: Path) -> int:
 def latest_span(root: Path) -> int:
     spans = span_dirs(root)
     if not spans:
-        raise ValueError(f"{root} holds no {PREFIX}N folders")
+        raise SpanError(f"{root} holds no {PREFIX}N folders")
     return max(spans)
 
 
@@ -177,9 +179,9 @@ def parse_span(text: str) -> int | str:
     try:
         span = int(text)
     except ValueError:
-        raise ValueError(f"--span takes a number or 'auto', got {text!r}") from None
+        raise SpanError(f"--span takes a number or 'auto', got {text!r}") from None
     if span < 0:
-        raise ValueError(f"--span must be >= 0, got {span}")
+        raise SpanError(f"--span must be >= 0, got {span}")
     return span
 
 

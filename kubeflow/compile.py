@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from pipeline.config import DIRECT_MULTI_BEAM_ARGS, REPO_ROOT, PipelineConfig
+from schema.errors import BadInput
 
 # Beam on the cluster: DirectRunner inside the component pod unless overridden in config.
 KFP_BEAM_ARGS = DIRECT_MULTI_BEAM_ARGS
@@ -53,7 +54,7 @@ DEFAULT_BEAM_PRESET = "direct"
 def beam_args(preset: str, **values: str) -> tuple[str, ...]:
     """A preset's Beam arguments; every {placeholder} it uses must be given."""
     if preset not in BEAM_PRESETS:
-        raise ValueError(f"unknown Beam preset {preset!r}; choose from {sorted(BEAM_PRESETS)}")
+        raise BadInput(f"unknown Beam preset {preset!r}; choose from {sorted(BEAM_PRESETS)}")
     values = {key: value for key, value in values.items() if value is not None}
     filled = []
     for arg in BEAM_PRESETS[preset]:
@@ -61,7 +62,7 @@ def beam_args(preset: str, **values: str) -> tuple[str, ...]:
             filled.append(arg.format(**values))
         except KeyError as e:
             flag = "--" + e.args[0].replace("_", "-")
-            raise ValueError(f"Beam preset {preset!r} needs {flag} (for {arg})") from None
+            raise BadInput(f"Beam preset {preset!r} needs {flag} (for {arg})") from None
     return tuple(filled)
 
 
@@ -73,7 +74,7 @@ def image_path(local: str | Path) -> str:
     """Where the image holds a file of this repository (e.g. the curated schema)."""
     local = Path(local).resolve()
     if not local.is_relative_to(REPO_ROOT):
-        raise ValueError(
+        raise BadInput(
             f"{local} is not in this repository, so the image does not contain it. Put it under "
             "schema/ before building the image, or copy it to the bucket and pass its URI with "
             "--image-schema (it is still read here, to check its classes)."
@@ -121,7 +122,7 @@ def check_package_path(output: str | Path) -> Path:
     """`output` as a Path, if it names a pipeline package (.yaml); a ValueError otherwise."""
     output = Path(output)
     if output.suffix not in PACKAGE_SUFFIXES:
-        raise ValueError(
+        raise BadInput(
             f"--output {output}: a KFP pipeline package is a .yaml file (the KFP UI and "
             f"kfp.Client read .yaml, .zip and .tar.gz only); name it {output.stem}.yaml. The "
             f"PipelineJob JSON for Vertex AI is written next to it as "

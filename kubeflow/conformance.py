@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import REPO_ROOT
+from schema.errors import BadInput
 
 SCHEMA_VERSION = "2.1.0"
 PIPELINE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
@@ -291,7 +292,7 @@ def read_spec(path: Path) -> dict:
     else:
         document = json.loads(path.read_text())
     if not isinstance(document, dict):
-        raise ValueError(f"{path}: not a pipeline spec (no mapping in it)")
+        raise BadInput(f"{path}: not a pipeline spec (no mapping in it)")
     return document.get("pipelineSpec", document)
 
 

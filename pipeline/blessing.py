@@ -37,6 +37,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from schema.errors import BadInput
+
 # Standard errors above chance: a chance-level model clears the bar about 2 % of the time.
 STANDARD_ERRORS = 2.0
 DEFAULT_MAX_REGRESSION = 0.01
@@ -86,8 +88,8 @@ def chance_bar(split: str, class_names: tuple[str, ...] | list[str],
     """
     num_classes = len(class_names)
     if examples < 1 or num_classes < 1:
-        raise ValueError(f"the {split} split needs images and classes to set a bar, got "
-                         f"{examples} images of {num_classes} classes")
+        raise BadInput(f"the {split} split needs images and classes to set a bar, got "
+                       f"{examples} images of {num_classes} classes")
     counts = dict(per_class or {})
     if counts and sum(counts.values()) == examples:
         chance_class = max(class_names, key=lambda name: counts.get(name, 0))
@@ -116,9 +118,9 @@ class EvalThresholds:
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_accuracy <= 1:
-            raise ValueError(f"--min-accuracy must be in [0, 1], got {self.min_accuracy}")
+            raise BadInput(f"--min-accuracy must be in [0, 1], got {self.min_accuracy}")
         if self.max_regression < 0:
-            raise ValueError(f"--max-regression must be >= 0, got {self.max_regression}")
+            raise BadInput(f"--max-regression must be >= 0, got {self.max_regression}")
 
     def record(self) -> dict[str, Any]:
         """What the Evaluator records with its execution, and the summary and report read."""

@@ -9,6 +9,7 @@ from ingest.dataset import EVAL, SPLITS, TRAIN, evaluation_split
 from ingest.spans import HISTORY
 from pipeline.blessing import EvalThresholds
 from schema import CURATED_SCHEMA
+from schema.errors import BadInput
 from trainer.config import TrainerConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -87,14 +88,14 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         missing = sorted({TRAIN, EVAL} - set(self.splits))
         if missing:
-            raise ValueError(f"data needs the splits train and eval; {missing} missing from "
-                             f"{list(self.splits)}")
+            raise BadInput(f"data needs the splits train and eval; {missing} missing from "
+                           f"{list(self.splits)}")
         if self.span_window < 1 or self.target_span < 0:
-            raise ValueError(f"the span window must be >= 1 and the span >= 0, got "
-                             f"{self.span_window} and {self.target_span}")
+            raise BadInput(f"the span window must be >= 1 and the span >= 0, got "
+                           f"{self.span_window} and {self.target_span}")
         if not self.spans and (self.span_window != 1 or self.target_span):
-            raise ValueError(f"{self.data_root} holds no span-N folders: a span or a window of "
-                             "spans needs data ingested with --span")
+            raise BadInput(f"{self.data_root} holds no span-N folders: a span or a window of "
+                           "spans needs data ingested with --span")
 
     @property
     def example_splits(self) -> tuple[str, ...]:

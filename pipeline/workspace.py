@@ -30,6 +30,7 @@ from ingest.dataset import (
 from ingest.dataset import ingest as ingest_folder
 from ingest.output import SOURCE_FINGERPRINT
 from ingest.sources import walk
+from schema.errors import BadInput
 
 log = logging.getLogger(__name__)
 
@@ -140,4 +141,4 @@ def prepare_data(
         images = builtin.write_digits_folder(workspace.data_dir(dataset) / "images")
         out = workspace.data_dir(dataset) / "tfrecords"
         return dataset, out, ingest_if_changed(images, out, eval_fraction, test_fraction)
-    raise ValueError(f"unknown dataset {dataset!r}; built-in: {list(builtin.BUILTIN_DATASETS)}")
+    raise BadInput(f"unknown dataset {dataset!r}; built-in: {list(builtin.BUILTIN_DATASETS)}")

@@ -8,13 +8,17 @@ from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from schema import CURATED_SCHEMA, features
+from schema.errors import BadInput, MissingInput
 
 
-class SchemaMismatch(ValueError):
+class SchemaMismatch(BadInput):
     pass
 
 
 def load_schema(path: str | Path) -> schema_pb2.Schema:
+    """The schema in the text file at path; a missing file is the user's (`--schema`)."""
+    if not Path(path).is_file():
+        raise MissingInput(f"schema {path} not found")
     return text_format.Parse(Path(path).read_text(), schema_pb2.Schema())
 
 
@@ -49,7 +53,7 @@ def write_schema(
 ) -> None:
     """The curated schema with the label domain set to [0, num_classes)."""
     if num_classes < 2:
-        raise ValueError(f"need at least 2 classes, got {num_classes}")
+        raise BadInput(f"need at least 2 classes, got {num_classes}")
     schema = load_schema(template)
     label = _label_feature(schema, template)
     label.int_domain.min = 0

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from schema import features
+from schema.errors import BadInput
 
 
-class ModelDirError(ValueError):
+class ModelDirError(BadInput):
     pass
 
 

@@ -142,6 +142,32 @@ def test_an_unexpected_failure_is_one_line_without_v(capsys, root_handlers, monk
     assert "Traceback" in capsys.readouterr().err
 
 
+def test_a_library_value_error_is_a_failure_not_bad_input(
+    tmp_path: Path, capsys, root_handlers, monkeypatch
+) -> None:
+    """A ValueError from inside a library is a bug, not the user's fault: exit 1, not 2.
+
+    The real `schema` command runs; only protobuf's text writer, which it calls, fails.
+    """
+    from google.protobuf import text_format
+
+    def boom(*args, **kwargs):
+        raise ValueError("boom")
+
+    output = tmp_path / "schema.pbtxt"
+    monkeypatch.setattr(text_format, "MessageToString", boom)
+    assert main(["schema", "--num-classes", "3", "--output", str(output)]) == 1
+    err = capsys.readouterr().err
+    assert "error: ValueError: boom" in err and "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        "error: ValueError: boom"]
+    assert not output.exists()
+    # The same command given bad input still exits 2, saying what is wrong.
+    monkeypatch.undo()
+    assert main(["schema", "--num-classes", "1", "--output", str(output)]) == EXIT_BAD_INPUT
+    assert "error: need at least 2 classes, got 1" in capsys.readouterr().err
+
+
 def test_a_cache_budget_that_is_no_size_or_holds_no_image_is_refused(
     tmp_path: Path, capsys
 ) -> None:

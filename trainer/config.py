@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from schema.errors import BadInput
 from trainer.memory import DEFAULT_CACHE_BUDGET, check_budget
 
 # "transfer": a pretrained backbone (trainer/backbones/), a new linear head (trainer/transfer.py).
@@ -140,13 +141,13 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         if len(self.image_shape) != 3 or min(self.image_shape) < 1:
-            raise ValueError(
+            raise BadInput(
                 f"image_shape must be (height, width, channels), got {self.image_shape}"
             )
         if self.image_shape[2] not in (1, 3, 4):
-            raise ValueError(f"channels must be 1, 3 or 4, got {self.image_shape[2]}")
+            raise BadInput(f"channels must be 1, 3 or 4, got {self.image_shape[2]}")
         if len(self.class_names) < 2:
-            raise ValueError(f"need at least 2 classes, got {list(self.class_names)}")
+            raise BadInput(f"need at least 2 classes, got {list(self.class_names)}")
         for name, value, allowed in (
             ("model", self.model, MODELS),
             ("optimizer", self.optimizer, OPTIMIZERS),
@@ -158,51 +159,51 @@ class TrainerConfig:
             ("resize_mode", self.resize_mode, RESIZE_MODES),
         ):
             if value not in allowed:
-                raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+                raise BadInput(f"{name} must be one of {list(allowed)}, got {value!r}")
         if self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+            raise BadInput(f"epochs must be >= 0, got {self.epochs}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise BadInput(f"batch_size must be >= 1, got {self.batch_size}")
         if not 0 <= self.augment_translate < 0.5:
-            raise ValueError(f"augment_translate must be in [0, 0.5), got {self.augment_translate}")
+            raise BadInput(f"augment_translate must be in [0, 0.5), got {self.augment_translate}")
         if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+            raise BadInput(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0 <= self.ema_momentum < 1:
-            raise ValueError(f"ema_momentum must be in [0, 1), got {self.ema_momentum}")
+            raise BadInput(f"ema_momentum must be in [0, 1), got {self.ema_momentum}")
         if not 0 <= self.warmup_fraction < 1:
-            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+            raise BadInput(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if not 0 <= self.initial_lr_fraction <= 1 or not 0 <= self.final_lr_fraction <= 1:
-            raise ValueError("initial_lr_fraction and final_lr_fraction must be in [0, 1]")
+            raise BadInput("initial_lr_fraction and final_lr_fraction must be in [0, 1]")
         if not 0 <= self.bn_momentum < 1:
-            raise ValueError(f"bn_momentum must be in [0, 1), got {self.bn_momentum}")
+            raise BadInput(f"bn_momentum must be in [0, 1), got {self.bn_momentum}")
         if not 0 < self.muon_learning_rate < 1 or not 0 <= self.muon_momentum < 1:
-            raise ValueError("muon_learning_rate must be in (0, 1), muon_momentum in [0, 1)")
+            raise BadInput("muon_learning_rate must be in (0, 1), muon_momentum in [0, 1)")
         if self.bias_lr_multiplier <= 0 or self.logit_scale <= 0:
-            raise ValueError("bias_lr_multiplier and logit_scale must be > 0")
+            raise BadInput("bias_lr_multiplier and logit_scale must be > 0")
         if not 0 <= self.tta_translate < min(self.image_shape[:2]) // 2:
-            raise ValueError(f"tta_translate must be in [0, side/2), got {self.tta_translate}")
+            raise BadInput(f"tta_translate must be in [0, side/2), got {self.tta_translate}")
         if self.whiten_stride not in (1, 2):
-            raise ValueError(f"whiten_stride must be 1 or 2, got {self.whiten_stride}")
+            raise BadInput(f"whiten_stride must be 1 or 2, got {self.whiten_stride}")
         check_budget(self.cache_budget)
         if not 0 < self.warm_start_epochs <= 1:
-            raise ValueError(f"warm_start_epochs must be in (0, 1], got {self.warm_start_epochs}")
+            raise BadInput(f"warm_start_epochs must be in (0, 1], got {self.warm_start_epochs}")
         if not self.widths or min(self.widths) < 1:
-            raise ValueError(f"widths must be positive channel counts, got {self.widths}")
+            raise BadInput(f"widths must be positive channel counts, got {self.widths}")
         if (self.model == "transfer") != bool(self.backbone):
-            raise ValueError("model='transfer' takes a backbone, and only it does: got model="
-                             f"{self.model!r}, backbone={self.backbone!r}")
+            raise BadInput("model='transfer' takes a backbone, and only it does: got model="
+                           f"{self.model!r}, backbone={self.backbone!r}")
         if self.backbone and self.distribution == "multi_worker":
-            raise ValueError("the transfer recipe trains on features computed once per image "
-                             "in one process: use --distribution none or mirrored")
+            raise BadInput("the transfer recipe trains on features computed once per image "
+                           "in one process: use --distribution none or mirrored")
         if self.backbone:
             from trainer.backbones.registry import get
 
             get(self.backbone)  # BackboneError (a ValueError) listing the names
             if self.image_shape[2] != 3:
-                raise ValueError(f"a backbone takes RGB images; image_shape {self.image_shape}")
+                raise BadInput(f"a backbone takes RGB images; image_shape {self.image_shape}")
         if self.fine_tune_blocks < 0 or self.head_epochs < 0 or self.head_learning_rate <= 0:
-            raise ValueError("fine_tune_blocks and head_epochs must be >= 0, "
-                             "head_learning_rate > 0")
+            raise BadInput("fine_tune_blocks and head_epochs must be >= 0, "
+                           "head_learning_rate > 0")
 
     @property
     def uses_whitening(self) -> bool:
@@ -223,7 +224,7 @@ class TrainerConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown trainer config keys: {unknown}; known: {sorted(known)}")
+            raise BadInput(f"unknown trainer config keys: {unknown}; known: {sorted(known)}")
         values = dict(data)
         values["image_shape"] = tuple(int(v) for v in values["image_shape"])
         values["class_names"] = tuple(str(v) for v in values["class_names"])
@@ -431,7 +432,7 @@ def from_recipe(
 ) -> TrainerConfig:
     """The recipe's settings, with every non-None override applied on top."""
     if recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {recipe!r}; choose from {sorted(RECIPES)}")
+        raise BadInput(f"unknown recipe {recipe!r}; choose from {sorted(RECIPES)}")
     values = {**RECIPES[recipe], "recipe": recipe}
     values.update({k: v for k, v in overrides.items() if v is not None})
     return TrainerConfig(
@@ -458,7 +459,7 @@ def parse_settings(pairs: Sequence[str]) -> dict[str, Any]:
         key, sep, text = pair.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or key not in defaults:
-            raise ValueError(
+            raise BadInput(
                 f"--set {pair!r}: expected KEY=VALUE with KEY one of {sorted(defaults)}"
             )
         default = defaults[key]
@@ -472,7 +473,7 @@ def parse_settings(pairs: Sequence[str]) -> dict[str, Any]:
             else:
                 value = type(default)(text)
         except ValueError as e:
-            raise ValueError(f"--set {pair!r}: {e}") from None
+            raise BadInput(f"--set {pair!r}: {e}") from None
         settings[key] = value
     return settings
 

@@ -24,6 +24,7 @@ from tfx.proto import example_gen_pb2
 from tfx_bsl.public import tfxio
 
 from schema import features
+from schema.errors import BadInput
 from trainer import memory
 from trainer.config import TrainerConfig
 
@@ -217,7 +218,7 @@ class InputPlan:
         return dataclasses.asdict(self)
 
 
-class CacheBudgetError(ValueError):
+class CacheBudgetError(BadInput):
     """Not even one image fits in the budget: nothing can be shuffled or cached."""
 
 

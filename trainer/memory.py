@@ -11,6 +11,8 @@ import math
 import re
 from pathlib import Path
 
+from schema.errors import BadInput
+
 DEFAULT_CACHE_BUDGET = "50%"
 
 _UNITS = {
@@ -36,17 +38,17 @@ def parse_budget(text: str) -> tuple[int | None, float | None]:
     if percent:
         fraction = float(percent.group(1)) / 100
         if not 0 < fraction <= 1:
-            raise ValueError(f"cache budget {text!r}: a percentage must be in (0, 100]")
+            raise BadInput(f"cache budget {text!r}: a percentage must be in (0, 100]")
         return None, fraction
     size = _SIZE.match(str(text))
     if not size or size.group(2).lower() not in _UNITS:
-        raise ValueError(
+        raise BadInput(
             f"cache budget {text!r} is not a size: use bytes with an optional unit (500MB, "
             f"6GiB, 2e9) or a share of the available memory (50%)"
         )
     value = float(size.group(1)) * _UNITS[size.group(2).lower()]
     if value < 1:
-        raise ValueError(f"cache budget {text!r} must be at least 1 byte")
+        raise BadInput(f"cache budget {text!r} must be at least 1 byte")
     return int(value), None
 
 

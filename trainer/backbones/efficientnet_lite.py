@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from schema.errors import BadInput
+
 if TYPE_CHECKING:  # Keras (TensorFlow) loads when a network is built, not when the CLI starts
     import keras
 
@@ -150,7 +152,7 @@ def _torch_names() -> dict[str, str]:
 TORCH_NAMES = _torch_names()
 
 
-class WeightsMismatchError(ValueError):
+class WeightsMismatchError(BadInput):
     """A weights file that does not fit the network: which layer, which shapes."""
 
 

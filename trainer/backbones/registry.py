@@ -14,6 +14,7 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from schema.errors import BadInput
 from trainer.backbones import efficientnet_lite
 from trainer.backbones.torch_state import StateDictError, load_state_dict
 
@@ -27,7 +28,7 @@ _NETWORK_PROBE = ("storage.googleapis.com", 443)
 _NETWORK_TIMEOUT_S = 3.0
 
 
-class BackboneError(ValueError):
+class BackboneError(BadInput):
     """A backbone or weights setting that cannot work: the message says what to do."""
 
 

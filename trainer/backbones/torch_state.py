@@ -28,6 +28,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from schema.errors import BadInput
+
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _DTYPES = {
     "FloatStorage": np.float32,
@@ -43,7 +45,7 @@ _DTYPES = {
 }
 
 
-class StateDictError(ValueError):
+class StateDictError(BadInput):
     """The file is not a PyTorch state dict this reader can read."""
 
 
