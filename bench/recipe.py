@@ -44,6 +44,9 @@ def load_split(items: list[tuple[str, int]], shape: tuple[int, int, int]):
 
 
 def main() -> None:
+    from trainer.progress import log_to_stderr
+
+    log_to_stderr()  # train()'s progress lines
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, help="image folder (default: the shared CIFAR-10)")
     parser.add_argument("--recipe", default="fast")

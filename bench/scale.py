@@ -214,6 +214,9 @@ def compare_in_memory(root: Path, pipeline_name: str, epochs: int) -> dict:
 
 
 def main() -> None:
+    from trainer.progress import log_to_stderr
+
+    log_to_stderr()  # train()'s progress lines
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work-dir", type=Path, default=Path(__file__).parent / ".work")
     parser.add_argument("--epochs", type=int, default=3)

@@ -84,28 +84,17 @@ def execute(args: argparse.Namespace) -> int:
     check_package_path(args.output)
     if args.dataset_info:
         info = load_dataset_info(args.dataset_info.parent)
-        class_names, image_shape = info.class_names, info.image_shape
-        split_counts = info.split_counts
         model_name = args.model_name or args.dataset_info.parent.name
         source = str(args.dataset_info)
     else:
-        from ingest.builtin import (
-            DIGITS,
-            DIGITS_CLASS_NAMES,
-            DIGITS_IMAGE_SHAPE,
-            DIGITS_SPLIT_COUNTS,
-            DIGITS_TEST_PER_CLASS,
-        )
-        from ingest.dataset import TEST, DatasetInfo
+        from ingest.builtin import DIGITS, digits_info
 
-        class_names, image_shape = DIGITS_CLASS_NAMES, DIGITS_IMAGE_SHAPE
-        split_counts = DIGITS_SPLIT_COUNTS
+        info = digits_info()
         model_name = args.model_name or DIGITS
         source = "the built-in digits dataset (no --dataset-info)"
-        info = DatasetInfo(class_names, image_shape, split_counts, {TEST: DIGITS_TEST_PER_CLASS})
     try:
-        check_num_classes(args.schema, len(class_names))
-    except ValueError as e:
+        check_num_classes(args.schema, info.num_classes)
+    except BadInput as e:
         raise BadInput(f"{e} (classes from {source})") from None
     config = config_from_args(
         args,
@@ -113,10 +102,10 @@ def execute(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         serving_dir=args.serving_dir,
         model_name=model_name,
-        trainer=trainer_config(args, class_names, image_shape, split_counts,
-                               trains_here=False, info=info if args.dataset_info else None),
+        trainer=trainer_config(args, info.class_names, info.image_shape, info.split_counts,
+                               trains_here=False, info=info),
         schema_path=args.image_schema or image_path(args.schema),
-        splits=tuple(split_counts),
+        splits=tuple(info.split_counts),
         spans=args.span_root or bool(args.span) or args.spans > 1,
         thresholds=_thresholds(args, info, source),
         **kfp_runner_fields(beam_args(

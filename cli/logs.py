@@ -101,7 +101,7 @@ def configure(log_file: Path | None = None, verbose: bool = False) -> None:
         setattr(handler, _HANDLER_MARK, True)
         root.addHandler(handler)
     # TensorFlow gives its logger a stderr handler of its own when it is imported before the
-    # root logger has one (building the parser imports it): its records take our handlers.
+    # root logger has one (a caller that imported it first): its records take our handlers.
     for handler in list(logging.getLogger("tensorflow").handlers):
         logging.getLogger("tensorflow").removeHandler(handler)
     absl_logging.set_verbosity(absl_logging.INFO)

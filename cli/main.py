@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 from cli import compile_kfp, ingest, lineage, logs, predict, report, run, runs, schema
 from cli.common import EXIT_BAD_INPUT, EXIT_BUSY, EXIT_FAILED, log
@@ -54,11 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Before the parser is built: its options import TensorFlow (the backbone registry), whose
-    # C++ logs are set at import.
-    given = sys.argv[1:] if argv is None else argv
-    logs.quiet_third_party(any(a in ("-v", "--verbose") for a in given))
     args = build_parser().parse_args(argv)
+    logs.quiet_third_party(args.verbose)
     if args.command != "run":
         logs.configure(None, args.verbose)
     from ingest.errors import IngestBusyError

@@ -178,7 +178,7 @@ def add_span_args(parser: argparse._ActionsContainer, span_help: str, spans_help
 
 
 def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
-    from pipeline.blessing import DEFAULT_MAX_REGRESSION, RULE
+    from pipeline.blessing import DEFAULT_MAX_REGRESSION, RULE, example_bars
     from pipeline.config import DEFAULT_PIPELINE_NAME, DEFAULT_SCHEMA
 
     parser.add_argument("--pipeline-name", default=DEFAULT_PIPELINE_NAME)
@@ -195,9 +195,8 @@ def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
     rule = RULE.replace("%", "%%")  # argparse formats help with %
     parser.add_argument("--min-accuracy", type=accuracy_bar, metavar="X",
                         help="bless only at or above this accuracy on the evaluation split "
-                             f"(test, or eval without one). Default: {rule}; e.g. 58.2 %% for "
-                             "150 images of 2 balanced classes, 11.9 %% for 1,000 of 10 "
-                             "(docs/evaluation.md)")
+                             f"(test, or eval without one). Default: {rule}; e.g. "
+                             f"{example_bars().replace('%', '%%')} (docs/evaluation.md)")
     parser.add_argument("--max-regression", type=float, default=DEFAULT_MAX_REGRESSION,
                         help="bless only if accuracy drops at most this much below the served "
                              "version's (default %(default)s)")

@@ -42,7 +42,13 @@ from tfx.utils import io_utils
 from ingest import spans
 from schema import features
 from schema.errors import BadInput
-from serving.model_dir import production_model, push_base, read_json
+from serving.model_dir import (
+    labels_path,
+    production_model,
+    push_base,
+    read_json,
+    served_class_names,
+)
 
 log = logging.getLogger(__name__)
 STATS_FILE = "FeatureStats.pb"
@@ -325,9 +331,8 @@ def class_map_record(data_root: str | None, production) -> dict[str, Any]:
     record["class_names"] = read_class_names(record["class_names_source"])
     if production is None or record["class_names"] is None:
         return record
-    labels = os.path.join(production.path, "assets", features.LABELS_ASSET)
-    record["served_class_names_source"] = labels
-    record["served_class_names"] = read_class_names(labels)
+    record["served_class_names_source"] = labels_path(production.path)
+    record["served_class_names"] = served_class_names(production.path)
     if record["served_class_names"] is not None:
         record["change"] = class_map_change(record["served_class_names"], record["class_names"])
     return record

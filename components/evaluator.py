@@ -48,14 +48,13 @@ from tfx.types import artifact, artifact_utils, standard_artifacts, standard_com
 from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import io_utils, path_utils, proto_utils
 
-from components.data_gate import read_class_names
-from schema import features
 from serving.model_dir import (
     join,
     model_digest,
     new_model,
     production_model,
     push_base,
+    served_class_names,
     write_provenance,
 )
 
@@ -132,13 +131,9 @@ PUSH_DESTINATION_KEY = "push_destination"
 BLESSING_RULE_KEY = "blessing_rule"
 
 
-def _class_names(model_dir: str) -> list[str] | None:
-    return read_class_names(join(model_dir, "assets", features.LABELS_ASSET))
-
-
 def _new_model(base: str | None, candidate_dir: str) -> dict[str, Any] | None:
     """serving/model_dir.py's note when the push destination holds no version yet."""
-    note = new_model(base, _class_names(candidate_dir) or []) if base else None
+    note = new_model(base, served_class_names(candidate_dir) or []) if base else None
     return dataclasses.asdict(note) if note else None
 
 
@@ -173,7 +168,7 @@ class Executor(stock_executor.Executor):
         )
         provenance["class_map_changed"] = bool(
             production and not provenance["baseline_is_candidate"]
-            and _class_names(provenance["candidate"]) != _class_names(production.path)
+            and served_class_names(provenance["candidate"]) != served_class_names(production.path)
         )
         input_dict = {**input_dict, _BASELINE: []}
         if provenance["baseline_is_candidate"]:

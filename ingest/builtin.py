@@ -51,3 +51,11 @@ DIGITS_SPLIT_COUNTS = {"train": 1259, "eval": 179, "test": 359}
 # Its test split per class (the default accuracy bar's chance, pipeline/blessing.py).
 DIGITS_TEST_PER_CLASS = {"0": 36, "1": 36, "2": 35, "3": 37, "4": 36, "5": 36, "6": 36, "7": 36,
                          "8": 35, "9": 36}
+
+
+def digits_info():
+    """The DatasetInfo (ingest/dataset.py) an ingest of `write_digits_folder` records."""
+    from ingest.dataset import TEST, DatasetInfo
+
+    return DatasetInfo(DIGITS_CLASS_NAMES, DIGITS_IMAGE_SHAPE, DIGITS_SPLIT_COUNTS,
+                       {TEST: DIGITS_TEST_PER_CLASS})

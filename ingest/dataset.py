@@ -453,8 +453,8 @@ def _write_shard(
     items: Sequence[tuple[str, int]],
     max_pixels: int,
     channels: int | None,
-    max_file_bytes: int | None = None,
-    source: str = "",
+    max_file_bytes: int | None,
+    source: str,
 ) -> ShardReport:
     """Decodes each image and writes the good ones to one shard; the bad ones are listed.
 
@@ -483,8 +483,8 @@ def _write_shards(
     workers: int,
     max_pixels: int,
     channels: int | None,
-    max_file_bytes: int | None = None,
-    source: str = "",
+    max_file_bytes: int | None,
+    source: str,
 ) -> list[ShardReport]:
     """One report per job, decoded and written in worker processes when there are several.
 

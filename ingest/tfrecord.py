@@ -72,7 +72,7 @@ class ImageExampleEncoder:
     def __init__(self, image_key: str, label_key: str, path_key: str | None = None) -> None:
         self._image_key_field = _field(1, image_key.encode())
         self._label_key = label_key
-        self._path_key = path_key
+        self._path_key_field = None if path_key is None else _field(1, path_key.encode())
         self._label_entries: dict[int, bytes] = {}
 
     def _label_entry(self, label: int) -> bytes:
@@ -84,13 +84,20 @@ class ImageExampleEncoder:
 
     def encode(self, image: bytes, label: int, path: bytes | None = None) -> bytes:
         """The example of one image; `path` is written only by an encoder with a path key."""
-        bytes_list = b"\x0a" + _varint(len(image)) + image
-        feature = b"\x0a" + _varint(len(bytes_list)) + bytes_list
-        entry_body = self._image_key_field + b"\x12" + _varint(len(feature)) + feature
-        entries = b"\x0a" + _varint(len(entry_body)) + entry_body + self._label_entry(label)
-        if self._path_key is not None and path is not None:
-            entries += _entry(self._path_key, _bytes_feature(path))
+        entries = _bytes_entry(self._image_key_field, image) + self._label_entry(label)
+        if self._path_key_field is not None and path is not None:
+            entries += _bytes_entry(self._path_key_field, path)
         return b"\x0a" + _varint(len(entries)) + entries
+
+
+def _bytes_entry(key_field: bytes, value: bytes) -> bytes:
+    """One map entry of Features.feature: a precomputed key field and a BytesList of one value
+    (what `_entry(key, _bytes_feature(value))` writes, without encoding the key every time).
+    """
+    bytes_list = b"\x0a" + _varint(len(value)) + value
+    feature = b"\x0a" + _varint(len(bytes_list)) + bytes_list
+    body = key_field + b"\x12" + _varint(len(feature)) + feature
+    return b"\x0a" + _varint(len(body)) + body
 
 
 def _masked_crc(data: bytes) -> int:

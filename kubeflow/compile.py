@@ -12,6 +12,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from kubeflow.conformance import PACKAGE_SUFFIXES
 from pipeline.config import DIRECT_MULTI_BEAM_ARGS, REPO_ROOT, PipelineConfig
 from schema.errors import BadInput
 
@@ -92,7 +93,6 @@ def kfp_runner_fields(beam_pipeline_args: tuple[str, ...] = KFP_BEAM_ARGS) -> di
 
 # What compile-kfp writes next to the pipeline package: the PipelineJob of TFX's runner.
 PIPELINE_JOB_SUFFIX = ".pipeline_job.json"
-PACKAGE_SUFFIXES = (".yaml", ".yml")
 
 
 @dataclasses.dataclass(frozen=True)

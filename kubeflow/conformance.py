@@ -239,17 +239,6 @@ def check_spec(spec: dict, image: str | None = None,
 PACKAGE_SUFFIXES = (".yaml", ".yml")
 
 
-def load_with_kfp_sdk(spec: dict) -> str | None:
-    """Load a spec (from a JSON file) as a user would before uploading; the SDK's error, or None."""
-    import yaml
-
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "pipeline.yaml"
-        path.write_text(yaml.safe_dump(spec, sort_keys=True))
-        problems = load_package_with_kfp_sdk(path)
-    return problems[0] if problems else None
-
-
 def load_package_with_kfp_sdk(path: Path) -> list[str]:
     """Read a pipeline package (.yaml) as it is, the two ways the KFP SDK reads one; its errors.
 
@@ -258,10 +247,8 @@ def load_package_with_kfp_sdk(path: Path) -> list[str]:
     the first YAML document parsed as a PipelineSpec, the others as its PlatformSpec
     (kfp/client/client.py `_extract_pipeline_yaml`).
     """
-    import yaml
-    from google.protobuf import json_format
     from kfp import components
-    from kfp.pipeline_spec import pipeline_spec_pb2
+    from kfp.client.client import _extract_pipeline_yaml  # what the client runs, not a copy
 
     problems = []
     try:
@@ -269,12 +256,7 @@ def load_package_with_kfp_sdk(path: Path) -> list[str]:
     except Exception as e:  # noqa: BLE001 - any SDK failure is the finding
         problems.append(f"load_component_from_file: {e.__class__.__name__}: {e}")
     try:
-        documents = list(yaml.safe_load_all(path.read_text()))
-        json_format.ParseDict(documents[0], pipeline_spec_pb2.PipelineSpec())
-        platform: dict = {}
-        for document in documents[1:]:
-            platform.update(document)
-        json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec())
+        _extract_pipeline_yaml(str(path))
     except Exception as e:  # noqa: BLE001
         problems.append(f"kfp.Client's package reader: {e.__class__.__name__}: {e}")
     return problems
@@ -286,11 +268,15 @@ def read_spec(path: Path) -> dict:
     """
     import yaml
 
-    if path.suffix in PACKAGE_SUFFIXES:
-        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-        document = documents[0] if documents else None
-    else:
-        document = json.loads(path.read_text())
+    try:
+        if path.suffix in PACKAGE_SUFFIXES:
+            documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+            document = documents[0] if documents else None
+        else:
+            document = json.loads(path.read_text())
+    except (yaml.YAMLError, ValueError) as e:  # ValueError: JSON's and UTF-8's
+        reason = " ".join(str(e).split())  # one line: YAML's error spans several
+        raise BadInput(f"{path}: not a pipeline spec ({e.__class__.__name__}: {reason})") from None
     if not isinstance(document, dict):
         raise BadInput(f"{path}: not a pipeline spec (no mapping in it)")
     return document.get("pipelineSpec", document)
@@ -305,7 +291,12 @@ def check_file(path: Path, image: str | None = None) -> list[Violation]:
     violations = check_spec(spec, image)
     if path.suffix in PACKAGE_SUFFIXES:
         problems = load_package_with_kfp_sdk(path)
-    else:
-        problems = [p for p in [load_with_kfp_sdk(spec)] if p]
+    else:  # the spec as the package kfp.Client and the KFP UI would be given
+        import yaml
+
+        with tempfile.TemporaryDirectory() as folder:
+            package = Path(folder) / "pipeline.yaml"
+            package.write_text(yaml.safe_dump(spec, sort_keys=True))
+            problems = load_package_with_kfp_sdk(package)
     violations += [Violation("<pipeline>", "kfp-sdk", problem) for problem in problems]
     return violations

@@ -142,6 +142,14 @@ class EvalThresholds:
         }
 
 
+def example_bars() -> str:
+    """The rule's bar on two typical splits, computed (for `--min-accuracy`'s help)."""
+    two = chance_bar("test", ("a", "b"), {"a": 75, "b": 75}, 150)
+    ten = chance_bar("test", tuple("0123456789"), dict.fromkeys("0123456789", 100), 1000)
+    return (f"{percent(two.bar)} for 150 images of 2 balanced classes, {percent(ten.bar)} for "
+            "1,000 of 10")
+
+
 def thresholds(min_accuracy: float | None, max_regression: float, split: str,
                class_names: tuple[str, ...] | list[str], per_class: Mapping[str, int] | None,
                examples: int) -> EvalThresholds:

@@ -19,6 +19,7 @@ from report.summary import (
     NodeRecord,
     RunSummary,
     class_name,
+    gone,
     outcome_line,
     run_nodes,
     summary_of,
@@ -28,6 +29,8 @@ from report.summary import (
 from schema import features
 
 _ACCURACY = "sparse_categorical_accuracy"
+# How the report names the StatisticsGen artifact when it is gone.
+STATISTICS = "the statistics (StatisticsGen)"
 
 
 def split_evaluated(dataset: dict[str, Any]) -> str | None:
@@ -70,17 +73,6 @@ def _image_formats(dataset) -> dict[str, int]:
     return {}
 
 
-def gone(artifact, what: str) -> str | None:
-    """Why an artifact the run recorded cannot be read now (its folder was deleted since, or
-    never written); None when it is there.
-    """
-    from tfx.dsl.io import fileio
-
-    if fileio.exists(artifact.uri) and fileio.listdir(artifact.uri):
-        return None
-    return f"{what} at {artifact.uri} no longer exist (deleted since the run?)"
-
-
 def _statistics_splits(statistics, class_names: list[str]) -> dict[str, dict[str, Any]]:
     from components.data_gate import load_split_statistics
 
@@ -115,9 +107,9 @@ def dataset_section(nodes: dict[str, NodeRecord], class_names: list[str]) -> dic
         "statistics": statistics.uri,
         "splits": {},
     }
-    statistics_gone = gone(statistics, "the statistics (StatisticsGen)")
-    missing = [why for why in (statistics_gone, gone(examples, "the examples (ImportExampleGen)"))
-               if why]
+    statistics_gone = gone(statistics.uri, STATISTICS, plural=True)
+    examples_gone = gone(examples.uri, "the examples (ImportExampleGen)", plural=True)
+    missing = [why for why in (statistics_gone, examples_gone) if why]
     if missing:
         section["missing"] = missing
     if not statistics_gone:
@@ -190,7 +182,7 @@ def validation_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
     section["drift_compared"] = gate_record.get("drift_compared")  # which spans, in words
     section["class_map"] = {key: gate_record.get(key) for key in
                             ("class_names", "served_class_names", "change")}
-    unreadable = statistics is not None and gone(statistics, "the statistics (StatisticsGen)")
+    unreadable = statistics is not None and gone(statistics.uri, STATISTICS, plural=True)
     if unreadable and max_drift > 0:
         section["drift_missing"] = unreadable
     elif baseline is not None and statistics is not None and schema is not None and max_drift > 0:
@@ -375,6 +367,8 @@ def evaluation_section(
         # Data accepted with --accept-new-classes: the served model's label ids mean other classes.
         "class_map_changed": bool(provenance.get("class_map_changed")),
         "baseline_accuracy": summary.baseline_accuracy,
+        # Why there is no baseline, when there is none: the console's words.
+        "baseline_note": summary.baseline_note,
         "thresholds": _thresholds(value(evaluator.execution, "eval_config")),
         # How the accuracy bar was set: pipeline/blessing.py's rule or --min-accuracy.
         "blessing_rule": summary.blessing_rule,

@@ -152,10 +152,15 @@ def _duplicates(duplicates: Mapping[str, Any] | None) -> str:
 _SHAPES_SHOWN = 5
 
 
+def _shapes_seen(data: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """Ingest's most common shapes, most common first, without its `other` count."""
+    return [(k, v) for k, v in (data.get("image_shapes_seen") or {}).items() if k != "other"]
+
+
 def _source_shapes(data: Mapping[str, Any]) -> str:
     """One line: how many sizes, pointing at the sizes table; never one entry per size."""
     seen = data.get("image_shapes_seen") or {}
-    shapes = [(k, v) for k, v in seen.items() if k != "other"]
+    shapes = _shapes_seen(data)
     common = ", ".join(f"{k}: {v:,}" for k, v in shapes[:_SHAPES_SHOWN])
     sizes = data.get("image_sizes")
     if not sizes:  # ingested before sizes were summarized: the shapes, cut short
@@ -177,9 +182,7 @@ def _size_rows(sizes: Mapping[str, Any] | None) -> list[list[Cell]]:
 
 
 def _common_sizes(data: Mapping[str, Any]) -> list[list[Cell]]:
-    seen = data.get("image_shapes_seen") or {}
-    return _rows([shape, count] for shape, count in list(
-        (k, v) for k, v in seen.items() if k != "other")[:_SHAPES_SHOWN])
+    return _rows([shape, count] for shape, count in _shapes_seen(data)[:_SHAPES_SHOWN])
 
 
 def _model_shape(data: Mapping[str, Any]) -> str:
@@ -346,7 +349,7 @@ def _baseline_text(data: Mapping[str, Any]) -> str:
 
         return "none: " + "; ".join(NewModel.from_dict(data["new_model"]).lines())
     if data.get("baseline_model") is None:
-        return "none: no version served yet"
+        return f"none: {data.get('baseline_note') or 'no version served yet'}"
     baseline = data.get("baseline_accuracy")
     change = (data.get("accuracy") or 0) - (baseline or 0)
     return f"{_fmt(baseline)} (change {change:+.4f})"

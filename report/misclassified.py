@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from report.summary import class_name, gone
 from schema import features
 
 
@@ -53,17 +54,18 @@ def find_mistakes(
 ) -> tuple[dict[str, Any], list[Mistake]]:
     """(summary, the most confident mistakes first) over the split's first examples."""
     import tensorflow as tf
+    from tfx.utils import path_utils
 
-    if not os.path.isdir(examples_uri):
-        return _unavailable(f"the examples (ImportExampleGen) at {examples_uri} no longer "
-                            "exist (deleted since the run?)")
+    examples_gone = gone(examples_uri, "the examples (ImportExampleGen)", plural=True)
+    if examples_gone:
+        return _unavailable(examples_gone)
     files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
     if not files:
         return _unavailable(f"no {split} split under {examples_uri}")
-    serving_dir = os.path.join(model_uri, "Format-Serving")
-    if not os.path.isdir(serving_dir):
-        return _unavailable(f"the trained model at {serving_dir} no longer exists (deleted "
-                            "since the run?)")
+    serving_dir = path_utils.serving_model_path(model_uri)
+    model_gone = gone(serving_dir, "the trained model")
+    if model_gone:
+        return _unavailable(model_gone)
     serve = tf.saved_model.load(serving_dir).signatures[features.SERVING_SIGNATURE]
     spec = features.raw_example_spec()
     dataset = (
@@ -88,9 +90,9 @@ def find_mistakes(
             confidence = float(probabilities[i, predicted[i]])
             if len(shown) == max_shown and confidence <= shown[0][0]:
                 continue
-            mistake = Mistake(seen + int(i), _name(class_names, labels[i]),
-                              _name(class_names, predicted[i]), confidence, images[i].numpy(),
-                              split, _path(paths[i]))
+            mistake = Mistake(seen + int(i), class_name(class_names, str(labels[i])),
+                              class_name(class_names, str(predicted[i])), confidence,
+                              images[i].numpy(), split, _path(paths[i]))
             entry = (confidence, -mistake.index, mistake)
             if len(shown) < max_shown:
                 heapq.heappush(shown, entry)
@@ -115,8 +117,3 @@ def find_mistakes(
 
 def _path(raw: bytes) -> str | None:
     return raw.decode("utf-8", "replace") if raw else None
-
-
-def _name(class_names: list[str], class_id) -> str:
-    class_id = int(class_id)
-    return class_names[class_id] if 0 <= class_id < len(class_names) else f"#{class_id}"

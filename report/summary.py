@@ -321,19 +321,23 @@ def summary_of(pipeline_name: str, run_id: str, nodes: dict[str, NodeRecord]) ->
             summary.evaluation_split = splits[0]
             summary.model_name = _model_name(value(node.execution, "push_destination"))
     summary.class_names = class_names_of(nodes)
-    if summary.evaluation_uri and not _has_files(summary.evaluation_uri):
-        summary.evaluation_missing = (f"the evaluation (Evaluator) at {summary.evaluation_uri} no "
-                                      "longer exists (deleted since the run?)")
-    elif summary.evaluation_uri:
-        _read_metrics(summary, summary.evaluation_uri)
-        _read_provenance(summary, summary.evaluation_uri)
+    if summary.evaluation_uri:
+        summary.evaluation_missing = gone(summary.evaluation_uri, "the evaluation (Evaluator)")
+        if not summary.evaluation_missing:
+            _read_metrics(summary, summary.evaluation_uri)
+            _read_provenance(summary, summary.evaluation_uri)
     return summary
 
 
-def _has_files(uri: str) -> bool:
+def gone(uri: str, what: str, plural: bool = False) -> str | None:
+    """Why a folder the run recorded cannot be read now (deleted since, or never written);
+    None when it holds files. `what` names it for the user ("the statistics (StatisticsGen)").
+    """
     from tfx.dsl.io import fileio
 
-    return fileio.exists(uri) and bool(fileio.listdir(uri))
+    if fileio.exists(uri) and fileio.listdir(uri):
+        return None
+    return f"{what} at {uri} no longer exist{'' if plural else 's'} (deleted since the run?)"
 
 
 def _int_or_none(text: Any) -> int | None:

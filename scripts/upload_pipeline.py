@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from kubeflow.conformance import PACKAGE_SUFFIXES, check_file, read_spec
+    from schema.errors import BadInput
 
     if args.spec.suffix not in PACKAGE_SUFFIXES:
         print(f"{args.spec}: not a pipeline package; pass the .yaml that compile-kfp --output "
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         spec = read_spec(args.spec)
-    except ValueError as e:
+    except BadInput as e:
         print(e, file=sys.stderr)
         return 2
     if "pipelineInfo" not in spec or "root" not in spec:

@@ -240,11 +240,16 @@ def read_provenance(folder: str) -> dict | None:
     return read_json(join(folder, PROVENANCE_FILE))
 
 
+def labels_path(version_dir: str) -> str:
+    """Where a model (a pushed version or the Trainer's Format-Serving) keeps its class map."""
+    return join(version_dir, "assets", features.LABELS_ASSET)
+
+
 def served_class_names(version_dir: str) -> list[str] | None:
     """A version's class map, assets/labels.txt: the class of label id i on line i; None if
     the version has none.
     """
-    path = join(version_dir, "assets", features.LABELS_ASSET)
+    path = labels_path(version_dir)
     if not fileio.exists(path):
         return None
     with fileio.open(path, "rb") as f:

@@ -7,16 +7,14 @@ checks that a 2-class model no better than chance is not blessed under the defau
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
 import imagegen
+from conftest import run_cli
 from pipeline.blessing import RULE, chance_bar, thresholds
 from report.summary import ComponentRun, RunSummary, format_summary, per_class_text
 
@@ -140,16 +138,6 @@ def test_the_last_line_says_what_replaced_what_and_why() -> None:
         "--max-regression 0.01 allows; the served version 2 stays.")
 
 
-def _run(args: list[str]) -> tuple[int, list[str], str]:
-    from cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(args)
-    sys.stderr.write(err.getvalue())
-    return code, out.getvalue().splitlines(), err.getvalue()
-
-
 @pytest.mark.pipeline
 def test_a_two_class_model_no_better_than_chance_is_not_blessed(tmp_path: Path) -> None:
     """Images without class signal, 2:1 heads in every split: the model answers one class for
@@ -164,9 +152,10 @@ def test_a_two_class_model_no_better_than_chance_is_not_blessed(tmp_path: Path) 
                                                "eval": {"heads": 4, "tails": 2},
                                                "test": {"heads": 40, "tails": 20}})
     serving = tmp_path / "serving"
-    code, out, err = _run(["run", "--recipe", "classic", "--data", str(data), "--root",
-                           str(tmp_path / "root"), "--serving-dir", str(serving),
-                           "--epochs", "0", "--batch-size", "4"])
+    code, out, err_lines = run_cli(["run", "--recipe", "classic", "--data", str(data), "--root",
+                                    str(tmp_path / "root"), "--serving-dir", str(serving),
+                                    "--epochs", "0", "--batch-size", "4"])
+    err = "\n".join(err_lines)
     assert code == 0, err
     summary = summarize_run(str(tmp_path / "root" / "metadata" / "image-classifier.sqlite"),
                             "image-classifier")

@@ -185,16 +185,17 @@ def test_a_cache_budget_that_is_no_size_or_holds_no_image_is_refused(
 
 
 def test_a_fresh_process_prints_no_tensorflow_logs_before_its_own_output(tmp_path: Path) -> None:
-    """Building the parser imports TensorFlow (the backbone registry): its C++ and Python logs
-    must be quieted before that, as the README promises a console of our own lines.
+    """compile-kfp imports TensorFlow (through TFX): its C++ logs, set at import, must be quieted
+    before that, as the README promises a console of our own lines.
     """
     import os
     import subprocess
 
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline", "schema", "--num-classes", "3", "--output",
-         str(tmp_path / "schema.pbtxt")],
+        [sys.executable, "-m", "pipeline", "compile-kfp", "--output",
+         str(tmp_path / "pipeline.yaml"), "--image", "registry.example/tfx-img:1",
+         "--pipeline-root", "gs://bucket/root", "--data-root", "gs://bucket/data"],
         capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1],
         env=env)
     assert done.returncode == 0, done.stderr

@@ -12,23 +12,10 @@ import pytest
 from test_report_browser import CHROMIUM, SECTIONS, render
 
 import imagegen
+from conftest import run_cli
 from report import REPORT_HTML, REPORT_JSON
 
 pytestmark = pytest.mark.e2e
-
-
-def _run(args: list[str]) -> tuple[int, list[str], list[str]]:
-    import contextlib
-    import io
-    import sys
-
-    from cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(args)
-    sys.stderr.write(err.getvalue())
-    return code, out.getvalue().splitlines(), err.getvalue().splitlines()
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +23,7 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, list[str]
     """(exit code, stdout lines, stderr lines, the serving dir) of the demo run."""
     base = tmp_path_factory.mktemp("digits")
     serving = base / "serving_model"
-    return (*_run(["run", "--root", str(base / "tfx_root"), "--serving-dir", str(serving),
+    return (*run_cli(["run", "--root", str(base / "tfx_root"), "--serving-dir", str(serving),
                    "--epochs", "2"]), serving.resolve())
 
 
@@ -108,7 +95,7 @@ def test_a_new_folder_of_the_same_classes_is_a_new_model_that_names_the_old_one(
     imagegen.write_uninformative_folder(data, {"train": dict.fromkeys(classes, 2),
                                                "eval": dict.fromkeys(classes, 1),
                                                "test": dict.fromkeys(classes, 3)})
-    code, out, err = _run(["run", "--recipe", "classic", "--data", str(data),
+    code, out, err = run_cli(["run", "--recipe", "classic", "--data", str(data),
                            "--root", str(tmp_path / "root"), "--serving-dir", str(serving),
                            "--epochs", "0", "--batch-size", "4"])
     assert code == 0

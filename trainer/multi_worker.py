@@ -27,6 +27,7 @@ from trainer.config import TrainerConfig
 from trainer.data import tf_example_accessor, training_inputs
 from trainer.export import write_serving_model
 from trainer.mwms import MultiWorkerStrategy
+from trainer.progress import log_to_stderr
 from trainer.train import train
 
 # The module's own name also under `python -m`, where __name__ is "__main__".
@@ -119,23 +120,10 @@ def train_worker(strategy: tf.distribute.Strategy, args: argparse.Namespace) -> 
     return chief
 
 
-def _log_to_stderr() -> None:
-    """Our packages' records, message alone, on this process's stderr.
-
-    Nobody configures logging in this process: run_fn relays its stderr line by line into the
-    Trainer's log (trainer/launch.py), where the CLI's handlers or TFX's decide where it goes.
-    """
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    for name in ("trainer", "serving", "schema"):
-        logger = logging.getLogger(name)
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False  # not twice through absl's root handler
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    _log_to_stderr()
+    # Nobody configures logging in this process: run_fn relays its stderr line by line into the
+    # Trainer's log (trainer/launch.py), where the CLI's handlers or TFX's decide where it goes.
+    log_to_stderr()
     args = _parse(argv)
     # Before any other TensorFlow call: see the module docstring.
     strategy = MultiWorkerStrategy()

@@ -15,20 +15,17 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from schema import features
-
 
 def warm_start(model: keras.Model, class_names: tuple[str, ...], base: str) -> dict[str, Any]:
     """Loads the newest version under `base` into `model` if it fits; returns what happened."""
-    from serving.model_dir import production_model
+    from serving.model_dir import production_model, served_class_names
 
     production = production_model(base)
     if production is None:
         return {"used": False, "why": f"no version served under {base} yet"}
     record: dict[str, Any] = {"used": False, "from": production.path,
                               "version": production.version}
-    labels = os.path.join(production.path, "assets", features.LABELS_ASSET)
-    served = tf.io.gfile.GFile(labels).read().splitlines() if tf.io.gfile.exists(labels) else None
+    served = served_class_names(production.path)
     if served != list(class_names):
         record["why"] = (f"the class map differs from version {production.version}'s "
                          f"({served} vs {list(class_names)})")
