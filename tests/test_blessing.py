@@ -82,7 +82,7 @@ def test_an_explicit_min_accuracy_wins_and_says_what_the_default_would_be() -> N
                                      "would be 58.2 %")
     default = thresholds(None, 0.01, "test", ("a", "b"), {"a": 75, "b": 75}, 150)
     assert default.min_accuracy == 0.582 and default.record()["source"] == "default rule"
-    with pytest.raises(ValueError, match="--min-accuracy must be in"):
+    with pytest.raises(ValueError, match=r"thresholds.min_accuracy \(.*\) must be in"):
         thresholds(1.5, 0.01, "test", ("a", "b"), None, 10)
 
 
