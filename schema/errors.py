@@ -63,23 +63,35 @@ class Setting:
         return self.name.partition(".")[0] if "." in self.name else ""
 
 
-def neutral_name(setting: Setting) -> str:
-    """A setting as any runner's user can act on it: its name, and for a pipeline setting what
-    it is on Kubeflow (a run-time parameter, a field of trainer-config, or fixed at compile time).
+def neutral_name(setting: Setting, first: bool = True) -> str:
+    """A setting as any runner's user can act on it: its name, and (where a message names it
+    `first`) for a pipeline setting what it is on Kubeflow: a run-time parameter, a field of
+    trainer-config, or fixed at compile time.
     """
     value = f"={setting.value}" if setting.value is not None else ""
     if setting.scope == TRAINER:
         path = setting.name.partition(".")[2]
-        return (f"the training setting {path}{value} (on Kubeflow: {path} in the JSON of the "
-                f"{TRAINER_CONFIG_PARAMETER} run-time parameter)")
+        where = (f" (on Kubeflow: {path} in the JSON of the {TRAINER_CONFIG_PARAMETER} run-time "
+                 "parameter)")
+        return f"the training setting {path}{value}" + (where if first else "")
     if setting.scope not in PIPELINE_SCOPES:
         return f"the {setting.scope} option {setting.field}{value}"
     parameter = RUNTIME_PARAMETERS.get(setting.name)
-    if parameter is not None:
-        return (f"the setting {setting.name}{value} (on Kubeflow: the {parameter} run-time "
-                "parameter)")
-    return (f"the setting {setting.name}{value} (on Kubeflow: fixed when the pipeline is "
-            "compiled, compile-kfp)")
+    where = (f" (on Kubeflow: the {parameter} run-time parameter)" if parameter is not None
+             else " (on Kubeflow: fixed when the pipeline is compiled, compile-kfp)")
+    return f"the setting {setting.name}{value}" + (where if first else "")
+
+
+def neutral_namer() -> Callable[[Setting], str]:
+    """neutral_name for one message: what a setting is on Kubeflow is said once."""
+    said: set[str] = set()
+
+    def name(setting: Setting) -> str:
+        first = setting.name not in said
+        said.add(setting.name)
+        return neutral_name(setting, first)
+
+    return name
 
 
 Part = str | Setting
@@ -93,7 +105,7 @@ class Explained(Exception):
     def __init__(self, *parts: Part) -> None:
         self.parts: tuple[Part, ...] = parts
         # args: the neutral text, so ValueError/RuntimeError behave as with a plain message.
-        super().__init__(self.render(neutral_name))
+        super().__init__(self.render(neutral_namer()))
 
     @property
     def settings(self) -> tuple[Setting, ...]:

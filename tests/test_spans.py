@@ -323,5 +323,5 @@ def test_spans_of_different_class_maps_cannot_share_a_window(tmp_path: Path) -> 
     assert mixed_class_maps(str(root), [1, 2]) is None
     assert mixed_class_maps(str(root), [3]) is None
     message = mixed_class_maps(str(root), [1, 2, 3])
-    assert "spans [1, 2] of the window [1, 2, 3]" in message and "(--spans 1)" in message
+    assert "spans [1, 2] of the window [1, 2, 3]" in message and "(at most 1 span(s))" in message
     assert "crimson" in message
