@@ -142,6 +142,9 @@ FLAG_ALLOWED: dict[tuple[str, str], str] = {
     # work, issue 35); the merge of both removes these entries.
     ("trainer/config.py", "--distribution"): "rewritten by the config work",
     ("trainer/config.py", "--set"): "rewritten by the config work",
+    # Beam's own --project and --region of the Dataflow preset, not compile-kfp's options.
+    ("kubeflow/compile.py", "--project"): "a Beam argument",
+    ("kubeflow/compile.py", "--region"): "a Beam argument",
 }
 
 
@@ -193,8 +196,12 @@ def flag_problems(root: Path, packages: tuple[str, ...], options: set[str]) -> l
     return sorted(problems)
 
 
-def test_code_that_runs_on_kubeflow_names_no_cli_flag():
-    assert flag_problems(REPO, CONTAINER_PACKAGES, cli_option_strings()) == []
+def test_code_the_image_holds_names_no_cli_flag():
+    """What runs in the image, and kubeflow/ (it compiles for any caller), says settings;
+    report/ only presents a run to the CLI's user.
+    """
+    packages = (*CONTAINER_PACKAGES, "kubeflow")
+    assert flag_problems(REPO, packages, cli_option_strings()) == []
 
 
 def test_the_flag_check_reads_the_real_parser_and_catches_a_flag(tmp_path):
