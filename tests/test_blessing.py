@@ -116,6 +116,20 @@ def test_the_console_names_classes_and_lists_the_extremes_of_many() -> None:
     assert "class10" not in text
 
 
+def test_a_new_model_line_names_the_model_name_setting_the_readers_way() -> None:
+    from cli.main import flag_name
+
+    note = {"name": "pets-v2", "path": "/models/pets-v2", "serving_dir": "/models",
+            "num_classes": 2, "same_classes": ["pets"]}
+    summary = RunSummary("p", "r", [], new_model=note)
+    on_cli = [line for line in format_summary(summary, flag_name) if "same 2 classes" in line]
+    assert on_cli == ["  `pets` in /models has the same 2 classes: pass --model-name pets to make "
+                      "this run a new version of it"]
+    neutral = [line for line in format_summary(summary) if "same 2 classes" in line]
+    assert "pass the setting model_name=pets (on Kubeflow: the push-destination run-time " \
+           "parameter) to make" in neutral[0]
+
+
 def test_the_last_line_says_what_replaced_what_and_why() -> None:
     rule = thresholds(None, 0.01, "test", ("ants", "bees"), {"ants": 70, "bees": 83},
                       153).record()
