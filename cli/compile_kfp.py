@@ -95,7 +95,7 @@ def execute(args: argparse.Namespace) -> int:
     try:
         check_num_classes(args.schema, info.num_classes)
     except BadInput as e:
-        raise BadInput(f"{e} (classes from {source})") from None
+        raise BadInput(*e.parts, f" (classes from {source})") from None
     config = config_from_args(
         args,
         pipeline_root=args.pipeline_root,

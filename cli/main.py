@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 
 from cli import compile_kfp, ingest, lineage, logs, predict, report, run, runs, schema
 from cli.common import EXIT_BAD_INPUT, EXIT_BUSY, EXIT_FAILED, log
+from schema.errors import TRAINER, Explained, Setting, neutral_name
 
 # Command name -> module with add_parser(subparsers) and execute(args) -> exit code.
 COMMANDS = {
@@ -52,6 +54,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The settings whose neutral name (a PipelineConfig field) is not their flag's dest.
+FIELD_DESTS = {"allowed_anomaly_types": "allow_anomaly", "target_span": "span",
+               "span_window": "spans", "schema_path": "schema"}
+
+
+@functools.cache
+def flags_by_dest() -> dict[str, str]:
+    """Every command's options, the long option string by dest, read from the parsers."""
+    flags: dict[str, str] = {}
+
+    def collect(parser: argparse.ArgumentParser) -> None:
+        for action in parser._actions:  # argparse has no public list of them
+            if isinstance(action, argparse._SubParsersAction):
+                for subparser in action.choices.values():
+                    collect(subparser)
+            long = [o for o in action.option_strings if o.startswith("--")]
+            if long:
+                flags.setdefault(action.dest, long[0])
+
+    collect(build_parser())
+    return flags
+
+
+def flag_name(setting: Setting) -> str:
+    """A setting as the CLI takes it: its flag (and value), a training setting without one
+    through --set, and one no command takes by its neutral name.
+    """
+    flags = flags_by_dest()
+    flag = flags.get(FIELD_DESTS.get(setting.name, setting.field))
+    if flag is not None:
+        return flag if setting.value is None else f"{flag} {setting.value}"
+    if setting.scope == TRAINER and "settings" in flags:
+        return f"{flags['settings']} {setting.field}={setting.value or 'VALUE'}"
+    return neutral_name(setting)
+
+
+def explain(error: BaseException) -> str:
+    """An error's message with the settings it names as this CLI's flags."""
+    return error.render(flag_name) if isinstance(error, Explained) else str(error)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.quiet_third_party(args.verbose)
@@ -69,13 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except IngestBusyError as e:
-        log.error("error: %s", e)
+        log.error("error: %s", explain(e))
         return EXIT_BUSY
     except bad_input as e:
-        log.error("error: %s", e)
+        log.error("error: %s", explain(e))
         return EXIT_BAD_INPUT
     except ServingError as e:
-        log.error("error: %s", e)
+        log.error("error: %s", explain(e))
         return EXIT_FAILED
     except KeyboardInterrupt:
         log.error("interrupted")
@@ -91,7 +134,7 @@ def _unexpected(error: Exception, verbose: bool) -> int:
     if isinstance(error, OSError) and error.filename is not None:
         what = f"{error.strerror or error.__class__.__name__}: {error.filename}"
     else:
-        first_line = (str(error).strip().splitlines() or [""])[0][:500]
+        first_line = (explain(error).strip().splitlines() or [""])[0][:500]
         what = f"{error.__class__.__name__}: {first_line}"
     log.error("error: %s", what)
     log_path = logs.log_file()

@@ -55,6 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
+    from cli.main import explain  # here: cli.main imports this module
     from pipeline.lock import RunLockedError, run_lock
     from pipeline.workspace import Workspace
 
@@ -67,11 +68,12 @@ def execute(args: argparse.Namespace) -> int:
         with run_lock(workspace.lock_path, f"pipeline {args.pipeline_name!r} in {args.root}"):
             return _run_pipeline(args, workspace, log_file)
     except RunLockedError as e:
-        log.error("%s", e)
+        log.error("%s", explain(e))
         return EXIT_BUSY
 
 
 def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
+    from cli.main import explain, flag_name  # here: cli.main imports this module
     from components.data_gate import DataValidationError
     from pipeline.local_runner import run_local
     from report.summary import format_summary, summarize_run
@@ -84,14 +86,14 @@ def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
         with RunProgress(config.metadata_path, config.pipeline_name):
             run_local(config)
     except DataValidationError as e:
-        log.error("%s\nfull log: %s", e, log_file)
+        log.error("%s\nfull log: %s", explain(e), log_file)
         print_report_path(_write_run_report(workspace))
         return EXIT_DATA_REJECTED
     except Exception as e:  # noqa: BLE001 - reported with the log location, then exit 1
         failed = _failed_components(config.metadata_path, config.pipeline_name)
         where = f" in {', '.join(failed)}" if failed else ""
-        log.error("pipeline failed%s: %s: %s\nfull log: %s", where, e.__class__.__name__, e,
-                  log_file)
+        log.error("pipeline failed%s: %s: %s\nfull log: %s", where, e.__class__.__name__,
+                  explain(e), log_file)
         logging.getLogger(logs.TRACE_LOGGER).info("traceback", exc_info=True)
         print_report_path(_write_run_report(workspace))
         return EXIT_FAILED
@@ -102,7 +104,7 @@ def _run_pipeline(args: argparse.Namespace, workspace, log_file: Path) -> int:
     if args.json:
         print(summary.to_json())
         return EXIT_OK
-    for line in format_summary(summary):
+    for line in format_summary(summary, flag_name):
         print(line)
     if summary.pushed:
         print(f"Serve it: tensorflow_model_server --model_name={config.model_name} "
@@ -119,12 +121,13 @@ def _say_if_new_model(config, name_defaulted: bool) -> None:
     (pets-v2/ after pets/) silently starts a model without a baseline or a class-map check;
     the run names the models it might have meant.
     """
+    from cli.main import flag_name  # here: cli.main imports this module
     from serving.model_dir import new_model
 
     note = new_model(config.push_base_directory, config.trainer.class_names)
     if note is None:
         return
-    first, *others = note.lines()
+    first, *others = note.lines(flag_name)
     if name_defaulted:
         first += " (the model name defaults to the data's name; --model-name sets it)"
     log.log(logging.WARNING if others else logging.INFO, "[pipeline] %s",

@@ -41,7 +41,7 @@ from tfx.utils import io_utils
 
 from ingest import spans
 from schema import features
-from schema.errors import BadInput
+from schema.errors import BadInput, Explained, Part, Setting
 from serving.model_dir import (
     labels_path,
     production_model,
@@ -64,8 +64,10 @@ class ValidatedStatistics(artifact.Artifact):
     # No PROPERTIES (KFP v2 allows none on custom types): the splits are its Split-* folders.
 
 
-class DataValidationError(RuntimeError):
-    """The data failed the gate; the message lists every finding."""
+class DataValidationError(Explained, RuntimeError):
+    """The data failed the gate (the CLI exits 3); the message lists every finding and the
+    settings that would let them through.
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,15 +262,29 @@ def unchanged_verdict(
                                       "(example counts, image byte sizes, class counts)"}
 
 
-def failure_message(findings: list[Finding], statistics_uri: str) -> str:
-    return "\n".join([
+def failure_message(findings: list[Finding], statistics_uri: str) -> tuple[Part, ...]:
+    """The DataValidationError's message: the findings, then the settings that would let
+    each kind of them through, as `Setting` parts that every runner names its own way.
+    """
+    types = {f.anomaly_type for f in findings}
+    advice: list[Part] = [
+        "Fix the data (or the curated schema in schema/, after review) and run again."]
+    if types - {CLASS_MAP_CHANGED, WINDOW_CLASS_MAPS_DIFFER}:
+        advice += [" To accept an anomaly type knowingly, list it in ",
+                   Setting("allowed_anomaly_types"), "."]
+    if CLASS_MAP_CHANGED in types:
+        advice += [" To train a model with the new class map (blessed without a comparison "
+                   "with the served one), use ", Setting("accept_new_classes"), "."]
+    if WINDOW_CLASS_MAPS_DIFFER in types:
+        advice += [" To train on the spans after the change, shorten the window with ",
+                   Setting("span_window"), "."]
+    return ("\n".join([
         f"data validation failed with {len(findings)} finding(s); Transform, Trainer and Pusher "
         "did not run:",
         *(f.line() for f in findings),
         f"statistics: {statistics_uri}",
-        "Fix the data (or the curated schema in schema/, after review) and run again. To accept "
-        "an anomaly type knowingly, list it in --allow-anomaly.",
-    ])
+        "",
+    ]), *advice)
 
 
 CLASS_MAP_CHANGED = "CLASS_MAP_CHANGED"
@@ -346,8 +362,7 @@ def class_map_findings(record: dict[str, Any], production) -> list[Finding]:
         f"the class map differs from served version {production.version}'s: "
         f"{record['change']}. Label ids would mean other classes than in the served model, so "
         "neither the comparison with it nor the drift check would mean anything. Restore the "
-        "class folders, or pass --accept-new-classes to train a model with the new class map "
-        "(it is then blessed without a comparison with the served one)",
+        "class folders, or accept the new class map",
         f"{record['class_names_source']} vs {record['served_class_names_source']}",
     )]
 
@@ -437,7 +452,7 @@ class Executor(base_executor.BaseExecutor):
         blocking = [f for f in findings
                     if f.anomaly_type not in allowed and not ingest_bookkeeping(f)]
         if blocking:
-            raise DataValidationError(failure_message(blocking, statistics.uri))
+            raise DataValidationError(*failure_message(blocking, statistics.uri))
 
         output = artifact_utils.get_single_instance(output_dict["validated_statistics"])
         for split in splits:

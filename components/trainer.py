@@ -109,7 +109,7 @@ class Executor(trainer_executor.GenericExecutor):
             return
         decision = skip_decision(config, gate[0].uri if gate else None,
                                  exec_properties.get(PUSH_DESTINATION_KEY))
-        log.info("[trainer] --skip-if-unchanged: %s: %s",
+        log.info("[trainer] skip_if_unchanged: %s: %s",
                  "skipped" if decision["skip"] else "training", decision["why"])
         if decision["skip"]:
             model = artifact_utils.get_single_instance(

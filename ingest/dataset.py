@@ -78,6 +78,7 @@ from ingest.sources import (
 )
 from ingest.tfrecord import GzipTFRecordWriter, ImageExampleEncoder
 from schema import features
+from schema.errors import Part, Setting
 
 log = logging.getLogger(__name__)
 
@@ -383,15 +384,16 @@ def discover(
             for split, paths in zip(_plan_splits(carved[folder_split]), parts, strict=True):
                 items[split].extend((path, label) for path in paths)
     if problems:
-        hint = ""
+        hint: tuple[Part, ...] = ()
         if any(not problem.startswith("empty class folder") for problem in problems):
-            hint = "\nMove or fix those files, or pass --skip-bad to leave them out."
-        raise IngestError(f"{src}: cannot ingest:\n  " + "\n  ".join(problems) + hint)
+            hint = ("\nMove or fix those files, or use ", Setting("ingest.skip_bad"),
+                    " to leave them out.")
+        raise IngestError(f"{src}: cannot ingest:\n  " + "\n  ".join(problems), *hint)
     for split, split_items in items.items():
         if not split_items:
             raise IngestError(
-                f"{src}: the {split} split is empty; add images or change --eval-fraction/"
-                "--test-fraction."
+                f"{src}: the {split} split is empty; add images or change ",
+                Setting("ingest.eval_fraction"), "/", Setting("ingest.test_fraction"), ".",
             )
     origins = {}
     for folder_split, (keep, *shares) in carved.items():
@@ -537,8 +539,8 @@ def _refuse_duplicates(duplicates: Duplicates, src: Path) -> None:
     raise IngestError(
         f"{src}: {len(duplicates.across)} image(s) are in more than one split (identical "
         "pixels once decoded), so the model would be evaluated on images it trained on:\n  "
-        f"{shown}{more}\nRemove the copies from all but one split, or pass --allow-duplicates "
-        "to keep them (they are counted in dataset.json)."
+        f"{shown}{more}\nRemove the copies from all but one split, or use ",
+        Setting("ingest.allow_duplicates"), " to keep them (they are counted in dataset.json)."
     )
 
 
@@ -559,8 +561,8 @@ def _refuse_bad(bad: list[tuple[str, str]], src: Path) -> None:
     more = f"\n  (and {len(bad) - 50} more)" if len(bad) > 50 else ""
     raise IngestError(
         f"{src}: {len(bad)} file(s) are not readable images:\n  {listed}{more}\n"
-        "Fix or remove them, or pass --skip-bad to leave them out (they are listed in "
-        f"OUT/{QUARANTINE_FILE})."
+        "Fix or remove them, or use ", Setting("ingest.skip_bad"),
+        f" to leave them out (they are listed in OUT/{QUARANTINE_FILE})."
     )
 
 
@@ -569,9 +571,9 @@ def evaluation_split(splits: Iterable[str]) -> str:
     return TEST if TEST in splits else EVAL
 
 
-def check_fraction(option: str, fraction: float) -> None:
+def check_fraction(option: Part, fraction: float) -> None:
     if not 0 < fraction <= MAX_FRACTION:
-        raise IngestError(f"{option} must be in (0, {MAX_FRACTION}], got {fraction}")
+        raise IngestError(option, f" must be in (0, {MAX_FRACTION}], got {fraction}")
 
 
 TWO_SPLITS_WARNING = (
@@ -585,9 +587,10 @@ def parse_resize(text: str) -> tuple[int, int]:
     try:
         height, width = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise IngestError(f"--resize takes HEIGHTxWIDTH, e.g. 32x32; got {text!r}") from None
+        raise IngestError(Setting("ingest.resize"),
+                          f" takes HEIGHTxWIDTH, e.g. 32x32; got {text!r}") from None
     if height < 1 or width < 1:
-        raise IngestError(f"--resize needs positive sizes, got {text!r}")
+        raise IngestError(Setting("ingest.resize"), f" needs positive sizes, got {text!r}")
     return height, width
 
 
@@ -624,8 +627,8 @@ def choose_channels(
         per_count[count] += n
     counts = {"gray_images": per_count[1], "colour_images": per_count[3]}
     if channels is not None:
-        return channels, {"channels": channels, "chosen_by": "--channels",
-                          "why": f"--channels {channels}", **counts}
+        return channels, {"channels": channels, "chosen_by": "channels",
+                          "why": f"channels {channels} given", **counts}
     if len(per_count) == 1:
         (only,) = per_count
         return only, {"channels": only, "chosen_by": "ingest",
@@ -636,8 +639,8 @@ def choose_channels(
     why = (f"gray and colour images mixed ({gray} gray, {per_count[chosen]} colour): colour "
            f"kept, the gray images replicated to {chosen} channels")
     log.warning("%d of %d images are gray (e.g. %s), the rest colour: the model gets %d "
-                "channels and each gray image is replicated to %d; pass --channels 1 for a gray "
-                "model instead (colour reduced to gray), or --channels 3 to silence this",
+                "channels and each gray image is replicated to %d; set ingest's channels to 1 "
+                "for a gray model instead (colour reduced to gray), or to 3 to silence this",
                 gray, sum(per_count.values()), example, chosen, chosen)
     return chosen, {"channels": chosen, "chosen_by": "ingest", "why": why, **counts}
 
@@ -730,13 +733,14 @@ def _check_expected(
         wanted = "x".join(map(str, want))
         raise IngestError(
             f"{src}: the images are {have}, but {what} has {wanted}; one model "
-            f"takes one shape: pass --resize {wanted.rsplit('x', 1)[0]} (and --channels "
-            f"{want[2]} if the channels differ)"
+            "takes one shape: use ", Setting("ingest.resize", wanted.rsplit("x", 1)[0]),
+            " (and ", Setting("ingest.channels", str(want[2])), " if the channels differ)",
         )
     if image_shape[2] != want[2]:
         raise IngestError(
             f"{src}: the model would get {image_shape[2]} channel(s), but {what} has {want[2]}; "
-            f"one model takes one channel count: pass --channels {want[2]}"
+            "one model takes one channel count: use ",
+            Setting("ingest.channels", str(want[2])),
         )
 
 
@@ -760,15 +764,17 @@ def _num_shards(count: int, workers: int) -> int:
 def _check_options(channels: int | None, max_pixels: int, max_file_bytes: int | None) -> None:
     if channels == 4:
         raise IngestError(
-            "--channels 4 would make a model that refuses every JPEG at serving time (JPEG has "
-            "no alpha). The decoder drops alpha; use --channels 3 for colour, 1 for gray."
+            Setting("ingest.channels", "4"), " would make a model that refuses every JPEG at "
+            "serving time (JPEG has no alpha). The decoder drops alpha; use ",
+            Setting("ingest.channels", "3"), " for colour, 1 for gray."
         )
     if channels is not None and channels not in (1, 3):
-        raise IngestError(f"--channels must be 1 or 3, got {channels}")
+        raise IngestError(Setting("ingest.channels"), f" must be 1 or 3, got {channels}")
     if max_pixels < 1:
-        raise IngestError(f"--max-pixels must be at least 1, got {max_pixels}")
+        raise IngestError(Setting("ingest.max_pixels"), f" must be at least 1, got {max_pixels}")
     if max_file_bytes is not None and max_file_bytes < 1:
-        raise IngestError(f"--max-file-bytes must be at least 1, got {max_file_bytes}")
+        raise IngestError(Setting("ingest.max_file_bytes"),
+                          f" must be at least 1, got {max_file_bytes}")
 
 
 def _plan_shards(
@@ -850,8 +856,8 @@ def ingest(
     (ingest/output.py says what counts).
     """
     src, out = Path(src).resolve(), Path(out).resolve()
-    check_fraction("--eval-fraction", eval_fraction)
-    check_fraction("--test-fraction", test_fraction)
+    check_fraction(Setting("ingest.eval_fraction"), eval_fraction)
+    check_fraction(Setting("ingest.test_fraction"), test_fraction)
     _check_options(channels, max_pixels, max_file_bytes)
     max_file_bytes = max_file_bytes or default_max_file_bytes(max_pixels)
     output.check_paths(src, out)
@@ -975,7 +981,7 @@ def _log_findings(converted: collections.Counter, duplicates: Duplicates, to: st
         log.warning("re-encoded %d image(s) as %s, which the model's decoder could not read as "
                     "they were: %s", sum(converted.values()), to, modes)
     if duplicates.across:
-        log.warning("kept %d image(s) found in more than one split (--allow-duplicates); listed "
+        log.warning("kept %d image(s) found in more than one split (allow_duplicates); listed "
                     "in dataset.json", len(duplicates.across))
     within = {split: n for split, n in duplicates.within.items() if n}
     if within:

@@ -70,8 +70,8 @@ def check_pixels(header: Header, max_pixels: int) -> None:
     if pixels > max_pixels:
         raise TooLarge(
             f"{header.width}x{header.height} = {pixels:,} pixels, over the limit of "
-            f"{max_pixels:,} (--max-pixels): a decompression bomb, or far larger than a model "
-            "needs. Downscale it, or raise --max-pixels."
+            f"{max_pixels:,} (max_pixels): a decompression bomb, or far larger than a model "
+            "needs. Downscale it, or raise max_pixels."
         )
 
 

@@ -39,6 +39,7 @@ from ingest import spans
 from ingest.errors import IngestBusyError, IngestError
 from ingest.lock_holder import describe_holder, exclusive
 from ingest.processes import libc, pid_running
+from schema.errors import Setting
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +86,14 @@ def check_target(out: Path, overwrite: bool) -> None:
     if not out.is_dir() or not any(out.iterdir()):
         return
     if not overwrite:
-        raise IngestError(f"{out} already exists; pass --overwrite to replace it.")
+        raise IngestError(f"{out} already exists; use ", Setting("ingest.overwrite"),
+                          " to replace it.")
     if not is_ours(out):
         raise IngestError(
             f"{out} is not a dataset written by ingest (no {DATASET_INFO} of ingest's in it or "
-            "in its span-N folders, or files beside them that ingest does not write), and "
-            "--overwrite replaces only those: remove it yourself, or pick another OUT.")
+            "in its span-N folders, or files beside them that ingest does not write), and ",
+            Setting("ingest.overwrite"), " replaces only those: remove it yourself, or pick "
+            "another OUT.")
 
 
 # What an ingest output holds besides its split folders: ingest's files, and the fingerprint

@@ -168,8 +168,8 @@ def check_content(head: bytes) -> None:
 
 
 def _over(max_bytes: int) -> NotReadable:
-    return NotReadable(f"over --max-file-bytes ({max_bytes:,} bytes): far larger than an image "
-                       "under --max-pixels could be; remove it, or raise the limit")
+    return NotReadable(f"over max_file_bytes ({max_bytes:,} bytes): far larger than an image "
+                       "under max_pixels could be; remove it, or raise the limit")
 
 
 def read_file(path: str, max_bytes: int | None = None, chunk: int = 1 << 16) -> bytes:

@@ -14,7 +14,7 @@ import os
 import re
 from pathlib import Path
 
-from schema.errors import BadInput
+from schema.errors import BadInput, Setting
 
 PREFIX = "span-"
 _SPAN_DIR = re.compile(rf"^{PREFIX}(\d+)$")
@@ -138,8 +138,8 @@ def mixed_class_maps(root: str, window: list[int]) -> str | None:
         return None
     return (f"spans {differ} of the window {window} have another class map than span "
             f"{window[-1]} ({names[differ[0]]} vs {newest}), so their label ids would mean "
-            f"other classes. Train on a window that starts after the change (--spans "
-            f"{window[-1] - max(differ)}), or re-ingest those spans with the new classes")
+            f"other classes. Train on a window that starts after the change (at most "
+            f"{window[-1] - max(differ)} span(s)), or re-ingest those spans with the new classes")
 
 
 def resolve_window(
@@ -154,13 +154,15 @@ def resolve_window(
     if not any(pattern.startswith(PREFIX) for pattern in patterns.values()):
         if size != 1:
             raise SpanError(f"{root} holds no {PREFIX}N folders, so there is no window of "
-                            f"{size} spans to read; ingest with --span, or leave --spans out")
+                            f"{size} spans to read; ingest with ", Setting("ingest.span"),
+                            ", or set ", Setting("span_window", "1"))
         return [], {split: [pattern] for split, pattern in patterns.items()}
     numbers = span_numbers(root)
     if not numbers:
         raise SpanError(f"{root} holds no {PREFIX}N folders, but the pipeline reads spans "
-                        "(compiled for a data root of spans). Ingest with --span, or point "
-                        "the data root at one.")
+                        "(compiled for a data root of spans). Ingest with ",
+                        Setting("ingest.span"), ", or point ", Setting("data_root"),
+                        " at one.")
     window = choose_window(numbers, span or numbers[-1], size)
     resolved = {}
     for split, pattern in patterns.items():
@@ -173,15 +175,18 @@ def resolve_window(
 
 
 def parse_span(text: str) -> int | str:
-    """`--span`: a positive number, or `auto` (the next one)."""
+    """A span as ingest takes it: a positive number, or `auto` (the next one).
+
+    The message names no setting: argparse prefixes the flag, another caller its own name.
+    """
     if text == "auto":
         return text
     try:
         span = int(text)
     except ValueError:
-        raise SpanError(f"--span takes a number or 'auto', got {text!r}") from None
+        raise SpanError(f"a span is a number or 'auto', got {text!r}") from None
     if span < 0:
-        raise SpanError(f"--span must be >= 0, got {span}")
+        raise SpanError(f"a span is >= 0, got {span}")
     return span
 
 
@@ -207,8 +212,9 @@ def ingest_span(
         target = span_dir(root, number)
         if target.exists() and not overwrite_span:
             raise dataset.IngestError(
-                f"span {number} already exists ({target}); pass --overwrite-span to replace it, "
-                f"or --span auto for the next number ({next_span(root)})"
+                f"span {number} already exists ({target}); use ",
+                Setting("ingest.overwrite_span"), " to replace it, or ",
+                Setting("ingest.span", "auto"), f" for the next number ({next_span(root)})",
             )
         earlier = [n for n in span_dirs(root) if n < number]
         expected = None

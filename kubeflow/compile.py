@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kubeflow.conformance import PACKAGE_SUFFIXES
 from pipeline.config import DIRECT_MULTI_BEAM_ARGS, REPO_ROOT, PipelineConfig
-from schema.errors import BadInput
+from schema.errors import BadInput, Setting
 
 # Beam on the cluster: DirectRunner inside the component pod unless overridden in config.
 KFP_BEAM_ARGS = DIRECT_MULTI_BEAM_ARGS
@@ -77,8 +77,8 @@ def image_path(local: str | Path) -> str:
     if not local.is_relative_to(REPO_ROOT):
         raise BadInput(
             f"{local} is not in this repository, so the image does not contain it. Put it under "
-            "schema/ before building the image, or copy it to the bucket and pass its URI with "
-            "--image-schema (it is still read here, to check its classes)."
+            "schema/ before building the image, or copy it to the bucket and give its URI as ",
+            Setting("compile.image_schema"), " (it is still read here, to check its classes)."
         )
     return f"{IMAGE_WORKDIR}/{local.relative_to(REPO_ROOT).as_posix()}"
 
@@ -123,8 +123,9 @@ def check_package_path(output: str | Path) -> Path:
     output = Path(output)
     if output.suffix not in PACKAGE_SUFFIXES:
         raise BadInput(
-            f"--output {output}: a KFP pipeline package is a .yaml file (the KFP UI and "
-            f"kfp.Client read .yaml, .zip and .tar.gz only); name it {output.stem}.yaml. The "
+            Setting("compile.output", str(output)), ": a KFP pipeline package is a .yaml file "
+            "(the KFP UI and kfp.Client read .yaml, .zip and .tar.gz only); name it "
+            f"{output.stem}.yaml. The "
             f"PipelineJob JSON for Vertex AI is written next to it as "
             f"{pipeline_job_path(output).name}."
         )

@@ -37,7 +37,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from schema.errors import BadInput
+from schema.errors import BadInput, Setting
 
 # Standard errors above chance: a chance-level model clears the bar about 2 % of the time.
 STANDARD_ERRORS = 2.0
@@ -118,9 +118,11 @@ class EvalThresholds:
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_accuracy <= 1:
-            raise BadInput(f"--min-accuracy must be in [0, 1], got {self.min_accuracy}")
+            raise BadInput(Setting("thresholds.min_accuracy"),
+                           f" must be in [0, 1], got {self.min_accuracy}")
         if self.max_regression < 0:
-            raise BadInput(f"--max-regression must be >= 0, got {self.max_regression}")
+            raise BadInput(Setting("thresholds.max_regression"),
+                           f" must be >= 0, got {self.max_regression}")
 
     def record(self) -> dict[str, Any]:
         """What the Evaluator records with its execution, and the summary and report read."""

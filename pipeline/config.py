@@ -9,7 +9,7 @@ from ingest.dataset import EVAL, SPLITS, TRAIN, evaluation_split
 from ingest.spans import HISTORY
 from pipeline.blessing import EvalThresholds
 from schema import CURATED_SCHEMA
-from schema.errors import BadInput
+from schema.errors import BadInput, Setting
 from trainer.config import TrainerConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -95,7 +95,7 @@ class PipelineConfig:
                            f"{self.span_window} and {self.target_span}")
         if not self.spans and (self.span_window != 1 or self.target_span):
             raise BadInput(f"{self.data_root} holds no span-N folders: a span or a window of "
-                           "spans needs data ingested with --span")
+                           "spans needs data ingested with ", Setting("ingest.span"))
 
     @property
     def example_splits(self) -> tuple[str, ...]:

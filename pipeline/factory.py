@@ -27,6 +27,13 @@ from ingest.dataset import EVAL
 from ingest.spans import HISTORY, split_pattern
 from pipeline.config import PREPROCESSING_FN, RUN_FN, PipelineConfig
 from schema import features
+from schema.errors import (
+    DATA_ROOT_PARAMETER,
+    PUSH_DESTINATION_PARAMETER,
+    SPAN_PARAMETER,
+    SPAN_WINDOW_PARAMETER,
+    TRAINER_CONFIG_PARAMETER,
+)
 
 
 def build_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
@@ -75,13 +82,6 @@ def build_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
 
 EXAMPLE_GEN_ID = "ImportExampleGen"
 
-# Kubeflow run-time parameter names.
-DATA_ROOT_PARAMETER = "data-root"
-TRAINER_CONFIG_PARAMETER = "trainer-config"
-PUSH_DESTINATION_PARAMETER = "push-destination"
-# Data roots of spans only: which span (0: the newest) and how many spans the Trainer fits.
-SPAN_PARAMETER = "span"
-SPAN_WINDOW_PARAMETER = "span-window"
 
 
 def _push_destination(config: PipelineConfig) -> pusher_pb2.PushDestination:

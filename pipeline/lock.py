@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ingest.lock_holder import describe_holder, exclusive
+from schema.errors import Explained, Setting
 
 
-class RunLockedError(RuntimeError):
-    pass
+class RunLockedError(Explained, RuntimeError):
+    """Another run holds the pipeline's lock (the CLI exits 4); it names the run root setting."""
 
 
 @contextlib.contextmanager
@@ -27,7 +28,7 @@ def run_lock(path: Path, description: str) -> Iterator[None]:
     def busy(holder: dict) -> RunLockedError:
         return RunLockedError(
             f"{description} is already running ({describe_holder(holder)}, lock {path}). Wait "
-            "for it to finish, or use another --root.")
+            "for it to finish, or use another ", Setting("run.root"), ".")
 
     with exclusive(path, busy):
         yield

@@ -30,7 +30,7 @@ from ingest.dataset import (
 from ingest.dataset import ingest as ingest_folder
 from ingest.output import SOURCE_FINGERPRINT
 from ingest.sources import walk
-from schema.errors import BadInput
+from schema.errors import BadInput, Setting
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +127,9 @@ def prepare_data(
     if data is not None:
         data = data.resolve()
         if span and not spans.is_span_root(data):
-            raise spans.SpanError(f"--span {span}: {data} holds no span-N folders (ingest "
-                                  "with --span writes them)")
+            raise spans.SpanError(Setting("target_span", str(span)),
+                                  f": {data} holds no span-N folders (ingest with ",
+                                  Setting("ingest.span"), " writes them)")
         if (data / DATASET_INFO).is_file():
             return data.name, data, load_dataset_info(data)
         if spans.is_span_root(data):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ml_metadata import metadata_store
@@ -14,6 +14,7 @@ from ml_metadata.proto import metadata_store_pb2
 from ingest.dataset import DATASET_INFO, EVAL
 from ingest.spans import WINDOW_PROPERTY
 from pipeline.blessing import percent
+from schema.errors import Setting, neutral_name
 
 _STATE_NAMES = {
     metadata_store_pb2.Execution.COMPLETE: "executed",
@@ -409,7 +410,9 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def format_summary(summary: RunSummary) -> Iterable[str]:
+def format_summary(summary: RunSummary,
+                   name: Callable[[Setting], str] = neutral_name) -> Iterable[str]:
+    """The run summary's lines; `name` says a setting the way the reader sets it."""
     total = sum(c.seconds for c in summary.components)
     yield f"Pipeline {summary.pipeline_name}, run {summary.run_id}: {total:.0f}s in components"
     yield f"  {'component':<32}{'state':<10}{'seconds':>8}"
@@ -445,7 +448,7 @@ def format_summary(summary: RunSummary) -> Iterable[str]:
     if summary.new_model:
         from serving.model_dir import NewModel
 
-        for line in NewModel.from_dict(summary.new_model).lines():
+        for line in NewModel.from_dict(summary.new_model).lines(name):
             yield f"  {line}"
     if summary.per_class_accuracy:
         yield f"  {per_class_text(summary.named_per_class_accuracy())}"

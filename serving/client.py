@@ -39,6 +39,7 @@ from typing import Any, Protocol
 import tenacity
 
 from schema import features
+from schema.errors import Explained, Part, Setting
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +80,11 @@ _GRPC_KINDS = {"NOT_FOUND": _NOT_FOUND, "UNAVAILABLE": _UNAVAILABLE,
 _UNKNOWN_SIGNATURE = re.compile(r'Serving signature (?:name: |key )"[^"]*" not found')
 
 
-class ServingError(RuntimeError):
+class ServingError(Explained, RuntimeError):
     """The server gave no prediction: unreachable, still loading, nothing loaded, or failed."""
 
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
+    def __init__(self, message: str | tuple[Part, ...], reason: str) -> None:
+        super().__init__(*((message,) if isinstance(message, str) else message))
         self.reason = reason
 
 
@@ -421,10 +422,11 @@ def _not_found(transport: _Transport, name: str, version: int | None, error: _St
     model_servers/get_model_status_impl.cc): an unknown version of a known model, or an unknown
     model. TF Serving has no API that lists its models, so the message cannot name them.
     """
-    unknown_model = RequestError(
+    unknown_model = RequestError((
         f"{transport.where}: the server has no model {name!r} ({error.message}). TF Serving "
-        "does not list the models it serves: check --model-name against the server's "
-        "--model_name or the names in its --model_config_file.", UNKNOWN_MODEL)
+        "does not list the models it serves: check ", Setting("predict.model_name"),
+        " against the server's --model_name or the names in its --model_config_file."),
+        UNKNOWN_MODEL)
     if version is None:
         return unknown_model
     try:
@@ -434,8 +436,9 @@ def _not_found(transport: _Transport, name: str, version: int | None, error: _St
             return unknown_model
         versions = []  # the model's other versions stay untold
     have = f"; it has {', '.join(v.describe() for v in versions)}" if versions else ""
-    return RequestError(f"{transport.where}: model {name!r} has no version {version} "
-                        f"({error.message}){have}. Check --model-version.", UNKNOWN_VERSION)
+    return RequestError((f"{transport.where}: model {name!r} has no version {version} "
+                         f"({error.message}){have}. Check ", Setting("predict.model_version"),
+                         "."), UNKNOWN_VERSION)
 
 
 def _not_loaded(transport: _Transport, name: str, versions: list[VersionStatus]) -> ServingError:
@@ -449,9 +452,9 @@ def _timed_out(transport: _Transport, name: str, seen: str, deadline: _Deadline)
     if seen.startswith(_NO_ANSWER):
         return ServingError(f"{transport.where}: {seen} after {deadline.elapsed():.1f}s. Is the "
                             "server running, and is this its address and port?", UNREACHABLE)
-    return ServingError(f"{transport.where}: model {name!r} is still loading after "
-                        f"{deadline.elapsed():.1f}s: {seen}. Raise --timeout, or see the "
-                        "server's log.", LOADING)
+    return ServingError((f"{transport.where}: model {name!r} is still loading after "
+                         f"{deadline.elapsed():.1f}s: {seen}. Raise ",
+                         Setting("predict.timeout"), ", or see the server's log."), LOADING)
 
 
 def _predict_error(transport: _Transport, name: str, version: int, signature: str,

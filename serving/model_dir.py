@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tfx.dsl.io import fileio
@@ -28,6 +28,7 @@ from tfx.proto import pusher_pb2
 from tfx.utils import proto_utils
 
 from schema import features
+from schema.errors import Setting, neutral_name
 
 log = logging.getLogger(__name__)
 
@@ -272,19 +273,20 @@ class NewModel:
     num_classes: int
     same_classes: tuple[str, ...] = ()
 
-    def lines(self) -> list[str]:
+    def lines(self, name: Callable[[Setting], str] = neutral_name) -> list[str]:
+        """What a run into a new model should know; `name` says the model name setting."""
         found = [f"new model `{self.name}`: {self.path} holds no version yet, so there is no "
                  "baseline and no class-map check"]
         if len(self.same_classes) == 1:
             (other,) = self.same_classes
             found.append(f"`{other}` in {self.serving_dir} has the same {self.num_classes} "
-                         f"classes: pass --model-name {other} to make this run a new version of "
-                         "it")
+                         f"classes: pass {name(Setting('model_name', other))} to make this run "
+                         "a new version of it")
         elif self.same_classes:
             names = ", ".join(f"`{n}`" for n in self.same_classes)
             found.append(f"{names} in {self.serving_dir} have the same {self.num_classes} "
-                         "classes: pass --model-name with one of them to make this run a new "
-                         "version of it")
+                         f"classes: pass {name(Setting('model_name'))} with one of them to make "
+                         "this run a new version of it")
         return found
 
     @classmethod

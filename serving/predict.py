@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from schema import features
-from schema.errors import BadInput
+from schema.errors import BadInput, Setting
 
 
 class ModelDirError(BadInput):
@@ -85,7 +85,8 @@ def load_serving_signature(version: Path):
         first_line = (str(e).strip().splitlines() or [e.__class__.__name__])[0][:300]
         raise ModelDirError(
             f"{version}: the SavedModel does not load ({first_line}). TF Serving cannot serve "
-            "it either: push a new version, or pass an earlier version folder as --model-dir"
+            "it either: push a new version, or pass an earlier version folder as ",
+            Setting("predict.model_dir"),
         ) from None
     if features.SERVING_SIGNATURE not in loaded.signatures:
         raise ModelDirError(f"{version}: no {features.SERVING_SIGNATURE!r} signature; it has "

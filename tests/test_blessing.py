@@ -82,7 +82,7 @@ def test_an_explicit_min_accuracy_wins_and_says_what_the_default_would_be() -> N
                                      "would be 58.2 %")
     default = thresholds(None, 0.01, "test", ("a", "b"), {"a": 75, "b": 75}, 150)
     assert default.min_accuracy == 0.582 and default.record()["source"] == "default rule"
-    with pytest.raises(ValueError, match="--min-accuracy must be in"):
+    with pytest.raises(ValueError, match=r"thresholds.min_accuracy \(.*\) must be in"):
         thresholds(1.5, 0.01, "test", ("a", "b"), None, 10)
 
 
@@ -114,6 +114,20 @@ def test_the_console_names_classes_and_lists_the_extremes_of_many() -> None:
     assert text.endswith("the 5 best class29: 0.29, class28: 0.28, class27: 0.27, class26: "
                          "0.26, class25: 0.25")
     assert "class10" not in text
+
+
+def test_a_new_model_line_names_the_model_name_setting_the_readers_way() -> None:
+    from cli.main import flag_name
+
+    note = {"name": "pets-v2", "path": "/models/pets-v2", "serving_dir": "/models",
+            "num_classes": 2, "same_classes": ["pets"]}
+    summary = RunSummary("p", "r", [], new_model=note)
+    on_cli = [line for line in format_summary(summary, flag_name) if "same 2 classes" in line]
+    assert on_cli == ["  `pets` in /models has the same 2 classes: pass --model-name pets to make "
+                      "this run a new version of it"]
+    neutral = [line for line in format_summary(summary) if "same 2 classes" in line]
+    assert "pass the setting model_name=pets (on Kubeflow: the push-destination run-time " \
+           "parameter) to make" in neutral[0]
 
 
 def test_the_last_line_says_what_replaced_what_and_why() -> None:

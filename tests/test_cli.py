@@ -218,3 +218,41 @@ def test_ingest_runs_without_loading_tensorflow(tmp_path: Path) -> None:
                           timeout=300, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "0 []", done.stdout + done.stderr
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _settings_named_in_the_code() -> set[str]:
+    """The neutral names of every `Setting("...")` written below cli/."""
+    import ast
+
+    names = set()
+    for package in ("pipeline", "components", "trainer", "ingest", "serving", "schema", "report"):
+        for path in (REPO / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                        and node.func.id == "Setting" and node.args
+                        and isinstance(node.args[0], ast.Constant)):
+                    names.add(node.args[0].value)
+    return names
+
+
+def test_every_setting_a_message_names_is_one_of_the_cli_flags() -> None:
+    """A setting's neutral name must find its flag in the table read off the parsers: a
+    misspelt or renamed one would reach the console by its neutral name.
+    """
+    from cli.main import flag_name
+    from schema.errors import Setting
+
+    names = _settings_named_in_the_code()
+    assert {"accept_new_classes", "ingest.skip_bad", "trainer.cache_budget"} <= names
+    shown = {name: flag_name(Setting(name)) for name in names}
+    assert {name: text for name, text in shown.items() if not text.startswith("--")} == {}
+    assert shown["allowed_anomaly_types"] == "--allow-anomaly"
+    assert shown["span_window"] == "--spans" and shown["target_span"] == "--span"
+    assert flag_name(Setting("ingest.resize", "32x32")) == "--resize 32x32"
+    # A training setting without a flag of its own goes through --set; an unknown one keeps
+    # its neutral name.
+    assert flag_name(Setting("trainer.fine_tune_blocks", "3")) == "--set fine_tune_blocks=3"
+    assert flag_name(Setting("nothing.like_it")) == "the nothing option like_it"

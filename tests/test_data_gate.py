@@ -350,6 +350,39 @@ def test_gate_rejects_unknown_allow_list_entries() -> None:
 
 
 
+def test_a_class_map_rejection_names_the_flag_on_the_cli_and_the_setting_elsewhere(
+        tmp_path: Path) -> None:
+    """The gate's message for a renamed class: the CLI says `--accept-new-classes`; str(),
+    what Kubeflow's log shows, says the setting is fixed at compile time and names no flag.
+    """
+    from cli.main import explain
+    from components.data_gate import (
+        DataValidationError,
+        class_map_findings,
+        class_map_record,
+        failure_message,
+    )
+    from schema.errors import Setting
+    from serving.model_dir import ProductionModel, labels_path
+
+    data_root, version = tmp_path / "data", tmp_path / "model" / "3"
+    data_root.mkdir()
+    (data_root / "dataset.json").write_text(json.dumps({"class_names": ["blue", "crimson"]}))
+    Path(labels_path(str(version))).parent.mkdir(parents=True)
+    Path(labels_path(str(version))).write_text("blue\nred\n")
+    production = ProductionModel(3, str(version))
+    findings = class_map_findings(class_map_record(str(data_root), production), production)
+    error = DataValidationError(*failure_message(findings, "stats"))
+
+    assert error.settings == (Setting("accept_new_classes"),)
+    assert "(renamed 'red' -> 'crimson'?)" in str(error)
+    assert str(error).endswith(
+        "use the setting accept_new_classes (on Kubeflow: fixed when the pipeline is compiled, "
+        "compile-kfp).")
+    assert "--" not in str(error)
+    assert explain(error).endswith("use --accept-new-classes.")
+
+
 def test_source_paths_pass_a_schema_written_before_ingest_kept_them(tmp_path: Path) -> None:
     """The curated schema lists the source path as optional; a schema without it (a user's,
     or one ImportSchemaGen cached before) flags it as a new column, which the gate accepts.

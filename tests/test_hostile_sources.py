@@ -204,7 +204,7 @@ def test_a_file_over_the_default_size_limit_is_not_read(
         f.truncate(17 << 20)
     reads = count_reads(monkeypatch)
     ingest(src, tmp_path / "out", skip_bad=True, workers=1, max_pixels=10_000)
-    assert "over --max-file-bytes" in quarantine(tmp_path / "out")[str(big)]
+    assert "over max_file_bytes" in quarantine(tmp_path / "out")[str(big)]
     assert sum(reads) < 1 << 20
 
 
@@ -214,9 +214,9 @@ def test_max_file_bytes_option_quarantines_larger_files(src: Path, tmp_path: Pat
     noise.save(big)
     assert big.stat().st_size > 10_000
     result = run_ingest(src, tmp_path / "out", "--skip-bad", "--max-file-bytes", "10000")
-    assert_quarantined(result, tmp_path / "out", big, "over --max-file-bytes")
+    assert_quarantined(result, tmp_path / "out", big, "over max_file_bytes")
     assert_refused(run_ingest(src, tmp_path / "refused", "--max-file-bytes", "10000"),
-                   str(big), "over --max-file-bytes")
+                   str(big), "over max_file_bytes")
 
 
 # 3. File and folder names that are not UTF-8.

@@ -10,6 +10,7 @@ import tensorflow as tf
 import imagegen
 from cli import main
 from ingest.dataset import IngestError, ingest, load_dataset_info
+from schema.errors import Setting
 
 SPEC = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
 
@@ -117,7 +118,7 @@ def test_two_split_folders_still_work_with_a_warning(tmp_path: Path, caplog) -> 
 def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
     imagegen.write_folder(tmp_path / "src", {"train": 2, "eval": 1})
     ingest(tmp_path / "src", tmp_path / "out")
-    with pytest.raises(IngestError, match="--overwrite"):
+    with pytest.raises(IngestError, match="already exists; use the ingest option overwrite"):
         ingest(tmp_path / "src", tmp_path / "out")
     assert ingest(tmp_path / "src", tmp_path / "out", overwrite=True).split_counts["train"] == 6
 
@@ -249,7 +250,7 @@ def test_mixed_sizes_with_explicit_channels_and_resize_still_work(tmp_path: Path
     info = ingest(src, tmp_path / "b", channels=3, resize=(6, 7))
     assert info.image_shape == (6, 7, 3) and not info.sizes_vary
     chosen = json.loads((tmp_path / "b" / "dataset.json").read_text())["channels_chosen"]
-    assert chosen["chosen_by"] == "--channels" and chosen["gray_images"] == 1
+    assert chosen["chosen_by"] == "channels" and chosen["gray_images"] == 1
 
 
 def test_image_shapes_seen_keeps_the_most_common_and_counts_the_rest(tmp_path: Path) -> None:
@@ -309,7 +310,8 @@ def test_mixed_channels_become_colour_with_a_warning_and_a_record(tmp_path: Path
     with caplog.at_level("WARNING"):
         info = ingest(src, tmp_path / "out")
     assert info.image_shape == (8, 8, 3) and not info.sizes_vary
-    assert "1 of 10 images are gray" in caplog.text and "--channels 1" in caplog.text
+    assert "1 of 10 images are gray" in caplog.text
+    assert "set ingest's channels to 1" in caplog.text
     saved = json.loads((tmp_path / "out" / "dataset.json").read_text())
     assert saved["channels_chosen"]["channels"] == 3
     assert saved["channels_chosen"]["chosen_by"] == "ingest"
@@ -342,8 +344,9 @@ def test_skip_bad_quarantines_bad_files_and_keeps_the_good_ones(tmp_path: Path) 
     (src / "train" / "red" / "notes.txt").write_text("hi")
     (src / "train" / "green" / "000.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     (src / "train" / "blue" / "gone.jpg").symlink_to(tmp_path / "missing.jpg")  # unreadable
-    with pytest.raises(IngestError, match="--skip-bad") as error:
+    with pytest.raises(IngestError, match="the ingest option skip_bad") as error:
         ingest(src, tmp_path / "out", skip_bad=False, workers=1)
+    assert error.value.settings == (Setting("ingest.skip_bad"),)
     assert "gone.jpg" in str(error.value) and "notes.txt" not in str(error.value)
 
     info = ingest(src, tmp_path / "out", skip_bad=True, eval_fraction=0.5)
@@ -357,6 +360,24 @@ def test_skip_bad_quarantines_bad_files_and_keeps_the_good_ones(tmp_path: Path) 
     assert info.split_counts["test"] == 3
     assert len(read_split(tmp_path / "out", "train")) == info.split_counts["train"]
     assert json.loads((tmp_path / "out" / "dataset.json").read_text())["skipped_files"] == 3
+
+
+def test_a_refusal_names_the_flag_on_the_cli_and_the_setting_elsewhere(tmp_path: Path,
+                                                                        capsys) -> None:
+    """The same refusal: the CLI says `--skip-bad`; str(), what Kubeflow's log shows, no flag."""
+    src = tmp_path / "src"
+    imagegen.write_folder(src, {"train": 2, "test": 1})
+    (src / "train" / "red" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(IngestError) as error:
+        ingest(src, tmp_path / "out", workers=1)
+    text = str(error.value)
+    assert "bad.png" in text and "or use the ingest option skip_bad to leave them out" in text
+    assert "--" not in text.replace(str(tmp_path), "")
+
+    assert main(["ingest", str(src), str(tmp_path / "out"), "--workers", "1"]) == 2
+    shown = capsys.readouterr().err
+    assert "bad.png" in shown and "or use --skip-bad to leave them out" in shown
+    assert "skip_bad" not in shown
 
 
 def test_skip_bad_still_refuses_a_class_left_without_images(tmp_path: Path) -> None:
@@ -415,7 +436,7 @@ def test_corrupt_data_behind_intact_markers_is_refused_or_quarantined(tmp_path, 
 
     with pytest.raises(IngestError, match=f"bad.{ext}: corrupt") as error:
         ingest(src, tmp_path / "out")
-    assert "--skip-bad" in str(error.value)
+    assert "or use the ingest option skip_bad to leave them out" in str(error.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
     ingest(src, tmp_path / "out", skip_bad=True)
@@ -444,7 +465,7 @@ def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path: Path)
     bomb = src / "train" / "red" / "bomb.png"
     bomb.write_bytes(imagegen.png_header_only(100_000, 100_000))  # 10 gigapixels claimed
     with pytest.raises(IngestError, match=r"bomb.png: 100000x100000 = 10,000,000,000 pixels, "
-                                          r"over the limit of 50,000,000 \(--max-pixels\)"):
+                                          r"over the limit of 50,000,000 \(max_pixels\)"):
         ingest(src, tmp_path / "out")
     bomb.unlink()
     big = src / "train" / "red" / "big.png"
@@ -523,7 +544,7 @@ def test_gray_and_colour_mixed_make_colour_and_cmyk_becomes_gray_png_for_gray(
     assert {p.read_bytes() for p in files.values()} <= stored
     for image in stored:
         assert tf.io.decode_image(image, channels=3, expand_animations=False).shape[-1] == 3
-    with pytest.raises(IngestError, match="--channels 4 would make a model that refuses every"):
+    with pytest.raises(IngestError, match="channels=4 would make a model that refuses every"):
         ingest(src, tmp_path / "out", channels=4)
 
     ingest(src, tmp_path / "out", channels=1)

@@ -247,7 +247,7 @@ def test_a_kill_between_the_two_renames_is_recovered_by_the_next_ingest(
     (half_written / "train").mkdir(parents=True)
     second = _source(tmp_path, "second", seed=1)
 
-    with caplog.at_level("WARNING"), pytest.raises(IngestError, match="--overwrite"):
+    with caplog.at_level("WARNING"), pytest.raises(IngestError, match="option overwrite"):
         ingest(second, out)  # OUT is back, so it exists
     assert "restored the previous version" in caplog.text
     assert _source_of(out) == str(first) and load_dataset_info(out).split_counts["test"] == 3

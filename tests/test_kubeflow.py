@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from cli import main
+from schema.errors import RUNTIME_PARAMETERS, TRAINER_CONFIG_PARAMETER
 
 COMPONENTS = {
     "ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "DataGate",
@@ -271,6 +273,11 @@ def test_a_root_of_spans_compiles_with_span_and_window_as_run_time_parameters(
     assert {k: (v["parameterType"], v["defaultValue"]) for k, v in parameters.items()
             if k.startswith("span")} == {"span": ("NUMBER_INTEGER", 0),
                                          "span-window": ("NUMBER_INTEGER", 3)}
+    # Errors name these parameters for the settings they carry (schema/errors.py).
+    assert set(parameters) == {*RUNTIME_PARAMETERS.values(), TRAINER_CONFIG_PARAMETER}
+    from pipeline.config import PipelineConfig
+
+    assert set(RUNTIME_PARAMETERS) <= {f.name for f in dataclasses.fields(PipelineConfig)}
     tasks = spec["root"]["dag"]["tasks"]
     example_gen = tasks["ImportExampleGen"]["inputs"]["parameters"]
     assert example_gen["target_span"]["componentInputParameter"] == "span"

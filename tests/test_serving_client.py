@@ -30,6 +30,7 @@ from serving_standin import Core, StandIn
 
 import imagegen
 from cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, main
+from cli.main import explain
 from conftest import MODEL_NAME, PipelineRuns
 from schema import features
 from serving.client import (
@@ -225,7 +226,8 @@ def test_still_loading_at_the_deadline(stand_in: StandIn, tiny_images, protocol,
         _call(protocol)(stand_in.address(protocol), MODEL_NAME, tiny_images, timeout=1)
     assert caught.value.reason == LOADING and not isinstance(caught.value, RequestError)
     assert re.search(rf"'{MODEL_NAME}' is still loading after 1\.\ds: version 1 {state}\. "
-                     "Raise --timeout", str(caught.value))
+                     "Raise the predict option timeout", str(caught.value))
+    assert "Raise --timeout, or see the server's log" in explain(caught.value)
 
 
 @PROTOCOLS
@@ -237,7 +239,8 @@ def test_unknown_model(stand_in: StandIn, tiny_images, protocol) -> None:
     assert time.monotonic() - start < 5  # told at once, not after waiting
     assert caught.value.reason == UNKNOWN_MODEL
     assert "no model 'nope' (Could not find any versions of model nope)" in str(caught.value)
-    assert "--model-name" in str(caught.value)
+    assert "check the predict option model_name against" in str(caught.value)
+    assert "check --model-name against the server's --model_name" in explain(caught.value)
 
 
 @PROTOCOLS
@@ -248,7 +251,8 @@ def test_unknown_version(stand_in: StandIn, tiny_images, protocol) -> None:
                         version=7)
     assert caught.value.reason == UNKNOWN_VERSION
     assert (f"has no version 7 (Could not find version 7 of model {MODEL_NAME}); it has "
-            "version 1 AVAILABLE. Check --model-version") in str(caught.value)
+            "version 1 AVAILABLE. Check --model-version.") in explain(caught.value)
+    assert "Check the predict option model_version." in str(caught.value)
 
 
 @PROTOCOLS

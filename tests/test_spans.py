@@ -87,7 +87,8 @@ def test_spans_whose_sizes_vary_follow_each_other_but_channels_must_match(
     for path in list(gray.rglob("*.*")):
         Image.open(path).convert("L").save(path.with_name(path.stem + "-gray.png"))
         path.unlink()
-    with pytest.raises(IngestError, match=r"1 channel\(s\), but span 3 .* --channels 3"):
+    with pytest.raises(IngestError,
+                       match=r"1 channel\(s\), but span 3 .* use the ingest option channels=3"):
         ingest_span(gray, root, "auto")
     number, info = ingest_span(gray, root, "auto", channels=3)
     assert number == 4 and info.image_shape == (9, 9, 3)
@@ -222,7 +223,8 @@ def test_a_rolling_window_of_spans_trains_on_them_and_gates_the_newest(
     # Span 4 in the window keeps the old class map: even accepted, the two cannot train together.
     assert "spans [4] of the window [4, 5] have another class map than span 5" in err
     assert main([*run, "--accept-new-classes"]) == EXIT_DATA_REJECTED
-    assert "(--spans 1)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "(at most 1 span(s))" in err and "shorten the window with --spans." in err
 
 
 def _records(pattern: str) -> int:
@@ -321,5 +323,5 @@ def test_spans_of_different_class_maps_cannot_share_a_window(tmp_path: Path) -> 
     assert mixed_class_maps(str(root), [1, 2]) is None
     assert mixed_class_maps(str(root), [3]) is None
     message = mixed_class_maps(str(root), [1, 2, 3])
-    assert "spans [1, 2] of the window [1, 2, 3]" in message and "(--spans 1)" in message
+    assert "spans [1, 2] of the window [1, 2, 3]" in message and "(at most 1 span(s))" in message
     assert "crimson" in message

@@ -21,6 +21,7 @@ from PIL import Image
 
 import imagegen
 from cli import main
+from cli.main import explain
 from pipeline.workspace import Workspace
 from report.summary import summarize_run, training_record
 from schema.curated import write_schema
@@ -153,7 +154,8 @@ def test_keras_weights_offline_fail_fast_and_say_what_to_download(tmp_path,
         registry.resolve_weights("mobilenet_v3_small", "imagenet")
     text = str(error.value)
     assert "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5" in text
-    assert "--backbone-weights PATH" in text
+    assert "give the file with the training setting backbone_weights=PATH" in text
+    assert "give the file with --backbone-weights PATH" in explain(error.value)
     with pytest.raises(registry.BackboneError, match="unknown backbone 'nope'.*efficientnet"):
         registry.resolve_weights("nope", "imagenet")
 

@@ -24,7 +24,7 @@ from tfx.proto import example_gen_pb2
 from tfx_bsl.public import tfxio
 
 from schema import features
-from schema.errors import BadInput
+from schema.errors import BadInput, Part, Setting
 from trainer import memory
 from trainer.config import TrainerConfig
 
@@ -223,7 +223,7 @@ class CacheBudgetError(BadInput):
 
 
 def _budget_text(budget_bytes: int, budget_text: str) -> str:
-    return memory.human(budget_bytes) + (f" (--cache-budget {budget_text})" if budget_text
+    return memory.human(budget_bytes) + (f" (cache_budget {budget_text})" if budget_text
                                          else "")
 
 
@@ -235,11 +235,13 @@ def check_image_fits(
     if per_image > budget_bytes:
         shape = "x".join(str(v) for v in image_shape)
         dtype = "uint8" if itemsize == 1 else "float32"
+        given: tuple[Part, ...] = (
+            (" (", Setting("trainer.cache_budget", budget_text), ")") if budget_text else ())
         raise CacheBudgetError(
             f"one {shape} image takes {memory.human(per_image)} as {dtype}, more than the cache "
-            f"budget of {_budget_text(budget_bytes, budget_text)}: raise --cache-budget to at "
-            f"least {memory.human(per_image)} (a few thousand images' worth, to shuffle well), "
-            f"or ingest with --resize"
+            f"budget of {memory.human(budget_bytes)}", *given, ": raise ",
+            Setting("trainer.cache_budget"), f" to at least {memory.human(per_image)} (a few "
+            "thousand images' worth, to shuffle well), or ingest with ", Setting("ingest.resize"),
         )
 
 

