@@ -16,7 +16,7 @@ import tensorflow_transform as tft
 import imagegen
 from tiny_transform import EVAL_PER_CLASS, SIZE, TRAIN_PER_CLASS
 from trainer import data, memory
-from trainer.config import from_recipe
+from trainer.recipes import from_recipe
 from trainer.train import train
 
 SHAPE = (SIZE, SIZE, 3)
@@ -134,7 +134,7 @@ def test_a_tiny_budget_streams_every_example_once_per_epoch(prepared) -> None:
     config = _config(epochs=2, augment_translate=0.0)
     batches = data.training_batches(inputs.train, config, inputs.num_train,
                                     inputs.plan.shuffle_buffer, inputs.codec.decode)
-    steps = -(-NUM_TRAIN // config.batch_size)
+    steps = -(-NUM_TRAIN // config.optimizer.batch_size)
     images = np.concatenate([x for x, _ in batches.as_numpy_iterator()])
     assert len(images) == 2 * NUM_TRAIN and steps * 2 == len(list(batches))
     in_file_order = inputs.codec.decode(
