@@ -69,9 +69,13 @@ def trainer_config(args: argparse.Namespace, class_names, image_shape,
             f"(--batch-size {args.batch_size}): pass a smaller --batch-size, or add images to "
             f"the {smallest} split"
         )
+    try:
+        settings = parse_settings(args.settings)
+    except BadInput as e:  # names the pair: say which option it came from
+        raise BadInput(f"--set {e}") from None
     # The flags, then --set (applied last), through the config's one override path.
-    config = from_recipe(recipe, image_shape, class_names, {
-        "recipe_reason": reason, **flag_settings(args), **parse_settings(args.settings)})
+    config = from_recipe(recipe, image_shape, class_names,
+                         {"recipe_reason": reason, **flag_settings(args), **settings})
     if not config.model.backbone:  # a backbone's Trainer keeps features (its own check)
         check_cache_budget(config)
     if config.model.backbone and trains_here:  # fail now, not in the Trainer: exit 2, what to do

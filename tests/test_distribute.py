@@ -158,7 +158,7 @@ def test_two_workers_train_like_one_and_the_chief_exports(
         deadline = time.monotonic() + WORKER_TIMEOUT_S
         # Meanwhile, the baseline: run_fn in this process, no strategy, same data and config.
         run_fn(FnArgs(
-            custom_config=config.replace(distribution="none").to_dict(),
+            custom_config=config.override({"runtime.distribution": "none"}).to_dict(),
             transform_graph_path=prepared.transform_graph, train_files=prepared.train_files,
             eval_files=prepared.eval_files, data_accessor=tf_example_accessor(),
             serving_model_dir=str(single / "serving_model"),

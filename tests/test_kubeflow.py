@@ -261,7 +261,7 @@ def test_multi_worker_training_compiles_and_passes_the_rules(tmp_path: Path) -> 
     assert main(["compile-kfp", "--output", str(output), "--distribution", "multi_worker"]) == 0
     assert check_file(output) == []
     defaults = _defaults(yaml.safe_load(output.read_text()))
-    assert json.loads(defaults["trainer-config"])["distribution"] == "multi_worker"
+    assert json.loads(defaults["trainer-config"])["runtime"]["distribution"] == "multi_worker"
 
 
 def test_a_root_of_spans_compiles_with_span_and_window_as_run_time_parameters(

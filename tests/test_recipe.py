@@ -122,7 +122,8 @@ def test_fast_gray_recipe_has_no_flips_and_keeps_full_resolution(monkeypatch) ->
     assert model.get_layer(WHITEN_LAYER).output.shape[1:3] == (27, 27)
     assert model.output.shape == (None, 3)
     # The stride-2 option turns each 2x2 patch into its 8 whitened coordinates instead.
-    strided = build_model(config.replace(whiten_stride=2, widths=(48, 96)), sample)
+    strided = build_model(config.override({"model.whiten_stride": 2, "model.widths": (48, 96)}),
+                          sample)
     whiten = strided.get_layer(WHITEN_LAYER)
     assert whiten.strides == (2, 2) and whiten.output.shape[1:3] == (14, 14)
 

@@ -495,7 +495,10 @@ def parse_settings(pairs: Sequence[str]) -> dict[str, Any]:
         key, sep, text = pair.partition("=")
         if not sep:
             raise BadInput(f"{pair!r}: expected KEY=VALUE, KEY a training setting")
-        path = setting_path(key)
+        try:
+            path = setting_path(key)
+        except BadInput as e:
+            raise BadInput(f"{pair!r}: {e}") from None
         if path in _NOT_SETTABLE:
             raise BadInput(f"{pair!r}: {path} is decided by the data or the run, not set")
         settings[path] = _parse(pair, _setting_type(path), text)
