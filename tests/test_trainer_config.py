@@ -127,3 +127,16 @@ def test_every_recipe_builds_a_valid_config(name: str) -> None:
     # A recipe holds no continuity: how a run gets there is the run's.
     with pytest.raises(BadInput, match="not a setting a recipe holds"):
         recipe.override({"continuity.skip_if_unchanged": True})
+
+
+def test_the_report_shows_a_recorded_config_flat_or_nested_by_dotted_path() -> None:
+    from test_report_html import _report
+
+    from report.html import render
+
+    def page(config: dict) -> str:
+        return render(_report(training={"available": True, "config": config}), {})
+
+    flat = page(FLAT)
+    assert "optimizer.learning_rate" in flat and "augmentation.translate" in flat
+    assert flat == page(built_the_new_way().to_dict())

@@ -306,12 +306,7 @@ class TrainerConfig(Recipe):
         """The config of a JSON dict: nested (to_dict) or flat (models trained before the
         parts; saved Kubeflow parameters). Unset settings take their defaults.
         """
-        changes: dict[str, Any] = {}
-        for key, value in data.items():
-            if key in _parts(cls) and isinstance(value, Mapping):
-                changes.update({f"{key}.{name}": v for name, v in value.items()})
-            else:
-                changes[key] = value
+        changes = settings_of(data)
         missing = [key for key in ("image_shape", "class_names") if key not in data]
         if missing:
             raise BadInput(f"the trainer config has no {' or '.join(missing)}")
@@ -395,6 +390,19 @@ def setting_path(key: str) -> str:
         raise BadInput(f"unknown training setting {key!r}; the settings are "
                        f"{sorted(SETTINGS)} (or their flat names: {sorted(FLAT_NAMES)})")
     return path
+
+
+def settings_of(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Each entry of a config's JSON, nested or flat, by dotted path; unchecked (unknown keys
+    kept as they are), for readers of recorded configs that must not fail on one.
+    """
+    settings: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _parts(TrainerConfig) and isinstance(value, Mapping):
+            settings.update({f"{key}.{name}": v for name, v in value.items()})
+        else:
+            settings[FLAT_NAMES.get(key, key)] = value
+    return settings
 
 
 def _changed(values: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
