@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from schema.errors import BadInput
 
@@ -25,7 +26,7 @@ FLAG_SETTINGS: dict[str, tuple[str, ...]] = {
 }
 
 
-def flag_settings(args: argparse.Namespace) -> dict[str, object]:
+def flag_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The training flags given, by dotted path."""
     return {path: getattr(args, flag) for flag, paths in FLAG_SETTINGS.items() for path in paths
             if getattr(args, flag, None) is not None}

@@ -140,3 +140,27 @@ def test_the_report_shows_a_recorded_config_flat_or_nested_by_dotted_path() -> N
     flat = page(FLAT)
     assert "optimizer.learning_rate" in flat and "augmentation.translate" in flat
     assert flat == page(built_the_new_way().to_dict())
+
+
+def test_flags_and_set_reach_the_compiled_trainer_config_by_dotted_path(tmp_path,
+                                                                        capsys) -> None:
+    """compile-kfp: each flag and each --set (flat or dotted) lands at its dotted path in the
+    nested trainer-config parameter, and a bad choice fails naming the path (exit 2).
+    """
+    from test_kubeflow import _compile, _defaults
+
+    from cli import main
+
+    spec = _compile(tmp_path, "--recipe", "fast", "--epochs", "3", "--no-flip",
+                    "--set", "widths=16,32", "--set", "model.whiten_stride=2",
+                    "--set", "optimizer.epochs=4")
+    config = json.loads(_defaults(spec)["trainer-config"])
+    assert config["optimizer"]["epochs"] == 4  # --set is applied after the flags
+    assert (config["model"]["widths"], config["model"]["whiten_stride"]) == ([16, 32], 2)
+    assert not config["augmentation"]["flip"] and not config["evaluation"]["tta_flip"]
+    assert config["recipe"] == "fast" and "widths" not in config
+    capsys.readouterr()
+    assert main(["compile-kfp", "--output", str(tmp_path / "bad.yaml"), "--recipe", "fast",
+                 "--set", "runtime.precision=half"]) == 2
+    assert ("runtime.precision must be one of ['auto', 'float32', 'bfloat16'], got 'half'"
+            in capsys.readouterr().err)
