@@ -63,9 +63,8 @@ def config_change(served: dict[str, Any] | None, current: dict[str, Any]) -> str
     except BadInput as e:
         return f"the served version's training config does not read as one of today's: {e}"
     after = TrainerConfig.from_dict(current).settings()
-    changed = [f"{path} {before.get(path)!r} -> {after.get(path)!r}"
-               for path in sorted(set(before) | set(after))
-               if path.split(".")[0] not in NOT_COMPARED and before.get(path) != after.get(path)]
+    changed = [f"{path} {before[path]!r} -> {value!r}" for path, value in sorted(after.items())
+               if path.split(".")[0] not in NOT_COMPARED and before[path] != value]
     return ", ".join(changed) or None
 
 
