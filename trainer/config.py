@@ -332,12 +332,13 @@ class TrainerConfig(Recipe):
 @functools.cache
 def _parts(cls: type) -> tuple[str, ...]:
     """The fields of `cls` that are parts (dataclasses), by name."""
-    hints = typing.get_type_hints(cls)
-    return tuple(f.name for f in dataclasses.fields(cls) if dataclasses.is_dataclass(hints[f.name]))
+    return tuple(f.name for f in dataclasses.fields(cls)
+                 if dataclasses.is_dataclass(_hints(cls)[f.name]))
 
 
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
+    """The resolved field types of a dataclass (its annotations are strings here)."""
     return typing.get_type_hints(cls)
 
 
@@ -388,7 +389,8 @@ def setting_path(key: str) -> str:
     path = FLAT_NAMES.get(key, key)
     if path not in SETTINGS:
         raise BadInput(f"unknown training setting {key!r}; the settings are "
-                       f"{sorted(SETTINGS)} (or their flat names: {sorted(FLAT_NAMES)})")
+                       f"{sorted(SETTINGS)}, each also by its name before the parts "
+                       "(widths for model.widths)")
     return path
 
 
