@@ -131,7 +131,7 @@ def train_images_per_second(config, steps: int) -> float:
     from trainer.model import build_model
     from trainer.train import compile_model
 
-    batch = config.batch_size
+    batch = config.optimizer.batch_size
     rng = np.random.default_rng(0)
     images = rng.random((batch * 4, *config.image_shape), dtype=np.float32)
     labels = keras.utils.to_categorical(

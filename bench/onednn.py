@@ -39,12 +39,12 @@ CASES = {
 
 def measure(recipe: str, shape: tuple[int, int, int], steps: int) -> dict:
     """Runs in the child process: trains `steps` batches after a warm-up, returns images/s."""
-    from trainer.config import from_recipe
     from trainer.model import onednn_enabled
+    from trainer.recipes import from_recipe
 
     config = from_recipe(recipe, shape, [str(i) for i in range(10)])
     return {"images_per_second": round(train_images_per_second(config, steps), 1),
-            "batch_size": config.batch_size, "steps": steps, "onednn": onednn_enabled()}
+            "batch_size": config.optimizer.batch_size, "steps": steps, "onednn": onednn_enabled()}
 
 
 def run_child(recipe: str, onednn: str, steps: int) -> dict:

@@ -67,9 +67,9 @@ def main() -> None:
 
     from ingest.dataset import EVAL, TRAIN, discover
     from ingest.imageinfo import image_shape
-    from trainer.config import from_recipe
     from trainer.data import in_memory_inputs
     from trainer.model import class_probabilities
+    from trainer.recipes import from_recipe
     from trainer.train import train
 
     root = (args.data or cifar10_folder(args.out_dir)).resolve()
@@ -103,7 +103,8 @@ def main() -> None:
     # Test-time augmentation as the exported serving signature does it.
     correct = total = 0
     for images, labels in eval_data.batch(1000):
-        probs = class_probabilities(model, images, config.tta_flip, config.tta_translate)
+        probs = class_probabilities(model, images, config.evaluation.tta_flip,
+                                    config.evaluation.tta_translate)
         correct += int(tf.reduce_sum(tf.cast(tf.argmax(probs, -1) == labels, tf.int32)))
         total += int(labels.shape[0])
     record.pop("history", None)
@@ -113,15 +114,15 @@ def main() -> None:
         "recipe": args.recipe,
         "eval_accuracy_tta": correct / total,
         "train_images_per_second": round(
-            record["num_train"] * max(1, config.epochs) / record["fit_seconds"], 1),
+            record["num_train"] * max(1, config.optimizer.epochs) / record["fit_seconds"], 1),
         "prep_seconds": round(prep_seconds, 1),
         "total_seconds": round(time.monotonic() - start, 1),
         **record,
         "machine": machine_info(),
         "commit": commit,
     }
-    print(f"eval accuracy {correct / total:.4f} (TTA flip={config.tta_flip} "
-          f"translate={config.tta_translate}), fit {record['fit_seconds']:.0f}s, "
+    print(f"eval accuracy {correct / total:.4f} (TTA flip={config.evaluation.tta_flip} "
+          f"translate={config.evaluation.tta_translate}), fit {record['fit_seconds']:.0f}s, "
           f"{result['train_images_per_second']:.0f} images/s")
     write_result(args.name, result)
 

@@ -131,21 +131,21 @@ def main() -> None:
 
     import numpy as np
 
-    from trainer.config import from_recipe
     from trainer.model import bf16_supported, build_model, dtype_policy
+    from trainer.recipes import from_recipe
 
     shape = tuple(int(v) for v in args.shape.split(","))
     classes = [f"class_{i}" for i in range(args.classes)]
     config = from_recipe(args.recipe, shape, classes, epochs=args.epochs)
     # The floor is for float32 arithmetic; the step is timed in the recipe's own precision.
     sample = np.zeros((1, *shape), "float32") if config.uses_whitening else None
-    model = build_model(config.replace(precision="float32"), sample)
+    model = build_model(config.override({"runtime.precision": "float32"}), sample)
     rows = layer_macs(model)
     per_image = training_flops_per_image(rows)
     forward = 2 * sum(r["forward_macs"] for r in rows)
-    total = per_image * args.num_train * config.epochs
+    total = per_image * args.num_train * config.optimizer.epochs
     print(f"{args.recipe} on {args.shape}: {forward / 1e9:.3f} GFLOP forward, "
-          f"{per_image / 1e9:.3f} GFLOP per training image; {config.epochs} epochs of "
+          f"{per_image / 1e9:.3f} GFLOP per training image; {config.optimizer.epochs} epochs of "
           f"{args.num_train:,} images: {total / 1e12:.0f} TFLOP", flush=True)
     tf_forward = tf_forward_flops(model)
 
@@ -161,8 +161,8 @@ def main() -> None:
         "recipe": args.recipe,
         "image_shape": list(shape),
         "num_train": args.num_train,
-        "epochs": config.epochs,
-        "batch_size": config.batch_size,
+        "epochs": config.optimizer.epochs,
+        "batch_size": config.optimizer.batch_size,
         "train_step_dtype_policy": dtype_policy(config),
         "layers": rows,
         "forward_gflop_per_image": round(forward / 1e9, 4),
@@ -185,7 +185,7 @@ def main() -> None:
           f"{result['train_step_gflops']:.0f} GFLOP/s "
           f"({result['train_step_share_of_matmul_rate']:.0%} of the best matrix-product rate)\n"
           f"fit floor at {best / 1e9:.0f} GFLOP/s: {result['fit_floor_seconds']:.0f} s for "
-          f"{config.epochs} epochs; {args.target_seconds:.0f} s needs "
+          f"{config.optimizer.epochs} epochs; {args.target_seconds:.0f} s needs "
           f"{result['gflops_needed_for_target']:.0f} GFLOP/s, or allows "
           f"{result['epochs_within_target_at_matmul_rate']:.1f} epochs at the best rate")
     write_result(args.name, result)

@@ -187,7 +187,7 @@ def compare_in_memory(root: Path, pipeline_name: str, epochs: int) -> dict:
     eval_files = [os.path.join(examples, "Split-eval", "*")]
     record = json.loads(next((base / "Trainer" / "model_run").glob("*/history.json"))
                         .read_text())
-    config = TrainerConfig.from_dict(record["config"]).replace(epochs=epochs)
+    config = TrainerConfig.from_dict(record["config"]).override({"optimizer.epochs": epochs})
     output = tft.TFTransformOutput(transform)
     accessor = data.tf_example_accessor()
     results = {}
@@ -206,7 +206,7 @@ def compare_in_memory(root: Path, pipeline_name: str, epochs: int) -> dict:
               flush=True)
     return {
         "what": f"trainer.train on the 32x32 run's artifacts, {epochs} epoch(s) each, "
-                f"config of that run ({config.recipe}, widths {list(config.widths)})",
+                f"config of that run ({config.recipe}, widths {list(config.model.widths)})",
         "runs": results,
         "uint8_over_float32": round(results["uint8"]["train_images_per_second"]
                                     / results["float32"]["train_images_per_second"], 3),

@@ -46,6 +46,7 @@ from bench.common import (  # noqa: E402
     shared_dataset,
     write_result,
 )
+from trainer.config import TrainerConfig  # noqa: E402
 
 RESULT_NAME = "seeds"
 # The targets for each seed dataset with the defaults, on CPUs only (no GPU).
@@ -87,6 +88,7 @@ def measure(name: str, folder: Path, work: Path, source: str, baseline: bool,
     summary, record = run["summary"], run["trainer"]
     components = {c["name"]: round(c["seconds"], 1) for c in summary["components"]}
     config = record["config"]
+    trained = TrainerConfig.from_dict(config)
     epochs = len(record["history"].get("loss", []))
     trainer_seconds = components["Trainer"]
     entry = {
@@ -112,8 +114,8 @@ def measure(name: str, folder: Path, work: Path, source: str, baseline: bool,
             "fit_seconds": record["fit_seconds"],
             "decode_seconds": record["decode_seconds"],
             "epochs": epochs,
-            "batch_size": config["batch_size"],
-            "precision": config["precision"],
+            "batch_size": trained.optimizer.batch_size,
+            "precision": str(trained.runtime.precision),
             "train_images_per_second": round(record["num_train"] * epochs
                                              / record["fit_seconds"], 1),
             "not_fit_share": round(1 - record["fit_seconds"] / trainer_seconds, 3),

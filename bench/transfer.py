@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import SHARED_DATASETS, git_commit, machine_info, relative, write_result  # noqa: E402
 from bench.seeds import run_pipeline  # noqa: E402
+from trainer.config import TrainerConfig  # noqa: E402
 
 RESULT_NAME = "transfer"
 TARBALLS = {"hymenoptera": "hymenoptera-jpg.tar.gz", "sign-digits": "sign-digits-jpg.tar.gz"}
@@ -75,7 +76,7 @@ def measure(name: str, folder: Path, split: str, work: Path, scratch: bool) -> d
                          "test": summary["eval_examples"]},
         "recipe": config["recipe"],
         "recipe_reason": config["recipe_reason"],
-        "backbone": config.get("backbone") or None,
+        "backbone": TrainerConfig.from_dict(config).model.backbone or None,
         "weights": (transfer.get("backbone") or {}).get("origin"),
         "image_shape": config["image_shape"],
         "test_accuracy": summary["accuracy"],

@@ -150,8 +150,8 @@ def main() -> None:
     write_result(args.name, {
         "model": relative(serving_dir),
         "recipe": config.recipe,
-        "epochs": config.epochs,
-        "widths": list(config.widths),
+        "epochs": config.optimizer.epochs,
+        "widths": list(config.model.widths),
         "split": "eval",
         "num_images": int(len(labels)),
         "accuracy": accuracy,

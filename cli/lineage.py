@@ -32,12 +32,20 @@ def execute(args: argparse.Namespace) -> int:
         return EXIT_OK
     for key, value in lineage.items():
         if key == "training_config" and isinstance(value, dict):
-            shown = ("recipe", "model", "epochs", "batch_size")
-            value = ", ".join(f"{k}={value[k]}" for k in shown if k in value)
+            value = _training_text(value)
         if key == "warm_start_chain":
             value = " <- ".join(_chain_link(link) for link in value)
         print(f"{key:18} {value}")
     return EXIT_OK
+
+
+def _training_text(recorded: dict) -> str:
+    """What a recorded training config trained (flat or nested, read as a TrainerConfig)."""
+    from trainer.config import TrainerConfig
+
+    config = TrainerConfig.from_dict(recorded)
+    return (f"recipe={config.recipe}, model={config.model.kind}, "
+            f"epochs={config.optimizer.epochs}, batch_size={config.optimizer.batch_size}")
 
 
 def _chain_link(link: dict) -> str:

@@ -82,12 +82,28 @@ def flag_name(setting: Setting) -> str:
     through --set, and one no command takes by its neutral name.
     """
     flags = flags_by_dest()
+    if setting.scope == TRAINER:
+        return _training_flag(setting, flags)
     flag = flags.get(FIELD_DESTS.get(setting.name, setting.field))
     if flag is not None:
         return flag if setting.value is None else f"{flag} {setting.value}"
-    if setting.scope == TRAINER and "settings" in flags:
-        return f"{flags['settings']} {setting.field}={setting.value or 'VALUE'}"
     return neutral_name(setting)
+
+
+def _training_flag(setting: Setting, flags: dict[str, str]) -> str:
+    """A training setting (dotted path, or a flat name of before the parts) as a flag: the one
+    flag that sets exactly it (cli/training.py FLAG_SETTINGS), else --set by its flat name.
+    """
+    from cli.training import FLAG_SETTINGS
+    from trainer.config import FLAT_NAMES
+
+    path = setting.name.partition(".")[2]
+    path = FLAT_NAMES.get(path, path)
+    dest = next((d for d, paths in FLAG_SETTINGS.items() if paths == (path,)), None)
+    if dest in flags:
+        return flags[dest] if setting.value is None else f"{flags[dest]} {setting.value}"
+    flat = next((f for f, p in FLAT_NAMES.items() if p == path), path)
+    return f"{flags.get('settings', '--set')} {flat}={setting.value or 'VALUE'}"
 
 
 def explain(error: BaseException) -> str:

@@ -8,11 +8,12 @@ from pathlib import Path
 
 def add_trainer_args(parser: argparse.ArgumentParser) -> None:
     from trainer.backbones.registry import BACKBONES, DEFAULT_BACKBONE
-    from trainer.config import AUTO, DISTRIBUTIONS, MODELS, PRECISIONS, RECIPES, WARMUPS
+    from trainer.config import Distribution, ModelKind, Precision, Warmup
     from trainer.memory import DEFAULT_CACHE_BUDGET
+    from trainer.recipes import AUTO, RECIPES
 
     group = parser.add_argument_group(
-        "training", "Unset options take the recipe's value (see trainer/config.py RECIPES)."
+        "training", "Unset options take the recipe's value (see trainer/recipes.py RECIPES)."
     )
     group.add_argument("--recipe", choices=[AUTO, *sorted(RECIPES)], default=AUTO,
                        help="auto: chosen from the image shape, the number of training "
@@ -38,7 +39,7 @@ def add_trainer_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--input-size", type=int, metavar="N",
                        help="the backbone's square input side (default: its own, 224); "
                             "images are resized to it in the Transform graph")
-    group.add_argument("--model", choices=MODELS)
+    group.add_argument("--model", choices=[c.value for c in ModelKind])
     group.add_argument("--epochs", type=int, help="max epochs (classic: early stopping may "
                                                   "end sooner)")
     group.add_argument("--batch-size", type=int)
@@ -48,12 +49,12 @@ def add_trainer_args(parser: argparse.ArgumentParser) -> None:
                             "augmentation in serving (off for digits: not mirror-symmetric)")
     group.add_argument("--translate", type=float,
                        help="max random shift while training, as a fraction of the image size")
-    group.add_argument("--precision", choices=PRECISIONS)
-    group.add_argument("--warmup", choices=WARMUPS,
+    group.add_argument("--precision", choices=[c.value for c in Precision])
+    group.add_argument("--warmup", choices=[c.value for c in Warmup],
                        help="TF Serving warm-up requests in each pushed model: real (the first "
                             "eval images, default) or synthetic (noise images of the model's "
                             "shape, for data that must not leave the training environment)")
-    group.add_argument("--distribution", choices=DISTRIBUTIONS,
+    group.add_argument("--distribution", choices=[c.value for c in Distribution],
                        help="tf.distribute strategy: mirrored (local GPUs or logical CPUs), "
                             "multi_worker (workers from TF_CONFIG); default none")
     group.add_argument("--skip-if-unchanged", action="store_true",
@@ -62,9 +63,10 @@ def add_trainer_args(parser: argparse.ArgumentParser) -> None:
                             "training config is the same (the report says why either way)")
     group.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        dest="settings",
-                       help="any other training setting (trainer/config.py TrainerConfig), "
-                            "e.g. --set widths=16,32,64 --set tta_flip=false; repeatable, "
-                            "applied last")
+                       help="any other training setting (trainer/config.py TrainerConfig) by "
+                            "its dotted path, e.g. --set model.widths=16,32,64 --set "
+                            "evaluation.tta_flip=false, or its flat name (widths=16,32,64); "
+                            "repeatable, applied last")
     group.add_argument("--cache-budget", type=cache_budget, default=DEFAULT_CACHE_BUDGET,
                        metavar="SIZE",
                        help="memory for the decoded train and eval images: a size (6GiB, "

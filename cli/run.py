@@ -17,9 +17,9 @@ from cli.run_config import pipeline_config, refuse_overlaps
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ingest.builtin import DIGITS
     from pipeline.config import DEFAULT_LOCAL_BEAM, DEFAULT_ROOT, LOCAL_BEAM_PRESETS
-    from trainer.config import TrainerConfig
+    from trainer.config import ContinuityConfig
 
-    warm_start_epochs = TrainerConfig.__dataclass_fields__["warm_start_epochs"].default
+    warm_start_epochs = ContinuityConfig().warm_start_epochs
 
     p = sub.add_parser("run", help="run the pipeline locally (LocalDagRunner)",
                        description="Build and run the pipeline with LocalDagRunner and a SQLite "
@@ -44,7 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warm-start", action="store_true",
                    help="start from the served model's weights when its class map and "
                         "architecture match (else from scratch, saying why), and train "
-                        f"warm_start_epochs (default {warm_start_epochs:g}, --set) of the epochs")
+                        f"continuity.warm_start_epochs (default {warm_start_epochs:g}, "
+                        "--set) of the epochs")
     p.add_argument("--beam", choices=tuple(LOCAL_BEAM_PRESETS), default=DEFAULT_LOCAL_BEAM,
                    help="where StatisticsGen, Transform and the Evaluator run: in this process "
                         "(default; fastest on 2 cores) or DirectRunner worker processes, one "

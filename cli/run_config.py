@@ -102,8 +102,8 @@ def pipeline_config(args: argparse.Namespace, workspace, log_file: Path):
         beam_pipeline_args=LOCAL_BEAM_PRESETS[args.beam],
     )
     if args.warm_start:
-        config = dataclasses.replace(config, trainer=trainer.replace(
-            warm_start_from=config.push_base_directory))
+        config = dataclasses.replace(config, trainer=trainer.override(
+            {"continuity.warm_start_from": config.push_base_directory}))
     log.info("[pipeline] blessing: accuracy on the %s split at least %s, and at most %s below "
              "the served version", config.evaluation_split, thresholds.record()["text"],
              f"{thresholds.max_regression:g}")

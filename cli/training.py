@@ -3,8 +3,33 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from schema.errors import BadInput
+
+# Each training flag (its argparse dest) onto the settings it sets, by dotted path; an unset
+# flag (None) leaves the recipe's value. --flip sets flips in training and in serving's TTA.
+FLAG_SETTINGS: dict[str, tuple[str, ...]] = {
+    "backbone": ("model.backbone",),
+    "backbone_weights": ("model.backbone_weights",),
+    "model": ("model.kind",),
+    "epochs": ("optimizer.epochs",),
+    "batch_size": ("optimizer.batch_size",),
+    "learning_rate": ("optimizer.learning_rate",),
+    "flip": ("augmentation.flip", "evaluation.tta_flip"),
+    "translate": ("augmentation.translate",),
+    "precision": ("runtime.precision",),
+    "distribution": ("runtime.distribution",),
+    "warmup": ("runtime.warmup",),
+    "cache_budget": ("data.cache_budget",),
+    "skip_if_unchanged": ("continuity.skip_if_unchanged",),
+}
+
+
+def flag_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The training flags given, by dotted path."""
+    return {path: getattr(args, flag) for flag, paths in FLAG_SETTINGS.items() for path in paths
+            if getattr(args, flag, None) is not None}
 
 
 def trainer_config(args: argparse.Namespace, class_names, image_shape,
@@ -17,14 +42,8 @@ def trainer_config(args: argparse.Namespace, class_names, image_shape,
     whether a backbone's weights must be at hand. `info` (ingest's DatasetInfo, if known): the
     spread of image sizes, from which the model's input size is chosen.
     """
-    from trainer.config import (
-        AUTO,
-        RECIPES,
-        choose_recipe,
-        fit_batch_size,
-        from_recipe,
-        parse_settings,
-    )
+    from trainer.config import parse_settings
+    from trainer.recipes import AUTO, RECIPES, choose_recipe, fit_batch_size, from_recipe
 
     sizes_vary = bool(getattr(info, "sizes_vary", False))
     recipe, reason = args.recipe, "chosen with --recipe"
@@ -38,7 +57,7 @@ def trainer_config(args: argparse.Namespace, class_names, image_shape,
         recipe, reason = choose_recipe(image_shape, split_counts.get("train", 0),
                                        bfloat16=computes_in_bfloat16(args.precision, trains_here),
                                        sizes_vary=sizes_vary)
-    if RECIPES[recipe].get("model") == "transfer":
+    if RECIPES[recipe].model.kind == "transfer":
         image_shape, note = _transfer_shape(args, image_shape, info,
                                             split_counts.get("train", 0))
     else:
@@ -51,42 +70,25 @@ def trainer_config(args: argparse.Namespace, class_names, image_shape,
             f"(--batch-size {args.batch_size}): pass a smaller --batch-size, or add images to "
             f"the {smallest} split"
         )
-    # Each flag onto its TrainerConfig field (None: the recipe's value). `duplicates` sees two
-    # runs of keyword arguments here; there is nothing to share.
-    config = from_recipe(
-        recipe,
-        image_shape,
-        class_names,
-        recipe_reason=reason,
-        backbone=backbone,
-        backbone_weights=getattr(args, "backbone_weights", None),
-        model=args.model,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        augment_flip=args.flip,
-        tta_flip=args.flip,
-        augment_translate=args.translate,
-        precision=args.precision,
-        distribution=args.distribution,
-        warmup=args.warmup,
-        cache_budget=args.cache_budget,
-        skip_if_unchanged=args.skip_if_unchanged,
-    )
-    if args.settings:
-        config = config.replace(**parse_settings(args.settings))
-    if not config.backbone:  # a backbone's Trainer keeps features, not images (its own check)
+    try:
+        settings = parse_settings(args.settings)
+    except BadInput as e:  # names the pair: say which option it came from
+        raise BadInput(f"--set {e}") from None
+    # The flags, then --set (applied last), through the config's one override path.
+    config = from_recipe(recipe, image_shape, class_names,
+                         {"recipe_reason": reason, **flag_settings(args), **settings})
+    if not config.model.backbone:  # a backbone's Trainer keeps features (its own check)
         check_cache_budget(config)
-    if config.backbone and trains_here:  # fail now, not in the Trainer: exit 2, what to do
+    if config.model.backbone and trains_here:  # fail now, not in the Trainer: exit 2, what to do
         from trainer.backbones.registry import resolve_weights
 
-        resolve_weights(config.backbone, config.backbone_weights)
-    fitted = fit_batch_size(config.batch_size, split_counts[smallest])
-    if fitted == config.batch_size:
+        resolve_weights(config.model.backbone, config.model.backbone_weights)
+    fitted = fit_batch_size(config.optimizer.batch_size, split_counts[smallest])
+    if fitted == config.optimizer.batch_size:
         return config
-    return config.replace(batch_size=fitted, recipe_reason=(
+    return config.override({"optimizer.batch_size": fitted, "recipe_reason": (
         f"{reason}; batch size {fitted} so that one batch fits in the "
-        f"{split_counts[smallest]}-image {smallest} split"))
+        f"{split_counts[smallest]}-image {smallest} split")})
 
 
 # The scratch CNNs are built for small images: data of many sizes is resized to its median size,
@@ -170,5 +172,5 @@ def check_cache_budget(config) -> None:
     from trainer.data import check_image_fits
 
     # uint8, the smallest the Trainer stores: the Trainer itself knows whether it can.
-    check_image_fits(config.image_shape, 1, memory.resolve_budget(config.cache_budget),
-                     config.cache_budget)
+    check_image_fits(config.image_shape, 1, memory.resolve_budget(config.data.cache_budget),
+                     config.data.cache_budget)

@@ -31,6 +31,7 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils, json_utils, path_utils
 
 from components.data_gate import REPORT_FILE, ValidatedStatistics
+from schema.errors import BadInput
 from serving.model_dir import (
     STATISTICS_DIR,
     join,
@@ -39,23 +40,31 @@ from serving.model_dir import (
     read_json,
     relative_files,
 )
-from trainer.config import TRAINING_CONFIG_FILE
+from trainer.config import TRAINING_CONFIG_FILE, TrainerConfig
 
 log = logging.getLogger(__name__)
 DATA_GATE_KEY = "data_gate"
 PUSH_DESTINATION_KEY = "push_destination"
-SKIP_KEY = "skip_if_unchanged"
-# How the model is reached, not what it is: left out when two training configs are compared.
-NOT_COMPARED = frozenset({"warm_start_from", "warm_start_epochs", SKIP_KEY, "recipe_reason"})
+# How the model is reached, not what it is (TrainerConfig's continuity part, and why the recipe
+# was chosen): left out when two training configs are compared.
+NOT_COMPARED = frozenset({"continuity", "recipe_reason"})
 
 
 def config_change(served: dict[str, Any] | None, current: dict[str, Any]) -> str | None:
-    """The settings that differ between two training configs, in words; None if none do."""
+    """The settings that differ between two training configs, by dotted path; None if none do.
+
+    Both are read as TrainerConfigs, so a served model's flat training_config.json (written
+    before the config had parts) equals a nested config with the same values.
+    """
     if served is None:
         return "the served version records no training config"
-    keys = sorted((set(served) | set(current)) - NOT_COMPARED)
-    changed = [f"{key} {served.get(key)!r} -> {current.get(key)!r}" for key in keys
-               if served.get(key) != current.get(key)]
+    try:
+        before = TrainerConfig.from_dict(served).settings()
+    except BadInput as e:
+        return f"the served version's training config does not read as one of today's: {e}"
+    after = TrainerConfig.from_dict(current).settings()
+    changed = [f"{path} {before[path]!r} -> {value!r}" for path, value in sorted(after.items())
+               if path.split(".")[0] not in NOT_COMPARED and before[path] != value]
     return ", ".join(changed) or None
 
 
@@ -104,7 +113,7 @@ class Executor(trainer_executor.GenericExecutor):
         model_run = artifact_utils.get_single_uri(
             output_dict[standard_component_specs.MODEL_RUN_KEY])
         record_path = os.path.join(model_run, HISTORY_FILE)
-        if not config.get(SKIP_KEY):
+        if not (config and TrainerConfig.from_dict(config).continuity.skip_if_unchanged):
             super().Do(inputs, output_dict, exec_properties)
             return
         decision = skip_decision(config, gate[0].uri if gate else None,

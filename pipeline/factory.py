@@ -175,7 +175,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
     transform.add_upstream_node(data_gate)
     # With skip_if_unchanged the Trainer reads the gate's verdict and may hand on the served
     # model (components/trainer.py); it then re-executes every run, as the gate does.
-    skip = config.trainer.skip_if_unchanged
+    skip = config.trainer.continuity.skip_if_unchanged
     trainer = ImageTrainer(
         run_fn=RUN_FN,
         examples=example_gen.outputs["examples"],

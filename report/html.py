@@ -20,6 +20,7 @@ from markupsafe import Markup
 
 from ingest.dataset import EVAL, TEST, TRAIN
 from report.summary import backbone_text
+from trainer.config import settings_of
 
 CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px;
@@ -281,8 +282,10 @@ def _validation(data: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-_CONFIG_KEYS = ("model", "epochs", "batch_size", "optimizer", "learning_rate", "lr_schedule",
-                "label_smoothing", "augment_flip", "augment_translate", "precision")
+# Training settings the report shows, by dotted path (trainer/config.py).
+_CONFIG_KEYS = ("model.kind", "optimizer.epochs", "optimizer.batch_size", "optimizer.kind",
+                "optimizer.learning_rate", "optimizer.lr_schedule", "optimizer.label_smoothing",
+                "augmentation.flip", "augmentation.translate", "runtime.precision")
 
 
 def _warm_start(record: Mapping[str, Any] | None) -> str | Cell:
@@ -305,7 +308,7 @@ def _skip(decision: Mapping[str, Any] | None) -> str:
 def _training(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> dict[str, Any]:
     if not data.get("available"):
         return _missing(data)
-    config = data.get("config", {})
+    config = settings_of(data.get("config", {}))
     history = data.get("history", {})
     last = {k: v[-1] for k, v in history.items() if v}
     eval_split = data.get("eval_split", EVAL)  # early stopping's split, not the Evaluator's

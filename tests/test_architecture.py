@@ -138,10 +138,6 @@ FLAG_ALLOWED: dict[tuple[str, str], str] = {
     # The blessing record's `source` and `text`, stored with every evaluation in ML Metadata
     # and matched by report/summary.py: a record format, changed with the records, not here.
     ("pipeline/blessing.py", "--min-accuracy"): "a stored record's values",
-    # Being rewritten in nested parts whose checks name dotted setting paths (the CONFIG
-    # work, issue 35); the merge of both removes these entries.
-    ("trainer/config.py", "--distribution"): "rewritten by the config work",
-    ("trainer/config.py", "--set"): "rewritten by the config work",
     # Beam's own --project and --region of the Dataflow preset, not compile-kfp's options.
     ("kubeflow/compile.py", "--project"): "a Beam argument",
     ("kubeflow/compile.py", "--region"): "a Beam argument",

@@ -12,15 +12,15 @@ import tensorflow as tf
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.tta import VARIANTS, combined_logits, needed_views, view_logits  # noqa: E402
-from trainer.config import RECIPES, from_recipe  # noqa: E402
 from trainer.model import build_model, class_probabilities  # noqa: E402
+from trainer.recipes import RECIPES, from_recipe  # noqa: E402
 
 SERVED = "served: flip + 1px diagonal pair"
 
 
 def test_served_variant_reproduces_the_serving_probabilities() -> None:
     fast = RECIPES["fast"]
-    assert (fast["tta_flip"], fast["tta_translate"]) == (True, 1)
+    assert (fast.evaluation.tta_flip, fast.evaluation.tta_translate) == (True, 1)
     model = build_model(from_recipe("classic", (8, 8, 3), ("a", "b", "c")))
     images = np.random.default_rng(0).normal(size=(5, 8, 8, 3)).astype("float32")
     logits = view_logits(model, images, needed_views(VARIANTS), batch_size=2)

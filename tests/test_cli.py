@@ -246,7 +246,7 @@ def test_every_setting_a_message_names_is_one_of_the_cli_flags() -> None:
     from schema.errors import Setting
 
     names = _settings_named_in_the_code()
-    assert {"accept_new_classes", "ingest.skip_bad", "trainer.cache_budget"} <= names
+    assert {"accept_new_classes", "ingest.skip_bad", "trainer.data.cache_budget"} <= names
     shown = {name: flag_name(Setting(name)) for name in names}
     assert {name: text for name, text in shown.items() if not text.startswith("--")} == {}
     assert shown["allowed_anomaly_types"] == "--allow-anomaly"

@@ -28,7 +28,7 @@ def _field_defaults(cls) -> dict:
 def test_flags_default_to_the_config_fields_they_set(command: str) -> None:
     from pipeline.blessing import EvalThresholds
     from pipeline.config import DEFAULT_PIPELINE_NAME, DEFAULT_SCHEMA, PipelineConfig
-    from trainer.config import TrainerConfig
+    from trainer.config import DataConfig
 
     args = _defaults(command)
     config = _field_defaults(PipelineConfig)
@@ -40,7 +40,7 @@ def test_flags_default_to_the_config_fields_they_set(command: str) -> None:
     assert str(args["schema"]) == config["schema_path"] == str(DEFAULT_SCHEMA)
     assert args["pipeline_name"] == DEFAULT_PIPELINE_NAME
     assert args["max_regression"] == _field_defaults(EvalThresholds)["max_regression"]
-    assert args["cache_budget"] == _field_defaults(TrainerConfig)["cache_budget"]
+    assert args["cache_budget"] == _field_defaults(DataConfig)["cache_budget"]
 
 
 def test_run_defaults_to_the_config_beam_and_ingest_defaults() -> None:

@@ -27,11 +27,12 @@ import imagegen
 from schema import features
 from serving.warmup import read_warmup_requests
 from tiny_transform import SIZE, Prepared
-from trainer.config import HISTORY_FILE, TrainerConfig, from_recipe
+from trainer.config import HISTORY_FILE, TrainerConfig
 from trainer.data import tf_example_accessor, transformed_examples
 from trainer.launch import WorkerFailed, worker_command, worker_env
 from trainer.model import build_model, class_probabilities
 from trainer.multi_worker import WEIGHTS_FILE, cli_args
+from trainer.recipes import from_recipe
 from trainer.run import run_fn
 
 # Trains in worker subprocesses, or on the `prepared` fixture (tf.Transform on Beam).
@@ -47,7 +48,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, "tests")
 from test_recipe import SHAPE, CLASSES, _examples
-from trainer.config import from_recipe
+from trainer.recipes import from_recipe
 from trainer.model import class_probabilities
 from trainer.data import in_memory_inputs
 from trainer.train import train
@@ -56,7 +57,7 @@ extra = {"learning_rate": 0.05, "widths": (16, 32)} if recipe == "fast" else {}
 config = from_recipe(recipe, SHAPE, CLASSES, epochs=6, batch_size=16, distribution="mirrored",
                      **extra)
 model, record = train(config, in_memory_inputs(_examples(240), _examples(60, seed=1)))
-probabilities = class_probabilities(model, tf.zeros((2, *SHAPE)), config.tta_flip)
+probabilities = class_probabilities(model, tf.zeros((2, *SHAPE)), config.evaluation.tta_flip)
 print("RESULT " + json.dumps({"replicas": record["replicas"],
                               "accuracy": record["final_eval_accuracy"],
                               "probability_sums": probabilities.numpy().sum(axis=1).tolist()}))
@@ -157,7 +158,7 @@ def test_two_workers_train_like_one_and_the_chief_exports(
         deadline = time.monotonic() + WORKER_TIMEOUT_S
         # Meanwhile, the baseline: run_fn in this process, no strategy, same data and config.
         run_fn(FnArgs(
-            custom_config=config.replace(distribution="none").to_dict(),
+            custom_config=config.override({"runtime.distribution": "none"}).to_dict(),
             transform_graph_path=prepared.transform_graph, train_files=prepared.train_files,
             eval_files=prepared.eval_files, data_accessor=tf_example_accessor(),
             serving_model_dir=str(single / "serving_model"),
@@ -169,12 +170,13 @@ def test_two_workers_train_like_one_and_the_chief_exports(
         for i, (code, log) in enumerate(zip(codes, logs, strict=True))
     )
     for log in logs:  # progress lines on each worker's stderr, which run_fn relays
-        assert f"[trainer] epoch {config.epochs}/{config.epochs}" in log.read_text()
+        epochs = config.optimizer.epochs
+        assert f"[trainer] epoch {epochs}/{epochs}" in log.read_text()
 
     # The chief (worker 0) wrote the outputs; worker 1 wrote into its temp dir and removed it.
     record = json.loads((model_run / HISTORY_FILE).read_text())
     assert record["replicas"] == 2
-    assert len(record["history"]["loss"]) == config.epochs
+    assert len(record["history"]["loss"]) == config.optimizer.epochs
     assert (serving / "saved_model.pb").exists() and len(read_warmup_requests(str(serving))) == 2
     assert not [p for tmp in scratch for p in tmp.glob("multi-worker-*")]
 
@@ -185,8 +187,8 @@ def test_two_workers_train_like_one_and_the_chief_exports(
     images = np.stack([image for image, _ in eval_examples.as_numpy_iterator()])
     reloaded = build_model(config)
     reloaded.load_weights(model_run / WEIGHTS_FILE)
-    expected = class_probabilities(reloaded, tf.constant(images), config.tta_flip,
-                                   config.tta_translate).numpy()
+    expected = class_probabilities(reloaded, tf.constant(images), config.evaluation.tta_flip,
+                                   config.evaluation.tta_translate).numpy()
     serialized = [r.numpy() for r in tf.data.TFRecordDataset(
         tf.io.gfile.glob(prepared.eval_files[0]), compression_type="GZIP")]
     exported = tf.saved_model.load(str(serving)).signatures[features.EXAMPLES_SIGNATURE]

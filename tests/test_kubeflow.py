@@ -12,6 +12,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from cli import main
 from schema.errors import RUNTIME_PARAMETERS, TRAINER_CONFIG_PARAMETER
+from trainer.config import TrainerConfig
 
 COMPONENTS = {
     "ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "DataGate",
@@ -114,7 +115,11 @@ def test_runtime_parameters_feed_the_tasks_with_the_compiled_defaults(tmp_path: 
     root_parameters = spec["root"]["inputDefinitions"]["parameters"]
     assert {v["parameterType"] for v in root_parameters.values()} == {"STRING"}
     assert defaults["data-root"] == "gs://bucket/data"
-    assert json.loads(defaults["trainer-config"])["epochs"] == 5
+    # The nested training config (trainer/config.py TrainerConfig.to_dict), which the Trainer
+    # reads back as the same config.
+    trainer_config = json.loads(defaults["trainer-config"])
+    assert trainer_config["optimizer"]["epochs"] == 5 and "epochs" not in trainer_config
+    assert TrainerConfig.from_dict(trainer_config).to_dict() == trainer_config
     push = json.loads(defaults["push-destination"])
     assert push["filesystem"]["baseDirectory"].startswith("gs://bucket/serving/")
     tasks = spec["root"]["dag"]["tasks"]
@@ -258,7 +263,7 @@ def test_multi_worker_training_compiles_and_passes_the_rules(tmp_path: Path) -> 
     assert main(["compile-kfp", "--output", str(output), "--distribution", "multi_worker"]) == 0
     assert check_file(output) == []
     defaults = _defaults(yaml.safe_load(output.read_text()))
-    assert json.loads(defaults["trainer-config"])["distribution"] == "multi_worker"
+    assert json.loads(defaults["trainer-config"])["runtime"]["distribution"] == "multi_worker"
 
 
 def test_a_root_of_spans_compiles_with_span_and_window_as_run_time_parameters(
@@ -329,7 +334,7 @@ def test_photos_compile_with_a_backbone_whose_weights_are_in_the_image(tmp_path:
                  "--check"]) == 0
     defaults = _defaults(yaml.safe_load(output.read_text()))
     config = json.loads(defaults["trainer-config"])
-    assert (config["recipe"], config["backbone"], config["backbone_weights"]) == (
+    assert (config["recipe"], config["model"]["backbone"], config["model"]["backbone_weights"]) == (
         "transfer", "efficientnet_lite0", "imagenet")
     assert config["image_shape"] == [224, 224, 3] and "many sizes" in config["recipe_reason"]
     repo = Path(__file__).resolve().parent.parent

@@ -8,8 +8,8 @@ import tensorflow as tf
 
 from imagegen import learnable_arrays
 from trainer import data
-from trainer.config import from_recipe
 from trainer.muon import MuonSGD, orthogonalize
+from trainer.recipes import from_recipe
 from trainer.schedule import ScaledSGD, make_optimizer
 from trainer.train import train
 

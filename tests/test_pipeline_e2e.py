@@ -359,7 +359,7 @@ def test_lineage_of_a_pushed_version(pipeline_runs: PipelineRuns, capsys) -> Non
     lineage = json.loads(capsys.readouterr().out)
     assert lineage["model"] == second.model_uri
     assert lineage["trained_by_run"] == pipeline_runs.run_ids["second"]
-    assert lineage["training_config"]["epochs"] == 9
+    assert lineage["training_config"]["optimizer"]["epochs"] == 9
     assert lineage["examples"] == second.examples_uri == first.examples_uri  # cached data
     assert lineage["data_root"].endswith("tfrecords")
     assert lineage["blessed"] and lineage["baseline_model"] == first.pushed_destination

@@ -12,15 +12,7 @@ import tensorflow as tf
 
 from imagegen import learnable_arrays
 from trainer import data
-from trainer.config import (
-    HISTORY_FILE,
-    RECIPES,
-    TrainerConfig,
-    choose_recipe,
-    fit_batch_size,
-    from_recipe,
-    parse_settings,
-)
+from trainer.config import HISTORY_FILE, TrainerConfig, parse_settings
 from trainer.model import (
     WHITEN_LAYER,
     DiracInit,
@@ -30,6 +22,7 @@ from trainer.model import (
     shift_images,
     whitening_kernel,
 )
+from trainer.recipes import RECIPES, choose_recipe, fit_batch_size, from_recipe
 from trainer.schedule import OneCycle, ScaledSGD, make_optimizer
 from trainer.train import CURVES_FILE, train
 
@@ -43,8 +36,8 @@ def _examples(n: int, seed: int = 0) -> tf.data.Dataset:
 
 def test_recipe_overrides_and_round_trip() -> None:
     config = from_recipe("fast", SHAPE, CLASSES, epochs=3, learning_rate=None)
-    assert config.model == "fast" and config.epochs == 3
-    assert config.learning_rate == RECIPES["fast"]["learning_rate"]
+    assert config.model.kind == "fast" and config.optimizer.epochs == 3
+    assert config.optimizer.learning_rate == RECIPES["fast"].optimizer.learning_rate
     assert TrainerConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     with pytest.raises(ValueError, match="unknown recipe"):
         from_recipe("nope", SHAPE, CLASSES)
@@ -76,10 +69,12 @@ def test_auto_recipe_follows_shape_size_and_precision(shape, num_train, bfloat16
 def test_fast_wide_is_fast_muon_with_wider_blocks_for_ten_epochs(monkeypatch) -> None:
     wide = from_recipe("fast-wide", (32, 32, 3), CLASSES)
     muon = from_recipe("fast-muon", (32, 32, 3), CLASSES)
-    assert (wide.widths, wide.epochs, wide.optimizer) == ((80, 320, 320), 10, "muon")
+    assert (wide.model.widths, wide.optimizer.epochs, wide.optimizer.kind) == (
+        (80, 320, 320), 10, "muon")
     monkeypatch.setattr("trainer.model.bf16_supported", lambda: True)
     assert dtype_policy(wide) == "mixed_bfloat16"
-    assert wide.replace(widths=muon.widths, epochs=muon.epochs, recipe="fast-muon") == muon
+    assert wide.override({"model.widths": muon.model.widths, "optimizer.epochs":
+                          muon.optimizer.epochs, "recipe": "fast-muon"}) == muon
     model = build_model(wide, np.random.default_rng(0).normal(size=(64, 32, 32, 3)))
     conv_widths = [layer.filters for layer in model.layers
                    if isinstance(layer, keras.layers.Conv2D) and layer.name != WHITEN_LAYER]
@@ -115,7 +110,8 @@ def test_recipe_batch_is_halved_to_fit_the_smallest_split() -> None:
 
 def test_fast_gray_recipe_has_no_flips_and_keeps_full_resolution(monkeypatch) -> None:
     config = from_recipe("fast-gray", (28, 28, 1), CLASSES)
-    assert not (config.augment_flip or config.alternate_flip or config.tta_flip)
+    assert not (config.augmentation.flip or config.augmentation.alternate_flip
+                or config.evaluation.tta_flip)
     # float32 even on a bfloat16 CPU (unstable there, for little speed); --precision overrides.
     monkeypatch.setattr("trainer.model.bf16_supported", lambda: True)
     assert dtype_policy(config) == "float32"
@@ -126,7 +122,8 @@ def test_fast_gray_recipe_has_no_flips_and_keeps_full_resolution(monkeypatch) ->
     assert model.get_layer(WHITEN_LAYER).output.shape[1:3] == (27, 27)
     assert model.output.shape == (None, 3)
     # The stride-2 option turns each 2x2 patch into its 8 whitened coordinates instead.
-    strided = build_model(config.replace(whiten_stride=2, widths=(48, 96)), sample)
+    strided = build_model(config.override({"model.whiten_stride": 2, "model.widths": (48, 96)}),
+                          sample)
     whiten = strided.get_layer(WHITEN_LAYER)
     assert whiten.strides == (2, 2) and whiten.output.shape[1:3] == (14, 14)
 
@@ -303,7 +300,7 @@ def test_bfloat16_compute_with_float32_logits() -> None:
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert convs and {layer.compute_dtype for layer in convs} == {"bfloat16"}
     assert model.output.dtype == "float32"
-    float_model = build_model(config.replace(precision="float32"), sample)
+    float_model = build_model(config.override({"runtime.precision": "float32"}), sample)
     assert {layer.compute_dtype for layer in float_model.layers[1:]} == {"float32"}
 
 
@@ -338,7 +335,7 @@ def test_alternating_flip_mirrors_each_image_in_exactly_one_of_two_epochs() -> N
     images[np.arange(n), :, 0, :] = np.arange(n)[:, None, None] + 1  # index in the left column
     examples = tf.data.Dataset.from_tensor_slices((images, np.zeros(n, "int64")))
     config = from_recipe("fast", SHAPE, CLASSES, epochs=2, batch_size=8, augment_translate=0.0)
-    assert config.alternate_flip
+    assert config.augmentation.alternate_flip
     flipped: list[set[int]] = [set(), set()]
     seen = 0
     for batch, _ in data.training_batches(examples, config, n).as_numpy_iterator():
@@ -374,11 +371,14 @@ def test_lookahead_pulls_weights_to_their_average_and_ends_on_it() -> None:
 def test_settings_from_the_command_line_take_each_field_s_type() -> None:
     settings = parse_settings(["widths=16,32,64", "tta_flip=false", "learning_rate=0.1",
                                "epochs=3", "activation=relu", "cache-budget=2GiB"])
-    assert settings == {"widths": (16, 32, 64), "tta_flip": False, "learning_rate": 0.1,
-                        "epochs": 3, "activation": "relu", "cache_budget": "2GiB"}
-    config = from_recipe("fast", SHAPE, CLASSES).replace(**settings)
-    assert config.widths == (16, 32, 64) and config.recipe == "fast"
-    for bad, message in (("nope=1", "KEY one of"), ("image_shape=1,1,1", "KEY one of"),
+    assert settings == {"model.widths": (16, 32, 64), "evaluation.tta_flip": False,
+                        "optimizer.learning_rate": 0.1, "optimizer.epochs": 3,
+                        "model.activation": "relu", "data.cache_budget": "2GiB"}
+    config = from_recipe("fast", SHAPE, CLASSES).override(settings)
+    assert config.model.widths == (16, 32, 64) and config.recipe == "fast"
+    for bad, message in (("nope=1", "unknown training setting"),
+                         ("image_shape=1,1,1", "decided by the data"),
+                         ("warm_start_from=/m", "continuity.warm_start_from is decided"),
                          ("widths=a", "invalid literal"), ("tta_flip=maybe", "true or false"),
                          ("epochs", "KEY=VALUE")):
         with pytest.raises(ValueError, match=message):

@@ -11,8 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.roofline import layer_macs, tf_forward_flops, training_flops_per_image  # noqa: E402
-from trainer.config import from_recipe  # noqa: E402
 from trainer.model import build_model  # noqa: E402
+from trainer.recipes import from_recipe  # noqa: E402
 
 
 def _fast_model(widths: tuple[int, ...]):

@@ -105,7 +105,7 @@ def test_warmup_requests_are_real_eval_images_that_the_model_answers(
 
 def test_synthetic_warmup_images_carry_no_data_and_fit_the_model() -> None:
     from serving.warmup import warmup_images
-    from trainer.config import from_recipe
+    from trainer.recipes import from_recipe
 
     images = warmup_images("synthetic", ["no/such/eval/files-*"], (8, 8, 3), 8)
     assert len(images) == 8 and len(set(images)) == 8

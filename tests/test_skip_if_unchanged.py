@@ -6,9 +6,12 @@ statistics differ, are in tests/test_spans.py.
 from __future__ import annotations
 
 from tensorflow_metadata.proto.v0 import statistics_pb2
+from test_trainer_config import FLAT, built_the_new_way
 
 from components.data_gate import _differences, statistics_summary
 from components.trainer import config_change
+from trainer.config import TrainerConfig
+from trainer.recipes import from_recipe
 
 
 def _dataset(examples: int, mean_bytes: float, counts: dict[str, int]):
@@ -37,13 +40,28 @@ def test_statistics_are_the_same_only_when_every_summary_value_is() -> None:
 
 
 def test_a_config_change_names_the_settings_and_ignores_how_training_started() -> None:
-    served = {"epochs": 5, "batch_size": 64, "warm_start_from": "", "recipe_reason": "a"}
-    assert config_change(served, {**served, "warm_start_from": "/models/m",
-                                  "warm_start_epochs": 0.2, "skip_if_unchanged": True,
-                                  "recipe_reason": "b"}) is None
-    assert config_change(served, {**served, "epochs": 7, "batch_size": 32}) == (
-        "batch_size 64 -> 32, epochs 5 -> 7")
-    assert config_change(None, served) == "the served version records no training config"
+    served = from_recipe("classic", (8, 8, 1), ["a", "b"], epochs=5, recipe_reason="a")
+    started = served.override({"continuity.warm_start_from": "/models/m",
+                               "continuity.warm_start_epochs": 0.2,
+                               "continuity.skip_if_unchanged": True, "recipe_reason": "b"})
+    assert config_change(served.to_dict(), started.to_dict()) is None
+    changed = served.override({"epochs": 7, "optimizer.batch_size": 32})
+    assert config_change(served.to_dict(), changed.to_dict()) == (
+        "optimizer.batch_size 64 -> 32, optimizer.epochs 5 -> 7")
+    assert config_change(None, served.to_dict()) == (
+        "the served version records no training config")
+    unreadable = config_change({**served.to_dict(), "retired_setting": 1}, served.to_dict())
+    assert unreadable.startswith("the served version's training config does not read")
+
+
+def test_a_served_model_s_flat_config_equals_thebuilt_the_new_way() -> None:
+    """Models trained before the config had parts hold it flat: the same values, no change."""
+    current = built_the_new_way().to_dict()
+    assert config_change(FLAT, current) is None
+    # ... but a different setting is one, named by its dotted path; continuity is not.
+    other = TrainerConfig.from_dict(current).override(
+        {"model.widths": (32, 64, 64), "continuity.warm_start_from": ""}).to_dict()
+    assert config_change(FLAT, other) == "model.widths [64, 256, 256] -> [32, 64, 64]"
 
 
 def test_source_paths_do_not_count_as_a_change_of_the_data() -> None:

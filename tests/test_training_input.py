@@ -17,7 +17,7 @@ import imagegen
 from cli.main import explain
 from tiny_transform import EVAL_PER_CLASS, SIZE, TRAIN_PER_CLASS
 from trainer import data, memory
-from trainer.config import from_recipe
+from trainer.recipes import from_recipe
 from trainer.train import train
 
 SHAPE = (SIZE, SIZE, 3)
@@ -64,9 +64,9 @@ def test_a_single_image_over_the_budget_is_refused_naming_its_size() -> None:
     # What Kubeflow's log shows: where the setting lives there, said once; no flag.
     assert str(error.value).startswith(
         "one 4000x3000x3 image takes 36 MB as uint8, more than the cache budget of 10 MB (the "
-        "training setting cache_budget=10MB (on Kubeflow: cache_budget in the JSON of the "
-        "trainer-config run-time parameter)): raise the training setting cache_budget to at "
-        "least 36 MB")
+        "training setting data.cache_budget=10MB (on Kubeflow: data.cache_budget in the JSON of "
+        "the trainer-config run-time parameter)): raise the training setting data.cache_budget "
+        "to at least 36 MB")
     assert "--" not in str(error.value)
 
 
@@ -143,7 +143,7 @@ def test_a_tiny_budget_streams_every_example_once_per_epoch(prepared) -> None:
     config = _config(epochs=2, augment_translate=0.0)
     batches = data.training_batches(inputs.train, config, inputs.num_train,
                                     inputs.plan.shuffle_buffer, inputs.codec.decode)
-    steps = -(-NUM_TRAIN // config.batch_size)
+    steps = -(-NUM_TRAIN // config.optimizer.batch_size)
     images = np.concatenate([x for x, _ in batches.as_numpy_iterator()])
     assert len(images) == 2 * NUM_TRAIN and steps * 2 == len(list(batches))
     in_file_order = inputs.codec.decode(

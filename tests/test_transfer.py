@@ -28,8 +28,9 @@ from schema.curated import write_schema
 from serving.model_dir import file_sha256
 from trainer.backbones import registry
 from trainer.backbones.torch_state import StateDictError, load_state_dict
-from trainer.config import BACKBONE_FILE, choose_recipe, from_recipe
+from trainer.config import BACKBONE_FILE
 from trainer.preprocessing import decode_images
+from trainer.recipes import choose_recipe, from_recipe
 
 # --- a state dict as torch.save writes it, without torch --------------------------------------
 
@@ -154,7 +155,7 @@ def test_keras_weights_offline_fail_fast_and_say_what_to_download(tmp_path,
         registry.resolve_weights("mobilenet_v3_small", "imagenet")
     text = str(error.value)
     assert "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5" in text
-    assert "give the file with the training setting backbone_weights=PATH" in text
+    assert "give the file with the training setting model.backbone_weights=PATH" in text
     assert "give the file with --backbone-weights PATH" in explain(error.value)
     with pytest.raises(registry.BackboneError, match="unknown backbone 'nope'.*efficientnet"):
         registry.resolve_weights("nope", "imagenet")
@@ -214,7 +215,7 @@ def test_auto_picks_the_backbone_for_colour_photos(shape, num_train, sizes_vary,
     assert chosen == recipe, why
     if recipe == "transfer":
         config = from_recipe(chosen, (224, 224, 3), ("a", "b"), recipe_reason=why)
-        assert config.backbone == "efficientnet_lite0" and config.resize_mode == "crop"
+        assert config.model.backbone == "efficientnet_lite0" and config.model.resize_mode == "crop"
         assert config.preprocessing_config()["normalization"] == "minus_one_one"
 
 
@@ -264,7 +265,7 @@ def test_a_transfer_run_blesses_and_pushes_a_model_that_serves_any_size(transfer
     code, summary, record = runs["first"]
     assert code == 0 and summary.blessed and summary.pushed
     config = record["config"]
-    assert (config["recipe"], config["model"], config["backbone"]) == (
+    assert (config["recipe"], config["model"]["kind"], config["model"]["backbone"]) == (
         "transfer", "transfer", "efficientnet_lite0")
     assert "many sizes" in config["recipe_reason"] and config["image_shape"] == [64, 64, 3]
     transfer = record["transfer"]

@@ -236,11 +236,11 @@ def check_image_fits(
         shape = "x".join(str(v) for v in image_shape)
         dtype = "uint8" if itemsize == 1 else "float32"
         given: tuple[Part, ...] = (
-            (" (", Setting("trainer.cache_budget", budget_text), ")") if budget_text else ())
+            (" (", Setting("trainer.data.cache_budget", budget_text), ")") if budget_text else ())
         raise CacheBudgetError(
             f"one {shape} image takes {memory.human(per_image)} as {dtype}, more than the cache "
             f"budget of {memory.human(budget_bytes)}", *given, ": raise ",
-            Setting("trainer.cache_budget"), f" to at least {memory.human(per_image)} (a few "
+            Setting("trainer.data.cache_budget"), f" to at least {memory.human(per_image)} (a few "
             "thousand images' worth, to shuffle well), or ingest with ", Setting("ingest.resize"),
         )
 
@@ -301,9 +301,9 @@ def training_inputs(
     codec, why = probe_codec(
         tf_transform_output, config.image_shape, _transform_fn(tf_transform_output)(first)[0]
     )
-    budget = memory.resolve_budget(config.cache_budget, available_memory)
+    budget = memory.resolve_budget(config.data.cache_budget, available_memory)
     plan = plan_input(num_train, num_eval, config.image_shape, codec.itemsize, budget,
-                      config.cache_budget)
+                      config.data.cache_budget)
     plan = dataclasses.replace(plan, reason=f"{plan.reason}; stored as {codec.dtype}: {why}")
     train = decoded_examples(train_files, data_accessor, tf_transform_output, codec)
     eval_ = decoded_examples(eval_files, data_accessor, tf_transform_output, codec)
@@ -346,16 +346,16 @@ def augmenter(config: TrainerConfig) -> keras.Sequential | None:
     epoch.
     """
     layers: list[keras.layers.Layer] = []
-    if config.augment_flip and not config.alternate_flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=config.seed))
-    if config.augment_translate > 0:
+    if config.augmentation.flip and not config.augmentation.alternate_flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=config.runtime.seed))
+    if config.augmentation.translate > 0:
         layers.append(
             keras.layers.RandomTranslation(
-                config.augment_translate,
-                config.augment_translate,
+                config.augmentation.translate,
+                config.augmentation.translate,
                 fill_mode="reflect",
                 interpolation="nearest",
-                seed=config.seed,
+                seed=config.runtime.seed,
             )
         )
     return keras.Sequential(layers, name="augment") if layers else None
@@ -401,12 +401,12 @@ def training_batches(
     """
     buffer = num_examples if shuffle_buffer is None else shuffle_buffer
     augment = augmenter(config)
-    alternate = config.augment_flip and config.alternate_flip
-    halves = tf.constant(np.random.default_rng(config.seed).random(num_examples) < 0.5)
+    alternate = config.augmentation.flip and config.augmentation.alternate_flip
+    halves = tf.constant(np.random.default_rng(config.runtime.seed).random(num_examples) < 0.5)
 
     def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
-        shuffled = examples.enumerate().shuffle(buffer, seed=config.seed + 7919 * epoch)
-        return shuffled.batch(config.batch_size).map(
+        shuffled = examples.enumerate().shuffle(buffer, seed=config.runtime.seed + 7919 * epoch)
+        return shuffled.batch(config.optimizer.batch_size).map(
             lambda indices, batch: (indices, epoch, *batch)
         )
 
@@ -420,7 +420,7 @@ def training_batches(
             images = augment(images, training=True)
         return _one_hot(config)(images, labels)
 
-    epochs = tf.data.Dataset.range(max(1, config.epochs))
+    epochs = tf.data.Dataset.range(max(1, config.optimizer.epochs))
     dataset = epochs.flat_map(one_epoch).map(prepare, num_parallel_calls=_PARALLEL_CALLS)
     return _batch_options(dataset.prefetch(_PREFETCH_BATCHES))
 
@@ -435,7 +435,8 @@ def eval_batches(
     def prepare(images, labels):
         return one_hot(images if to_model is None else to_model(images), labels)
 
-    batches = examples.batch(config.batch_size).map(prepare, num_parallel_calls=_PARALLEL_CALLS)
+    batches = examples.batch(config.optimizer.batch_size).map(
+        prepare, num_parallel_calls=_PARALLEL_CALLS)
     return _batch_options(batches.prefetch(_PREFETCH_BATCHES))
 
 

@@ -80,8 +80,8 @@ def export_serving_model(
     config: TrainerConfig,
     export_dir: str,
 ) -> None:
-    module = ServingModule(model, tf_transform_output, config.class_names, config.tta_flip,
-                           config.tta_translate)
+    module = ServingModule(model, tf_transform_output, config.class_names,
+                           config.evaluation.tta_flip, config.evaluation.tta_translate)
     signatures = {
         features.SERVING_SIGNATURE: module.serve_image_bytes.get_concrete_function(),
         features.EXAMPLES_SIGNATURE: module.serve_examples.get_concrete_function(),
@@ -109,4 +109,4 @@ def write_serving_model(
         with tf.io.gfile.GFile(os.path.join(export_dir, BACKBONE_FILE), "w") as f:
             f.write(json.dumps(backbone, indent=2, sort_keys=True) + "\n")
     write_warmup_requests(export_dir, warmup_images(
-        config.warmup, eval_files, config.image_shape, max(WARMUP_BATCH_SIZES)))
+        config.runtime.warmup, eval_files, config.image_shape, max(WARMUP_BATCH_SIZES)))

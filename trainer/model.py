@@ -57,7 +57,7 @@ def uses_bfloat16(precision: str) -> bool:
 
 
 def dtype_policy(config: TrainerConfig) -> str:
-    return "mixed_bfloat16" if uses_bfloat16(config.precision) else "float32"
+    return "mixed_bfloat16" if uses_bfloat16(config.runtime.precision) else "float32"
 
 
 def num_blocks(height: int, width: int) -> int:
@@ -97,18 +97,19 @@ def _conv_bn_act(
     config: TrainerConfig | None = None,
 ) -> keras.KerasTensor:
     """A conv [-> pool] -> BN -> activation block; `config` None: the classic model's."""
-    init = DiracInit(config.seed) if config and config.dirac_init else "glorot_uniform"
+    dirac = config is not None and config.model.dirac_init
+    init = DiracInit(config.runtime.seed) if dirac else "glorot_uniform"
     x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=init,
                             dtype=dtype)(x)
     if pool:
         x = keras.layers.MaxPooling2D(dtype=dtype)(x)
     x = keras.layers.BatchNormalization(
-        momentum=config.bn_momentum if config else _BN_MOMENTUM,
-        scale=config.bn_scale if config else True,
+        momentum=config.model.bn_momentum if config else _BN_MOMENTUM,
+        scale=config.model.bn_scale if config else True,
         epsilon=1e-5 if config else 1e-3,
         dtype=dtype,
     )(x)
-    return keras.layers.Activation(config.activation if config else "relu", dtype=dtype)(x)
+    return keras.layers.Activation(config.model.activation if config else "relu", dtype=dtype)(x)
 
 
 class Bias(keras.layers.Layer):
@@ -124,18 +125,18 @@ class Bias(keras.layers.Layer):
 def _classic(inputs: keras.KerasTensor, config: TrainerConfig, dtype: str) -> keras.KerasTensor:
     height, width, _ = config.image_shape
     x = inputs
-    filters = config.base_filters
+    filters = config.model.base_filters
     for _ in range(num_blocks(height, width)):
         x = _conv_bn_act(x, filters, dtype)
         x = _conv_bn_act(x, filters, dtype)
         x = keras.layers.MaxPooling2D(dtype=dtype)(x)
-        x = keras.layers.Dropout(config.dropout, dtype=dtype)(x)
+        x = keras.layers.Dropout(config.model.dropout, dtype=dtype)(x)
         filters *= 2
     x = keras.layers.Flatten(dtype=dtype)(x)
-    x = keras.layers.Dense(config.dense_units, use_bias=False, dtype=dtype)(x)
+    x = keras.layers.Dense(config.model.dense_units, use_bias=False, dtype=dtype)(x)
     x = keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, dtype=dtype)(x)
     x = keras.layers.Activation("relu", dtype=dtype)(x)
-    return keras.layers.Dropout(config.dropout * 2, dtype=dtype)(x)
+    return keras.layers.Dropout(config.model.dropout * 2, dtype=dtype)(x)
 
 
 WHITEN_LAYER = "whiten"
@@ -182,18 +183,18 @@ def whitening_kernel(
 
 def _fast(inputs: keras.KerasTensor, config: TrainerConfig, dtype: str) -> keras.KerasTensor:
     height, width, channels = config.image_shape
-    stride = config.whiten_stride if config.whiten else 1
-    blocks = min(len(config.widths), num_blocks(height // stride, width // stride))
-    if config.whiten:
+    stride = config.model.whiten_stride if config.model.whiten else 1
+    blocks = min(len(config.model.widths), num_blocks(height // stride, width // stride))
+    if config.model.whiten:
         x = keras.layers.Conv2D(
             2 * _WHITEN_PATCH**2 * channels, _WHITEN_PATCH, strides=stride, use_bias=False,
             trainable=False, name=WHITEN_LAYER, dtype=dtype,
         )(inputs)
         x = Bias(name=f"{WHITEN_LAYER}_bias", dtype=dtype)(x)
-        x = keras.layers.Activation(config.activation, dtype=dtype)(x)
+        x = keras.layers.Activation(config.model.activation, dtype=dtype)(x)
     else:
-        x = _conv_bn_act(inputs, max(config.widths[0] // 2, 16), dtype, config=config)
-    for filters in config.widths[:blocks]:
+        x = _conv_bn_act(inputs, max(config.model.widths[0] // 2, 16), dtype, config=config)
+    for filters in config.model.widths[:blocks]:
         x = _conv_bn_act(x, filters, dtype, pool=True, config=config)
         x = _conv_bn_act(x, filters, dtype, config=config)
     return keras.layers.GlobalMaxPooling2D(dtype=dtype)(x)
@@ -236,18 +237,18 @@ def build_model(config: TrainerConfig, sample_images: np.ndarray | None = None) 
     asks for one.
     """
     dtype = dtype_policy(config)
-    log.info("model %s, compute dtype policy %s", config.model, dtype)
+    log.info("model %s, compute dtype policy %s", config.model.kind, dtype)
     inputs = keras.Input(shape=config.image_shape, name=features.IMAGE_XF)
-    body = {"classic": _classic, "fast": _fast}[config.model]
+    body = {"classic": _classic, "fast": _fast}[config.model.kind]
     x = body(inputs, config, dtype)
-    fast = config.model == "fast"
+    fast = config.model.kind == "fast"
     # A linear head without bias in the fast model, as in the fast CIFAR-10 training work.
     logits = keras.layers.Dense(config.num_classes, use_bias=not fast, name="logits",
                                 dtype="float32")(x)
-    if config.logit_scale != 1.0:
-        logits = keras.layers.Rescaling(config.logit_scale, name="logit_scale",
+    if config.model.logit_scale != 1.0:
+        logits = keras.layers.Rescaling(config.model.logit_scale, name="logit_scale",
                                         dtype="float32")(logits)
-    model = keras.Model(inputs, logits, name=f"{config.model}_cnn")
+    model = keras.Model(inputs, logits, name=f"{config.model.kind}_cnn")
     if config.uses_whitening:
         if sample_images is None:
             raise ValueError("whiten=True needs sample_images to compute the whitening layer")

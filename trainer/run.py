@@ -16,7 +16,7 @@ from trainer.transfer import train_transfer
 
 def run_fn(fn_args: FnArgs) -> None:
     config = TrainerConfig.from_dict(fn_args.custom_config)
-    if config.distribution == "multi_worker":
+    if config.runtime.distribution == "multi_worker":
         # TensorFlow is already running here, too late for MultiWorkerMirroredStrategy: train
         # in a fresh process that creates it first (trainer/multi_worker.py).
         run_worker(multi_worker.cli_args(
@@ -25,7 +25,7 @@ def run_fn(fn_args: FnArgs) -> None:
         ))
         return
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-    if config.model == "transfer":
+    if config.model.kind == "transfer":
         model, record = train_transfer(config, fn_args.train_files, fn_args.eval_files,
                                        fn_args.data_accessor, tf_transform_output,
                                        log_dir=fn_args.model_run_dir)

@@ -48,11 +48,11 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def learning_rate(config: TrainerConfig, steps_per_epoch: int):
-    if config.lr_schedule == "onecycle":
-        return OneCycle(config.learning_rate, steps_per_epoch * config.epochs,
-                        config.warmup_fraction, config.initial_lr_fraction,
-                        config.final_lr_fraction)
-    return config.learning_rate
+    opt = config.optimizer
+    if opt.lr_schedule == "onecycle":
+        return OneCycle(opt.learning_rate, steps_per_epoch * opt.epochs, opt.warmup_fraction,
+                        opt.initial_lr_fraction, opt.final_lr_fraction)
+    return opt.learning_rate
 
 
 # Variables that shift activations rather than weight inputs: BatchNorm betas, conv biases.
@@ -99,33 +99,34 @@ _MIN_EMA_WINDOWS = 10
 
 
 def use_ema(config: TrainerConfig, steps_per_epoch: int) -> bool:
-    if config.ema_momentum <= 0:
+    opt = config.optimizer
+    if opt.ema_momentum <= 0:
         return False
-    windows = steps_per_epoch * config.epochs * (1 - config.ema_momentum)
+    windows = steps_per_epoch * opt.epochs * (1 - opt.ema_momentum)
     if windows < _MIN_EMA_WINDOWS:
         log.warning(
             "weight averaging off: %d steps are too few for ema_momentum=%s (needs %d windows)",
-            steps_per_epoch * config.epochs, config.ema_momentum, _MIN_EMA_WINDOWS,
+            steps_per_epoch * opt.epochs, opt.ema_momentum, _MIN_EMA_WINDOWS,
         )
         return False
     return True
 
 
 def make_optimizer(config: TrainerConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    ema = {"use_ema": use_ema(config, steps_per_epoch),
-           "ema_momentum": config.ema_momentum or 0.99}
+    opt = config.optimizer
+    ema = {"use_ema": use_ema(config, steps_per_epoch), "ema_momentum": opt.ema_momentum or 0.99}
     lr = learning_rate(config, steps_per_epoch)
-    sgd = {"l2": config.weight_decay, "bias_lr_multiplier": config.bias_lr_multiplier,
-           "momentum": config.momentum, **ema}
-    if config.optimizer == "sgd":
+    sgd = {"l2": opt.weight_decay, "bias_lr_multiplier": opt.bias_lr_multiplier,
+           "momentum": opt.momentum, **ema}
+    if opt.kind == "sgd":
         return ScaledSGD(lr, **sgd)
-    if config.optimizer == "muon":
+    if opt.kind == "muon":
         from trainer.muon import MuonSGD
 
-        return MuonSGD(lr, muon_ratio=config.muon_learning_rate / config.learning_rate,
-                       muon_momentum=config.muon_momentum, **sgd)
-    if config.weight_decay:
-        optimizer = keras.optimizers.AdamW(lr, weight_decay=config.weight_decay, **ema)
+        return MuonSGD(lr, muon_ratio=opt.muon_learning_rate / opt.learning_rate,
+                       muon_momentum=opt.muon_momentum, **sgd)
+    if opt.weight_decay:
+        optimizer = keras.optimizers.AdamW(lr, weight_decay=opt.weight_decay, **ema)
         optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
         return optimizer
     return keras.optimizers.Adam(lr, **ema)

@@ -55,17 +55,17 @@ class EpochLogger(keras.callbacks.Callback):
 
 
 def distribution_strategy(config: TrainerConfig) -> tf.distribute.Strategy:
-    """The in-process strategy for `config.distribution`.
+    """The in-process strategy for `config.runtime.distribution`.
 
     MultiWorkerMirroredStrategy is not made here: it configures collective ops, which TensorFlow
     only accepts before it has run any op, and `train` has run many by now. The process that
     trains with it creates it first and passes it in (trainer/multi_worker.py).
     """
-    if config.distribution == "mirrored":
+    if config.runtime.distribution == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in gpus or tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
-    if config.distribution == "multi_worker":
+    if config.runtime.distribution == "multi_worker":
         raise ValueError(
             "distribution='multi_worker' needs a MultiWorkerMirroredStrategy created at process "
             "start: run `python -m trainer.multi_worker` (run_fn does) or pass `strategy`"
@@ -77,7 +77,7 @@ def compile_model(model: keras.Model, config: TrainerConfig, steps_per_epoch: in
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch),
         loss=keras.losses.CategoricalCrossentropy(
-            from_logits=True, label_smoothing=config.label_smoothing
+            from_logits=True, label_smoothing=config.optimizer.label_smoothing
         ),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
@@ -94,7 +94,7 @@ def train(
     `strategy` is one the caller had to create earlier (MultiWorkerMirroredStrategy); without
     it, `distribution_strategy(config)` picks one. `batch_size` is the global batch either way.
     """
-    keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(config.runtime.seed)
     plan = inputs.plan
     log.info("[trainer] training input: %s", plan.reason)
     num_train, num_eval = inputs.num_train, inputs.num_eval
@@ -105,7 +105,7 @@ def train(
         decode_seconds = time.monotonic() - start
         log.info(f"[trainer] {num_train} train / {num_eval} eval images decoded through the "
                  f"Transform graph and cached in {decode_seconds:.1f}s")
-    steps_per_epoch = math.ceil(num_train / config.batch_size)
+    steps_per_epoch = math.ceil(num_train / config.optimizer.batch_size)
     sample = None
     if config.uses_whitening:
         # A float32 copy, so bounded in bytes too: 5,000 CIFAR images, 1,365 of 128x128x3.
@@ -118,29 +118,31 @@ def train(
     warm = None
     with strategy.scope():
         model = build_model(config, sample)
-        if config.warm_start_from:
-            warm = warm_start(model, config.class_names, config.warm_start_from)
-            if warm["used"] and config.epochs > 0:
-                config = config.replace(
-                    epochs=max(1, round(config.epochs * config.warm_start_epochs)))
+        if config.continuity.warm_start_from:
+            warm = warm_start(model, config.class_names, config.continuity.warm_start_from)
+            share = config.continuity.warm_start_epochs
+            if warm["used"] and config.optimizer.epochs > 0:
+                config = config.override(
+                    {"optimizer.epochs": max(1, round(config.optimizer.epochs * share))})
             log.info("[trainer] warm start: " + (
-                f"from version {warm['version']} ({warm['from']}), {config.epochs} epoch(s)"
+                f"from version {warm['version']} ({warm['from']}), "
+                f"{config.optimizer.epochs} epoch(s)"
                 if warm["used"] else f"no, from scratch: {warm['why']}"))
         compile_model(model, config, steps_per_epoch)
     eval_ds = data.eval_batches(inputs.eval, config, inputs.codec.decode)
     history: dict[str, list[float]] = {}
     fit_start = time.monotonic()
-    if config.epochs > 0:
-        callbacks: list[keras.callbacks.Callback] = [EpochLogger(config.epochs)]
-        if config.lookahead:
-            callbacks.append(Lookahead(steps_per_epoch * config.epochs))
+    if config.optimizer.epochs > 0:
+        callbacks: list[keras.callbacks.Callback] = [EpochLogger(config.optimizer.epochs)]
+        if config.optimizer.lookahead:
+            callbacks.append(Lookahead(steps_per_epoch * config.optimizer.epochs))
         if log_dir:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir))
-        if config.early_stopping_patience > 0:
+        if config.optimizer.early_stopping_patience > 0:
             callbacks.append(
                 keras.callbacks.EarlyStopping(
                     monitor="val_accuracy",
-                    patience=config.early_stopping_patience,
+                    patience=config.optimizer.early_stopping_patience,
                     restore_best_weights=True,
                 )
             )
@@ -149,8 +151,8 @@ def train(
                                   inputs.codec.decode),
             steps_per_epoch=steps_per_epoch,
             validation_data=eval_ds,
-            validation_freq=config.validation_freq,
-            epochs=config.epochs,
+            validation_freq=config.evaluation.validation_freq,
+            epochs=config.optimizer.epochs,
             shuffle=False,  # training_batches reshuffles every epoch itself
             verbose=0,
             callbacks=callbacks,

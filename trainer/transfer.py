@@ -53,19 +53,20 @@ class Networks:
 
 
 def build_networks(config: TrainerConfig, source: registry.WeightsSource) -> Networks:
-    backbone = registry.get(config.backbone)
+    backbone = registry.get(config.model.backbone)
     size = config.image_shape[0]
-    bottom, top = registry.build(backbone, size, config.fine_tune_blocks, source, "float32")
+    bottom, top = registry.build(backbone, size, config.model.fine_tune_blocks, source, "float32")
     bottom.trainable = False
     for layer in top.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False  # Keras 3: a frozen BatchNorm also runs in inference mode
-    dropout = keras.layers.Dropout(config.dropout, seed=config.seed, name="head_dropout")
+    dropout = keras.layers.Dropout(config.model.dropout, seed=config.runtime.seed,
+                                   name="head_dropout")
     head = keras.layers.Dense(config.num_classes, name=HEAD_LAYER, dtype="float32")
     images = keras.Input(config.image_shape, name="image_xf")
     logits = head(dropout(top(bottom(images))))
     return Networks(bottom, top, dropout, head,
-                    keras.Model(images, logits, name=f"{config.backbone}_transfer"))
+                    keras.Model(images, logits, name=f"{config.model.backbone}_transfer"))
 
 
 @dataclasses.dataclass
@@ -88,7 +89,7 @@ def views(config: TrainerConfig) -> tuple[int, int]:
     """Feature views of each train and eval image: itself, and its mirror for flip
     augmentation (train) or flip test-time augmentation (eval).
     """
-    return 2 if config.augment_flip else 1, 2 if config.tta_flip else 1
+    return 2 if config.augmentation.flip else 1, 2 if config.evaluation.tta_flip else 1
 
 
 def _extract(dataset: tf.data.Dataset, network: keras.Model, image_shape, views: int,
@@ -128,10 +129,11 @@ def _plan(config: TrainerConfig, networks: Networks, num_train: int, num_eval: i
         raise data.CacheBudgetError(
             f"the {images:,} images' pooled features take {memory.human(pooled)}, more than "
             f"the cache budget of {memory.human(budget)}: raise ",
-            Setting("trainer.cache_budget"), f" (now {config.cache_budget})")
-    if config.epochs == 0 or config.fine_tune_blocks == 0:
-        return False, (f"head only (epochs={config.epochs}, fine_tune_blocks="
-                       f"{config.fine_tune_blocks}): pooled features kept, {memory.human(pooled)}")
+            Setting("trainer.data.cache_budget"), f" (now {config.data.cache_budget})")
+    if config.optimizer.epochs == 0 or config.model.fine_tune_blocks == 0:
+        return False, (f"head only (epochs={config.optimizer.epochs}, fine_tune_blocks="
+                       f"{config.model.fine_tune_blocks}): pooled features kept, "
+                       f"{memory.human(pooled)}")
     if cut > budget:
         return False, (f"head only: the features to fine-tune on would take "
                        f"{memory.human(cut)}, more than the cache budget of "
@@ -178,20 +180,21 @@ def fit_best(model: keras.Model, train: np.ndarray, labels: np.ndarray, eval_: n
     """
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss=keras.losses.CategoricalCrossentropy(
-                      from_logits=True, label_smoothing=config.label_smoothing),
+                      from_logits=True, label_smoothing=config.optimizer.label_smoothing),
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
-    rng = np.random.default_rng(config.seed)
+    rng = np.random.default_rng(config.runtime.seed)
     targets = keras.utils.to_categorical(labels, config.num_classes)
-    smooth = config.label_smoothing
+    smooth = config.optimizer.label_smoothing
     best = _metrics(_eval_logits(model, eval_), eval_labels, smooth)
     best_weights, waited, fit_seconds = model.get_weights(), 0, 0.0
     history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [],
                                        "val_accuracy": []}
-    patience = config.early_stopping_patience or epochs
+    patience = config.optimizer.early_stopping_patience or epochs
     for epoch in range(epochs):
         start = time.monotonic()
-        result = model.fit(_epoch_views(train, rng), targets, batch_size=config.batch_size,
-                           epochs=1, shuffle=True, verbose=0)
+        result = model.fit(_epoch_views(train, rng), targets,
+                           batch_size=config.optimizer.batch_size, epochs=1, shuffle=True,
+                           verbose=0)
         fit_seconds += time.monotonic() - start
         scores = _metrics(_eval_logits(model, eval_), eval_labels, smooth)
         for key in ("loss", "accuracy"):
@@ -213,18 +216,19 @@ def fit_best(model: keras.Model, train: np.ndarray, labels: np.ndarray, eval_: n
 
 
 def _warm_start(networks: Networks, config: TrainerConfig) -> tuple[dict | None, TrainerConfig]:
-    if not config.warm_start_from:
+    if not config.continuity.warm_start_from:
         return None, config
     from trainer.warm_start import warm_start
 
-    warm = warm_start(networks.model, config.class_names, config.warm_start_from)
+    warm = warm_start(networks.model, config.class_names, config.continuity.warm_start_from)
     if warm["used"]:
-        config = config.replace(
-            epochs=max(1, round(config.epochs * config.warm_start_epochs)) if config.epochs else 0,
-            head_epochs=max(1, round(config.head_epochs * config.warm_start_epochs)))
+        share, epochs = config.continuity.warm_start_epochs, config.optimizer.epochs
+        config = config.override({
+            "optimizer.epochs": max(1, round(epochs * share)) if epochs else 0,
+            "optimizer.head_epochs": max(1, round(config.optimizer.head_epochs * share))})
     log.info("[trainer] warm start: " + (
-        f"from version {warm['version']} ({warm['from']}), {config.head_epochs} head and "
-        f"{config.epochs} fine-tuning epoch(s)" if warm["used"]
+        f"from version {warm['version']} ({warm['from']}), {config.optimizer.head_epochs} head and "
+        f"{config.optimizer.epochs} fine-tuning epoch(s)" if warm["used"]
         else f"no, from the backbone's weights: {warm['why']}"))
     return warm, config
 
@@ -239,17 +243,18 @@ def train_transfer(
     available_memory: int | None = None,
 ) -> tuple[keras.Model, dict]:
     """Trains the transfer model; returns it and the training record (as train.train does)."""
-    keras.utils.set_random_seed(config.seed)
-    source = registry.resolve_weights(config.backbone, config.backbone_weights)
-    log.info(f"[trainer] backbone {config.backbone}, {config.image_shape[0]}x"
-             f"{config.image_shape[1]} inputs ({config.resize_mode}), weights: {source.origin}")
-    if config.distribution != "none":
-        log.info(f"[trainer] distribution {config.distribution}: the transfer recipe computes "
-                 "each image's features once and trains the head and top blocks on them in this "
-                 "process, on its default device")
+    keras.utils.set_random_seed(config.runtime.seed)
+    source = registry.resolve_weights(config.model.backbone, config.model.backbone_weights)
+    log.info(f"[trainer] backbone {config.model.backbone}, {config.image_shape[0]}x"
+             f"{config.image_shape[1]} inputs ({config.model.resize_mode}), "
+             f"weights: {source.origin}")
+    if config.runtime.distribution != "none":
+        log.info(f"[trainer] distribution {config.runtime.distribution}: the transfer recipe "
+                 "computes each image's features once and trains the head and top blocks on "
+                 "them in this process, on its default device")
     num_train = data.count_records(train_files, data_accessor, tf_transform_output)
     num_eval = data.count_records(eval_files, data_accessor, tf_transform_output)
-    budget = memory.resolve_budget(config.cache_budget, available_memory)
+    budget = memory.resolve_budget(config.data.cache_budget, available_memory)
     networks = build_networks(config, source)
     fine_tune, why = _plan(config, networks, num_train, num_eval, budget)
     warm, config = _warm_start(networks, config)
@@ -265,9 +270,9 @@ def train_transfer(
     head_model.build((None, pooled_train.shape[-1]))
     head_history, head_seconds = fit_best(
         head_model, pooled_train, features.train_labels, pooled_eval, features.eval_labels,
-        config, config.head_epochs, config.head_learning_rate, "head")
+        config, config.optimizer.head_epochs, config.optimizer.head_learning_rate, "head")
     head_only = _metrics(_eval_logits(head_model, pooled_eval), features.eval_labels,
-                         config.label_smoothing)
+                         config.optimizer.label_smoothing)
     tune_history: dict[str, list[float]] = {}
     tune_seconds = 0.0
     if fine_tune:
@@ -275,9 +280,10 @@ def train_transfer(
         tune_model = keras.Model(cut, networks.head(networks.dropout(networks.top(cut))))
         tune_history, tune_seconds = fit_best(
             tune_model, features.train, features.train_labels, features.eval,
-            features.eval_labels, config, config.epochs, config.learning_rate, "fine-tuning")
+            features.eval_labels, config, config.optimizer.epochs,
+            config.optimizer.learning_rate, "fine-tuning")
         final = _metrics(_eval_logits(tune_model, features.eval), features.eval_labels,
-                         config.label_smoothing)
+                         config.optimizer.label_smoothing)
     else:
         final = head_only
     tune_epochs = len(tune_history.get("loss", []))
@@ -285,7 +291,7 @@ def train_transfer(
         "config": config.to_dict(),
         "num_train": num_train,
         "num_eval": num_eval,
-        "steps_per_epoch": math.ceil(num_train / config.batch_size),
+        "steps_per_epoch": math.ceil(num_train / config.optimizer.batch_size),
         "replicas": 1,
         "input": {"mode": "features", "reason": why, "budget_bytes": budget},
         "warm_start": warm,
@@ -297,7 +303,7 @@ def train_transfer(
         "history": {key: head_history[key] + tune_history.get(key, []) for key in head_history},
         "transfer": {
             "backbone": source.to_dict(),
-            "fine_tuned_blocks": config.fine_tune_blocks if fine_tune else 0,
+            "fine_tuned_blocks": config.model.fine_tune_blocks if fine_tune else 0,
             "feature_seconds": round(features.seconds, 2),
             "feature_images_per_second": round(features.images_per_second, 1),
             "head_epochs_run": len(head_history["loss"]),

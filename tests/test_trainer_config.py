@@ -1,0 +1,166 @@
+"""The training config's parts (trainer/config.py): its JSON forms, the one override path,
+the flat names `--set` still takes, the checks, and every recipe (trainer/recipes.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from schema.errors import BadInput
+from trainer.config import (
+    FLAT_NAMES,
+    SETTINGS,
+    ModelKind,
+    Recipe,
+    TrainerConfig,
+    parse_settings,
+)
+from trainer.recipes import RECIPES, from_recipe
+
+# assets.extra/training_config.json of a model trained before the config had parts (the flat
+# form today's served models and saved Kubeflow parameters hold), written by that code.
+FLAT = {
+    "image_shape": [32, 32, 3], "class_names": ["cat", "dog"], "model": "fast", "epochs": 4,
+    "batch_size": 1024, "optimizer": "sgd", "learning_rate": 1.5, "lr_schedule": "onecycle",
+    "warmup_fraction": 0.23, "initial_lr_fraction": 0.2, "final_lr_fraction": 0.07,
+    "momentum": 0.85, "weight_decay": 0.00133, "bias_lr_multiplier": 64.0,
+    "muon_learning_rate": 0.24, "muon_momentum": 0.6, "label_smoothing": 0.2,
+    "ema_momentum": 0.0, "lookahead": True, "base_filters": 32, "dense_units": 128,
+    "dropout": 0.25, "widths": [64, 256, 256], "whiten": True, "whiten_stride": 1,
+    "activation": "gelu", "bn_scale": False, "bn_momentum": 0.6, "dirac_init": True,
+    "logit_scale": 0.1111111111111111, "augment_flip": True, "alternate_flip": True,
+    "augment_translate": 0.0625, "tta_flip": True, "tta_translate": 1, "precision": "auto",
+    "early_stopping_patience": 0, "validation_freq": 4, "distribution": "none",
+    "warmup": "real", "cache_budget": "50%", "warm_start_from": "/serving/pets",
+    "warm_start_epochs": 0.4, "skip_if_unchanged": True, "backbone": "",
+    "backbone_weights": "imagenet", "fine_tune_blocks": 2, "head_epochs": 40,
+    "head_learning_rate": 0.001, "resize_mode": "stretch", "seed": 42, "recipe": "fast",
+    "recipe_reason": "chosen with --recipe",
+}
+
+
+def built_the_new_way() -> TrainerConfig:
+    return from_recipe("fast", (32, 32, 3), ["cat", "dog"], {
+        "optimizer.epochs": 4, "recipe_reason": "chosen with --recipe",
+        "continuity.warm_start_from": "/serving/pets", "continuity.skip_if_unchanged": True})
+
+
+def test_flat_and_nested_json_both_load_as_the_same_config() -> None:
+    config = built_the_new_way()
+    nested = json.loads(json.dumps(config.to_dict()))
+    assert TrainerConfig.from_dict(FLAT) == TrainerConfig.from_dict(nested) == config
+    assert nested["optimizer"]["epochs"] == 4 and nested["model"]["kind"] == "fast"
+    assert nested["continuity"]["warm_start_from"] == "/serving/pets"
+    # Every flat name is one setting of the nested form, and the other way round.
+    assert sorted(FLAT) == sorted(FLAT_NAMES)
+    assert {FLAT_NAMES[name] for name in FLAT} == set(config.settings()) == SETTINGS
+    with pytest.raises(BadInput, match="unknown training setting 'epoch'"):
+        TrainerConfig.from_dict({**FLAT, "epoch": 3})
+    with pytest.raises(BadInput, match="no class_names"):
+        TrainerConfig.from_dict({"image_shape": [8, 8, 1]})
+
+
+def test_flat_names_are_derived_from_the_parts_field_names() -> None:
+    parts = {f.name: f.type for f in dataclasses.fields(TrainerConfig)}
+    assert FLAT_NAMES["widths"] == "model.widths"
+    assert FLAT_NAMES["tta_flip"] == "evaluation.tta_flip"
+    assert FLAT_NAMES["warm_start_epochs"] == "continuity.warm_start_epochs"
+    # The renamed ones keep their flat names through the field's metadata.
+    assert (FLAT_NAMES["model"], FLAT_NAMES["optimizer"], FLAT_NAMES["augment_flip"],
+            FLAT_NAMES["augment_translate"]) == (
+        "model.kind", "optimizer.kind", "augmentation.flip", "augmentation.translate")
+    assert {path.split(".")[0] for path in SETTINGS} == set(parts)
+
+
+def test_set_takes_flat_names_and_dotted_paths() -> None:
+    # What bench/scale.py, bench/continuous.py and bench/recipe.py pass.
+    flat = parse_settings(["widths=16,32,64", "whiten_stride=2", "tta_flip=false",
+                           "tta_translate=0", "warm_start_epochs=0.5"])
+    dotted = parse_settings(["model.widths=16,32,64", "model.whiten_stride=2",
+                             "evaluation.tta_flip=false", "evaluation.tta_translate=0",
+                             "continuity.warm_start_epochs=0.5"])
+    assert flat == dotted == {
+        "model.widths": (16, 32, 64), "model.whiten_stride": 2, "evaluation.tta_flip": False,
+        "evaluation.tta_translate": 0, "continuity.warm_start_epochs": 0.5}
+    config = from_recipe("fast", (32, 32, 3), ["a", "b"]).override(dotted)
+    assert (config.model.widths, config.evaluation.tta_flip, config.continuity.warm_start_epochs,
+            config.model.whiten) == ((16, 32, 64), False, 0.5, True)
+    # A flag and its --set: the one given last wins, whichever name each uses.
+    later = config.override({"optimizer.epochs": 3, "epochs": 6})
+    assert later.optimizer.epochs == 6
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"runtime.distribution": "ring"},
+     r"runtime.distribution must be one of \['none', 'mirrored', 'multi_worker'\], got 'ring'"),
+    ({"optimizer": "rmsprop"},
+     r"optimizer.kind must be one of \['adam', 'sgd', 'muon'\], got 'rmsprop'"),
+    ({"model.resize_mode": "zoom"}, r"model.resize_mode must be one of \['stretch', 'crop'"),
+    ({"augment_translate": 0.5}, r"augmentation.translate must be in \[0, 0.5\)"),
+    ({"continuity.warm_start_epochs": 0}, r"continuity.warm_start_epochs must be in \(0, 1\]"),
+    ({"model.kind": "transfer"}, r"model.kind 'transfer' takes a model.backbone"),
+])
+def test_a_bad_setting_fails_naming_its_dotted_path(change: dict, message: str) -> None:
+    with pytest.raises(BadInput, match=message):
+        from_recipe("classic", (8, 8, 3), ["a", "b"]).override(change)
+
+
+def test_choices_are_enums_and_json_keeps_their_strings() -> None:
+    config = from_recipe("classic", (8, 8, 1), ["a", "b"], model="fast")
+    assert config.model.kind is ModelKind.FAST and config.model.kind == "fast"
+    assert json.loads(json.dumps(config.to_dict()))["model"]["kind"] == "fast"
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_builds_a_valid_config(name: str) -> None:
+    recipe = RECIPES[name]
+    assert isinstance(recipe, Recipe) and not isinstance(recipe, TrainerConfig)
+    shape = (224, 224, 3) if name == "transfer" else (32, 32, 3)
+    config = from_recipe(name, shape, ["a", "b"])
+    assert config.recipe == name
+    assert {f.name: getattr(config, f.name) for f in dataclasses.fields(Recipe)} == {
+        f.name: getattr(recipe, f.name) for f in dataclasses.fields(Recipe)}
+    assert TrainerConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    # A recipe holds no continuity: how a run gets there is the run's.
+    with pytest.raises(BadInput, match="not a setting a recipe holds"):
+        recipe.override({"continuity.skip_if_unchanged": True})
+
+
+def test_the_report_shows_a_recorded_config_flat_or_nested_by_dotted_path() -> None:
+    from test_report_html import _report
+
+    from report.html import render
+
+    def page(config: dict) -> str:
+        return render(_report(training={"available": True, "config": config}), {})
+
+    flat = page(FLAT)
+    assert "optimizer.learning_rate" in flat and "augmentation.translate" in flat
+    assert flat == page(built_the_new_way().to_dict())
+
+
+def test_flags_and_set_reach_the_compiled_trainer_config_by_dotted_path(tmp_path,
+                                                                        capsys) -> None:
+    """compile-kfp: each flag and each --set (flat or dotted) lands at its dotted path in the
+    nested trainer-config parameter, and a bad choice fails naming the path (exit 2).
+    """
+    from test_kubeflow import _compile, _defaults
+
+    from cli import main
+
+    spec = _compile(tmp_path, "--recipe", "fast", "--epochs", "3", "--no-flip",
+                    "--set", "widths=16,32", "--set", "model.whiten_stride=2",
+                    "--set", "optimizer.epochs=4")
+    config = json.loads(_defaults(spec)["trainer-config"])
+    assert config["optimizer"]["epochs"] == 4  # --set is applied after the flags
+    assert (config["model"]["widths"], config["model"]["whiten_stride"]) == ([16, 32], 2)
+    assert not config["augmentation"]["flip"] and not config["evaluation"]["tta_flip"]
+    assert config["recipe"] == "fast" and "widths" not in config
+    capsys.readouterr()
+    assert main(["compile-kfp", "--output", str(tmp_path / "bad.yaml"), "--recipe", "fast",
+                 "--set", "runtime.precision=half"]) == 2
+    assert ("runtime.precision must be one of ['auto', 'float32', 'bfloat16'], got 'half'"
+            in capsys.readouterr().err)
