@@ -129,3 +129,73 @@ def test_the_check_catches_a_print_and_a_borrowed_logger(tmp_path):
         "    logging.getLogger(__name__).info('ok')\n")
     assert logging_problems(tmp_path, ["trainer"]) == [
         "trainer/train.py:2: getLogger('pipeline')", "trainer/train.py:4: print"]
+
+
+# Record file -> its name's constant and the modules that may name it: the record's own module
+# (and ingest/output.py, which knows every file of an ingest output). Every other module reads
+# and writes it through its type (docs/architecture.md, "Records"), never by name with json.
+RECORD_FILES: dict[str, tuple[str, frozenset[str]]] = {
+    "dataset.json": ("DATASET_INFO", frozenset({"ingest/manifest.py", "ingest/output.py"})),
+    "gate.json": ("REPORT_FILE", frozenset({"components/gate_report.py"})),
+    "history.json": ("HISTORY_FILE", frozenset({"trainer/record.py"})),
+    "baseline.json": ("PROVENANCE_FILE", frozenset({"serving/model_dir.py"})),
+}
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """The ids of the docstring nodes: prose may name a file."""
+    found = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(
+                body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            found.add(id(body[0].value))
+    return found
+
+
+def record_problems(root: Path, packages: list[str]) -> list[str]:
+    """'module: names X' for each module outside a record's own that names its file or the
+    file's constant (a string that is the file name or ends in /<file name>).
+    """
+    constants = {constant: (file, owners) for file, (constant, owners) in RECORD_FILES.items()}
+    problems = []
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            relative = path.relative_to(root).as_posix()
+            tree = ast.parse(path.read_text(), str(path))
+            docstrings = _docstrings(tree)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Name):
+                    names = [node.id]
+                elif isinstance(node, ast.Attribute):
+                    names = [node.attr]
+                elif isinstance(node, ast.ImportFrom):
+                    names = [alias.name for alias in node.names]
+                elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                      and id(node) not in docstrings):
+                    names = [file for file in RECORD_FILES
+                             if node.value == file or node.value.endswith("/" + file)]
+                    problems += [f"{relative}: names {file!r}" for file in names
+                                 if relative not in RECORD_FILES[file][1]]
+                    continue
+                else:
+                    continue
+                problems += [f"{relative}: names {name}" for name in names
+                             if name in constants and relative not in constants[name][1]]
+    return sorted(set(problems))
+
+
+def test_records_are_read_and_written_through_their_types():
+    assert record_problems(REPO, sorted(ALLOWED)) == []
+
+
+def test_the_check_catches_a_record_read_by_its_file_name(tmp_path):
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "facts.py").write_text(
+        '"""Reads history.json (prose may name it)."""\n'
+        "import json\n"
+        "from trainer.record import HISTORY_FILE\n"
+        "def gate(uri):\n"
+        "    return json.loads(open(uri + '/gate.json').read())\n")
+    assert record_problems(tmp_path, ["report"]) == [
+        "report/facts.py: names 'gate.json'", "report/facts.py: names HISTORY_FILE"]

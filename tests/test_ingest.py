@@ -272,7 +272,8 @@ def test_image_shapes_seen_keeps_the_most_common_and_counts_the_rest(tmp_path: P
 
 
 def test_short_sides_are_binned_past_the_limit_and_smaller_than_stays_conservative() -> None:
-    from ingest.dataset import MAX_SHORT_SIDES, ImageSizes, image_sizes
+    from ingest.dataset import MAX_SHORT_SIDES, image_sizes
+    from ingest.manifest import ImageSizes
 
     shapes = collections.Counter({(side, side + 1, 3): 1 for side in range(1, MAX_SHORT_SIDES + 2)})
     raw = image_sizes(shapes)
