@@ -115,7 +115,7 @@ class GateReport(Record):
         upgraded["class_map"] = {k: v for k, v in fields.items() if k in keys}
         return upgraded
 
-def execution_folder(statistics_uri: str, execution_id: int, node: str = "DataGate") -> str:
+def execution_folder(statistics_uri: str, execution_id: int, node: str) -> str:
     """Where a gate execution that rejected the data left its record: its own folder under the
     pipeline root (<root>/<node>/.system/executor_execution/<id>, TFX's layout, which keeps it
     after a failure), found from its statistics input (<root>/StatisticsGen/statistics/<id>).

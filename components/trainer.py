@@ -144,9 +144,6 @@ class Executor(trainer_executor.GenericExecutor):
             super().Do(inputs, output_dict, exec_properties)
             record = TrainingRecord.read(model_run) or TrainingRecord(config=config)
         dataclasses.replace(record, skip_if_unchanged=decision).write(model_run)
-        artifact_utils.get_single_instance(
-            output_dict[standard_component_specs.MODEL_RUN_KEY]).set_int_custom_property(
-            "skipped_training", int(decision.skip))
 
 
 class ImageTrainerSpec(standard_component_specs.TrainerSpec):

@@ -210,7 +210,7 @@ def gate_report(gate: NodeRecord) -> GateReport | None:
     statistics = gate.input("statistics")
     if statistics is None:
         return None
-    return GateReport.read(execution_folder(statistics.uri, gate.execution.id))
+    return GateReport.read(execution_folder(statistics.uri, gate.execution.id, gate.name))
 
 
 def training_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
