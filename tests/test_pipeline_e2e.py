@@ -72,8 +72,8 @@ def test_second_run_uses_the_first_model_as_baseline_and_pushes(
     assert states["Trainer"] == "executed"
     assert states["Transform"] == "cached"  # training knobs do not invalidate Transform
     baseline = _baseline(pipeline_runs, "second")
-    assert baseline["production"]["path"] == first.pushed_destination
-    assert not baseline["baseline_is_candidate"]
+    assert baseline.production.path == first.pushed_destination
+    assert not baseline.baseline_is_candidate
     assert second.model_uri != first.model_uri
     assert second.baseline_accuracy is not None
     assert second.blessed and second.pushed
