@@ -7,6 +7,7 @@ instead of being left out: the reader should see where the run stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import heapq
 import json
@@ -372,7 +373,8 @@ def evaluation_section(
         "baseline_note": summary.baseline_note,
         "thresholds": _thresholds(value(evaluator.execution, "eval_config")),
         # How the accuracy bar was set: pipeline/blessing.py's rule or --min-accuracy.
-        "blessing_rule": summary.blessing_rule,
+        "blessing_rule": (dataclasses.asdict(summary.blessing_rule) if summary.blessing_rule
+                          else None),
         # The model directory held no version yet (serving/model_dir.py NewModel).
         "new_model": as_data(summary.new_model),
         "validation_ok": validation_ok,

@@ -13,7 +13,7 @@ from ml_metadata.proto import metadata_store_pb2
 from ingest.dataset import EVAL
 from ingest.manifest import DatasetManifest
 from ingest.spans import WINDOW_PROPERTY
-from pipeline.blessing import percent
+from pipeline.blessing import BlessingRule, percent
 from schema.records import as_data
 from trainer.record import SkipDecision, TrainingInput, TrainingRecord
 
@@ -78,7 +78,7 @@ class RunSummary:
     # Label id -> accuracy on the evaluation split; `named_per_class_accuracy` names them.
     per_class_accuracy: dict[str, float] = dataclasses.field(default_factory=dict)
     # The thresholds and how the accuracy bar was set: pipeline/blessing.py's record.
-    blessing_rule: dict[str, Any] | None = None
+    blessing_rule: BlessingRule | None = None
     blessed: bool | None = None
     pushed: bool | None = None
     pushed_destination: str | None = None
@@ -384,7 +384,9 @@ def _read_provenance(summary: RunSummary, evaluation_uri: str) -> None:
         return
     summary.baseline_version = provenance.production.version if provenance.production else None
     summary.new_model = provenance.new_model
-    summary.blessing_rule = provenance.blessing_rule
+    summary.blessing_rule = (BlessingRule.parse(provenance.blessing_rule, f"the blessing rule "
+                                                f"in {EvaluationRecord.path_in(evaluation_uri)}")
+                             if provenance.blessing_rule else None)
     summary.baseline_note = baseline_note(provenance)
 
 
@@ -480,12 +482,12 @@ def per_class_text(named: dict[str, float]) -> str:
             f"{listed(reversed(ranked[-_EXTREMES:]))}")
 
 
-def thresholds_text(rule: dict[str, Any] | None) -> str:
+def thresholds_text(rule: BlessingRule | None) -> str:
     """The bar, how it was set, and the regression allowed (pipeline/blessing.py's record)."""
     if not rule:
         return "thresholds: not recorded with this evaluation"
-    return (f"blessing: accuracy at least {rule['text']}; at most "
-            f"{rule['max_regression']:g} below the served version")
+    return (f"blessing: accuracy at least {rule.text}; at most "
+            f"{rule.max_regression:g} below the served version")
 
 
 def data_name(data_root: str | None) -> str:
@@ -533,33 +535,32 @@ def _pair(value: float, bound: float) -> tuple[str, str]:
     return f"{100 * value:.2f} %", f"{100 * bound:.2f} %"
 
 
-def _bar_reason(rule: dict[str, Any]) -> str:
-    default = rule.get("default")
-    if rule.get("source") == "--min-accuracy" or not default:
+def _bar_reason(rule: BlessingRule) -> str:
+    default = rule.default
+    if rule.source == "--min-accuracy" or not default:
         return "set by --min-accuracy"
-    return (f"the bar for {default['num_classes']} classes on {default['examples']} images"
-            + (", capped: too few to tell from chance" if default.get("capped") else ""))
+    return (f"the bar for {default.num_classes} classes on {default.examples} images"
+            + (", capped: too few to tell from chance" if default.capped else ""))
 
 
 def _blessing_reason(summary: RunSummary) -> str:
-    rule = summary.blessing_rule or {}
-    accuracy, bar = summary.accuracy or 0.0, rule.get("min_accuracy")
+    rule = summary.blessing_rule
+    accuracy, bar = summary.accuracy or 0.0, rule.min_accuracy if rule else None
     if summary.blessed is None:
         return "not evaluated"
     if summary.blessed:
         return (f"blessed (at least {percent(bar)}, {_bar_reason(rule)})" if bar is not None
                 else "blessed")
     reasons = []
-    default = rule.get("default") or {}
     if bar is not None and accuracy < bar:
-        chance = default.get("chance")
+        chance = rule.default.chance if rule.default else None
         # TFMA's accuracy is a float32 ratio: k/n may print as chance and sit a hair above.
         if chance is not None and accuracy <= chance + 1e-6:
             reasons.append(f"{percent(accuracy)} is not above chance ({percent(chance)})")
         else:
             shown, at = _pair(accuracy, bar)
             reasons.append(f"{shown} is below the bar {at} ({_bar_reason(rule)})")
-    allowed = rule.get("max_regression")
+    allowed = rule.max_regression if rule else None
     baseline = summary.baseline_accuracy
     if baseline is not None and allowed is not None and accuracy - baseline < -allowed - 1e-9:
         reasons.append(f"{100 * (baseline - accuracy):.1f} points below the served version "

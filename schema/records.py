@@ -20,13 +20,14 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 import pydantic
 
 from schema.errors import BadInput
 
 VERSION_KEY = "schema_version"
+T = TypeVar("T")
 
 
 class RecordError(BadInput):
@@ -72,6 +73,17 @@ def _write_text(path: str, text: str) -> None:
         f.write(text)
 
 
+def parse(cls: type[T], data: Any, source: str) -> T:
+    """`data` (parsed JSON) validated as `cls`, a dataclass; RecordError naming `source`.
+
+    For a record's part carried as JSON by something that is not a record (an exec property).
+    """
+    try:
+        return _adapter(cls).validate_python(data)
+    except pydantic.ValidationError as e:
+        raise RecordError(f"{source} is not a valid {cls.__name__} record: {e}") from None
+
+
 class Record:
     """Mixin for a frozen dataclass stored as one JSON file named FILE in a folder."""
 
@@ -105,10 +117,7 @@ class Record:
                 "this one")
         fields = cls.upgrade({key: value for key, value in data.items() if key != VERSION_KEY},
                              version)
-        try:
-            return _adapter(cls).validate_python(fields)
-        except pydantic.ValidationError as e:
-            raise RecordError(f"{source} is not a valid {cls.__name__} record: {e}") from None
+        return parse(cls, fields, source)
 
     @classmethod
     def upgrade(cls, fields: dict[str, Any], version: int) -> dict[str, Any]:
