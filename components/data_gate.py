@@ -150,7 +150,7 @@ def label_drift(
     """
     comparing = drift_schema(schema, max_label_drift)
     found, measured = [], []
-    for split in sorted(set(splits) & set(baseline_splits)):
+    for split in (s for s in splits if s in baseline_splits):
         anomalies = tfdv.validate_statistics(
             load_split_statistics(statistics_uri, split),
             comparing,
@@ -161,7 +161,7 @@ def label_drift(
                      if f.anomaly_type.startswith("COMPARATOR"))
         measured.extend(DriftMeasurement(split, m.value, m.threshold, baseline_uri)
                         for info in anomalies.drift_skew_info for m in info.drift_measurements)
-    return found, measured
+    return found, sorted(measured, key=lambda m: m.split)
 
 
 def statistics_summary(dataset) -> dict[str, Any]:

@@ -154,7 +154,7 @@ class ImageTrainerSpec(standard_component_specs.TrainerSpec):
     }
     INPUTS = {
         **standard_component_specs.TrainerSpec.INPUTS,
-        # The gate's verdict on whether the data changed since the served model's.
+        # The gate's record: the statistics that differ from the served model's training data.
         DATA_GATE_KEY: ChannelParameter(type=ValidatedStatistics, optional=True),
     }
 
