@@ -173,7 +173,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
     )
     # Nothing trains on data the gate rejected.
     transform.add_upstream_node(data_gate)
-    # With skip_if_unchanged the Trainer reads the gate's record and may hand on the served
+    # With skip_if_unchanged the Trainer reads the gate's verdict and may hand on the served
     # model (components/trainer.py); it then re-executes every run, as the gate does.
     skip = config.trainer.skip_if_unchanged
     trainer = ImageTrainer(
