@@ -79,6 +79,7 @@ from ingest.sources import (
 )
 from ingest.tfrecord import GzipTFRecordWriter, ImageExampleEncoder
 from schema import features
+from schema.records import RecordError
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,10 @@ SHORT_SIDE_BIN = 16
 
 def load_dataset_info(data_dir: str | os.PathLike) -> DatasetManifest:
     """The dataset.json of an ingested folder; IngestError when there is none."""
-    manifest = DatasetManifest.read(data_dir)
+    try:
+        manifest = DatasetManifest.read(data_dir)
+    except RecordError as e:  # a BadInput already, but the user's file: say how to fix it
+        raise IngestError(f"{e}: ingest the data again") from None
     if manifest is None:
         raise IngestError(
             f"{DatasetManifest.path_in(data_dir)} not found: {data_dir} is not a dataset "

@@ -144,3 +144,13 @@ def test_damaged_json_and_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(RecordError, match="gate.json is not valid JSON"):
         GateReport.read(tmp_path)
     assert TrainingRecord.read(tmp_path) is None
+
+
+def test_a_damaged_dataset_json_says_to_ingest_again(tmp_path: Path) -> None:
+    from ingest.dataset import load_dataset_info
+    from ingest.errors import IngestError
+
+    (tmp_path / "dataset.json").write_text('{"class_names": ')
+    with pytest.raises(IngestError, match="dataset.json is not valid JSON .*: ingest the data "
+                                          "again"):
+        load_dataset_info(tmp_path)
