@@ -147,7 +147,7 @@ def config_from_args(args: argparse.Namespace, *, pipeline_root: str, data_root:
 
 
 def run_thresholds(args: argparse.Namespace, info):
-    """The Evaluator's thresholds for data described by `info` (ingest's DatasetInfo):
+    """The Evaluator's thresholds for data described by `info` (ingest's DatasetManifest):
     --min-accuracy, else pipeline/blessing.py's bar for the split the Evaluator scores (the
     newest span's, for a root of spans).
     """

@@ -39,7 +39,7 @@ def trainer_config(args: argparse.Namespace, class_names, image_shape,
     Every split must hold at least one batch: a batch size given on the command line is
     refused otherwise, a recipe's own is halved until it fits. `trains_here`: whether this
     machine runs the Trainer, so its CPU tells whether `--precision auto` means bfloat16 and
-    whether a backbone's weights must be at hand. `info` (ingest's DatasetInfo, if known): the
+    whether a backbone's weights must be at hand. `info` (ingest's DatasetManifest, if known): the
     spread of image sizes, from which the model's input size is chosen.
     """
     from trainer.config import parse_settings
@@ -121,7 +121,7 @@ def _transfer_side(args: argparse.Namespace, backbone, info, num_train: int) -> 
     """The square input side and why: --input-size, the backbone's own, or the larger one."""
     if getattr(args, "input_size", None):
         return args.input_size, "--input-size"
-    sizes = getattr(info, "image_sizes", None)
+    sizes = getattr(info, "sizes", None)
     short = sizes.short_side_median if sizes is not None else min(
         int(v) for v in getattr(info, "image_shape", (0, 0))[:2])
     if backbone.input_size < _LARGE_INPUT <= short and 0 < num_train <= _LARGE_INPUT_MAX_TRAIN:
@@ -142,7 +142,7 @@ def _transfer_shape(args: argparse.Namespace, image_shape, info,
     notes = [f"{side}x{side} inputs ({why}), each image resized keeping its aspect ratio"]
     if int(image_shape[2]) == 1:
         notes.append("grayscale images: their channel is replicated to RGB for the backbone")
-    sizes = getattr(info, "image_sizes", None)
+    sizes = getattr(info, "sizes", None)
     smaller = sizes.smaller_than(side) if sizes is not None else 0
     if sizes is None and max(int(image_shape[0]), int(image_shape[1])) < side:
         smaller = sum(getattr(info, "split_counts", {}).values())

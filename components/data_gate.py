@@ -39,21 +39,29 @@ from tfx.types import artifact, artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 from tfx.utils import io_utils
 
+from components.gate_report import (
+    ClassMap,
+    DataComparison,
+    DriftMeasurement,
+    Finding,
+    GateReport,
+    StatisticsDifference,
+)
 from ingest import spans
+from ingest.manifest import DatasetManifest
 from schema import features
 from schema.errors import BadInput, Explained, Part, Setting
 from serving.model_dir import (
+    ProductionModel,
     labels_path,
     production_model,
     push_base,
-    read_json,
     served_class_names,
 )
 
 log = logging.getLogger(__name__)
 STATS_FILE = "FeatureStats.pb"
 ANOMALIES_FILE = "SchemaDiff.pb"
-REPORT_FILE = "gate.json"
 
 
 class ValidatedStatistics(artifact.Artifact):
@@ -68,19 +76,6 @@ class DataValidationError(Explained, RuntimeError):
     """The data failed the gate (the CLI exits 3); the message lists every finding and the
     settings that would let them through.
     """
-
-
-@dataclasses.dataclass(frozen=True)
-class Finding:
-    split: str
-    feature: str
-    anomaly_type: str
-    description: str
-    source: str
-
-    def line(self) -> str:
-        return (f"  - split {self.split!r}, feature {self.feature!r}: {self.anomaly_type}: "
-                f"{self.description} ({self.source})")
 
 
 def _split_dir(uri: str, split: str) -> str:
@@ -144,32 +139,6 @@ def drift_schema(schema: schema_pb2.Schema, max_label_drift: float) -> schema_pb
     return drift
 
 
-@dataclasses.dataclass(frozen=True)
-class DriftMeasurement:
-    split: str
-    distance: float  # L-infinity distance between the two label distributions
-    threshold: float
-    baseline: str
-
-
-def _compare_labels(
-    statistics_uri: str, baseline_uri: str, splits: list[str], baseline_splits: list[str],
-    schema: schema_pb2.Schema, max_label_drift: float,
-):
-    """(split, TFDV anomalies, source) of each split present in both statistics."""
-    comparing = drift_schema(schema, max_label_drift)
-    for split in splits:
-        if split not in baseline_splits:
-            continue
-        anomalies = tfdv.validate_statistics(
-            load_split_statistics(statistics_uri, split),
-            comparing,
-            previous_statistics=load_split_statistics(baseline_uri, split),
-        )
-        yield split, anomalies, f"{_split_dir(statistics_uri, split)} vs " \
-                                f"{_split_dir(baseline_uri, split)}"
-
-
 def label_drift(
     statistics_uri: str,
     baseline_uri: str,
@@ -177,30 +146,24 @@ def label_drift(
     baseline_splits: list[str],
     schema: schema_pb2.Schema,
     max_label_drift: float,
-) -> list[Finding]:
-    """Each split's label distribution against the same split of the baseline."""
-    found = []
-    for split, anomalies, source in _compare_labels(
-        statistics_uri, baseline_uri, splits, baseline_splits, schema, max_label_drift
-    ):
+) -> tuple[list[Finding], list[DriftMeasurement]]:
+    """Each split's label distribution against the same split of the baseline: the splits
+    that drifted too far, and the distance TFDV measured for every split compared.
+    """
+    comparing = drift_schema(schema, max_label_drift)
+    found, measured = [], []
+    for split in (s for s in splits if s in baseline_splits):
+        anomalies = tfdv.validate_statistics(
+            load_split_statistics(statistics_uri, split),
+            comparing,
+            previous_statistics=load_split_statistics(baseline_uri, split),
+        )
+        source = f"{_split_dir(statistics_uri, split)} vs {_split_dir(baseline_uri, split)}"
         found.extend(f for f in _findings(anomalies, split, source)
                      if f.anomaly_type.startswith("COMPARATOR"))
-    return found
-
-
-def label_drift_measurements(
-    statistics_uri: str, baseline_uri: str, schema: schema_pb2.Schema, max_label_drift: float
-) -> list[DriftMeasurement]:
-    """The distance TFDV measured for each split, whether or not it crossed the threshold."""
-    measured = []
-    for split, anomalies, _ in _compare_labels(
-        statistics_uri, baseline_uri, splits_in(statistics_uri), splits_in(baseline_uri),
-        schema, max_label_drift,
-    ):
-        for info in anomalies.drift_skew_info:
-            for m in info.drift_measurements:
-                measured.append(DriftMeasurement(split, m.value, m.threshold, baseline_uri))
-    return measured
+        measured.extend(DriftMeasurement(split, m.value, m.threshold, baseline_uri)
+                        for info in anomalies.drift_skew_info for m in info.drift_measurements)
+    return found, sorted(measured, key=lambda m: m.split)
 
 
 def statistics_summary(dataset) -> dict[str, Any]:
@@ -232,34 +195,34 @@ def statistics_summary(dataset) -> dict[str, Any]:
     return summary
 
 
-def _differences(new: dict[str, Any], old: dict[str, Any], prefix: str) -> list[str]:
+def statistics_differences(
+    new: dict[str, Any], old: dict[str, Any], split: str, prefix: str = ""
+) -> list[StatisticsDifference]:
+    """Every statistic of two statistics_summary results that differs, one level per key."""
     found = []
     for key in sorted(set(new) | set(old)):
         a, b = new.get(key), old.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            found += _differences(a, b, f"{prefix}{key} ")
+            found += statistics_differences(a, b, split, f"{prefix}{key} ")
         elif a != b:
-            found.append(f"{prefix}{key} {a} (was {b})")
+            found.append(StatisticsDifference(split, f"{prefix}{key}", a, b))
     return found
 
 
-def unchanged_verdict(
+def data_comparison(
     statistics_uri: str, baseline_uri: str, splits: list[str], baseline_splits: list[str],
     compared: str,
-) -> dict[str, Any]:
-    """Whether the data's statistics equal the baseline's in every split (statistics_summary)."""
+) -> DataComparison:
+    """The statistics (statistics_summary) of every split in both that differ from the
+    baseline's: the facts the Trainer's --skip-if-unchanged decides on.
+    """
     differences = []
-    if sorted(splits) != sorted(baseline_splits):
-        differences.append(f"splits {sorted(splits)} (was {sorted(baseline_splits)})")
     for split in sorted(set(splits) & set(baseline_splits)):
         new = statistics_summary(load_split_statistics(statistics_uri, split).datasets[0])
         old = statistics_summary(load_split_statistics(baseline_uri, split).datasets[0])
-        differences += _differences(new, old, f"{split}: ")
-    if differences:
-        shown = "; ".join(differences[:4]) + ("; ..." if len(differences) > 4 else "")
-        return {"unchanged": False, "why": f"{compared}: the statistics differ: {shown}"}
-    return {"unchanged": True, "why": f"{compared}: the statistics are equal in every split "
-                                      "(example counts, image byte sizes, class counts)"}
+        differences += statistics_differences(new, old, split)
+    return DataComparison(compared, tuple(sorted(splits)), tuple(sorted(baseline_splits)),
+                          tuple(differences))
 
 
 def failure_message(findings: list[Finding], statistics_uri: str) -> tuple[Part, ...]:
@@ -292,11 +255,6 @@ CLASS_MAP_CHANGED = "CLASS_MAP_CHANGED"
 WINDOW_CLASS_MAPS_DIFFER = "WINDOW_CLASS_MAPS_DIFFER"
 
 
-def baseline_record(baseline_uri: str) -> dict[str, Any]:
-    """The gate report stored with a baseline's statistics (the Pusher copies it); {} if none."""
-    return read_json(os.path.join(baseline_uri, REPORT_FILE)) or {}
-
-
 def comparison(span: int | None, baseline_span: int | None, production) -> str:
     """Which data the drift check compares, in words: spans where both have one."""
     new = f"span {span}" if span is not None else "this data"
@@ -304,17 +262,6 @@ def comparison(span: int | None, baseline_span: int | None, production) -> str:
            else "the data")
     return (f"{new} with {old}, the training data of served version {production.version} "
             "(the last accepted data)")
-
-
-def read_class_names(path: str) -> list[str] | None:
-    """Class names, one per line (labels.txt), or under "class_names" (ingest's dataset.json)."""
-    if not fileio.exists(path):
-        return None
-    with fileio.open(path, "rb") as f:
-        text = f.read().decode("utf-8")
-    if path.endswith(".json"):
-        return list(json.loads(text)["class_names"])
-    return text.splitlines()
 
 
 def class_map_change(served: list[str], new: list[str]) -> str | None:
@@ -337,33 +284,32 @@ def class_map_change(served: list[str], new: list[str]) -> str | None:
     return "; ".join(parts)
 
 
-def class_map_record(data_root: str | None, production) -> dict[str, Any]:
+def class_map_record(data_root: str | None, production: ProductionModel | None) -> ClassMap:
     """The data's class map (dataset.json), the served model's (labels.txt), and the change."""
-    record: dict[str, Any] = {"class_names": None, "served_class_names": None, "change": None,
-                              "class_names_source": None, "served_class_names_source": None}
     if not data_root:
-        return record
-    record["class_names_source"] = os.path.join(data_root, "dataset.json")
-    record["class_names"] = read_class_names(record["class_names_source"])
-    if production is None or record["class_names"] is None:
-        return record
-    record["served_class_names_source"] = labels_path(production.path)
-    record["served_class_names"] = served_class_names(production.path)
-    if record["served_class_names"] is not None:
-        record["change"] = class_map_change(record["served_class_names"], record["class_names"])
-    return record
+        return ClassMap()
+    manifest = DatasetManifest.read(data_root)
+    data = ClassMap(class_names=manifest.class_names if manifest else None,
+                    class_names_source=DatasetManifest.path_in(data_root))
+    if production is None or data.class_names is None:
+        return data
+    served = served_class_names(production.path)
+    return dataclasses.replace(
+        data, served_class_names=tuple(served) if served is not None else None,
+        served_class_names_source=labels_path(production.path),
+        change=class_map_change(served, list(data.class_names)) if served is not None else None)
 
 
-def class_map_findings(record: dict[str, Any], production) -> list[Finding]:
-    if record["change"] is None:
+def class_map_findings(record: ClassMap, production) -> list[Finding]:
+    if record.change is None:
         return []
     return [Finding(
         "<all>", features.LABEL_KEY, CLASS_MAP_CHANGED,
         f"the class map differs from served version {production.version}'s: "
-        f"{record['change']}. Label ids would mean other classes than in the served model, so "
+        f"{record.change}. Label ids would mean other classes than in the served model, so "
         "neither the comparison with it nor the drift check would mean anything. Restore the "
         "class folders, or accept the new class map",
-        f"{record['class_names_source']} vs {record['served_class_names_source']}",
+        f"{record.class_names_source} vs {record.served_class_names_source}",
     )]
 
 
@@ -393,6 +339,62 @@ class DataGateSpec(ComponentSpec):
     }
 
 
+def span_window(examples: list[types.Artifact] | None) -> tuple[int | None, list[int] | None]:
+    """The span ExampleGen read and its window (components/example_gen.py records both);
+    (None, None) for a root without spans, where TFX's span 0 means none.
+    """
+    if not examples:
+        return None, None
+    span = (examples[0].get_int_custom_property("span")
+            if examples[0].has_custom_property("span") else None)
+    window = (json.loads(examples[0].get_string_custom_property(spans.WINDOW_PROPERTY))
+              if examples[0].has_custom_property(spans.WINDOW_PROPERTY) else None)
+    return (span, window) if window else (None, None)
+
+
+def window_findings(root: str | None, window: list[int] | None) -> list[Finding]:
+    """A window whose spans have different class maps: never trainable together."""
+    mixed = spans.mixed_class_maps(root, window) if root and window and len(window) > 1 else None
+    return [Finding("<window>", features.LABEL_KEY, WINDOW_CLASS_MAPS_DIFFER, mixed, root)
+            ] if mixed else []
+
+
+def compare_with_baseline(
+    report: GateReport, production: ProductionModel, splits: list[str], schema_uri: str,
+    max_drift: float,
+) -> tuple[GateReport, list[Finding]]:
+    """The data against the served version's training statistics: the label drift found, and
+    the report with what was compared, the drift measured and the statistics that differ.
+    """
+    baseline = production.statistics
+    stored = GateReport.read(baseline)
+    baseline_span = stored.span if stored else None
+    compared = comparison(report.span, baseline_span, production)
+    baseline_splits = splits_in(baseline)
+    drifted: list[Finding] = []
+    measured: list[DriftMeasurement] = []
+    if max_drift > 0:
+        log.info("[gate] label drift: %s", compared)
+        schema = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema_uri))
+        found, measured = label_drift(report.statistics, baseline, splits, baseline_splits,
+                                      schema, max_drift)
+        drifted = [dataclasses.replace(f, source=f"{compared}: {f.source}") for f in found]
+    return dataclasses.replace(
+        report, baseline=baseline, baseline_version=production.version,
+        baseline_span=baseline_span, drift_compared=compared, drift=tuple(measured),
+        comparison=data_comparison(report.statistics, baseline, splits, baseline_splits,
+                                   compared),
+    ), drifted
+
+
+def copy_statistics(statistics_uri: str, output_uri: str, splits: list[str]) -> None:
+    """The accepted statistics into ValidatedStatistics (the Pusher stores them as a baseline)."""
+    for split in splits:
+        fileio.makedirs(_split_dir(output_uri, split))
+        fileio.copy(os.path.join(_split_dir(statistics_uri, split), STATS_FILE),
+                    os.path.join(_split_dir(output_uri, split), STATS_FILE), overwrite=True)
+
+
 class Executor(base_executor.BaseExecutor):
     # The TFX executor interface, the same in every executor (`duplicates` pairs them).
     def Do(
@@ -403,79 +405,48 @@ class Executor(base_executor.BaseExecutor):
     ) -> None:
         statistics = artifact_utils.get_single_instance(input_dict["statistics"])
         anomalies = artifact_utils.get_single_instance(input_dict["anomalies"])
-        schema_dir = artifact_utils.get_single_uri(input_dict["schema"])
-        schema = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema_dir))
         splits = artifact_utils.decode_split_names(statistics.split_names)
-        allowed = set(json.loads(exec_properties.get("allowed_anomaly_types") or "[]"))
-
-        findings = schema_anomalies(
-            anomalies.uri, artifact_utils.decode_split_names(anomalies.split_names)
-        )
         production = production_model(push_base(exec_properties.get("push_destination")))
         root = exec_properties.get("data_root")
-        span = window = None
-        if input_dict.get("examples"):
-            # ExampleGen records the span it read, and the window (components/example_gen.py).
-            examples = input_dict["examples"][0]
-            if examples.has_custom_property("span"):
-                span = examples.get_int_custom_property("span")
-            if examples.has_custom_property(spans.WINDOW_PROPERTY):
-                window = json.loads(examples.get_string_custom_property(spans.WINDOW_PROPERTY))
-            if not window:
-                span = None  # a root without spans: TFX's span 0 means none
+        span, window = span_window(input_dict.get("examples"))
+
+        findings = schema_anomalies(
+            anomalies.uri, artifact_utils.decode_split_names(anomalies.split_names))
         # The dataset.json with the class map: the root's, or the span's in a root of spans.
         class_map = class_map_record(spans.dataset_folder(root, span) if root else None,
                                      production)
         if not exec_properties.get("accept_new_classes"):
             findings += class_map_findings(class_map, production)
-        mixed = (spans.mixed_class_maps(root, window)
-                 if root and window and len(window) > 1 else None)
-        if mixed:
-            findings.append(Finding("<window>", features.LABEL_KEY, WINDOW_CLASS_MAPS_DIFFER,
-                                    mixed, root))
-        baseline = production.statistics if production else None
-        if class_map["change"] is not None:
-            baseline = None  # label ids of two class maps: nothing to compare
-        baseline_span = compared = unchanged = None
-        if baseline:
-            baseline_span = baseline_record(baseline).get("span")
-            compared = comparison(span, baseline_span, production)
-            baseline_splits = splits_in(baseline)
-            max_drift = float(exec_properties.get("max_label_drift") or 0.0)
-            if max_drift > 0:
-                log.info("[gate] label drift: %s", compared)
-                findings += [dataclasses.replace(f, source=f"{compared}: {f.source}")
-                             for f in label_drift(statistics.uri, baseline, splits,
-                                                  baseline_splits, schema, max_drift)]
-            unchanged = unchanged_verdict(statistics.uri, baseline, splits, baseline_splits,
-                                          compared)
+        findings += window_findings(root, window)
+        report = GateReport(statistics=statistics.uri, span=span,
+                            window_spans=tuple(window) if window else None, class_map=class_map)
+        # A changed class map: label ids of two class maps, nothing to compare.
+        if production is not None and production.statistics and class_map.change is None:
+            report, drifted = compare_with_baseline(
+                report, production, splits, artifact_utils.get_single_uri(input_dict["schema"]),
+                float(exec_properties.get("max_label_drift") or 0.0))
+            findings += drifted
+
+        allowed = set(json.loads(exec_properties.get("allowed_anomaly_types") or "[]"))
         blocking = [f for f in findings
                     if f.anomaly_type not in allowed and not ingest_bookkeeping(f)]
+        report = dataclasses.replace(
+            report, accepted=tuple(f for f in findings if f not in blocking),
+            rejected=tuple(blocking))
         if blocking:
+            self._record_rejection(report)
             raise DataValidationError(*failure_message(blocking, statistics.uri))
-
         output = artifact_utils.get_single_instance(output_dict["validated_statistics"])
-        for split in splits:
-            fileio.makedirs(_split_dir(output.uri, split))
-            fileio.copy(os.path.join(_split_dir(statistics.uri, split), STATS_FILE),
-                        os.path.join(_split_dir(output.uri, split), STATS_FILE), overwrite=True)
-        report = {
-            "statistics": statistics.uri,
-            # The span these statistics are of, and the window the Trainer fits.
-            "span": span,
-            "window_spans": window,
-            "baseline": baseline,
-            "baseline_version": production.version if production else None,
-            "baseline_span": baseline_span,
-            "drift_compared": compared,
-            # Whether the data equals the served model's training data (--skip-if-unchanged).
-            "unchanged": unchanged,
-            "accepted": [dataclasses.asdict(f) for f in findings],
-            # The class map of the accepted data, and how it differs from the served one's.
-            **class_map,
-        }
-        with fileio.open(os.path.join(output.uri, REPORT_FILE), "w") as f:
-            json.dump(report, f, indent=2)
+        copy_statistics(statistics.uri, output.uri, splits)
+        report.write(output.uri)
+
+    def _record_rejection(self, report: GateReport) -> None:
+        """The report of rejected data, in this execution's folder: a failed execution has no
+        output artifact, and TFX removes its output folders (gate_report.execution_folder).
+        """
+        output_uri = self._context.executor_output_uri if self._context else None
+        if output_uri:
+            report.write(os.path.dirname(output_uri))
 
 
 # TFX component boilerplate: the spec's channels and parameters passed through, the shape every

@@ -29,7 +29,6 @@ upgrade that changes either format fails there.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import shutil
@@ -49,13 +48,15 @@ from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import io_utils, path_utils, proto_utils
 
 from serving.model_dir import (
+    EvaluationRecord,
+    NewModel,
+    ProductionModel,
     join,
     model_digest,
     new_model,
     production_model,
     push_base,
     served_class_names,
-    write_provenance,
 )
 
 log = logging.getLogger(__name__)
@@ -131,10 +132,21 @@ PUSH_DESTINATION_KEY = "push_destination"
 BLESSING_RULE_KEY = "blessing_rule"
 
 
-def _new_model(base: str | None, candidate_dir: str) -> dict[str, Any] | None:
-    """serving/model_dir.py's note when the push destination holds no version yet."""
-    note = new_model(base, served_class_names(candidate_dir) or []) if base else None
-    return dataclasses.asdict(note) if note else None
+def evaluation_record(
+    candidate: str, production: ProductionModel | None, base: str | None,
+    blessing_rule: dict[str, Any] | None,
+) -> EvaluationRecord:
+    """What this evaluation compares: the served version, or why there is none to compare."""
+    served = production.provenance() if production else None
+    note: NewModel | None = (new_model(base, served_class_names(candidate) or []) if base
+                             and production is None else None)
+    same = bool(served and served.digest == model_digest(candidate))
+    return EvaluationRecord(
+        candidate=candidate, production=served, blessing_rule=blessing_rule, new_model=note,
+        baseline_is_candidate=same,
+        class_map_changed=bool(production and not same and served_class_names(candidate)
+                               != served_class_names(production.path)),
+    )
 
 
 def _serving_dir(model: artifact.Artifact) -> str:
@@ -154,26 +166,14 @@ class Executor(stock_executor.Executor):
         # Loaded in full: TFMA loads the baseline next, and would fail naming its snapshot.
         production = production_model(base, load=True)
         output_uri = artifact_utils.get_single_uri(output_dict[_EVALUATION])
-        provenance = {
-            "candidate": _serving_dir(candidate),
-            "production": production.provenance() if production else None,
-            # How the default accuracy bar was set (pipeline/blessing.py), for the report.
-            "blessing_rule": json.loads(exec_properties.get(BLESSING_RULE_KEY) or "null"),
-        }
-        provenance["new_model"] = _new_model(base, provenance["candidate"]) if (
-            production is None) else None
-        provenance["baseline_is_candidate"] = bool(
-            production and provenance["production"]["digest"] == model_digest(
-                provenance["candidate"])
-        )
-        provenance["class_map_changed"] = bool(
-            production and not provenance["baseline_is_candidate"]
-            and served_class_names(provenance["candidate"]) != served_class_names(production.path)
-        )
+        # How the default accuracy bar was set (pipeline/blessing.py), for the report.
+        provenance = evaluation_record(
+            _serving_dir(candidate), production, base,
+            json.loads(exec_properties.get(BLESSING_RULE_KEY) or "null"))
         input_dict = {**input_dict, _BASELINE: []}
-        if provenance["baseline_is_candidate"]:
+        if provenance.baseline_is_candidate:
             self._evaluate_the_served_candidate(input_dict, output_dict, exec_properties)
-        elif provenance["class_map_changed"]:
+        elif provenance.class_map_changed:
             # Label ids mean other classes in the served model (accepted at the gate with
             # --accept-new-classes): no comparison, value thresholds only.
             log.info("new class map: the served version %d is not a baseline", production.version)
@@ -189,14 +189,14 @@ class Executor(stock_executor.Executor):
             finally:
                 fileio.rmtree(snapshot)
         else:
-            note = provenance["new_model"]
+            note = provenance.new_model
             log.info("%s: evaluating the candidate without a baseline",
                      "new model directory" if note else "no loadable served version")
             super().Do(input_dict, output_dict, exec_properties)
-        write_provenance(output_uri, provenance)
+        provenance.write(output_uri)
         blessing = artifact_utils.get_single_instance(output_dict[_BLESSING])
-        if production is not None and not (provenance["baseline_is_candidate"]
-                                           or provenance["class_map_changed"]):
+        if production is not None and not (provenance.baseline_is_candidate
+                                           or provenance.class_map_changed):
             blessing.set_string_custom_property(
                 constants.ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY, production.path)
             blessing.set_int_custom_property("baseline_version", production.version)

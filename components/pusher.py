@@ -64,8 +64,8 @@ from tfx.types import artifact_utils, standard_artifacts, standard_component_spe
 from tfx.types.component_spec import ChannelParameter
 from tfx.utils import io_utils
 
-from components.data_gate import REPORT_FILE as GATE_REPORT_FILE
 from components.data_gate import STATS_FILE, ValidatedStatistics, splits_in
+from components.gate_report import GateReport
 from components.push_lock import (
     DEFAULT_POLICY,
     LockPolicy,
@@ -441,11 +441,9 @@ def statistics_copier(statistics_uri: str) -> Callable[[str], None]:
 
     def copy(version_dir: str) -> None:
         # The gate's report says which span they are of: the next gate names it.
-        report = os.path.join(statistics_uri, GATE_REPORT_FILE)
-        if fileio.exists(report):
-            fileio.makedirs(_join(version_dir, STATISTICS_DIR))
-            fileio.copy(report, _join(version_dir, STATISTICS_DIR, GATE_REPORT_FILE),
-                        overwrite=True)
+        report = GateReport.read(statistics_uri)
+        if report is not None:
+            report.write(_join(version_dir, STATISTICS_DIR))
         for split in splits_in(statistics_uri):
             target = _join(version_dir, STATISTICS_DIR, f"Split-{split}")
             fileio.makedirs(target)

@@ -2,8 +2,9 @@
 
 With `skip_if_unchanged` in the training config (`run --skip-if-unchanged`), the Trainer
 does not train when both hold:
-  * the DataGate found the new data's statistics equal to those the served model was trained
-    on (components/data_gate.py `unchanged_verdict`), and
+  * the new data's statistics equal those the served model was trained on (the DataGate
+    records the differences it found, components/gate_report.py DataComparison; deciding what
+    they mean is the Trainer's), and
   * the training config equals the one the served model was trained with (the Trainer writes
     it into every model as assets.extra/training_config.json; settings that say how to get
     there, not what to train, such as warm start, are left out of the comparison).
@@ -16,6 +17,7 @@ which the run summary and the report show.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -28,9 +30,10 @@ from tfx.dsl.io import fileio
 from tfx.proto import pusher_pb2, trainer_pb2
 from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
-from tfx.utils import io_utils, json_utils, path_utils
+from tfx.utils import json_utils, path_utils
 
-from components.data_gate import REPORT_FILE, ValidatedStatistics
+from components.data_gate import ValidatedStatistics
+from components.gate_report import GateReport
 from schema.errors import BadInput
 from serving.model_dir import (
     STATISTICS_DIR,
@@ -41,6 +44,7 @@ from serving.model_dir import (
     relative_files,
 )
 from trainer.config import TRAINING_CONFIG_FILE, TrainerConfig
+from trainer.record import SkipDecision, TrainingRecord
 
 log = logging.getLogger(__name__)
 DATA_GATE_KEY = "data_gate"
@@ -68,28 +72,51 @@ def config_change(served: dict[str, Any] | None, current: dict[str, Any]) -> str
     return ", ".join(changed) or None
 
 
+# At most this many statistics that differ are named in the decision.
+_DIFFERENCES_SHOWN = 4
+
+
+def data_unchanged(gate: GateReport | None) -> tuple[bool, str]:
+    """Whether the gate found the data's statistics equal to the served model's training
+    data's in every split (the same splits, no statistic that differs), and why.
+    """
+    comparison = gate.comparison if gate else None
+    if comparison is None:
+        return False, "the data gate compared no statistics"
+    differences = [d.text() for d in comparison.differences]
+    if comparison.splits != comparison.baseline_splits:
+        differences.insert(0, f"splits {list(comparison.splits)} "
+                              f"(was {list(comparison.baseline_splits)})")
+    if differences:
+        shown = "; ".join(differences[:_DIFFERENCES_SHOWN]) + (
+            "; ..." if len(differences) > _DIFFERENCES_SHOWN else "")
+        return False, f"{comparison.compared}: the statistics differ: {shown}"
+    return True, (f"{comparison.compared}: the statistics are equal in every split "
+                  "(example counts, image byte sizes, class counts)")
+
+
 def skip_decision(
-    config: dict[str, Any], gate_uri: str | None, push_destination: str | None
-) -> dict[str, Any]:
-    """Whether to hand on the served model instead of training, and why."""
+    config: dict[str, Any], gate: GateReport | None, push_destination: str | None
+) -> SkipDecision:
+    """Whether to hand on the served model instead of training, and why: the data the gate
+    compared is unchanged and so is the training config.
+    """
     production = production_model(push_base(push_destination))
     if production is None:
-        return {"skip": False, "why": "no version is served yet"}
-    decision: dict[str, Any] = {"skip": False, "version": production.version,
-                                "from": production.path}
-    verdict = ((read_json(os.path.join(gate_uri, REPORT_FILE)) or {}).get("unchanged")
-               if gate_uri else None)
-    if not verdict or not verdict.get("unchanged"):
-        decision["why"] = (verdict or {}).get("why") or "the data gate compared no statistics"
-        return decision
+        return SkipDecision(skip=False, why="no version is served yet")
+    decision = SkipDecision(skip=False, why="", version=production.version,
+                            origin=production.path)
+    unchanged, why = data_unchanged(gate)
+    if not unchanged:
+        return dataclasses.replace(decision, why=why)
     change = config_change(
         read_json(join(production.path, TRAINING_CONFIG_FILE)), config)
     if change:
-        decision["why"] = f"{verdict['why']}, but the training config changed: {change}"
-        return decision
-    decision.update(skip=True, why=f"{verdict['why']}, and the training config is the one "
-                                   f"served version {production.version} was trained with")
-    return decision
+        return dataclasses.replace(decision,
+                                   why=f"{why}, but the training config changed: {change}")
+    return dataclasses.replace(decision, skip=True, why=(
+        f"{why}, and the training config is the one served version {production.version} was "
+        "trained with"))
 
 
 def _copy_model(source: str, target: str) -> None:
@@ -104,32 +131,28 @@ def _copy_model(source: str, target: str) -> None:
 class Executor(trainer_executor.GenericExecutor):
     # The TFX executor interface, the same in every executor (`duplicates` pairs them).
     def Do(self, input_dict, output_dict, exec_properties) -> None:
-        from trainer.config import HISTORY_FILE
-
         config = json.loads(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
                             or "{}")
         gate = input_dict.get(DATA_GATE_KEY) or []
         inputs = {k: v for k, v in input_dict.items() if k != DATA_GATE_KEY}
         model_run = artifact_utils.get_single_uri(
             output_dict[standard_component_specs.MODEL_RUN_KEY])
-        record_path = os.path.join(model_run, HISTORY_FILE)
         if not (config and TrainerConfig.from_dict(config).continuity.skip_if_unchanged):
             super().Do(inputs, output_dict, exec_properties)
             return
-        decision = skip_decision(config, gate[0].uri if gate else None,
+        decision = skip_decision(config, GateReport.read(gate[0].uri) if gate else None,
                                  exec_properties.get(PUSH_DESTINATION_KEY))
         log.info("[trainer] skip_if_unchanged: %s: %s",
-                 "skipped" if decision["skip"] else "training", decision["why"])
-        if decision["skip"]:
+                 "skipped" if decision.skip else "training", decision.why)
+        if decision.skip:
             model = artifact_utils.get_single_instance(
                 output_dict[standard_component_specs.MODEL_KEY])
-            _copy_model(decision["from"], path_utils.serving_model_dir(model.uri))
-            record: dict[str, Any] = {"config": config, "history": {}}
+            _copy_model(decision.origin, path_utils.serving_model_dir(model.uri))
+            record = TrainingRecord(config=config)
         else:
             super().Do(inputs, output_dict, exec_properties)
-            record = read_json(record_path) or {}
-        record["skip_if_unchanged"] = decision
-        io_utils.write_string_file(record_path, json.dumps(record, indent=2) + "\n")
+            record = TrainingRecord.read(model_run) or TrainingRecord(config=config)
+        dataclasses.replace(record, skip_if_unchanged=decision).write(model_run)
 
 
 class ImageTrainerSpec(standard_component_specs.TrainerSpec):
@@ -140,7 +163,7 @@ class ImageTrainerSpec(standard_component_specs.TrainerSpec):
     }
     INPUTS = {
         **standard_component_specs.TrainerSpec.INPUTS,
-        # The gate's verdict on whether the data changed since the served model's.
+        # The gate's record: the statistics that differ from the served model's training data.
         DATA_GATE_KEY: ChannelParameter(type=ValidatedStatistics, optional=True),
     }
 

@@ -54,8 +54,12 @@ DIGITS_TEST_PER_CLASS = {"0": 36, "1": 36, "2": 35, "3": 37, "4": 36, "5": 36, "
 
 
 def digits_info():
-    """The DatasetInfo (ingest/dataset.py) an ingest of `write_digits_folder` records."""
-    from ingest.dataset import TEST, DatasetInfo
+    """The DatasetManifest (ingest/manifest.py) of an ingest of `write_digits_folder`, in
+    part: what compiling a pipeline for the digits needs.
+    """
+    from ingest.dataset import TEST
+    from ingest.manifest import DatasetManifest, SplitManifest
 
-    return DatasetInfo(DIGITS_CLASS_NAMES, DIGITS_IMAGE_SHAPE, DIGITS_SPLIT_COUNTS,
-                       {TEST: DIGITS_TEST_PER_CLASS})
+    return DatasetManifest(DIGITS_CLASS_NAMES, DIGITS_IMAGE_SHAPE, {
+        split: SplitManifest(count, DIGITS_TEST_PER_CLASS if split == TEST else {})
+        for split, count in DIGITS_SPLIT_COUNTS.items()})

@@ -67,7 +67,8 @@ from ingest import output, processes
 from ingest.decode import DEFAULT_MAX_PIXELS, Decoded, decode
 from ingest.errors import IngestError
 from ingest.imageinfo import BadImage
-from ingest.output import DATASET_INFO, LABELS_FILE, QUARANTINE_FILE, shard_name
+from ingest.manifest import DatasetManifest, SplitManifest
+from ingest.output import LABELS_FILE, QUARANTINE_FILE, shard_name
 from ingest.sources import (
     default_max_file_bytes,
     is_utf8,
@@ -79,6 +80,7 @@ from ingest.sources import (
 from ingest.tfrecord import GzipTFRecordWriter, ImageExampleEncoder
 from schema import features
 from schema.errors import Part, Setting
+from schema.records import RecordError
 
 log = logging.getLogger(__name__)
 
@@ -105,86 +107,18 @@ MAX_SHORT_SIDES = 2000
 SHORT_SIDE_BIN = 16
 
 
-@dataclasses.dataclass(frozen=True)
-class ImageSizes:
-    """How big the stored images are (before any resize): from dataset.json's `image_sizes`.
-
-    Medians are lower medians (the size of an actual image). `short_side_counts` holds
-    (short side, count) pairs, ascending: every distinct short side when `short_side_bin` is 1,
-    else the short sides rounded down to multiples of `short_side_bin`.
-    """
-
-    count: int
-    distinct_sizes: int
-    height_min: int
-    height_median: int
-    height_max: int
-    width_min: int
-    width_median: int
-    width_max: int
-    short_side_min: int
-    short_side_median: int
-    short_side_max: int
-    short_side_counts: tuple[tuple[int, int], ...] = ()
-    short_side_bin: int = 1
-
-    def smaller_than(self, side: int) -> int:
-        """The number of images whose short side, min(height, width), is below `side`.
-
-        Exact when short sides were counted one by one (short_side_bin 1) or `side` is a
-        multiple of the bin; otherwise an upper bound (a bin straddling `side` counts whole).
-        """
-        return sum(count for start, count in self.short_side_counts if start < side)
-
-    @classmethod
-    def from_json(cls, raw: dict) -> ImageSizes:
-        def stat(name: str) -> dict[str, int]:
-            return {f"{name}_{key}": int(raw[name][key]) for key in ("min", "median", "max")}
-
-        return cls(
-            count=int(raw["count"]),
-            distinct_sizes=int(raw.get("distinct_sizes", 0)),
-            **stat("height"), **stat("width"), **stat("short_side"),
-            short_side_counts=tuple((int(side), int(n))
-                                    for side, n in raw.get("short_side_counts", [])),
-            short_side_bin=int(raw.get("short_side_bin", 1)),
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-    class_names: tuple[str, ...]
-    image_shape: tuple[int, int, int]
-    split_counts: dict[str, int]
-    per_class_counts: dict[str, dict[str, int]]
-    # True when the images have more than one size and no --resize fixed one: image_shape is
-    # then the median height and width, and the run chooses the model's input (image_sizes).
-    sizes_vary: bool = False
-    image_sizes: ImageSizes | None = None  # None: ingested before sizes were summarized
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-
-def load_dataset_info(data_dir: str | os.PathLike) -> DatasetInfo:
-    path = Path(data_dir) / DATASET_INFO
-    if not path.is_file():
-        raise IngestError(
-            f"{path} not found: {data_dir} is not a dataset written by `python -m pipeline ingest`"
-        )
+def load_dataset_info(data_dir: str | os.PathLike) -> DatasetManifest:
+    """The dataset.json of an ingested folder; IngestError when there is none."""
     try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as e:  # a ValueError, but the user's file, not our bug
-        raise IngestError(f"{path} is not valid JSON ({e}): ingest the data again") from None
-    return DatasetInfo(
-        class_names=tuple(raw["class_names"]),
-        image_shape=tuple(raw["image_shape"]),
-        split_counts={s: v["count"] for s, v in raw["splits"].items()},
-        per_class_counts={s: v["per_class"] for s, v in raw["splits"].items()},
-        sizes_vary=bool(raw.get("sizes_vary", False)),
-        image_sizes=ImageSizes.from_json(raw["image_sizes"]) if raw.get("image_sizes") else None,
-    )
+        manifest = DatasetManifest.read(data_dir)
+    except RecordError as e:  # a BadInput already, but the user's file: say how to fix it
+        raise IngestError(f"{e}: ingest the data again") from None
+    if manifest is None:
+        raise IngestError(
+            f"{DatasetManifest.path_in(data_dir)} not found: {data_dir} is not a dataset "
+            "written by `python -m pipeline ingest`"
+        )
+    return manifest
 
 
 def _visible_children(folder: Path) -> list[Path]:
@@ -807,16 +741,16 @@ def _merge_reports(
 
 def _split_info(
     items: dict[str, list[tuple[str, int]]], class_names: Sequence[str], origins: dict[str, str]
-) -> dict[str, dict]:
+) -> dict[str, SplitManifest]:
     """dataset.json's per-split counts, per class, and where each split came from."""
     splits = {}
     for split, split_items in items.items():
         per_class = collections.Counter(class_names[label] for _, label in split_items)
-        splits[split] = {
-            "count": len(split_items),
-            "from": origins[split],
-            "per_class": {name: per_class.get(name, 0) for name in class_names},
-        }
+        splits[split] = SplitManifest(
+            count=len(split_items),
+            per_class={name: per_class.get(name, 0) for name in class_names},
+            origin=origins[split],
+        )
     return splits
 
 
@@ -843,7 +777,7 @@ def ingest(
     max_file_bytes: int | None = None,
     lock_held: bool = False,
     expected_sizes_vary: bool = False,
-) -> DatasetInfo:
+) -> DatasetManifest:
     """Ingest src into out; with skip_bad, unreadable and non-image files are quarantined.
 
     Images over max_pixels are bad files too, and files over max_file_bytes (default: the
@@ -888,7 +822,7 @@ def _ingest_into(
     expected_shape: tuple[str, tuple[int, int, int]] | None,
     max_file_bytes: int,
     expected_sizes_vary: bool = False,
-) -> DatasetInfo:
+) -> DatasetManifest:
     """The work of ingest() once out is claimed: written into tmp, then swapped into place."""
     start = time.monotonic()
     skipped: list[tuple[str, str]] = []
@@ -929,36 +863,36 @@ def _ingest_into(
                  sizes["width"]["max"])
     elapsed = time.monotonic() - start
     total = sum(len(v) for v in items.values())
-    info = {
-        "format": "TFRecord (GZIP) of tf.train.Example",
-        "features": {
+    manifest = DatasetManifest(
+        format="TFRecord (GZIP) of tf.train.Example",
+        features={
             features.IMAGE_KEY: "bytes: the encoded image file, unchanged (re-encoded as "
                                 "PNG only where `converted` says)",
             features.LABEL_KEY: f"int64: index into class_names / {LABELS_FILE}",
             features.SOURCE_PATH_KEY: "bytes: the image file's path relative to `source` "
                                       "(UTF-8, / separated); not read by the model",
         },
-        "class_names": class_names,
-        "image_shape": list(image_shape),
-        "sizes_vary": sizes_vary,
-        "image_sizes": sizes,
-        "image_shapes_seen": shapes_seen(report.shapes),
-        "channels_chosen": channels_chosen,
-        "image_modes": dict(report.kinds.most_common()),
-        "converted": _conversions_info(report.converted, channels),
-        "shape_policy": {"resize": list(resize) if resize else None, "channels": channels},
-        "max_pixels": max_pixels,
-        "max_file_bytes": max_file_bytes,
-        "symlinks_followed": counts["symlinks_followed"],
-        "exif_rotated": _rotated_info(report.rotated, src),
-        "skipped_files": len(skipped),
-        "duplicates": _duplicates_info(duplicates, allow_duplicates, src),
-        "splits": _split_info(items, class_names, origins),
-        "source": str(src),
-        "created": datetime.datetime.now(datetime.UTC).isoformat(),
-        "ingest_seconds": round(elapsed, 3),
-        "images_per_second": round(total / elapsed, 1) if elapsed > 0 else None,
-    }
+        class_names=tuple(class_names),
+        image_shape=image_shape,
+        sizes_vary=sizes_vary,
+        image_sizes=sizes,
+        image_shapes_seen=shapes_seen(report.shapes),
+        channels_chosen=channels_chosen,
+        image_modes=dict(report.kinds.most_common()),
+        converted=_conversions_info(report.converted, channels),
+        shape_policy={"resize": list(resize) if resize else None, "channels": channels},
+        max_pixels=max_pixels,
+        max_file_bytes=max_file_bytes,
+        symlinks_followed=counts["symlinks_followed"],
+        exif_rotated=_rotated_info(report.rotated, src),
+        skipped_files=len(skipped),
+        duplicates=_duplicates_info(duplicates, allow_duplicates, src),
+        splits=_split_info(items, class_names, origins),
+        source=str(src),
+        created=datetime.datetime.now(datetime.UTC).isoformat(),
+        ingest_seconds=round(elapsed, 3),
+        images_per_second=round(total / elapsed, 1) if elapsed > 0 else None,
+    )
     (tmp / LABELS_FILE).write_text("".join(f"{name}\n" for name in class_names),
                                   encoding="utf-8")
     if skipped:
@@ -967,9 +901,9 @@ def _ingest_into(
         ) + "\n")
         if skip_bad:  # else only files that are not images, warned about already
             log.warning("skipped %d bad file(s); see %s", len(skipped), out / QUARANTINE_FILE)
-    _log_findings(report.converted, duplicates, info["converted"]["to"])
-    _log_rotated(info["exif_rotated"])
-    (tmp / DATASET_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    _log_findings(report.converted, duplicates, manifest.converted["to"])
+    _log_rotated(manifest.exif_rotated)
+    manifest.write(tmp)
     output.publish(tmp, out)
     log.info("ingested %d images from %s into %s in %.1fs", total, src, out, elapsed)
     return load_dataset_info(out)

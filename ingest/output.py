@@ -26,7 +26,6 @@ import ctypes
 import dataclasses
 import errno
 import functools
-import json
 import logging
 import os
 import re
@@ -38,6 +37,7 @@ from pathlib import Path
 from ingest import spans
 from ingest.errors import IngestBusyError, IngestError
 from ingest.lock_holder import describe_holder, exclusive
+from ingest.manifest import DATASET_INFO, DatasetManifest
 from ingest.processes import libc, pid_running
 from schema.errors import Setting
 
@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 
 # The files of an ingest output (ingest/dataset.py writes them; the run's fingerprint is
 # pipeline/workspace.py's).
-DATASET_INFO = "dataset.json"
 LABELS_FILE = "labels.txt"
 QUARANTINE_FILE = "quarantine.json"
 SOURCE_FINGERPRINT = "source_fingerprint.json"
@@ -112,12 +111,12 @@ def is_dataset(folder: Path) -> bool:
     write: a file put in it since (notes, images) is not ours to delete with it.
     """
     try:
-        info = json.loads((folder / DATASET_INFO).read_text())
-    except (OSError, ValueError):
+        manifest = DatasetManifest.read(folder)
+    except (OSError, ValueError):  # a RecordError is a ValueError: not a dataset.json of ours
         return False
-    if not (isinstance(info, dict) and {"class_names", "splits"} <= info.keys()):
+    if manifest is None:
         return False
-    splits = info["splits"] if isinstance(info["splits"], dict) else {}
+    splits = manifest.splits
     for child in folder.iterdir():
         if child.name in _OUTPUT_FILES and child.is_file() and not child.is_symlink():
             continue

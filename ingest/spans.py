@@ -9,11 +9,11 @@ gate, early stopping and the evaluation look at the newest span alone.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 
+from ingest.manifest import DatasetManifest
 from schema.errors import BadInput, Setting
 
 PREFIX = "span-"
@@ -77,10 +77,10 @@ def dataset_folder(data_root: str, span: int | None) -> str:
     """
     from tfx.dsl.io import fileio
 
-    if span is None or fileio.exists(os.path.join(data_root, "dataset.json")):
+    if span is None or fileio.exists(DatasetManifest.path_in(data_root)):
         return data_root
     folder = os.path.join(data_root, f"{PREFIX}{span}")
-    return folder if fileio.exists(os.path.join(folder, "dataset.json")) else data_root
+    return folder if fileio.exists(DatasetManifest.path_in(folder)) else data_root
 
 
 def split_pattern(split: str, spans: bool) -> str:
@@ -124,14 +124,11 @@ def mixed_class_maps(root: str, window: list[int]) -> str | None:
     The data gate stops a run on it (components/data_gate.py); `--accept-new-classes` does not
     help, since the earlier spans' labels would mean other classes.
     """
-    from tfx.dsl.io import fileio
-
     names = {}
     for number in window:
-        path = os.path.join(root, f"{PREFIX}{number}", "dataset.json")
-        if fileio.exists(path):
-            with fileio.open(path, "r") as f:
-                names[number] = json.loads(f.read()).get("class_names")
+        manifest = DatasetManifest.read(os.path.join(root, f"{PREFIX}{number}"))
+        if manifest is not None:
+            names[number] = list(manifest.class_names)
     newest = names.get(window[-1])
     differ = [n for n, classes in names.items() if newest is not None and classes != newest]
     if not differ:

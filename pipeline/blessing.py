@@ -125,7 +125,12 @@ class EvalThresholds:
                            f" must be >= 0, got {self.max_regression}")
 
     def record(self) -> dict[str, Any]:
-        """What the Evaluator records with its execution, and the summary and report read."""
+        """What the Evaluator records with its execution (as JSON), and the summary and report
+        read back as a BlessingRule.
+        """
+        return dataclasses.asdict(self.rule())
+
+    def rule(self) -> BlessingRule:
         default = self.default
         if default is not None and not self.explicit:
             source, text = "default rule", default.text()
@@ -134,14 +139,28 @@ class EvalThresholds:
             text = f"{percent(self.min_accuracy)}: set by --min-accuracy"
             if default is not None:
                 text += f" (the default rule's bar would be {default.text()})"
-        return {
-            "min_accuracy": self.min_accuracy,
-            "max_regression": self.max_regression,
-            "source": source,
-            "text": text,
-            "rule": RULE,
-            "default": dataclasses.asdict(default) if default else None,
-        }
+        return BlessingRule(self.min_accuracy, self.max_regression, source, text, RULE, default)
+
+
+@dataclasses.dataclass(frozen=True)
+class BlessingRule:
+    """The bar and how it was set: EvalThresholds.record(), which the Evaluator keeps in its
+    record (serving/model_dir.py EvaluationRecord.blessing_rule, as JSON: serving/ cannot
+    import this package) and the summary reads back with `BlessingRule.parse`.
+    """
+
+    min_accuracy: float
+    max_regression: float
+    source: str  # "default rule" or "--min-accuracy"
+    text: str
+    rule: str
+    default: BlessingBar | None = None  # the rule's bar for this data, when it was computed
+
+    @classmethod
+    def parse(cls, data: Any, source: str) -> BlessingRule:
+        from schema.records import parse
+
+        return parse(cls, data, source)
 
 
 def example_bars() -> str:

@@ -21,13 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from ingest import builtin, spans
-from ingest.dataset import (
-    DATASET_INFO,
-    DEFAULT_TEST_FRACTION,
-    DatasetInfo,
-    load_dataset_info,
-)
+from ingest.dataset import DEFAULT_TEST_FRACTION, load_dataset_info
 from ingest.dataset import ingest as ingest_folder
+from ingest.manifest import DatasetManifest
 from ingest.output import SOURCE_FINGERPRINT
 from ingest.sources import walk
 from schema.errors import BadInput, Setting
@@ -90,7 +86,7 @@ def source_fingerprint(src: Path) -> str:
 
 def ingest_if_changed(
     src: Path, out: Path, eval_fraction: float, test_fraction: float, **policy: Any
-) -> DatasetInfo:
+) -> DatasetManifest:
     """Ingests src into out unless out already holds an ingest of the same files and settings.
 
     Re-ingesting unchanged data would give ExampleGen new files and defeat TFX caching.
@@ -119,7 +115,7 @@ def prepare_data(
     test_fraction: float = DEFAULT_TEST_FRACTION,
     span: int = 0,
     **policy: Any,
-) -> tuple[str, Path, DatasetInfo]:
+) -> tuple[str, Path, DatasetManifest]:
     """(dataset name, TFRecords folder, its info) for --dataset NAME or --data DIR.
 
     For a root of spans, the info is the span's the run reads: `span`, or the newest for 0.
@@ -130,7 +126,7 @@ def prepare_data(
             raise spans.SpanError(Setting("target_span", str(span)),
                                   f": {data} holds no span-N folders (ingest with ",
                                   Setting("ingest.span"), " writes them)")
-        if (data / DATASET_INFO).is_file():
+        if Path(DatasetManifest.path_in(data)).is_file():
             return data.name, data, load_dataset_info(data)
         if spans.is_span_root(data):
             chosen = spans.local_window(data, span, 1)[-1]

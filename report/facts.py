@@ -7,13 +7,15 @@ instead of being left out: the reader should see where the run stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import heapq
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ingest.dataset import DATASET_INFO, EVAL, TRAIN, evaluation_split
+from ingest.dataset import EVAL, TRAIN, evaluation_split
+from ingest.manifest import DatasetManifest
 from ingest.spans import WINDOW_PROPERTY, dataset_folder
 from report.summary import (
     NodeRecord,
@@ -23,10 +25,14 @@ from report.summary import (
     outcome_line,
     run_nodes,
     summary_of,
-    training_record,
     value,
 )
 from schema import features
+from schema.records import as_data
+from trainer.record import TrainingRecord
+
+if TYPE_CHECKING:  # components/ loads TFX: imported where a record is read
+    from components.gate_report import GateReport
 
 _ACCURACY = "sparse_categorical_accuracy"
 # How the report names the StatisticsGen artifact when it is gone.
@@ -87,10 +93,10 @@ def _statistics_splits(statistics, class_names: list[str]) -> dict[str, dict[str
     return splits
 
 
-def _ingested_splits(info: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _ingested_splits(manifest: DatasetManifest) -> dict[str, dict[str, Any]]:
     """Per-split counts as ingest wrote them: what the report shows when statistics are gone."""
-    return {split: {"examples": meta.get("count", 0), "per_class": meta.get("per_class", {}),
-                    "image_formats": {}} for split, meta in info.get("splits", {}).items()}
+    return {split: {"examples": meta.count, "per_class": meta.per_class, "image_formats": {}}
+            for split, meta in manifest.splits.items()}
 
 
 def dataset_section(nodes: dict[str, NodeRecord], class_names: list[str]) -> dict[str, Any]:
@@ -121,28 +127,27 @@ def dataset_section(nodes: dict[str, NodeRecord], class_names: list[str]) -> dic
         window = value(examples, WINDOW_PROPERTY)
         # The spans whose train images the Trainer fitted (this span and the ones before it).
         section["window_spans"] = json.loads(window) if window else [int(span)]
-    info_path = Path(folder) / DATASET_INFO
-    if data_root and info_path.is_file():
-        info = json.loads(info_path.read_text())
-        section["dataset_json"] = str(info_path)
-        section["source"] = info.get("source")  # the folder source paths are relative to
+    manifest = DatasetManifest.read(folder) if data_root else None
+    if manifest is not None:
+        section["dataset_json"] = str(Path(DatasetManifest.path_in(folder)))
+        section["source"] = manifest.source  # the folder source paths are relative to
         if statistics_gone:
-            section["splits"] = _ingested_splits(info)
-            section["splits_from"] = "dataset.json"
-        section["image_shape"] = info.get("image_shape")
-        section["image_shapes_seen"] = info.get("image_shapes_seen", {})
-        section["sizes_vary"] = info.get("sizes_vary", False)
-        section["image_sizes"] = info.get("image_sizes")  # None: ingested before it was kept
-        section["channels_chosen"] = info.get("channels_chosen")
-        section["shape_policy"] = info.get("shape_policy", {})
-        section["skipped_files"] = info.get("skipped_files", 0)
-        section["image_modes"] = info.get("image_modes", {})
-        section["converted"] = info.get("converted")
-        section["duplicates"] = info.get("duplicates")  # None: ingested before they were counted
-        for split, meta in info.get("splits", {}).items():
-            if split in section["splits"] and meta.get("from"):
-                section["splits"][split]["from"] = meta["from"]
-        ingested = {s: v.get("count") for s, v in info.get("splits", {}).items()}
+            section["splits"] = _ingested_splits(manifest)
+            section["splits_from"] = DatasetManifest.FILE
+        section["image_shape"] = list(manifest.image_shape)
+        section["image_shapes_seen"] = manifest.image_shapes_seen
+        section["sizes_vary"] = manifest.sizes_vary
+        section["image_sizes"] = manifest.image_sizes  # None: ingested before it was kept
+        section["channels_chosen"] = manifest.channels_chosen
+        section["shape_policy"] = manifest.shape_policy
+        section["skipped_files"] = manifest.skipped_files
+        section["image_modes"] = manifest.image_modes
+        section["converted"] = manifest.converted
+        section["duplicates"] = manifest.duplicates  # None: ingested before they were counted
+        for split, meta in manifest.splits.items():
+            if split in section["splits"] and meta.origin:
+                section["splits"][split]["from"] = meta.origin
+        ingested = manifest.split_counts
         seen = {s: v["examples"] for s, v in section["splits"].items()}
         # The folder may have been re-ingested, or its TFRecords replaced, since `ingest`.
         section["dataset_json_matches_run"] = None if statistics_gone else ingested == seen
@@ -150,9 +155,7 @@ def dataset_section(nodes: dict[str, NodeRecord], class_names: list[str]) -> dic
 
 
 def validation_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
-    from tfx.utils import io_utils
-
-    from components.data_gate import ingest_bookkeeping, label_drift_measurements, schema_anomalies
+    from components.data_gate import ingest_bookkeeping, schema_anomalies
 
     validator, gate = nodes.get("ExampleValidator"), nodes.get("DataGate")
     anomalies = validator.output("anomalies") if validator else None
@@ -175,74 +178,73 @@ def validation_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
     )
     max_drift = float(value(gate.execution, "max_label_drift") or 0.0)
     section["max_label_drift"] = max_drift
-    statistics, schema = gate.input("statistics"), gate.input("schema")
-    gate_record = _gate_record(gate)
-    baseline = gate_record.get("baseline")
-    section["drift_baseline"] = baseline
-    section["drift_compared"] = gate_record.get("drift_compared")  # which spans, in words
-    section["class_map"] = {key: gate_record.get(key) for key in
-                            ("class_names", "served_class_names", "change")}
-    unreadable = statistics is not None and gone(statistics.uri, STATISTICS, plural=True)
-    if unreadable and max_drift > 0:
-        section["drift_missing"] = unreadable
-    elif baseline is not None and statistics is not None and schema is not None and max_drift > 0:
-        loaded = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema.uri))
-        section["drift"] = [
-            m.__dict__
-            for m in label_drift_measurements(statistics.uri, baseline, loaded, max_drift)
-        ]
+    # What the gate recorded in this run, never a comparison redone with today's served model.
+    report = gate_report(gate)
+    class_map = report.class_map if report else None
+    section["drift_baseline"] = report.baseline if report else None
+    section["drift_compared"] = report.drift_compared if report else None  # which spans
+    section["class_map"] = {
+        "class_names": list(class_map.class_names) if class_map and class_map.class_names
+        is not None else None,
+        "served_class_names": list(class_map.served_class_names) if class_map and
+        class_map.served_class_names is not None else None,
+        "change": class_map.change if class_map else None,
+    }
+    if report is None:
+        section["drift_missing"] = ("the data gate recorded nothing in this run (it did not "
+                                    "finish, its record was deleted since, or it ran before "
+                                    "gates recorded rejected data)")
+    else:
+        section["drift"] = [as_data(m) for m in report.drift]
     return section
 
 
-def _gate_record(gate: NodeRecord) -> dict[str, Any]:
-    """What the gate compared with: its report (gate.json), or, when it failed and wrote none,
-    the same comparison with the served version now (the report is written after the run).
+def gate_report(gate: NodeRecord) -> GateReport | None:
+    """The gate's record of this run: in its output when it accepted the data, in its
+    execution's folder when it rejected it (components/gate_report.py); None if neither holds.
     """
-    from components.data_gate import REPORT_FILE, class_map_record
-    from serving.model_dir import production_model, push_base
+    from components.gate_report import GateReport, execution_folder
 
     accepted = gate.output("validated_statistics")
-    report = Path(accepted.uri) / REPORT_FILE if accepted is not None else None
-    if report is not None and report.is_file():
-        return json.loads(report.read_text())
-    production = production_model(push_base(value(gate.execution, "push_destination")))
-    record = class_map_record(value(gate.execution, "data_root"), production)
-    changed = record["change"] is not None
-    record["baseline"] = production.statistics if production and not changed else None
-    return record
+    if accepted is not None:
+        return GateReport.read(accepted.uri)
+    statistics = gate.input("statistics")
+    if statistics is None:
+        return None
+    return GateReport.read(execution_folder(statistics.uri, gate.execution.id, gate.name))
 
 
 def training_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
     trainer = nodes.get("Trainer")
     model_run = trainer.output("model_run") if trainer else None
-    record = training_record(model_run.uri) if model_run is not None else None
+    record = TrainingRecord.read(model_run.uri) if model_run is not None else None
     if record is None:
         return _not_run(trainer, "Trainer")
-    history = record.get("history", {})
+    recipe, recipe_reason = record.recipe()
     return {
         "available": True,
         "state": trainer.state,
         "model": trainer.output("model").uri,
         "tensorboard_dir": model_run.uri,
-        "config": record.get("config", {}),
-        "recipe": record.get("config", {}).get("recipe"),
-        "recipe_reason": record.get("config", {}).get("recipe_reason"),
-        "backbone": (record.get("transfer") or {}).get("backbone"),
+        "config": record.config,
+        "recipe": recipe,
+        "recipe_reason": recipe_reason,
+        "backbone": record.transfer.backbone if record.transfer else None,
         # The Trainer fits the first and early-stops / picks checkpoints on the second.
         "train_split": TRAIN,
         "eval_split": EVAL,
-        "epochs_run": len(history.get("loss", [])),
-        "num_train": record.get("num_train"),
-        "num_eval": record.get("num_eval"),
-        "input": record.get("input"),
+        "epochs_run": record.epochs_run,
+        "num_train": record.num_train,
+        "num_eval": record.num_eval,
+        "input": as_data(record.input),
         # None: from scratch, not asked to warm-start; else trainer/warm_start.py's record.
-        "warm_start": record.get("warm_start"),
+        "warm_start": as_data(record.warm_start),
         # None: not asked; else components/trainer.py's decision, skipped or trained, and why.
-        "skip_if_unchanged": record.get("skip_if_unchanged"),
-        "fit_seconds": record.get("fit_seconds"),
-        "train_images_per_second": record.get("train_images_per_second"),
-        "final_eval_accuracy": record.get("final_eval_accuracy"),
-        "history": history,
+        "skip_if_unchanged": as_data(record.skip_if_unchanged),
+        "fit_seconds": record.fit_seconds,
+        "train_images_per_second": record.train_images_per_second,
+        "final_eval_accuracy": record.final_eval_accuracy,
+        "history": record.history,
     }
 
 
@@ -346,10 +348,10 @@ def evaluation_section(
         return _not_run(evaluator, "Evaluator")
     if summary.evaluation_missing:
         return {"available": False, "state": evaluator.state, "why": summary.evaluation_missing}
-    from serving.model_dir import read_provenance
+    from serving.model_dir import EvaluationRecord
 
-    provenance = read_provenance(summary.evaluation_uri) or {}
-    production = provenance.get("production") or {}
+    provenance = EvaluationRecord.read(summary.evaluation_uri)
+    production = provenance.production if provenance else None
     validation_ok, failures = _validation_failures(summary.evaluation_uri)
     return {
         "available": True,
@@ -360,20 +362,21 @@ def evaluation_section(
         "eval_examples": summary.eval_examples,
         "accuracy": summary.accuracy,
         # The served version the candidate was compared with (components/evaluator.py).
-        "baseline_model": production.get("path"),
-        "baseline_version": production.get("version"),
+        "baseline_model": production.path if production else None,
+        "baseline_version": production.version if production else None,
         # On an unchanged re-run the served version is the candidate itself: nothing to compare.
-        "baseline_is_candidate": bool(provenance.get("baseline_is_candidate")),
+        "baseline_is_candidate": bool(provenance and provenance.baseline_is_candidate),
         # Data accepted with --accept-new-classes: the served model's label ids mean other classes.
-        "class_map_changed": bool(provenance.get("class_map_changed")),
+        "class_map_changed": bool(provenance and provenance.class_map_changed),
         "baseline_accuracy": summary.baseline_accuracy,
         # Why there is no baseline, when there is none: the console's words.
         "baseline_note": summary.baseline_note,
         "thresholds": _thresholds(value(evaluator.execution, "eval_config")),
         # How the accuracy bar was set: pipeline/blessing.py's rule or --min-accuracy.
-        "blessing_rule": summary.blessing_rule,
+        "blessing_rule": (dataclasses.asdict(summary.blessing_rule) if summary.blessing_rule
+                          else None),
         # The model directory held no version yet (serving/model_dir.py NewModel).
-        "new_model": summary.new_model,
+        "new_model": as_data(summary.new_model),
         "validation_ok": validation_ok,
         "failures": failures,
         "blessed": summary.blessed,

@@ -57,11 +57,11 @@ def model_lineage(metadata_path: str, version: str) -> dict[str, Any]:
     examples = trainer_inputs["examples"]
     example_gen = _producer(store, examples.id)
     from ingest.spans import WINDOW_PROPERTY
-    from report.summary import training_record
+    from trainer.record import TrainingRecord
 
-    model_run = artifacts_by_key(store, trainer.id, _OUTPUT).get("model_run")
-    record = (training_record(model_run[0].uri) if model_run else None) or {}
-    warm = record.get("warm_start") or {}
+    model_run = artifacts_by_key(store, trainer.id, _OUTPUT).get("model_run") or []
+    record = TrainingRecord.read(model_run[0].uri) if model_run else None
+    warm = record.warm_start if record else None
     window = _value(examples, WINDOW_PROPERTY)
     lineage: dict[str, Any] = {
         "version": str(version),
@@ -74,7 +74,7 @@ def model_lineage(metadata_path: str, version: str) -> dict[str, Any]:
         "data_root": _value(example_gen, "input_base") if example_gen else None,
         "spans": json.loads(window) if window else None,
         # The served version whose weights training started from; None: from scratch.
-        "warm_started_from": warm.get("version") if warm.get("used") else None,
+        "warm_started_from": warm.version if warm and warm.used else None,
         "transform_graph": trainer_inputs["transform_graph"].uri,
         "schema": trainer_inputs["schema"].uri,
     }

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from ingest.dataset import DATASET_INFO, EVAL
+from ingest.dataset import EVAL
+from ingest.manifest import DatasetManifest
 from ingest.spans import WINDOW_PROPERTY
-from pipeline.blessing import percent
+from pipeline.blessing import BlessingRule, percent
 from schema.errors import Setting, neutral_name
+from schema.records import as_data
+from trainer.record import SkipDecision, TrainingInput, TrainingRecord
+
+if TYPE_CHECKING:  # serving/ imports TFX's fileio: loaded where a record is read
+    from serving.model_dir import EvaluationRecord, NewModel
 
 _STATE_NAMES = {
     metadata_store_pb2.Execution.COMPLETE: "executed",
@@ -60,21 +65,21 @@ class RunSummary:
     # The span(s) ExampleGen read, for data roots of spans (ingest/spans.py); None otherwise.
     spans: list[int] | None = None
     # components/trainer.py's decision when --skip-if-unchanged was given; None otherwise.
-    skip_if_unchanged: dict[str, Any] | None = None
+    skip_if_unchanged: SkipDecision | None = None
     # How the Trainer held its examples: in memory or streamed, and why (trainer/data.py).
-    training_input: dict | None = None
+    training_input: TrainingInput | None = None
     baseline_accuracy: float | None = None
     # The served version when the run started (the baseline, unless `baseline_note` says why
     # not); None when nothing was served.
     baseline_version: int | None = None
     # Why there is no baseline accuracy, when there is none (components/evaluator.py).
     baseline_note: str | None = None
-    # serving/model_dir.py NewModel as a dict, when the model directory held no version yet.
-    new_model: dict[str, Any] | None = None
+    # When the model directory held no version yet (serving/model_dir.py).
+    new_model: NewModel | None = None
     # Label id -> accuracy on the evaluation split; `named_per_class_accuracy` names them.
     per_class_accuracy: dict[str, float] = dataclasses.field(default_factory=dict)
     # The thresholds and how the accuracy bar was set: pipeline/blessing.py's record.
-    blessing_rule: dict[str, Any] | None = None
+    blessing_rule: BlessingRule | None = None
     blessed: bool | None = None
     pushed: bool | None = None
     pushed_destination: str | None = None
@@ -99,7 +104,11 @@ class RunSummary:
                 for label, accuracy in self.per_class_accuracy.items()}
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2)
+        data = dataclasses.asdict(self)
+        # The records' parts as they are stored (JSON names, unset fields left out).
+        for name in ("skip_if_unchanged", "training_input"):
+            data[name] = as_data(getattr(self, name))
+        return json.dumps(data, indent=2)
 
 
 def open_store(metadata_path: str, readonly: bool = True) -> metadata_store.MetadataStore:
@@ -260,17 +269,6 @@ def _read_metrics(summary: RunSummary, evaluation_uri: str) -> None:
     )
 
 
-def training_record(model_run_uri: str) -> dict[str, Any] | None:
-    """The Trainer's record (config, history, timings) in its model_run; None if unreadable."""
-    from trainer.config import HISTORY_FILE
-
-    try:
-        with open(os.path.join(model_run_uri, HISTORY_FILE)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 def list_runs(metadata_path: str, pipeline_name: str) -> list[RunSummary]:
     """Every run of the pipeline in the store, oldest first."""
     runs = _run_contexts(open_store(metadata_path), pipeline_name)
@@ -310,13 +308,14 @@ def summary_of(pipeline_name: str, run_id: str, nodes: dict[str, NodeRecord]) ->
                 summary.spans = [int(n) for n in json.loads(window)]
         if "ModelRun" in outputs:
             summary.tensorboard_dir = outputs["ModelRun"].uri
-            record = training_record(summary.tensorboard_dir) or {}
-            summary.trainer_eval_accuracy = record.get("final_eval_accuracy")
-            summary.recipe = record.get("config", {}).get("recipe")
-            summary.epochs_run = len(record.get("history", {}).get("loss", []))
-            summary.backbone = (record.get("transfer") or {}).get("backbone")
-            summary.training_input = record.get("input")
-            summary.skip_if_unchanged = record.get("skip_if_unchanged")
+            record = TrainingRecord.read(summary.tensorboard_dir)
+            summary.epochs_run = record.epochs_run if record else 0
+            if record is not None:
+                summary.trainer_eval_accuracy = record.final_eval_accuracy
+                summary.recipe, _ = record.recipe()
+                summary.backbone = record.transfer.backbone if record.transfer else None
+                summary.training_input = record.input
+                summary.skip_if_unchanged = record.skip_if_unchanged
         if node.name == "Evaluator":
             splits = json.loads(value(node.execution, "example_splits") or "null") or [EVAL]
             summary.evaluation_split = splits[0]
@@ -364,11 +363,8 @@ def class_names_of(nodes: dict[str, NodeRecord]) -> list[str]:
             return list(config["class_names"])
     example_gen = nodes.get("ImportExampleGen")
     data_root = value(example_gen.execution, "input_base") if example_gen else None
-    info = os.path.join(data_root or "", DATASET_INFO)
-    if data_root and os.path.isfile(info):
-        with open(info) as f:
-            return list(json.load(f)["class_names"])
-    return []
+    manifest = DatasetManifest.read(data_root) if data_root else None
+    return list(manifest.class_names) if manifest else []
 
 
 def class_name(class_names: list[str], label: str) -> str:
@@ -382,27 +378,32 @@ def class_name(class_names: list[str], label: str) -> str:
 
 def _read_provenance(summary: RunSummary, evaluation_uri: str) -> None:
     """The Evaluator's record (components/evaluator.py): the served version, the bar."""
-    from serving.model_dir import read_provenance
+    from serving.model_dir import EvaluationRecord
 
-    provenance = read_provenance(evaluation_uri) or {}
-    summary.baseline_version = (provenance.get("production") or {}).get("version")
-    summary.new_model = provenance.get("new_model")
-    summary.blessing_rule = provenance.get("blessing_rule")
-    summary.baseline_note = _baseline_note(provenance)
+    provenance = EvaluationRecord.read(evaluation_uri)
+    if provenance is None:
+        return
+    summary.baseline_version = provenance.production.version if provenance.production else None
+    summary.new_model = provenance.new_model
+    summary.blessing_rule = (BlessingRule.parse(provenance.blessing_rule, f"the blessing rule "
+                                                f"in {EvaluationRecord.path_in(evaluation_uri)}")
+                             if provenance.blessing_rule else None)
+    summary.baseline_note = baseline_note(provenance)
 
 
-def _baseline_note(provenance: dict[str, Any]) -> str | None:
-    if provenance.get("class_map_changed"):
+def baseline_note(provenance: EvaluationRecord) -> str | None:
+    """Why the evaluation has no baseline accuracy, in the console's words; None if it has."""
+    if provenance.class_map_changed:
         return "new class map: no baseline"
-    if provenance.get("baseline_is_candidate"):
+    if provenance.baseline_is_candidate:
         return "the served version is this model: no comparison"
-    if provenance.get("new_model"):
+    if provenance.new_model:
         return "new model directory: no version served yet"
-    if provenance and provenance.get("production") is None:
+    if provenance.production is None:
         # Versions that none could load (the run's log names them), or a record from before
         # new model directories were told apart.
-        return "no loadable version served" if "new_model" in provenance else (
-            "no version served yet")
+        return ("no loadable version served" if provenance.new_model_recorded
+                else "no version served yet")
     return None
 
 
@@ -435,20 +436,18 @@ def format_summary(summary: RunSummary,
         yield f"  backbone: {backbone_text(summary.backbone)}"
     if summary.skip_if_unchanged:
         decision = summary.skip_if_unchanged
-        verb = (f"skipped, served version {decision.get('version')} handed on"
-                if decision.get("skip") else "trained")
-        yield f"  --skip-if-unchanged: {verb}: {decision.get('why')}"
+        verb = (f"skipped, served version {decision.version} handed on" if decision.skip
+                else "trained")
+        yield f"  --skip-if-unchanged: {verb}: {decision.why}"
     if summary.training_input:
-        yield f"  training input: {summary.training_input.get('reason')}"
+        yield f"  training input: {summary.training_input.reason}"
     if summary.baseline_accuracy is None:
         yield f"  baseline: none ({summary.baseline_note or 'no version served yet'})"
     else:
         change = (summary.accuracy or 0) - summary.baseline_accuracy
         yield f"  baseline accuracy {_fmt(summary.baseline_accuracy)} (change {change:+.4f})"
     if summary.new_model:
-        from serving.model_dir import NewModel
-
-        for line in NewModel.from_dict(summary.new_model).lines(name):
+        for line in summary.new_model.lines(name):
             yield f"  {line}"
     if summary.per_class_accuracy:
         yield f"  {per_class_text(summary.named_per_class_accuracy())}"
@@ -486,12 +485,12 @@ def per_class_text(named: dict[str, float]) -> str:
             f"{listed(reversed(ranked[-_EXTREMES:]))}")
 
 
-def thresholds_text(rule: dict[str, Any] | None) -> str:
+def thresholds_text(rule: BlessingRule | None) -> str:
     """The bar, how it was set, and the regression allowed (pipeline/blessing.py's record)."""
     if not rule:
         return "thresholds: not recorded with this evaluation"
-    return (f"blessing: accuracy at least {rule['text']}; at most "
-            f"{rule['max_regression']:g} below the served version")
+    return (f"blessing: accuracy at least {rule.text}; at most "
+            f"{rule.max_regression:g} below the served version")
 
 
 def data_name(data_root: str | None) -> str:
@@ -521,9 +520,9 @@ def outcome_line(summary: RunSummary) -> str:
 
 def _trained(summary: RunSummary) -> str:
     data = data_name(summary.data_root)
-    decision = summary.skip_if_unchanged or {}
-    if decision.get("skip"):
-        return (f"Handed on served version {decision.get('version')} for {data} "
+    decision = summary.skip_if_unchanged
+    if decision is not None and decision.skip:
+        return (f"Handed on served version {decision.version} for {data} "
                 "(--skip-if-unchanged)")
     details = [summary.backbone["backbone"]] if summary.backbone else []
     if summary.epochs_run is not None:
@@ -539,33 +538,32 @@ def _pair(value: float, bound: float) -> tuple[str, str]:
     return f"{100 * value:.2f} %", f"{100 * bound:.2f} %"
 
 
-def _bar_reason(rule: dict[str, Any]) -> str:
-    default = rule.get("default")
-    if rule.get("source") == "--min-accuracy" or not default:
+def _bar_reason(rule: BlessingRule) -> str:
+    default = rule.default
+    if rule.source == "--min-accuracy" or not default:
         return "set by --min-accuracy"
-    return (f"the bar for {default['num_classes']} classes on {default['examples']} images"
-            + (", capped: too few to tell from chance" if default.get("capped") else ""))
+    return (f"the bar for {default.num_classes} classes on {default.examples} images"
+            + (", capped: too few to tell from chance" if default.capped else ""))
 
 
 def _blessing_reason(summary: RunSummary) -> str:
-    rule = summary.blessing_rule or {}
-    accuracy, bar = summary.accuracy or 0.0, rule.get("min_accuracy")
+    rule = summary.blessing_rule
+    accuracy, bar = summary.accuracy or 0.0, rule.min_accuracy if rule else None
     if summary.blessed is None:
         return "not evaluated"
     if summary.blessed:
         return (f"blessed (at least {percent(bar)}, {_bar_reason(rule)})" if bar is not None
                 else "blessed")
     reasons = []
-    default = rule.get("default") or {}
     if bar is not None and accuracy < bar:
-        chance = default.get("chance")
+        chance = rule.default.chance if rule.default else None
         # TFMA's accuracy is a float32 ratio: k/n may print as chance and sit a hair above.
         if chance is not None and accuracy <= chance + 1e-6:
             reasons.append(f"{percent(accuracy)} is not above chance ({percent(chance)})")
         else:
             shown, at = _pair(accuracy, bar)
             reasons.append(f"{shown} is below the bar {at} ({_bar_reason(rule)})")
-    allowed = rule.get("max_regression")
+    allowed = rule.max_regression if rule else None
     baseline = summary.baseline_accuracy
     if baseline is not None and allowed is not None and accuracy - baseline < -allowed - 1e-9:
         reasons.append(f"{100 * (baseline - accuracy):.1f} points below the served version "

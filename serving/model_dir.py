@@ -29,13 +29,14 @@ from tfx.utils import proto_utils
 
 from schema import features
 from schema.errors import Setting, neutral_name
+from schema.records import Record
 
 log = logging.getLogger(__name__)
 
 # Where a pushed version keeps the statistics of the data it was trained on. TF Serving ignores
 # assets.extra/ apart from its warm-up file.
 STATISTICS_DIR = "assets.extra/training_statistics"
-# Written by the Evaluator next to its metrics: which served version was the baseline.
+# Written by the Evaluator next to its metrics (EvaluationRecord): the served version compared.
 PROVENANCE_FILE = "baseline.json"
 # The SavedModel protos TF Serving loads a version from (binary, or its text form). Their
 # presence is what makes a version folder complete.
@@ -146,9 +147,18 @@ class ProductionModel:
         path = join(self.path, STATISTICS_DIR)
         return path if fileio.isdir(path) else None
 
-    def provenance(self) -> dict:
-        return {"version": self.version, "path": self.path, "digest": model_digest(self.path),
-                "statistics": self.statistics}
+    def provenance(self) -> ServedVersion:
+        return ServedVersion(self.version, self.path, model_digest(self.path), self.statistics)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServedVersion:
+    """A served version as the Evaluator found it: the files its digest was taken of."""
+
+    version: int
+    path: str
+    digest: str
+    statistics: str | None = None  # its training statistics (the DataGate's baseline)
 
 
 def damage(version_dir: str) -> str | None:
@@ -224,21 +234,12 @@ def production_model(base: str | None, load: bool = False) -> ProductionModel | 
     return None
 
 
-def write_provenance(folder: str, record: dict) -> None:
-    with fileio.open(join(folder, PROVENANCE_FILE), "w") as f:
-        f.write(json.dumps(record, indent=2, sort_keys=True))
-
-
 def read_json(path: str) -> Any | None:
     """A JSON file on any filesystem TFX's fileio reads (gs://, s3://), or None if absent."""
     if not fileio.exists(path):
         return None
     with fileio.open(path, "r") as f:
         return json.loads(f.read())
-
-
-def read_provenance(folder: str) -> dict | None:
-    return read_json(join(folder, PROVENANCE_FILE))
 
 
 def labels_path(version_dir: str) -> str:
@@ -292,6 +293,33 @@ class NewModel:
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> NewModel:
         return cls(**{**record, "same_classes": tuple(record.get("same_classes", ()))})
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationRecord(Record):
+    """What the Evaluator compared (baseline.json beside its metrics): the candidate, the served
+    version it was measured against, and the accuracy bar. Here, not in components/, so the
+    report and the summary read it through the package they may import.
+    """
+
+    FILE = PROVENANCE_FILE
+
+    candidate: str
+    production: ServedVersion | None = None  # None: no loadable version was served
+    # pipeline/blessing.py EvalThresholds.record(): the bar and how it was set.
+    blessing_rule: dict[str, Any] | None = None
+    new_model: NewModel | None = None  # the model directory held no version yet
+    # False only in records from before new model directories were told apart from ones
+    # whose versions none could load.
+    new_model_recorded: bool = True
+    # The served version is this candidate (an unchanged re-run): nothing to compare.
+    baseline_is_candidate: bool = False
+    # Accepted with --accept-new-classes: the served model's label ids mean other classes.
+    class_map_changed: bool = False
+
+    @classmethod
+    def upgrade(cls, fields: dict[str, Any], version: int) -> dict[str, Any]:
+        return fields if "new_model" in fields else {**fields, "new_model_recorded": False}
 
 
 def new_model(base: str, class_names: Sequence[str]) -> NewModel | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -173,22 +174,26 @@ def _docstrings(tree: ast.AST) -> set[int]:
     return found
 
 
+def _modules(root: Path, packages) -> Iterator[tuple[str, ast.Module, set[int]]]:
+    """(path relative to root, syntax tree, ids of its docstrings) of every module in them."""
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(), str(path))
+            yield path.relative_to(root).as_posix(), tree, _docstrings(tree)
+
+
 def flag_problems(root: Path, packages: tuple[str, ...], options: set[str]) -> list[str]:
     """'module:line: option' for each string constant (docstrings aside) naming a CLI option."""
     pattern = re.compile(r"(?<![\w-])(" + "|".join(
         re.escape(o) for o in sorted(options, key=len, reverse=True)) + r")(?![\w-])")
     problems = []
-    for package in packages:
-        for path in sorted((root / package).rglob("*.py")):
-            relative = path.relative_to(root).as_posix()
-            tree = ast.parse(path.read_text(), str(path))
-            docstrings = _docstrings(tree)
-            for node in ast.walk(tree):
-                if (isinstance(node, ast.Constant) and isinstance(node.value, str)
-                        and id(node) not in docstrings):
-                    problems.extend(f"{relative}:{node.lineno}: {option}"
-                                    for option in sorted(set(pattern.findall(node.value)))
-                                    if (relative, option) not in FLAG_ALLOWED)
+    for relative, tree, docstrings in _modules(root, packages):
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                    and id(node) not in docstrings):
+                problems.extend(f"{relative}:{node.lineno}: {option}"
+                                for option in sorted(set(pattern.findall(node.value)))
+                                if (relative, option) not in FLAG_ALLOWED)
     return sorted(problems)
 
 
@@ -210,3 +215,58 @@ def test_the_flag_check_reads_the_real_parser_and_catches_a_flag(tmp_path):
         'HINT = f"raise --cache-budget to {1}"\nOK = "--skip-badly is not an option"\n')
     assert flag_problems(tmp_path, ("ingest",), options) == [
         "ingest/dataset.py:3: --skip-bad", "ingest/dataset.py:4: --cache-budget"]
+
+
+# Record file -> its name's constant and the modules that may name it: the record's own module
+# (and ingest/output.py, which knows every file of an ingest output). Every other module reads
+# and writes it through its type (docs/architecture.md, "Records"), never by name with json.
+RECORD_FILES: dict[str, tuple[str, frozenset[str]]] = {
+    "dataset.json": ("DATASET_INFO", frozenset({"ingest/manifest.py", "ingest/output.py"})),
+    "gate.json": ("REPORT_FILE", frozenset({"components/gate_report.py"})),
+    "history.json": ("HISTORY_FILE", frozenset({"trainer/record.py"})),
+    "baseline.json": ("PROVENANCE_FILE", frozenset({"serving/model_dir.py"})),
+}
+
+
+def record_problems(root: Path, packages: list[str]) -> list[str]:
+    """'module: names X' for each module outside a record's own that names its file or the
+    file's constant (a string that is the file name or ends in /<file name>).
+    """
+    constants = {constant: (file, owners) for file, (constant, owners) in RECORD_FILES.items()}
+    problems = []
+    for relative, tree, docstrings in _modules(root, packages):
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name):
+                names = [node.id]
+            elif isinstance(node, ast.Attribute):
+                names = [node.attr]
+            elif isinstance(node, ast.ImportFrom):
+                names = [alias.name for alias in node.names]
+            elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                  and id(node) not in docstrings):
+                names = [file for file in RECORD_FILES
+                         if node.value == file or node.value.endswith("/" + file)]
+                problems += [f"{relative}: names {file!r}" for file in names
+                             if relative not in RECORD_FILES[file][1]]
+                continue
+            else:
+                continue
+            problems += [f"{relative}: names {name}" for name in names
+                         if name in constants and relative not in constants[name][1]]
+    return sorted(set(problems))
+
+
+def test_records_are_read_and_written_through_their_types():
+    assert record_problems(REPO, sorted(ALLOWED)) == []
+
+
+def test_the_check_catches_a_record_read_by_its_file_name(tmp_path):
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "facts.py").write_text(
+        '"""Reads history.json (prose may name it)."""\n'
+        "import json\n"
+        "from trainer.record import HISTORY_FILE\n"
+        "def gate(uri):\n"
+        "    return json.loads(open(uri + '/gate.json').read())\n")
+    assert record_problems(tmp_path, ["report"]) == [
+        "report/facts.py: names 'gate.json'", "report/facts.py: names HISTORY_FILE"]

@@ -132,7 +132,7 @@ def test_a_new_model_line_names_the_model_name_setting_the_readers_way() -> None
 
 def test_the_last_line_says_what_replaced_what_and_why() -> None:
     rule = thresholds(None, 0.01, "test", ("ants", "bees"), {"ants": 70, "bees": 83},
-                      153).record()
+                      153).rule()
     summary = RunSummary(
         "p", "r", [], data_root="/data/pets/tfrecords", recipe="transfer", epochs_run=12,
         backbone={"backbone": "efficientnet_lite0"}, evaluation_split="test", eval_examples=153,
@@ -174,8 +174,8 @@ def test_a_two_class_model_no_better_than_chance_is_not_blessed(tmp_path: Path) 
     summary = summarize_run(str(tmp_path / "root" / "metadata" / "image-classifier.sqlite"),
                             "image-classifier")
     assert summary.accuracy <= 2 / 3 + 1e-6 and summary.eval_examples == 60
-    assert summary.blessing_rule["min_accuracy"] == 0.789
-    assert summary.blessing_rule["source"] == "default rule"
+    assert summary.blessing_rule.min_accuracy == 0.789
+    assert summary.blessing_rule.source == "default rule"
     assert summary.blessed is False and summary.pushed is False and not serving.exists()
     new = (f"new model `coin`: {serving.resolve()}/coin holds no version yet, so there is no "
            "baseline and no class-map check")

@@ -274,6 +274,8 @@ def test_report_of_a_run_that_failed_in_statistics_gen(gate_runs: GateRuns) -> N
 
 def test_report_shows_label_drift_against_the_accepted_data(gate_runs: GateRuns) -> None:
     drifted = gate_runs.runs["drifted"].report["validation"]
+    # Measured by the gate that rejected the data, and recorded before it stopped the run.
+    assert drifted["gate_state"] == "failed" and "drift_missing" not in drifted
     train = next(m for m in drifted["drift"] if m["split"] == "train")
     assert train["distance"] > train["threshold"] == pytest.approx(0.1)
     assert drifted["drift_baseline"] == train["baseline"]
@@ -296,6 +298,8 @@ def test_a_changed_class_map_stops_the_run_until_accepted(gate_runs: GateRuns) -
     assert not stopped.executed & {"Transform", "Trainer", "Pusher"}
     assert stopped.serving_after == stopped.serving_before
     assert stopped.report["validation"]["class_map"]["class_names"] == ["blue", "green", RENAMED]
+    # What the rejecting gate recorded (gate_report.execution_folder), not redone afterwards.
+    assert "drift_missing" not in stopped.report["validation"]
 
     accepted = gate_runs.runs["class_renamed_accepted"]
     assert accepted.exit_code == EXIT_OK

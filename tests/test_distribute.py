@@ -27,12 +27,13 @@ import imagegen
 from schema import features
 from serving.warmup import read_warmup_requests
 from tiny_transform import SIZE, Prepared
-from trainer.config import HISTORY_FILE, TrainerConfig
+from trainer.config import TrainerConfig
 from trainer.data import tf_example_accessor, transformed_examples
 from trainer.launch import WorkerFailed, worker_command, worker_env
 from trainer.model import build_model, class_probabilities
 from trainer.multi_worker import WEIGHTS_FILE, cli_args
 from trainer.recipes import from_recipe
+from trainer.record import TrainingRecord
 from trainer.run import run_fn
 
 # Trains in worker subprocesses, or on the `prepared` fixture (tf.Transform on Beam).
@@ -174,9 +175,9 @@ def test_two_workers_train_like_one_and_the_chief_exports(
         assert f"[trainer] epoch {epochs}/{epochs}" in log.read_text()
 
     # The chief (worker 0) wrote the outputs; worker 1 wrote into its temp dir and removed it.
-    record = json.loads((model_run / HISTORY_FILE).read_text())
-    assert record["replicas"] == 2
-    assert len(record["history"]["loss"]) == config.optimizer.epochs
+    record = TrainingRecord.read(model_run)
+    assert record.replicas == 2
+    assert record.epochs_run == config.optimizer.epochs
     assert (serving / "saved_model.pb").exists() and len(read_warmup_requests(str(serving))) == 2
     assert not [p for tmp in scratch for p in tmp.glob("multi-worker-*")]
 
@@ -197,9 +198,9 @@ def test_two_workers_train_like_one_and_the_chief_exports(
 
     # Two workers train like one: the same accuracy within 2 points.
     assert (single / "serving_model" / "saved_model.pb").exists()
-    single_record = json.loads((single / "model_run" / HISTORY_FILE).read_text())
-    assert single_record["replicas"] == 1
-    accuracies = record["final_eval_accuracy"], single_record["final_eval_accuracy"]
+    single_record = TrainingRecord.read(single / "model_run")
+    assert single_record.replicas == 1
+    accuracies = record.final_eval_accuracy, single_record.final_eval_accuracy
     assert min(accuracies) >= 0.95 and abs(accuracies[0] - accuracies[1]) <= 0.02, accuracies
 
 

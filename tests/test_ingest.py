@@ -208,9 +208,9 @@ def test_mixed_sizes_are_accepted_stored_unchanged_and_summarized(tmp_path: Path
     assert saved["channels_chosen"]["channels"] == 3
     assert saved["channels_chosen"]["chosen_by"] == "ingest"
 
-    assert info.image_sizes is not None
-    assert info.image_sizes.count == 11 and info.image_sizes.short_side_max == 12
-    assert [info.image_sizes.smaller_than(s) for s in (6, 7, 8, 9, 12, 13)] == [0, 1, 1, 10,
+    assert info.sizes is not None
+    assert info.sizes.count == 11 and info.sizes.short_side_max == 12
+    assert [info.sizes.smaller_than(s) for s in (6, 7, 8, 9, 12, 13)] == [0, 1, 1, 10,
                                                                               10, 11]
 
 
@@ -218,7 +218,7 @@ def test_one_size_does_not_vary(tmp_path: Path) -> None:
     imagegen.write_folder(tmp_path / "src", {"train": 2, "test": 1})
     info = ingest(tmp_path / "src", tmp_path / "out")
     assert not info.sizes_vary and info.image_shape == (8, 8, 3)
-    assert info.image_sizes.distinct_sizes == 1 and info.image_sizes.smaller_than(9) == 9
+    assert info.sizes.distinct_sizes == 1 and info.sizes.smaller_than(9) == 9
     saved = json.loads((tmp_path / "out" / "dataset.json").read_text())
     assert saved["channels_chosen"] == {"channels": 3, "chosen_by": "ingest",
                                         "why": "every image is colour", "gray_images": 0,
@@ -232,7 +232,7 @@ def test_resize_policy_accepts_mixed_sizes_and_sets_the_model_shape(tmp_path: Pa
     info = ingest(src, tmp_path / "out", resize=(10, 10))
     assert info.image_shape == (10, 10, 3)
     assert not info.sizes_vary  # --resize fixes what the model gets
-    assert info.image_sizes.distinct_sizes == 2  # the sizes as stored, still summarized
+    assert info.sizes.distinct_sizes == 2  # the sizes as stored, still summarized
     saved = json.loads((tmp_path / "out" / "dataset.json").read_text())
     assert saved["sizes_vary"] is False
     assert saved["image_shapes_seen"] == {"8x8x3": 9, "12x12x3": 1}
@@ -273,7 +273,8 @@ def test_image_shapes_seen_keeps_the_most_common_and_counts_the_rest(tmp_path: P
 
 
 def test_short_sides_are_binned_past_the_limit_and_smaller_than_stays_conservative() -> None:
-    from ingest.dataset import MAX_SHORT_SIDES, ImageSizes, image_sizes
+    from ingest.dataset import MAX_SHORT_SIDES, image_sizes
+    from ingest.manifest import ImageSizes
 
     shapes = collections.Counter({(side, side + 1, 3): 1 for side in range(1, MAX_SHORT_SIDES + 2)})
     raw = image_sizes(shapes)
@@ -299,7 +300,7 @@ def test_an_old_dataset_json_without_sizes_still_loads(tmp_path: Path) -> None:
     path.write_text(json.dumps(saved))
     info = load_dataset_info(tmp_path / "out")
     assert info.image_shape == (8, 8, 3)
-    assert info.sizes_vary is False and info.image_sizes is None
+    assert info.sizes_vary is False and info.sizes is None
 
 
 def test_mixed_channels_become_colour_with_a_warning_and_a_record(tmp_path: Path,

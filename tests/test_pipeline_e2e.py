@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from components.gate_report import GateReport
 from conftest import MODEL_NAME, PIPELINE_NAME, RUNS, PipelineRuns
 from report import REPORT_HTML, REPORT_JSON
 from report.summary import RunSummary, summarize_run
-from serving.model_dir import PROVENANCE_FILE, model_digest, read_provenance
+from schema.records import as_data
+from serving.model_dir import EvaluationRecord, model_digest
 
 pytestmark = pytest.mark.pipeline
 
@@ -37,9 +39,9 @@ def _states(summary: RunSummary) -> dict[str, str]:
     return {c.name: c.state for c in summary.components}
 
 
-def _baseline(runs: PipelineRuns, name: str) -> dict:
+def _baseline(runs: PipelineRuns, name: str) -> EvaluationRecord:
     """What the run's Evaluator recorded about the served version it compared with."""
-    return read_provenance(_summary(runs, name).evaluation_uri)
+    return EvaluationRecord.read(_summary(runs, name).evaluation_uri)
 
 
 def test_all_runs_succeed(pipeline_runs: PipelineRuns) -> None:
@@ -70,8 +72,8 @@ def test_second_run_uses_the_first_model_as_baseline_and_pushes(
     assert states["Trainer"] == "executed"
     assert states["Transform"] == "cached"  # training knobs do not invalidate Transform
     baseline = _baseline(pipeline_runs, "second")
-    assert baseline["production"]["path"] == first.pushed_destination
-    assert not baseline["baseline_is_candidate"]
+    assert baseline.production.path == first.pushed_destination
+    assert not baseline.baseline_is_candidate
     assert second.model_uri != first.model_uri
     assert second.baseline_accuracy is not None
     assert second.blessed and second.pushed
@@ -90,12 +92,12 @@ def test_unchanged_rerun_is_cached_and_reuses_the_evaluation(pipeline_runs: Pipe
     # The served version is the cached model itself; the Evaluator notices and copies the
     # evaluation that blessed it instead of running TFMA twice on it.
     baseline = _baseline(pipeline_runs, "rerun")
-    assert baseline["production"]["path"] == first.pushed_destination
-    assert baseline["baseline_is_candidate"]
+    assert baseline.production.path == first.pushed_destination
+    assert baseline.baseline_is_candidate
     assert rerun.model_uri == first.model_uri
     assert rerun.evaluation_uri != first.evaluation_uri
     for copied in Path(rerun.evaluation_uri).iterdir():
-        if copied.name == PROVENANCE_FILE:  # this execution's own record
+        if copied.name == EvaluationRecord.FILE:  # this execution's own record
             continue
         original = Path(first.evaluation_uri) / copied.name
         assert copied.read_bytes() == original.read_bytes()
@@ -119,9 +121,9 @@ def test_rerun_compares_with_the_version_served_now_not_a_cached_result(
     assert rerun.model_uri == second.model_uri
     rolled_back = str(pipeline_runs.model_base / pipeline_runs.rolled_back_to)
     baseline = _baseline(pipeline_runs, "after_rollback")
-    assert baseline["production"]["path"] == rolled_back
-    assert baseline["production"]["version"] == int(pipeline_runs.rolled_back_to)
-    assert not baseline["baseline_is_candidate"]
+    assert baseline.production.path == rolled_back
+    assert baseline.production.version == int(pipeline_runs.rolled_back_to)
+    assert not baseline.baseline_is_candidate
     assert rerun.baseline_accuracy == _summary(pipeline_runs, "first").accuracy
     assert rerun.blessed and rerun.pushed and not rerun.already_served
     assert int(rerun.pushed_destination.rsplit("/", 1)[1]) > int(pipeline_runs.rolled_back_to)
@@ -137,11 +139,11 @@ def test_pushed_versions_carry_the_statistics_of_their_training_data(
     first = _summary(pipeline_runs, "first")
     stored = Path(first.pushed_destination) / "assets.extra" / "training_statistics"
     assert sorted(p.name for p in stored.iterdir()) == [
-        "Split-eval", "Split-test", "Split-train", "gate.json"]
+        "Split-eval", "Split-test", "Split-train", GateReport.FILE]
     for split in stored.glob("Split-*"):
         assert (split / "FeatureStats.pb").stat().st_size > 0
     # The gate's report travels with them: the next gate names what it compares with.
-    assert json.loads((stored / "gate.json").read_text())["statistics"]
+    assert GateReport.read(stored).statistics
 
 
 def _execution_property(runs: PipelineRuns, name: str, node: str, key: str):
@@ -290,10 +292,10 @@ def test_report_of_later_runs(pipeline_runs: PipelineRuns) -> None:
             f"{second.pushed_version}, replacing version {first.pushed_version} (") in (
         report["outcome"])
     # Its --cache-budget 5kB holds 26 of the 69 images: streamed, and the run says so.
-    assert second.training_input["mode"] == "stream"
-    assert second.training_input["shuffle_buffer"] == 5000 // (8 * 8 * 3)
-    assert "more than the budget of 5 kB (--cache-budget 5kB)" in second.training_input["reason"]
-    assert report["training"]["input"] == second.training_input
+    assert second.training_input.mode == "stream"
+    assert second.training_input.shuffle_buffer == 5000 // (8 * 8 * 3)
+    assert "more than the budget of 5 kB (--cache-budget 5kB)" in second.training_input.reason
+    assert report["training"]["input"] == as_data(second.training_input)
 
     worse = _report(pipeline_runs, "worse")
     assert worse["evaluation"]["blessed"] is False and worse["evaluation"]["failures"]
@@ -367,3 +369,26 @@ def test_lineage_of_a_pushed_version(pipeline_runs: PipelineRuns, capsys) -> Non
     assert main(args) == 0
     assert f"model              {second.model_uri}" in capsys.readouterr().out
     assert main([*args[:2], "123", *args[3:]]) == 2
+
+
+def test_every_record_the_runs_wrote_round_trips_through_its_type(
+    pipeline_runs: PipelineRuns,
+) -> None:
+    """dataset.json, gate.json (in the gate's output and in every pushed version),
+    history.json and baseline.json: each file is exactly its type's JSON, schema version
+    included, so no key is written that the type does not know or reads differently.
+    """
+    from ingest.manifest import DatasetManifest
+    from trainer.record import TrainingRecord
+
+    found = {}
+    for record_type in (DatasetManifest, GateReport, TrainingRecord, EvaluationRecord):
+        paths = [*pipeline_runs.root.rglob(record_type.FILE),
+                 *pipeline_runs.serving_dir.rglob(record_type.FILE)]
+        found[record_type.__name__] = len(paths)
+        for path in paths:
+            record = record_type.read(path.parent)
+            assert json.loads(path.read_text()) == record.to_data(), path
+            assert record_type.from_json(record.to_json(), str(path)) == record
+            assert record.to_data()["schema_version"] == record_type.SCHEMA_VERSION
+    assert all(found.values()), found

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from imagegen import learnable_arrays
 from trainer import data
-from trainer.config import HISTORY_FILE, TrainerConfig, parse_settings
+from trainer.config import TrainerConfig, parse_settings
 from trainer.model import (
     WHITEN_LAYER,
     DiracInit,
@@ -23,6 +23,7 @@ from trainer.model import (
     whitening_kernel,
 )
 from trainer.recipes import RECIPES, choose_recipe, fit_batch_size, from_recipe
+from trainer.record import TrainingRecord
 from trainer.schedule import OneCycle, ScaledSGD, make_optimizer
 from trainer.train import CURVES_FILE, train
 
@@ -323,8 +324,8 @@ def test_train_learns_and_writes_history_and_curves(recipe: str, tmp_path) -> No
     assert record["final_eval_accuracy"] >= 0.8
     assert len(record["history"]["loss"]) == 6
     assert len(record["history"]["val_accuracy"]) == 3  # every 2nd epoch
-    saved = json.loads((tmp_path / HISTORY_FILE).read_text())
-    assert saved["final_eval_accuracy"] == record["final_eval_accuracy"]
+    saved = TrainingRecord.read(tmp_path)
+    assert saved.final_eval_accuracy == record["final_eval_accuracy"]
     assert (tmp_path / CURVES_FILE).read_bytes().startswith(b"\x89PNG")
     assert model.output.shape[-1] == 3
 

@@ -1,6 +1,7 @@
-"""What `--skip-if-unchanged` compares: statistics (components/data_gate.py) and training
-configs (components/trainer.py). The pipeline runs that skip, and that train because the
-statistics differ, are in tests/test_spans.py.
+"""What `--skip-if-unchanged` compares: statistics (components/data_gate.py records the
+differences) and training configs, and what the Trainer decides from them
+(components/trainer.py). The pipeline runs that skip, and that train because the statistics
+differ, are in tests/test_spans.py.
 """
 
 from __future__ import annotations
@@ -8,10 +9,15 @@ from __future__ import annotations
 from tensorflow_metadata.proto.v0 import statistics_pb2
 from test_trainer_config import FLAT, built_the_new_way
 
-from components.data_gate import _differences, statistics_summary
-from components.trainer import config_change
+from components.data_gate import statistics_differences, statistics_summary
+from components.gate_report import DataComparison, GateReport, StatisticsDifference
+from components.trainer import config_change, data_unchanged
 from trainer.config import TrainerConfig
 from trainer.recipes import from_recipe
+
+
+def _differences(new, old, split: str) -> list[str]:
+    return [d.text() for d in statistics_differences(new, old, split)]
 
 
 def _dataset(examples: int, mean_bytes: float, counts: dict[str, int]):
@@ -30,12 +36,12 @@ def _dataset(examples: int, mean_bytes: float, counts: dict[str, int]):
 def test_statistics_are_the_same_only_when_every_summary_value_is() -> None:
     same = statistics_summary(_dataset(30, 466.85, {"0": 15, "1": 15}))
     assert _differences(same, statistics_summary(_dataset(30, 466.85, {"0": 15, "1": 15})),
-                        "train: ") == []
+                        "train") == []
     # New images of the same classes and count: their mean encoded size moves.
     assert _differences(same, statistics_summary(_dataset(30, 470.5, {"0": 15, "1": 15})),
-                        "train: ") == ["train: image mean bytes 466.85 (was 470.5)"]
+                        "train") == ["train: image mean bytes 466.85 (was 470.5)"]
     moved = _differences(same, statistics_summary(_dataset(30, 466.85, {"0": 16, "1": 14})),
-                         "eval: ")
+                         "eval")
     assert moved == ["eval: label counts 0 15 (was 16)", "eval: label counts 1 15 (was 14)"]
 
 
@@ -71,4 +77,28 @@ def test_source_paths_do_not_count_as_a_change_of_the_data() -> None:
     paths = new.features.add()
     paths.path.step.append("source_path")
     paths.string_stats.rank_histogram.buckets.add(label="bees/IMG_0042.jpg", sample_count=1)
-    assert _differences(statistics_summary(new), old, "train: ") == []
+    assert _differences(statistics_summary(new), old, "train") == []
+
+
+def _gate(differences: int, splits=("eval", "train"), baseline_splits=("eval", "train")):
+    found = tuple(StatisticsDifference("train", f"image mean bytes {n}", n, n + 1)
+                  for n in range(differences))
+    return GateReport(statistics="/stats", comparison=DataComparison(
+        "span 2 with span 1", splits, baseline_splits, found))
+
+
+def test_the_trainer_decides_unchanged_from_the_differences_the_gate_recorded() -> None:
+    assert data_unchanged(None) == (False, "the data gate compared no statistics")
+    assert data_unchanged(GateReport(statistics="/stats")) == (
+        False, "the data gate compared no statistics")
+    assert data_unchanged(_gate(0)) == (True, (
+        "span 2 with span 1: the statistics are equal in every split (example counts, image "
+        "byte sizes, class counts)"))
+    unchanged, why = data_unchanged(_gate(5))
+    assert not unchanged and why == (
+        "span 2 with span 1: the statistics differ: train: image mean bytes 0 0 (was 1); "
+        "train: image mean bytes 1 1 (was 2); train: image mean bytes 2 2 (was 3); "
+        "train: image mean bytes 3 3 (was 4); ...")
+    unchanged, why = data_unchanged(_gate(0, splits=("train",)))
+    assert not unchanged and why == (
+        "span 2 with span 1: the statistics differ: splits ['train'] (was ['eval', 'train'])")

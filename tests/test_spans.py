@@ -125,12 +125,13 @@ def test_a_rolling_window_of_spans_trains_on_them_and_gates_the_newest(
     3. span 4, span 3's images again: the served model is handed on, nothing new is pushed;
     4. span 5 with a renamed class: stopped by the gate.
     """
-    from components.data_gate import REPORT_FILE
+    from components.gate_report import GateReport
     from ingest.spans import WINDOW_PROPERTY
     from pipeline.workspace import Workspace
     from report import REPORT_JSON
-    from report.summary import summarize_run, training_record, value
+    from report.summary import summarize_run, value
     from schema.curated import write_schema
+    from trainer.record import SkipDecision, TrainingRecord
 
     root = tmp_path / "data"
     for span, train in ((1, 20), (2, 30)):
@@ -148,10 +149,10 @@ def test_a_rolling_window_of_spans_trains_on_them_and_gates_the_newest(
     def last_run():
         summary = summarize_run(str(workspace.metadata_path), "spans")
         examples = _examples_of_run(workspace.metadata_path, summary.run_id)
-        gate = Path(_run_artifact(workspace.metadata_path, summary.run_id,
-                                  "tfx_image.ValidatedStatistics").uri) / REPORT_FILE
+        gate = GateReport.read(_run_artifact(workspace.metadata_path, summary.run_id,
+                                             "tfx_image.ValidatedStatistics").uri)
         return (summary, json.loads(value(examples, WINDOW_PROPERTY)),
-                training_record(summary.tensorboard_dir), json.loads(gate.read_text()))
+                TrainingRecord.read(summary.tensorboard_dir), gate)
 
     # TFX builds an sdist of itself in a new temporary folder for every Beam executor;
     # the run removes its temporary files (pipeline/local_runner.py scoped_tempdir).
@@ -161,10 +162,10 @@ def test_a_rolling_window_of_spans_trains_on_them_and_gates_the_newest(
     assert not list((workspace.pipeline_root / ".tmp").iterdir())
     summary, window, record, _ = last_run()
     assert window == [1, 2] and summary.spans == [1, 2]
-    assert record["skip_if_unchanged"] == {"skip": False, "why": "no version is served yet"}
+    assert record.skip_if_unchanged == SkipDecision(skip=False, why="no version is served yet")
     # The Trainer fitted both spans' train images and early-stopped on span 2's eval alone.
-    assert record["num_train"] == counts[1]["train"] + counts[2]["train"]
-    assert record["num_eval"] == counts[2]["eval"]
+    assert record.num_train == counts[1]["train"] + counts[2]["train"]
+    assert record.num_eval == counts[2]["eval"]
     # Statistics, gate and report: span 2 alone (no history split among them).
     report = json.loads((workspace.report_dir(summary.run_id) / REPORT_JSON).read_text())
     assert {s: v["examples"] for s, v in report["dataset"]["splits"].items()} == counts[2]
@@ -176,15 +177,15 @@ def test_a_rolling_window_of_spans_trains_on_them_and_gates_the_newest(
     assert main([*run, "--warm-start"]) == 0
     summary, window, record, gate = last_run()
     assert window == [2, 3] and summary.spans == [2, 3]
-    assert record["num_train"] == counts[2]["train"] + counts[3]["train"]
-    assert record["warm_start"]["used"]
-    assert gate["span"] == 3 and gate["baseline_span"] == 2
-    assert "span 3 with span 2" in gate["drift_compared"]
-    decision = record["skip_if_unchanged"]
-    assert not decision["skip"] and "span 3 with span 2" in decision["why"]
-    assert "the statistics differ" in decision["why"], decision
+    assert record.num_train == counts[2]["train"] + counts[3]["train"]
+    assert record.warm_start.used
+    assert gate.span == 3 and gate.baseline_span == 2
+    assert "span 3 with span 2" in gate.drift_compared
+    decision = record.skip_if_unchanged
+    assert not decision.skip and "span 3 with span 2" in decision.why
+    assert "the statistics differ" in decision.why, decision
     # The lineage follows the warm start back to the model trained from scratch.
-    first_version = record["warm_start"]["version"]
+    first_version = record.warm_start.version
     served = summary.pushed_destination
     new_version = served.rsplit("/", 1)[1]
     capsys.readouterr()
@@ -199,10 +200,10 @@ def test_a_rolling_window_of_spans_trains_on_them_and_gates_the_newest(
     ingest_span(tmp_path / "week3", root, "auto")
     assert main(run) == 0
     handed_on, window, record, gate = last_run()
-    decision = record["skip_if_unchanged"]
-    assert decision["skip"] and decision["from"] == served, decision
-    assert "span 4 with span 3" in decision["why"] and "equal in every split" in decision["why"]
-    assert window == [3, 4] and not record["history"]
+    decision = record.skip_if_unchanged
+    assert decision.skip and decision.origin == served, decision
+    assert "span 4 with span 3" in decision.why and "equal in every split" in decision.why
+    assert window == [3, 4] and not record.history
     assert handed_on.already_served and handed_on.pushed_destination == served
     assert sorted(p.name for p in Path(served).parent.iterdir()) == versions
     # Evaluated on span 4's test split (span 3's images) without a baseline: the same score.

@@ -23,7 +23,7 @@ import imagegen
 from cli import main
 from cli.main import explain
 from pipeline.workspace import Workspace
-from report.summary import summarize_run, training_record
+from report.summary import summarize_run
 from schema.curated import write_schema
 from serving.model_dir import file_sha256
 from trainer.backbones import registry
@@ -31,6 +31,7 @@ from trainer.backbones.torch_state import StateDictError, load_state_dict
 from trainer.config import BACKBONE_FILE
 from trainer.preprocessing import decode_images
 from trainer.recipes import choose_recipe, from_recipe
+from trainer.record import TrainingRecord
 
 # --- a state dict as torch.save writes it, without torch --------------------------------------
 
@@ -256,7 +257,7 @@ def transfer_runs(tmp_path_factory):
                                                                 "--warm-start"])):
         code = main(args + extra)
         summary = summarize_run(store, "photos")
-        runs[name] = (code, summary, training_record(summary.tensorboard_dir))
+        runs[name] = (code, summary, TrainingRecord.read(summary.tensorboard_dir))
     return base, runs
 
 
@@ -264,14 +265,13 @@ def test_a_transfer_run_blesses_and_pushes_a_model_that_serves_any_size(transfer
     base, runs = transfer_runs
     code, summary, record = runs["first"]
     assert code == 0 and summary.blessed and summary.pushed
-    config = record["config"]
+    config = record.config
     assert (config["recipe"], config["model"]["kind"], config["model"]["backbone"]) == (
         "transfer", "transfer", "efficientnet_lite0")
     assert "many sizes" in config["recipe_reason"] and config["image_shape"] == [64, 64, 3]
-    transfer = record["transfer"]
-    assert transfer["fine_tuned_blocks"] == 4 and transfer["feature_images_per_second"] > 0
-    assert len(record["history"]["loss"]) == transfer["head_epochs_run"] + transfer[
-        "fine_tune_epochs_run"]
+    transfer = record.transfer
+    assert transfer.fine_tuned_blocks == 4 and transfer.feature_images_per_second > 0
+    assert record.epochs_run == transfer.head_epochs_run + transfer.fine_tune_epochs_run
 
     version = Path(summary.pushed_destination)
     backbone = json.loads((version / BACKBONE_FILE).read_text())
@@ -331,9 +331,9 @@ def test_warm_start_with_a_backbone(transfer_runs) -> None:
     _, runs = transfer_runs
     code, summary, record = runs["warm"]
     first = runs["first"][1]
-    assert code == 0 and record["warm_start"]["used"]
-    assert record["warm_start"]["from"] == first.pushed_destination
-    assert record["transfer"]["head_epochs_run"] <= 16  # 0.4 of the recipe's 40
+    assert code == 0 and record.warm_start.used
+    assert record.warm_start.origin == first.pushed_destination
+    assert record.transfer.head_epochs_run <= 16  # 0.4 of the recipe's 40
 
 
 @pytest.mark.parametrize(
@@ -351,7 +351,7 @@ def test_the_input_side_follows_the_photos_and_their_number(short_side, num_trai
     import argparse
 
     from cli.training import _transfer_side
-    from ingest.dataset import ImageSizes
+    from ingest.manifest import ImageSizes
 
     sizes = ImageSizes(count=num_train, distinct_sizes=5, height_min=short_side,
                        height_median=short_side, height_max=500, width_min=short_side,

@@ -14,8 +14,9 @@ import pytest
 import imagegen
 from cli import main
 from pipeline.workspace import Workspace
-from report.summary import RunSummary, summarize_run, training_record
+from report.summary import RunSummary, summarize_run
 from schema.curated import write_schema
+from trainer.record import TrainingRecord, WarmStart
 
 pytestmark = pytest.mark.pipeline
 
@@ -31,27 +32,27 @@ def test_warm_start_from_the_served_model(tmp_path: Path) -> None:
             "--max-regression", "1"]
     store = str(Workspace(root, "warm").metadata_path)
 
-    def run(*extra: str) -> tuple[RunSummary, dict]:
+    def run(*extra: str) -> tuple[RunSummary, TrainingRecord]:
         assert main([*args, *extra]) == 0
         summary = summarize_run(store, "warm")
-        return summary, training_record(summary.tensorboard_dir)
+        return summary, TrainingRecord.read(summary.tensorboard_dir)
 
     scratch, scratch_record = run("--epochs", "2")
-    assert scratch.pushed and scratch_record["warm_start"] is None
+    assert scratch.pushed and scratch_record.warm_start is None
     served = scratch.pushed_destination
 
     # No training: the exported model is the served one, so it scores exactly the same.
     same, same_record = run("--epochs", "0", "--warm-start")
-    assert same_record["warm_start"] == {"used": True, "from": served,
-                                         "version": int(served.rsplit("/", 1)[1])}
+    assert same_record.warm_start == WarmStart(used=True, origin=served,
+                                               version=int(served.rsplit("/", 1)[1]))
     assert same.accuracy == pytest.approx(same.baseline_accuracy, abs=1e-9)
 
     # 0.4 of 3 epochs: one, starting where the served model ended.
     warm, warm_record = run("--epochs", "3", "--warm-start")
-    assert warm_record["warm_start"]["used"] and len(warm_record["history"]["loss"]) == 1
-    assert warm_record["history"]["loss"][0] < scratch_record["history"]["loss"][0]
+    assert warm_record.warm_start.used and len(warm_record.history["loss"]) == 1
+    assert warm_record.history["loss"][0] < scratch_record.history["loss"][0]
 
     other, other_record = run("--epochs", "1", "--warm-start", "--set", "base_filters=8")
-    assert not other_record["warm_start"]["used"]
-    assert "architecture differs" in other_record["warm_start"]["why"]
-    assert len(other_record["history"]["loss"]) == 1
+    assert not other_record.warm_start.used
+    assert "architecture differs" in other_record.warm_start.why
+    assert len(other_record.history["loss"]) == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -12,7 +11,7 @@ import keras
 import tensorflow as tf
 
 from trainer import data, memory
-from trainer.config import HISTORY_FILE, TrainerConfig
+from trainer.config import TrainerConfig
 from trainer.lookahead import Lookahead
 from trainer.model import build_model
 from trainer.schedule import make_optimizer
@@ -25,7 +24,7 @@ log = logging.getLogger(__name__)
 _WHITEN_SAMPLE = 5000
 _WHITEN_SAMPLE_BYTES = 256 * 2**20
 
-# Written next to the TensorBoard logs (the Trainer's model_run artifact), with HISTORY_FILE.
+# Written next to the TensorBoard logs (the Trainer's model_run artifact), with history.json.
 CURVES_FILE = "training_curves.png"
 
 
@@ -187,9 +186,11 @@ def train(
 
 
 def save_record(log_dir: str, record: dict) -> None:
-    """The training record and its curves, next to the TensorBoard logs (model_run)."""
+    """The training record (validated as a TrainingRecord) and its curves, next to the
+    TensorBoard logs (model_run).
+    """
     from trainer.plots import training_curves
+    from trainer.record import TrainingRecord
 
-    Path(log_dir).mkdir(parents=True, exist_ok=True)
-    (Path(log_dir) / HISTORY_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    TrainingRecord.from_data(record, f"the training record for {log_dir}").write(log_dir)
     training_curves(record["history"], Path(log_dir) / CURVES_FILE)
