@@ -118,9 +118,10 @@ def test_the_console_names_classes_and_lists_the_extremes_of_many() -> None:
 
 def test_a_new_model_line_names_the_model_name_setting_the_readers_way() -> None:
     from cli.main import flag_name
+    from serving.model_dir import NewModel
 
-    note = {"name": "pets-v2", "path": "/models/pets-v2", "serving_dir": "/models",
-            "num_classes": 2, "same_classes": ["pets"]}
+    note = NewModel(name="pets-v2", path="/models/pets-v2", serving_dir="/models",
+                    num_classes=2, same_classes=("pets",))
     summary = RunSummary("p", "r", [], new_model=note)
     on_cli = [line for line in format_summary(summary, flag_name) if "same 2 classes" in line]
     assert on_cli == ["  `pets` in /models has the same 2 classes: pass --model-name pets to make "

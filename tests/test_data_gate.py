@@ -366,12 +366,14 @@ def test_a_class_map_rejection_names_the_flag_on_the_cli_and_the_setting_elsewhe
         class_map_record,
         failure_message,
     )
+    from ingest.manifest import DatasetManifest, SplitManifest
     from schema.errors import Setting
     from serving.model_dir import ProductionModel, labels_path
 
     data_root, version = tmp_path / "data", tmp_path / "model" / "3"
     data_root.mkdir()
-    (data_root / "dataset.json").write_text(json.dumps({"class_names": ["blue", "crimson"]}))
+    DatasetManifest(class_names=("blue", "crimson"), image_shape=(8, 8, 3),
+                    splits={"train": SplitManifest(count=2)}).write(str(data_root))
     Path(labels_path(str(version))).parent.mkdir(parents=True)
     Path(labels_path(str(version))).write_text("blue\nred\n")
     production = ProductionModel(3, str(version))
