@@ -294,7 +294,7 @@ def test_report_of_later_runs(pipeline_runs: PipelineRuns) -> None:
     # Its --cache-budget 5kB holds 26 of the 69 images: streamed, and the run says so.
     assert second.training_input.mode == "stream"
     assert second.training_input.shuffle_buffer == 5000 // (8 * 8 * 3)
-    assert "more than the budget of 5 kB (--cache-budget 5kB)" in second.training_input.reason
+    assert "more than the budget of 5 kB (cache_budget 5kB)" in second.training_input.reason
     assert report["training"]["input"] == as_data(second.training_input)
 
     worse = _report(pipeline_runs, "worse")
