@@ -116,7 +116,7 @@ def write_report(report: RunReport, out_dir: Path, max_eval_images: int = 2000) 
     html_path = out_dir / REPORT_HTML
     report = dataclasses.replace(report, misclassified=misclassified,
                                  files=charts.files() | {"html": str(html_path)})
-    _write_atomically(out_dir / REPORT_JSON, report.to_json())
+    _write_atomically(Path(RunReport.path_in(out_dir)), report.to_json())
     _write_atomically(html_path, render(report, charts))
     log.debug("report written to %s", html_path)
     return html_path

@@ -267,8 +267,8 @@ def test_the_misclassified_search_keeps_only_the_most_confident(
     args = (worse.model_uri, worse.examples_uri, ["blue", "green", "red"], "test")
     everything_summary, everything = find_mistakes(*args, max_shown=100)
     top_summary, top = find_mistakes(*args, max_shown=3)
-    assert top_summary["misclassified"] == everything_summary["misclassified"] == len(everything)
-    assert len(everything) > 3 and top_summary["scanned"] == 18
+    assert top_summary.misclassified == everything_summary.misclassified == len(everything)
+    assert len(everything) > 3 and top_summary.scanned == 18
     assert [m.index for m in top] == [m.index for m in everything[:3]]
     assert [m.confidence for m in everything] == sorted(
         (m.confidence for m in everything), reverse=True)
@@ -375,14 +375,17 @@ def test_every_record_the_runs_wrote_round_trips_through_its_type(
     pipeline_runs: PipelineRuns,
 ) -> None:
     """dataset.json, gate.json (in the gate's output and in every pushed version),
-    history.json and baseline.json: each file is exactly its type's JSON, schema version
-    included, so no key is written that the type does not know or reads differently.
+    history.json, baseline.json and each run's report.json: each file is exactly its type's
+    JSON, schema version included, so no key is written that the type does not know or reads
+    differently.
     """
     from ingest.manifest import DatasetManifest
+    from report import RunReport
     from trainer.record import TrainingRecord
 
     found = {}
-    for record_type in (DatasetManifest, GateReport, TrainingRecord, EvaluationRecord):
+    for record_type in (DatasetManifest, GateReport, TrainingRecord, EvaluationRecord,
+                        RunReport):
         paths = [*pipeline_runs.root.rglob(record_type.FILE),
                  *pipeline_runs.serving_dir.rglob(record_type.FILE)]
         found[record_type.__name__] = len(paths)
