@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 
 from components.gate_report import ClassMap, DriftMeasurement, Finding
+from ingest.dataset import EVAL, TRAIN
 from ingest.manifest import ImageSizes
 from pipeline.blessing import BlessingRule
 from report.summary import ComponentRun
@@ -182,8 +183,8 @@ class TrainingFacts:
     recipe_reason: str | None = None
     backbone: dict[str, Any] | None = None  # trainer/backbones/registry.py WeightsSource
     # The Trainer fits the first and early-stops / picks checkpoints on the second.
-    train_split: str = "train"
-    eval_split: str = "eval"
+    train_split: str = TRAIN
+    eval_split: str = EVAL
     epochs_run: int | None = None
     num_train: int | None = None
     num_eval: int | None = None
