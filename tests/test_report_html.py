@@ -15,7 +15,8 @@ import reportfacts
 from report import REPORT_JSON, RunReport, plots, write_report
 from report.facts import MOST_CONFUSED
 from report.html import render
-from report.records import DatasetFacts, PushFacts, SplitFacts
+from report.records import DatasetFacts, NotRun, PushFacts, SplitFacts, ValidationFacts
+from schema.records import RecordVersionError
 
 SPLIT = SplitFacts(examples=3, per_class={"a": 3})
 
@@ -166,3 +167,34 @@ def test_every_title_caption_and_heading_names_the_evaluated_split(tmp_path: Pat
         assert f"on the {split} split" in title and other not in title, title
     assert f'alt="Accuracy per class on the {split} split"' in page
     assert f'alt="Confusion matrix on the {split} split' in page
+
+
+def test_report_json_is_the_run_report_and_reads_back_as_it(tmp_path: Path) -> None:
+    names = ["ants", "bees"]
+    report = reportfacts.report_facts(
+        class_names=names,
+        dataset=reportfacts.sized_dataset(reportfacts.photo_shapes(20, 400), names),
+        validation=ValidationFacts(anomalies_uri="/root/ExampleValidator/3"),
+        evaluation=reportfacts.evaluation(names))
+    write_report(report, tmp_path)
+    data = json.loads((tmp_path / REPORT_JSON).read_text())
+    back = RunReport.read(tmp_path)
+    assert back.to_data() == data and data["schema_version"] == RunReport.SCHEMA_VERSION
+    assert (back.dataset, back.validation, back.evaluation) == (
+        report.dataset, report.validation, report.evaluation)
+    assert isinstance(back.training, NotRun) and isinstance(back.misclassified, NotRun)
+    assert data["training"] == {"available": False, "why": "no training here"}
+    assert set(data["files"]) == {"class_balance", "image_sizes", "per_class_accuracy",
+                                  "confusion_matrix", "html"}
+    # A fact the run does not have is absent, as before report.json had a type: no spans,
+    # nothing missing, no data gate; without a dataset.json, none of ingest's fields.
+    assert not {"span", "window_spans", "missing", "splits_from"} & set(data["dataset"])
+    assert not {"max_label_drift", "class_map", "drift_missing"} & set(data["validation"])
+    bare = dataclasses.replace(report.dataset, dataset_json=None)
+    assert "image_sizes" not in RunReport.from_data(
+        {**data, "dataset": {"available": True}}).to_data()["dataset"]
+    assert "source" not in dataclasses.replace(back, dataset=bare).to_data()["dataset"]
+    # A newer pipeline's report is refused, naming the file, not read as something it is not.
+    (tmp_path / REPORT_JSON).write_text(json.dumps({**data, "schema_version": 2}))
+    with pytest.raises(RecordVersionError, match=REPORT_JSON):
+        RunReport.read(tmp_path)
