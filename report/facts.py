@@ -31,6 +31,7 @@ from report.records import (
     ValidationFacts,
 )
 from report.summary import (
+    Node,
     NodeRecord,
     RunSummary,
     class_name,
@@ -57,7 +58,7 @@ def split_evaluated(dataset: DatasetFacts | NotRun) -> str | None:
     return evaluation_split(splits) if splits else None
 
 
-def _not_run(node: NodeRecord | None, what: str) -> NotRun:
+def _not_run(node: NodeRecord | None, what: Node) -> NotRun:
     state = node.state if node else "not run"
     return NotRun(state=state,
                   why=f"{what} {'failed' if state == 'failed' else 'did not run'} in this run")
@@ -111,11 +112,11 @@ def _ingested_splits(manifest: DatasetManifest) -> dict[str, SplitFacts]:
 
 def dataset_section(nodes: dict[str, NodeRecord], class_names: list[str]
                     ) -> DatasetFacts | NotRun:
-    example_gen, stats_gen = nodes.get("ImportExampleGen"), nodes.get("StatisticsGen")
+    example_gen, stats_gen = nodes.get(Node.EXAMPLE_GEN), nodes.get(Node.STATISTICS_GEN)
     statistics = stats_gen.output("statistics") if stats_gen else None
     examples = example_gen.output("examples") if example_gen else None
     if examples is None or statistics is None:
-        return _not_run(stats_gen or example_gen, "StatisticsGen")
+        return _not_run(stats_gen or example_gen, Node.STATISTICS_GEN)
     data_root = value(example_gen.execution, "input_base")
     statistics_gone = gone(statistics.uri, STATISTICS, plural=True)
     examples_gone = gone(examples.uri, "the examples (ImportExampleGen)", plural=True)
@@ -161,10 +162,10 @@ def dataset_section(nodes: dict[str, NodeRecord], class_names: list[str]
 def validation_section(nodes: dict[str, NodeRecord]) -> ValidationFacts | NotRun:
     from components.data_gate import ingest_bookkeeping, schema_anomalies
 
-    validator, gate = nodes.get("ExampleValidator"), nodes.get("DataGate")
+    validator, gate = nodes.get(Node.EXAMPLE_VALIDATOR), nodes.get(Node.DATA_GATE)
     anomalies = validator.output("anomalies") if validator else None
     if anomalies is None:
-        return _not_run(validator, "ExampleValidator")
+        return _not_run(validator, Node.EXAMPLE_VALIDATOR)
     facts = ValidationFacts(
         anomalies_uri=anomalies.uri,
         anomalies=tuple(AnomalyFacts(**dataclasses.asdict(f), bookkeeping=ingest_bookkeeping(f))
@@ -205,11 +206,11 @@ def gate_report(gate: NodeRecord) -> GateReport | None:
 
 
 def training_section(nodes: dict[str, NodeRecord]) -> TrainingFacts | NotRun:
-    trainer = nodes.get("Trainer")
+    trainer = nodes.get(Node.TRAINER)
     model_run = trainer.output("model_run") if trainer else None
     record = TrainingRecord.read(model_run.uri) if model_run is not None else None
     if record is None:
-        return _not_run(trainer, "Trainer")
+        return _not_run(trainer, Node.TRAINER)
     recipe, recipe_reason = record.recipe()
     return TrainingFacts(
         state=trainer.state,
@@ -330,9 +331,9 @@ def _validation_failures(evaluation_uri: str) -> tuple[bool | None, list[str]]:
 def evaluation_section(
     nodes: dict[str, NodeRecord], summary: RunSummary, class_names: list[str]
 ) -> EvaluationFacts | NotRun:
-    evaluator = nodes.get("Evaluator")
+    evaluator = nodes.get(Node.EVALUATOR)
     if evaluator is None or not summary.evaluation_uri:
-        return _not_run(evaluator, "Evaluator")
+        return _not_run(evaluator, Node.EVALUATOR)
     if summary.evaluation_missing:
         return NotRun(state=evaluator.state, why=summary.evaluation_missing)
     from serving.model_dir import EvaluationRecord
@@ -366,10 +367,10 @@ def evaluation_section(
 
 
 def push_section(nodes: dict[str, NodeRecord], summary: RunSummary) -> PushFacts | NotRun:
-    pusher = nodes.get("Pusher")
+    pusher = nodes.get(Node.PUSHER)
     pushed = pusher.output("pushed_model") if pusher else None
     if pushed is None:
-        return _not_run(pusher, "Pusher")
+        return _not_run(pusher, Node.PUSHER)
     return PushFacts(state=pusher.state, pushed=bool(summary.pushed),
                      already_served=summary.already_served,
                      destination=summary.pushed_destination,

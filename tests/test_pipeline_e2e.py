@@ -10,7 +10,7 @@ import pytest
 from components.gate_report import GateReport
 from conftest import MODEL_NAME, PIPELINE_NAME, RUNS, PipelineRuns
 from report import REPORT_HTML, REPORT_JSON
-from report.summary import RunSummary, summarize_run
+from report.summary import Node, RunSummary, summarize_run
 from schema.records import as_data
 from serving.model_dir import EvaluationRecord, model_digest
 
@@ -52,6 +52,7 @@ def test_all_runs_succeed(pipeline_runs: PipelineRuns) -> None:
 def test_first_run_executes_every_component_and_pushes(pipeline_runs: PipelineRuns) -> None:
     first = _summary(pipeline_runs, "first")
     assert {c.name for c in first.components} == NODES
+    assert set(Node) <= NODES  # the node ids the summary and the report look up
     assert set(_states(first).values()) == {"executed"}
     assert first.accuracy is not None and first.accuracy >= 0.9
     assert first.baseline_accuracy is None
