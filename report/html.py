@@ -147,6 +147,9 @@ def _missing(section: NotRun) -> dict[str, Any]:
 
 
 def _converted(converted: Mapping[str, Any] | None) -> str:
+    """dataset.json's `converted`, the JSON object ingest/dataset.py wrote (DatasetManifest
+    keeps it untyped: no stage decides on it).
+    """
     if not converted:
         return "n/a"
     if not converted.get("count"):

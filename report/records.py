@@ -26,7 +26,7 @@ from ingest.manifest import ImageSizes
 from pipeline.blessing import BlessingRule
 from report.summary import ComponentRun
 from schema.records import Record
-from serving.model_dir import NewModel
+from serving.new_model import NewModel
 from trainer.record import SkipDecision, TrainingInput, WarmStart
 
 REPORT_JSON = "report.json"
@@ -239,7 +239,7 @@ class EvaluationFacts:
     thresholds: tuple[Threshold, ...] = ()
     # How the accuracy bar was set: pipeline/blessing.py's rule or --min-accuracy.
     blessing_rule: BlessingRule | None = None
-    # The model directory held no version yet (serving/model_dir.py NewModel).
+    # The model directory held no version yet (serving/new_model.py).
     new_model: Annotated[NewModel | None, AS_RECORDED] = None
     validation_ok: bool | None = None
     failures: tuple[str, ...] = ()

@@ -20,7 +20,8 @@ from schema.records import as_data
 from trainer.record import SkipDecision, TrainingInput, TrainingRecord
 
 if TYPE_CHECKING:  # serving/ imports TFX's fileio: loaded where a record is read
-    from serving.model_dir import EvaluationRecord, NewModel
+    from serving.model_dir import EvaluationRecord
+    from serving.new_model import NewModel
 
 _STATE_NAMES = {
     metadata_store_pb2.Execution.COMPLETE: "executed",
