@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from cli.common import EXIT_OK, metadata_path, print_report_path
@@ -39,18 +38,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def execute(args: argparse.Namespace) -> int:
     from pipeline.workspace import Workspace
-    from report import collect, write_report
+    from report import RunReport, collect, write_report
 
     try:
         report = collect(metadata_path(args), args.pipeline_name, args.run)
     except LookupError as e:
         raise BadInput(f"{e} (see `python -m pipeline runs`)") from e
     out_dir = args.output or Workspace(args.root.resolve(), args.pipeline_name).report_dir(
-        report["run_id"]
+        report.run_id
     )
     path = write_report(report, out_dir, max_eval_images=args.max_eval_images)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(RunReport.read(path.parent).to_json(), end="")
     else:
         print_report_path(path)
     return EXIT_OK

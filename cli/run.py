@@ -142,7 +142,7 @@ def _write_run_report(workspace) -> Path | None:
     start = time.monotonic()
     try:
         report = collect(str(workspace.metadata_path), workspace.pipeline_name)
-        path = write_report(report, workspace.report_dir(report["run_id"]))
+        path = write_report(report, workspace.report_dir(report.run_id))
     except Exception as e:  # noqa: BLE001 - the run's outcome stands; the report is extra
         log.warning("could not write the run report: %s: %s", e.__class__.__name__, e)
         logging.getLogger(logs.TRACE_LOGGER).info("traceback", exc_info=True)

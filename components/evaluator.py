@@ -49,7 +49,6 @@ from tfx.utils import io_utils, path_utils, proto_utils
 
 from serving.model_dir import (
     EvaluationRecord,
-    NewModel,
     ProductionModel,
     join,
     model_digest,
@@ -58,6 +57,7 @@ from serving.model_dir import (
     push_base,
     served_class_names,
 )
+from serving.new_model import NewModel
 
 log = logging.getLogger(__name__)
 

@@ -39,6 +39,13 @@ class ImageSizes:
     short_side_max: int
     short_side_counts: tuple[tuple[int, int], ...] = ()
     short_side_bin: int = 1
+    # "height" and "width" -> (low, high or None for the last bin, count): ingest's coarse bins.
+    histogram: dict[str, tuple[tuple[int, int | None, int], ...]] = dataclasses.field(
+        default_factory=dict)
+
+    def stats(self, dimension: str) -> tuple[int, int, int]:
+        """(min, median, max) of "height", "width" or "short_side"."""
+        return tuple(getattr(self, f"{dimension}_{key}") for key in ("min", "median", "max"))
 
     def smaller_than(self, side: int) -> int:
         """The number of images whose short side, min(height, width), is below `side`.
@@ -60,6 +67,9 @@ class ImageSizes:
             short_side_counts=tuple((int(side), int(n))
                                     for side, n in raw.get("short_side_counts", [])),
             short_side_bin=int(raw.get("short_side_bin", 1)),
+            histogram={dimension: tuple((int(low), None if high is None else int(high), int(n))
+                                        for low, high, n in bins)
+                       for dimension, bins in raw.get("histogram", {}).items()},
         )
 
 

@@ -1,25 +1,32 @@
 """The run report: what one pipeline run did, in one HTML file (plus the PNGs and JSON behind it).
 
-report = collect(metadata_path, pipeline_name, run_id)   # facts from ML Metadata
+report = collect(metadata_path, pipeline_name, run_id)   # a RunReport, from ML Metadata
 path = write_report(report, out_dir)                     # report.html, report.json, *.png
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from report import plots
-from report.facts import collect, split_evaluated
+from report.facts import collect
+from report.records import (
+    REPORT_JSON,
+    DatasetFacts,
+    EvaluationFacts,
+    NotRun,
+    RunReport,
+    TrainingFacts,
+)
 from trainer.plots import training_curves
 
-__all__ = ["collect", "write_report", "REPORT_HTML", "REPORT_JSON"]
+__all__ = ["collect", "write_report", "RunReport", "REPORT_HTML", "REPORT_JSON"]
 
 REPORT_HTML = "report.html"
-REPORT_JSON = "report.json"
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +42,24 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def _evaluation_plots(evaluation: dict[str, Any], class_names: list[str], split: str | None,
-                      out_dir: Path) -> dict[str, Path]:
-    pngs: dict[str, Path] = {}
-    if evaluation["per_class_accuracy"]:
-        pngs["per_class_accuracy"] = plots.per_class_accuracy(
-            evaluation["per_class_accuracy"], split, out_dir / "per_class_accuracy.png")
-    matrix = evaluation.get("confusion_matrix")
+def _evaluation_plots(evaluation: EvaluationFacts, class_names: Sequence[str],
+                      split: str | None, out_dir: Path) -> dict[str, Path]:
+    """The evaluation's Charts fields: accuracy per class, and the matrix or the most confused
+    pairs.
+    """
+    charts: dict[str, Path] = {}
+    if evaluation.per_class_accuracy:
+        charts["per_class_accuracy"] = plots.per_class_accuracy(
+            evaluation.per_class_accuracy, split, out_dir / "per_class_accuracy.png")
+    matrix = evaluation.confusion_matrix
     if matrix and len(matrix) <= plots.MAX_MATRIX_CLASSES:
-        pngs["confusion_matrix"] = plots.confusion_matrix(
+        charts["confusion_matrix"] = plots.confusion_matrix(
             matrix, class_names, split, out_dir / "confusion_matrix.png")
-    elif evaluation.get("most_confused"):
-        pngs["confused_pairs"] = plots.confused_pairs(
-            evaluation["most_confused"], evaluation.get("confusion_classes") or len(class_names),
+    elif evaluation.most_confused:
+        charts["confused_pairs"] = plots.confused_pairs(
+            evaluation.most_confused, evaluation.confusion_classes or len(class_names),
             split, out_dir / "confused_pairs.png")
-    return pngs
+    return charts
 
 
 def _mistake_grid(mistakes: list, split: str | None, out_dir: Path) -> Path:
@@ -61,56 +71,52 @@ def _mistake_grid(mistakes: list, split: str | None, out_dir: Path) -> Path:
                             title)
 
 
-def _plots(report: dict[str, Any], mistakes: list, out_dir: Path) -> dict[str, Path]:
-    pngs: dict[str, Path] = {}
-    dataset, training, evaluation = report["dataset"], report["training"], report["evaluation"]
-    split = report.get("evaluation_split")
-    if dataset.get("available") and dataset["splits"]:
-        pngs["class_balance"] = plots.class_balance(
-            {s: v["per_class"] for s, v in dataset["splits"].items()},
-            out_dir / "class_balance.png",
-        )
-    sizes = dataset.get("image_sizes") if dataset.get("available") else None
-    if sizes and sizes.get("distinct_sizes", 0) > 1 and sizes.get("histogram"):
-        pngs["image_sizes"] = plots.image_sizes(sizes, out_dir / "image_sizes.png")
-    if training.get("available"):
-        curves = training_curves(training["history"], out_dir / "training_curves.png")
-        if curves:
-            pngs["training_curves"] = curves
-    if evaluation.get("available"):
-        pngs.update(_evaluation_plots(evaluation, report["class_names"], split, out_dir))
+def _plots(report: RunReport, mistakes: list, out_dir: Path) -> plots.Charts:
+    charts: dict[str, Path | None] = {}
+    dataset, training, evaluation = report.dataset, report.training, report.evaluation
+    split = report.evaluation_split
+    if isinstance(dataset, DatasetFacts) and dataset.splits:
+        charts["class_balance"] = plots.class_balance(
+            {s: v.per_class for s, v in dataset.splits.items()}, out_dir / "class_balance.png")
+    sizes = dataset.sizes if isinstance(dataset, DatasetFacts) else None
+    if sizes and sizes.distinct_sizes > 1 and sizes.histogram:
+        charts["image_sizes"] = plots.image_sizes(sizes, out_dir / "image_sizes.png")
+    if isinstance(training, TrainingFacts):
+        charts["training_curves"] = training_curves(training.history,
+                                                    out_dir / "training_curves.png")
+    if isinstance(evaluation, EvaluationFacts):
+        charts.update(_evaluation_plots(evaluation, report.class_names, split, out_dir))
     if mistakes:
-        pngs["misclassified"] = _mistake_grid(mistakes, split, out_dir)
-    return pngs
+        charts["misclassified"] = _mistake_grid(mistakes, split, out_dir)
+    return plots.Charts(**charts)
 
 
-def write_report(report: dict[str, Any], out_dir: Path, max_eval_images: int = 2000) -> Path:
+def write_report(report: RunReport, out_dir: Path, max_eval_images: int = 2000) -> Path:
     """Writes report.html (self-contained), report.json and the PNGs; returns the HTML path.
 
-    Adds the `misclassified` section and the written `files` to `report`.
+    report.json is `report` with the `misclassified` section and the written `files` added.
     """
     from report.html import render
     from report.misclassified import find_mistakes
 
     out_dir.mkdir(parents=True, exist_ok=True)
     mistakes: list = []
-    training, dataset = report["training"], report["dataset"]
+    training, dataset = report.training, report.dataset
     # The split the Evaluator reported on (looking at its mistakes chooses nothing): the one
     # split every evaluation title, caption and heading names.
-    split = report.setdefault("evaluation_split", split_evaluated(dataset))
-    if training.get("available") and dataset.get("available") and split:
-        report["misclassified"], mistakes = find_mistakes(
-            training["model"], dataset["examples"], report["class_names"], split,
+    split = report.evaluation_split
+    if isinstance(training, TrainingFacts) and isinstance(dataset, DatasetFacts) and split:
+        misclassified, mistakes = find_mistakes(
+            training.model, dataset.examples, list(report.class_names), split,
             max_examples=max_eval_images,
         )
     else:
-        report["misclassified"] = {"available": False,
-                                   "why": "no trained model or no data in this run"}
-    pngs = _plots(report, mistakes, out_dir)
-    report["files"] = {key: str(path) for key, path in pngs.items()}
+        misclassified = NotRun(why="no trained model or no data in this run")
+    charts = _plots(report, mistakes, out_dir)
     html_path = out_dir / REPORT_HTML
-    report["files"]["html"] = str(html_path)
-    _write_atomically(out_dir / REPORT_JSON, json.dumps(report, indent=2) + "\n")
-    _write_atomically(html_path, render(report, pngs))
+    report = dataclasses.replace(report, misclassified=misclassified,
+                                 files=charts.files() | {"html": str(html_path)})
+    _write_atomically(Path(RunReport.path_in(out_dir)), report.to_json())
+    _write_atomically(html_path, render(report, charts))
     log.debug("report written to %s", html_path)
     return html_path

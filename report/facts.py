@@ -1,8 +1,8 @@
 """Everything a run report shows, gathered from ML Metadata and the artifacts it points to.
 
-Each section is plain JSON data (also written as report.json). A section whose components did
-not run (data rejected, a failure) says so with the state of the component it waited for,
-instead of being left out: the reader should see where the run stopped.
+`collect` builds a RunReport (report/records.py, also written as report.json). A section whose
+components did not run (data rejected, a failure) is a NotRun with the state of the component
+it waited for, instead of being left out: the reader should see where the run stopped.
 """
 
 from __future__ import annotations
@@ -17,7 +17,21 @@ from typing import TYPE_CHECKING, Any
 from ingest.dataset import EVAL, TRAIN, evaluation_split
 from ingest.manifest import DatasetManifest
 from ingest.spans import WINDOW_PROPERTY, dataset_folder
+from report.records import (
+    AnomalyFacts,
+    ConfusedPair,
+    DatasetFacts,
+    EvaluationFacts,
+    NotRun,
+    PushFacts,
+    RunReport,
+    SplitFacts,
+    Threshold,
+    TrainingFacts,
+    ValidationFacts,
+)
 from report.summary import (
+    Node,
     NodeRecord,
     RunSummary,
     class_name,
@@ -28,7 +42,6 @@ from report.summary import (
     value,
 )
 from schema import features
-from schema.records import as_data
 from trainer.record import TrainingRecord
 
 if TYPE_CHECKING:  # components/ loads TFX: imported where a record is read
@@ -39,16 +52,16 @@ _ACCURACY = "sparse_categorical_accuracy"
 STATISTICS = "the statistics (StatisticsGen)"
 
 
-def split_evaluated(dataset: dict[str, Any]) -> str | None:
+def split_evaluated(dataset: DatasetFacts | NotRun) -> str | None:
     """The split the Evaluator scores on this data (test, else eval), when it did not run."""
-    splits = dataset.get("splits") if dataset.get("available") else None
+    splits = dataset.splits if isinstance(dataset, DatasetFacts) else None
     return evaluation_split(splits) if splits else None
 
 
-def _not_run(node: NodeRecord | None, what: str) -> dict[str, Any]:
+def _not_run(node: NodeRecord | None, what: Node) -> NotRun:
     state = node.state if node else "not run"
-    return {"available": False, "state": state,
-            "why": f"{what} {'failed' if state == 'failed' else 'did not run'} in this run"}
+    return NotRun(state=state,
+                  why=f"{what} {'failed' if state == 'failed' else 'did not run'} in this run")
 
 
 def _split_names(artifact) -> list[str]:
@@ -79,124 +92,102 @@ def _image_formats(dataset) -> dict[str, int]:
     return {}
 
 
-def _statistics_splits(statistics, class_names: list[str]) -> dict[str, dict[str, Any]]:
+def _statistics_splits(statistics, class_names: list[str]) -> dict[str, SplitFacts]:
     from components.data_gate import load_split_statistics
 
     splits = {}
     for split in _split_names(statistics):
         dataset = load_split_statistics(statistics.uri, split).datasets[0]
-        splits[split] = {
-            "examples": int(dataset.num_examples),
-            "per_class": _label_counts(dataset, class_names),
-            "image_formats": _image_formats(dataset),
-        }
+        splits[split] = SplitFacts(examples=int(dataset.num_examples),
+                                   per_class=_label_counts(dataset, class_names),
+                                   image_formats=_image_formats(dataset))
     return splits
 
 
-def _ingested_splits(manifest: DatasetManifest) -> dict[str, dict[str, Any]]:
+def _ingested_splits(manifest: DatasetManifest) -> dict[str, SplitFacts]:
     """Per-split counts as ingest wrote them: what the report shows when statistics are gone."""
-    return {split: {"examples": meta.count, "per_class": meta.per_class, "image_formats": {}}
+    return {split: SplitFacts(examples=meta.count, per_class=meta.per_class)
             for split, meta in manifest.splits.items()}
 
 
-def dataset_section(nodes: dict[str, NodeRecord], class_names: list[str]) -> dict[str, Any]:
-    example_gen, stats_gen = nodes.get("ImportExampleGen"), nodes.get("StatisticsGen")
+def dataset_section(nodes: dict[str, NodeRecord], class_names: list[str]
+                    ) -> DatasetFacts | NotRun:
+    example_gen, stats_gen = nodes.get(Node.EXAMPLE_GEN), nodes.get(Node.STATISTICS_GEN)
     statistics = stats_gen.output("statistics") if stats_gen else None
     examples = example_gen.output("examples") if example_gen else None
     if examples is None or statistics is None:
-        return _not_run(stats_gen or example_gen, "StatisticsGen")
+        return _not_run(stats_gen or example_gen, Node.STATISTICS_GEN)
     data_root = value(example_gen.execution, "input_base")
-    section: dict[str, Any] = {
-        "available": True,
-        "data_root": data_root,
-        "examples": examples.uri,
-        "statistics": statistics.uri,
-        "splits": {},
-    }
     statistics_gone = gone(statistics.uri, STATISTICS, plural=True)
     examples_gone = gone(examples.uri, "the examples (ImportExampleGen)", plural=True)
-    missing = [why for why in (statistics_gone, examples_gone) if why]
-    if missing:
-        section["missing"] = missing
-    if not statistics_gone:
-        section["splits"] = _statistics_splits(statistics, class_names)
+    facts = DatasetFacts(
+        data_root=data_root, examples=examples.uri, statistics=statistics.uri,
+        splits={} if statistics_gone else _statistics_splits(statistics, class_names),
+        missing=tuple(why for why in (statistics_gone, examples_gone) if why))
     span = value(examples, "span")
     folder = dataset_folder(data_root, span) if data_root else ""
     if data_root and folder != data_root:
-        section["span"] = int(span)  # a root of spans: this run's span has the dataset.json
         window = value(examples, WINDOW_PROPERTY)
-        # The spans whose train images the Trainer fitted (this span and the ones before it).
-        section["window_spans"] = json.loads(window) if window else [int(span)]
+        # A root of spans: this run's span has the dataset.json.
+        facts = dataclasses.replace(facts, span=int(span),
+                                    window_spans=tuple(json.loads(window)) if window
+                                    else (int(span),))
     manifest = DatasetManifest.read(folder) if data_root else None
-    if manifest is not None:
-        section["dataset_json"] = str(Path(DatasetManifest.path_in(folder)))
-        section["source"] = manifest.source  # the folder source paths are relative to
-        if statistics_gone:
-            section["splits"] = _ingested_splits(manifest)
-            section["splits_from"] = DatasetManifest.FILE
-        section["image_shape"] = list(manifest.image_shape)
-        section["image_shapes_seen"] = manifest.image_shapes_seen
-        section["sizes_vary"] = manifest.sizes_vary
-        section["image_sizes"] = manifest.image_sizes  # None: ingested before it was kept
-        section["channels_chosen"] = manifest.channels_chosen
-        section["shape_policy"] = manifest.shape_policy
-        section["skipped_files"] = manifest.skipped_files
-        section["image_modes"] = manifest.image_modes
-        section["converted"] = manifest.converted
-        section["duplicates"] = manifest.duplicates  # None: ingested before they were counted
-        for split, meta in manifest.splits.items():
-            if split in section["splits"] and meta.origin:
-                section["splits"][split]["from"] = meta.origin
-        ingested = manifest.split_counts
-        seen = {s: v["examples"] for s, v in section["splits"].items()}
-        # The folder may have been re-ingested, or its TFRecords replaced, since `ingest`.
-        section["dataset_json_matches_run"] = None if statistics_gone else ingested == seen
-    return section
+    if manifest is None:
+        return facts
+    splits = _ingested_splits(manifest) if statistics_gone else facts.splits
+    splits = {split: dataclasses.replace(counts, origin=manifest.splits[split].origin)
+              if split in manifest.splits else counts for split, counts in splits.items()}
+    seen = {split: counts.examples for split, counts in splits.items()}
+    return dataclasses.replace(
+        facts,
+        splits=splits,
+        dataset_json=str(Path(DatasetManifest.path_in(folder))),
+        source=manifest.source,
+        splits_from=DatasetManifest.FILE if statistics_gone else None,
+        image_shape=manifest.image_shape,
+        image_shapes_seen=manifest.image_shapes_seen,
+        sizes_vary=manifest.sizes_vary,
+        image_sizes=manifest.image_sizes,
+        channels_chosen=manifest.channels_chosen,
+        shape_policy=manifest.shape_policy,
+        skipped_files=manifest.skipped_files,
+        image_modes=manifest.image_modes,
+        converted=manifest.converted,
+        duplicates=manifest.duplicates,
+        dataset_json_matches_run=None if statistics_gone else manifest.split_counts == seen,
+    )
 
 
-def validation_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
+def validation_section(nodes: dict[str, NodeRecord]) -> ValidationFacts | NotRun:
     from components.data_gate import ingest_bookkeeping, schema_anomalies
 
-    validator, gate = nodes.get("ExampleValidator"), nodes.get("DataGate")
+    validator, gate = nodes.get(Node.EXAMPLE_VALIDATOR), nodes.get(Node.DATA_GATE)
     anomalies = validator.output("anomalies") if validator else None
     if anomalies is None:
-        return _not_run(validator, "ExampleValidator")
-    findings = [{**f.__dict__, "bookkeeping": ingest_bookkeeping(f)}
-                for f in schema_anomalies(anomalies.uri, _split_names(anomalies))]
-    section: dict[str, Any] = {
-        "available": True,
-        "anomalies_uri": anomalies.uri,
-        "anomalies": findings,
-        "gate_state": gate.state if gate else "not run",
-        "allowed_anomaly_types": [],
-        "drift": [],
-    }
+        return _not_run(validator, Node.EXAMPLE_VALIDATOR)
+    facts = ValidationFacts(
+        anomalies_uri=anomalies.uri,
+        anomalies=tuple(AnomalyFacts(**dataclasses.asdict(f), bookkeeping=ingest_bookkeeping(f))
+                        for f in schema_anomalies(anomalies.uri, _split_names(anomalies))),
+        gate_state=gate.state if gate else "not run")
     if gate is None:
-        return section
-    section["allowed_anomaly_types"] = json.loads(
-        value(gate.execution, "allowed_anomaly_types") or "[]"
-    )
-    max_drift = float(value(gate.execution, "max_label_drift") or 0.0)
-    section["max_label_drift"] = max_drift
+        return facts
     # What the gate recorded in this run, never a comparison redone with today's served model.
     report = gate_report(gate)
-    class_map = report.class_map if report else None
-    section["drift_baseline"] = report.baseline if report else None
-    section["drift_compared"] = report.drift_compared if report else None  # which spans
-    section["class_map"] = {
-        "class_names": list(class_map.class_names) if class_map and class_map.class_names
-        is not None else None,
-        "served_class_names": list(class_map.served_class_names) if class_map and
-        class_map.served_class_names is not None else None,
-        "change": class_map.change if class_map else None,
-    }
+    facts = dataclasses.replace(
+        facts,
+        allowed_anomaly_types=tuple(json.loads(
+            value(gate.execution, "allowed_anomaly_types") or "[]")),
+        max_label_drift=float(value(gate.execution, "max_label_drift") or 0.0))
     if report is None:
-        section["drift_missing"] = ("the data gate recorded nothing in this run (it did not "
-                                    "finish, its record was deleted since, or it ran before "
-                                    "gates recorded rejected data)")
-    else:
-        section["drift"] = [as_data(m) for m in report.drift]
-    return section
+        return dataclasses.replace(
+            facts, drift_missing="the data gate recorded nothing in this run (it did not "
+            "finish, its record was deleted since, or it ran before gates recorded rejected "
+            "data)")
+    return dataclasses.replace(facts, drift_baseline=report.baseline,
+                               drift_compared=report.drift_compared, class_map=report.class_map,
+                               drift=report.drift)
 
 
 def gate_report(gate: NodeRecord) -> GateReport | None:
@@ -214,41 +205,37 @@ def gate_report(gate: NodeRecord) -> GateReport | None:
     return GateReport.read(execution_folder(statistics.uri, gate.execution.id, gate.name))
 
 
-def training_section(nodes: dict[str, NodeRecord]) -> dict[str, Any]:
-    trainer = nodes.get("Trainer")
+def training_section(nodes: dict[str, NodeRecord]) -> TrainingFacts | NotRun:
+    trainer = nodes.get(Node.TRAINER)
     model_run = trainer.output("model_run") if trainer else None
     record = TrainingRecord.read(model_run.uri) if model_run is not None else None
     if record is None:
-        return _not_run(trainer, "Trainer")
+        return _not_run(trainer, Node.TRAINER)
     recipe, recipe_reason = record.recipe()
-    return {
-        "available": True,
-        "state": trainer.state,
-        "model": trainer.output("model").uri,
-        "tensorboard_dir": model_run.uri,
-        "config": record.config,
-        "recipe": recipe,
-        "recipe_reason": recipe_reason,
-        "backbone": record.transfer.backbone if record.transfer else None,
-        # The Trainer fits the first and early-stops / picks checkpoints on the second.
-        "train_split": TRAIN,
-        "eval_split": EVAL,
-        "epochs_run": record.epochs_run,
-        "num_train": record.num_train,
-        "num_eval": record.num_eval,
-        "input": as_data(record.input),
-        # None: from scratch, not asked to warm-start; else trainer/warm_start.py's record.
-        "warm_start": as_data(record.warm_start),
-        # None: not asked; else components/trainer.py's decision, skipped or trained, and why.
-        "skip_if_unchanged": as_data(record.skip_if_unchanged),
-        "fit_seconds": record.fit_seconds,
-        "train_images_per_second": record.train_images_per_second,
-        "final_eval_accuracy": record.final_eval_accuracy,
-        "history": record.history,
-    }
+    return TrainingFacts(
+        state=trainer.state,
+        model=trainer.output("model").uri,
+        tensorboard_dir=model_run.uri,
+        config=record.config,
+        recipe=recipe,
+        recipe_reason=recipe_reason,
+        backbone=record.transfer.backbone if record.transfer else None,
+        train_split=TRAIN,
+        eval_split=EVAL,
+        epochs_run=record.epochs_run,
+        num_train=record.num_train,
+        num_eval=record.num_eval,
+        input=record.input,
+        warm_start=record.warm_start,
+        skip_if_unchanged=record.skip_if_unchanged,
+        fit_seconds=record.fit_seconds,
+        train_images_per_second=record.train_images_per_second,
+        final_eval_accuracy=record.final_eval_accuracy,
+        history=record.history,
+    )
 
 
-def _thresholds(eval_config_json: str | None) -> list[dict[str, Any]]:
+def _thresholds(eval_config_json: str | None) -> list[Threshold]:
     """The Evaluator's thresholds as configured: metric, slice, kind and bound."""
     if not eval_config_json:
         return []
@@ -266,13 +253,14 @@ def _thresholds(eval_config_json: str | None) -> list[dict[str, Any]]:
                 ) or "overall"
                 threshold = entry.threshold
                 if threshold.value_threshold.HasField("lower_bound"):
-                    found.append({"metric": metric.class_name, "slice": where,
-                                  "kind": "at least",
-                                  "value": threshold.value_threshold.lower_bound.value})
+                    found.append(Threshold(
+                        metric=metric.class_name, slice=where, kind="at least",
+                        value=threshold.value_threshold.lower_bound.value))
                 if threshold.change_threshold.HasField("absolute"):
-                    found.append({"metric": metric.class_name, "slice": where,
-                                  "kind": "change vs baseline at least",
-                                  "value": threshold.change_threshold.absolute.value})
+                    found.append(Threshold(
+                        metric=metric.class_name, slice=where,
+                        kind="change vs baseline at least",
+                        value=threshold.change_threshold.absolute.value))
     return found
 
 
@@ -309,20 +297,20 @@ MOST_CONFUSED = 20
 
 
 def confusion_facts(matrix: list[list[int]] | None, class_names: list[str]) -> dict[str, Any]:
-    """The matrix (up to MAX_MATRIX_CLASSES_KEPT classes), its class count, and the
-    MOST_CONFUSED largest off-diagonal cells as (actual, predicted, count), largest first.
+    """EvaluationFacts' confusion fields: the matrix (up to MAX_MATRIX_CLASSES_KEPT classes),
+    its class count, and the MOST_CONFUSED largest off-diagonal cells, largest first.
     """
     if not matrix:
-        return {"confusion_matrix": None, "confusion_classes": 0, "most_confused": []}
+        return {"confusion_matrix": None, "confusion_classes": 0, "most_confused": ()}
     cells = ((count, actual, predicted) for actual, row in enumerate(matrix)
              for predicted, count in enumerate(row) if actual != predicted and count > 0)
     largest = heapq.nsmallest(MOST_CONFUSED, cells, key=lambda c: (-c[0], c[1], c[2]))
     return {
         "confusion_matrix": matrix if len(matrix) <= MAX_MATRIX_CLASSES_KEPT else None,
         "confusion_classes": len(matrix),
-        "most_confused": [{"actual": class_name(class_names, str(a)),
-                           "predicted": class_name(class_names, str(p)), "count": count}
-                          for count, a, p in largest],
+        "most_confused": tuple(ConfusedPair(actual=class_name(class_names, str(a)),
+                                            predicted=class_name(class_names, str(p)),
+                                            count=count) for count, a, p in largest),
     }
 
 
@@ -342,89 +330,72 @@ def _validation_failures(evaluation_uri: str) -> tuple[bool | None, list[str]]:
 
 def evaluation_section(
     nodes: dict[str, NodeRecord], summary: RunSummary, class_names: list[str]
-) -> dict[str, Any]:
-    evaluator = nodes.get("Evaluator")
+) -> EvaluationFacts | NotRun:
+    evaluator = nodes.get(Node.EVALUATOR)
     if evaluator is None or not summary.evaluation_uri:
-        return _not_run(evaluator, "Evaluator")
+        return _not_run(evaluator, Node.EVALUATOR)
     if summary.evaluation_missing:
-        return {"available": False, "state": evaluator.state, "why": summary.evaluation_missing}
+        return NotRun(state=evaluator.state, why=summary.evaluation_missing)
     from serving.model_dir import EvaluationRecord
 
     provenance = EvaluationRecord.read(summary.evaluation_uri)
     production = provenance.production if provenance else None
     validation_ok, failures = _validation_failures(summary.evaluation_uri)
-    return {
-        "available": True,
-        "state": evaluator.state,
-        "evaluation_uri": summary.evaluation_uri,
-        "signature": features.SERVING_SIGNATURE,
-        "split": summary.evaluation_split,
-        "eval_examples": summary.eval_examples,
-        "accuracy": summary.accuracy,
-        # The served version the candidate was compared with (components/evaluator.py).
-        "baseline_model": production.path if production else None,
-        "baseline_version": production.version if production else None,
-        # On an unchanged re-run the served version is the candidate itself: nothing to compare.
-        "baseline_is_candidate": bool(provenance and provenance.baseline_is_candidate),
-        # Data accepted with --accept-new-classes: the served model's label ids mean other classes.
-        "class_map_changed": bool(provenance and provenance.class_map_changed),
-        "baseline_accuracy": summary.baseline_accuracy,
-        # Why there is no baseline, when there is none: the console's words.
-        "baseline_note": summary.baseline_note,
-        "thresholds": _thresholds(value(evaluator.execution, "eval_config")),
-        # How the accuracy bar was set: pipeline/blessing.py's rule or --min-accuracy.
-        "blessing_rule": (dataclasses.asdict(summary.blessing_rule) if summary.blessing_rule
-                          else None),
-        # The model directory held no version yet (serving/model_dir.py NewModel).
-        "new_model": as_data(summary.new_model),
-        "validation_ok": validation_ok,
-        "failures": failures,
-        "blessed": summary.blessed,
-        "per_class_accuracy": summary.named_per_class_accuracy(),
+    return EvaluationFacts(
+        state=evaluator.state,
+        evaluation_uri=summary.evaluation_uri,
+        signature=features.SERVING_SIGNATURE,
+        split=summary.evaluation_split,
+        eval_examples=summary.eval_examples,
+        accuracy=summary.accuracy,
+        baseline_model=production.path if production else None,
+        baseline_version=production.version if production else None,
+        baseline_is_candidate=bool(provenance and provenance.baseline_is_candidate),
+        class_map_changed=bool(provenance and provenance.class_map_changed),
+        baseline_accuracy=summary.baseline_accuracy,
+        baseline_note=summary.baseline_note,
+        thresholds=tuple(_thresholds(value(evaluator.execution, "eval_config"))),
+        blessing_rule=summary.blessing_rule,
+        new_model=summary.new_model,
+        validation_ok=validation_ok,
+        failures=tuple(failures),
+        blessed=summary.blessed,
+        per_class_accuracy=summary.named_per_class_accuracy(),
         **confusion_facts(confusion_matrix(summary.evaluation_uri, len(class_names)),
                           class_names),
-    }
+    )
 
 
-def push_section(nodes: dict[str, NodeRecord], summary: RunSummary) -> dict[str, Any]:
-    pusher = nodes.get("Pusher")
+def push_section(nodes: dict[str, NodeRecord], summary: RunSummary) -> PushFacts | NotRun:
+    pusher = nodes.get(Node.PUSHER)
     pushed = pusher.output("pushed_model") if pusher else None
     if pushed is None:
-        return _not_run(pusher, "Pusher")
-    destination = summary.pushed_destination
-    return {
-        "available": True,
-        "state": pusher.state,
-        "pushed": bool(summary.pushed),
-        "already_served": summary.already_served,
-        "destination": destination,
-        "version": value(pushed, "pushed_version"),
-        "blessed": summary.blessed,
-    }
+        return _not_run(pusher, Node.PUSHER)
+    return PushFacts(state=pusher.state, pushed=bool(summary.pushed),
+                     already_served=summary.already_served,
+                     destination=summary.pushed_destination,
+                     version=value(pushed, "pushed_version"), blessed=summary.blessed)
 
 
-def collect(metadata_path: str, pipeline_name: str, run_id: str | None = None) -> dict[str, Any]:
+def collect(metadata_path: str, pipeline_name: str, run_id: str | None = None) -> RunReport:
     run_id, nodes = run_nodes(metadata_path, pipeline_name, run_id)
     summary = summary_of(pipeline_name, run_id, nodes)
     class_names = summary.class_names
     started = min((n.execution.create_time_since_epoch for n in nodes.values()), default=0)
     dataset = dataset_section(nodes, class_names)
-    return {
-        "pipeline_name": pipeline_name,
-        "run_id": run_id,
-        "started": datetime.datetime.fromtimestamp(started / 1e3, datetime.UTC).isoformat(
-            timespec="seconds"
-        ),
-        "components": [c.__dict__ for c in summary.components],
-        "failed_components": summary.failed_components,
-        "class_names": class_names,
-        # The one split every evaluation title, caption and heading names.
-        "evaluation_split": summary.evaluation_split or split_evaluated(dataset),
-        "dataset": dataset,
-        "validation": validation_section(nodes),
-        "training": training_section(nodes),
-        "evaluation": evaluation_section(nodes, summary, class_names),
-        "push": push_section(nodes, summary),
-        # The run summary's last line: what was trained, how good, pushed or not, and why.
-        "outcome": outcome_line(summary) if summary.evaluation_uri else None,
-    }
+    return RunReport(
+        pipeline_name=pipeline_name,
+        run_id=run_id,
+        started=datetime.datetime.fromtimestamp(started / 1e3, datetime.UTC).isoformat(
+            timespec="seconds"),
+        components=tuple(summary.components),
+        failed_components=tuple(summary.failed_components),
+        class_names=tuple(class_names),
+        evaluation_split=summary.evaluation_split or split_evaluated(dataset),
+        dataset=dataset,
+        validation=validation_section(nodes),
+        training=training_section(nodes),
+        evaluation=evaluation_section(nodes, summary, class_names),
+        push=push_section(nodes, summary),
+        outcome=outcome_line(summary) if summary.evaluation_uri else None,
+    )

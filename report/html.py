@@ -19,8 +19,23 @@ import jinja2
 from markupsafe import Markup
 
 from ingest.dataset import EVAL, TEST, TRAIN
+from ingest.manifest import ImageSizes
+from report.plots import Charts
+from report.records import (
+    AnomalyFacts,
+    DatasetFacts,
+    EvaluationFacts,
+    MisclassifiedFacts,
+    MistakeFacts,
+    NotRun,
+    PushFacts,
+    RunReport,
+    TrainingFacts,
+    ValidationFacts,
+)
 from report.summary import backbone_text
 from trainer.config import settings_of
+from trainer.record import SkipDecision, WarmStart
 
 CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px;
@@ -127,11 +142,14 @@ def _figure(png: Path | None, caption: str) -> dict[str, str] | None:
             "name": png.name}
 
 
-def _missing(section: Mapping[str, Any]) -> dict[str, Any]:
-    return {"missing": {"why": section.get("why", "not recorded")}}
+def _missing(section: NotRun) -> dict[str, Any]:
+    return {"missing": {"why": section.why}}
 
 
 def _converted(converted: Mapping[str, Any] | None) -> str:
+    """dataset.json's `converted`, the JSON object ingest/dataset.py wrote (DatasetManifest
+    keeps it untyped: no stage decides on it).
+    """
     if not converted:
         return "n/a"
     if not converted.get("count"):
@@ -153,91 +171,89 @@ def _duplicates(duplicates: Mapping[str, Any] | None) -> str:
 _SHAPES_SHOWN = 5
 
 
-def _shapes_seen(data: Mapping[str, Any]) -> list[tuple[str, int]]:
+def _shapes_seen(data: DatasetFacts) -> list[tuple[str, int]]:
     """Ingest's most common shapes, most common first, without its `other` count."""
-    return [(k, v) for k, v in (data.get("image_shapes_seen") or {}).items() if k != "other"]
+    return [(k, v) for k, v in data.image_shapes_seen.items() if k != "other"]
 
 
-def _source_shapes(data: Mapping[str, Any]) -> str:
+def _source_shapes(data: DatasetFacts) -> str:
     """One line: how many sizes, pointing at the sizes table; never one entry per size."""
-    seen = data.get("image_shapes_seen") or {}
     shapes = _shapes_seen(data)
     common = ", ".join(f"{k}: {v:,}" for k, v in shapes[:_SHAPES_SHOWN])
-    sizes = data.get("image_sizes")
+    sizes = data.sizes
     if not sizes:  # ingested before sizes were summarized: the shapes, cut short
-        more = len(shapes) - _SHAPES_SHOWN + (1 if "other" in seen else 0)
+        more = len(shapes) - _SHAPES_SHOWN + (1 if "other" in data.image_shapes_seen else 0)
         return (common + (f" (and {more} more)" if more > 0 else "")) or "n/a"
-    distinct = sizes.get("distinct_sizes") or len(shapes)
+    distinct = sizes.distinct_sizes or len(shapes)
     if distinct == 1:
         return common or "n/a"
-    return f"{distinct:,} distinct sizes in {sizes['count']:,} images: see Image sizes below"
+    return f"{distinct:,} distinct sizes in {sizes.count:,} images: see Image sizes below"
 
 
-def _size_rows(sizes: Mapping[str, Any] | None) -> list[list[Cell]]:
+def _size_rows(sizes: ImageSizes | None) -> list[list[Cell]]:
     """The min, median and max of height, width and short side, when the sizes vary."""
-    if not sizes or (sizes.get("distinct_sizes") or 0) < 2:
+    if not sizes or sizes.distinct_sizes < 2:
         return []
-    return _rows([name.replace("_", " "), sizes[name]["min"], sizes[name]["median"],
-                  sizes[name]["max"]] for name in ("height", "width", "short_side")
-                 if name in sizes)
+    return _rows([name.replace("_", " "), *sizes.stats(name)]
+                 for name in ("height", "width", "short_side"))
 
 
-def _common_sizes(data: Mapping[str, Any]) -> list[list[Cell]]:
+def _common_sizes(data: DatasetFacts) -> list[list[Cell]]:
     return _rows([shape, count] for shape, count in _shapes_seen(data)[:_SHAPES_SHOWN])
 
 
-def _model_shape(data: Mapping[str, Any]) -> str:
-    shape = data.get("image_shape")
-    if not shape:
+def _model_shape(data: DatasetFacts) -> str:
+    if not data.image_shape:
         return "n/a"
-    text = "x".join(map(str, shape))
-    if data.get("sizes_vary"):
+    text = "x".join(map(str, data.image_shape))
+    if data.sizes_vary:
         text += " (the median size: sizes vary, and the run chooses the model's input)"
-    chosen = data.get("channels_chosen") or {}
+    # ingest/dataset.py choose_channels' record, kept by dataset.json as the object it wrote.
+    chosen = data.channels_chosen or {}
     if chosen.get("chosen_by") == "ingest" and chosen.get("gray_images") \
             and chosen.get("colour_images"):
         text += f"; {chosen['why']}"
     return text
 
 
-def _dataset(data: Mapping[str, Any], pngs: Mapping[str, Path], split: str | None
-             ) -> dict[str, Any]:
-    if not data.get("available"):
+def _dataset(data: DatasetFacts | NotRun, charts: Charts, split: str | None) -> dict[str, Any]:
+    if isinstance(data, NotRun):
         return _missing(data)
-    splits = data["splits"]
-    names = list(next(iter(splits.values()))["per_class"]) if splits else []
-    rows = [["all classes", *(splits[s]["examples"] for s in splits)]]
-    rows += [[name, *(splits[s]["per_class"].get(name, 0) for s in splits)] for name in names]
-    origins = {s: v["from"] for s, v in splits.items() if v.get("from")}
-    formats = {s: ", ".join(f"{k} {v}" for k, v in v["image_formats"].items())
-               or "n/a (TFDV counts formats from 100 images up)" for s, v in splits.items()}
-    span = f" (span {int(data['span'])})" if data.get("span") is not None else ""
+    splits = data.splits
+    names = list(next(iter(splits.values())).per_class) if splits else []
+    rows = [["all classes", *(counts.examples for counts in splits.values())]]
+    rows += [[name, *(counts.per_class.get(name, 0) for counts in splits.values())]
+             for name in names]
+    origins = {s: counts.origin for s, counts in splits.items() if counts.origin}
+    formats = {s: ", ".join(f"{k} {v}" for k, v in counts.image_formats.items())
+               or "n/a (TFDV counts formats from 100 images up)" for s, counts in splits.items()}
+    span = f" (span {data.span})" if data.span is not None else ""
     return {
         "pairs": _pairs({
-            "data": _code(data.get("data_root"), span),
-            "examples (ImportExampleGen)": _code(data.get("examples")),
-            "statistics (StatisticsGen)": _code(data.get("statistics")),
+            "data": _code(data.data_root, span),
+            "examples (ImportExampleGen)": _code(data.examples),
+            "statistics (StatisticsGen)": _code(data.statistics),
             "image shape the model gets": _model_shape(data),
             "image shapes in the source": _source_shapes(data),
             "image formats": "; ".join(f"{s}: {f}" for s, f in formats.items()),
-            "files skipped at ingest": data.get("skipped_files", "n/a"),
+            "files skipped at ingest": data.skipped_files,
             "image formats and modes at ingest": ", ".join(
-                f"{k}: {v}" for k, v in (data.get("image_modes") or {}).items()) or "n/a",
-            "re-encoded at ingest": _converted(data.get("converted")),
-            "duplicate images": _duplicates(data.get("duplicates")),
+                f"{k}: {v}" for k, v in data.image_modes.items()) or "n/a",
+            "re-encoded at ingest": _converted(data.converted),
+            "duplicate images": _duplicates(data.duplicates),
             "where each split came from": "; ".join(f"{s}: {o}" for s, o in origins.items())
             or "n/a",
             "what each split is for": _split_roles(split),
         }),
         "header": ["class", *splits],
         "rows": _rows(rows),
-        "figure": _figure(pngs.get("class_balance"), "Class balance per split"),
-        "counts_differ": data.get("dataset_json_matches_run") is False,
-        "gone": list(data.get("missing") or []),
-        "splits_from": data.get("splits_from"),
-        "sizes": _size_rows(data.get("image_sizes")),
+        "figure": _figure(charts.class_balance, "Class balance per split"),
+        "counts_differ": data.dataset_json_matches_run is False,
+        "gone": list(data.missing),
+        "splits_from": data.splits_from,
+        "sizes": _size_rows(data.sizes),
         "common_sizes": _common_sizes(data),
-        "sizes_figure": _figure(pngs.get("image_sizes"),
+        "sizes_figure": _figure(charts.image_sizes,
                                 "Image heights and widths in the source, before any resize"),
     }
 
@@ -251,34 +267,31 @@ def _split_roles(split: str | None) -> str:
             f"split: add a {TEST}/ folder for an untouched estimate)")
 
 
-def _validation(data: Mapping[str, Any]) -> dict[str, Any]:
-    if not data.get("available"):
+def _validation(data: ValidationFacts | NotRun) -> dict[str, Any]:
+    if isinstance(data, NotRun):
         return _missing(data)
-    anomalies = data["anomalies"]
-    allowed = set(data.get("allowed_anomaly_types", []))
-    gate = data.get("gate_state")
-    drift = data.get("drift", [])
-    drift_ok = all(m["distance"] <= m["threshold"] for m in drift)
+    allowed = set(data.allowed_anomaly_types)
+    drift_ok = all(m.distance <= m.threshold for m in data.drift)
 
-    def accepted(anomaly: Mapping[str, Any]) -> bool:
-        return anomaly["anomaly_type"] in allowed or bool(anomaly.get("bookkeeping"))
+    def accepted(anomaly: AnomalyFacts) -> bool:
+        return anomaly.anomaly_type in allowed or anomaly.bookkeeping
 
-    blocking = [a for a in anomalies if not accepted(a)]
-    passed = gate in ("executed", "cached") and not blocking and drift_ok
+    blocking = [a for a in data.anomalies if not accepted(a)]
+    passed = data.gate_state in ("executed", "cached") and not blocking and drift_ok
     return {
         "verdict": _verdict(passed, "passed", "REJECTED the data"),
-        "gate": str(gate),
-        "anomalies": _rows([a["split"], a["feature"], a["anomaly_type"], a["description"],
+        "gate": data.gate_state,
+        "anomalies": _rows([a.split, a.feature, a.anomaly_type, a.description,
                             "yes (ingest's source path: the model never reads it)"
-                            if a.get("bookkeeping") else "yes" if accepted(a) else "no"]
-                           for a in anomalies),
-        "anomalies_uri": _code(data.get("anomalies_uri")),
-        "drift": _rows([m["split"], m["distance"], m["threshold"],
-                        "ok" if m["distance"] <= m["threshold"] else "DRIFTED"] for m in drift),
-        "drift_compared": data.get("drift_compared"),
-        "drift_missing": data.get("drift_missing"),
-        "drift_baseline": _code(data.get("drift_baseline")),
-        "no_baseline": data.get("drift_baseline") is None,
+                            if a.bookkeeping else "yes" if accepted(a) else "no"]
+                           for a in data.anomalies),
+        "anomalies_uri": _code(data.anomalies_uri),
+        "drift": _rows([m.split, m.distance, m.threshold,
+                        "ok" if m.distance <= m.threshold else "DRIFTED"] for m in data.drift),
+        "drift_compared": data.drift_compared,
+        "drift_missing": data.drift_missing,
+        "drift_baseline": _code(data.drift_baseline),
+        "no_baseline": data.drift_baseline is None,
     }
 
 
@@ -288,109 +301,101 @@ _CONFIG_KEYS = ("model.kind", "optimizer.epochs", "optimizer.batch_size", "optim
                 "augmentation.flip", "augmentation.translate", "runtime.precision")
 
 
-def _warm_start(record: Mapping[str, Any] | None) -> str | Cell:
+def _warm_start(record: WarmStart | None) -> str | Cell:
     if not record:
         return "random initialization"
-    if record.get("used"):
-        return _code(record.get("from"), prefix=f"the weights of served version "
-                                                f"{int(record['version'])} (warm start): ")
-    return f"random initialization; warm start not possible: {record.get('why')}"
+    if record.used:
+        return _code(record.origin, prefix=f"the weights of served version {record.version} "
+                                           "(warm start): ")
+    return f"random initialization; warm start not possible: {record.why}"
 
 
-def _skip(decision: Mapping[str, Any] | None) -> str:
+def _skip(decision: SkipDecision | None) -> str:
     if not decision:
         return "not asked"
-    verb = ("training skipped: served version {} handed on".format(decision.get("version"))
-            if decision.get("skip") else "trained")
-    return f"{verb}; {decision.get('why')}"
+    verb = (f"training skipped: served version {decision.version} handed on"
+            if decision.skip else "trained")
+    return f"{verb}; {decision.why}"
 
 
-def _training(data: Mapping[str, Any], pngs: Mapping[str, Path]) -> dict[str, Any]:
-    if not data.get("available"):
+def _training(data: TrainingFacts | NotRun, charts: Charts) -> dict[str, Any]:
+    if isinstance(data, NotRun):
         return _missing(data)
-    config = settings_of(data.get("config", {}))
-    history = data.get("history", {})
-    last = {k: v[-1] for k, v in history.items() if v}
-    eval_split = data.get("eval_split", EVAL)  # early stopping's split, not the Evaluator's
+    config = settings_of(data.config)
+    last = {k: v[-1] for k, v in data.history.items() if v}
+    eval_split = data.eval_split  # early stopping's split, not the Evaluator's
     return {
         "pairs": _pairs({
-            "Trainer": data.get("state"),
-            "recipe": f"{data.get('recipe') or 'n/a'}"
-            + (f" ({data['recipe_reason']})" if data.get("recipe_reason") else ""),
-            "backbone": backbone_text(data["backbone"]) if data.get("backbone") else "none "
+            "Trainer": data.state,
+            "recipe": f"{data.recipe or 'n/a'}"
+            + (f" ({data.recipe_reason})" if data.recipe_reason else ""),
+            "backbone": backbone_text(data.backbone) if data.backbone else "none "
             "(trained from scratch)",
-            "epochs run": data.get("epochs_run"),
-            "fitted on / early stopping on": f"{data.get('train_split', TRAIN)} split "
-            f"({data.get('num_train')} examples) / {eval_split} split "
-            f"({data.get('num_eval')} examples)",
-            "training input": (data.get("input") or {}).get("reason", "n/a"),
-            "started from": _warm_start(data.get("warm_start")),
-            "--skip-if-unchanged": _skip(data.get("skip_if_unchanged")),
+            "epochs run": data.epochs_run,
+            "fitted on / early stopping on": f"{data.train_split} split "
+            f"({data.num_train} examples) / {eval_split} split ({data.num_eval} examples)",
+            "training input": data.input.reason if data.input else "n/a",
+            "started from": _warm_start(data.warm_start),
+            "--skip-if-unchanged": _skip(data.skip_if_unchanged),
             f"final {eval_split}-split accuracy (no test-time augmentation)":
-                _fmt(data.get("final_eval_accuracy")),
-            "fit time": f"{_fmt(data.get('fit_seconds'), 1)} s"
-            + (f" ({data['train_images_per_second']:.0f} training images/s)"
-               if data.get("train_images_per_second") else ""),
+                _fmt(data.final_eval_accuracy),
+            "fit time": f"{_fmt(data.fit_seconds, 1)} s"
+            + (f" ({data.train_images_per_second:.0f} training images/s)"
+               if data.train_images_per_second else ""),
             "last epoch": ", ".join(f"{k} {_fmt(v)}" for k, v in last.items()),
-            "model": _code(data.get("model")),
-            "TensorBoard logs": _code(data.get("tensorboard_dir")),
+            "model": _code(data.model),
+            "TensorBoard logs": _code(data.tensorboard_dir),
         }),
         "config": _rows([k, config[k]] for k in _CONFIG_KEYS if k in config),
-        "figure": _figure(pngs.get("training_curves"),
-                          f"Loss and accuracy per epoch, {data.get('train_split', TRAIN)} vs "
-                          f"{eval_split}"),
+        "figure": _figure(charts.training_curves,
+                          f"Loss and accuracy per epoch, {data.train_split} vs {eval_split}"),
     }
 
 
-def _baseline_text(data: Mapping[str, Any]) -> str:
-    if data.get("class_map_changed"):
+def _baseline_text(data: EvaluationFacts) -> str:
+    if data.class_map_changed:
         return "new class map: no baseline (accepted with --accept-new-classes)"
-    if data.get("baseline_is_candidate"):
+    if data.baseline_is_candidate:
         return "this same model is the one served (unchanged re-run): no comparison"
-    if data.get("new_model"):
-        from serving.model_dir import NewModel
-
-        return "none: " + "; ".join(NewModel.from_dict(data["new_model"]).lines())
-    if data.get("baseline_model") is None:
-        return f"none: {data.get('baseline_note') or 'no version served yet'}"
-    baseline = data.get("baseline_accuracy")
-    change = (data.get("accuracy") or 0) - (baseline or 0)
-    return f"{_fmt(baseline)} (change {change:+.4f})"
+    if data.new_model:
+        return "none: " + "; ".join(data.new_model.lines())
+    if data.baseline_model is None:
+        return f"none: {data.baseline_note or 'no version served yet'}"
+    change = (data.accuracy or 0) - (data.baseline_accuracy or 0)
+    return f"{_fmt(data.baseline_accuracy)} (change {change:+.4f})"
 
 
-def _evaluation(data: Mapping[str, Any], pngs: Mapping[str, Path], split: str | None
+def _evaluation(data: EvaluationFacts | NotRun, charts: Charts, split: str | None
                 ) -> dict[str, Any]:
-    if not data.get("available"):
+    if isinstance(data, NotRun):
         return _missing(data)
-    confused = data.get("most_confused") or []
     return {
         "pairs": _pairs({
-            "signature evaluated": _code(data.get("signature")),
+            "signature evaluated": _code(data.signature),
             "split evaluated": f"{split}" + ("" if split == TEST else
                                              " (no test split: early stopping chose on this "
                                              "split too)"),
-            "examples": data.get("eval_examples"),
-            "accuracy": _fmt(data.get("accuracy")),
+            "examples": data.eval_examples,
+            "accuracy": _fmt(data.accuracy),
             "baseline accuracy": _baseline_text(data),
-            "baseline model (served version)": _code(data.get("baseline_model")),
-            "thresholds met": _verdict(data.get("validation_ok"), "yes", "no"),
-            "blessing": _verdict(data.get("blessed"), "BLESSED", "NOT blessed"),
-            "blessing bar": (data.get("blessing_rule") or {}).get("text", "not recorded"),
-            "evaluation": _code(data.get("evaluation_uri")),
+            "baseline model (served version)": _code(data.baseline_model),
+            "thresholds met": _verdict(data.validation_ok, "yes", "no"),
+            "blessing": _verdict(data.blessed, "BLESSED", "NOT blessed"),
+            "blessing bar": data.blessing_rule.text if data.blessing_rule else "not recorded",
+            "evaluation": _code(data.evaluation_uri),
         }),
-        "thresholds": _rows([t["metric"], t["slice"], t["kind"], t["value"]]
-                            for t in data["thresholds"]),
-        "failures": list(data.get("failures") or []),
+        "thresholds": _rows([t.metric, t.slice, t.kind, t.value] for t in data.thresholds),
+        "failures": list(data.failures),
         "per_class_heading": f"Accuracy per class on the {split} split",
-        "per_class": _rows((data.get("per_class_accuracy") or {}).items()),
+        "per_class": _rows(data.per_class_accuracy.items()),
         "confused_heading": f"Most confused classes on the {split} split",
-        "confused": _rows([p["actual"], p["predicted"], p["count"]] for p in confused),
-        "per_class_figure": _figure(pngs.get("per_class_accuracy"),
+        "confused": _rows([p.actual, p.predicted, p.count] for p in data.most_confused),
+        "per_class_figure": _figure(charts.per_class_accuracy,
                                     f"Accuracy per class on the {split} split"),
-        "confusion_figure": _figure(pngs.get("confusion_matrix"),
+        "confusion_figure": _figure(charts.confusion_matrix,
                                     f"Confusion matrix on the {split} split (rows: actual, "
                                     "columns: predicted)")
-        or _figure(pngs.get("confused_pairs"),
+        or _figure(charts.confused_pairs,
                    f"The most confused class pairs on the {split} split (actual → predicted)"),
     }
 
@@ -406,49 +411,49 @@ NO_SOURCE_PATHS = ("This data was ingested before ingest stored each image's sou
                    "ingests again when the folder changes).")
 
 
-def _source_cell(mistake: Mapping[str, Any]) -> Cell:
-    if mistake.get("source_path"):
-        return Cell(mistake["source_path"], "code")
-    return Cell(f"not recorded (record {mistake['index']} of the split)", "muted")
+def _source_cell(mistake: MistakeFacts) -> Cell:
+    if mistake.source_path:
+        return Cell(mistake.source_path, "code")
+    return Cell(f"not recorded (record {mistake.index} of the split)", "muted")
 
 
-def _misclassified(data: Mapping[str, Any], pngs: Mapping[str, Path], split: str | None,
+def _misclassified(data: MisclassifiedFacts | NotRun, charts: Charts, split: str | None,
                    source: str | None) -> dict[str, Any]:
-    if not data.get("available"):
+    if isinstance(data, NotRun):
         return _missing(data)
-    scope = ("all" if data.get("complete") else "the first") + f" {data['scanned']} {split} images"
-    shown = data["shown"]
+    scope = ("all" if data.complete else "the first") + f" {data.scanned} {split} images"
+    shown = data.shown
     return {
-        "text": f"{data['misclassified']} of {scope} are misclassified by",
-        "signature": data["signature"],
+        "text": f"{data.misclassified} of {scope} are misclassified by",
+        "signature": data.signature,
         "tail": _most_confident(len(shown)) if shown else ".",
-        "figure": _figure(pngs.get("misclassified"),
+        "figure": _figure(charts.misclassified,
                           f"Misclassified {split} images, numbered as in the table: true / "
                           "predicted (confidence)"),
         "header": ["#", "file", "split", "true", "predicted", "confidence"],
-        "rows": _rows([n, _source_cell(m), m.get("split") or split, m["true"], m["predicted"],
-                       m["confidence"]] for n, m in enumerate(shown, 1)),
+        "rows": _rows([n, _source_cell(m), m.split or split, m.true, m.predicted, m.confidence]
+                      for n, m in enumerate(shown, 1)),
         "source": _code(source, prefix="Files are relative to the ingested folder ")
-        if source and data.get("source_paths") else None,
-        "no_source_paths": NO_SOURCE_PATHS if data.get("source_paths") is False else None,
+        if source and data.source_paths else None,
+        "no_source_paths": NO_SOURCE_PATHS if data.source_paths is False else None,
     }
 
 
-def _push(data: Mapping[str, Any], model_name: str | None) -> dict[str, Any]:
-    if not data.get("available"):
+def _push(data: PushFacts | NotRun, model_name: str | None) -> dict[str, Any]:
+    if isinstance(data, NotRun):
         return _missing(data)
-    if data.get("pushed") and data.get("already_served"):
+    if data.pushed and data.already_served:
         outcome = "already served: this model is the newest version, no new version was created"
-    elif data.get("pushed"):
+    elif data.pushed:
         outcome = "pushed"
     else:
         outcome = "not pushed: the model was not blessed; the serving directory is unchanged"
     items: dict[str, Any] = {"outcome": outcome}
-    if data.get("pushed"):
-        destination = data.get("destination") or ""
+    if data.pushed:
+        destination = data.destination or ""
         base = destination.rsplit("/", 1)[0]
         items.update({
-            "version": data.get("version"),
+            "version": data.version,
             "destination": _code(destination),
             "serve it": _code(f"tensorflow_model_server --model_name={model_name or 'MODEL'} "
                               f"--model_base_path={base} --rest_api_port=8501"),
@@ -456,27 +461,33 @@ def _push(data: Mapping[str, Any], model_name: str | None) -> dict[str, Any]:
     return {"pairs": _pairs(items)}
 
 
-def render(report: Mapping[str, Any], pngs: Mapping[str, Path]) -> str:
-    split = report.get("evaluation_split")  # the one source of every split name below
-    push = report["push"]
-    model_name = (push.get("destination") or "").rstrip("/").split("/")[-2:-1]
+NO_CHARTS = Charts()
+
+
+def render(report: RunReport, charts: Charts = NO_CHARTS) -> str:
+    """The page of `report`, with the charts drawn for it (none by default)."""
+    split = report.evaluation_split  # the one source of every split name below
+    push, dataset = report.push, report.dataset
+    destination = push.destination if isinstance(push, PushFacts) else None
+    model_name = (destination or "").rstrip("/").split("/")[-2:-1]
     return _template().render(
-        title=f"{report['pipeline_name']}: run {report['run_id']}",
+        title=f"{report.pipeline_name}: run {report.run_id}",
         css=Markup(CSS),  # ours, not a run's
-        started=report["started"],
-        total_seconds=f"{sum(c['seconds'] for c in report['components']):.0f}",
-        failed=list(report.get("failed_components") or []),
+        started=report.started,
+        total_seconds=f"{sum(c.seconds for c in report.components):.0f}",
+        failed=list(report.failed_components),
         sections=sections(split),
         fold_rows=FOLD_ROWS,
-        components=[[Cell(c["name"]), Cell(c["state"]), num(f"{c['seconds']:.1f}")]
-                    for c in report["components"]],
+        components=[[Cell(c.name), Cell(c.state), num(f"{c.seconds:.1f}")]
+                    for c in report.components],
         views={
-            "dataset": _dataset(report["dataset"], pngs, split),
-            "validation": _validation(report["validation"]),
-            "training": _training(report["training"], pngs),
-            "evaluation": _evaluation(report["evaluation"], pngs, split),
-            "misclassified": _misclassified(report["misclassified"], pngs, split,
-                                            report["dataset"].get("source")),
+            "dataset": _dataset(dataset, charts, split),
+            "validation": _validation(report.validation),
+            "training": _training(report.training, charts),
+            "evaluation": _evaluation(report.evaluation, charts, split),
+            "misclassified": _misclassified(
+                report.misclassified, charts, split,
+                dataset.source if isinstance(dataset, DatasetFacts) else None),
             "push": _push(push, model_name[0] if model_name else None),
         },
     ) + "\n"

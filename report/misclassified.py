@@ -14,10 +14,10 @@ import dataclasses
 import glob
 import heapq
 import os
-from typing import Any
 
 import numpy as np
 
+from report.records import MisclassifiedFacts, MistakeFacts, NotRun
 from report.summary import class_name, gone
 from schema import features
 
@@ -33,14 +33,15 @@ class Mistake:
     # Relative to the ingested folder; None for data ingested before ingest stored it.
     source_path: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"source_path": self.source_path, "split": self.split, "index": self.index,
-                "true": self.true, "predicted": self.predicted,
-                "confidence": round(self.confidence, 4)}
+    def facts(self) -> MistakeFacts:
+        """What report.json keeps of it: no image bytes, the confidence to 4 digits."""
+        return MistakeFacts(source_path=self.source_path, split=self.split, index=self.index,
+                            true=self.true, predicted=self.predicted,
+                            confidence=round(self.confidence, 4))
 
 
-def _unavailable(why: str) -> tuple[dict[str, Any], list[Mistake]]:
-    return {"available": False, "why": why}, []
+def _unavailable(why: str) -> tuple[NotRun, list[Mistake]]:
+    return NotRun(why=why), []
 
 
 def find_mistakes(
@@ -51,7 +52,7 @@ def find_mistakes(
     max_examples: int = 2000,
     max_shown: int = 24,
     batch_size: int = 128,
-) -> tuple[dict[str, Any], list[Mistake]]:
+) -> tuple[MisclassifiedFacts | NotRun, list[Mistake]]:
     """(summary, the most confident mistakes first) over the split's first examples."""
     import tensorflow as tf
     from tfx.utils import path_utils
@@ -100,18 +101,11 @@ def find_mistakes(
                 heapq.heapreplace(shown, entry)
         seen += len(labels)
     mistakes = [m for _, _, m in sorted(shown, key=lambda e: (-e[0], -e[1]))]
-    summary = {
-        "available": True,
-        "model": serving_dir,
-        "signature": features.SERVING_SIGNATURE,
-        "split": split,
-        "scanned": seen,
-        "complete": seen < max_examples,
-        "misclassified": misclassified,
-        # False for data ingested before ingest stored source paths: rows show the index.
-        "source_paths": any(m.source_path for m in mistakes) if mistakes else None,
-        "shown": [m.to_dict() for m in mistakes],
-    }
+    summary = MisclassifiedFacts(
+        model=serving_dir, signature=features.SERVING_SIGNATURE, split=split, scanned=seen,
+        complete=seen < max_examples, misclassified=misclassified,
+        source_paths=any(m.source_path for m in mistakes) if mistakes else None,
+        shown=tuple(m.facts() for m in mistakes))
     return summary, mistakes
 
 

@@ -12,10 +12,12 @@ The training curves are drawn by the Trainer itself (trainer/plots.py).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
+from ingest.manifest import ImageSizes
+from report.records import ConfusedPair
 from trainer.plots import pyplot
 
 # A class name in a chart: longer ones end in an ellipsis.
@@ -28,6 +30,24 @@ MAX_MATRIX_CLASSES = 25
 MAX_PAIRS = 20
 # Classes of the class-balance chart drawn as bar groups; past it, sorted counts per split.
 MAX_BALANCE_CLASSES = 40
+
+
+@dataclasses.dataclass(frozen=True)
+class Charts:
+    """The PNGs drawn for one report, by what they show; None: not drawn for this run."""
+
+    class_balance: Path | None = None
+    image_sizes: Path | None = None
+    training_curves: Path | None = None
+    per_class_accuracy: Path | None = None
+    confusion_matrix: Path | None = None
+    confused_pairs: Path | None = None
+    misclassified: Path | None = None
+
+    def files(self) -> dict[str, str]:
+        """What report.json's `files` lists: each drawn chart's path, by its name."""
+        return {field.name: str(path) for field in dataclasses.fields(self)
+                if (path := getattr(self, field.name)) is not None}
 
 
 def short(name: str, limit: int = NAME_CHARS) -> str:
@@ -105,7 +125,7 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], names: Sequence[str], spli
     return _save(*confusion_matrix_figure(matrix, names, split), output)
 
 
-def confused_pairs_figure(pairs: Sequence[Mapping[str, Any]], num_classes: int,
+def confused_pairs_figure(pairs: Sequence[ConfusedPair], num_classes: int,
                           split: str | None):
     """The most confused (actual, predicted) pairs as bars: for more classes than a matrix
     can show.
@@ -114,8 +134,8 @@ def confused_pairs_figure(pairs: Sequence[Mapping[str, Any]], num_classes: int,
     shown = list(pairs)[:MAX_PAIRS]
     fig, ax = plt.subplots(figsize=(8, 1.4 + 0.28 * max(1, len(shown))))
     positions = list(range(len(shown)))[::-1]
-    ax.barh(positions, [p["count"] for p in shown], color="#b5533c")
-    ax.set_yticks(positions, [f"{short(p['actual'], 18)} → {short(p['predicted'], 18)}"
+    ax.barh(positions, [p.count for p in shown], color="#b5533c")
+    ax.set_yticks(positions, [f"{short(p.actual, 18)} → {short(p.predicted, 18)}"
                               for p in shown], fontsize=8)
     ax.set_xlabel("images (actual → predicted)")
     title = (f"Most confused class pairs on {_split_text(split)} ({len(shown)} largest, "
@@ -124,7 +144,7 @@ def confused_pairs_figure(pairs: Sequence[Mapping[str, Any]], num_classes: int,
     return fig, title
 
 
-def confused_pairs(pairs: Sequence[Mapping[str, Any]], num_classes: int, split: str | None,
+def confused_pairs(pairs: Sequence[ConfusedPair], num_classes: int, split: str | None,
                    output: Path) -> Path:
     return _save(*confused_pairs_figure(pairs, num_classes, split), output)
 
@@ -167,27 +187,26 @@ def _bin_label(low: int, high: int | None) -> str:
     return f"≥{low}" if high is None else f"{low}–{high - 1}"
 
 
-def image_sizes_figure(sizes: Mapping[str, Any]):
+def image_sizes_figure(sizes: ImageSizes):
     """Two histograms, heights and widths, from dataset.json's `image_sizes` (ingest's bins)."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
     for ax, dimension in zip(axes, ("height", "width"), strict=True):
-        bins = sizes.get("histogram", {}).get(dimension, [])
+        bins = sizes.histogram.get(dimension, ())
         ax.bar(range(len(bins)), [n for _, _, n in bins], color="#4878a8")
         ax.set_xticks(range(len(bins)), [_bin_label(lo, hi) for lo, hi, _ in bins],
                       rotation=30, ha="right", fontsize=8)
-        stat = sizes[dimension]
-        ax.set_title(f"{dimension} (px): min {stat['min']}, median {stat['median']}, "
-                     f"max {stat['max']}", fontsize=9)
+        low, median, high = sizes.stats(dimension)
+        ax.set_title(f"{dimension} (px): min {low}, median {median}, max {high}", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("images")
-    title = (f"Image sizes in the source: {sizes['count']:,} images, "
-             f"{sizes.get('distinct_sizes', 0):,} distinct sizes")
+    title = (f"Image sizes in the source: {sizes.count:,} images, "
+             f"{sizes.distinct_sizes:,} distinct sizes")
     fig.suptitle(title, fontsize=10)
     return fig, title
 
 
-def image_sizes(sizes: Mapping[str, Any], output: Path) -> Path:
+def image_sizes(sizes: ImageSizes, output: Path) -> Path:
     return _save(*image_sizes_figure(sizes), output)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,8 @@ from schema.records import as_data
 from trainer.record import SkipDecision, TrainingInput, TrainingRecord
 
 if TYPE_CHECKING:  # serving/ imports TFX's fileio: loaded where a record is read
-    from serving.model_dir import EvaluationRecord, NewModel
+    from serving.model_dir import EvaluationRecord
+    from serving.new_model import NewModel
 
 _STATE_NAMES = {
     metadata_store_pb2.Execution.COMPLETE: "executed",
@@ -191,6 +193,20 @@ def value(message, name: str) -> Any:
     return getattr(field, kind) if kind else None
 
 
+class Node(enum.StrEnum):
+    """The components the summary and the report read, by their node ids in ML Metadata (the
+    ids pipeline/factory.py gives them; tests/test_pipeline_e2e.py checks a run has each).
+    """
+
+    EXAMPLE_GEN = "ImportExampleGen"
+    STATISTICS_GEN = "StatisticsGen"
+    EXAMPLE_VALIDATOR = "ExampleValidator"
+    DATA_GATE = "DataGate"
+    TRAINER = "Trainer"
+    EVALUATOR = "Evaluator"
+    PUSHER = "Pusher"
+
+
 @dataclasses.dataclass
 class NodeRecord:
     """One component's execution in a run, with its artifacts by input/output key."""
@@ -316,7 +332,7 @@ def summary_of(pipeline_name: str, run_id: str, nodes: dict[str, NodeRecord]) ->
                 summary.backbone = record.transfer.backbone if record.transfer else None
                 summary.training_input = record.input
                 summary.skip_if_unchanged = record.skip_if_unchanged
-        if node.name == "Evaluator":
+        if node.name == Node.EVALUATOR:
             splits = json.loads(value(node.execution, "example_splits") or "null") or [EVAL]
             summary.evaluation_split = splits[0]
             summary.model_name = _model_name(value(node.execution, "push_destination"))
@@ -356,12 +372,12 @@ def _model_name(push_destination: str | None) -> str | None:
 
 def class_names_of(nodes: dict[str, NodeRecord]) -> list[str]:
     """From the training config the run recorded; else the data's dataset.json."""
-    trainer = nodes.get("Trainer")
+    trainer = nodes.get(Node.TRAINER)
     if trainer is not None:
         config = json.loads(value(trainer.execution, "custom_config") or "null") or {}
         if config.get("class_names"):
             return list(config["class_names"])
-    example_gen = nodes.get("ImportExampleGen")
+    example_gen = nodes.get(Node.EXAMPLE_GEN)
     data_root = value(example_gen.execution, "input_base") if example_gen else None
     manifest = DatasetManifest.read(data_root) if data_root else None
     return list(manifest.class_names) if manifest else []

@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from tfx.dsl.io import fileio
@@ -28,8 +28,8 @@ from tfx.proto import pusher_pb2
 from tfx.utils import proto_utils
 
 from schema import features
-from schema.errors import Setting, neutral_name
 from schema.records import Record
+from serving.new_model import NewModel
 
 log = logging.getLogger(__name__)
 
@@ -256,43 +256,6 @@ def served_class_names(version_dir: str) -> list[str] | None:
         return None
     with fileio.open(path, "rb") as f:
         return f.read().decode("utf-8").splitlines()
-
-
-@dataclasses.dataclass(frozen=True)
-class NewModel:
-    """A model directory with no served version yet: a run into it has no baseline to compare
-    with (the Evaluator's) and no class map to check the data against (the DataGate's).
-
-    The model name defaults to the data folder's name, so new data in a new folder (pets-v2/
-    after pets/) starts a new model unless --model-name names the old one: `same_classes` lists
-    the models beside it whose newest served version has these class names, in this order.
-    """
-
-    name: str
-    path: str
-    serving_dir: str
-    num_classes: int
-    same_classes: tuple[str, ...] = ()
-
-    def lines(self, name: Callable[[Setting], str] = neutral_name) -> list[str]:
-        """What a run into a new model should know; `name` says the model name setting."""
-        found = [f"new model `{self.name}`: {self.path} holds no version yet, so there is no "
-                 "baseline and no class-map check"]
-        if len(self.same_classes) == 1:
-            (other,) = self.same_classes
-            found.append(f"`{other}` in {self.serving_dir} has the same {self.num_classes} "
-                         f"classes: pass {name(Setting('model_name', other))} to make this run "
-                         "a new version of it")
-        elif self.same_classes:
-            names = ", ".join(f"`{n}`" for n in self.same_classes)
-            found.append(f"{names} in {self.serving_dir} have the same {self.num_classes} "
-                         f"classes: pass {name(Setting('model_name'))} with one of them to make "
-                         "this run a new version of it")
-        return found
-
-    @classmethod
-    def from_dict(cls, record: dict[str, Any]) -> NewModel:
-        return cls(**{**record, "same_classes": tuple(record.get("same_classes", ()))})
 
 
 @dataclasses.dataclass(frozen=True)

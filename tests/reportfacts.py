@@ -1,5 +1,5 @@
-"""Report facts (what report.facts.collect gathers from a run) generated at a scale no test
-pipeline reaches: thousands of image sizes, a thousand classes, long class names.
+"""Report facts (the RunReport report.facts.collect gathers from a run) generated at a scale
+no test pipeline reaches: thousands of image sizes, a thousand classes, long class names.
 
 The summaries come from the project's own functions (ingest's `image_sizes`/`shapes_seen`,
 report.facts' `confusion_facts`), so what the report gets has the shape real data gives it.
@@ -8,24 +8,25 @@ report.facts' `confusion_facts`), so what the report gets has the shape real dat
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from report.records import DatasetFacts, EvaluationFacts, NotRun, RunReport, SplitFacts
+from report.summary import ComponentRun
+
 SECTION_KEYS = ("dataset", "validation", "training", "evaluation", "misclassified", "push")
 
 
-def report_facts(evaluation_split: str | None = "test", **sections: dict[str, Any]
-                 ) -> dict[str, Any]:
-    """A report whose sections are unavailable unless given."""
-    report: dict[str, Any] = {"pipeline_name": "p", "run_id": "r1", "started": "2026-11-24",
-                              "components": [{"name": "Trainer", "state": "executed",
-                                              "seconds": 12.34}],
-                              "failed_components": [], "class_names": [],
-                              "evaluation_split": evaluation_split}
-    for key in SECTION_KEYS:
-        report[key] = sections.get(key, {"available": False, "why": f"no {key} here"})
-    return report
+def report_facts(evaluation_split: str | None = "test", class_names: Sequence[str] = (),
+                 **sections: Any) -> RunReport:
+    """A report whose sections did not run unless given."""
+    return RunReport(
+        pipeline_name="p", run_id="r1", started="2026-11-24",
+        components=(ComponentRun("Trainer", "executed", 12.34),),
+        class_names=tuple(class_names), evaluation_split=evaluation_split,
+        **{key: sections.get(key, NotRun(why=f"no {key} here")) for key in SECTION_KEYS})
 
 
 def photo_shapes(distinct: int, images: int, seed: int = 0) -> collections.Counter:
@@ -43,22 +44,23 @@ def photo_shapes(distinct: int, images: int, seed: int = 0) -> collections.Count
     return counts
 
 
-def sized_dataset(shapes: collections.Counter, class_names: list[str]) -> dict[str, Any]:
+def sized_dataset(shapes: collections.Counter, class_names: list[str]) -> DatasetFacts:
     """The dataset section of data whose images have `shapes`, split 70/10/20 per class."""
     from ingest.dataset import image_sizes, shapes_seen
 
     total = sum(shapes.values())
     per_class = {name: total // len(class_names) for name in class_names}
 
-    def split(share: float) -> dict[str, Any]:
+    def split(share: float) -> SplitFacts:
         counts = {name: max(1, int(n * share)) for name, n in per_class.items()}
-        return {"examples": sum(counts.values()), "per_class": counts, "image_formats": {}}
+        return SplitFacts(examples=sum(counts.values()), per_class=counts)
 
-    return {"available": True, "data_root": "/data/photos", "examples": "/root/Examples/1",
-            "statistics": "/root/Statistics/2", "source": "/home/u/photos",
-            "splits": {"train": split(0.7), "eval": split(0.1), "test": split(0.2)},
-            "image_shape": [375, 500, 3], "sizes_vary": True,
-            "image_sizes": image_sizes(shapes), "image_shapes_seen": shapes_seen(shapes)}
+    return DatasetFacts(data_root="/data/photos", examples="/root/Examples/1",
+                        statistics="/root/Statistics/2",
+                        splits={"train": split(0.7), "eval": split(0.1), "test": split(0.2)},
+                        dataset_json="/data/photos/dataset.json", source="/home/u/photos",
+                        image_shape=(375, 500, 3), sizes_vary=True,
+                        image_sizes=image_sizes(shapes), image_shapes_seen=shapes_seen(shapes))
 
 
 def class_names(count: int, length: int = 12) -> list[str]:
@@ -70,7 +72,7 @@ def class_names(count: int, length: int = 12) -> list[str]:
     return names
 
 
-def evaluation(names: list[str], seed: int = 0, per_class: int = 20) -> dict[str, Any]:
+def evaluation(names: list[str], seed: int = 0, per_class: int = 20) -> EvaluationFacts:
     """The evaluation section of a classifier that is right on most images of each class."""
     from report.facts import confusion_facts
 
@@ -83,8 +85,9 @@ def evaluation(names: list[str], seed: int = 0, per_class: int = 20) -> dict[str
         for predicted in rng.integers(0, n, wrong):
             matrix[actual, predicted] += 1
     accuracy = {name: float(matrix[i, i] / per_class) for i, name in enumerate(names)}
-    return {"available": True, "state": "executed", "evaluation_uri": "/root/Evaluator/9",
-            "signature": "serving_default", "split": "test", "eval_examples": n * per_class,
-            "accuracy": float(np.trace(matrix) / matrix.sum()), "baseline_model": None,
-            "thresholds": [], "validation_ok": True, "failures": [], "blessed": True,
-            "per_class_accuracy": accuracy, **confusion_facts(matrix.tolist(), names)}
+    return EvaluationFacts(state="executed", evaluation_uri="/root/Evaluator/9",
+                           signature="serving_default", split="test",
+                           eval_examples=n * per_class,
+                           accuracy=float(np.trace(matrix) / matrix.sum()),
+                           validation_ok=True, blessed=True, per_class_accuracy=accuracy,
+                           **confusion_facts(matrix.tolist(), names))

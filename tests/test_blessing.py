@@ -118,7 +118,7 @@ def test_the_console_names_classes_and_lists_the_extremes_of_many() -> None:
 
 def test_a_new_model_line_names_the_model_name_setting_the_readers_way() -> None:
     from cli.main import flag_name
-    from serving.model_dir import NewModel
+    from serving.new_model import NewModel
 
     note = NewModel(name="pets-v2", path="/models/pets-v2", serving_dir="/models",
                     num_classes=2, same_classes=("pets",))

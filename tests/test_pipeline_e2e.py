@@ -10,7 +10,7 @@ import pytest
 from components.gate_report import GateReport
 from conftest import MODEL_NAME, PIPELINE_NAME, RUNS, PipelineRuns
 from report import REPORT_HTML, REPORT_JSON
-from report.summary import RunSummary, summarize_run
+from report.summary import Node, RunSummary, summarize_run
 from schema.records import as_data
 from serving.model_dir import EvaluationRecord, model_digest
 
@@ -52,6 +52,7 @@ def test_all_runs_succeed(pipeline_runs: PipelineRuns) -> None:
 def test_first_run_executes_every_component_and_pushes(pipeline_runs: PipelineRuns) -> None:
     first = _summary(pipeline_runs, "first")
     assert {c.name for c in first.components} == NODES
+    assert set(Node) <= NODES  # the node ids the summary and the report look up
     assert set(_states(first).values()) == {"executed"}
     assert first.accuracy is not None and first.accuracy >= 0.9
     assert first.baseline_accuracy is None
@@ -267,8 +268,8 @@ def test_the_misclassified_search_keeps_only_the_most_confident(
     args = (worse.model_uri, worse.examples_uri, ["blue", "green", "red"], "test")
     everything_summary, everything = find_mistakes(*args, max_shown=100)
     top_summary, top = find_mistakes(*args, max_shown=3)
-    assert top_summary["misclassified"] == everything_summary["misclassified"] == len(everything)
-    assert len(everything) > 3 and top_summary["scanned"] == 18
+    assert top_summary.misclassified == everything_summary.misclassified == len(everything)
+    assert len(everything) > 3 and top_summary.scanned == 18
     assert [m.index for m in top] == [m.index for m in everything[:3]]
     assert [m.confidence for m in everything] == sorted(
         (m.confidence for m in everything), reverse=True)
@@ -375,14 +376,17 @@ def test_every_record_the_runs_wrote_round_trips_through_its_type(
     pipeline_runs: PipelineRuns,
 ) -> None:
     """dataset.json, gate.json (in the gate's output and in every pushed version),
-    history.json and baseline.json: each file is exactly its type's JSON, schema version
-    included, so no key is written that the type does not know or reads differently.
+    history.json, baseline.json and each run's report.json: each file is exactly its type's
+    JSON, schema version included, so no key is written that the type does not know or reads
+    differently.
     """
     from ingest.manifest import DatasetManifest
+    from report import RunReport
     from trainer.record import TrainingRecord
 
     found = {}
-    for record_type in (DatasetManifest, GateReport, TrainingRecord, EvaluationRecord):
+    for record_type in (DatasetManifest, GateReport, TrainingRecord, EvaluationRecord,
+                        RunReport):
         paths = [*pipeline_runs.root.rglob(record_type.FILE),
                  *pipeline_runs.serving_dir.rglob(record_type.FILE)]
         found[record_type.__name__] = len(paths)

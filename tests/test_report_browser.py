@@ -163,8 +163,8 @@ def test_a_report_on_two_thousand_image_sizes_has_short_cells_and_plots_the_size
 ) -> None:
     names = ["ants", "bees"]
     report = reportfacts.report_facts(
+        class_names=names,
         dataset=reportfacts.sized_dataset(reportfacts.photo_shapes(2000, 4000), names))
-    report["class_names"] = names
     html = write_report(report, tmp_path / "report")
     probe = render(html, tmp_path)
     longest = max(probe["cells"], key=lambda c: c["length"])
@@ -183,9 +183,9 @@ def test_a_report_on_two_thousand_image_sizes_has_short_cells_and_plots_the_size
 def test_a_thousand_long_class_names_keep_the_page_within_the_window(tmp_path: Path) -> None:
     names = reportfacts.class_names(1000, length=200)
     report = reportfacts.report_facts(
+        class_names=names,
         dataset=reportfacts.sized_dataset(reportfacts.photo_shapes(30, 20_000), names),
         evaluation=reportfacts.evaluation(names))
-    report["class_names"] = names
     html = write_report(report, tmp_path / "report")
     probe = render(html, tmp_path)
     _assert_images_render(probe, {"class_balance.png", "image_sizes.png",

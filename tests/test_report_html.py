@@ -4,6 +4,7 @@ report facts, without a run: tests/reportfacts.py generates them at scale.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -11,48 +12,47 @@ from typing import Any
 import pytest
 
 import reportfacts
-from report import REPORT_JSON, plots, write_report
+from report import REPORT_JSON, RunReport, plots, write_report
 from report.facts import MOST_CONFUSED
 from report.html import render
+from report.records import DatasetFacts, NotRun, PushFacts, SplitFacts, ValidationFacts
+from schema.records import RecordVersionError
 
-SECTION_KEYS = ("dataset", "validation", "training", "evaluation", "misclassified", "push")
+SPLIT = SplitFacts(examples=3, per_class={"a": 3})
 
 
-def _report(**sections: dict[str, Any]) -> dict[str, Any]:
-    """A report whose sections are unavailable unless given."""
-    report: dict[str, Any] = {"pipeline_name": "p", "run_id": "r1", "started": "2026-11-24",
-                              "components": [{"name": "Trainer", "state": "executed",
-                                              "seconds": 12.34}],
-                              "failed_components": []}
-    for key in SECTION_KEYS:
-        report[key] = sections.get(key, {"available": False, "why": f"no {key} here"})
-    return report
+def _report(**sections: Any) -> RunReport:
+    """A report whose sections did not run unless given, evaluated on no split."""
+    return reportfacts.report_facts(evaluation_split=None, **sections)
+
+
+def _dataset(**facts: Any) -> DatasetFacts:
+    """Data with a dataset.json holding `facts`, and one train split unless given."""
+    return DatasetFacts(dataset_json="/data/dataset.json",
+                        **{"splits": {"train": SPLIT}} | facts)
 
 
 def test_the_dataset_section_shows_duplicates_and_conversions() -> None:
-    split = {"examples": 3, "per_class": {"a": 3}, "image_formats": {}}
-    page = render(_report(dataset={
-        "available": True, "splits": {"train": split, "test": split},
-        "converted": {"count": 1, "from": {"JPEG CMYK": 1}, "to": "PNG L"},
-        "duplicates": {"across_splits": 2, "within_split": {"train": 1, "test": 0},
-                       "allowed": True}}), {})
+    page = render(_report(dataset=_dataset(
+        splits={"train": SPLIT, "test": SPLIT},
+        converted={"count": 1, "from": {"JPEG CMYK": 1}, "to": "PNG L"},
+        duplicates={"across_splits": 2, "within_split": {"train": 1, "test": 0},
+                    "allowed": True})))
     assert "2 across splits (kept with --allow-duplicates" in page
     assert "within a split: train 1, test 0" in page
     assert "1 to PNG L (1 JPEG CMYK)" in page
     assert "<section id=" in page and page.count("<section id=") == 7
     assert "Not available: no push here." in page
     assert '<td class="num">12.3</td>' in page
-    unknown = render(_report(dataset={"available": True, "splits": {"train": split}}), {})
+    unknown = render(_report(dataset=_dataset()))
     assert "n/a (not counted" in unknown
 
 
 def test_what_a_run_holds_is_escaped() -> None:
     hostile = '<script>alert("x")</script> & co'
-    split = {"examples": 1, "per_class": {hostile: 1}, "image_formats": {}}
-    page = render(_report(
-        dataset={"available": True, "splits": {"train": split}, "data_root": hostile},
-        push={"available": True, "pushed": False},
-    ), {})
+    split = SplitFacts(examples=1, per_class={hostile: 1})
+    page = render(_report(dataset=_dataset(splits={"train": split}, data_root=hostile),
+                          push=PushFacts(pushed=False)))
     assert "<script>" not in page
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; co" in page
     assert "<code>&lt;script&gt;" in page  # a path shown as code is escaped too
@@ -60,15 +60,13 @@ def test_what_a_run_holds_is_escaped() -> None:
 
 
 def test_the_dataset_section_summarizes_image_sizes_instead_of_listing_each() -> None:
-    split = {"examples": 3, "per_class": {"a": 3}, "image_formats": {}}
     seen = {f"{375 + i}x500x3": 100 - i for i in range(20)} | {"other": 2034}
     sizes = {"count": 6000, "distinct_sizes": 2054,
              "height": {"min": 100, "median": 375, "max": 3024},
              "width": {"min": 120, "median": 500, "max": 4032},
              "short_side": {"min": 100, "median": 375, "max": 3024}}
-    page = render(_report(dataset={
-        "available": True, "splits": {"train": split}, "image_shape": [375, 500, 3],
-        "sizes_vary": True, "image_sizes": sizes, "image_shapes_seen": seen}), {})
+    page = render(_report(dataset=_dataset(image_shape=(375, 500, 3), sizes_vary=True,
+                                           image_sizes=sizes, image_shapes_seen=seen)))
     assert "2,054 distinct sizes in 6,000 images: see Image sizes below" in page
     assert ('<td>height</td><td class="num">100</td><td class="num">375</td>'
             '<td class="num">3024</td>') in page
@@ -78,13 +76,12 @@ def test_the_dataset_section_summarizes_image_sizes_instead_of_listing_each() ->
     assert "379x500x3" in page and "380x500x3" not in page  # 5 shapes at most
     assert "375x500x3 (the median size: sizes vary" in page
 
-    old = render(_report(dataset={  # a dataset.json from before sizes were summarized
-        "available": True, "splits": {"train": split}, "image_shape": [8, 8, 3],
-        "image_shapes_seen": {f"{8 + i}x8x3": 1 for i in range(9)}}), {})
+    old = render(_report(dataset=_dataset(  # a dataset.json from before sizes were summarized
+        image_shape=(8, 8, 3), image_shapes_seen={f"{8 + i}x8x3": 1 for i in range(9)})))
     assert "8x8x3: 1, 9x8x3: 1, 10x8x3: 1, 11x8x3: 1, 12x8x3: 1 (and 4 more)" in old
-    one = render(_report(dataset={
-        "available": True, "splits": {"train": split}, "image_shape": [8, 8, 3],
-        "image_sizes": sizes | {"distinct_sizes": 1}, "image_shapes_seen": {"8x8x3": 3}}), {})
+    one = render(_report(dataset=_dataset(
+        image_shape=(8, 8, 3), image_sizes=sizes | {"distinct_sizes": 1},
+        image_shapes_seen={"8x8x3": 3})))
     assert "8x8x3: 3" in one and "sizes;" not in one
 
 
@@ -99,9 +96,9 @@ def _png(path: Path) -> tuple[tuple[int, int], str]:
 def test_a_thousand_classes_get_top_k_charts_and_a_compact_report_json(tmp_path: Path) -> None:
     names = reportfacts.class_names(1000)
     report = reportfacts.report_facts(
+        class_names=names,
         dataset=reportfacts.sized_dataset(reportfacts.photo_shapes(50, 20_000), names),
         evaluation=reportfacts.evaluation(names))
-    report["class_names"] = names
     page = write_report(report, tmp_path).read_text()
 
     charts = {png.name: _png(png) for png in tmp_path.glob("*.png")}
@@ -129,10 +126,10 @@ def test_long_class_names_are_cut_short_in_charts_and_whole_in_tables(tmp_path: 
     evaluation = reportfacts.evaluation(names)
     dataset = reportfacts.sized_dataset(reportfacts.photo_shapes(20, 400), names)
     labels = []
-    for fig, _ in (plots.per_class_accuracy_figure(evaluation["per_class_accuracy"], "test"),
-                   plots.confusion_matrix_figure(evaluation["confusion_matrix"], names, "test"),
-                   plots.class_balance_figure({s: v["per_class"]
-                                               for s, v in dataset["splits"].items()})):
+    for fig, _ in (plots.per_class_accuracy_figure(evaluation.per_class_accuracy, "test"),
+                   plots.confusion_matrix_figure(evaluation.confusion_matrix, names, "test"),
+                   plots.class_balance_figure({s: v.per_class
+                                               for s, v in dataset.splits.items()})):
         ax = fig.axes[0]
         labels += [t.get_text() for t in ax.get_xticklabels() + ax.get_yticklabels()
                    if not t.get_text().replace(".", "").replace("−", "").isdigit()]
@@ -140,11 +137,11 @@ def test_long_class_names_are_cut_short_in_charts_and_whole_in_tables(tmp_path: 
     assert len(labels) == 4 * len(names)  # bars; matrix rows and columns; bar groups
     assert all(len(label) <= plots.NAME_CHARS and label.endswith("…") for label in labels)
 
-    report = reportfacts.report_facts(dataset=dataset, evaluation=evaluation)
-    report["class_names"] = names
+    report = reportfacts.report_facts(class_names=names, dataset=dataset,
+                                      evaluation=evaluation)
     page = write_report(report, tmp_path).read_text()
-    confused = [name for pair in evaluation["most_confused"]
-                for name in (pair["actual"], pair["predicted"])]
+    confused = [name for pair in evaluation.most_confused
+                for name in (pair.actual, pair.predicted)]
     for name in names:  # whole, in the tables of examples, accuracy and most confused pairs
         assert page.count(f"<td>{name}</td>") == 2 + confused.count(name)
 
@@ -155,10 +152,11 @@ def test_every_title_caption_and_heading_names_the_evaluated_split(tmp_path: Pat
     names = ["ants", "bees", "wasps"]
     dataset = reportfacts.sized_dataset(reportfacts.photo_shapes(20, 400), names)
     if split == "eval":  # data without a test split: the Evaluator scores eval
-        del dataset["splits"]["test"]
-    report = reportfacts.report_facts(evaluation_split=split, dataset=dataset,
-                                      evaluation=reportfacts.evaluation(names) | {"split": split})
-    report["class_names"] = names
+        dataset = dataclasses.replace(dataset, splits={
+            name: counts for name, counts in dataset.splits.items() if name != "test"})
+    report = reportfacts.report_facts(
+        evaluation_split=split, class_names=names, dataset=dataset,
+        evaluation=dataclasses.replace(reportfacts.evaluation(names), split=split))
     page = write_report(report, tmp_path).read_text()
     other = {"test": "eval", "eval": "test"}[split]
     assert f"<h2>Evaluation on the {split} split</h2>" in page
@@ -169,3 +167,34 @@ def test_every_title_caption_and_heading_names_the_evaluated_split(tmp_path: Pat
         assert f"on the {split} split" in title and other not in title, title
     assert f'alt="Accuracy per class on the {split} split"' in page
     assert f'alt="Confusion matrix on the {split} split' in page
+
+
+def test_report_json_is_the_run_report_and_reads_back_as_it(tmp_path: Path) -> None:
+    names = ["ants", "bees"]
+    report = reportfacts.report_facts(
+        class_names=names,
+        dataset=reportfacts.sized_dataset(reportfacts.photo_shapes(20, 400), names),
+        validation=ValidationFacts(anomalies_uri="/root/ExampleValidator/3"),
+        evaluation=reportfacts.evaluation(names))
+    write_report(report, tmp_path)
+    data = json.loads((tmp_path / REPORT_JSON).read_text())
+    back = RunReport.read(tmp_path)
+    assert back.to_data() == data and data["schema_version"] == RunReport.SCHEMA_VERSION
+    assert (back.dataset, back.validation, back.evaluation) == (
+        report.dataset, report.validation, report.evaluation)
+    assert isinstance(back.training, NotRun) and isinstance(back.misclassified, NotRun)
+    assert data["training"] == {"available": False, "why": "no training here"}
+    assert set(data["files"]) == {"class_balance", "image_sizes", "per_class_accuracy",
+                                  "confusion_matrix", "html"}
+    # A fact the run does not have is absent, as before report.json had a type: no spans,
+    # nothing missing, no data gate; without a dataset.json, none of ingest's fields.
+    assert not {"span", "window_spans", "missing", "splits_from"} & set(data["dataset"])
+    assert not {"max_label_drift", "class_map", "drift_missing"} & set(data["validation"])
+    bare = dataclasses.replace(report.dataset, dataset_json=None)
+    assert "image_sizes" not in RunReport.from_data(
+        {**data, "dataset": {"available": True}}).to_data()["dataset"]
+    assert "source" not in dataclasses.replace(back, dataset=bare).to_data()["dataset"]
+    # A newer pipeline's report is refused, naming the file, not read as something it is not.
+    (tmp_path / REPORT_JSON).write_text(json.dumps({**data, "schema_version": 2}))
+    with pytest.raises(RecordVersionError, match=REPORT_JSON):
+        RunReport.read(tmp_path)

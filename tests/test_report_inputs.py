@@ -4,6 +4,7 @@ traced to their files, and runs whose artifacts were deleted since.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -90,10 +91,11 @@ def test_data_ingested_before_source_paths_says_so_instead_of_naming_files(
 
     import imagegen
     from ingest.tfrecord import GzipTFRecordWriter, encode_image_example
+    from report import RunReport
     from report.html import NO_SOURCE_PATHS, render
     from report.misclassified import find_mistakes
 
-    report = json.loads((pipeline_runs.report_dir("worse") / REPORT_JSON).read_text())
+    report = RunReport.read(pipeline_runs.report_dir("worse"))
     (tmp_path / "Split-test").mkdir()
     rng = np.random.default_rng(3)
     with GzipTFRecordWriter(str(tmp_path / "Split-test" / "data.gz")) as writer:
@@ -101,14 +103,13 @@ def test_data_ingested_before_source_paths_says_so_instead_of_naming_files(
             for _ in range(2):
                 writer.write(encode_image_example("image", imagegen.image_bytes(name, rng),
                                                   "label", label))
-    summary, mistakes = find_mistakes(report["training"]["model"], str(tmp_path),
-                                      report["class_names"], "test")
-    assert summary["scanned"] == 6 and mistakes and summary["source_paths"] is False
-    assert all(m["source_path"] is None and m["split"] == "test" for m in summary["shown"])
-    report["misclassified"] = summary
-    page = render(report, {})
+    summary, mistakes = find_mistakes(report.training.model, str(tmp_path),
+                                      list(report.class_names), "test")
+    assert summary.scanned == 6 and mistakes and summary.source_paths is False
+    assert all(m.source_path is None and m.split == "test" for m in summary.shown)
+    page = render(dataclasses.replace(report, misclassified=summary))
     assert str(escape(NO_SOURCE_PATHS)) in page
-    assert f"not recorded (record {summary['shown'][0]['index']} of the split)" in page
+    assert f"not recorded (record {summary.shown[0].index} of the split)" in page
 
 
 def test_a_report_of_a_run_whose_evaluation_was_deleted_says_so_and_renders_the_rest(

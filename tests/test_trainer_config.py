@@ -133,9 +133,10 @@ def test_the_report_shows_a_recorded_config_flat_or_nested_by_dotted_path() -> N
     from test_report_html import _report
 
     from report.html import render
+    from report.records import TrainingFacts
 
     def page(config: dict) -> str:
-        return render(_report(training={"available": True, "config": config}), {})
+        return render(_report(training=TrainingFacts(config=config)))
 
     flat = page(FLAT)
     assert "optimizer.learning_rate" in flat and "augmentation.translate" in flat
