@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import pydantic
 
 from schema.records import Record
+from trainer.backbones.provenance import WeightsSource
 
 # Next to the TensorBoard logs in the Trainer's model_run artifact.
 HISTORY_FILE = "history.json"
@@ -54,8 +55,8 @@ class TrainingInput:
 class TransferRecord:
     """The transfer recipe's phases (trainer/transfer.py)."""
 
-    # trainer/backbones/registry.py WeightsSource.to_dict(): the network and its weights.
-    backbone: dict[str, Any]
+    # The network and its weights (the model's assets.extra/backbone.json holds the same).
+    backbone: WeightsSource
     fine_tuned_blocks: int = 0
     feature_seconds: float | None = None
     feature_images_per_second: float | None = None
