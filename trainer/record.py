@@ -28,6 +28,15 @@ class SkipDecision:
     version: int | None = None  # the served version compared with (and handed on)
     origin: Annotated[str | None, pydantic.Field(alias="from")] = None  # its folder
 
+    def artifact_properties(self) -> dict[str, int]:
+        """What ML Metadata queries can filter on, set on the Trainer's model: whether the
+        served model was handed on, and which version (when it was).
+        """
+        properties = {"skip_if_unchanged": int(self.skip)}
+        if self.skip and self.version is not None:
+            properties["handed_on_version"] = self.version
+        return properties
+
 
 @dataclasses.dataclass(frozen=True)
 class WarmStart:
