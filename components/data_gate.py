@@ -439,6 +439,8 @@ class Executor(base_executor.BaseExecutor):
         output = artifact_utils.get_single_instance(output_dict["validated_statistics"])
         copy_statistics(statistics.uri, output.uri, splits)
         report.write(output.uri)
+        for name, value in report.artifact_properties().items():
+            output.set_int_custom_property(name, value)
 
     def _record_rejection(self, report: GateReport) -> None:
         """The report of rejected data, in this execution's folder: a failed execution has no

@@ -104,6 +104,17 @@ class GateReport(Record):
     def passed(self) -> bool:
         return not self.rejected
 
+    def artifact_properties(self) -> dict[str, int]:
+        """What ML Metadata queries can filter on, set on the ValidatedStatistics artifact:
+        whether the class map changed, and the served version the data was compared with and
+        how many statistics differ (only when it was compared).
+        """
+        properties = {"class_map_changed": int(self.class_map.change is not None)}
+        if self.comparison is not None and self.baseline_version is not None:
+            properties["baseline_version"] = self.baseline_version
+            properties["statistics_differences"] = len(self.comparison.differences)
+        return properties
+
     @classmethod
     def upgrade(cls, fields: dict[str, Any], version: int) -> dict[str, Any]:
         if version > 1:

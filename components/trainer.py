@@ -144,15 +144,16 @@ class Executor(trainer_executor.GenericExecutor):
                                  exec_properties.get(PUSH_DESTINATION_KEY))
         log.info("[trainer] skip_if_unchanged: %s: %s",
                  "skipped" if decision.skip else "training", decision.why)
+        model = artifact_utils.get_single_instance(output_dict[standard_component_specs.MODEL_KEY])
         if decision.skip:
-            model = artifact_utils.get_single_instance(
-                output_dict[standard_component_specs.MODEL_KEY])
             _copy_model(decision.origin, path_utils.serving_model_dir(model.uri))
             record = TrainingRecord(config=config)
         else:
             super().Do(inputs, output_dict, exec_properties)
             record = TrainingRecord.read(model_run) or TrainingRecord(config=config)
         dataclasses.replace(record, skip_if_unchanged=decision).write(model_run)
+        for name, value in decision.artifact_properties().items():
+            model.set_int_custom_property(name, value)
 
 
 class ImageTrainerSpec(standard_component_specs.TrainerSpec):

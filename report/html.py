@@ -33,7 +33,6 @@ from report.records import (
     TrainingFacts,
     ValidationFacts,
 )
-from report.summary import backbone_text
 from trainer.config import settings_of
 from trainer.record import SkipDecision, WarmStart
 
@@ -329,7 +328,7 @@ def _training(data: TrainingFacts | NotRun, charts: Charts) -> dict[str, Any]:
             "Trainer": data.state,
             "recipe": f"{data.recipe or 'n/a'}"
             + (f" ({data.recipe_reason})" if data.recipe_reason else ""),
-            "backbone": backbone_text(data.backbone) if data.backbone else "none "
+            "backbone": data.backbone.text() if data.backbone else "none "
             "(trained from scratch)",
             "epochs run": data.epochs_run,
             "fitted on / early stopping on": f"{data.train_split} split "

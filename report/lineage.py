@@ -18,6 +18,7 @@ from tfx.components.evaluator.constants import ARTIFACT_PROPERTY_BASELINE_MODEL_
 
 from report.summary import artifacts_by_key, open_store
 from report.summary import value as _value
+from schema.records import as_data
 
 _INPUT, _OUTPUT = metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.OUTPUT
 
@@ -78,14 +79,14 @@ def model_lineage(metadata_path: str, version: str) -> dict[str, Any]:
         "transform_graph": trainer_inputs["transform_graph"].uri,
         "schema": trainer_inputs["schema"].uri,
     }
-    import tensorflow as tf
     from tfx.utils import path_utils
 
-    from trainer.config import BACKBONE_FILE
+    from trainer.backbones.provenance import WeightsSource
 
-    backbone_file = f"{path_utils.serving_model_path(model.uri)}/{BACKBONE_FILE}"
-    if tf.io.gfile.exists(backbone_file):  # the pretrained network and its weights' provenance
-        lineage["backbone"] = json.loads(tf.io.gfile.GFile(backbone_file).read())
+    # The pretrained network and its weights' provenance, as the model holds it.
+    backbone = WeightsSource.read(path_utils.serving_model_path(model.uri))
+    if backbone is not None:
+        lineage["backbone"] = as_data(backbone)
     blessing = pusher_inputs.get("model_blessing")
     if blessing is not None:
         evaluator = _producer(store, blessing.id)

@@ -27,6 +27,7 @@ from pipeline.blessing import BlessingRule
 from report.summary import ComponentRun
 from schema.records import Record
 from serving.new_model import NewModel
+from trainer.backbones.provenance import WeightsSource
 from trainer.record import SkipDecision, TrainingInput, WarmStart
 
 REPORT_JSON = "report.json"
@@ -181,7 +182,7 @@ class TrainingFacts:
     config: dict[str, Any] = dataclasses.field(default_factory=dict)  # TrainerConfig.to_dict()
     recipe: str | None = None
     recipe_reason: str | None = None
-    backbone: dict[str, Any] | None = None  # trainer/backbones/registry.py WeightsSource
+    backbone: WeightsSource | None = None  # the model's backbone.json, as training recorded it
     # The Trainer fits the first and early-stops / picks checkpoints on the second.
     train_split: str = TRAIN
     eval_split: str = EVAL

@@ -17,6 +17,7 @@ from ingest.spans import WINDOW_PROPERTY
 from pipeline.blessing import BlessingRule, percent
 from schema.errors import Setting, neutral_name
 from schema.records import as_data
+from trainer.backbones.provenance import WeightsSource
 from trainer.record import SkipDecision, TrainingInput, TrainingRecord
 
 if TYPE_CHECKING:  # serving/ imports TFX's fileio: loaded where a record is read
@@ -61,9 +62,9 @@ class RunSummary:
     trainer_eval_accuracy: float | None = None
     recipe: str | None = None
     epochs_run: int | None = None
-    # The pretrained backbone and its weights' provenance (trainer/backbones/registry.py
-    # WeightsSource); None for the scratch recipes.
-    backbone: dict[str, Any] | None = None
+    # The pretrained backbone and its weights' provenance (the training record's copy of the
+    # model's backbone.json); None for the scratch recipes.
+    backbone: WeightsSource | None = None
     # The span(s) ExampleGen read, for data roots of spans (ingest/spans.py); None otherwise.
     spans: list[int] | None = None
     # components/trainer.py's decision when --skip-if-unchanged was given; None otherwise.
@@ -449,7 +450,7 @@ def format_summary(summary: RunSummary,
         yield (f"  training: recipe {summary.recipe}, final accuracy on the eval split "
                f"(early stopping's) {_fmt(summary.trainer_eval_accuracy)}")
     if summary.backbone:
-        yield f"  backbone: {backbone_text(summary.backbone)}"
+        yield f"  backbone: {summary.backbone.text()}"
     if summary.skip_if_unchanged:
         decision = summary.skip_if_unchanged
         verb = (f"skipped, served version {decision.version} handed on" if decision.skip
@@ -540,7 +541,7 @@ def _trained(summary: RunSummary) -> str:
     if decision is not None and decision.skip:
         return (f"Handed on served version {decision.version} for {data} "
                 "(--skip-if-unchanged)")
-    details = [summary.backbone["backbone"]] if summary.backbone else []
+    details = [summary.backbone.backbone] if summary.backbone else []
     if summary.epochs_run is not None:
         details.append(f"{summary.epochs_run} epoch{'' if summary.epochs_run == 1 else 's'}")
     shown = f" ({', '.join(details)})" if details else ""
@@ -604,9 +605,3 @@ def _push_outcome(summary: RunSummary) -> str | None:
                 else f"nothing is served as {name} yet")
     return None
 
-
-def backbone_text(backbone: dict[str, Any]) -> str:
-    """One line: the network, where its weights came from, their digest and licence."""
-    digest = f", sha256 {backbone['sha256'][:12]}..." if backbone.get("sha256") else ""
-    return (f"{backbone.get('backbone')}, weights {backbone.get('origin')}{digest}; licence "
-            f"{backbone.get('licence')}")

@@ -95,6 +95,22 @@ def _unit_tests_run_no_pipeline(request: pytest.FixtureRequest, monkeypatch) -> 
         monkeypatch.setattr(LocalDagRunner, name, refuse)
 
 
+def run_artifact(metadata_path: str | Path, run_id: str, type_name: str):
+    """The artifact of a type that a run wrote, from ML Metadata; None if it wrote none."""
+    from report.summary import open_store
+
+    store = open_store(str(metadata_path))
+    run = next(c for c in store.get_contexts_by_type("pipeline_run") if c.name == run_id)
+    return next((a for a in store.get_artifacts_by_context(run.id) if a.type == type_name),
+                None)
+
+
+def int_properties(artifact) -> dict[str, int]:
+    """An ML Metadata artifact's integer custom properties."""
+    return {name: value.int_value for name, value in artifact.custom_properties.items()
+            if value.HasField("int_value")}
+
+
 def run_cli(args: list[str]) -> tuple[int, list[str], list[str]]:
     """`python -m pipeline ARGS` in this process: (exit code, stdout lines, stderr lines); stderr
     is written on too, so a failing test shows the run's console.

@@ -225,6 +225,7 @@ RECORD_FILES: dict[str, tuple[str, frozenset[str]]] = {
     "gate.json": ("REPORT_FILE", frozenset({"components/gate_report.py"})),
     "history.json": ("HISTORY_FILE", frozenset({"trainer/record.py"})),
     "baseline.json": ("PROVENANCE_FILE", frozenset({"serving/model_dir.py"})),
+    "backbone.json": ("BACKBONE_FILE", frozenset({"trainer/backbones/provenance.py"})),
     # report/__init__.py names it only to export it (tests and users find the file by it).
     "report.json": ("REPORT_JSON", frozenset({"report/records.py", "report/__init__.py"})),
 }

@@ -17,6 +17,9 @@ import imagegen
 from conftest import run_cli
 from pipeline.blessing import RULE, chance_bar, thresholds
 from report.summary import ComponentRun, RunSummary, format_summary, per_class_text
+from trainer.backbones.provenance import WeightsSource
+
+LITE0 = WeightsSource("efficientnet_lite0", "imagenet", "", "", "Apache-2.0", "ImageNet")
 
 
 def test_the_rule_on_balanced_splits() -> None:
@@ -136,7 +139,7 @@ def test_the_last_line_says_what_replaced_what_and_why() -> None:
                       153).rule()
     summary = RunSummary(
         "p", "r", [], data_root="/data/pets/tfrecords", recipe="transfer", epochs_run=12,
-        backbone={"backbone": "efficientnet_lite0"}, evaluation_split="test", eval_examples=153,
+        backbone=LITE0, evaluation_split="test", eval_examples=153,
         accuracy=0.954, baseline_accuracy=0.931, baseline_version=2, blessing_rule=rule,
         blessed=True, pushed=True, pushed_version=3, model_name="pets")
     assert list(format_summary(summary))[-1] == (

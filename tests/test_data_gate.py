@@ -14,7 +14,7 @@ import tensorflow as tf
 
 import imagegen
 from cli import EXIT_DATA_REJECTED, EXIT_OK
-from conftest import snapshot
+from conftest import int_properties, run_artifact, snapshot
 
 PIPELINE = "gate-pipeline"
 # 40 images per class: TFDV computes image-format statistics only from 100 values up.
@@ -68,6 +68,10 @@ class GateRun:
     executed: set[str]
     # report.json that `run` wrote for this run, None if it wrote none.
     report: dict | None
+    # The gate's ValidatedStatistics in ML Metadata: its folder and integer custom properties
+    # (None: the gate accepted nothing in this run).
+    gate_output: str | None
+    gate_properties: dict[str, int] | None
 
 
 @dataclasses.dataclass
@@ -119,9 +123,11 @@ def gate_runs(tmp_path_factory: pytest.TempPathFactory) -> GateRuns:
         summary = summarize_run(str(metadata), PIPELINE)
         executed = {c.name for c in summary.components}
         report = Workspace(result.root, PIPELINE).report_dir(summary.run_id) / REPORT_JSON
+        gate = run_artifact(metadata, summary.run_id, "tfx_image.ValidatedStatistics")
         result.runs[name] = GateRun(
             code, log.read_text(), before, snapshot(result.serving_dir), executed,
             json.loads(report.read_text()) if report.is_file() else None,
+            gate.uri if gate else None, int_properties(gate) if gate else None,
         )
 
     run("good", good)
@@ -287,6 +293,17 @@ def test_report_shows_label_drift_against_the_accepted_data(gate_runs: GateRuns)
     train = next(m for m in accepted["drift"] if m["split"] == "train")
     assert 0.1 < train["distance"] <= train["threshold"] == pytest.approx(0.5)
     assert accepted["gate_state"] == "executed"
+    # The comparison's facts on the gate's output in ML Metadata, from the gate's record.
+    from components.gate_report import GateReport
+
+    run = gate_runs.runs["drift_accepted"]
+    gate = GateReport.read(run.gate_output)
+    assert gate.baseline_version is not None and gate.comparison.differences  # class counts
+    assert {key: run.gate_properties.get(key) for key in (
+        "class_map_changed", "baseline_version", "statistics_differences")} == {
+        "class_map_changed": 0, "baseline_version": gate.baseline_version,
+        "statistics_differences": len(gate.comparison.differences)}
+    assert gate_runs.runs["drifted"].gate_properties is None  # rejected: no output
 
 
 def test_a_changed_class_map_stops_the_run_until_accepted(gate_runs: GateRuns) -> None:
@@ -307,6 +324,9 @@ def test_a_changed_class_map_stops_the_run_until_accepted(gate_runs: GateRuns) -
     assert evaluation["class_map_changed"] and evaluation["baseline_accuracy"] is None
     assert "new class map: no baseline" in Path(accepted.report["files"]["html"]).read_text()
     assert accepted.report["validation"]["drift"] == []  # other label ids: not compared
+    # In ML Metadata too: the class map changed, and no served version was compared with.
+    assert accepted.gate_properties["class_map_changed"] == 1
+    assert not {"baseline_version", "statistics_differences"} & set(accepted.gate_properties)
     assert accepted.report["push"]["pushed"]
 
 

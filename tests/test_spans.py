@@ -10,6 +10,7 @@ import pytest
 
 import imagegen
 from cli import EXIT_BAD_INPUT, EXIT_DATA_REJECTED, main
+from conftest import int_properties, run_artifact
 from ingest.dataset import IngestError, load_dataset_info
 from ingest.spans import ingest_span, next_span, span_dirs
 
@@ -101,17 +102,20 @@ def test_an_empty_span_exits_2(tmp_path: Path, capsys) -> None:
     assert not span_dirs(tmp_path / "data")
 
 
-def _run_artifact(metadata_path: Path, run_id: str, type_name: str):
-    """The artifact of a type that a run wrote, from ML Metadata."""
-    from report.summary import open_store
-
-    store = open_store(str(metadata_path))
-    run = next(c for c in store.get_contexts_by_type("pipeline_run") if c.name == run_id)
-    return next(a for a in store.get_artifacts_by_context(run.id) if a.type == type_name)
-
-
 def _examples_of_run(metadata_path: Path, run_id: str):
-    return _run_artifact(metadata_path, run_id, "Examples")
+    return run_artifact(metadata_path, run_id, "Examples")
+
+
+# The facts the DataGate and the Trainer put on their outputs in ML Metadata (None: not set).
+_GATE_PROPERTIES = ("class_map_changed", "baseline_version", "statistics_differences")
+_TRAINER_PROPERTIES = ("skip_if_unchanged", "handed_on_version")
+
+
+def _int_properties(metadata_path: Path, run_id: str, type_name: str,
+                    names: tuple[str, ...]) -> dict[str, int | None]:
+    """Those of the named integer custom properties the artifact of a type in a run has."""
+    properties = int_properties(run_artifact(metadata_path, run_id, type_name))
+    return {name: properties.get(name) for name in names}
 
 
 @pytest.mark.pipeline
@@ -146,11 +150,17 @@ def test_a_rolling_window_of_spans_trains_on_them_and_gates_the_newest(
     counts = {n: load_dataset_info(root / f"span-{n}").split_counts for n in (1, 2)}
     workspace = Workspace(work, "spans")
 
+    def properties(run_id: str) -> tuple[dict[str, int | None], dict[str, int | None]]:
+        """The gate's ValidatedStatistics' and the Trainer's Model's, in ML Metadata."""
+        return (_int_properties(workspace.metadata_path, run_id,
+                                "tfx_image.ValidatedStatistics", _GATE_PROPERTIES),
+                _int_properties(workspace.metadata_path, run_id, "Model", _TRAINER_PROPERTIES))
+
     def last_run():
         summary = summarize_run(str(workspace.metadata_path), "spans")
         examples = _examples_of_run(workspace.metadata_path, summary.run_id)
-        gate = GateReport.read(_run_artifact(workspace.metadata_path, summary.run_id,
-                                             "tfx_image.ValidatedStatistics").uri)
+        gate = GateReport.read(run_artifact(workspace.metadata_path, summary.run_id,
+                                            "tfx_image.ValidatedStatistics").uri)
         return (summary, json.loads(value(examples, WINDOW_PROPERTY)),
                 TrainingRecord.read(summary.tensorboard_dir), gate)
 
@@ -163,6 +173,10 @@ def test_a_rolling_window_of_spans_trains_on_them_and_gates_the_newest(
     summary, window, record, _ = last_run()
     assert window == [1, 2] and summary.spans == [1, 2]
     assert record.skip_if_unchanged == SkipDecision(skip=False, why="no version is served yet")
+    # Nothing served: no comparison to record on the gate's output.
+    assert properties(summary.run_id) == (
+        {"class_map_changed": 0, "baseline_version": None, "statistics_differences": None},
+        {"skip_if_unchanged": 0, "handed_on_version": None})
     # The Trainer fitted both spans' train images and early-stopped on span 2's eval alone.
     assert record.num_train == counts[1]["train"] + counts[2]["train"]
     assert record.num_eval == counts[2]["eval"]
@@ -184,6 +198,11 @@ def test_a_rolling_window_of_spans_trains_on_them_and_gates_the_newest(
     decision = record.skip_if_unchanged
     assert not decision.skip and "span 3 with span 2" in decision.why
     assert "the statistics differ" in decision.why, decision
+    assert gate.baseline_version == record.warm_start.version and gate.comparison.differences
+    assert properties(summary.run_id) == (
+        {"class_map_changed": 0, "baseline_version": gate.baseline_version,
+         "statistics_differences": len(gate.comparison.differences)},
+        {"skip_if_unchanged": 0, "handed_on_version": None})
     # The lineage follows the warm start back to the model trained from scratch.
     first_version = record.warm_start.version
     served = summary.pushed_destination
@@ -204,6 +223,10 @@ def test_a_rolling_window_of_spans_trains_on_them_and_gates_the_newest(
     assert decision.skip and decision.origin == served, decision
     assert "span 4 with span 3" in decision.why and "equal in every split" in decision.why
     assert window == [3, 4] and not record.history
+    assert properties(handed_on.run_id) == (
+        {"class_map_changed": 0, "baseline_version": decision.version,
+         "statistics_differences": 0},
+        {"skip_if_unchanged": 1, "handed_on_version": decision.version})
     assert handed_on.already_served and handed_on.pushed_destination == served
     assert sorted(p.name for p in Path(served).parent.iterdir()) == versions
     # Evaluated on span 4's test split (span 3's images) without a baseline: the same score.

@@ -27,8 +27,8 @@ from report.summary import summarize_run
 from schema.curated import write_schema
 from serving.model_dir import file_sha256
 from trainer.backbones import registry
+from trainer.backbones.provenance import WeightsSource
 from trainer.backbones.torch_state import StateDictError, load_state_dict
-from trainer.config import BACKBONE_FILE
 from trainer.preprocessing import decode_images
 from trainer.recipes import choose_recipe, from_recipe
 from trainer.record import TrainingRecord
@@ -274,17 +274,18 @@ def test_a_transfer_run_blesses_and_pushes_a_model_that_serves_any_size(transfer
     assert record.epochs_run == transfer.head_epochs_run + transfer.fine_tune_epochs_run
 
     version = Path(summary.pushed_destination)
-    backbone = json.loads((version / BACKBONE_FILE).read_text())
+    backbone = WeightsSource.read(version)
     weights = registry.packaged_lite0_weights()
-    assert backbone["backbone"] == "efficientnet_lite0"
-    assert backbone["sha256"] == file_sha256(weights)
-    assert "Apache-2.0" in backbone["licence"]
+    assert backbone.backbone == "efficientnet_lite0"
+    assert backbone.sha256 == file_sha256(weights)
+    assert "Apache-2.0" in backbone.licence
     assert summary.backbone == backbone  # what the console summary, runs and report show
     from report.lineage import model_lineage
 
     lineage = model_lineage(str(Workspace(base / "root", "photos").metadata_path),
                             version.name)
-    assert lineage["backbone"] == backbone
+    assert lineage["backbone"] == json.loads(summary.to_json())["backbone"] == {
+        key: value for key, value in backbone.to_data().items() if key != "schema_version"}
 
     serve = tf.saved_model.load(str(version)).signatures["serving_default"]
     rng = np.random.default_rng(11)

@@ -44,9 +44,6 @@ from trainer.memory import DEFAULT_CACHE_BUDGET, check_budget
 # In every exported model: the config it was trained with (TF Serving ignores assets.extra/
 # apart from its warm-up file). --skip-if-unchanged compares it with the next run's.
 TRAINING_CONFIG_FILE = "assets.extra/training_config.json"
-# In every transfer model: the backbone, where its weights came from, their SHA-256 and licence
-# (trainer/backbones/registry.py WeightsSource); the report and `lineage` read it back.
-BACKBONE_FILE = "assets.extra/backbone.json"
 # The scratch recipes' input normalization: each channel standardized with the data's statistics.
 STANDARDIZE = "standardize"
 

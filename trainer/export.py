@@ -19,7 +19,8 @@ import tensorflow_transform as tft
 
 from schema import features
 from serving.warmup import WARMUP_BATCH_SIZES, warmup_images, write_warmup_requests
-from trainer.config import BACKBONE_FILE, TRAINING_CONFIG_FILE, TrainerConfig
+from trainer.backbones.provenance import WeightsSource
+from trainer.config import TRAINING_CONFIG_FILE, TrainerConfig
 from trainer.model import class_probabilities
 
 
@@ -95,7 +96,7 @@ def write_serving_model(
     config: TrainerConfig,
     export_dir: str,
     eval_files: Sequence[str],
-    backbone: dict | None = None,
+    backbone: WeightsSource | None = None,
 ) -> None:
     """What the Trainer hands to the Evaluator and Pusher: the SavedModel with warm-up requests.
 
@@ -106,7 +107,6 @@ def write_serving_model(
     with tf.io.gfile.GFile(os.path.join(export_dir, TRAINING_CONFIG_FILE), "w") as f:
         f.write(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
     if backbone is not None:  # the pretrained network and its weights' provenance and licence
-        with tf.io.gfile.GFile(os.path.join(export_dir, BACKBONE_FILE), "w") as f:
-            f.write(json.dumps(backbone, indent=2, sort_keys=True) + "\n")
+        backbone.write(export_dir)
     write_warmup_requests(export_dir, warmup_images(
         config.runtime.warmup, eval_files, config.image_shape, max(WARMUP_BATCH_SIZES)))

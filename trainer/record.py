@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import pydantic
 
 from schema.records import Record
+from trainer.backbones.provenance import WeightsSource
 
 # Next to the TensorBoard logs in the Trainer's model_run artifact.
 HISTORY_FILE = "history.json"
@@ -26,6 +27,15 @@ class SkipDecision:
     why: str
     version: int | None = None  # the served version compared with (and handed on)
     origin: Annotated[str | None, pydantic.Field(alias="from")] = None  # its folder
+
+    def artifact_properties(self) -> dict[str, int]:
+        """What ML Metadata queries can filter on, set on the Trainer's model: whether the
+        served model was handed on, and which version (when it was).
+        """
+        properties = {"skip_if_unchanged": int(self.skip)}
+        if self.skip and self.version is not None:
+            properties["handed_on_version"] = self.version
+        return properties
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +64,8 @@ class TrainingInput:
 class TransferRecord:
     """The transfer recipe's phases (trainer/transfer.py)."""
 
-    # trainer/backbones/registry.py WeightsSource.to_dict(): the network and its weights.
-    backbone: dict[str, Any]
+    # The network and its weights (the model's assets.extra/backbone.json holds the same).
+    backbone: WeightsSource
     fine_tuned_blocks: int = 0
     feature_seconds: float | None = None
     feature_images_per_second: float | None = None

@@ -302,7 +302,7 @@ def train_transfer(
         "final_eval_accuracy": final["val_accuracy"],
         "history": {key: head_history[key] + tune_history.get(key, []) for key in head_history},
         "transfer": {
-            "backbone": source.to_dict(),
+            "backbone": source,
             "fine_tuned_blocks": config.model.fine_tune_blocks if fine_tune else 0,
             "feature_seconds": round(features.seconds, 2),
             "feature_images_per_second": round(features.images_per_second, 1),

@@ -12,10 +12,11 @@ import dataclasses
 import os
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from schema.errors import BadInput, Setting
 from trainer.backbones import efficientnet_lite
+from trainer.backbones.provenance import WeightsSource
 from trainer.backbones.torch_state import StateDictError, load_state_dict
 
 if TYPE_CHECKING:  # Keras (TensorFlow) loads when a network is built: `--help` and `ingest`
@@ -77,21 +78,6 @@ def get(name: str) -> Backbone:
     if name not in BACKBONES:
         raise BackboneError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
     return BACKBONES[name]
-
-
-@dataclasses.dataclass(frozen=True)
-class WeightsSource:
-    """Where a backbone's weights come from: what the model, report and lineage record."""
-
-    backbone: str
-    setting: str  # imagenet, none or the path as given
-    path: str  # the file read ("" for none, or a Keras download not made yet)
-    sha256: str
-    licence: str
-    origin: str  # the package, URL or user file, in words
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def packaged_lite0_weights() -> str:
