@@ -81,8 +81,8 @@ class TransferRecord:
 class TrainingRecord(Record):
     FILE = HISTORY_FILE
 
-    # TrainerConfig.to_dict(), kept as the dict it is: TrainerConfig is being restructured into
-    # parts, and readers take only the recipe from it (`recipe`).
+    # TrainerConfig.to_dict() (nested; flat in records written before the config had parts):
+    # readers take only the recipe from it (`recipe`), or parse it with TrainerConfig.from_dict.
     config: dict[str, Any]
     history: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     num_train: int | None = None
