@@ -146,7 +146,8 @@ def convert(model: keras.Model, normalization: Normalization, image_shape: Seque
     # under TF 2.16 ("missing attribute 'value'" on a ReadVariableOp, an LLVM abort).
     with _float32_compute(model):
         frozen = convert_variables_to_constants_v2(function.get_concrete_function())
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    # The model as trackable object: without one the converter takes its deprecated path.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], model)
     return _convert(converter, mode, calibration_images)
 
 
