@@ -72,13 +72,20 @@ def decode_images(encoded: tf.Tensor, height: int, width: int, channels: int,
     )
 
 
+# The fixed normalizations of pretrained backbones (registry.Backbone), as (scale, offset) of
+# pixels in [0, 1]; the TFLite model applies the same ones (trainer/tflite.py).
+FIXED_NORMALIZATIONS: dict[str, tuple[float, float]] = {
+    "minus_one_one": (2.0, -1.0),
+    "raw255": (255.0, 0.0),
+}
+
+
 def normalize(images: tf.Tensor, normalization: str) -> tf.Tensor:
     """Pixels in [0, 1] as a pretrained backbone expects them (registry.Backbone)."""
-    if normalization == "minus_one_one":
-        return images * 2.0 - 1.0
-    if normalization == "raw255":
-        return images * 255.0
-    raise ValueError(f"unknown normalization {normalization!r}")
+    if normalization not in FIXED_NORMALIZATIONS:
+        raise ValueError(f"unknown normalization {normalization!r}")
+    scale, offset = FIXED_NORMALIZATIONS[normalization]
+    return images * scale + offset
 
 
 def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> dict[str, Any]:

@@ -27,14 +27,12 @@ import tensorflow_transform as tft
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from schema import features
+from trainer.preprocessing import FIXED_NORMALIZATIONS
 
 log = logging.getLogger(__name__)
 
 # Under this many calibration images the int8 ranges are a guess: warn with the count.
 MIN_CALIBRATION_IMAGES = 100
-# The fixed normalizations of pretrained backbones (trainer/preprocessing.py `normalize`), as
-# (scale, offset) of pixels in [0, 1].
-_FIXED = {"minus_one_one": (2.0, -1.0), "raw255": (255.0, 0.0)}
 
 
 class TfliteMode(enum.StrEnum):
@@ -66,9 +64,9 @@ class Normalization:
 
     @classmethod
     def fixed(cls, name: str, channels: int) -> Normalization:
-        if name not in _FIXED:
+        if name not in FIXED_NORMALIZATIONS:
             raise ValueError(f"unknown normalization {name!r}")
-        scale, offset = _FIXED[name]
+        scale, offset = FIXED_NORMALIZATIONS[name]
         return cls((scale,) * channels, (offset,) * channels)
 
     def apply(self, pixels: tf.Tensor) -> tf.Tensor:
