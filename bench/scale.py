@@ -176,6 +176,7 @@ def compare_in_memory(root: Path, pipeline_name: str, epochs: int) -> dict:
 
     from trainer import data
     from trainer.config import TrainerConfig
+    from trainer.record import TrainingRecord
     from trainer.train import train
 
     base = root / "pipelines" / pipeline_name
@@ -185,9 +186,10 @@ def compare_in_memory(root: Path, pipeline_name: str, epochs: int) -> dict:
                       key=lambda p: int(Path(p).name))[-1]
     train_files = [os.path.join(examples, "Split-train", "*")]
     eval_files = [os.path.join(examples, "Split-eval", "*")]
-    record = json.loads(next((base / "Trainer" / "model_run").glob("*/history.json"))
-                        .read_text())
-    config = TrainerConfig.from_dict(record["config"]).override({"optimizer.epochs": epochs})
+    model_run = next(path.parent for path in (base / "Trainer" / "model_run").glob(
+        f"*/{TrainingRecord.FILE}"))
+    config = TrainerConfig.from_dict(TrainingRecord.read(model_run).config).override(
+        {"optimizer.epochs": epochs})
     output = tft.TFTransformOutput(transform)
     accessor = data.tf_example_accessor()
     results = {}

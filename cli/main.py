@@ -95,14 +95,14 @@ def _training_flag(setting: Setting, flags: dict[str, str]) -> str:
     flag that sets exactly it (cli/training.py FLAG_SETTINGS), else --set by its flat name.
     """
     from cli.training import FLAG_SETTINGS
-    from trainer.config import FLAT_NAMES
+    from trainer.config import FLAT_NAME_OF, FLAT_NAMES
 
     path = setting.name.partition(".")[2]
     path = FLAT_NAMES.get(path, path)
     dest = next((d for d, paths in FLAG_SETTINGS.items() if paths == (path,)), None)
     if dest in flags:
         return flags[dest] if setting.value is None else f"{flags[dest]} {setting.value}"
-    flat = next((f for f, p in FLAT_NAMES.items() if p == path), path)
+    flat = FLAT_NAME_OF.get(path, path)
     return f"{flags.get('settings', '--set')} {flat}={setting.value or 'VALUE'}"
 
 

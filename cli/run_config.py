@@ -49,7 +49,7 @@ def refuse_overlaps(args: argparse.Namespace) -> None:
 
 
 def pipeline_config(args: argparse.Namespace, workspace, log_file: Path):
-    """The PipelineConfig of a local run; raises ValueError (or IngestError) for bad input."""
+    """The PipelineConfig of a local run; raises BadInput (IngestError included) for bad input."""
     from ingest.dataset import TEST, TRAIN, TWO_SPLITS_WARNING, check_fraction, load_dataset_info
     from ingest.spans import SpanError, is_span_root, local_window, span_dir
     from pipeline.config import LOCAL_BEAM_PRESETS

@@ -441,9 +441,11 @@ def statistics_copier(statistics_uri: str) -> Callable[[str], None]:
 
     def copy(version_dir: str) -> None:
         # The gate's report says which span they are of: the next gate names it.
-        report = GateReport.read(statistics_uri)
-        if report is not None:
-            report.write(_join(version_dir, STATISTICS_DIR))
+        report = GateReport.path_in(statistics_uri)
+        if fileio.exists(report):
+            fileio.makedirs(_join(version_dir, STATISTICS_DIR))
+            fileio.copy(report, GateReport.path_in(_join(version_dir, STATISTICS_DIR)),
+                        overwrite=True)
         for split in splits_in(statistics_uri):
             target = _join(version_dir, STATISTICS_DIR, f"Split-{split}")
             fileio.makedirs(target)

@@ -1,7 +1,7 @@
 """TFX's Trainer, which can hand on the served model when nothing it would learn from changed.
 
-With `skip_if_unchanged` in the training config (`run --skip-if-unchanged`), the Trainer
-does not train when both hold:
+With `continuity.skip_if_unchanged` in the training config (`run --skip-if-unchanged`), the
+Trainer does not train when both hold:
   * the new data's statistics equal those the served model was trained on (the DataGate
     records the differences it found, components/gate_report.py DataComparison; deciding what
     they mean is the Trainer's), and

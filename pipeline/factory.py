@@ -173,8 +173,8 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
     )
     # Nothing trains on data the gate rejected.
     transform.add_upstream_node(data_gate)
-    # With skip_if_unchanged the Trainer reads the gate's verdict and may hand on the served
-    # model (components/trainer.py); it then re-executes every run, as the gate does.
+    # With skip_if_unchanged the Trainer reads the gate's record (gate.json) and may hand on the
+    # served model (components/trainer.py); it then re-executes every run, as the gate does.
     skip = config.trainer.continuity.skip_if_unchanged
     trainer = ImageTrainer(
         run_fn=RUN_FN,

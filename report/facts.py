@@ -47,7 +47,6 @@ from trainer.record import TrainingRecord
 if TYPE_CHECKING:  # components/ loads TFX: imported where a record is read
     from components.gate_report import GateReport
 
-_ACCURACY = "sparse_categorical_accuracy"
 # How the report names the StatisticsGen artifact when it is gone.
 STATISTICS = "the statistics (StatisticsGen)"
 

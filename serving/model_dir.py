@@ -262,7 +262,7 @@ def served_class_names(version_dir: str) -> list[str] | None:
 class EvaluationRecord(Record):
     """What the Evaluator compared (baseline.json beside its metrics): the candidate, the served
     version it was measured against, and the accuracy bar. Here, not in components/, so the
-    report and the summary read it through the package they may import.
+    report and the summary, which may not import components/, read it through its type.
     """
 
     FILE = PROVENANCE_FILE

@@ -1,8 +1,8 @@
 """NewModel: a model directory with no served version yet, as the Evaluator records it.
 
 Kept apart from serving/model_dir.py (which loads TFX's fileio), where `new_model` finds one,
-so that the records carrying it (model_dir.py's EvaluationRecord, the run report's
-report/records.py) are read without TFX.
+so that importing the run report's types (report/records.py) loads no TFX: `runs` and
+`lineage` start without it. Reading an EvaluationRecord (in model_dir.py) still loads TFX.
 """
 
 from __future__ import annotations

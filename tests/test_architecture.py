@@ -100,21 +100,19 @@ def logging_problems(root: Path, packages: list[str]) -> list[str]:
     packages' loggers by a variable (trainer/multi_worker.py).
     """
     problems = []
-    for package in packages:
-        for path in sorted((root / package).rglob("*.py")):
-            relative = path.relative_to(root).as_posix()
-            for node in ast.walk(ast.parse(path.read_text(), str(path))):
-                if not isinstance(node, ast.Call):
-                    continue
-                func = node.func
-                if isinstance(func, ast.Name) and func.id == "print":
-                    if relative not in PRINT_ALLOWED:
-                        problems.append(f"{relative}:{node.lineno}: print")
-                elif (isinstance(func, ast.Attribute) and func.attr == "getLogger"
-                      and any(isinstance(arg, ast.Constant) for arg in node.args)):
-                    # A name spelled out, such as the CLI's "pipeline" logger (cli/common.py).
-                    arguments = ", ".join(ast.unparse(arg) for arg in node.args)
-                    problems.append(f"{relative}:{node.lineno}: getLogger({arguments})")
+    for relative, tree, _ in _modules(root, packages):
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            if isinstance(func, ast.Name) and func.id == "print":
+                if relative not in PRINT_ALLOWED:
+                    problems.append(f"{relative}:{node.lineno}: print")
+            elif (isinstance(func, ast.Attribute) and func.attr == "getLogger"
+                  and any(isinstance(arg, ast.Constant) for arg in node.args)):
+                # A name spelled out, such as the CLI's "pipeline" logger (cli/common.py).
+                arguments = ", ".join(ast.unparse(arg) for arg in node.args)
+                problems.append(f"{relative}:{node.lineno}: getLogger({arguments})")
     return sorted(problems)
 
 

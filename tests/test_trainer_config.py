@@ -130,13 +130,13 @@ def test_every_recipe_builds_a_valid_config(name: str) -> None:
 
 
 def test_the_report_shows_a_recorded_config_flat_or_nested_by_dotted_path() -> None:
-    from test_report_html import _report
-
+    import reportfacts
     from report.html import render
     from report.records import TrainingFacts
 
     def page(config: dict) -> str:
-        return render(_report(training=TrainingFacts(config=config)))
+        return render(reportfacts.report_facts(evaluation_split=None,
+                                               training=TrainingFacts(config=config)))
 
     flat = page(FLAT)
     assert "optimizer.learning_rate" in flat and "augmentation.translate" in flat

@@ -375,6 +375,8 @@ def _setting_paths() -> dict[str, str]:
 # Today's flat names (`--set widths=16,32,64`, the flat training_config.json) -> dotted paths.
 FLAT_NAMES: dict[str, str] = _setting_paths()
 SETTINGS: frozenset[str] = frozenset(FLAT_NAMES.values())
+# Dotted path -> its flat name, for front ends that still spell settings flat (`--set`).
+FLAT_NAME_OF: dict[str, str] = {path: flat for flat, path in FLAT_NAMES.items()}
 
 
 def setting_path(key: str) -> str:

@@ -80,11 +80,16 @@ FIXED_NORMALIZATIONS: dict[str, tuple[float, float]] = {
 }
 
 
+def fixed_normalization(name: str) -> tuple[float, float]:
+    """(scale, offset) of a backbone's fixed normalization of pixels in [0, 1]."""
+    if name not in FIXED_NORMALIZATIONS:
+        raise ValueError(f"unknown normalization {name!r}")
+    return FIXED_NORMALIZATIONS[name]
+
+
 def normalize(images: tf.Tensor, normalization: str) -> tf.Tensor:
     """Pixels in [0, 1] as a pretrained backbone expects them (registry.Backbone)."""
-    if normalization not in FIXED_NORMALIZATIONS:
-        raise ValueError(f"unknown normalization {normalization!r}")
-    scale, offset = FIXED_NORMALIZATIONS[normalization]
+    scale, offset = fixed_normalization(normalization)
     return images * scale + offset
 
 

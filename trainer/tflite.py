@@ -27,7 +27,7 @@ import tensorflow_transform as tft
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from schema import features
-from trainer.preprocessing import FIXED_NORMALIZATIONS
+from trainer.preprocessing import fixed_normalization
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,7 @@ class Normalization:
 
     @classmethod
     def fixed(cls, name: str, channels: int) -> Normalization:
-        if name not in FIXED_NORMALIZATIONS:
-            raise ValueError(f"unknown normalization {name!r}")
-        scale, offset = FIXED_NORMALIZATIONS[name]
+        scale, offset = fixed_normalization(name)
         return cls((scale,) * channels, (offset,) * channels)
 
     def apply(self, pixels: tf.Tensor) -> tf.Tensor:
