@@ -8,7 +8,14 @@ from pathlib import Path
 
 def add_trainer_args(parser: argparse.ArgumentParser) -> None:
     from trainer.backbones.registry import BACKBONES, DEFAULT_BACKBONE
-    from trainer.config import Distribution, ModelKind, Precision, Warmup
+    from trainer.config import (
+        Distribution,
+        ExportConfig,
+        ModelKind,
+        Precision,
+        TfliteMode,
+        Warmup,
+    )
     from trainer.memory import DEFAULT_CACHE_BUDGET
     from trainer.recipes import AUTO, RECIPES
 
@@ -54,6 +61,13 @@ def add_trainer_args(parser: argparse.ArgumentParser) -> None:
                        help="TF Serving warm-up requests in each pushed model: real (the first "
                             "eval images, default) or synthetic (noise images of the model's "
                             "shape, for data that must not leave the training environment)")
+    group.add_argument("--tflite", choices=[c.value for c in TfliteMode],
+                       help="the TFLite model written beside the SavedModel for apps on "
+                            "devices: float32, float16 (weights), dynamic (int8 weights), int8 "
+                            "(full integer, calibrated on train images) or none; scored on the "
+                            "evaluation split and pushed with the version when within "
+                            f"--max-tflite-drop. Default {TfliteMode(ExportConfig().tflite)} "
+                            "(docs/tflite.md)")
     group.add_argument("--distribution", choices=[c.value for c in Distribution],
                        help="tf.distribute strategy: mirrored (local GPUs or logical CPUs), "
                             "multi_worker (workers from TF_CONFIG); default none")
@@ -182,6 +196,7 @@ def add_span_args(parser: argparse._ActionsContainer, span_help: str, spans_help
 def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
     from pipeline.blessing import DEFAULT_MAX_REGRESSION, RULE, example_bars
     from pipeline.config import DEFAULT_PIPELINE_NAME, DEFAULT_SCHEMA
+    from serving.tflite import DEFAULT_MAX_TFLITE_DROP
 
     parser.add_argument("--pipeline-name", default=DEFAULT_PIPELINE_NAME)
     parser.add_argument("--model-name",
@@ -202,6 +217,11 @@ def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-regression", type=float, default=DEFAULT_MAX_REGRESSION,
                         help="bless only if accuracy drops at most this much below the served "
                              "version's (default %(default)s)")
+    parser.add_argument("--max-tflite-drop", type=accuracy_bar,
+                        default=DEFAULT_MAX_TFLITE_DROP, metavar="X",
+                        help="push the TFLite model with the version only if its accuracy on "
+                             "the evaluation split is at most this much below the SavedModel's "
+                             "(default %(default)s: 0.5 point); the version is pushed either way")
     parser.add_argument("--allow-anomaly", action="append", default=[], metavar="TYPE",
                         help="accept this ExampleValidator anomaly type instead of failing the "
                              "run (repeatable), e.g. FEATURE_TYPE_LOW_FRACTION_PRESENT")

@@ -156,4 +156,5 @@ def run_thresholds(args: argparse.Namespace, info):
 
     split = evaluation_split(info.split_counts)
     return thresholds(args.min_accuracy, args.max_regression, split, info.class_names,
-                      info.per_class_counts.get(split), info.split_counts[split])
+                      info.per_class_counts.get(split), info.split_counts[split],
+                      args.max_tflite_drop)

@@ -21,6 +21,7 @@ FLAG_SETTINGS: dict[str, tuple[str, ...]] = {
     "precision": ("runtime.precision",),
     "distribution": ("runtime.distribution",),
     "warmup": ("runtime.warmup",),
+    "tflite": ("export.tflite",),
     "cache_budget": ("data.cache_budget",),
     "skip_if_unchanged": ("continuity.skip_if_unchanged",),
 }

@@ -47,6 +47,11 @@ from tfx.types import artifact, artifact_utils, standard_artifacts, standard_com
 from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import io_utils, path_utils, proto_utils
 
+from components.tflite_evaluation import (
+    evaluate_tflite,
+    saved_model_accuracy,
+    write_verdict,
+)
 from serving.model_dir import (
     EvaluationRecord,
     ProductionModel,
@@ -58,6 +63,7 @@ from serving.model_dir import (
     served_class_names,
 )
 from serving.new_model import NewModel
+from serving.tflite import DEFAULT_MAX_TFLITE_DROP, TfliteEvaluation
 
 log = logging.getLogger(__name__)
 
@@ -195,11 +201,34 @@ class Executor(stock_executor.Executor):
             super().Do(input_dict, output_dict, exec_properties)
         provenance.write(output_uri)
         blessing = artifact_utils.get_single_instance(output_dict[_BLESSING])
+        self._judge_tflite(candidate, input_dict, output_uri, blessing, exec_properties)
         if production is not None and not (provenance.baseline_is_candidate
                                            or provenance.class_map_changed):
             blessing.set_string_custom_property(
                 constants.ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY, production.path)
             blessing.set_int_custom_property("baseline_version", production.version)
+
+    def _judge_tflite(self, candidate: artifact.Artifact,
+                      input_dict: dict[str, list[artifact.Artifact]], output_uri: str,
+                      blessing: artifact.Artifact, exec_properties: dict[str, Any]) -> None:
+        """Scores the candidate's TFLite model (if it has one) on the evaluation split, or
+        keeps the score of a reused evaluation, and leaves the verdict for the Pusher.
+        """
+        evaluation = TfliteEvaluation.read(output_uri)
+        if evaluation is None:
+            (split,) = json.loads(exec_properties[standard_component_specs.EXAMPLE_SPLITS_KEY])
+            rule = json.loads(exec_properties.get(BLESSING_RULE_KEY) or "null") or {}
+            evaluation = evaluate_tflite(
+                _serving_dir(candidate), split,
+                artifact_utils.get_split_uri(input_dict[standard_component_specs.EXAMPLES_KEY],
+                                             split),
+                saved_model_accuracy(output_uri),
+                float(rule.get("max_tflite_drop", DEFAULT_MAX_TFLITE_DROP)))
+            if evaluation is None:
+                return
+            evaluation.write(output_uri)
+        write_verdict(blessing.uri, evaluation)
+        blessing.set_int_custom_property("tflite_blessed", int(evaluation.blessed))
 
     def _evaluate_the_served_candidate(
         self,

@@ -74,6 +74,7 @@ from components.push_lock import (
     push_lock,
 )
 from schema import features
+from serving import tflite
 from serving.model_dir import (
     SAVED_MODEL_FILES,
     STATISTICS_DIR,
@@ -87,6 +88,7 @@ from serving.model_dir import (
     version_folders,
 )
 from serving.model_dir import join as _join
+from serving.tflite import TfliteClassifier, TfliteModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,63 @@ def verify_saved_model(model_dir: str) -> None:
         raise PushVerificationError(f"{model_dir}: probabilities do not sum to 1 for {wrong}: "
                                     f"{totals.tolist()}")
     _replay_warmup_requests(loaded, model_dir)
+    if fileio.exists(tflite.model_path(model_dir)):
+        verify_tflite(model_dir)
+
+
+def verify_tflite(model_dir: str) -> None:
+    """Load the version's TFLite model in TFLite's interpreter, as an app would, and predict on
+    one image of every format and mode ingest accepts, made into pixels as the app is told to.
+    """
+    import numpy as np
+
+    from trainer.image_kinds import sample_images
+    from trainer.tflite import app_pixels
+
+    folder = tflite.folder(model_dir)
+    info = TfliteModelInfo.read(folder)
+    labels = _join(folder, tflite.LABELS_FILE)
+    if info is None or not fileio.exists(labels):
+        raise PushVerificationError(f"{folder}: the TFLite model lacks its "
+                                    f"{TfliteModelInfo.FILE} or {tflite.LABELS_FILE}")
+    with fileio.open(labels, "r") as f:
+        num_classes = len(f.read().splitlines())
+    try:
+        with fileio.open(tflite.model_path(model_dir), "rb") as f:
+            classifier = TfliteClassifier(f.read())
+        images = sample_images(info.channels)
+        pixels = app_pixels(list(images.values()), info.height, info.width, info.channels,
+                            info.resize_mode)
+        probabilities = classifier.batch_probabilities(pixels)
+    except Exception as e:  # noqa: BLE001 - any failure means "do not push"
+        raise PushVerificationError(f"{folder}: the TFLite model does not run in TFLite's "
+                                    f"interpreter: {e}") from e
+    if probabilities.shape != (len(images), num_classes):
+        raise PushVerificationError(
+            f"{folder}: TFLite probabilities have shape {probabilities.shape}, expected "
+            f"{(len(images), num_classes)} for {len(images)} test images and {labels}")
+    totals = probabilities.sum(axis=-1)
+    # int8 models dequantize a uint8 softmax: its steps of 1/256 may sum a little off 1.
+    wrong = [kind for kind, total in zip(images, totals, strict=True)
+             if not (np.isfinite(total) and abs(float(total) - 1.0) < 2e-2)]
+    if wrong:
+        raise PushVerificationError(f"{folder}: TFLite probabilities do not sum to 1 for "
+                                    f"{wrong}: {totals.tolist()}")
+
+
+def tflite_push(model_dir: str, blessing_uri: str) -> tuple[bool, str]:
+    """Whether the model's TFLite file goes with the version, and why (the Evaluator's verdict,
+    left in the blessing folder by components/tflite_evaluation.py).
+    """
+    if not fileio.exists(tflite.model_path(model_dir)):
+        return False, "the model has no TFLite file (export.tflite none)"
+    for name, blessed in ((tflite.TFLITE_BLESSED_FILE, True),
+                          (tflite.TFLITE_NOT_BLESSED_FILE, False)):
+        path = _join(blessing_uri, name)
+        if fileio.exists(path):
+            with fileio.open(path, "r") as f:
+                return blessed, f.read().strip()
+    return False, "the Evaluator left no verdict on the TFLite model: not pushed"
 
 
 def _decoder_channels(signature) -> int | None:
@@ -386,10 +445,12 @@ def push_model(
     add_files: Callable[[str], None] | None = None,
     atomic_rename: bool | None = None,
     policy: LockPolicy = DEFAULT_POLICY,
+    leave_out: tuple[str, ...] = (),
 ) -> tuple[int, str, bool]:
     """Push model_dir under base; returns (version, version dir, whether it already existed).
 
-    add_files(staging) adds files to the version before it is verified and published.
+    add_files(staging) adds files to the version before it is verified and published; the
+    folders of model_dir in `leave_out` (relative paths) are not pushed.
     atomic_rename picks how it is published (module docstring); None decides by base's scheme.
     The push holds base throughout (push_lock): another push to it waits up to policy.timeout.
     """
@@ -401,7 +462,8 @@ def push_model(
         newest_folder = max(version_folders(base), default=-1)  # leftovers included
         remove_leftovers(base, policy.stale_after)
         versions = served_versions(base)
-        if versions and model_digest(_join(base, str(versions[-1]))) == model_digest(model_dir):
+        if versions and (model_digest(_join(base, str(versions[-1])))
+                         == model_digest(model_dir, leave_out)):
             log.info("the model is already served as version %d; not pushing it again",
                      versions[-1])
             return versions[-1], _join(base, str(versions[-1])), True
@@ -409,7 +471,7 @@ def push_model(
         publish = (rename_into_place if atomic_rename
                    else functools.partial(copy_into_place, check=hold.check, owner=hold.owner))
         try:
-            _stage(model_dir, staging, add_files, verify)
+            _stage(model_dir, staging, add_files, verify, leave_out)
             hold.check()  # object stores: a push whose lease was taken must not publish
             version = _next_version(base, newest_folder, now)
             target = _join(base, str(version))
@@ -423,9 +485,14 @@ def push_model(
 
 
 def _stage(model_dir: str, staging: str, add_files: Callable[[str], None] | None,
-           verify: Callable[[str], None]) -> None:
-    """Copy the model into staging, add the version's extra files, and check it there."""
+           verify: Callable[[str], None], leave_out: tuple[str, ...] = ()) -> None:
+    """Copy the model into staging (but `leave_out`), add the version's extra files, and check
+    it there.
+    """
     io_utils.copy_dir(str(model_dir), staging)
+    for folder in leave_out:
+        if fileio.exists(_join(staging, folder)):
+            fileio.rmtree(_join(staging, folder))
     if add_files is not None:
         add_files(staging)
     verify(staging)
@@ -474,10 +541,20 @@ class Executor(stock_executor.Executor):
         base = push_base(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY])
         statistics = input_dict.get(STATISTICS_KEY) or []
         add_files = statistics_copier(statistics[0].uri) if statistics else None
-        version, target, existed = push_model(model_path, base, add_files=add_files)
+        blessing = artifact_utils.get_single_instance(
+            input_dict[standard_component_specs.MODEL_BLESSING_KEY])
+        with_tflite, why = tflite_push(model_path, blessing.uri)
+        log.info("TFLite: %s", why)
+        version, target, existed = push_model(
+            model_path, base, add_files=add_files,
+            leave_out=() if with_tflite else (tflite.TFLITE_DIR,))
         io_utils.copy_dir(model_path, model_push.uri)
+        if not with_tflite and fileio.exists(_join(model_push.uri, tflite.TFLITE_DIR)):
+            fileio.rmtree(_join(model_push.uri, tflite.TFLITE_DIR))  # as the version holds it
         self._MarkPushed(model_push, pushed_destination=target, pushed_version=str(version))
         model_push.set_int_custom_property("already_served", int(existed))
+        model_push.set_int_custom_property("tflite_pushed", int(with_tflite))
+        model_push.set_string_custom_property("tflite_note", why)
 
 
 STATISTICS_KEY = "statistics"

@@ -38,6 +38,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from schema.errors import BadInput, Setting
+from serving.tflite import DEFAULT_MAX_TFLITE_DROP
 
 # Standard errors above chance: a chance-level model clears the bar about 2 % of the time.
 STANDARD_ERRORS = 2.0
@@ -107,7 +108,8 @@ def chance_bar(split: str, class_names: tuple[str, ...] | list[str],
 @dataclasses.dataclass(frozen=True)
 class EvalThresholds:
     """What the Evaluator blesses: accuracy at least `min_accuracy` on the evaluation split,
-    and at most `max_regression` (absolute accuracy) below the served version.
+    and at most `max_regression` (absolute accuracy) below the served version. The TFLite
+    model goes with the version when it is at most `max_tflite_drop` below the SavedModel.
     """
 
     min_accuracy: float
@@ -115,6 +117,7 @@ class EvalThresholds:
     # The rule's bar for this data, and whether --min-accuracy set min_accuracy instead.
     default: BlessingBar | None = None
     explicit: bool = True
+    max_tflite_drop: float = DEFAULT_MAX_TFLITE_DROP
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_accuracy <= 1:
@@ -123,6 +126,9 @@ class EvalThresholds:
         if self.max_regression < 0:
             raise BadInput(Setting("thresholds.max_regression"),
                            f" must be >= 0, got {self.max_regression}")
+        if not 0 <= self.max_tflite_drop <= 1:
+            raise BadInput(Setting("thresholds.max_tflite_drop"),
+                           f" must be in [0, 1], got {self.max_tflite_drop}")
 
     def record(self) -> dict[str, Any]:
         """What the Evaluator records with its execution (as JSON), and the summary and report
@@ -139,7 +145,8 @@ class EvalThresholds:
             text = f"{percent(self.min_accuracy)}: set by --min-accuracy"
             if default is not None:
                 text += f" (the default rule's bar would be {default.text()})"
-        return BlessingRule(self.min_accuracy, self.max_regression, source, text, RULE, default)
+        return BlessingRule(self.min_accuracy, self.max_regression, source, text, RULE, default,
+                            self.max_tflite_drop)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +162,7 @@ class BlessingRule:
     text: str
     rule: str
     default: BlessingBar | None = None  # the rule's bar for this data, when it was computed
+    max_tflite_drop: float = DEFAULT_MAX_TFLITE_DROP
 
     @classmethod
     def parse(cls, data: Any, source: str) -> BlessingRule:
@@ -173,9 +181,12 @@ def example_bars() -> str:
 
 def thresholds(min_accuracy: float | None, max_regression: float, split: str,
                class_names: tuple[str, ...] | list[str], per_class: Mapping[str, int] | None,
-               examples: int) -> EvalThresholds:
+               examples: int, max_tflite_drop: float = DEFAULT_MAX_TFLITE_DROP
+               ) -> EvalThresholds:
     """The thresholds of a run: --min-accuracy when given, else the rule's bar for the split."""
     default = chance_bar(split, class_names, per_class, examples)
     if min_accuracy is None:
-        return EvalThresholds(default.bar, max_regression, default, explicit=False)
-    return EvalThresholds(min_accuracy, max_regression, default, explicit=True)
+        return EvalThresholds(default.bar, max_regression, default, explicit=False,
+                              max_tflite_drop=max_tflite_drop)
+    return EvalThresholds(min_accuracy, max_regression, default, explicit=True,
+                          max_tflite_drop=max_tflite_drop)

@@ -114,16 +114,18 @@ def file_sha256(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def model_digest(model_dir: str) -> str:
-    """SHA-256 over every file's relative path and bytes, leaving out the stored statistics.
+def model_digest(model_dir: str, leave_out: Sequence[str] = ()) -> str:
+    """SHA-256 over every file's relative path and bytes, leaving out the stored statistics
+    and the folders in `leave_out` (a TFLite model the Pusher does not push).
 
     The statistics are added at push time, so a served version and the Trainer's model compare
     equal when their model files do.
     """
     root = str(model_dir).rstrip("/")
     digest = hashlib.sha256()
+    skipped = tuple(f"{folder.rstrip('/')}/" for folder in (STATISTICS_DIR, *leave_out))
     for relative in relative_files(root):
-        if relative.startswith(STATISTICS_DIR + "/"):
+        if relative.startswith(skipped):
             continue
         digest.update(relative.encode() + b"\0")
         with fileio.open(join(root, relative), "rb") as f:

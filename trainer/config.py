@@ -16,6 +16,7 @@ takes what it needs and a setting has one name, its dotted path:
   evaluation    test-time augmentation in serving, and how often to validate
   data          the memory for decoded images (cache_budget)
   runtime       precision, tf.distribute strategy, seed, the kind of TF Serving warm-up
+  export        the TFLite model written beside the SavedModel, and its int8 calibration
   continuity    how to get there, not what to train: warm start, skip-if-unchanged (left out
                 when the skip-if-unchanged decision compares two configs)
 image_shape, class_names (what the data decides), recipe and recipe_reason stay top level.
@@ -101,6 +102,19 @@ class Distribution(enum.StrEnum):
     MIRRORED = "mirrored"
     # MultiWorkerMirroredStrategy, workers from TF_CONFIG.
     MULTI_WORKER = "multi_worker"
+
+
+class TfliteMode(enum.StrEnum):
+    """The TFLite model the Trainer writes beside the SavedModel (trainer/tflite.py)."""
+
+    NONE = "none"
+    FLOAT32 = "float32"
+    # Weights stored as float16, computed in float32.
+    FLOAT16 = "float16"
+    # Weights int8, activations float (quantized on the fly): no calibration.
+    DYNAMIC = "dynamic"
+    # Full integer: weights and activations int8, calibrated on a sample of train images.
+    INT8 = "int8"
 
 
 class Warmup(enum.StrEnum):
@@ -221,6 +235,15 @@ class RuntimeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    # The TFLite model written beside the SavedModel, scored and pushed with it when it is
+    # within thresholds.max_tflite_drop of the SavedModel's accuracy (docs/tflite.md).
+    tflite: TfliteMode = TfliteMode.DYNAMIC
+    # int8: the train images its activation ranges are calibrated on (a seeded sample).
+    calibration_images: int = 500
+
+
+@dataclasses.dataclass(frozen=True)
 class ContinuityConfig:
     # Warm start (trainer/warm_start.py): the push base (<serving-dir>/<model-name>) whose
     # newest version's weights the model starts from, when class map and architecture match;
@@ -242,6 +265,7 @@ class Recipe:
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
     def __post_init__(self) -> None:
         for part in _parts(type(self)):
@@ -480,6 +504,8 @@ def _check(config: TrainerConfig) -> None:
 
         get(model.backbone)  # BackboneError (a BadInput) listing the names
         _need(shape[2] == 3, f"a backbone takes RGB images; image_shape {shape}")
+    _need(config.export.calibration_images >= 1,
+          f"export.calibration_images must be >= 1, got {config.export.calibration_images}")
     _need(model.fine_tune_blocks >= 0 and opt.head_epochs >= 0 and opt.head_learning_rate > 0,
           "model.fine_tune_blocks and optimizer.head_epochs must be >= 0, "
           "optimizer.head_learning_rate > 0")

@@ -22,6 +22,7 @@ from serving.warmup import WARMUP_BATCH_SIZES, warmup_images, write_warmup_reque
 from trainer.backbones.provenance import WeightsSource
 from trainer.config import TRAINING_CONFIG_FILE, TrainerConfig
 from trainer.model import class_probabilities
+from trainer.tflite import write_tflite_model
 
 
 class ServingModule(tf.Module):
@@ -96,9 +97,11 @@ def write_serving_model(
     config: TrainerConfig,
     export_dir: str,
     eval_files: Sequence[str],
+    train_files: Sequence[str],
     backbone: WeightsSource | None = None,
 ) -> None:
-    """What the Trainer hands to the Evaluator and Pusher: the SavedModel with warm-up requests.
+    """What the Trainer hands to the Evaluator and Pusher: the SavedModel with warm-up requests,
+    and the TFLite model of `config.export.tflite` (int8 calibrated on train images).
 
     One function for the in-process run_fn and the multi-worker chief, so both export the same.
     """
@@ -110,3 +113,4 @@ def write_serving_model(
         backbone.write(export_dir)
     write_warmup_requests(export_dir, warmup_images(
         config.runtime.warmup, eval_files, config.image_shape, max(WARMUP_BATCH_SIZES)))
+    write_tflite_model(model, tf_transform_output, config, export_dir, train_files)

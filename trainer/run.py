@@ -30,11 +30,12 @@ def run_fn(fn_args: FnArgs) -> None:
                                        fn_args.data_accessor, tf_transform_output,
                                        log_dir=fn_args.model_run_dir)
         write_serving_model(model, tf_transform_output, config, fn_args.serving_model_dir,
-                            fn_args.eval_files, backbone=record["transfer"]["backbone"])
+                            fn_args.eval_files, fn_args.train_files,
+                            backbone=record["transfer"]["backbone"])
         return
     inputs = training_inputs(
         fn_args.train_files, fn_args.eval_files, fn_args.data_accessor, tf_transform_output, config
     )
     model, _ = train(config, inputs, log_dir=fn_args.model_run_dir)
     write_serving_model(model, tf_transform_output, config, fn_args.serving_model_dir,
-                        fn_args.eval_files)
+                        fn_args.eval_files, fn_args.train_files)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import enum
 import logging
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -27,23 +26,15 @@ import tensorflow_transform as tft
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from schema import features
-from trainer.preprocessing import fixed_normalization
+from serving import tflite as layout
+from serving.tflite import TfliteClassifier, TfliteModelInfo
+from trainer.config import STANDARDIZE, TfliteMode, TrainerConfig
+from trainer.preprocessing import decode_images, fixed_normalization
 
 log = logging.getLogger(__name__)
 
 # Under this many calibration images the int8 ranges are a guess: warn with the count.
 MIN_CALIBRATION_IMAGES = 100
-
-
-class TfliteMode(enum.StrEnum):
-    NONE = "none"
-    FLOAT32 = "float32"
-    # Weights stored as float16, computed in float32.
-    FLOAT16 = "float16"
-    # Weights int8, activations float (quantized on the fly): no calibration.
-    DYNAMIC = "dynamic"
-    # Full-integer: weights and activations int8, calibrated on sample images.
-    INT8 = "int8"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,20 +198,88 @@ def _float_ops(tflite: bytes) -> list[str]:
 
 
 def tflite_probabilities(tflite_model: bytes, images: np.ndarray) -> np.ndarray:
-    """Probabilities [n, classes] of the .tflite model on uint8 images [n, H, W, C], one by one.
+    """Probabilities [n, classes] of the .tflite model on uint8 images [n, H, W, C]."""
+    return TfliteClassifier(tflite_model).batch_probabilities(images)
 
-    A quantized output is dequantized with its scale and zero point.
+
+def app_pixels(encoded: Sequence[bytes], height: int, width: int, channels: int,
+               resize_mode: str, chunk: int = 256) -> np.ndarray:
+    """uint8 [n, H, W, C] of encoded images, made as an app must make the TFLite input: decoded
+    to the model's channels, given its size as the Transform graph does (the same
+    decode_images), rounded to uint8. What the Evaluator scores and `predict --tflite` sends.
+    Decoded `chunk` images at a time, so a large split of photos needs little memory.
     """
-    interpreter = tf.lite.Interpreter(model_content=tflite_model)
-    interpreter.allocate_tensors()
-    (source,), (target,) = interpreter.get_input_details(), interpreter.get_output_details()
-    results = []
-    for image in np.asarray(images):
-        interpreter.set_tensor(source["index"], image[np.newaxis].astype(source["dtype"]))
-        interpreter.invoke()
-        output = interpreter.get_tensor(target["index"])[0]
-        if np.issubdtype(target["dtype"], np.integer):
-            scale, zero_point = target["quantization"]
-            output = (output.astype(np.float32) - zero_point) * scale
-        results.append(output.astype(np.float32))
-    return np.stack(results)
+    parts = [np.zeros([0, height, width, channels], np.uint8)]
+    for start in range(0, len(encoded), chunk):
+        images = decode_images(tf.constant(list(encoded[start:start + chunk])), height, width,
+                               channels, resize_mode)
+        parts.append(np.asarray(tf.cast(tf.round(tf.clip_by_value(images, 0.0, 1.0) * 255),
+                                        tf.uint8)))
+    return np.concatenate(parts)
+
+
+def differences_from_serving(config: TrainerConfig) -> tuple[str, ...]:
+    """How the TFLite model's answers differ from serving_default's, by design."""
+    tta = []
+    if config.evaluation.tta_flip:
+        tta.append("the mirror image")
+    if config.evaluation.tta_translate:
+        tta.append(f"images shifted by {config.evaluation.tta_translate} pixels")
+    found = []
+    if tta:
+        found.append("no test-time augmentation: serving_default averages the image with "
+                     + " and ".join(tta) + "; the TFLite model sees the image once")
+    found.append("the app decodes and resizes the image itself (serving_default takes the "
+                 "encoded file and does both in the Transform graph)")
+    return tuple(found)
+
+
+def calibration_sample(train_files: Sequence[str], config: TrainerConfig) -> np.ndarray:
+    """A seeded sample of `export.calibration_images` train images, as app pixels."""
+    count = config.export.calibration_images
+    # A shuffle over more than the sample, so a split written class by class is mixed.
+    files = sorted(f for pattern in train_files for f in tf.io.gfile.glob(pattern))
+    spec = {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)}
+    dataset = (tf.data.TFRecordDataset(files, compression_type="GZIP")
+               .shuffle(max(4 * count, 1000), seed=config.runtime.seed).take(count))
+    encoded = [tf.io.parse_single_example(record, spec)[features.IMAGE_KEY].numpy()
+               for record in dataset]
+    return app_pixels(encoded, *config.image_shape, str(config.model.resize_mode))
+
+
+def normalization_of(config: TrainerConfig,
+                     tf_transform_output: tft.TFTransformOutput) -> Normalization:
+    if config.normalization == STANDARDIZE:
+        return normalization_from_transform(tf_transform_output, config.image_shape)
+    return Normalization.fixed(config.normalization, config.image_shape[2])
+
+
+def write_tflite_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
+                       config: TrainerConfig, export_dir: str,
+                       train_files: Sequence[str]) -> TfliteModelInfo | None:
+    """The TFLite model of `config.export.tflite` (none: nothing) with its labels and info,
+    into the Trainer's model (serving/tflite.py layout). A conversion that needs ops the
+    TFLite builtins lack fails the Trainer, naming them.
+    """
+    mode = TfliteMode(config.export.tflite)
+    if mode == TfliteMode.NONE:
+        return None
+    normalization = normalization_of(config, tf_transform_output)
+    sample = calibration_sample(train_files, config) if mode == TfliteMode.INT8 else None
+    content = convert(model, normalization, config.image_shape, mode, sample)
+    height, width, channels = config.image_shape
+    info = TfliteModelInfo(
+        mode=str(mode), height=height, width=width, channels=channels,
+        resize_mode=str(config.model.resize_mode), scale=normalization.scale,
+        offset=normalization.offset, num_classes=config.num_classes, size_bytes=len(content),
+        differs_from_serving=differences_from_serving(config),
+        calibration_images=0 if sample is None else len(sample))
+    folder = layout.folder(export_dir)
+    tf.io.gfile.makedirs(folder)
+    with tf.io.gfile.GFile(layout.model_path(export_dir), "wb") as f:
+        f.write(content)
+    with tf.io.gfile.GFile(f"{folder}/{layout.LABELS_FILE}", "w") as f:
+        f.write("".join(f"{name}\n" for name in config.class_names))
+    info.write(folder)
+    log.info("[trainer] TFLite %s model: %d bytes", mode, len(content))
+    return info
