@@ -168,3 +168,108 @@ def test_normalization_read_from_the_transform_graph_matches_it(prepared) -> Non
     transformed = output.transform_features_layer()(
         {features.IMAGE_KEY: tf.reshape(tf.constant(encoded), [-1, 1])})[features.IMAGE_XF]
     np.testing.assert_allclose(normalization.apply(pixels), transformed, atol=1e-4)
+
+
+def _version_with_tflite(folder, mode: TfliteMode = TfliteMode.FLOAT32):
+    """A model folder holding only the TFLite part of a version: what the Pusher checks."""
+    from serving import tflite as layout
+    from serving.tflite import TfliteModelInfo
+
+    inputs = keras.Input(SHAPE)
+    model = keras.Model(inputs, keras.layers.Dense(len(CLASSES))(
+        keras.layers.GlobalAveragePooling2D()(inputs)))
+    normalization = Normalization.fixed("minus_one_one", SHAPE[2])
+    content = convert(model, normalization, SHAPE, mode)
+    target = folder / layout.TFLITE_DIR
+    target.mkdir(parents=True)
+    (target / layout.MODEL_FILE).write_bytes(content)
+    (target / layout.LABELS_FILE).write_text("".join(f"{c}\n" for c in CLASSES))
+    TfliteModelInfo(mode=str(mode), height=SHAPE[0], width=SHAPE[1], channels=SHAPE[2],
+                    resize_mode="stretch", scale=normalization.scale,
+                    offset=normalization.offset, num_classes=len(CLASSES),
+                    size_bytes=len(content)).write(target)
+    return target
+
+
+def test_the_pusher_runs_the_tflite_model_on_every_image_kind_and_refuses_a_broken_one(
+        tmp_path) -> None:
+    from components.pusher import PushVerificationError, verify_tflite
+    from serving import tflite as layout
+
+    target = _version_with_tflite(tmp_path / "good")
+    verify_tflite(str(tmp_path / "good"))
+
+    (target / layout.LABELS_FILE).write_text("red\ngreen\n")  # a class short
+    with pytest.raises(PushVerificationError, match=r"shape \(\d+, 3\), expected \(\d+, 2\)"):
+        verify_tflite(str(tmp_path / "good"))
+    (target / layout.MODEL_FILE).write_bytes(b"not a flatbuffer")
+    with pytest.raises(PushVerificationError, match="does not run in TFLite's interpreter"):
+        verify_tflite(str(tmp_path / "good"))
+
+
+def test_the_tflite_file_goes_with_the_version_only_on_the_evaluators_word(tmp_path) -> None:
+    from components.pusher import tflite_push
+    from serving import tflite as layout
+
+    model, blessing = tmp_path / "model", tmp_path / "blessing"
+    blessing.mkdir()
+    model.mkdir()
+    assert tflite_push(str(model), str(blessing)) == (
+        False, "the model has no TFLite file (export.tflite none)")
+    _version_with_tflite(model)
+    assert tflite_push(str(model), str(blessing))[0] is False  # no verdict: not pushed
+    (blessing / layout.TFLITE_NOT_BLESSED_FILE).write_text("1.2 points below\n")
+    assert tflite_push(str(model), str(blessing)) == (False, "1.2 points below")
+    (blessing / layout.TFLITE_NOT_BLESSED_FILE).unlink()
+    (blessing / layout.TFLITE_BLESSED_FILE).write_text("within 0.5 point\n")
+    assert tflite_push(str(model), str(blessing)) == (True, "within 0.5 point")
+
+
+@pytest.mark.parametrize(("tflite", "saved", "blessed", "phrase"), [
+    (0.95, 0.95, True, "the same as the SavedModel's 95.0 %"),
+    # TFMA's float32 sum: 1/3 as 0.33333334 is no drop.
+    (1 / 3, 0.3333333432674408, True, "the same as the SavedModel's 33.3 %"),
+    (0.960, 0.963, True, "0.3 points below the SavedModel's 96.3 %"),
+    (0.950, 0.963, False, "1.3 points below the SavedModel's 96.3 %, more than the 0.5"),
+    (0.970, 0.963, True, "0.7 points above"),
+    (0.970, None, False, "accuracy was not found"),
+])
+def test_the_tflite_verdict_states_both_accuracies_and_the_allowed_drop(
+        tflite, saved, blessed, phrase) -> None:
+    from components.tflite_evaluation import verdict
+
+    ok, why = verdict("int8", "test", 300, tflite, saved, 0.005)
+    assert ok is blessed and phrase in why
+    assert why.endswith("pushed with the version") if blessed else "not pushed" in why
+
+
+def test_app_pixels_are_the_transform_graphs_images_as_uint8() -> None:
+    from trainer.preprocessing import decode_images
+    from trainer.tflite import app_pixels
+
+    rng = np.random.default_rng(4)
+    photo = rng.integers(0, 256, size=(30, 20, 3), dtype=np.uint8)
+    encoded = [tf.io.encode_png(photo).numpy(), tf.io.encode_jpeg(photo).numpy()]
+    pixels = app_pixels(encoded, *SHAPE, "crop", chunk=1)
+    assert pixels.shape == (2, *SHAPE) and pixels.dtype == np.uint8
+    reference = decode_images(tf.constant(encoded), *SHAPE, "crop").numpy() * 255
+    assert np.abs(pixels - reference).max() <= 0.5 + 1e-4  # rounding only
+
+
+@pytest.mark.parametrize(("recipe", "channels"), [("fast-gray", 1), ("fast-wide", 3)])
+def test_the_other_scratch_recipes_convert_to_full_integer(recipe, channels) -> None:
+    """The recipes `classic` and `fast` are trained and compared above; `fast-gray` (one
+    channel) and `fast-wide` (Muon-trained, bfloat16 where the CPU has it) convert in the
+    strictest mode too.
+    """
+    shape = (12, 12, channels)
+    config = from_recipe(recipe, shape, CLASSES, {"model.widths": (8, 8, 8)})
+    images = np.random.default_rng(5).integers(0, 256, size=(MIN_CALIBRATION_IMAGES, *shape),
+                                               dtype=np.uint8)
+    normalization = Normalization.standardize([0.5] * channels, [0.25] * channels)
+    model = build_model(config, normalization.apply(images[:64]).numpy())
+    tflite = convert(model, normalization, shape, TfliteMode.INT8, list(images))
+    reference = tf.nn.softmax(tf.cast(model(normalization.apply(images[:50]), training=False),
+                                      tf.float32)).numpy()
+    assert (tflite_probabilities(tflite, images[:50]).argmax(1) == reference.argmax(1)).mean() \
+        >= 0.8

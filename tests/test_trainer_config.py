@@ -38,7 +38,7 @@ FLAT = {
     "warm_start_epochs": 0.4, "skip_if_unchanged": True, "backbone": "",
     "backbone_weights": "imagenet", "fine_tune_blocks": 2, "head_epochs": 40,
     "head_learning_rate": 0.001, "resize_mode": "stretch", "seed": 42, "recipe": "fast",
-    "recipe_reason": "chosen with --recipe",
+    "recipe_reason": "chosen with --recipe", "tflite": "dynamic", "calibration_images": 500,
 }
 
 
