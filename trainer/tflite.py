@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import logging
 import re
+import time
 from collections.abc import Iterable, Iterator, Sequence
 
 import keras
@@ -264,8 +265,11 @@ def write_tflite_model(model: keras.Model, tf_transform_output: tft.TFTransformO
     mode = TfliteMode(config.export.tflite)
     if mode == TfliteMode.NONE:
         return None
+    start = time.monotonic()
     normalization = normalization_of(config, tf_transform_output)
     sample = calibration_sample(train_files, config) if mode == TfliteMode.INT8 else None
+    log.info("[trainer] converting to TFLite %s%s", mode,
+             "" if sample is None else f", calibrated on {len(sample)} train images")
     content = convert(model, normalization, config.image_shape, mode, sample)
     height, width, channels = config.image_shape
     info = TfliteModelInfo(
@@ -281,5 +285,6 @@ def write_tflite_model(model: keras.Model, tf_transform_output: tft.TFTransformO
     with tf.io.gfile.GFile(f"{folder}/{layout.LABELS_FILE}", "w") as f:
         f.write("".join(f"{name}\n" for name in config.class_names))
     info.write(folder)
-    log.info("[trainer] TFLite %s model: %d bytes", mode, len(content))
+    log.info("[trainer] TFLite %s model: %d bytes, made in %.1fs", mode, len(content),
+             time.monotonic() - start)
     return info
