@@ -35,6 +35,8 @@ def execute(args: argparse.Namespace) -> int:
             value = _training_text(value)
         if key == "warm_start_chain":
             value = " <- ".join(_chain_link(link) for link in value)
+        if key == "tflite":
+            value = _tflite_text(value)
         print(f"{key:18} {value}")
     return EXIT_OK
 
@@ -55,3 +57,14 @@ def _chain_link(link: dict) -> str:
     spans = f" (spans {','.join(map(str, link['spans']))})" if link.get("spans") else ""
     scratch = "" if link.get("warm_started_from") is not None else " [from scratch]"
     return f"{link['version']}{spans}{scratch}"
+
+
+def _tflite_text(tflite: dict) -> str:
+    """Whether the version holds a TFLite model (mode, size), and why."""
+    if tflite.get("mode"):
+        held = f"{tflite['mode']}, {tflite['size_bytes']:,} bytes ({tflite['file']})"
+    elif tflite.get("pushed"):
+        held = "pushed, but its files are no longer where it was pushed"
+    else:
+        held = "none in this version"
+    return f"{held}: {tflite['why']}"

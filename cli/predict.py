@@ -1,4 +1,6 @@
-"""`predict`: classify image files with a pushed model, in-process or through TF Serving."""
+"""`predict`: classify image files with a pushed model, in-process or through TF Serving, or
+with the version's TFLite model in TFLite's interpreter (`--tflite`).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        epilog="examples:\n"
                               "  python -m pipeline predict --model-dir serving_model/digits "
                               "a.png b.jpg\n"
+                              "  python -m pipeline predict --model-dir serving_model/digits "
+                              "--tflite a.png\n"
                               "  python -m pipeline predict --server localhost:8501 "
                               "--model-name digits a.png\n"
                               "  python -m pipeline predict --server localhost:8500 --grpc "
@@ -36,6 +40,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="a version the server has (with --server; default: the newest "
                         "AVAILABLE one, which is what TF Serving serves)")
     p.add_argument("--grpc", action="store_true", help="use gRPC instead of REST")
+    p.add_argument("--tflite", action="store_true",
+                   help="with --model-dir: classify with the version's TFLite model "
+                        "(assets.extra/tflite/, pushed only when the Evaluator blessed it) in "
+                        "TFLite's interpreter, each image decoded and resized as an app must "
+                        "(docs/tflite.md)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
                    help="seconds for the whole call with --server: waiting for the server to "
                         "answer and for a version to become AVAILABLE (it says which state it "
@@ -74,23 +83,47 @@ def _predict_server(args: argparse.Namespace):
     return where, results
 
 
+def _predict_tflite(args: argparse.Namespace):
+    """The version's TFLite model, its input made by trainer/tflite.py app_pixels (serving
+    does not import the Transform graph's decoder, so the CLI hands it over).
+    """
+    from serving.predict import predict_files_tflite
+    from trainer.tflite import app_pixels
+
+    model, predictions = predict_files_tflite(args.model_dir, args.images, app_pixels,
+                                              args.top_k)
+    used = {"mode": model.info.mode, "file": str(model.path)}
+    return model.version, predictions, used
+
+
 def execute(args: argparse.Namespace) -> int:
     from serving.predict import predict_files
 
+    tflite = None
+    if args.tflite and args.server:
+        raise BadInput("--tflite runs the version's TFLite model in-process; TF Serving serves "
+                       "the SavedModel, not TFLite: pass the model's folder with --model-dir "
+                       "and --tflite, or leave --tflite out to ask the server")
     if args.server:
         version, predictions = _predict_server(args)
     elif args.model_version is not None:
         raise BadInput("--model-version picks a version on a server: it needs --server "
                        "(with --model-dir, pass the version folder instead)")
+    elif args.tflite:
+        version, predictions, tflite = _predict_tflite(args)
     else:
         version, predictions = predict_files(args.model_dir, args.images, args.top_k)
     # Some images failed: their lines say why, the others are answered; exit 2 all the same.
     status = EXIT_BAD_INPUT if any(p.error for p in predictions) else EXIT_OK
     if args.json:
-        print(json.dumps({"model_version": str(version),
-                          "predictions": [p.__dict__ for p in predictions]}, indent=2))
+        answer = {"model_version": str(version)}
+        if tflite is not None:
+            answer["tflite"] = tflite
+        print(json.dumps({**answer, "predictions": [p.__dict__ for p in predictions]},
+                         indent=2))
         return status
-    print(f"model: {version}")
+    print(f"model: {version}" + (f" (TFLite {tflite['mode']}: {tflite['file']}, in TFLite's "
+                                 "interpreter)" if tflite else ""))
     for p in predictions:
         if p.error:
             print(f"{p.path}: error: {p.error}")

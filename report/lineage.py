@@ -2,9 +2,11 @@
 
 Walks ML Metadata backwards from the Pusher's PushedModel artifact: Pusher -> Model ->
 Trainer (examples, transform graph, schema, training config) -> ImportExampleGen (data
-folder, spans), and Pusher -> ModelBlessing -> Evaluator (evaluation). A warm-started model
-names the served version it started from (the Trainer's record); `warm_start_chain` follows
-those back to the model trained from scratch.
+folder, spans), and Pusher -> ModelBlessing -> Evaluator (evaluation). Whether the version
+holds a TFLite model, or why not: the Pusher's `tflite_pushed` and `tflite_note` on its
+PushedModel, the version's tflite.json, the Evaluator's tflite_evaluation.json. A
+warm-started model names the served version it started from (the Trainer's record);
+`warm_start_chain` follows those back to the model trained from scratch.
 """
 
 from __future__ import annotations
@@ -94,7 +96,39 @@ def model_lineage(metadata_path: str, version: str) -> dict[str, Any]:
         lineage["evaluated_by_run"] = _run_id(store, evaluator.id)
         # The served version the Evaluator compared with (components/evaluator.py).
         lineage["baseline_model"] = _value(blessing, ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY)
+        evaluation = artifacts_by_key(store, evaluator.id, _OUTPUT).get("evaluation") or []
+    else:
+        evaluation = []
+    lineage["tflite"] = _tflite(pushes[0], evaluation[0].uri if evaluation else None)
     return lineage
+
+
+def _tflite(push, evaluation_uri: str | None) -> dict[str, Any]:
+    """Whether the pushed version holds a TFLite model (its mode, size, file), and why (the
+    Pusher's note: the Evaluator's verdict, or that the model had none).
+    """
+    from serving import tflite
+    from serving.tflite import TfliteEvaluation, TfliteModelInfo
+
+    pushed = _value(push, "tflite_pushed")
+    found: dict[str, Any] = {"pushed": bool(pushed)}
+    # The version as served; the Pusher's own copy when the version has gone (rolled away).
+    for folder in (_value(push, "pushed_destination"), push.uri):
+        info = TfliteModelInfo.read(tflite.folder(folder)) if folder else None
+        if info is not None and pushed:
+            found.update(mode=info.mode, size_bytes=info.size_bytes,
+                         file=tflite.model_path(folder))
+            break
+    evaluation = TfliteEvaluation.read(evaluation_uri) if evaluation_uri else None
+    note = _value(push, "tflite_note")
+    if note is None and evaluation is not None:
+        note = evaluation.why
+    found["why"] = note or ("the Pusher recorded no TFLite verdict: pushed before the "
+                            "pipeline made TFLite models")
+    if evaluation is not None:
+        found["accuracy"] = evaluation.accuracy
+        found["saved_model_accuracy"] = evaluation.saved_model_accuracy
+    return found
 
 
 def warm_start_chain(metadata_path: str, version: str) -> list[dict[str, Any]]:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from schema import features
 from schema.errors import BadInput, Setting
+from serving import tflite
+from serving.tflite import TfliteModelInfo
 
 
 class ModelDirError(BadInput):
@@ -104,14 +107,9 @@ def _decode_error(error: Exception) -> str:
     return "the model cannot decode it: " + first_line.split(" [[")[0].strip()[:300]
 
 
-def predict_files(
-    model_dir: str | Path, image_paths: Sequence[str | Path], top_k: int = 3
-) -> tuple[Path, list[Prediction]]:
-    """Predictions for each image, in order; an image that cannot be read or decoded gets its
-    own error, and the others are still predicted.
-    """
-    version = newest_version(model_dir)
-    serve, labels = load_serving_signature(version)
+def _read_images(image_paths: Sequence[str | Path]
+                 ) -> tuple[dict[int, Prediction], list[tuple[int, bytes]]]:
+    """(index -> the error of each image that cannot be read, (index, bytes) of the others)."""
     results: dict[int, Prediction] = {}
     good: list[tuple[int, bytes]] = []
     for i, path in enumerate(map(Path, image_paths)):
@@ -123,9 +121,110 @@ def predict_files(
                 problem = f"cannot be read ({e.strerror})"
         if problem is not None:
             results[i] = Prediction(str(path), None, None, [], problem)
+    return results, good
+
+
+def predict_files(
+    model_dir: str | Path, image_paths: Sequence[str | Path], top_k: int = 3
+) -> tuple[Path, list[Prediction]]:
+    """Predictions for each image, in order; an image that cannot be read or decoded gets its
+    own error, and the others are still predicted.
+    """
+    version = newest_version(model_dir)
+    serve, labels = load_serving_signature(version)
+    results, good = _read_images(image_paths)
     for i, answer in _predict_batches(serve, labels, good, top_k):
         results[i] = dataclasses.replace(answer, path=str(image_paths[i]))
     return version, [results[i] for i in range(len(image_paths))]
+
+
+# How an app makes the TFLite model's input: (encoded images, height, width, channels,
+# resize_mode) -> uint8 [n, H, W, C]. trainer/tflite.py app_pixels, passed in by the caller
+# (serving does not import the Transform graph's decoder).
+PixelMaker = Callable[[Sequence[bytes], int, int, int, str], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class TfliteVersion:
+    """A version's TFLite model as `predict --tflite` runs it."""
+
+    version: Path
+    info: TfliteModelInfo
+    labels: list[str]
+    model: bytes
+
+    @property
+    def path(self) -> Path:
+        return Path(tflite.model_path(str(self.version)))
+
+
+def load_tflite(model_dir: str | Path) -> TfliteVersion:
+    """The TFLite model of the newest version under model_dir (or of that version folder);
+    ModelDirError names the version and why when it holds none or an incomplete one.
+    """
+    version = newest_version(model_dir)
+    path = Path(tflite.model_path(str(version)))
+    if not path.is_file():
+        raise ModelDirError(
+            f"{version}: this version holds no TFLite model (no {tflite.TFLITE_DIR}/"
+            f"{tflite.MODEL_FILE}). A version carries one only when its model was made with one "
+            "and the Evaluator blessed it: at most ", Setting("thresholds.max_tflite_drop"),
+            " below the SavedModel's accuracy; otherwise the Pusher pushes the SavedModel "
+            f"alone. lineage of version {version.name}, or its run's report, says why this "
+            "one has none. Without ", Setting("predict.tflite"), ", predict classifies with "
+            "the version's SavedModel; or pass an earlier version folder that holds one.")
+    folder = Path(tflite.folder(str(version)))
+    info = TfliteModelInfo.read(folder)
+    labels = folder / tflite.LABELS_FILE
+    if info is None or not labels.is_file():
+        raise ModelDirError(f"{folder}: the TFLite model lacks its {TfliteModelInfo.FILE} or "
+                            f"{tflite.LABELS_FILE}: not a model this pipeline pushed")
+    names = labels.read_text(encoding="utf-8").splitlines()
+    if len(names) != info.num_classes:
+        raise ModelDirError(f"{labels}: {len(names)} class names for a TFLite model of "
+                            f"{info.num_classes} classes ({folder / TfliteModelInfo.FILE})")
+    return TfliteVersion(version, info, names, path.read_bytes())
+
+
+def predict_files_tflite(
+    model_dir: str | Path, image_paths: Sequence[str | Path], make_pixels: PixelMaker,
+    top_k: int = 3,
+) -> tuple[TfliteVersion, list[Prediction]]:
+    """predict_files through the version's TFLite model in TFLite's interpreter: each image
+    made into pixels as an app makes them (`make_pixels`, as tflite.json says), class names
+    from the TFLite model's labels.txt. An image that cannot be read or decoded gets its own
+    error, and the others are still predicted.
+    """
+    model = load_tflite(model_dir)
+    try:
+        classifier = tflite.TfliteClassifier(model.model)
+    except Exception as e:  # noqa: BLE001 - any load failure: the file is unusable
+        first_line = (str(e).strip().splitlines() or [e.__class__.__name__])[0][:300]
+        raise ModelDirError(f"{model.path}: the TFLite model does not load in TFLite's "
+                            f"interpreter ({first_line})") from None
+    info = model.info
+    results, good = _read_images(image_paths)
+
+    def pixels(images: list[bytes]):
+        return make_pixels(images, info.height, info.width, info.channels, info.resize_mode)
+
+    decoded: list[tuple[int, Any]] = []
+    try:
+        decoded = list(zip([i for i, _ in good], pixels([data for _, data in good]),
+                           strict=True)) if good else []
+    except Exception:  # noqa: BLE001 - find which images fail, and why
+        for i, data in good:
+            try:
+                decoded.append((i, pixels([data])[0]))
+            except Exception as e:  # noqa: BLE001 - TF raises several types for bad images
+                results[i] = Prediction(str(image_paths[i]), None, None, [], _decode_error(e))
+    for i, image in decoded:
+        probabilities = classifier.probabilities(image)
+        order = probabilities.argsort()[::-1][:top_k]
+        class_id = int(order[0])
+        results[i] = Prediction(str(image_paths[i]), model.labels[class_id], class_id,
+                                [(model.labels[j], float(probabilities[j])) for j in order])
+    return model, [results[i] for i in range(len(image_paths))]
 
 
 def _predict_batches(serve, labels: list[str], images: list[tuple[int, bytes]], top_k: int):
