@@ -14,6 +14,7 @@ import imagegen
 from cli import main
 from conftest import PipelineRuns, int_properties, run_artifact
 from pipeline.workspace import Workspace
+from report.lineage import model_lineage
 from report.summary import summarize_run
 from schema.curated import write_schema
 from serving import tflite
@@ -103,6 +104,8 @@ def test_a_worse_tflite_model_is_not_pushed_while_the_saved_model_is(
     pushed = run_artifact(store, summary.run_id, "PushedModel")
     assert int_properties(pushed)["tflite_pushed"] == 0
     assert pushed.custom_properties["tflite_note"].string_value == evaluation.why
+    found = model_lineage(store, str(version))["tflite"]
+    assert found["pushed"] is False and "mode" not in found and found["why"] == evaluation.why
 
     # Again, cached: the version without its TFLite file is the model served already.
     assert main(args) == 0
