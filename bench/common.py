@@ -99,6 +99,38 @@ def unpacked(work_dir: Path, tarball: Path, folder_name: str) -> Path:
     return folder
 
 
+def load_split(items: list[tuple[str, int]], shape: tuple[int, int, int],
+               resize_mode: str = "stretch"):
+    """(float32 image in [0, 1], int32 label) of each (file, label) item, decoded and given the
+    model's size as the Transform graph does (trainer/preprocessing.py decode_images).
+    """
+    import tensorflow as tf
+
+    from trainer.preprocessing import decode_images
+
+    files = [Path(path).read_bytes() for path, _ in items]
+    labels = [label for _, label in items]
+    data = tf.data.Dataset.from_tensor_slices((files, labels)).batch(512)
+    return data.map(lambda b, y: (decode_images(b, *shape, resize_mode), y)).unbatch()
+
+
+def channel_statistics(images, channels: int, min_std: float = 1.0 / 255.0):
+    """Per-channel mean and std over every pixel of a dataset of (image, label), as the
+    Transform graph's tft.mean computes them, the std floored as there (preprocessing._MIN_STD).
+    """
+    import tensorflow as tf
+
+    sums = images.batch(2048).reduce(
+        (tf.zeros(channels), tf.zeros(channels), tf.constant(0.0)),
+        lambda acc, b: (acc[0] + tf.reduce_sum(tf.reduce_mean(b[0], [1, 2]), 0),
+                        acc[1] + tf.reduce_sum(tf.reduce_mean(tf.square(b[0]), [1, 2]), 0),
+                        acc[2] + tf.cast(tf.shape(b[0])[0], tf.float32)),
+    )
+    mean = sums[0] / sums[2]
+    std = tf.sqrt(tf.maximum(sums[1] / sums[2] - tf.square(mean), min_std**2))
+    return mean, std
+
+
 def run_cli(args: list[str]) -> tuple[float, str]:
     """`python -m pipeline ARGS` in the repository: (wall seconds, stdout); exits on failure."""
     import sys

@@ -24,23 +24,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from bench.common import (  # noqa: E402
     CIFAR_TARBALL,
+    channel_statistics,
     cifar10_folder,
     git_commit,
+    load_split,
     machine_info,
     relative,
     write_result,
 )
-
-
-def load_split(items: list[tuple[str, int]], shape: tuple[int, int, int]):
-    import tensorflow as tf
-
-    from trainer.preprocessing import decode_images
-
-    files = [Path(path).read_bytes() for path, _ in items]
-    labels = [label for _, label in items]
-    data = tf.data.Dataset.from_tensor_slices((files, labels)).batch(512)
-    return data.map(lambda b, y: (decode_images(b, *shape), y)).unbatch()
 
 
 def main() -> None:
@@ -83,16 +74,7 @@ def main() -> None:
     )
     start = time.monotonic()
     train_raw = load_split(splits[TRAIN], shape)
-    channels = shape[2]
-    # Per-channel statistics over the whole training set, as tft.mean computes them.
-    sums = train_raw.batch(2048).reduce(
-        (tf.zeros(channels), tf.zeros(channels), tf.constant(0.0)),
-        lambda acc, b: (acc[0] + tf.reduce_sum(tf.reduce_mean(b[0], [1, 2]), 0),
-                        acc[1] + tf.reduce_sum(tf.reduce_mean(tf.square(b[0]), [1, 2]), 0),
-                        acc[2] + tf.cast(tf.shape(b[0])[0], tf.float32)),
-    )
-    mean = sums[0] / sums[2]
-    std = tf.sqrt(tf.maximum(sums[1] / sums[2] - tf.square(mean), 1e-6))
+    mean, std = channel_statistics(train_raw, shape[2])
 
     def standardize(dataset):
         return dataset.map(lambda x, y: ((x - mean) / std, tf.cast(y, tf.int64))).cache()

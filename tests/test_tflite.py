@@ -106,7 +106,8 @@ def test_int8_calibration_warns_under_its_minimum_and_needs_images(caplog) -> No
     normalization = Normalization.fixed("minus_one_one", SHAPE[2])
     few, _ = _pixels(20, 2)
     with caplog.at_level(logging.WARNING, logger="trainer.tflite"):
-        tflite = convert(model, normalization, SHAPE, TfliteMode.INT8, list(few))
+        # An array, as calibration_sample gives them (not a list: no truth value).
+        tflite = convert(model, normalization, SHAPE, TfliteMode.INT8, few)
     assert f"on 20 images (fewer than {MIN_CALIBRATION_IMAGES})" in caplog.text
     assert tflite_probabilities(tflite, few).shape == (20, len(CLASSES))
     with pytest.raises(ValueError, match="calibration images"):

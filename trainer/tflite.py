@@ -149,7 +149,10 @@ def _convert(converter: tf.lite.TFLiteConverter, mode: TfliteMode,
     elif mode == TfliteMode.DYNAMIC:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif int8:
-        images = [np.asarray(image, np.uint8) for image in calibration_images or ()]
+        # An array (calibration_sample's) or any iterable of images; `or ()` would ask an
+        # array for its truth value.
+        images = [np.asarray(image, np.uint8)
+                  for image in (() if calibration_images is None else calibration_images)]
         if not images:
             raise ValueError("int8 quantization needs calibration images; none were given")
         if len(images) < MIN_CALIBRATION_IMAGES:

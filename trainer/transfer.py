@@ -243,6 +243,30 @@ def train_transfer(
     available_memory: int | None = None,
 ) -> tuple[keras.Model, dict]:
     """Trains the transfer model; returns it and the training record (as train.train does)."""
+
+    def examples(files: list[str]) -> tf.data.Dataset:
+        return data.decoded_examples(files, data_accessor, tf_transform_output,
+                                     data.PixelCodec.identity())
+
+    return train_transfer_on(
+        config, examples(train_files), examples(eval_files),
+        data.count_records(train_files, data_accessor, tf_transform_output),
+        data.count_records(eval_files, data_accessor, tf_transform_output),
+        log_dir, available_memory)
+
+
+def train_transfer_on(
+    config: TrainerConfig,
+    train_examples: tf.data.Dataset,
+    eval_examples: tf.data.Dataset,
+    num_train: int,
+    num_eval: int,
+    log_dir: str | None = None,
+    available_memory: int | None = None,
+) -> tuple[keras.Model, dict]:
+    """train_transfer on (Transform output image, label) examples, one at a time, of known
+    counts: the Trainer's through the Transform graph, a benchmark's decoded without TFX.
+    """
     keras.utils.set_random_seed(config.runtime.seed)
     source = registry.resolve_weights(config.model.backbone, config.model.backbone_weights)
     log.info(f"[trainer] backbone {config.model.backbone}, {config.image_shape[0]}x"
@@ -252,8 +276,6 @@ def train_transfer(
         log.info(f"[trainer] distribution {config.runtime.distribution}: the transfer recipe "
                  "computes each image's features once and trains the head and top blocks on "
                  "them in this process, on its default device")
-    num_train = data.count_records(train_files, data_accessor, tf_transform_output)
-    num_eval = data.count_records(eval_files, data_accessor, tf_transform_output)
     budget = memory.resolve_budget(config.data.cache_budget, available_memory)
     networks = build_networks(config, source)
     fine_tune, why = _plan(config, networks, num_train, num_eval, budget)
@@ -261,8 +283,8 @@ def train_transfer(
     log.info("[trainer] training input: %s", why)
     extractor = networks.bottom if fine_tune else keras.Sequential(
         [networks.bottom, networks.top])
-    features = extract_features(extractor, train_files, eval_files, data_accessor,
-                                tf_transform_output, config, num_train, num_eval)
+    features = extract_features(extractor, train_examples, eval_examples, config, num_train,
+                                num_eval)
 
     pooled_train = _pooled(networks.top, features.train) if fine_tune else features.train
     pooled_eval = _pooled(networks.top, features.eval) if fine_tune else features.eval
@@ -327,27 +349,24 @@ def train_transfer(
 
 def extract_features(
     network: keras.Model,
-    train_files: list[str],
-    eval_files: list[str],
-    data_accessor: DataAccessor,
-    tf_transform_output: tft.TFTransformOutput,
+    train_examples: tf.data.Dataset,
+    eval_examples: tf.data.Dataset,
     config: TrainerConfig,
     num_train: int,
     num_eval: int,
 ) -> Features:
-    """Each image through the Transform graph and `network` once (and mirrored, for flips)."""
+    """Each (Transform output image, label) example through `network` once (and mirrored, for
+    flips).
+    """
     start = time.monotonic()
 
-    def batches(files: list[str]) -> tf.data.Dataset:
-        decoded = data.decoded_examples(files, data_accessor, tf_transform_output,
-                                        data.PixelCodec.identity())
-        return decoded.batch(_EXTRACT_BATCH).prefetch(2)
+    def batches(examples: tf.data.Dataset) -> tf.data.Dataset:
+        return examples.batch(_EXTRACT_BATCH).prefetch(2)
 
     train_views, eval_views = views(config)
-    train, train_labels, done = _extract(batches(train_files), network, config.image_shape,
+    train, train_labels, done = _extract(batches(train_examples), network, config.image_shape,
                                          train_views, "train", num_train)
-    eval_, eval_labels, done_eval = _extract(batches(eval_files), network, config.image_shape,
-                                             eval_views, "eval", num_eval)
+    eval_, eval_labels, done_eval = _extract(batches(eval_examples), network,
+                                             config.image_shape, eval_views, "eval", num_eval)
     return Features(train, train_labels, eval_, eval_labels, time.monotonic() - start,
                     done + done_eval)
-
