@@ -171,6 +171,39 @@ def test_normalization_read_from_the_transform_graph_matches_it(prepared) -> Non
     np.testing.assert_allclose(normalization.apply(pixels), transformed, atol=1e-4)
 
 
+def test_the_trainer_writes_an_int8_model_calibrated_on_train_images(
+        prepared, tmp_path, caplog) -> None:
+    """What the Trainer's export writes (trainer/tflite.py write_tflite_model), on real
+    TFRecords and their Transform graph: int8 reads its calibration sample from the train files.
+    """
+    import tensorflow_transform as tft
+
+    import imagegen
+    from serving import tflite as layout
+    from serving.tflite import TfliteModelInfo
+    from tiny_transform import SIZE
+    from trainer.tflite import write_tflite_model
+
+    shape = (SIZE, SIZE, 3)
+    config = from_recipe("classic", shape, imagegen.CLASS_NAMES, {
+        "export.tflite": "int8", "export.calibration_images": 30, "model.widths": (8, 16)})
+    model = build_model(config, None)
+    with caplog.at_level(logging.WARNING, logger="trainer.tflite"):
+        info = write_tflite_model(model, tft.TFTransformOutput(prepared.transform_graph), config,
+                                  str(tmp_path), prepared.train_files)
+    assert "int8 calibration on 30 images" in caplog.text
+    assert info == TfliteModelInfo.read(tmp_path / layout.TFLITE_DIR)
+    assert (info.mode, info.calibration_images, info.num_classes) == ("int8", 30, 3)
+    assert (info.height, info.width, info.channels, info.resize_mode) == (*shape, "stretch")
+    content = (tmp_path / layout.TFLITE_DIR / layout.MODEL_FILE).read_bytes()
+    assert info.size_bytes == len(content)
+    assert (tmp_path / layout.TFLITE_DIR / layout.LABELS_FILE).read_text().splitlines() == list(
+        imagegen.CLASS_NAMES)
+    config = config.override({"export.tflite": "none"})
+    assert write_tflite_model(model, None, config, str(tmp_path / "none"), []) is None
+    assert not (tmp_path / "none").exists()
+
+
 def _version_with_tflite(folder, mode: TfliteMode = TfliteMode.FLOAT32):
     """A model folder holding only the TFLite part of a version: what the Pusher checks."""
     from serving import tflite as layout
