@@ -23,15 +23,17 @@ def execute(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([json.loads(r.to_json()) for r in runs], indent=2))
         return EXIT_OK
+    # A transfer run's recipe shows its backbone: transfer/efficientnet_lite0. The TFLite
+    # column: its mode, accuracy on the same split, and whether it went out with the version.
     print(f"{'run':28} {'spans':6} {'accuracy':>8} {'on':5} {'recipe':9}  {'blessed':7}  "
-          "pushed")  # a transfer run's recipe shows its backbone: transfer/efficientnet_lite0
+          f"{'tflite':26}  pushed")
     for run in runs:
         failed = run.failed_components
         accuracy = f"{run.accuracy:.4f}" if run.accuracy is not None else "-"
         split = run.evaluation_split or "-"
         recipe = run.recipe or "-"
         if run.backbone:
-            recipe = f"{recipe}/{run.backbone.get('backbone')}"
+            recipe = f"{recipe}/{run.backbone.backbone}"
         blessed = {True: "yes", False: "no", None: "-"}[run.blessed]
         if failed:
             pushed = f"failed in {', '.join(failed)}"
@@ -42,5 +44,5 @@ def execute(args: argparse.Namespace) -> int:
             pushed = "no"
         spans = ",".join(map(str, run.spans)) if run.spans else "-"
         print(f"{run.run_id:28} {spans:6} {accuracy:>8} {split:5} {recipe:9}  {blessed:7}  "
-              f"{pushed}")
+              f"{run.tflite_outcome():26}  {pushed}")
     return EXIT_OK

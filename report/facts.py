@@ -26,11 +26,13 @@ from report.records import (
     PushFacts,
     RunReport,
     SplitFacts,
+    TfliteFacts,
     Threshold,
     TrainingFacts,
     ValidationFacts,
 )
 from report.summary import (
+    NO_TFLITE,
     Node,
     NodeRecord,
     RunSummary,
@@ -376,6 +378,19 @@ def push_section(nodes: dict[str, NodeRecord], summary: RunSummary) -> PushFacts
                      version=value(pushed, "pushed_version"), blessed=summary.blessed)
 
 
+def tflite_section(nodes: dict[str, NodeRecord], summary: RunSummary) -> TfliteFacts | NotRun:
+    """The Evaluator's score of the TFLite model and the Pusher's outcome for its file."""
+    evaluator = nodes.get(Node.EVALUATOR)
+    if evaluator is None or not summary.evaluation_uri:
+        return _not_run(evaluator, Node.EVALUATOR)
+    if summary.evaluation_missing:
+        return NotRun(state=evaluator.state, why=summary.evaluation_missing)
+    if summary.tflite is None:
+        return NotRun(state=evaluator.state, why=NO_TFLITE)
+    return TfliteFacts(evaluation=summary.tflite, pushed=summary.tflite_pushed,
+                       version=summary.pushed_version, note=summary.tflite_note)
+
+
 def collect(metadata_path: str, pipeline_name: str, run_id: str | None = None) -> RunReport:
     run_id, nodes = run_nodes(metadata_path, pipeline_name, run_id)
     summary = summary_of(pipeline_name, run_id, nodes)
@@ -396,5 +411,6 @@ def collect(metadata_path: str, pipeline_name: str, run_id: str | None = None) -
         training=training_section(nodes),
         evaluation=evaluation_section(nodes, summary, class_names),
         push=push_section(nodes, summary),
+        tflite=tflite_section(nodes, summary),
         outcome=outcome_line(summary) if summary.evaluation_uri else None,
     )

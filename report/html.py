@@ -30,10 +30,17 @@ from report.records import (
     NotRun,
     PushFacts,
     RunReport,
+    TfliteFacts,
     TrainingFacts,
     ValidationFacts,
 )
+from report.summary import (
+    tflite_drop_text,
+    tflite_latency_text,
+    tflite_push_text,
+)
 from trainer.config import settings_of
+from trainer.memory import human
 from trainer.record import SkipDecision, WarmStart
 
 CSS = """
@@ -55,7 +62,8 @@ nav a { margin-right: 1em; }
 summary { cursor: pointer; color: #4878a8; margin: .4em 0; }
 """
 
-SECTION_KEYS = ("dataset", "validation", "training", "evaluation", "misclassified", "push")
+SECTION_KEYS = ("dataset", "validation", "training", "evaluation", "misclassified", "push",
+                "tflite")
 # A table of more rows than this (one per class, say) is folded: the page stays scannable.
 FOLD_ROWS = 30
 
@@ -65,7 +73,7 @@ def sections(split: str | None) -> list[tuple[str, str]]:
     names = {"dataset": "Dataset", "validation": "Data validation", "training": "Training",
              "evaluation": f"Evaluation on the {split} split" if split else "Evaluation",
              "misclassified": f"Misclassified {split} images" if split
-             else "Misclassified images", "push": "Push"}
+             else "Misclassified images", "push": "Push", "tflite": "TFLite model"}
     return [(key, names[key]) for key in SECTION_KEYS]
 
 
@@ -460,6 +468,51 @@ def _push(data: PushFacts | NotRun, model_name: str | None) -> dict[str, Any]:
     return {"pairs": _pairs(items)}
 
 
+def _bytes(size: int) -> str:
+    return f"{human(size)} ({size:,} bytes)"
+
+
+def _tflite(data: TfliteFacts | NotRun, evaluation: EvaluationFacts | NotRun
+            ) -> dict[str, Any]:
+    """The TFLite model beside the SavedModel: accuracy overall and per class on the same
+    split, sizes, latency here, what differs from serving_default, and its push.
+    """
+    if isinstance(data, NotRun):
+        return _missing(data)
+    e = data.evaluation
+    saved = evaluation.per_class_accuracy if isinstance(evaluation, EvaluationFacts) else {}
+    rows = []
+    for c in e.per_class:
+        theirs = saved.get(c.name)
+        rows.append([c.name, c.examples, theirs, c.accuracy,
+                     num("n/a") if theirs is None else num(f"{c.accuracy - theirs:+.4f}")])
+    push = tflite_push_text(data.pushed, data.version, data.note)
+    return {
+        "pairs": _pairs({
+            "mode": e.mode,
+            "split scored": f"{e.split} ({e.examples} images), one at a time in TFLite's "
+            "interpreter, each made into pixels as an app is told to (tflite.json)",
+            "SavedModel accuracy (serving_default)": _fmt(e.saved_model_accuracy),
+            "TFLite accuracy": _fmt(e.accuracy),
+            "TFLite against the SavedModel": tflite_drop_text(e),
+            "verdict": _verdict(e.blessed, "within the allowed drop: it goes out with the "
+                                "version", "not blessed: " + ("its drop could not be checked"
+                                                              if e.drop is None else
+                                                              "more than the allowed drop")),
+            "TFLite file size": _bytes(e.size_bytes),
+            "SavedModel size": _bytes(e.saved_model_bytes) + ": graph and variables, without "
+            "assets.extra/",
+            "batch-1 latency (this host's CPU, TFLite's interpreter)":
+                tflite_latency_text(e) + ", on the machine that ran the Evaluator",
+            "push": Cell(push, "ok") if data.pushed else Cell(push, "bad")
+            if data.pushed is False else Cell(push, "muted"),
+        }),
+        "differs": list(e.differs_from_serving),
+        "per_class_heading": f"Accuracy per class on the {e.split} split: SavedModel and TFLite",
+        "per_class": _rows(rows),
+    }
+
+
 NO_CHARTS = Charts()
 
 
@@ -488,5 +541,6 @@ def render(report: RunReport, charts: Charts = NO_CHARTS) -> str:
                 report.misclassified, charts, split,
                 dataset.source if isinstance(dataset, DatasetFacts) else None),
             "push": _push(push, model_name[0] if model_name else None),
+            "tflite": _tflite(report.tflite, report.evaluation),
         },
     ) + "\n"

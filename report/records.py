@@ -27,6 +27,7 @@ from pipeline.blessing import BlessingRule
 from report.summary import ComponentRun
 from schema.records import Record
 from serving.new_model import NewModel
+from serving.tflite import TfliteEvaluation
 from trainer.backbones.provenance import WeightsSource
 from trainer.record import SkipDecision, TrainingInput, WarmStart
 
@@ -290,6 +291,22 @@ class PushFacts:
     blessed: bool | None = None
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TfliteFacts:
+    """The model's TFLite file: the Evaluator's score of it beside the SavedModel's, its size
+    and latency (serving/tflite.py TfliteEvaluation, as recorded), and whether the Pusher
+    pushed it with the version, and why not.
+    """
+
+    available: Literal[True] = True
+    evaluation: TfliteEvaluation
+    # The Pusher's PushedModel: True or False when it pushed a version (with or without the
+    # TFLite file), None when it pushed none in this run.
+    pushed: bool | None = None
+    version: int | None = None
+    note: str | None = None  # the Pusher's why (the Evaluator's verdict, or no file)
+
+
 def _section(kind: type) -> Any:
     """A section's type: its facts, or NotRun; told apart by `available`."""
     return Annotated[kind | NotRun, pydantic.Field(discriminator="available")]
@@ -301,6 +318,7 @@ Training = _section(TrainingFacts)
 Evaluation = _section(EvaluationFacts)
 Misclassified = _section(MisclassifiedFacts)
 Push = _section(PushFacts)
+Tflite = _section(TfliteFacts)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -323,6 +341,9 @@ class RunReport(Record):
     training: Training
     evaluation: Evaluation
     push: Push
+    # The TFLite model scored by the Evaluator; NotRun when the run made none (or older runs).
+    tflite: Tflite = NotRun(why="not recorded: the report was written before it had a TFLite "
+                            "section")
     # The run summary's last line: what was trained, how good, pushed or not, and why.
     outcome: str | None = None
     # Added by write_report: the images the model gets wrong, and the files it wrote.

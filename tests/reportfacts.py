@@ -15,8 +15,10 @@ import numpy as np
 
 from report.records import DatasetFacts, EvaluationFacts, NotRun, RunReport, SplitFacts
 from report.summary import ComponentRun
+from serving.tflite import ClassAccuracy, TfliteEvaluation
 
-SECTION_KEYS = ("dataset", "validation", "training", "evaluation", "misclassified", "push")
+SECTION_KEYS = ("dataset", "validation", "training", "evaluation", "misclassified", "push",
+                "tflite")
 
 
 def report_facts(evaluation_split: str | None = "test", class_names: Sequence[str] = (),
@@ -91,3 +93,25 @@ def evaluation(names: list[str], seed: int = 0, per_class: int = 20) -> Evaluati
                            accuracy=float(np.trace(matrix) / matrix.sum()),
                            validation_ok=True, blessed=True, per_class_accuracy=accuracy,
                            **confusion_facts(matrix.tolist(), names))
+
+
+def tflite_evaluation(names: Sequence[str], saved: EvaluationFacts, drop: float = 0.0,
+                      max_drop: float = 0.005) -> TfliteEvaluation:
+    """The Evaluator's record of a TFLite model `drop` below the SavedModel of `saved` on each
+    class (its verdict's sentence in the shape components/tflite_evaluation.py gives it).
+    """
+    per_class = tuple(ClassAccuracy(name, 20, max(0.0, saved.per_class_accuracy[name] - drop))
+                      for name in names)
+    accuracy = sum(c.accuracy for c in per_class) / len(per_class)
+    blessed = drop <= max_drop
+    why = (f"TFLite dynamic: {100 * accuracy:.1f} % on {20 * len(names)} test images, "
+           + ("at most 0.5 point below the SavedModel's: pushed with the version" if blessed
+              else "more than the 0.5 point below the SavedModel's allowed: not pushed; the "
+              "version goes out without a TFLite file"))
+    return TfliteEvaluation(
+        mode="dynamic", split="test", examples=20 * len(names), accuracy=accuracy,
+        per_class=per_class, saved_model_accuracy=saved.accuracy, max_drop=max_drop,
+        blessed=blessed, why=why, size_bytes=1_234_567, saved_model_bytes=4_567_890,
+        latency_ms_median=0.412, latency_ms_p99=0.987, latency_runs=200,
+        differs_from_serving=("It has no test-time augmentation: serving_default averages the "
+                              "image and its mirror image.",))

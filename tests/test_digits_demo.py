@@ -52,7 +52,8 @@ def test_digits_report_has_every_section(digits_run) -> None:
     report = json.loads((html.parent / REPORT_JSON).read_text())
     assert report["class_names"] == [str(d) for d in range(10)]
     assert sum(s["examples"] for s in report["dataset"]["splits"].values()) == 1797
-    for section in ("dataset", "validation", "training", "evaluation", "misclassified", "push"):
+    for section in ("dataset", "validation", "training", "evaluation", "misclassified", "push",
+                    "tflite"):
         assert report[section]["available"], section
     assert report["push"]["pushed"] and report["evaluation"]["blessed"]
 

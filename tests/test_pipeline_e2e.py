@@ -196,7 +196,7 @@ def test_run_writes_a_report_for_every_run(pipeline_runs: PipelineRuns) -> None:
         assert report["run_id"] == pipeline_runs.run_ids[name]
         html = Path(report["files"]["html"])
         assert html.parent.parent == report_root
-        assert html.read_text().count("<section id=") == 7
+        assert html.read_text().count("<section id=") == 8
         for key, path in report["files"].items():
             if key != "html":
                 assert Path(path).read_bytes().startswith(b"\x89PNG"), key
@@ -256,6 +256,29 @@ def test_report_of_the_first_run(pipeline_runs: PipelineRuns) -> None:
     assert push["pushed"] and not push["already_served"]
     assert push["destination"] == first.pushed_destination
     assert push["version"] == first.pushed_destination.rsplit("/", 1)[1]
+
+    # The TFLite model, scored on the same split in TFLite's interpreter, beside the SavedModel.
+    tflite = report["tflite"]
+    scored = tflite["evaluation"]
+    assert tflite["available"] and scored["mode"] == "dynamic"
+    assert (scored["split"], scored["examples"]) == ("test", 18)
+    assert scored["saved_model_accuracy"] == pytest.approx(evaluation["accuracy"])
+    assert [c["name"] for c in scored["per_class"]] == ["blue", "green", "red"]
+    assert scored["size_bytes"] > 0 and scored["saved_model_bytes"] > 0
+    assert scored["latency_runs"] == 200
+    assert 0 < scored["latency_ms_median"] <= scored["latency_ms_p99"]
+    assert scored["differs_from_serving"]
+    assert tflite["version"] == first.pushed_version
+    assert tflite["pushed"] == scored["blessed"] == first.tflite_pushed
+    page = (pipeline_runs.report_dir("first") / REPORT_HTML).read_text()
+    section = page.split('<section id="tflite">', 1)[1].split("</section>", 1)[0]
+    assert section.startswith("<h2>TFLite model</h2>")
+    assert f"{scored['size_bytes']:,} bytes" in section
+    assert f"{scored['saved_model_bytes']:,} bytes" in section
+    assert f"{scored['latency_ms_median']:.2f} ms median" in section and "over 200 runs" in section
+    assert "SavedModel accuracy</th><th>TFLite accuracy" in section
+    assert (f"pushed with version {first.pushed_version}" if tflite["pushed"]
+            else f"version {first.pushed_version} has no TFLite file: ") in section
 
 
 def test_the_misclassified_search_keeps_only_the_most_confident(
@@ -342,7 +365,11 @@ def test_runs_command_lists_every_run_from_mlmd(pipeline_runs: PipelineRuns, cap
     assert all(r["examples_uri"] for r in runs)
     assert main(args) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["run", "spans", "accuracy", "on", "recipe", "blessed", "pushed"]
+    assert table[0].split() == ["run", "spans", "accuracy", "on", "recipe", "blessed", "tflite",
+                                "pushed"]
+    assert by_name["first"]["tflite"]["mode"] == "dynamic"
+    assert by_name["first"]["tflite_outcome"] in table[1]
+    assert by_name["first"]["tflite_outcome"].startswith("dynamic ")
     # No spans in this data root: "-".
     assert table[1].split()[1] == "-" and table[1].split()[3:5] == ["test", "classic"]
     assert all(r["spans"] is None for r in runs)
@@ -376,17 +403,19 @@ def test_every_record_the_runs_wrote_round_trips_through_its_type(
     pipeline_runs: PipelineRuns,
 ) -> None:
     """dataset.json, gate.json (in the gate's output and in every pushed version),
-    history.json, baseline.json and each run's report.json: each file is exactly its type's
+    history.json, baseline.json, tflite_evaluation.json, tflite.json (in each model and pushed
+    version with its TFLite file) and each run's report.json: each file is exactly its type's
     JSON, schema version included, so no key is written that the type does not know or reads
     differently.
     """
     from ingest.manifest import DatasetManifest
     from report import RunReport
+    from serving.tflite import TfliteEvaluation, TfliteModelInfo
     from trainer.record import TrainingRecord
 
     found = {}
     for record_type in (DatasetManifest, GateReport, TrainingRecord, EvaluationRecord,
-                        RunReport):
+                        TfliteEvaluation, TfliteModelInfo, RunReport):
         paths = [*pipeline_runs.root.rglob(record_type.FILE),
                  *pipeline_runs.serving_dir.rglob(record_type.FILE)]
         found[record_type.__name__] = len(paths)

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 SECTIONS = ["components", "dataset", "validation", "training", "evaluation", "misclassified",
-            "push"]
+            "push", "tflite"]
 
 # Appended to a copy of the report: after load, writes what the browser rendered onto <body>.
 PROBE = """<script>
@@ -102,6 +102,7 @@ def test_first_run_report_renders_every_section_and_image(
     assert "serving_default" in sections["evaluation"]["text"]
     assert "misclassified by serving_default" in sections["misclassified"]["text"]
     assert "tensorflow_model_server" in sections["push"]["text"]
+    assert "TFLite file size" in sections["tflite"]["text"]
     # The first run is near perfect on these colours: the mistake grid only when it erred.
     expected = {"class_balance.png", "training_curves.png", "per_class_accuracy.png",
                 "confusion_matrix.png"}

@@ -15,7 +15,14 @@ import reportfacts
 from report import REPORT_JSON, RunReport, plots, write_report
 from report.facts import MOST_CONFUSED
 from report.html import render
-from report.records import DatasetFacts, NotRun, PushFacts, SplitFacts, ValidationFacts
+from report.records import (
+    DatasetFacts,
+    NotRun,
+    PushFacts,
+    SplitFacts,
+    TfliteFacts,
+    ValidationFacts,
+)
 from schema.records import RecordVersionError
 
 SPLIT = SplitFacts(examples=3, per_class={"a": 3})
@@ -41,7 +48,7 @@ def test_the_dataset_section_shows_duplicates_and_conversions() -> None:
     assert "2 across splits (kept with --allow-duplicates" in page
     assert "within a split: train 1, test 0" in page
     assert "1 to PNG L (1 JPEG CMYK)" in page
-    assert "<section id=" in page and page.count("<section id=") == 7
+    assert "<section id=" in page and page.count("<section id=") == 8
     assert "Not available: no push here." in page
     assert '<td class="num">12.3</td>' in page
     unknown = render(_report(dataset=_dataset()))
@@ -198,3 +205,115 @@ def test_report_json_is_the_run_report_and_reads_back_as_it(tmp_path: Path) -> N
     (tmp_path / REPORT_JSON).write_text(json.dumps({**data, "schema_version": 2}))
     with pytest.raises(RecordVersionError, match=REPORT_JSON):
         RunReport.read(tmp_path)
+
+
+def _tflite_section(page: str) -> str:
+    return page.split('<section id="tflite">', 1)[1].split("</section>", 1)[0]
+
+
+def _tflite_report(names: list[str], drop: float = 0.0, pushed: bool | None = True
+                   ) -> RunReport:
+    saved = reportfacts.evaluation(names)
+    tflite = reportfacts.tflite_evaluation(names, saved, drop=drop)
+    return reportfacts.report_facts(
+        class_names=names, evaluation=saved,
+        push=PushFacts(pushed=pushed is not None, version="3", destination="/serving/m/3"),
+        tflite=TfliteFacts(evaluation=tflite, pushed=pushed,
+                           version=3 if pushed is not None else None,
+                           note=tflite.why if pushed is not None else None))
+
+
+def test_the_tflite_section_sets_it_beside_the_saved_model(tmp_path: Path) -> None:
+    names = ["ants", "bees", "wasps"]
+    report = _tflite_report(names)
+    section = _tflite_section(write_report(report, tmp_path).read_text())
+    assert section.startswith("<h2>TFLite model</h2>")
+    assert "<th>mode</th><td>dynamic</td>" in section
+    saved = report.evaluation
+    assert f"<td>{saved.accuracy:.4f}</td>" in section  # the SavedModel's, and the TFLite's
+    assert "the same as the SavedModel&#39;s" in section
+    assert "(--max-tflite-drop allows 0.5 points)" in section
+    assert "1.23 MB (1,234,567 bytes)" in section and "4.57 MB (4,567,890 bytes)" in section
+    assert ("<th>batch-1 latency (this host&#39;s CPU, TFLite&#39;s interpreter)</th><td>0.41 "
+            "ms median, 0.99 ms p99 over 200 runs") in section
+    assert "<li>It has no test-time augmentation: serving_default averages" in section
+    assert '<span class="ok">pushed with version 3</span>' in section
+    # Per class, side by side: the SavedModel's accuracy (the evaluation's) and the TFLite's.
+    ants = f"{saved.per_class_accuracy['ants']:.4f}"
+    assert (f'<td>ants</td><td class="num">20</td><td class="num">{ants}</td>'
+            f'<td class="num">{ants}</td><td class="num">+0.0000</td>') in section
+    assert "<details>" not in section
+    data = json.loads((tmp_path / REPORT_JSON).read_text())["tflite"]
+    assert data["available"] and data["pushed"] and data["version"] == 3
+    assert data["evaluation"]["size_bytes"] == 1_234_567
+    assert data["evaluation"]["latency_runs"] == 200
+    assert [c["name"] for c in data["evaluation"]["per_class"]] == names
+    assert RunReport.read(tmp_path).tflite == report.tflite
+
+
+def test_a_tflite_file_left_out_of_the_version_says_why(tmp_path: Path) -> None:
+    report = _tflite_report(["ants", "bees"], drop=0.05, pushed=False)
+    section = _tflite_section(render(report))
+    assert "5.0 points below the SavedModel&#39;s" in section
+    assert '<span class="bad">not blessed: more than the allowed drop</span>' in section
+    assert ('<span class="bad">version 3 has no TFLite file: TFLite dynamic: ') in section
+    assert "not pushed; the version goes out without a TFLite file</span>" in section
+    assert '<td class="num">-0.0500</td>' in section
+    # The candidate itself was not pushed: no version, so no TFLite file either.
+    unpushed = _tflite_section(render(_tflite_report(["ants", "bees"], pushed=None)))
+    assert '<span class="muted">not pushed: no version was pushed in this run</span>' in (
+        unpushed)
+
+
+def test_a_run_without_a_tflite_model_says_so_in_one_line() -> None:
+    from report.summary import NO_TFLITE
+
+    section = _tflite_section(render(_report(tflite=NotRun(state="executed", why=NO_TFLITE))))
+    assert section == ("<h2>TFLite model</h2><p class=\"muted\">Not available: no TFLite model "
+                       "in this run (the Trainer wrote none: --tflite none, or the model was "
+                       "trained before TFLite export).</p>\n")
+    # A report.json written before the section existed reads back with it not recorded.
+    data = _report().to_data()
+    del data["tflite"]
+    assert "before it had a TFLite section" in RunReport.from_data(data).tflite.why
+
+
+def test_the_tflite_per_class_table_of_many_classes_is_folded() -> None:
+    section = _tflite_section(render(_tflite_report(reportfacts.class_names(40))))
+    assert section.count("<details><summary>All 40 classes</summary>") == 1
+
+
+def test_the_run_summary_and_runs_state_the_tflite_verdict() -> None:
+    from report.summary import ComponentRun, RunSummary, format_summary
+
+    names = ["ants", "bees"]
+    saved = reportfacts.evaluation(names)
+    tflite = reportfacts.tflite_evaluation(names, saved)
+    summary = RunSummary("p", "r", [ComponentRun("Evaluator", "executed", 1.0)],
+                         evaluation_uri="/root/Evaluator/9", evaluation_split="test",
+                         eval_examples=40, accuracy=saved.accuracy, blessed=True, pushed=True,
+                         pushed_destination="/serving/m/3", pushed_version=3, tflite=tflite,
+                         tflite_pushed=True, tflite_note=tflite.why)
+    shown = f"{100 * tflite.accuracy:.1f} %"
+    (line,) = [line for line in format_summary(summary) if line.startswith("TFLite")]
+    assert line == (f"TFLite dynamic: {shown} on 40 test images, the same as the SavedModel's "
+                    f"{shown} (--max-tflite-drop allows 0.5 points); 1.23 MB "
+                    "(SavedModel 4.57 MB); batch-1 latency on this host's CPU in TFLite's "
+                    "interpreter 0.41 ms median, 0.99 ms p99 over 200 runs; pushed with "
+                    "version 3.")
+    assert summary.tflite_outcome() == f"dynamic {shown} pushed"
+    data = json.loads(summary.to_json())
+    assert data["tflite_outcome"] == f"dynamic {shown} pushed" and data["tflite_pushed"]
+    assert data["tflite"]["size_bytes"] == 1_234_567 and len(data["tflite"]["per_class"]) == 2
+
+    left_out = dataclasses.replace(summary, tflite_pushed=False,
+                                   tflite_note="the Evaluator's verdict")
+    (line,) = [line for line in format_summary(left_out) if line.startswith("TFLite")]
+    assert line.endswith("; version 3 has no TFLite file: the Evaluator's verdict.")
+    assert left_out.tflite_outcome() == f"dynamic {shown} not pushed"
+    none = dataclasses.replace(summary, tflite=None, tflite_pushed=False)
+    assert "TFLite: no TFLite model in this run (the Trainer wrote none: --tflite none, or " \
+        "the model was trained before TFLite export)." in list(format_summary(none))
+    assert none.tflite_outcome() == "none"
+    assert not [line for line in format_summary(dataclasses.replace(none, evaluation_uri=None))
+                if line.startswith("TFLite")]
