@@ -14,6 +14,7 @@ import imagegen
 from cli import main
 from conftest import PipelineRuns, int_properties, run_artifact
 from pipeline.workspace import Workspace
+from report import REPORT_HTML, RunReport
 from report.lineage import model_lineage
 from report.summary import summarize_run
 from schema.curated import write_schema
@@ -106,6 +107,13 @@ def test_a_worse_tflite_model_is_not_pushed_while_the_saved_model_is(
     assert pushed.custom_properties["tflite_note"].string_value == evaluation.why
     found = model_lineage(store, str(version))["tflite"]
     assert found["pushed"] is False and "mode" not in found and found["why"] == evaluation.why
+    # The run's report says the version has no TFLite file, and why.
+    report_dir = Workspace(root, "worse-tflite").report_dir(summary.run_id)
+    report = RunReport.read(report_dir)
+    assert report.tflite.pushed is False and report.tflite.note == evaluation.why
+    html = (report_dir / REPORT_HTML).read_text()
+    assert f"version {version} has no TFLite file: TFLite dynamic: 33.3 % on 18 test" in html
+    assert "more than the 0.5 point below it allowed" in html
 
     # Again, cached: the version without its TFLite file is the model served already.
     assert main(args) == 0
