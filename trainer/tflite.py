@@ -179,12 +179,14 @@ def _convert(converter: tf.lite.TFLiteConverter, mode: TfliteMode,
                          + re.findall(r"not yet supported for op: '(\w+)'", str(error))))
         lacking = f" lacks {', '.join(ops)}" if ops else " failed"
         raise RuntimeError(f"TFLite {mode} conversion{lacking}: only TFLite builtin ops are "
-                           f"converted, never select-TF ops. {error}") from error
+                           "converted, never select-TF ops; train with export.tflite none for no "
+                           f"TFLite model. {error}") from error
     if int8 and (float_ops := _float_ops(tflite)):
         # The converter keeps an op it cannot quantize in float between (de)quantize ops, even
         # with int8 builtins only: an integer-only accelerator could not run the model.
         raise RuntimeError(f"TFLite int8 conversion left {', '.join(float_ops)} in float: "
-                           "the model cannot be quantized to full integer")
+                           "the model cannot be quantized to full integer; export.tflite "
+                           "dynamic quantizes its weights only, none makes no TFLite model")
     return tflite
 
 
