@@ -49,7 +49,9 @@ from tfx.utils import io_utils, path_utils, proto_utils
 
 from components.tflite_evaluation import (
     evaluate_tflite,
+    rejudged,
     saved_model_accuracy,
+    unscored,
     write_verdict,
 )
 from serving.model_dir import (
@@ -63,7 +65,7 @@ from serving.model_dir import (
     served_class_names,
 )
 from serving.new_model import NewModel
-from serving.tflite import DEFAULT_MAX_TFLITE_DROP, TfliteEvaluation
+from serving.tflite import DEFAULT_MAX_TFLITE_DROP, TFLITE_DIR, TfliteEvaluation
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +148,10 @@ def evaluation_record(
     served = production.provenance() if production else None
     note: NewModel | None = (new_model(base, served_class_names(candidate) or []) if base
                              and production is None else None)
-    same = bool(served and served.digest == model_digest(candidate))
+    # The same model even when the served version went out without the candidate's TFLite
+    # file (the Pusher leaves out one the Evaluator did not bless).
+    same = bool(served and model_digest(served.path, (TFLITE_DIR,))
+                == model_digest(candidate, (TFLITE_DIR,)))
     return EvaluationRecord(
         candidate=candidate, production=served, blessing_rule=blessing_rule, new_model=note,
         baseline_is_candidate=same,
@@ -212,22 +217,34 @@ class Executor(stock_executor.Executor):
                       input_dict: dict[str, list[artifact.Artifact]], output_uri: str,
                       blessing: artifact.Artifact, exec_properties: dict[str, Any]) -> None:
         """Scores the candidate's TFLite model (if it has one) on the evaluation split, or
-        keeps the score of a reused evaluation, and leaves the verdict for the Pusher.
+        re-judges the score of a reused evaluation under this run's max_tflite_drop, and leaves
+        the verdict for the Pusher. A TFLite model that cannot be scored is not pushed, and
+        the SavedModel's blessing stands: its failure is logged, never the run's.
         """
-        evaluation = TfliteEvaluation.read(output_uri)
+        rule = json.loads(exec_properties.get(BLESSING_RULE_KEY) or "null") or {}
+        max_drop = float(rule.get("max_tflite_drop", DEFAULT_MAX_TFLITE_DROP))
+        reused = TfliteEvaluation.read(output_uri)
+        try:
+            if reused is not None:
+                evaluation = rejudged(reused, max_drop)
+            else:
+                (split,) = json.loads(
+                    exec_properties[standard_component_specs.EXAMPLE_SPLITS_KEY])
+                evaluation = evaluate_tflite(
+                    _serving_dir(candidate), split, artifact_utils.get_split_uri(
+                        input_dict[standard_component_specs.EXAMPLES_KEY], split),
+                    saved_model_accuracy(output_uri), max_drop)
+        except Exception as e:  # noqa: BLE001 - the TFLite model's failure is not the run's
+            log.warning("the TFLite model could not be scored; the version goes without it",
+                        exc_info=True)
+            first_line = (str(e).strip().splitlines() or [e.__class__.__name__])[0][:300]
+            write_verdict(blessing.uri, False, unscored(f"{e.__class__.__name__}: {first_line}"))
+            blessing.set_int_custom_property("tflite_blessed", 0)
+            return
         if evaluation is None:
-            (split,) = json.loads(exec_properties[standard_component_specs.EXAMPLE_SPLITS_KEY])
-            rule = json.loads(exec_properties.get(BLESSING_RULE_KEY) or "null") or {}
-            evaluation = evaluate_tflite(
-                _serving_dir(candidate), split,
-                artifact_utils.get_split_uri(input_dict[standard_component_specs.EXAMPLES_KEY],
-                                             split),
-                saved_model_accuracy(output_uri),
-                float(rule.get("max_tflite_drop", DEFAULT_MAX_TFLITE_DROP)))
-            if evaluation is None:
-                return
-            evaluation.write(output_uri)
-        write_verdict(blessing.uri, evaluation)
+            return
+        evaluation.write(output_uri)
+        write_verdict(blessing.uri, evaluation.blessed, evaluation.why)
         blessing.set_int_custom_property("tflite_blessed", int(evaluation.blessed))
 
     def _evaluate_the_served_candidate(

@@ -88,7 +88,7 @@ from serving.model_dir import (
     version_folders,
 )
 from serving.model_dir import join as _join
-from serving.tflite import TfliteClassifier, TfliteModelInfo
+from serving.tflite import TfliteClassifier
 
 log = logging.getLogger(__name__)
 
@@ -151,34 +151,28 @@ def verify_tflite(model_dir: str) -> None:
     from trainer.image_kinds import sample_images
     from trainer.tflite import app_pixels
 
-    folder = tflite.folder(model_dir)
-    info = TfliteModelInfo.read(folder)
-    labels = _join(folder, tflite.LABELS_FILE)
-    if info is None or not fileio.exists(labels):
-        raise PushVerificationError(f"{folder}: the TFLite model lacks its "
-                                    f"{TfliteModelInfo.FILE} or {tflite.LABELS_FILE}")
-    with fileio.open(labels, "r") as f:
-        num_classes = len(f.read().splitlines())
     try:
-        with fileio.open(tflite.model_path(model_dir), "rb") as f:
-            classifier = TfliteClassifier(f.read())
+        model = tflite.read_folder(model_dir)
+        classifier = TfliteClassifier(model.content)
+        info = model.info
         images = sample_images(info.channels)
         pixels = app_pixels(list(images.values()), info.height, info.width, info.channels,
                             info.resize_mode)
         probabilities = classifier.batch_probabilities(pixels)
     except Exception as e:  # noqa: BLE001 - any failure means "do not push"
-        raise PushVerificationError(f"{folder}: the TFLite model does not run in TFLite's "
-                                    f"interpreter: {e}") from e
-    if probabilities.shape != (len(images), num_classes):
+        raise PushVerificationError(f"{tflite.folder(model_dir)}: the TFLite model does not "
+                                    f"run in TFLite's interpreter: {e}") from e
+    if probabilities.shape != (len(images), len(model.labels)):
         raise PushVerificationError(
-            f"{folder}: TFLite probabilities have shape {probabilities.shape}, expected "
-            f"{(len(images), num_classes)} for {len(images)} test images and {labels}")
+            f"{model.folder}: TFLite probabilities have shape {probabilities.shape}, expected "
+            f"{(len(images), len(model.labels))} for {len(images)} test images and "
+            f"{len(model.labels)} classes")
     totals = probabilities.sum(axis=-1)
     # int8 models dequantize a uint8 softmax: its steps of 1/256 may sum a little off 1.
     wrong = [kind for kind, total in zip(images, totals, strict=True)
              if not (np.isfinite(total) and abs(float(total) - 1.0) < 2e-2)]
     if wrong:
-        raise PushVerificationError(f"{folder}: TFLite probabilities do not sum to 1 for "
+        raise PushVerificationError(f"{model.folder}: TFLite probabilities do not sum to 1 for "
                                     f"{wrong}: {totals.tolist()}")
 
 
@@ -187,7 +181,8 @@ def tflite_push(model_dir: str, blessing_uri: str) -> tuple[bool, str]:
     left in the blessing folder by components/tflite_evaluation.py).
     """
     if not fileio.exists(tflite.model_path(model_dir)):
-        return False, "the model has no TFLite file (export.tflite none)"
+        return False, ("the model holds no TFLite file (made with export.tflite none, or a "
+                       "served version without one handed on unchanged)")
     for name, blessed in ((tflite.TFLITE_BLESSED_FILE, True),
                           (tflite.TFLITE_NOT_BLESSED_FILE, False)):
         path = _join(blessing_uri, name)

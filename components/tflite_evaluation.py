@@ -10,9 +10,10 @@ SavedModel's accuracy that TFMA measured through serving_default.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -25,7 +26,9 @@ from serving.tflite import (
     ClassAccuracy,
     TfliteClassifier,
     TfliteEvaluation,
-    TfliteModelInfo,
+    comparison,
+    points,
+    read_folder,
 )
 from trainer.tflite import app_pixels
 
@@ -52,17 +55,17 @@ def saved_model_accuracy(evaluation_uri: str) -> float | None:
     return None
 
 
-def split_examples(split_uri: str) -> tuple[list[bytes], np.ndarray]:
-    """The encoded images and labels of one split of ExampleGen's output (gzip TFRecords)."""
+def split_batches(split_uri: str, size: int) -> Iterator[tuple[list[bytes], np.ndarray]]:
+    """The encoded images and labels of one split of ExampleGen's output (gzip TFRecords),
+    `size` at a time: a large split of photos is never held whole.
+    """
     files = sorted(tf.io.gfile.glob(join(split_uri, "*")))
     spec = {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
             features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
-    images, labels = [], []
-    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
-        example = tf.io.parse_single_example(record, spec)
-        images.append(example[features.IMAGE_KEY].numpy())
-        labels.append(int(example[features.LABEL_KEY]))
-    return images, np.asarray(labels, np.int64)
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(size)
+    for records in dataset:
+        parsed = tf.io.parse_example(records, spec)
+        yield list(parsed[features.IMAGE_KEY].numpy()), parsed[features.LABEL_KEY].numpy()
 
 
 def saved_model_bytes(model_dir: str) -> int:
@@ -72,58 +75,56 @@ def saved_model_bytes(model_dir: str) -> int:
                if not relative.startswith("assets.extra/"))
 
 
-def predictions(classifier: TfliteClassifier, info: TfliteModelInfo,
-                encoded: Sequence[bytes]) -> np.ndarray:
-    """Class ids for the encoded images, decoded as an app decodes them, with progress."""
-    found = []
-    for start in range(0, len(encoded), _PROGRESS_EVERY):
-        pixels = app_pixels(encoded[start:start + _PROGRESS_EVERY], info.height, info.width,
-                            info.channels, info.resize_mode)
-        found.append(np.argmax(classifier.batch_probabilities(pixels), axis=-1))
-        if len(encoded) > _PROGRESS_EVERY:
-            log.info("[evaluator] TFLite: %d of %d images scored",
-                     min(start + _PROGRESS_EVERY, len(encoded)), len(encoded))
-    return np.concatenate(found) if found else np.zeros([0], np.int64)
-
-
 def evaluate_tflite(model_dir: str, split: str, split_uri: str, accuracy: float | None,
                     max_drop: float) -> TfliteEvaluation | None:
     """The TFLite model of model_dir scored on the split; None when the model has none."""
-    path = layout.model_path(model_dir)
-    if not fileio.exists(path):
+    model = read_folder(model_dir)
+    if model is None:
         return None
-    info = TfliteModelInfo.read(layout.folder(model_dir))
-    if info is None:
-        raise FileNotFoundError(f"{layout.folder(model_dir)} holds a TFLite model without its "
-                                f"{TfliteModelInfo.FILE}")
-    with fileio.open(join(layout.folder(model_dir), layout.LABELS_FILE), "rb") as f:
-        class_names = f.read().decode("utf-8").splitlines()
-    with fileio.open(path, "rb") as f:
-        classifier = TfliteClassifier(f.read())
-    encoded, labels = split_examples(split_uri)
-    if not encoded:
+    info = model.info
+    classifier = TfliteClassifier(model.content)
+
+    def pixels(encoded: list[bytes]) -> np.ndarray:
+        return app_pixels(encoded, info.height, info.width, info.channels, info.resize_mode)
+
+    log.info("[evaluator] scoring the TFLite %s model on the %s split", info.mode, split)
+    labels, predicted, timing_images = [], [], []
+    for encoded, batch_labels in split_batches(split_uri, _PROGRESS_EVERY):
+        batch = pixels(encoded)
+        predicted.append(classifier.batch_probabilities(batch).argmax(axis=-1))
+        labels.append(batch_labels)
+        timing_images.extend(batch[:max(0, layout.LATENCY_RUNS - len(timing_images))])
+        scored = sum(len(p) for p in predicted)
+        if scored >= _PROGRESS_EVERY:
+            log.info("[evaluator] TFLite: %d %s images scored", scored, split)
+    if not labels:
         raise ValueError(f"the {split} split ({split_uri}) holds no examples to score the "
                          "TFLite model on")
-    log.info("[evaluator] scoring the TFLite %s model on %d %s images", info.mode,
-             len(encoded), split)
-    predicted = predictions(classifier, info, encoded)
-    correct = predicted == labels
+    labels_all, correct = np.concatenate(labels), np.concatenate(predicted) == np.concatenate(
+        labels)
     per_class = tuple(
-        ClassAccuracy(name, int((labels == i).sum()), float(correct[labels == i].mean()))
-        for i, name in enumerate(class_names) if (labels == i).any())
-    latency = classifier.latency_ms(app_pixels(encoded[:layout.LATENCY_RUNS], info.height,
-                                               info.width, info.channels, info.resize_mode))
+        ClassAccuracy(name, int((labels_all == i).sum()), float(correct[labels_all == i].mean()))
+        for i, name in enumerate(model.labels) if (labels_all == i).any())
+    latency = classifier.latency_ms(timing_images)
     tflite_accuracy = float(correct.mean())
-    blessed, why = verdict(info.mode, split, len(encoded), tflite_accuracy, accuracy, max_drop)
+    blessed, why = verdict(info.mode, split, len(labels_all), tflite_accuracy, accuracy,
+                           max_drop)
     log.info("[evaluator] %s", why)
     return TfliteEvaluation(
-        mode=info.mode, split=split, examples=len(encoded), accuracy=tflite_accuracy,
+        mode=info.mode, split=split, examples=len(labels_all), accuracy=tflite_accuracy,
         per_class=per_class, saved_model_accuracy=accuracy, max_drop=max_drop,
         blessed=blessed, why=why, size_bytes=info.size_bytes,
         saved_model_bytes=saved_model_bytes(model_dir),
         latency_ms_median=statistics.median(latency),
         latency_ms_p99=float(np.percentile(latency, 99)), latency_runs=len(latency),
         differs_from_serving=info.differs_from_serving)
+
+
+def rejudged(evaluation: TfliteEvaluation, max_drop: float) -> TfliteEvaluation:
+    """A reused evaluation's TFLite verdict under this run's max_drop (the scores stand)."""
+    blessed, why = verdict(evaluation.mode, evaluation.split, evaluation.examples,
+                           evaluation.accuracy, evaluation.saved_model_accuracy, max_drop)
+    return dataclasses.replace(evaluation, max_drop=max_drop, blessed=blessed, why=why)
 
 
 def verdict(mode: str, split: str, examples: int, tflite_accuracy: float,
@@ -133,27 +134,26 @@ def verdict(mode: str, split: str, examples: int, tflite_accuracy: float,
     if accuracy is None:
         return False, (f"{score}; the SavedModel's accuracy was not found in the evaluation, "
                        "so its drop cannot be checked: not pushed")
-    # TFMA sums in float32: a drop of a millionth is no drop.
-    drop = round(accuracy - tflite_accuracy, 6)
-    points = f"{100 * abs(drop):.1f} point{'' if round(100 * abs(drop), 1) == 1 else 's'}"
-    if drop == 0:
-        compared = f"the same as the SavedModel's {100 * accuracy:.1f} %"
-    else:
-        compared = (f"{points} {'below' if drop > 0 else 'above'} the SavedModel's "
-                    f"{100 * accuracy:.1f} %")
-    allowed = f"{100 * max_drop:.1f} point below it allowed (thresholds.max_tflite_drop)"
-    if drop <= max_drop:
+    compared = comparison(tflite_accuracy, accuracy)
+    allowed = f"{points(max_drop)} below it allowed (thresholds.max_tflite_drop)"
+    if round(accuracy - tflite_accuracy, 6) <= max_drop:
         return True, f"{score}, {compared}, at most {allowed}: pushed with the version"
     return False, (f"{score}, {compared}, more than the {allowed}: not pushed; the version "
                    "goes out without a TFLite file")
 
 
-def write_verdict(blessing_uri: str, evaluation: TfliteEvaluation) -> None:
+def unscored(why: str) -> str:
+    """The verdict when the TFLite model could not be scored: the version goes without it."""
+    return (f"the TFLite model could not be scored ({why}): not pushed; the version goes out "
+            "without a TFLite file")
+
+
+def write_verdict(blessing_uri: str, blessed: bool, why: str) -> None:
     """The marker the Pusher reads (TFLITE_BLESSED or TFLITE_NOT_BLESSED), in the blessing."""
     fileio.makedirs(blessing_uri)
     for name in (layout.TFLITE_BLESSED_FILE, layout.TFLITE_NOT_BLESSED_FILE):
         if fileio.exists(join(blessing_uri, name)):
             fileio.remove(join(blessing_uri, name))
-    name = layout.TFLITE_BLESSED_FILE if evaluation.blessed else layout.TFLITE_NOT_BLESSED_FILE
+    name = layout.TFLITE_BLESSED_FILE if blessed else layout.TFLITE_NOT_BLESSED_FILE
     with fileio.open(join(blessing_uri, name), "w") as f:
-        f.write(evaluation.why + "\n")
+        f.write(why + "\n")

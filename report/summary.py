@@ -125,8 +125,11 @@ class RunSummary:
 
     def tflite_outcome(self) -> str:
         """The TFLite model in a few words, as `runs` lists it: "dynamic 97.1 % pushed",
-        "dynamic 91.0 % not pushed", "none" (the run scored no TFLite model).
+        "dynamic 91.0 % not pushed", "none" (the Evaluator scored no TFLite model: the
+        Pusher's note says why), "-" (no evaluation ran).
         """
+        if self.evaluation_uri is None:
+            return "-"
         if self.tflite is None:
             return "none"
         verdict = "pushed" if self.tflite_pushed else "not pushed"
@@ -530,28 +533,18 @@ def tflite_line(summary: RunSummary) -> str | None:
 
 
 # What the summary and the report say when the Evaluator scored no TFLite model.
-NO_TFLITE = ("no TFLite model in this run (the Trainer wrote none: --tflite none, or the "
-             "model was trained before TFLite export)")
+NO_TFLITE = ("no TFLite model in this run (the model holds none: made with --tflite none, "
+             "or handed on unchanged from a served version without one)")
 
 
 def tflite_drop_text(evaluation: TfliteEvaluation) -> str:
     """"0.3 points below the SavedModel's 97.4 % (--max-tflite-drop allows 0.5 points)"."""
-    drop = evaluation.drop
-    allowed = f"(--max-tflite-drop allows {_points(evaluation.max_drop)})"
-    if drop is None:
+    from serving.tflite import comparison, points
+
+    allowed = f"(--max-tflite-drop allows {points(evaluation.max_drop)})"
+    if evaluation.saved_model_accuracy is None:
         return f"the SavedModel's accuracy was not found, so the drop is unknown {allowed}"
-    drop = round(drop, 6)  # TFMA sums in float32 (components/tflite_evaluation.py verdict)
-    saved = f"the SavedModel's {percent(evaluation.saved_model_accuracy)}"
-    if drop == 0:
-        return f"the same as {saved} {allowed}"
-    side = "below" if drop > 0 else "above"
-    return f"{_points(abs(drop))} {side} {saved} {allowed}"
-
-
-def _points(fraction: float) -> str:
-    """0.005 -> "0.5 points" (of accuracy, in percentage points)."""
-    points = round(100 * fraction, 1)
-    return f"{points:.1f} point{'' if points == 1 else 's'}"
+    return f"{comparison(evaluation.accuracy, evaluation.saved_model_accuracy)} {allowed}"
 
 
 def tflite_score_text(evaluation: TfliteEvaluation) -> str:

@@ -173,17 +173,11 @@ def load_tflite(model_dir: str | Path) -> TfliteVersion:
             f"alone. lineage of version {version.name}, or its run's report, says why this "
             "one has none. Without ", Setting("predict.tflite"), ", predict classifies with "
             "the version's SavedModel; or pass an earlier version folder that holds one.")
-    folder = Path(tflite.folder(str(version)))
-    info = TfliteModelInfo.read(folder)
-    labels = folder / tflite.LABELS_FILE
-    if info is None or not labels.is_file():
-        raise ModelDirError(f"{folder}: the TFLite model lacks its {TfliteModelInfo.FILE} or "
-                            f"{tflite.LABELS_FILE}: not a model this pipeline pushed")
-    names = labels.read_text(encoding="utf-8").splitlines()
-    if len(names) != info.num_classes:
-        raise ModelDirError(f"{labels}: {len(names)} class names for a TFLite model of "
-                            f"{info.num_classes} classes ({folder / TfliteModelInfo.FILE})")
-    return TfliteVersion(version, info, names, path.read_bytes())
+    try:
+        model = tflite.read_folder(str(version))
+    except BadInput as e:
+        raise ModelDirError(f"{e}") from None
+    return TfliteVersion(version, model.info, list(model.labels), model.content)
 
 
 def predict_files_tflite(

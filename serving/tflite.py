@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from schema.errors import BadInput
 from schema.records import Record
 
 TFLITE_DIR = "assets.extra/tflite"
@@ -68,6 +69,61 @@ class TfliteModelInfo(Record):
     # How its answers may differ from serving_default (test-time augmentation left out...).
     differs_from_serving: tuple[str, ...] = ()
     calibration_images: int = 0  # int8: the train images its ranges were set on
+
+
+@dataclasses.dataclass(frozen=True)
+class TfliteFolder:
+    """A model's TFLite folder, read and checked: its info, class names and model bytes."""
+
+    folder: str
+    info: TfliteModelInfo
+    labels: tuple[str, ...]
+    content: bytes
+
+    @property
+    def path(self) -> str:
+        return f"{self.folder}/{MODEL_FILE}"
+
+
+def read_folder(model_dir: str) -> TfliteFolder | None:
+    """The TFLite folder of a model or version (any filesystem TFX's fileio reads); None when
+    it holds no model.tflite; BadInput naming the file when its tflite.json or labels.txt is
+    missing or does not fit the model.
+    """
+    from tfx.dsl.io import fileio
+
+    if not fileio.exists(model_path(model_dir)):
+        return None
+    where = folder(model_dir)
+    info = TfliteModelInfo.read(where)
+    labels_file = f"{where}/{LABELS_FILE}"
+    if info is None or not fileio.exists(labels_file):
+        raise BadInput(f"{where}: the TFLite model lacks its {TfliteModelInfo.FILE} or "
+                       f"{LABELS_FILE}: not a model this pipeline wrote")
+    with fileio.open(labels_file, "rb") as f:
+        labels = tuple(f.read().decode("utf-8").splitlines())
+    if len(labels) != info.num_classes:
+        raise BadInput(f"{labels_file}: {len(labels)} class names for a TFLite model of "
+                       f"{info.num_classes} classes ({where}/{TfliteModelInfo.FILE})")
+    with fileio.open(model_path(model_dir), "rb") as f:
+        return TfliteFolder(where, info, labels, f.read())
+
+
+def points(fraction: float) -> str:
+    """0.005 -> "0.5 points" (of accuracy, in percentage points)."""
+    value = round(100 * fraction, 1)
+    return f"{value:.1f} point{'' if value == 1 else 's'}"
+
+
+def comparison(tflite_accuracy: float, saved_model_accuracy: float) -> str:
+    """"0.3 points below the SavedModel's 97.4 %", or "the same as ..." (TFMA sums in
+    float32: a difference of a millionth is none).
+    """
+    drop = round(saved_model_accuracy - tflite_accuracy, 6)
+    saved = f"the SavedModel's {100 * saved_model_accuracy:.1f} %"
+    if drop == 0:
+        return f"the same as {saved}"
+    return f"{points(abs(drop))} {'below' if drop > 0 else 'above'} {saved}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,10 +185,7 @@ class TfliteClassifier:
         """
         import numpy as np
 
-        self._interpreter.set_tensor(self._input["index"],
-                                     np.asarray(pixels)[np.newaxis].astype(self._input["dtype"]))
-        self._interpreter.invoke()
-        output = self._interpreter.get_tensor(self._output["index"])[0]
+        output = self._invoke(pixels)[0]
         if np.issubdtype(self._output["dtype"], np.integer):
             scale, zero_point = self._output["quantization"]
             output = (output.astype(np.float32) - zero_point) * scale
@@ -148,13 +201,23 @@ class TfliteClassifier:
         """Milliseconds of each of `runs` batch-1 invocations, cycling through the images."""
         import numpy as np
 
-        self.probabilities(images[0])  # the first invocation prepares the kernels: not timed
+        batches = [np.asarray(image)[np.newaxis].astype(self._input["dtype"])
+                   for image in images[:runs]]
+        self._invoke(batches[0])  # the first invocation prepares the kernels: not timed
         times = []
         for i in range(runs):
-            image = np.asarray(images[i % len(images)])[np.newaxis].astype(self._input["dtype"])
             start = time.perf_counter()
-            self._interpreter.set_tensor(self._input["index"], image)
-            self._interpreter.invoke()
-            self._interpreter.get_tensor(self._output["index"])
+            self._invoke(batches[i % len(batches)])
             times.append((time.perf_counter() - start) * 1000)
         return times
+
+    def _invoke(self, pixels: Any) -> Any:
+        """The raw output [1, classes] for uint8 pixels [H, W, C] or [1, H, W, C]."""
+        import numpy as np
+
+        batch = np.asarray(pixels)
+        if batch.ndim == 3:
+            batch = batch[np.newaxis]
+        self._interpreter.set_tensor(self._input["index"], batch.astype(self._input["dtype"]))
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output["index"])

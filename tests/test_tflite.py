@@ -234,8 +234,9 @@ def test_the_pusher_runs_the_tflite_model_on_every_image_kind_and_refuses_a_brok
     verify_tflite(str(tmp_path / "good"))
 
     (target / layout.LABELS_FILE).write_text("red\ngreen\n")  # a class short
-    with pytest.raises(PushVerificationError, match=r"shape \(\d+, 3\), expected \(\d+, 2\)"):
+    with pytest.raises(PushVerificationError, match="2 class names for a TFLite model of 3"):
         verify_tflite(str(tmp_path / "good"))
+    (target / layout.LABELS_FILE).write_text("red\ngreen\nblue\n")
     (target / layout.MODEL_FILE).write_bytes(b"not a flatbuffer")
     with pytest.raises(PushVerificationError, match="does not run in TFLite's interpreter"):
         verify_tflite(str(tmp_path / "good"))
@@ -248,8 +249,9 @@ def test_the_tflite_file_goes_with_the_version_only_on_the_evaluators_word(tmp_p
     model, blessing = tmp_path / "model", tmp_path / "blessing"
     blessing.mkdir()
     model.mkdir()
-    assert tflite_push(str(model), str(blessing)) == (
-        False, "the model has no TFLite file (export.tflite none)")
+    assert tflite_push(str(model), str(blessing)) == (False, (
+        "the model holds no TFLite file (made with export.tflite none, or a served version "
+        "without one handed on unchanged)"))
     _version_with_tflite(model)
     assert tflite_push(str(model), str(blessing))[0] is False  # no verdict: not pushed
     (blessing / layout.TFLITE_NOT_BLESSED_FILE).write_text("1.2 points below\n")
@@ -277,17 +279,40 @@ def test_the_tflite_verdict_states_both_accuracies_and_the_allowed_drop(
     assert why.endswith("pushed with the version") if blessed else "not pushed" in why
 
 
-def test_app_pixels_are_the_transform_graphs_images_as_uint8() -> None:
-    from trainer.preprocessing import decode_images
+def test_app_pixels_follow_the_resize_modes_the_docs_describe() -> None:
+    """What docs/tflite.md tells an app to do: an image at the model's size is used as it is;
+    `crop` keeps the centred box of the target's aspect ratio; `pad` fits it inside, centred,
+    with black bars.
+    """
     from trainer.tflite import app_pixels
 
-    rng = np.random.default_rng(4)
-    photo = rng.integers(0, 256, size=(30, 20, 3), dtype=np.uint8)
-    encoded = [tf.io.encode_png(photo).numpy(), tf.io.encode_jpeg(photo).numpy()]
-    pixels = app_pixels(encoded, *SHAPE, "crop", chunk=1)
-    assert pixels.shape == (2, *SHAPE) and pixels.dtype == np.uint8
-    reference = decode_images(tf.constant(encoded), *SHAPE, "crop").numpy() * 255
-    assert np.abs(pixels - reference).max() <= 0.5 + 1e-4  # rounding only
+    exact = np.random.default_rng(4).integers(0, 256, size=SHAPE, dtype=np.uint8)
+    (same,) = app_pixels([tf.io.encode_png(exact).numpy()], *SHAPE, "stretch")
+    np.testing.assert_array_equal(same, exact)
+
+    wide = np.zeros((20, 60, 3), np.uint8)  # thirds: red, green, blue
+    for third in range(3):
+        wide[:, 20 * third:20 * (third + 1), third] = 255
+    encoded = [tf.io.encode_png(wide).numpy()]
+    (crop,) = app_pixels(encoded, *SHAPE, "crop")
+    assert (crop[:, :, 1] > 250).all() and (crop[:, :, [0, 2]] < 5).all()  # the green centre
+    (pad,) = app_pixels(encoded, *SHAPE, "pad")  # 60x20 -> 12x4, rows 4..7
+    assert (pad[:4] == 0).all() and (pad[8:] == 0).all()
+    assert pad[5, 0, 0] > 250 and pad[5, 6, 1] > 250 and pad[5, 11, 2] > 250
+
+
+def test_a_reused_tflite_verdict_is_judged_again_under_this_runs_max_drop() -> None:
+    from components.tflite_evaluation import rejudged
+    from serving.tflite import TfliteEvaluation
+
+    earlier = TfliteEvaluation(
+        mode="int8", split="test", examples=300, accuracy=0.96, per_class=(),
+        saved_model_accuracy=0.963, max_drop=0.005, blessed=True, why="...", size_bytes=1,
+        saved_model_bytes=2, latency_ms_median=1.0, latency_ms_p99=2.0, latency_runs=200)
+    strict = rejudged(earlier, 0.0)
+    assert (strict.blessed, strict.max_drop, strict.accuracy) == (False, 0.0, 0.96)
+    assert "more than the 0.0 points below it allowed" in strict.why
+    assert rejudged(earlier, 0.005).blessed
 
 
 @pytest.mark.parametrize(("recipe", "channels"), [("fast-gray", 1), ("fast-wide", 3)])

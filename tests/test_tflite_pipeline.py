@@ -115,8 +115,12 @@ def test_a_worse_tflite_model_is_not_pushed_while_the_saved_model_is(
     assert f"version {version} has no TFLite file: TFLite dynamic: 33.3 % on 18 test" in html
     assert "more than the 0.5 point below it allowed" in html
 
-    # Again, cached: the version without its TFLite file is the model served already.
+    # Again, cached: the version without its TFLite file is the model served already, to the
+    # Evaluator (which evaluates it once, reusing the first evaluation) and to the Pusher.
     assert main(args) == 0
     assert served_versions(str(serving / "m")) == [version]
-    again = run_artifact(store, summarize_run(store, "worse-tflite").run_id, "PushedModel")
+    rerun = summarize_run(store, "worse-tflite").run_id
+    assert EvaluationRecord.read(_evaluation_uri(store, rerun)).baseline_is_candidate
+    assert not TfliteEvaluation.read(_evaluation_uri(store, rerun)).blessed
+    again = run_artifact(store, rerun, "PushedModel")
     assert int_properties(again)["already_served"] == 1

@@ -99,6 +99,7 @@ def write_serving_model(
     eval_files: Sequence[str],
     train_files: Sequence[str],
     backbone: WeightsSource | None = None,
+    tflite: bool = True,
 ) -> None:
     """What the Trainer hands to the Evaluator and Pusher: the SavedModel with warm-up requests,
     and the TFLite model of `config.export.tflite` (int8 calibrated on train images).
@@ -113,4 +114,5 @@ def write_serving_model(
         backbone.write(export_dir)
     write_warmup_requests(export_dir, warmup_images(
         config.runtime.warmup, eval_files, config.image_shape, max(WARMUP_BATCH_SIZES)))
-    write_tflite_model(model, tf_transform_output, config, export_dir, train_files)
+    if tflite:  # multi-worker: the chief's model only (the others' exports are discarded)
+        write_tflite_model(model, tf_transform_output, config, export_dir, train_files)

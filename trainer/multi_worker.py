@@ -115,7 +115,7 @@ def train_worker(strategy: tf.distribute.Strategy, args: argparse.Namespace) -> 
     with _output_dirs(chief, args.serving_model_dir, args.model_run_dir) as (serving, run_dir):
         model, _ = train(config, inputs, log_dir=run_dir, strategy=strategy)
         write_serving_model(model, tf_transform_output, config, serving, args.eval_files,
-                            args.train_files)
+                            args.train_files, tflite=chief)
         model.save_weights(os.path.join(run_dir, WEIGHTS_FILE))
     _barrier(strategy)
     return chief

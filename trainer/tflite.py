@@ -241,15 +241,23 @@ def differences_from_serving(config: TrainerConfig) -> tuple[str, ...]:
 
 
 def calibration_sample(train_files: Sequence[str], config: TrainerConfig) -> np.ndarray:
-    """A seeded sample of `export.calibration_images` train images, as app pixels."""
+    """A seeded uniform sample of `export.calibration_images` train images, as app pixels.
+
+    Reservoir sampling over one pass of the split: a split written class by class, or in
+    shards of one class, still gives every class its share (a shuffle buffer would not).
+    """
     count = config.export.calibration_images
-    # A shuffle over more than the sample, so a split written class by class is mixed.
     files = sorted(f for pattern in train_files for f in tf.io.gfile.glob(pattern))
+    rng = np.random.default_rng(config.runtime.seed)
+    chosen: list[bytes] = []
+    for seen, record in enumerate(tf.data.TFRecordDataset(files, compression_type="GZIP")):
+        if seen < count:
+            chosen.append(record.numpy())
+        elif (slot := int(rng.integers(0, seen + 1))) < count:
+            chosen[slot] = record.numpy()
     spec = {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)}
-    dataset = (tf.data.TFRecordDataset(files, compression_type="GZIP")
-               .shuffle(max(4 * count, 1000), seed=config.runtime.seed).take(count))
     encoded = [tf.io.parse_single_example(record, spec)[features.IMAGE_KEY].numpy()
-               for record in dataset]
+               for record in chosen]
     return app_pixels(encoded, *config.image_shape, str(config.model.resize_mode))
 
 
