@@ -270,8 +270,8 @@ def test_a_run_without_a_tflite_model_says_so_in_one_line() -> None:
 
     section = _tflite_section(render(_report(tflite=NotRun(state="executed", why=NO_TFLITE))))
     assert section == ("<h2>TFLite model</h2><p class=\"muted\">Not available: no TFLite model "
-                       "in this run (the Trainer wrote none: --tflite none, or the model was "
-                       "trained before TFLite export).</p>\n")
+                       "in this run (the model holds none: made with --tflite none, or handed "
+                       "on unchanged from a served version without one).</p>\n")
     # A report.json written before the section existed reads back with it not recorded.
     data = _report().to_data()
     del data["tflite"]
@@ -284,7 +284,7 @@ def test_the_tflite_per_class_table_of_many_classes_is_folded() -> None:
 
 
 def test_the_run_summary_and_runs_state_the_tflite_verdict() -> None:
-    from report.summary import ComponentRun, RunSummary, format_summary
+    from report.summary import NO_TFLITE, ComponentRun, RunSummary, format_summary
 
     names = ["ants", "bees"]
     saved = reportfacts.evaluation(names)
@@ -312,8 +312,7 @@ def test_the_run_summary_and_runs_state_the_tflite_verdict() -> None:
     assert line.endswith("; version 3 has no TFLite file: the Evaluator's verdict.")
     assert left_out.tflite_outcome() == f"dynamic {shown} not pushed"
     none = dataclasses.replace(summary, tflite=None, tflite_pushed=False)
-    assert "TFLite: no TFLite model in this run (the Trainer wrote none: --tflite none, or " \
-        "the model was trained before TFLite export)." in list(format_summary(none))
+    assert f"TFLite: {NO_TFLITE}." in list(format_summary(none))
     assert none.tflite_outcome() == "none"
     assert not [line for line in format_summary(dataclasses.replace(none, evaluation_uri=None))
                 if line.startswith("TFLite")]
