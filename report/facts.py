@@ -385,8 +385,8 @@ def tflite_section(nodes: dict[str, NodeRecord], summary: RunSummary) -> TfliteF
         return _not_run(evaluator, Node.EVALUATOR)
     if summary.evaluation_missing:
         return NotRun(state=evaluator.state, why=summary.evaluation_missing)
-    if summary.tflite is None:
-        return NotRun(state=evaluator.state, why=NO_TFLITE)
+    if summary.tflite is None:  # the Pusher's note says why, when a version was pushed
+        return NotRun(state=evaluator.state, why=summary.tflite_note or NO_TFLITE)
     return TfliteFacts(evaluation=summary.tflite, pushed=summary.tflite_pushed,
                        version=summary.pushed_version, note=summary.tflite_note)
 
