@@ -243,7 +243,8 @@ class Executor(stock_executor.Executor):
             return
         if evaluation is None:
             return
-        evaluation.write(output_uri)
+        if evaluation != reused:  # a reused verdict that still holds stays the copied file
+            evaluation.write(output_uri)
         write_verdict(blessing.uri, evaluation.blessed, evaluation.why)
         blessing.set_int_custom_property("tflite_blessed", int(evaluation.blessed))
 

@@ -113,7 +113,7 @@ def test_a_worse_tflite_model_is_not_pushed_while_the_saved_model_is(
     assert report.tflite.pushed is False and report.tflite.note == evaluation.why
     html = (report_dir / REPORT_HTML).read_text()
     assert f"version {version} has no TFLite file: TFLite dynamic: 33.3 % on 18 test" in html
-    assert "more than the 0.5 point below it allowed" in html
+    assert "more than the 0.5 points below it allowed" in html
 
     # Again, cached: the version without its TFLite file is the model served already, to the
     # Evaluator (which evaluates it once, reusing the first evaluation) and to the Pusher.
