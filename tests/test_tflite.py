@@ -332,3 +332,41 @@ def test_the_other_scratch_recipes_convert_to_full_integer(recipe, channels) -> 
                                       tf.float32)).numpy()
     assert (tflite_probabilities(tflite, images[:50]).argmax(1) == reference.argmax(1)).mean() \
         >= 0.8
+
+
+def test_int8_survives_pooled_convs_whose_channels_differ_in_scale_by_far() -> None:
+    """Scale-free BN after a max pool lets training grow a conv's channels apart (trained
+    fast-gray on MNIST: std 0.7 to 23,000 in one tensor), which BN cancels; int8 quantizes the
+    tensor before the BN with one range, and before the fix answered one class for every image.
+    The same drift made here by hand leaves the Keras model's function as it was.
+    """
+    config = from_recipe("fast-gray", (12, 12, 1), CLASSES, {"model.widths": (8, 8, 8)})
+    images = np.random.default_rng(6).integers(0, 256, size=(MIN_CALIBRATION_IMAGES, 12, 12, 1),
+                                               dtype=np.uint8)
+    normalization = Normalization.standardize([0.5], [0.25])
+    model = build_model(config, normalization.apply(images[:64]).numpy())
+    inputs = normalization.apply(images[:50])
+    before = tf.nn.softmax(model(inputs, training=False)).numpy()
+    layers = model.layers
+    drifted = 0
+    for conv, pool, norm in zip(layers, layers[1:], layers[2:], strict=False):
+        if not (isinstance(conv, keras.layers.Conv2D)
+                and isinstance(pool, keras.layers.MaxPooling2D)
+                and isinstance(norm, keras.layers.BatchNormalization)):
+            continue
+        factor = np.logspace(0, 4, conv.filters).astype(np.float32)
+        conv.kernel.assign(np.asarray(conv.kernel) * factor)
+        norm.moving_mean.assign(np.asarray(norm.moving_mean) * factor)
+        norm.moving_variance.assign(
+            (np.asarray(norm.moving_variance) + norm.epsilon) * factor**2 - norm.epsilon)
+        drifted += 1
+    assert drifted == 2  # the two blocks of a 12x12 image
+    reference = tf.nn.softmax(model(inputs, training=False)).numpy()
+    np.testing.assert_allclose(reference, before, atol=1e-4)  # the same function
+    weights = [np.array(w) for w in model.weights]
+    tflite = convert(model, normalization, (12, 12, 1), TfliteMode.INT8, list(images))
+    assert (tflite_probabilities(tflite, images[:50]).argmax(1) == reference.argmax(1)).mean() \
+        >= 0.8
+    # The Keras model is handed back with its own weights.
+    assert all(np.array_equal(a, np.array(b))
+               for a, b in zip(weights, model.weights, strict=True))

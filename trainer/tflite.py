@@ -99,6 +99,74 @@ def _float32_compute(model: keras.Model) -> Iterator[None]:
             layer.dtype_policy = policy
 
 
+def _producer(layer: keras.layers.Layer) -> keras.layers.Layer | None:
+    """The layer whose output is `layer`'s only input, if it is used once, by `layer` only."""
+    if len(layer._inbound_nodes) != 1 or len(layer._inbound_nodes[0].input_tensors) != 1:
+        return None
+    producer = layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
+    if not isinstance(producer, keras.layers.Layer) or len(producer._outbound_nodes) != 1:
+        return None
+    return producer
+
+
+def _pooled_batch_norms(model: keras.Model) -> list[tuple[keras.layers.Layer,
+                                                            keras.layers.BatchNormalization]]:
+    """(conv, BN) pairs of conv -> max pool -> BN (channels last, each output used once)."""
+    pairs = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if (not isinstance(layer, keras.layers.BatchNormalization)
+                or layer.axis not in (-1, 3, [-1], [3])):
+            continue
+        pool = _producer(layer)
+        if not isinstance(pool, keras.layers.MaxPooling2D):
+            continue
+        conv = _producer(pool)
+        if isinstance(conv, keras.layers.Conv2D) and conv.data_format == "channels_last":
+            pairs.append((conv, layer))
+    return pairs
+
+
+@contextlib.contextmanager
+def _pool_batch_norm_folded(model: keras.Model) -> Iterator[None]:
+    """A conv -> max pool -> BN, with BN's per-channel factor moved into the conv, while the model
+    is traced: the same function, with the conv's output already at BN's scale.
+
+    The converter folds a BN into the conv just before it, never across a pool, and int8
+    quantizes activations per tensor. With scale-free BN the conv's kernel norms are free to
+    grow in training (the BN cancels them): trained fast-gray's pooled convs gave channels
+    of std 0.7 and of 23,000 in one tensor, whose int8 step (about 1300) rounded every
+    ordinary channel to zero, and the model answered one class. A max pool commutes with a
+    positive per-channel factor f = gamma / sqrt(variance + eps), so kernel * f -> pool -> BN
+    with mean * f, variance 1 - eps (and gamma 1) computes what it did, up to rounding. A pair
+    with a factor that is not positive (a negative gamma) is left as it is.
+    """
+    saved = []
+    try:
+        for conv, norm in _pooled_batch_norms(model):
+            mean = np.asarray(norm.moving_mean, np.float64)
+            factor = 1.0 / np.sqrt(np.asarray(norm.moving_variance, np.float64) + norm.epsilon)
+            if norm.scale:
+                factor = factor * np.asarray(norm.gamma, np.float64)
+            if not np.all(factor > 0) or not np.all(np.isfinite(factor)):
+                continue
+            variables = [conv.kernel, norm.moving_mean, norm.moving_variance]
+            values = [factor * np.asarray(conv.kernel, np.float64), mean * factor,
+                      np.full_like(mean, 1.0 - norm.epsilon)]
+            if conv.use_bias:
+                variables.append(conv.bias)
+                values.append(factor * np.asarray(conv.bias, np.float64))
+            if norm.scale:
+                variables.append(norm.gamma)
+                values.append(np.ones_like(mean))
+            saved.extend((variable, np.asarray(variable)) for variable in variables)
+            for variable, value in zip(variables, values, strict=True):
+                variable.assign(value.astype(variable.dtype))
+        yield
+    finally:
+        for variable, value in reversed(saved):
+            variable.assign(value)
+
+
 def _serving_function(model: keras.Model, normalization: Normalization,
                       image_shape: Sequence[int], pixel_dtype: tf.DType):
     height, width, channels = image_shape
@@ -132,7 +200,10 @@ def convert(model: keras.Model, normalization: Normalization, image_shape: Seque
                                  tf.float32 if int8 else tf.uint8)
     # Frozen first: the converter's own freezing fails on the variables Keras 3.15 makes
     # under TF 2.16 ("missing attribute 'value'" on a ReadVariableOp, an LLVM abort).
-    with _float32_compute(model):
+    # int8 quantizes each activation tensor with one range: a pooled conv's channels must be
+    # at BN's scale before the pool (_pool_batch_norm_folded); the other modes keep the weights.
+    folded = _pool_batch_norm_folded(model) if int8 else contextlib.nullcontext()
+    with _float32_compute(model), folded:
         frozen = convert_variables_to_constants_v2(function.get_concrete_function())
     # The model as trackable object: without one the converter takes its deprecated path.
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], model)
