@@ -133,9 +133,9 @@ def _pool_batch_norm_folded(model: keras.Model) -> Iterator[None]:
 
     The converter folds a BN into the conv just before it, never across a pool, and int8
     quantizes activations per tensor. With scale-free BN the conv's kernel norms are free to
-    grow in training (the BN cancels them): trained fast-gray's pooled convs gave channels
-    of std 0.7 and of 23,000 in one tensor, whose int8 step (about 1300) rounded every
-    ordinary channel to zero, and the model answered one class. A max pool commutes with a
+    grow in training (the BN cancels them), so one tensor holds channels of very different
+    scales, and one int8 step for all of them rounds the ordinary ones to zero: trained
+    fast-gray answered one class (docs/tflite.md has the figures). A max pool commutes with a
     positive per-channel factor f = gamma / sqrt(variance + eps), so kernel * f -> pool -> BN
     with mean * f, variance 1 - eps (and gamma 1) computes what it did, up to rounding. A pair
     with a factor that is not positive (a negative gamma) is left as it is.
