@@ -99,6 +99,25 @@ def test_every_mode_agrees_with_keras_on_uint8_pixels(trained, caplog) -> None:
     assert [layer.dtype_policy.name for layer in model.layers] == policies
 
 
+@pytest.mark.parametrize("mode", [TfliteMode.FLOAT32, TfliteMode.INT8])
+def test_the_tflite_model_averages_servings_test_time_augmented_views(trained, mode) -> None:
+    """Mirroring and shifting are TFLite builtins: the TFLite model answers as serving_default
+    (trainer/model.py class_probabilities), int8 included.
+    """
+    from trainer.model import class_probabilities
+
+    model, normalization, train, _ = trained
+    held_out, _ = _pixels(100, 6)
+    tflite = convert(model, normalization, SHAPE, mode, list(train[:120]), tta_flip=True,
+                     tta_translate=1)
+    reference = class_probabilities(model, normalization.apply(held_out), True, 1).numpy()
+    probabilities = tflite_probabilities(tflite, held_out)
+    assert (probabilities.argmax(1) == reference.argmax(1)).mean() >= AGREEMENT[mode]
+    if mode == TfliteMode.FLOAT32:
+        plain = tflite_probabilities(convert(model, normalization, SHAPE, mode), held_out)
+        assert np.abs(probabilities - plain).max() > 1e-3  # the views changed the answer
+
+
 def test_int8_calibration_warns_under_its_minimum_and_needs_images(caplog) -> None:
     inputs = keras.Input(SHAPE)
     model = keras.Model(inputs, keras.layers.Dense(len(CLASSES))(

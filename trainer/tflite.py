@@ -30,6 +30,7 @@ from schema import features
 from serving import tflite as layout
 from serving.tflite import TfliteClassifier, TfliteModelInfo
 from trainer.config import STANDARDIZE, TfliteMode, TrainerConfig
+from trainer.model import class_probabilities
 from trainer.preprocessing import decode_images, fixed_normalization
 
 log = logging.getLogger(__name__)
@@ -168,7 +169,8 @@ def _pool_batch_norm_folded(model: keras.Model) -> Iterator[None]:
 
 
 def _serving_function(model: keras.Model, normalization: Normalization,
-                      image_shape: Sequence[int], pixel_dtype: tf.DType):
+                      image_shape: Sequence[int], pixel_dtype: tf.DType, tta_flip: bool,
+                      tta_translate: int):
     height, width, channels = image_shape
     if len(normalization.scale) != channels:
         raise ValueError(f"normalization has {len(normalization.scale)} channels, "
@@ -177,15 +179,19 @@ def _serving_function(model: keras.Model, normalization: Normalization,
     @tf.function(input_signature=[tf.TensorSpec([1, height, width, channels], pixel_dtype,
                                                 name="pixels")])
     def classify(pixels: tf.Tensor) -> tf.Tensor:
-        logits = model(normalization.apply(pixels), training=False)
-        return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+        # serving_default's own test-time augmentation: mirroring (REVERSE_V2) and shifts
+        # (MIRROR_PAD, STRIDED_SLICE) are TFLite builtins, int8 included.
+        return class_probabilities(model, normalization.apply(pixels), tta_flip, tta_translate)
 
     return classify
 
 
 def convert(model: keras.Model, normalization: Normalization, image_shape: Sequence[int],
-            mode: TfliteMode, calibration_images: Iterable[np.ndarray] | None = None) -> bytes:
-    """The .tflite bytes of uint8 pixels [1, H, W, C] -> normalization -> model -> softmax.
+            mode: TfliteMode, calibration_images: Iterable[np.ndarray] | None = None,
+            tta_flip: bool = False, tta_translate: int = 0) -> bytes:
+    """The .tflite bytes of uint8 pixels [1, H, W, C] -> normalization -> model -> softmax,
+    averaged over serving_default's test-time augmented views (trainer/model.py
+    class_probabilities) when `tta_flip` / `tta_translate` ask for them.
 
     `calibration_images` (uint8 [H, W, C] each, a sample of the training images) set the int8
     ranges; the other modes need none.
@@ -197,7 +203,7 @@ def convert(model: keras.Model, normalization: Normalization, image_shape: Seque
     # model casts its uint8 input to float.
     int8 = mode == TfliteMode.INT8
     function = _serving_function(model, normalization, image_shape,
-                                 tf.float32 if int8 else tf.uint8)
+                                 tf.float32 if int8 else tf.uint8, tta_flip, tta_translate)
     # Frozen first: the converter's own freezing fails on the variables Keras 3.15 makes
     # under TF 2.16 ("missing attribute 'value'" on a ReadVariableOp, an LLVM abort).
     # int8 quantizes each activation tensor with one range: a pooled conv's channels must be
@@ -296,19 +302,24 @@ def app_pixels(encoded: Sequence[bytes], height: int, width: int, channels: int,
 
 
 def differences_from_serving(config: TrainerConfig) -> tuple[str, ...]:
-    """How the TFLite model's answers differ from serving_default's, by design."""
-    tta = []
-    if config.evaluation.tta_flip:
-        tta.append("the mirror image")
-    if config.evaluation.tta_translate:
-        tta.append(f"images shifted by {config.evaluation.tta_translate} pixels")
+    """How the TFLite model's answers may differ from serving_default's, and what its test-time
+    augmentation costs.
+    """
     found = []
-    if tta:
-        found.append("no test-time augmentation: serving_default averages the image with "
-                     + " and ".join(tta) + "; the TFLite model sees the image once")
+    views = tta_views(config)
+    if views > 1:
+        found.append(f"none in test-time augmentation: as serving_default does, it averages "
+                     f"{views} views of each image, so it runs the network {views} times per "
+                     "image")
     found.append("the app decodes and resizes the image itself (serving_default takes the "
                  "encoded file and does both in the Transform graph)")
     return tuple(found)
+
+
+def tta_views(config: TrainerConfig) -> int:
+    """How many times serving_default (and the TFLite model) run the network per image."""
+    return (2 if config.evaluation.tta_flip else 1) * (3 if config.evaluation.tta_translate
+                                                       else 1)
 
 
 def calibration_sample(train_files: Sequence[str], config: TrainerConfig) -> np.ndarray:
@@ -354,7 +365,8 @@ def write_tflite_model(model: keras.Model, tf_transform_output: tft.TFTransformO
     sample = calibration_sample(train_files, config) if mode == TfliteMode.INT8 else None
     log.info("[trainer] converting to TFLite %s%s", mode,
              "" if sample is None else f", calibrated on {len(sample)} train images")
-    content = convert(model, normalization, config.image_shape, mode, sample)
+    content = convert(model, normalization, config.image_shape, mode, sample,
+                      config.evaluation.tta_flip, config.evaluation.tta_translate)
     height, width, channels = config.image_shape
     info = TfliteModelInfo(
         mode=str(mode), height=height, width=width, channels=channels,
