@@ -401,7 +401,7 @@ def main() -> None:
         "settings": args.set,
         "limit": args.limit,
         "latency_runs": max(200, args.latency_runs),
-        "timing_lock": str(args.timing_lock) if args.timing_lock else None,
+        "timing_lock": relative(args.timing_lock) if args.timing_lock else None,
         "results": {},
     }
     work = args.work_dir.resolve()
