@@ -92,7 +92,7 @@ def _predict_tflite(args: argparse.Namespace):
 
     model, predictions = predict_files_tflite(args.model_dir, args.images, app_pixels,
                                               args.top_k)
-    used = {"mode": model.info.mode, "file": str(model.path)}
+    used = {"mode": model.model.info.mode, "file": model.model.path}
     return model.version, predictions, used
 
 

@@ -11,7 +11,6 @@ from typing import Any
 from schema import features
 from schema.errors import BadInput, Setting
 from serving import tflite
-from serving.tflite import TfliteModelInfo
 
 
 class ModelDirError(BadInput):
@@ -149,13 +148,7 @@ class TfliteVersion:
     """A version's TFLite model as `predict --tflite` runs it."""
 
     version: Path
-    info: TfliteModelInfo
-    labels: list[str]
-    model: bytes
-
-    @property
-    def path(self) -> Path:
-        return Path(tflite.model_path(str(self.version)))
+    model: tflite.TfliteFolder
 
 
 def load_tflite(model_dir: str | Path) -> TfliteVersion:
@@ -177,7 +170,7 @@ def load_tflite(model_dir: str | Path) -> TfliteVersion:
         model = tflite.read_folder(str(version))
     except BadInput as e:
         raise ModelDirError(f"{e}") from None
-    return TfliteVersion(version, model.info, list(model.labels), model.content)
+    return TfliteVersion(version, model)
 
 
 def predict_files_tflite(
@@ -189,9 +182,10 @@ def predict_files_tflite(
     from the TFLite model's labels.txt. An image that cannot be read or decoded gets its own
     error, and the others are still predicted.
     """
-    model = load_tflite(model_dir)
+    loaded = load_tflite(model_dir)
+    model = loaded.model
     try:
-        classifier = tflite.TfliteClassifier(model.model)
+        classifier = tflite.TfliteClassifier(model.content)
     except Exception as e:  # noqa: BLE001 - any load failure: the file is unusable
         first_line = (str(e).strip().splitlines() or [e.__class__.__name__])[0][:300]
         raise ModelDirError(f"{model.path}: the TFLite model does not load in TFLite's "
@@ -218,7 +212,7 @@ def predict_files_tflite(
         class_id = int(order[0])
         results[i] = Prediction(str(image_paths[i]), model.labels[class_id], class_id,
                                 [(model.labels[j], float(probabilities[j])) for j in order])
-    return model, [results[i] for i in range(len(image_paths))]
+    return loaded, [results[i] for i in range(len(image_paths))]
 
 
 def _predict_batches(serve, labels: list[str], images: list[tuple[int, bytes]], top_k: int):

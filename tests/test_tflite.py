@@ -24,10 +24,17 @@ from trainer.tflite import (
     TfliteMode,
     convert,
     normalization_from_transform,
-    tflite_probabilities,
 )
 
 SHAPE = (12, 12, 3)
+
+
+def tflite_probabilities(tflite: bytes, images: np.ndarray) -> np.ndarray:
+    from serving.tflite import TfliteClassifier
+
+    return TfliteClassifier(tflite).batch_probabilities(images)
+
+
 CLASSES = ("red", "green", "blue")
 # Argmax agreement with the Keras model that each mode must reach.
 AGREEMENT = {TfliteMode.FLOAT32: 0.95, TfliteMode.FLOAT16: 0.95, TfliteMode.DYNAMIC: 0.95,

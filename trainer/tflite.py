@@ -28,7 +28,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 
 from schema import features
 from serving import tflite as layout
-from serving.tflite import TfliteClassifier, TfliteModelInfo
+from serving.tflite import TfliteModelInfo
 from trainer.config import STANDARDIZE, TfliteMode, TrainerConfig
 from trainer.model import class_probabilities
 from trainer.preprocessing import decode_images, fixed_normalization
@@ -278,11 +278,6 @@ def _float_ops(tflite: bytes) -> list[str]:
                 and any(dtypes[index] == np.float32 for index in tensors)):
             names.add(op["op_name"])
     return sorted(names)
-
-
-def tflite_probabilities(tflite_model: bytes, images: np.ndarray) -> np.ndarray:
-    """Probabilities [n, classes] of the .tflite model on uint8 images [n, H, W, C]."""
-    return TfliteClassifier(tflite_model).batch_probabilities(images)
 
 
 def app_pixels(encoded: Sequence[bytes], height: int, width: int, channels: int,
