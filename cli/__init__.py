@@ -1,5 +1,5 @@
-"""`python -m pipeline <command>` (or `tfx-image`): ingest, run, predict, compile-kfp, runs,
-lineage, report, schema. One module per command (add_parser + execute); cli/main.py assembles
+"""`python -m pipeline <command>` (or `tfx-image`): ingest, run, predict, infer, compile-kfp,
+runs, lineage, report, schema. One module per command (add_parser + execute); cli/main.py assembles
 them.
 
 Heavy imports (TensorFlow, TFX) happen inside the commands, so `--help` and `ingest` start fast.

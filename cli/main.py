@@ -6,7 +6,7 @@ import argparse
 import functools
 import logging
 
-from cli import compile_kfp, ingest, lineage, logs, predict, report, run, runs, schema
+from cli import compile_kfp, infer, ingest, lineage, logs, predict, report, run, runs, schema
 from cli.common import EXIT_BAD_INPUT, EXIT_BUSY, EXIT_FAILED, log
 from schema.errors import TRAINER, Explained, Setting, neutral_name
 
@@ -15,6 +15,7 @@ COMMANDS = {
     "ingest": ingest,
     "run": run,
     "predict": predict,
+    "infer": infer,
     "compile-kfp": compile_kfp,
     "runs": runs,
     "lineage": lineage,
@@ -28,12 +29,13 @@ examples:
   python -m pipeline ingest photos/ data/photos   # image folder -> TFRecords
   python -m pipeline run --data data/photos --epochs 20 --serving-dir /models
   python -m pipeline predict --model-dir serving_model/digits img1.png img2.png
+  python -m pipeline infer --model-dir serving_model/digits photos/ --output scores.csv
   python -m pipeline compile-kfp --output pipeline.yaml
 
 exit codes: 0 ok, 1 the pipeline or a command failed, 2 bad input or arguments,
             3 the data gate rejected the data (anomalies or label drift; nothing trained),
             4 another run of the same pipeline holds the pipeline root, or another
-              ingest is writing the same OUT
+              ingest is writing the same OUT, or another infer the same --output
 """
 
 

@@ -18,7 +18,7 @@ import dataclasses
 import errno
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from ingest.imageinfo import PNG_SIGNATURE, BadImage
 
@@ -96,57 +96,73 @@ def walk(folder: str, above: Sequence[str] = ()) -> Walk:
     it from) is a loop: listed as bad, not entered.
     """
     result = Walk()
+    for path, problem in iter_walk(folder, above, result):
+        if problem is None:
+            result.files.append(path)
+        else:
+            result.bad.append((path, problem))
+    return result
+
+
+def iter_walk(folder: str, above: Sequence[str] = (), counts: Walk | None = None
+              ) -> Iterator[tuple[str, str | None]]:
+    """`walk` one entry at a time, in the same order: (path, None) for a regular file,
+    (shown path, reason) for what cannot be read. Holds one folder's listing per level, never
+    the whole tree's files; links followed are counted in counts.links when given.
+    """
+    counts = Walk() if counts is None else counts
     ancestors: dict[tuple[int, int], str] = {}
     for path in (*above, folder):
         try:
             key = _key(os.stat(path))
         except OSError as e:
-            result.bad.append((shown(path), stat_problem(e, path)))
-            return result
+            yield shown(path), stat_problem(e, path)
+            return
         if key in ancestors:
-            result.bad.append((shown(folder), _loop(ancestors[key])))
-            return result
+            yield shown(folder), _loop(ancestors[key])
+            return
         ancestors[key] = path
-    result.links += os.path.islink(folder)
-    _walk_into(folder, ancestors, result)
-    return result
+    counts.links += os.path.islink(folder)
+    yield from _walk_into(folder, ancestors, counts)
 
 
-def _walk_into(folder: str, ancestors: dict[tuple[int, int], str], result: Walk) -> None:
+def _walk_into(folder: str, ancestors: dict[tuple[int, int], str], counts: Walk
+               ) -> Iterator[tuple[str, str | None]]:
     try:
         with os.scandir(folder) as listing:
             entries = sorted(listing, key=lambda e: e.name)
     except OSError as e:
-        result.bad.append((shown(folder), f"cannot list folder: {e.strerror}"))
+        yield shown(folder), f"cannot list folder: {e.strerror}"
         return
     for entry in entries:
         if entry.name.startswith("."):
             continue
         if not is_utf8(entry.name):
-            result.bad.append((shown(entry.path), "name is not valid UTF-8; rename it"))
+            yield shown(entry.path), "name is not valid UTF-8; rename it"
         elif entry.is_file(follow_symlinks=False):  # the common case: no stat call
-            result.files.append(entry.path)
+            yield entry.path, None
         else:
-            _follow(entry, ancestors, result)
+            yield from _follow(entry, ancestors, counts)
 
 
-def _follow(entry: os.DirEntry, ancestors: dict[tuple[int, int], str], result: Walk) -> None:
+def _follow(entry: os.DirEntry, ancestors: dict[tuple[int, int], str], counts: Walk
+            ) -> Iterator[tuple[str, str | None]]:
     """A folder, a link or anything else: stat it (through links) and walk or list it."""
     try:
         st = entry.stat()
     except OSError as e:
-        result.bad.append((shown(entry.path), stat_problem(e, entry.path)))
+        yield shown(entry.path), stat_problem(e, entry.path)
         return
-    result.links += entry.is_symlink()
+    counts.links += entry.is_symlink()
     if stat.S_ISREG(st.st_mode):
-        result.files.append(entry.path)
+        yield entry.path, None
     elif not stat.S_ISDIR(st.st_mode):
-        result.bad.append((shown(entry.path), f"not a regular file ({file_kind(st.st_mode)})"))
+        yield shown(entry.path), f"not a regular file ({file_kind(st.st_mode)})"
     elif _key(st) in ancestors:
-        result.bad.append((shown(entry.path), _loop(ancestors[_key(st)])))
+        yield shown(entry.path), _loop(ancestors[_key(st)])
     else:
         ancestors[_key(st)] = entry.path
-        _walk_into(entry.path, ancestors, result)
+        yield from _walk_into(entry.path, ancestors, counts)
         del ancestors[_key(st)]
 
 

@@ -100,9 +100,17 @@ def load_serving_signature(version: Path):
         encoding="utf-8").splitlines()
 
 
-def _decode_error(error: Exception) -> str:
-    """TF's refusal of one image, as one line (its first, without the graph's node names)."""
-    first_line = (str(error).strip().splitlines() or [error.__class__.__name__])[0]
+# Lines of a TF error raised by a graph that say where, not what.
+_WHERE_LINES = ("Graph execution error", "Detected at node", "<stack traces unavailable>")
+
+
+def decode_error(error: Exception) -> str:
+    """TF's refusal of one image, as one line: the first that says what is wrong (a graph's
+    error starts with where it happened), without the graph's node names.
+    """
+    lines = [line.strip() for line in str(error).strip().splitlines()]
+    said = [line for line in lines if line and not line.startswith(("[[", *_WHERE_LINES))]
+    first_line = (said or lines or [error.__class__.__name__])[0]
     return "the model cannot decode it: " + first_line.split(" [[")[0].strip()[:300]
 
 
@@ -205,7 +213,7 @@ def predict_files_tflite(
             try:
                 decoded.append((i, pixels([data])[0]))
             except Exception as e:  # noqa: BLE001 - TF raises several types for bad images
-                results[i] = Prediction(str(image_paths[i]), None, None, [], _decode_error(e))
+                results[i] = Prediction(str(image_paths[i]), None, None, [], decode_error(e))
     for i, image in decoded:
         probabilities = classifier.probabilities(image)
         order = probabilities.argsort()[::-1][:top_k]
@@ -229,7 +237,7 @@ def _predict_batches(serve, labels: list[str], images: list[tuple[int, bytes]], 
             try:
                 answers.append((i, _predict(serve, labels, [data], top_k)[0]))
             except Exception as e:  # noqa: BLE001 - TF raises several types for bad images
-                answers.append((i, Prediction("", None, None, [], _decode_error(e))))
+                answers.append((i, Prediction("", None, None, [], decode_error(e))))
         return answers
 
 
