@@ -1,0 +1,379 @@
+"""`infer`: batch scoring into csv, JSON lines and TFRecord files, resumed after a kill, and its
+refusals. The model is a small SavedModel with the pipeline's serving signature (encoded bytes
+in, probabilities out, from the mean colour), written here in two versions: no training.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import imagegen
+from cli import EXIT_BAD_INPUT, EXIT_BUSY, EXIT_OK
+from components.batch_inference import (
+    ScoringSummary,
+    _lock_path,
+    read_bad,
+    read_rows,
+    score_folder,
+)
+from conftest import run_cli
+from ingest.lock_holder import exclusive
+from schema import features
+from schema.errors import BadInput, MissingInput, Setting
+from serving.batch_scoring import SUFFIXES, bad_path
+
+REPO = Path(__file__).resolve().parent.parent
+CLASSES = ("red", "green", "blue")  # the brightest channel, in RGB order
+FORMATS = pytest.mark.parametrize("suffix", SUFFIXES)
+
+
+class _TinyModel(tf.Module):
+    """serving_default as the pipeline exports it, on a model that needs no training."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.SERVING_INPUT)])
+    def serve(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
+        def mean_rgb(data: tf.Tensor) -> tf.Tensor:
+            pixels = tf.io.decode_image(data, channels=3, expand_animations=False)
+            return tf.reduce_mean(tf.cast(pixels, tf.float32), axis=[0, 1])
+
+        means = tf.map_fn(mean_rgb, image, fn_output_signature=tf.float32)
+        probabilities = tf.nn.softmax(means / 16.0)
+        class_ids = tf.argmax(probabilities, axis=-1)
+        return {
+            features.OUTPUT_CLASS_IDS: class_ids,
+            features.OUTPUT_CLASS_NAMES: tf.gather(tf.constant(CLASSES), class_ids),
+            features.OUTPUT_PROBABILITIES: probabilities,
+        }
+
+
+@pytest.fixture(scope="module")
+def model_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """<base>/1 and <base>/2: the same small model in two versions, with their labels."""
+    base = tmp_path_factory.mktemp("serving") / "colors"
+    module = _TinyModel()
+    signatures = {features.SERVING_SIGNATURE: module.serve.get_concrete_function()}
+    for version in ("1", "2"):
+        tf.saved_model.save(module, str(base / version), signatures=signatures)
+        (base / version / "assets").mkdir(exist_ok=True)
+        (base / version / "assets" / features.LABELS_ASSET).write_text("\n".join(CLASSES) + "\n")
+    return base
+
+
+# imagegen.write_folder's class folders are named after the dominant channel.
+PER_SPLIT = {"a": 3, "b/c": 2}
+N_IMAGES = sum(PER_SPLIT.values()) * len(imagegen.CLASS_NAMES)
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    """15 images in nested folders, a text file and a JPEG whose Huffman table is nonsense."""
+    root = tmp_path / "images"
+    imagegen.write_folder(root, PER_SPLIT)
+    (root / "notes.txt").write_text("not an image")
+    jpeg = imagegen.image_bytes("red", np.random.default_rng(1), fmt="JPEG")
+    (root / "b" / "broken.jpg").write_bytes(imagegen.corrupt_jpeg(jpeg))
+    return root
+
+
+def _image_paths(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.suffix in (".png", ".jpg")
+            and p.name != "broken.jpg"}
+
+
+def _check_rows(output: Path, expected: set[str], version: str = "2") -> None:
+    rows = list(read_rows(output))
+    paths = [row.path for row in rows]
+    assert sorted(paths) == sorted(expected), "every image exactly once"
+    for row in rows:
+        assert row.version == version
+        assert len(row.top_ids) == 3 and list(row.top_probabilities) == sorted(
+            row.top_probabilities, reverse=True)
+        assert row.top_names == tuple(CLASSES[i] for i in row.top_ids)
+        assert math.isclose(sum(row.probabilities), 1.0, abs_tol=1e-4)
+        assert row.top_probabilities[0] == pytest.approx(max(row.probabilities), abs=1e-6)
+        # The class is the folder name: the dominant colour.
+        assert row.top_names[0] == Path(row.path).parent.name
+
+
+@FORMATS
+def test_every_image_scored_once_and_bad_files_listed(model_base, images, tmp_path, suffix):
+    output = tmp_path / "out" / f"scores{suffix}"
+    seen = []
+    summary = score_folder(images, model_base, output, batch_size=4, progress=seen.append)
+    assert isinstance(summary, ScoringSummary)
+    assert (summary.version, summary.version_path) == ("2", str(model_base / "2"))
+    assert (summary.scored, summary.already_scored, summary.rows) == (N_IMAGES, 0, N_IMAGES)
+    bad = dict(summary.bad)
+    assert set(bad) == {"notes.txt", "b/broken.jpg"}
+    assert "not a JPEG or PNG" in bad["notes.txt"]
+    assert bad["b/broken.jpg"].startswith("the model cannot decode it: ")
+    assert "Graph execution error" not in bad["b/broken.jpg"]
+    assert {(b.path, b.reason) for b in read_bad(output)} == set(summary.bad)
+    _check_rows(output, _image_paths(images))
+    assert seen[-1].done == seen[-1].total == N_IMAGES + 2
+    assert [p.done for p in seen] == sorted(p.done for p in seen)
+
+    again = score_folder(images, model_base, output, batch_size=4)
+    assert (again.scored, again.already_scored, again.already_bad, again.bad) == (
+        0, N_IMAGES, 2, ())
+    _check_rows(output, _image_paths(images))
+
+
+def test_csv_has_a_column_per_class(model_base, images, tmp_path):
+    output = tmp_path / "scores.csv"
+    score_folder(images, model_base, output, top_k=2)
+    header = output.read_text().splitlines()[0].split(",")
+    assert header == ["path", "version", "top1_id", "top1_name", "top1_probability", "top2_id",
+                      "top2_name", "top2_probability", "probability:red", "probability:green",
+                      "probability:blue"]
+    # Another top-k does not fit the header: refused, naming the setting.
+    with pytest.raises(BadInput) as raised:
+        score_folder(images, model_base, output, top_k=3)
+    assert Setting("infer.top_k") in raised.value.settings
+
+
+def test_the_cli_prints_the_summary(model_base, images, tmp_path):
+    output = tmp_path / "scores.jsonl"
+    code, out, err = run_cli(["infer", "--model-dir", str(model_base), str(images),
+                              "--output", str(output), "--batch-size", "5"])
+    assert code == EXIT_OK, err
+    assert out[-1].startswith(f"scored {N_IMAGES} images, skipped 0 (already scored), 2 bad, in ")
+    assert out[-1].endswith(f"images/s): {output} ({N_IMAGES} rows)")
+    assert any("b/broken.jpg: the model cannot decode it" in line for line in err)
+    assert "Traceback" not in "\n".join(err)
+    code, out, _ = run_cli(["infer", "--model-dir", str(model_base / "2"), str(images),
+                            "--output", str(output)])
+    assert code == EXIT_OK
+    assert out[-1].startswith(f"scored 0 images, skipped {N_IMAGES} (already scored), 0 bad")
+    assert "2 by an earlier run, not retried" in out[-2]
+
+
+# --- resuming ----------------------------------------------------------------------------
+
+
+def _cut_last_record(output: Path) -> None:
+    """What a kill in the middle of a write leaves: the last record half written."""
+    data = output.read_bytes()
+    last = list(read_rows(output))[-1]
+    if output.suffix == ".tfrecord":
+        cut = len(data) - 30
+    else:
+        start = data.rindex(b"\n", 0, len(data) - 1) + 1
+        assert last.path.encode() in data[start:]
+        cut = start + (len(data) - start) // 2
+    output.write_bytes(data[:cut])
+
+
+@FORMATS
+def test_a_torn_last_record_is_cut_and_its_image_scored_again(model_base, images, tmp_path,
+                                                              suffix):
+    output = tmp_path / f"scores{suffix}"
+    score_folder(images, model_base, output, batch_size=4)
+    _cut_last_record(output)
+    assert len(list(read_rows(output))) == N_IMAGES - 1
+    summary = score_folder(images, model_base, output, batch_size=4)
+    assert (summary.scored, summary.already_scored, summary.rows) == (1, N_IMAGES - 1, N_IMAGES)
+    _check_rows(output, _image_paths(images))
+
+
+@FORMATS
+def test_garbage_after_the_rows_is_cut(model_base, images, tmp_path, suffix):
+    output = tmp_path / f"scores{suffix}"
+    score_folder(images, model_base, output)
+    with open(output, "ab") as handle:
+        handle.write(b'{"path": "a/x' if suffix == ".jsonl" else b"a/x.png,2,1,bl"
+                     if suffix == ".csv" else b"\x10\x00\x00")
+    with open(bad_path(output), "ab") as handle:
+        handle.write(b'{"path": "no')
+    summary = score_folder(images, model_base, output)
+    assert (summary.scored, summary.already_bad) == (0, 2)
+    _check_rows(output, _image_paths(images))
+    assert len(list(read_bad(output))) == 2
+
+
+def _damage_a_middle_row(output: Path) -> None:
+    lines = output.read_bytes().splitlines(keepends=True)
+    lines[3] = b"not a row\n"
+    output.write_bytes(b"".join(lines))
+
+
+def test_a_damaged_row_before_the_end_is_refused(model_base, images, tmp_path):
+    output = tmp_path / "scores.jsonl"
+    score_folder(images, model_base, output)
+    _damage_a_middle_row(output)
+    with pytest.raises(BadInput, match="is damaged .* and is not the last one"):
+        score_folder(images, model_base, output)
+
+
+# A child that pauses in the middle of each batch's write, so a kill leaves a torn record.
+_SLOW_WRITER = """
+import sys, time
+from serving import batch_scoring
+
+def append(handle, data):
+    if data:
+        handle.write(data[:len(data) // 2]); handle.flush()
+        time.sleep(0.3)
+        handle.write(data[len(data) // 2:]); handle.flush()
+
+batch_scoring.OutputWriter._append = staticmethod(append)
+from cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@FORMATS
+def test_killed_mid_run_then_resumed_scores_every_image_once(model_base, tmp_path, suffix):
+    images = tmp_path / "many"
+    imagegen.write_folder(images, {"": 14})
+    expected = _image_paths(images)
+    output = tmp_path / f"scores{suffix}"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_WRITER, "infer", "--model-dir", str(model_base),
+         str(images), "--output", str(output), "--batch-size", "3"],
+        cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and child.poll() is None:
+            if output.is_file() and len(list(read_rows(output))) >= 6:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"the child ended ({child.returncode}) or wrote nothing in time")
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    before = len(list(read_rows(output)))
+    assert 6 <= before < len(expected), "killed mid-run"
+    summary = score_folder(images, model_base, output, batch_size=3)
+    assert summary.already_scored == before
+    assert summary.scored == len(expected) - before
+    _check_rows(output, expected)
+
+
+# --- refusals ----------------------------------------------------------------------------
+
+
+def test_another_versions_output_is_refused_unless_overwritten(model_base, images, tmp_path):
+    output = tmp_path / "scores.csv"
+    score_folder(images, model_base / "1", output)
+    code, _, err = run_cli(["infer", "--model-dir", str(model_base), str(images),
+                            "--output", str(output)])
+    text = "\n".join(err)
+    assert code == EXIT_BAD_INPUT and "Traceback" not in text, text
+    assert "holds rows of model version 1, and this model is version 2" in text
+    assert "--overwrite" in text
+    assert {r.version for r in read_rows(output)} == {"1"}, "left as it was"
+    code, out, err = run_cli(["infer", "--model-dir", str(model_base), str(images),
+                              "--output", str(output), "--overwrite"])
+    assert code == EXIT_OK, err
+    assert out[-1].startswith(f"scored {N_IMAGES} images")
+    _check_rows(output, _image_paths(images), version="2")
+    assert len(list(read_bad(output))) == 2, "the sidecar started afresh too"
+
+
+@pytest.mark.parametrize("case", ["empty folder", "bad suffix", "inside source",
+                                  "missing source", "missing model"])
+def test_refusals_exit_2_with_one_line(model_base, images, tmp_path, case):
+    source, model, output = images, model_base, tmp_path / "scores.csv"
+    if case == "empty folder":
+        source = tmp_path / "empty"
+        (source / "sub").mkdir(parents=True)
+        (source / ".hidden.png").write_bytes(b"x")
+        expect = "no files found to score"
+    elif case == "bad suffix":
+        output = tmp_path / "scores.parquet"
+        expect = "must end in one of .csv, .jsonl, .tfrecord"
+    elif case == "inside source":
+        output = images / "a" / "scores.jsonl"
+        expect = "is inside the source folder"
+    elif case == "missing source":
+        source = tmp_path / "nowhere"
+        expect = "no such folder"
+    else:
+        model = tmp_path / "no-model"
+        expect = "no such model directory"
+    code, _, err = run_cli(["infer", "--model-dir", str(model), str(source),
+                            "--output", str(output)])
+    text = "\n".join(err)
+    assert code == EXIT_BAD_INPUT, text
+    assert expect in text and "Traceback" not in text
+    assert not output.exists()
+    if case.startswith("missing"):
+        with pytest.raises(MissingInput):
+            score_folder(source, model, output)
+
+
+def test_fail_on_bad_stops_at_the_first_bad_image_keeping_the_rows(model_base, tmp_path):
+    images = tmp_path / "images"
+    imagegen.write_folder(images, {"": 2})
+    (images / "green" / "zz.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    output = tmp_path / "scores.jsonl"
+    code, _, err = run_cli(["infer", "--model-dir", str(model_base), str(images),
+                            "--output", str(output), "--batch-size", "2", "--fail-on-bad"])
+    text = "\n".join(err)
+    assert code == EXIT_BAD_INPUT, text
+    assert "green/zz.png: the model cannot decode it" in text and "--fail-on-bad" in text
+    kept = {r.path for r in read_rows(output)}
+    assert {"blue/000.png", "blue/001.jpg", "green/000.png", "green/001.jpg"} <= kept
+    assert list(read_bad(output)) == [], "not listed: it is tried again next time"
+    # Without it, the rest is scored and the image listed.
+    summary = score_folder(images, model_base, output, batch_size=2)
+    assert [path for path, _ in summary.bad] == ["green/zz.png"]
+    assert summary.rows == 6
+
+
+def test_a_second_infer_on_the_same_output_is_refused_naming_the_holder(model_base, images,
+                                                                        tmp_path):
+    output = tmp_path / "scores.jsonl"
+
+    def busy(holder: dict) -> Exception:
+        return AssertionError("the test takes the free lock")
+
+    with exclusive(_lock_path(output), busy):
+        code, _, err = run_cli(["infer", "--model-dir", str(model_base), str(images),
+                                "--output", str(output)])
+    text = "\n".join(err)
+    assert code == EXIT_BUSY, text
+    assert f"is being written by another infer (pid {os.getpid()}" in text
+    assert not output.exists()
+
+
+# --- an ingest output as the source -------------------------------------------------------
+
+
+def test_an_ingest_output_is_scored_by_source_path(model_base, tmp_path):
+    images = tmp_path / "images"
+    imagegen.write_folder(images, {"": 6})
+    ingested = tmp_path / "ingested"
+    code, _, err = run_cli(["ingest", str(images), str(ingested), "--workers", "1"])
+    assert code == EXIT_OK, err
+    output = tmp_path / "scores.tfrecord"
+    summary = score_folder(ingested, model_base, output, batch_size=5)
+    assert summary.source_kind == "ingest output"
+    assert (summary.scored, summary.bad) == (18, ())
+    _check_rows(output, _image_paths(images))
+    # The output may not go into the ingest output either.
+    with pytest.raises(BadInput, match="inside the source folder"):
+        score_folder(ingested, model_base, ingested / "scores.csv")
+
+
+def test_rows_read_back_as_json(model_base, images, tmp_path):
+    output = tmp_path / "scores.jsonl"
+    score_folder(images, model_base, output)
+    first = json.loads(output.read_text().splitlines()[0])
+    assert set(first) == {"path", "version", "top_ids", "top_names", "top_probabilities",
+                          "probabilities"}
