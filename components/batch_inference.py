@@ -89,11 +89,12 @@ class ScoringSummary:
     already_scored: int  # images skipped as already in the output
     rows: int  # rows now in the output
     bad: tuple[tuple[str, str], ...]  # (relative path, reason) found by this call
-    seconds: float
-    images_per_second: float  # images scored by this call per second
+    seconds: float  # the whole call, the model's load included
+    images_per_second: float  # images scored by this call per second once the model loaded
     already_bad: int = 0  # images skipped as listed in the sidecar by an earlier call
     bad_file: str = ""  # the sidecar listing every bad image
     source_kind: str = "folder"  # "folder" or "ingest output"
+    load_seconds: float = 0.0  # loading the version's SavedModel
 
 
 @dataclasses.dataclass
@@ -356,6 +357,7 @@ def score_folder(source: str | Path, model_dir: str | Path, output: str | Path, 
     if batch_size < 1:
         raise BadInput(f"the batch size must be at least 1, not {batch_size}: ",
                        Setting("infer.batch_size"))
+    started = time.monotonic()
     source, model_dir, output = Path(source), Path(model_dir), Path(output)
     _check_paths(source, model_dir, output)
     manifest = DatasetManifest.read(source)
@@ -365,7 +367,6 @@ def score_folder(source: str | Path, model_dir: str | Path, output: str | Path, 
         total = _count_folder(str(source))
     if total == 0:
         raise BadInput(f"{source}: no files found to score (hidden names are left out)")
-    scorer = Scorer.load(model_dir, top_k)
     output.parent.mkdir(parents=True, exist_ok=True)
     lock = _lock_path(output)
 
@@ -374,8 +375,10 @@ def score_folder(source: str | Path, model_dir: str | Path, output: str | Path, 
                                 f"({describe_holder(holder)}, lock {lock}). Wait for it to "
                                 "finish, or pass another output file.")
 
-    started = time.monotonic()
     with exclusive(lock, busy, remove=True):
+        loading = time.monotonic()
+        scorer = Scorer.load(model_dir, top_k)
+        load_seconds = time.monotonic() - loading
         writer, resumed = open_output(output, scorer.version, scorer.labels, top_k, overwrite)
         previous = len(resumed.scored)
 
@@ -391,11 +394,13 @@ def score_folder(source: str | Path, model_dir: str | Path, output: str | Path, 
                 batches = _folder_batches(str(source), skip, batch_size, pool, stop)
             _score_batches(batches, scorer, run, max(1, scoring_threads), stop)
     seconds = time.monotonic() - started
+    scoring_seconds = seconds - load_seconds
     return ScoringSummary(
         version=scorer.version, version_path=str(scorer.version_path), output=str(output),
         scored=run.scored, already_scored=run.skipped, rows=previous + run.scored,
         bad=tuple(run.bad), seconds=seconds,
-        images_per_second=run.scored / seconds if seconds > 0 else 0.0,
+        images_per_second=run.scored / scoring_seconds if scoring_seconds > 0 else 0.0,
         already_bad=run.skipped_bad,
         bad_file=str(bad_path(output)),
-        source_kind="ingest output" if manifest is not None else "folder")
+        source_kind="ingest output" if manifest is not None else "folder",
+        load_seconds=load_seconds)
