@@ -202,6 +202,24 @@ def test_garbage_after_the_rows_is_cut(model_base, images, tmp_path, suffix):
     assert len(list(read_bad(output))) == 2
 
 
+@FORMATS
+def test_names_with_quotes_commas_and_line_breaks_survive_a_torn_resume(model_base, tmp_path,
+                                                                        suffix):
+    images = tmp_path / "images"
+    imagegen.write_folder(images, {"": 1})
+    odd = images / "red" / 'a "quoted", odd\nname.png'
+    odd.write_bytes(imagegen.image_bytes("red", np.random.default_rng(2)))  # walked last
+    expected = _image_paths(images)
+    output = tmp_path / f"scores{suffix}"
+    score_folder(images, model_base, output, batch_size=2)
+    assert list(read_rows(output))[-1].path == "red/a \"quoted\", odd\nname.png"
+    data = output.read_bytes()
+    output.write_bytes(data[:-12])
+    summary = score_folder(images, model_base, output, batch_size=2)
+    assert summary.scored == 1
+    _check_rows(output, expected)
+
+
 def _damage_a_middle_row(output: Path) -> None:
     lines = output.read_bytes().splitlines(keepends=True)
     lines[3] = b"not a row\n"
@@ -233,6 +251,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.pipeline  # a fresh `python -m pipeline` per format: seconds each, not a unit test
 @FORMATS
 def test_killed_mid_run_then_resumed_scores_every_image_once(model_base, tmp_path, suffix):
     images = tmp_path / "many"
