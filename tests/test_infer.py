@@ -31,6 +31,7 @@ from conftest import run_cli
 from ingest.lock_holder import exclusive
 from schema import features
 from schema.errors import BadInput, MissingInput, Setting
+from serving import batch_scoring
 from serving.batch_scoring import SUFFIXES, bad_path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -234,6 +235,14 @@ def test_a_damaged_row_before_the_end_is_refused(model_base, images, tmp_path):
         score_folder(images, model_base, output)
 
 
+def _torn(output: Path) -> bool:
+    """Whether the output ends in a torn record, as a kill mid-write leaves it."""
+    scan = batch_scoring._Scan()
+    for _ in batch_scoring._scan(output, output.suffix, scan):
+        pass
+    return scan.torn
+
+
 # A child that pauses in the middle of each batch's write, so a kill leaves a torn record.
 _SLOW_WRITER = """
 import sys, time
@@ -266,9 +275,10 @@ def test_killed_mid_run_then_resumed_scores_every_image_once(model_base, tmp_pat
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and child.poll() is None:
-            if output.is_file() and len(list(read_rows(output))) >= 6:
+            # Killed in the middle of a batch's write, after at least two whole batches.
+            if output.is_file() and len(list(read_rows(output))) >= 6 and _torn(output):
                 break
-            time.sleep(0.05)
+            time.sleep(0.02)
         else:
             pytest.fail(f"the child ended ({child.returncode}) or wrote nothing in time")
         child.send_signal(signal.SIGKILL)
@@ -277,6 +287,7 @@ def test_killed_mid_run_then_resumed_scores_every_image_once(model_base, tmp_pat
         child.wait()
     before = len(list(read_rows(output)))
     assert 6 <= before < len(expected), "killed mid-run"
+    assert _torn(output), "killed mid-write"
     summary = score_folder(images, model_base, output, batch_size=3)
     assert summary.already_scored == before
     assert summary.scored == len(expected) - before
