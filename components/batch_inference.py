@@ -173,18 +173,18 @@ def _dataset_batches(root: Path, manifest: DatasetManifest, skip: Callable[[str]
     skipped = [0, 0, 0]
     for split in manifest.splits:
         for shard in sorted((root / split).glob("*.tfrecord.gz")):
-            records = tf.data.TFRecordDataset(str(shard), compression_type="GZIP")
-            for index, record in enumerate(records):
+            examples = tf.data.TFRecordDataset(str(shard), compression_type="GZIP").map(
+                lambda record: tf.io.parse_single_example(record, spec),
+                num_parallel_calls=tf.data.AUTOTUNE).prefetch(batch_size)
+            for index, example in enumerate(examples.as_numpy_iterator()):
                 if stop.is_set():
                     return
-                example = tf.io.parse_single_example(record, spec)
-                source = example[features.SOURCE_PATH_KEY].numpy().decode("utf-8",
-                                                                          "backslashreplace")
+                source = example[features.SOURCE_PATH_KEY].decode("utf-8", "backslashreplace")
                 path = source or f"{split}/{shard.name}#{index}"
                 if kind := skip(path):
                     skipped[kind] += 1
                     continue
-                pending.append(_Item(path, example[features.IMAGE_KEY].numpy()))
+                pending.append(_Item(path, example[features.IMAGE_KEY]))
                 if len(pending) == batch_size:
                     yield pending, skipped
                     pending, skipped = [], [0, 0, 0]

@@ -407,3 +407,31 @@ def test_rows_read_back_as_json(model_base, images, tmp_path):
     first = json.loads(output.read_text().splitlines()[0])
     assert set(first) == {"path", "version", "top_ids", "top_names", "top_probabilities",
                           "probabilities"}
+
+
+def test_progress_is_a_bar_on_a_terminal_and_periodic_lines_otherwise(monkeypatch, caplog):
+    import io
+
+    from cli import infer
+    from components.batch_inference import ScoringProgress
+
+    terminal = io.StringIO()
+    terminal.isatty = lambda: True
+    monkeypatch.setattr(sys, "stderr", terminal)
+    bar = infer._Progress()
+    bar(ScoringProgress(done=25, total=100, elapsed=5.0, scored=20, already_scored=5))
+    bar.close()
+    assert "[#######.......................] 25/100 25%  5.0 img/s  ETA 0:00:15" in (
+        terminal.getvalue())
+    assert terminal.getvalue().endswith("\n")
+
+    piped = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", piped)
+    lines = infer._Progress()
+    with caplog.at_level("INFO", logger="pipeline"):
+        for second in (1.0, 2.0, infer.LOG_INTERVAL_S + 1, infer.LOG_INTERVAL_S + 2):
+            lines(ScoringProgress(done=int(second), total=None, elapsed=second, scored=1))
+    lines.close()
+    assert piped.getvalue() == ""
+    assert [r.getMessage().split(",")[0] for r in caplog.records] == [
+        "[infer] 11 images"]
