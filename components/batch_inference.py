@@ -267,38 +267,37 @@ def _score_batches(batches: Iterator[Batch], scorer: Scorer, run: _Run,
     errors: list[BaseException] = []
     done = object()
 
+    def put(item: object) -> bool:
+        """Hands an item over, waiting for room; False once the run stops."""
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for batch in batches:
-                while not stop.is_set():
-                    try:
-                        handoff.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(batch):
                     return
         except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
             errors.append(e)
             stop.set()
         finally:
             for _ in range(threads):
-                while True:
-                    try:
-                        handoff.put(done, timeout=0.1)
-                        break
-                    except queue.Full:
-                        if stop.is_set():
-                            _drain(handoff)
+                put(done)
 
     def consume() -> None:
         try:
-            while True:
-                batch = handoff.get()
+            while not stop.is_set():
+                try:
+                    batch = handoff.get(timeout=0.1)
+                except queue.Empty:
+                    continue
                 if batch is done:
                     return
-                if stop.is_set():
-                    continue
                 items, skipped = batch
                 readable = [i for i in items if i.problem is None]
                 rows, bad = scorer.score([i.path for i in readable],
@@ -319,22 +318,11 @@ def _score_batches(batches: Iterator[Batch], scorer: Scorer, run: _Run,
         consume()
         for worker in workers:
             worker.join()
-    except BaseException:
-        stop.set()
-        raise
     finally:
-        stop.set() if errors else None
+        stop.set()  # the producer stops at its next batch (finished, or a scorer failed)
         producer.join()
     if errors:
         raise errors[0]
-
-
-def _drain(handoff: queue.Queue) -> None:
-    try:
-        while True:
-            handoff.get_nowait()
-    except queue.Empty:
-        pass
 
 
 def score_folder(source: str | Path, model_dir: str | Path, output: str | Path, *,
