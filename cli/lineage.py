@@ -37,6 +37,9 @@ def execute(args: argparse.Namespace) -> int:
             value = " <- ".join(_chain_link(link) for link in value)
         if key == "tflite":
             value = _tflite_text(value)
+        if key == "inferences":
+            value = "; ".join(f"{i['rows']} images of {i['data']} in run {i['run']} "
+                              f"({i['predictions']})" for i in value) or "none"
         print(f"{key:18} {value}")
     return EXIT_OK
 

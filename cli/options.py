@@ -234,6 +234,11 @@ def add_pipeline_args(parser: argparse.ArgumentParser) -> None:
                         help="let data whose class names differ from the served model's through "
                              "the gate (added, removed or renamed classes shift label ids); the "
                              "new model is then not compared with the served one")
+    parser.add_argument("--infer-data", metavar="DIR",
+                        help="a folder of unlabelled images (searched recursively) that a "
+                             "BulkInferrer stage scores after the Pusher, with the version this "
+                             "run pushed or else the served one; the predictions are an "
+                             "artifact of the run (`infer` does the same outside a run)")
     add_trainer_args(parser)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from cli.common import log
 from cli.options import ingest_policy
 from cli.training import trainer_config
-from schema.errors import BadInput
+from schema.errors import BadInput, MissingInput, Setting
 
 
 class OverlappingPathsError(BadInput):
@@ -17,7 +17,8 @@ class OverlappingPathsError(BadInput):
 
 
 def refuse_overlaps(args: argparse.Namespace) -> None:
-    """Refuse a data folder, serving dir, model directory or root that overlap.
+    """Refuse a data folder, serving dir, model directory or root that overlap, and an
+    --infer-data folder that is missing or overlaps the last three.
 
     The run writes into the root and pushes into <serving-dir>/<model-name>; inside the images'
     folder those would become "files that are not images" for the next ingest, and images in
@@ -40,6 +41,16 @@ def refuse_overlaps(args: argparse.Namespace) -> None:
         for other, path in (("--serving-dir", serving), (model, model_base), ("--root", root))]
     conflicts.append(("--root", root, model, model_base,
                       root == model_base or model_base in root.parents))
+    if args.infer_data is not None:
+        if not Path(args.infer_data).expanduser().is_dir():
+            raise MissingInput(f"{args.infer_data}: no such folder, given as ",
+                               Setting("infer_data"),
+                               " (the unlabelled images the BulkInferrer stage scores)")
+        # Its predictions go into the root, and versions' files are not images to score.
+        infer = Path(args.infer_data).expanduser().resolve()
+        conflicts += [("--infer-data", infer, other, path, overlaps(infer, path))
+                      for other, path in (("--serving-dir", serving), (model, model_base),
+                                          ("--root", root))]
     for first, a, second, b, conflict in conflicts:
         if conflict:
             raise OverlappingPathsError(
@@ -142,8 +153,18 @@ def config_from_args(args: argparse.Namespace, *, pipeline_root: str, data_root:
         allowed_anomaly_types=tuple(args.allow_anomaly),
         max_label_drift=args.max_label_drift,
         accept_new_classes=args.accept_new_classes,
+        infer_data=_infer_data(args.infer_data),
         **runner,
     )
+
+
+def _infer_data(folder: str | None) -> str | None:
+    """The BulkInferrer's folder: a local path made absolute (the stage may run elsewhere
+    than this command's working directory); a URL (gs://) as given.
+    """
+    if not folder or "://" in folder:
+        return folder or None
+    return str(Path(folder).expanduser().resolve())
 
 
 def run_thresholds(args: argparse.Namespace, info):

@@ -26,7 +26,7 @@ def execute(args: argparse.Namespace) -> int:
     # A transfer run's recipe shows its backbone: transfer/efficientnet_lite0. The TFLite
     # column: its mode, accuracy on the same split, and whether it went out with the version.
     print(f"{'run':28} {'spans':6} {'accuracy':>8} {'on':5} {'recipe':9}  {'blessed':7}  "
-          f"{'tflite':26}  pushed")
+          f"{'tflite':26}  {'scored':>6}  pushed")
     for run in runs:
         failed = run.failed_components
         accuracy = f"{run.accuracy:.4f}" if run.accuracy is not None else "-"
@@ -43,6 +43,8 @@ def execute(args: argparse.Namespace) -> int:
         else:
             pushed = "no"
         spans = ",".join(map(str, run.spans)) if run.spans else "-"
+        # Images the BulkInferrer stage scored (run --infer-data); "-": the run had none.
+        scored = str(run.inference.rows) if run.inference else "-"
         print(f"{run.run_id:28} {spans:6} {accuracy:>8} {split:5} {recipe:9}  {blessed:7}  "
-              f"{run.tflite_outcome():26}  {pushed}")
+              f"{run.tflite_outcome():26}  {scored:>6}  {pushed}")
     return EXIT_OK

@@ -77,6 +77,10 @@ class PipelineConfig:
     # A class map that differs from the served model's stops the run at the gate unless accepted;
     # an accepted one trains a model that is not compared with the served one.
     accept_new_classes: bool = False
+    # A folder of unlabelled images: the BulkInferrer stage scores it after the Pusher, with the
+    # version this run pushed or else the served one (components/bulk_inferrer.py). None: no
+    # such stage.
+    infer_data: str | None = None
     # SQLite MLMD store for local runs; None on Kubeflow (the cluster provides MLMD).
     metadata_path: str | None = None
     enable_cache: bool = True

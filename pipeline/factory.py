@@ -18,6 +18,7 @@ from tfx.orchestration import data_types, metadata
 from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2
 
+from components.bulk_inferrer import ImageBulkInferrer
 from components.data_gate import DataGate
 from components.evaluator import ImageEvaluator
 from components.example_gen import TFRecordExampleGen
@@ -29,6 +30,7 @@ from pipeline.config import PREPROCESSING_FN, RUN_FN, PipelineConfig
 from schema import features
 from schema.errors import (
     DATA_ROOT_PARAMETER,
+    INFER_DATA_PARAMETER,
     PUSH_DESTINATION_PARAMETER,
     SPAN_PARAMETER,
     SPAN_WINDOW_PARAMETER,
@@ -81,6 +83,7 @@ def build_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
 
 
 EXAMPLE_GEN_ID = "ImportExampleGen"
+BULK_INFERRER_ID = "BulkInferrer"
 
 
 
@@ -100,6 +103,8 @@ def runtime_parameter_values(config: PipelineConfig) -> dict[str, str | int]:
     if config.spans:
         values[SPAN_PARAMETER] = config.target_span
         values[SPAN_WINDOW_PARAMETER] = config.span_window
+    if config.infer_data:
+        values[INFER_DATA_PARAMETER] = config.infer_data
     return values
 
 
@@ -110,6 +115,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         PUSH_DESTINATION_PARAMETER: _push_destination(config),
         SPAN_PARAMETER: config.target_span,
         SPAN_WINDOW_PARAMETER: config.span_window,
+        INFER_DATA_PARAMETER: config.infer_data,
     }
     if config.orchestrator == "kubeflow":
         # Set per run in the KFP UI/API without recompiling: the data (and its span window),
@@ -207,6 +213,15 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         push_destination=push_destination,
         statistics=data_gate.outputs["validated_statistics"],
     ).with_id("Pusher")
+    components = [example_gen, schema_gen, statistics_gen, example_validator, data_gate,
+                  transform, trainer, evaluator, pusher]
+    if config.infer_data:
+        # Scores the folder with the version this run pushed, or else the served one.
+        components.append(ImageBulkInferrer(
+            pushed_model=pusher.outputs["pushed_model"],
+            data=values[INFER_DATA_PARAMETER],
+            push_destination=push_destination,
+        ).with_id(BULK_INFERRER_ID))
 
     connection = (
         metadata.sqlite_metadata_connection_config(config.metadata_path)
@@ -216,17 +231,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
     return tfx_pipeline.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
-        components=[
-            example_gen,
-            schema_gen,
-            statistics_gen,
-            example_validator,
-            data_gate,
-            transform,
-            trainer,
-            evaluator,
-            pusher,
-        ],
+        components=components,
         enable_cache=config.enable_cache,
         metadata_connection_config=connection,
         beam_pipeline_args=list(config.beam_pipeline_args),

@@ -100,7 +100,26 @@ def model_lineage(metadata_path: str, version: str) -> dict[str, Any]:
     else:
         evaluation = []
     lineage["tflite"] = _tflite(pushes[0], evaluation[0].uri if evaluation else None)
+    lineage["inferences"] = inferences(store, version)
     return lineage
+
+
+def inferences(store: metadata_store.MetadataStore, version: str) -> list[dict[str, Any]]:
+    """The BulkInferrer's predictions made with this version (run --infer-data), oldest first:
+    the run, the folder, the rows and the predictions file.
+    """
+    from report.summary import InferenceOutcome
+
+    found = []
+    for result in store.get_artifacts_by_type("InferenceResult"):
+        outcome = InferenceOutcome.of(result)
+        if outcome.version is None or str(outcome.version) != str(version):
+            continue
+        producer = _producer(store, result.id)
+        found.append({"run": _run_id(store, producer.id) if producer else None,
+                      "data": outcome.data, "rows": outcome.rows, "bad": outcome.bad,
+                      "predictions": outcome.predictions})
+    return found
 
 
 def _tflite(push, evaluation_uri: str | None) -> dict[str, Any]:

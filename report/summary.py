@@ -44,6 +44,43 @@ class ComponentRun:
     seconds: float
 
 
+@dataclasses.dataclass(frozen=True)
+class InferenceOutcome:
+    """What the BulkInferrer stage scored (components/bulk_inferrer.py): the folder, the
+    version that scored it (None: no version was served), the rows written and the bad files
+    skipped, the predictions file and its note.
+    """
+
+    data: str | None
+    version: int | None
+    rows: int
+    bad: int
+    predictions: str
+    note: str | None
+
+    @classmethod
+    def of(cls, result: metadata_store_pb2.Artifact) -> InferenceOutcome:
+        from components.bulk_inferrer import (
+            BAD_PROPERTY,
+            DATA_PROPERTY,
+            NOTE_PROPERTY,
+            ROWS_PROPERTY,
+            VERSION_PROPERTY,
+            predictions_path,
+        )
+
+        return cls(data=value(result, DATA_PROPERTY), version=value(result, VERSION_PROPERTY),
+                   rows=value(result, ROWS_PROPERTY) or 0, bad=value(result, BAD_PROPERTY) or 0,
+                   predictions=predictions_path(result.uri), note=value(result, NOTE_PROPERTY))
+
+    def text(self) -> str:
+        if self.version is None:
+            return f"Batch inference of {self.data}: {self.note or 'nothing scored'}"
+        bad = f", {self.bad} bad file(s) skipped" if self.bad else ""
+        return (f"Batch inference: {self.rows} images of {self.data} scored with version "
+                f"{self.version}{bad}: {self.predictions}")
+
+
 @dataclasses.dataclass
 class RunSummary:
     pipeline_name: str
@@ -98,6 +135,8 @@ class RunSummary:
     # tflite_pushed and tflite_note); None when it pushed no version.
     tflite_pushed: bool | None = None
     tflite_note: str | None = None
+    # The BulkInferrer stage's outcome (run --infer-data); None when the run had none.
+    inference: InferenceOutcome | None = None
     model_uri: str | None = None
     examples_uri: str | None = None
     tensorboard_dir: str | None = None
@@ -339,6 +378,8 @@ def summary_of(pipeline_name: str, run_id: str, nodes: dict[str, NodeRecord]) ->
             tflite_pushed = value(pushed, "tflite_pushed")
             summary.tflite_pushed = None if tflite_pushed is None else bool(tflite_pushed)
             summary.tflite_note = value(pushed, "tflite_note") or None
+        if "InferenceResult" in outputs:
+            summary.inference = InferenceOutcome.of(outputs["InferenceResult"])
         if "Model" in outputs:
             summary.model_uri = outputs["Model"].uri
         if "Examples" in outputs:
@@ -511,6 +552,8 @@ def format_summary(summary: RunSummary,
     tflite = tflite_line(summary)
     if tflite:
         yield tflite
+    if summary.inference:
+        yield summary.inference.text()
     if summary.tensorboard_dir:
         yield f"TensorBoard logs and training curves: {summary.tensorboard_dir}"
     yield outcome_line(summary)

@@ -25,6 +25,8 @@ PUSH_DESTINATION_PARAMETER = "push-destination"
 # Data roots of spans only: which span (0: the newest) and how many spans the Trainer fits.
 SPAN_PARAMETER = "span"
 SPAN_WINDOW_PARAMETER = "span-window"
+# With a BulkInferrer stage: the folder of unlabelled images it scores.
+INFER_DATA_PARAMETER = "infer-data"
 # PipelineConfig fields that are one of them; every TrainerConfig field is in trainer-config.
 RUNTIME_PARAMETERS = {
     "data_root": DATA_ROOT_PARAMETER,
@@ -32,6 +34,7 @@ RUNTIME_PARAMETERS = {
     "model_name": PUSH_DESTINATION_PARAMETER,
     "target_span": SPAN_PARAMETER,
     "span_window": SPAN_WINDOW_PARAMETER,
+    "infer_data": INFER_DATA_PARAMETER,
 }
 # The prefix of a TrainerConfig field's neutral name (PipelineConfig.trainer), and the other
 # parts of PipelineConfig whose fields are named with theirs.

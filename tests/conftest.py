@@ -135,6 +135,8 @@ MODEL_NAME = "colors"
 # evaluation reused); a new model with the first as baseline; an untrained candidate, gated only
 # by the no-regression threshold; the second's config again after the served version was rolled
 # back to the first model (cached training, but the Evaluator must compare with what is served).
+# The second and the worse run also score a folder of unlabelled images (--infer-data): with the
+# version the second pushed, and (the worse one pushing none) with the served one, that version.
 # The second trains on streamed examples: its cache budget holds 26 of the 69 train+eval images.
 # It must be blessed against the first: one of the 18 test images is 5.6 points, and training on
 # CPU threads is not bit-reproducible from one suite run to the next, hence --max-regression 0.1.
@@ -145,6 +147,9 @@ RUNS = {
     "worse": ["--epochs", "0", "--min-accuracy", "0"],
     "after_rollback": ["--epochs", "9", "--cache-budget", "5kB", "--max-regression", "0.1"],
 }
+
+
+INFER_RUNS = ("second", "worse")
 
 
 @dataclasses.dataclass
@@ -159,6 +164,9 @@ class PipelineRuns:
     test_files: list[Path]
     schema: Path
     exit_codes: dict[str, int]
+    # Unlabelled images (and one file that is not an image) the BulkInferrer scores.
+    unlabelled: Path
+    unlabelled_images: list[Path]
     # Serving-dir snapshot (relative path -> bytes) after each run.
     snapshots: dict[str, dict[str, bytes]]
     # MLMD pipeline_run context name of each run.
@@ -218,9 +226,13 @@ def pipeline_runs(tmp_path_factory: pytest.TempPathFactory) -> PipelineRuns:
     files = imagegen.write_folder(images, {"train": 16, "validation": 7, "test": 6})
     schema = base / "schema.pbtxt"
     write_schema(len(imagegen.CLASS_NAMES), schema)
+    unlabelled = base / "unlabelled"
+    unlabelled_images = imagegen.write_folder(unlabelled / "batch-1", {"": 2}, seed=5)[""]
+    (unlabelled / "batch-1" / "notes.txt").write_text("not an image\n")
     runs = PipelineRuns(
         root=base / "root", serving_dir=base / "serving", images=images,
         eval_files=files["validation"], test_files=files["test"], schema=schema,
+        unlabelled=unlabelled, unlabelled_images=unlabelled_images,
         exit_codes={}, snapshots={}, run_ids={},
     )
     common = [
@@ -237,7 +249,8 @@ def pipeline_runs(tmp_path_factory: pytest.TempPathFactory) -> PipelineRuns:
     for name, extra in RUNS.items():
         if name == "after_rollback":
             runs.rolled_back_to = _roll_back(runs.model_base, runs.snapshots["first"])
-        runs.exit_codes[name] = main(common + extra)
+        infer = ["--infer-data", str(unlabelled)] if name in INFER_RUNS else []
+        runs.exit_codes[name] = main(common + extra + infer)
         runs.snapshots[name] = snapshot(runs.serving_dir)
         runs.run_ids[name] = summarize_run(runs.metadata_path, PIPELINE_NAME).run_id
     return runs

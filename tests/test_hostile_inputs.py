@@ -63,6 +63,34 @@ def test_overlapping_data_serving_dir_and_root_are_refused_before_anything_is_wr
     assert not (root / "pipelines").exists() and not (tmp_path / "serving").exists()
 
 
+@pytest.mark.parametrize("layout", ["root inside the infer data", "infer data is the model dir",
+                                    "no such infer data"])
+def test_an_infer_data_folder_that_overlaps_or_is_missing_is_refused_first(
+    tmp_path: Path, capsys, layout: str
+) -> None:
+    """--infer-data: the BulkInferrer's predictions go into the root, and a served version's
+    files are not images to score; a missing folder is named before ingest starts.
+    """
+    data, infer = tmp_path / "digs", tmp_path / "new"
+    imagegen.write_folder(data, {"train": 4, "test": 2})
+    imagegen.write_folder(infer, {"": 1})
+    serving, root = tmp_path / "serving", tmp_path / "root"
+    if layout == "root inside the infer data":
+        root = infer / "tfx_root"
+    elif layout == "infer data is the model dir":
+        infer = serving / "digs"
+        imagegen.write_folder(infer, {"": 1})
+    else:
+        infer = tmp_path / "nope"
+    code = main(["run", "--recipe", "classic", "--data", str(data), "--serving-dir",
+                 str(serving), "--root", str(root), "--infer-data", str(infer)])
+    err = _one_line_failure(capsys, code, (EXIT_BAD_INPUT,))
+    assert ("overlap" in err) if layout != "no such infer data" else (
+        "no such folder, given as --infer-data" in err)
+    assert not (root / "pipelines").exists()
+    assert not serving.exists() or layout == "infer data is the model dir"
+
+
 def test_a_link_to_the_data_is_the_data(tmp_path: Path, capsys) -> None:
     data = tmp_path / "photos"
     imagegen.write_folder(data, {"train": 4, "test": 2})

@@ -271,7 +271,7 @@ def test_a_root_of_spans_compiles_with_span_and_window_as_run_time_parameters(
 ) -> None:
     output = tmp_path / "pipeline.yaml"
     assert main(["compile-kfp", "--output", str(output), "--data-root", "gs://bucket/flowers",
-                 "--spans", "3", "--check"]) == 0
+                 "--spans", "3", "--infer-data", "gs://bucket/new-photos", "--check"]) == 0
     assert "passes the open-source KFP v2 backend's rules" in capsys.readouterr().out
     spec = yaml.safe_load(output.read_text())
     parameters = spec["root"]["inputDefinitions"]["parameters"]
@@ -382,3 +382,25 @@ def test_the_compiled_bar_is_the_rule_on_the_dataset_info(tmp_path: Path, caplog
     assert "computed from the built-in digits dataset (no --dataset-info)" in caplog.text
     bar, rule = _compiled_bar(tmp_path, "--dataset-info", str(info), "--min-accuracy", "0.9")
     assert bar == 0.9 and rule["source"] == "--min-accuracy"
+
+
+def test_a_bulk_inferrer_compiles_with_its_folder_as_a_run_time_parameter(
+    tmp_path: Path, capsys
+) -> None:
+    """--infer-data adds the BulkInferrer after the Pusher; the folder is the infer-data
+    run-time parameter, and the task, which reads the served version, is never cached.
+    """
+    output = tmp_path / "pipeline.yaml"
+    assert main(["compile-kfp", "--output", str(output), "--infer-data", "gs://bucket/new",
+                 "--check"]) == 0
+    assert "passes the open-source KFP v2 backend's rules" in capsys.readouterr().out
+    spec = yaml.safe_load(output.read_text())
+    assert _defaults(spec)["infer-data"] == "gs://bucket/new"
+    tasks = spec["root"]["dag"]["tasks"]
+    task = tasks["BulkInferrer"]
+    assert task["inputs"]["parameters"]["data"]["componentInputParameter"] == "infer-data"
+    assert task["inputs"]["parameters"]["push_destination"]["componentInputParameter"] == (
+        "push-destination")
+    assert task["dependentTasks"] == ["Pusher"]
+    assert task["cachingOptions"].get("enableCache", False) is False
+    assert "BulkInferrer" not in _compile(tmp_path)["root"]["dag"]["tasks"]

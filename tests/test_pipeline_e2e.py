@@ -10,7 +10,7 @@ import pytest
 from components.gate_report import GateReport
 from conftest import MODEL_NAME, PIPELINE_NAME, RUNS, PipelineRuns
 from report import REPORT_HTML, REPORT_JSON
-from report.summary import Node, RunSummary, summarize_run
+from report.summary import Node, RunSummary, format_summary, summarize_run
 from schema.records import as_data
 from serving.model_dir import EvaluationRecord, model_digest
 
@@ -366,7 +366,13 @@ def test_runs_command_lists_every_run_from_mlmd(pipeline_runs: PipelineRuns, cap
     assert main(args) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["run", "spans", "accuracy", "on", "recipe", "blessed", "tflite",
-                                "pushed"]
+                                "scored", "pushed"]
+    # Images the BulkInferrer scored: the runs with --infer-data; "-" for the others.
+    rows = dict(zip(RUNS, table[1:], strict=True))
+    assert rows["worse"].split()[-2] == str(len(pipeline_runs.unlabelled_images))  # pushed: no
+    assert rows["first"].split()[-3] == "-"  # pushed: version N
+    assert by_name["second"]["inference"]["rows"] == len(pipeline_runs.unlabelled_images)
+    assert by_name["first"]["inference"] is None
     assert by_name["first"]["tflite"]["mode"] == "dynamic"
     assert by_name["first"]["tflite_outcome"] in table[1]
     assert by_name["first"]["tflite_outcome"].startswith("dynamic ")
@@ -425,3 +431,33 @@ def test_every_record_the_runs_wrote_round_trips_through_its_type(
             assert record_type.from_json(record.to_json(), str(path)) == record
             assert record.to_data()["schema_version"] == record_type.SCHEMA_VERSION
     assert all(found.values()), found
+
+
+def test_bulk_inferrer_scores_each_unlabelled_image_once(pipeline_runs: PipelineRuns) -> None:
+    """--infer-data: one row per image, with the version this run pushed (second) or, when it
+    pushed none (worse), the served one; the file that is not an image is counted as bad.
+    """
+    from serving.batch_scoring import read_rows
+
+    second, worse = _summary(pipeline_runs, "second"), _summary(pipeline_runs, "worse")
+    assert _states(second)["BulkInferrer"] == "executed"
+    assert "BulkInferrer" not in _states(_summary(pipeline_runs, "first"))
+    expected = {str(p.relative_to(pipeline_runs.unlabelled))
+                for p in pipeline_runs.unlabelled_images}
+    for summary in (second, worse):
+        inference = summary.inference
+        assert inference is not None
+        assert inference.version == second.pushed_version  # worse pushed none: the served one
+        assert inference.data == str(pipeline_runs.unlabelled)
+        assert (inference.rows, inference.bad) == (len(expected), 1)
+        rows = list(read_rows(inference.predictions))
+        assert sorted(row.path for row in rows) == sorted(expected)
+        assert {str(row.version) for row in rows} == {str(second.pushed_version)}
+        assert inference.text() in "\n".join(format_summary(summary))
+    # lineage links the predictions to the version that made them.
+    from report.lineage import model_lineage
+
+    lineage = model_lineage(pipeline_runs.metadata_path, str(second.pushed_version))
+    assert [i["run"] for i in lineage["inferences"]] == [pipeline_runs.run_ids["second"],
+                                                          pipeline_runs.run_ids["worse"]]
+    assert all(i["rows"] == len(expected) for i in lineage["inferences"])
