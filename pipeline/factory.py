@@ -23,9 +23,10 @@ from components.evaluator import ImageEvaluator
 from components.example_gen import TFRecordExampleGen
 from components.pusher import AtomicPusher
 from components.trainer import ImageTrainer
+from components.tuner import ImageTuner
 from ingest.dataset import EVAL
 from ingest.spans import HISTORY, split_pattern
-from pipeline.config import PREPROCESSING_FN, RUN_FN, PipelineConfig
+from pipeline.config import PREPROCESSING_FN, RUN_FN, TUNER_FN, PipelineConfig
 from schema import features
 from schema.errors import (
     DATA_ROOT_PARAMETER,
@@ -176,6 +177,17 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
     # With skip_if_unchanged the Trainer reads the gate's record (gate.json) and may hand on the
     # served model (components/trainer.py); it then re-executes every run, as the gate does.
     skip = config.trainer.continuity.skip_if_unchanged
+    # With tuning on, TFX's Tuner searches the recipe's space first (trials fit `train`, are
+    # scored on `eval`) and its best hyperparameters reach the Trainer (trainer/tuning.py).
+    tuner = ImageTuner(
+        tuner_fn=TUNER_FN,
+        examples=example_gen.outputs["examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=trainer_pb2.TrainArgs(splits=list(config.train_splits)),
+        eval_args=trainer_pb2.EvalArgs(splits=[EVAL]),
+        custom_config=values[TRAINER_CONFIG_PARAMETER],
+    ).with_id("Tuner") if config.trainer.tuning.enabled else None
     trainer = ImageTrainer(
         run_fn=RUN_FN,
         examples=example_gen.outputs["examples"],
@@ -188,6 +200,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         custom_config=values[TRAINER_CONFIG_PARAMETER],
         data_gate=data_gate.outputs["validated_statistics"] if skip else None,
         push_destination=push_destination if skip else None,
+        hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
     ).with_id("Trainer")
     # Baseline: the model in production, the newest version in the push destination.
     evaluator = ImageEvaluator(
@@ -223,6 +236,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
             example_validator,
             data_gate,
             transform,
+            *([tuner] if tuner else []),
             trainer,
             evaluator,
             pusher,
