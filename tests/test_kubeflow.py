@@ -382,3 +382,23 @@ def test_the_compiled_bar_is_the_rule_on_the_dataset_info(tmp_path: Path, caplog
     assert "computed from the built-in digits dataset (no --dataset-info)" in caplog.text
     bar, rule = _compiled_bar(tmp_path, "--dataset-info", str(info), "--min-accuracy", "0.9")
     assert bar == 0.9 and rule["source"] == "--min-accuracy"
+
+
+def test_the_tuner_compiles_before_the_trainer_and_passes_the_rules(tmp_path: Path) -> None:
+    """--tune adds TFX's Tuner; its best hyperparameters feed the Trainer, in the Tuner's pod."""
+    from kubeflow.conformance import check_file
+
+    output = tmp_path / "p.yaml"
+    assert main(["compile-kfp", "--output", str(output), "--tune", "4", "--check"]) == 0
+    assert check_file(output) == []
+    spec = yaml.safe_load(output.read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == COMPONENTS | {"Tuner"}
+    assert "Tuner" in tasks["Trainer"]["dependentTasks"]
+    assert tasks["Trainer"]["inputs"]["artifacts"]["hyperparameters"][
+        "taskOutputArtifact"] == {"producerTask": "Tuner", "outputArtifactKey":
+                                  "best_hyperparameters"}
+    assert tasks["Tuner"]["inputs"]["parameters"]["custom_config"][
+        "componentInputParameter"] == "trainer-config"
+    assert "trainer.tuning.tuner_fn" in json.dumps(spec)
+    assert json.loads(_defaults(spec)["trainer-config"])["tuning"]["trials"] == 4

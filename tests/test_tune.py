@@ -1,0 +1,162 @@
+"""TFX's Tuner stage (trainer/tuning.py, components/tuner.py): the recipe's search space, the
+hyperparameters applied through the config's one override path, the budget refused before
+anything runs, and `run --tune 2` on tiny data whose best trial's settings reach the Trainer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import imagegen
+from cli import build_parser, main
+from cli.common import EXIT_BAD_INPUT
+from conftest import run_artifact, run_cli
+from schema.errors import BadInput
+from trainer.config import TrainerConfig, TuneAlgorithm, TuningConfig
+from trainer.recipes import from_recipe
+from trainer.tuning import (
+    TuningRecord,
+    check_budget,
+    max_epochs,
+    search_space,
+    searched,
+    trials_text,
+    tuned_config,
+)
+
+
+def _config(recipe: str, **changes) -> TrainerConfig:
+    shape = (224, 224, 3) if recipe == "transfer" else (28, 28, 1)
+    return from_recipe(recipe, shape, ["a", "b"], changes)
+
+
+def test_each_recipe_searches_its_own_small_space_around_its_values() -> None:
+    paths = {recipe: [d.path for d in search_space(_config(recipe))]
+             for recipe in ("classic", "fast", "fast-gray", "fast-wide", "transfer")}
+    scratch_fast = ["optimizer.learning_rate", "model.widths", "optimizer.epochs"]
+    assert paths == {
+        "classic": ["optimizer.learning_rate", "model.base_filters", "optimizer.epochs"],
+        "fast": scratch_fast, "fast-gray": scratch_fast, "fast-wide": scratch_fast,
+        "transfer": ["model.dropout", "model.fine_tune_blocks", "optimizer.learning_rate"],
+    }
+    gray = {d.path: d for d in search_space(_config("fast-gray"))}
+    assert gray["model.widths"].choices == ("16,32,72", "24,48,96", "32,64,120")
+    assert (gray["optimizer.epochs"].low, gray["optimizer.epochs"].high) == (3, 8)
+    rate = gray["optimizer.learning_rate"]
+    assert rate.low < _config("fast-gray").optimizer.learning_rate < rate.high and rate.log_scale
+    # Hyperband decides the epochs itself, up to the top of the epochs range.
+    hyperband = _config("fast-gray", **{"tuning.algorithm": "hyperband"})
+    assert "optimizer.epochs" not in [d.path for d in searched(hyperband)]
+    assert max_epochs(hyperband) == 8
+
+
+def test_a_trials_hyperparameters_are_applied_as_overrides_by_dotted_path() -> None:
+    config = _config("fast-gray")
+    tuned = tuned_config(config, {"space": [], "values": {
+        "optimizer.learning_rate": 0.7, "model.widths": "16,32,72", "optimizer.epochs": 4}})
+    assert tuned == config.override({"optimizer.learning_rate": 0.7,
+                                     "model.widths": (16, 32, 72), "optimizer.epochs": 4})
+    # Hyperband's epochs are the Trainer's; its bookkeeping is not a setting.
+    hyperband = tuned_config(config, {"optimizer.learning_rate": 0.7, "tuner/epochs": 6,
+                                      "tuner/round": 1, "tuner/bracket": 2})
+    assert (hyperband.optimizer.epochs, hyperband.optimizer.learning_rate) == (6, 0.7)
+    assert tuned_config(config, None) is config
+    with pytest.raises(BadInput, match="unknown training setting"):
+        tuned_config(config, {"values": {"optimizer.nothing": 1}})
+
+
+def test_every_searched_value_is_a_valid_config() -> None:
+    """Each end of each range, applied, passes the config's checks."""
+    for recipe in ("classic", "fast", "fast-gray", "transfer"):
+        config = _config(recipe)
+        for dimension in search_space(config):
+            for value in dimension.choices or (dimension.low, dimension.high):
+                if dimension.integer:
+                    value = int(value)
+                tuned_config(config, {dimension.path: value})
+
+
+def test_a_budget_too_small_for_one_trial_is_refused_stating_the_estimate() -> None:
+    config = _config("fast-gray", **{"tuning.budget_minutes": 0.5})
+    with pytest.raises(BadInput) as error:
+        check_budget(config, 60000, 6000)
+    text = str(error.value)
+    assert "the tuning budget of 0.5 min is too small for one trial" in text
+    assert "60,000 train images x 3 epoch(s)" in text and "images/s" in text
+    assert "bench/results/" in text
+    assert [s.name for s in error.value.settings] == ["trainer.tuning.budget_minutes",
+                                                      "trainer.tuning.trials"]
+    assert "one trial takes at least about" in check_budget(
+        config.override({"tuning.budget_minutes": 10}), 60000, 6000)
+    assert check_budget(_config("fast-gray", **{"tuning.trials": 3}), 60000, 6000) == ""
+
+
+def test_the_tune_flags_set_the_tuning_settings_and_default_to_them() -> None:
+    from cli.training import flag_settings
+
+    defaults = vars(build_parser().parse_args(["run"]))
+    assert (defaults["tune"], defaults["tune_budget"], defaults["tune_algorithm"]) == (
+        TuningConfig().trials, TuningConfig().budget_minutes, str(TuningConfig().algorithm))
+    assert not TuningConfig().enabled
+    args = build_parser().parse_args(["run", "--tune", "3", "--tune-budget", "2.5",
+                                      "--tune-algorithm", "hyperband"])
+    config = _config("classic", **flag_settings(args))
+    assert config.tuning == TuningConfig(3, 2.5, TuneAlgorithm.HYPERBAND)
+    assert config.tuning.enabled
+
+
+def test_the_run_refuses_a_tuning_budget_too_small_before_the_pipeline_runs(
+        tmp_path: Path, capsys) -> None:
+    from schema.curated import write_schema
+
+    imagegen.write_folder(tmp_path / "images", {"train": 12, "test": 4})
+    write_schema(len(imagegen.CLASS_NAMES), tmp_path / "schema.pbtxt")
+    code = main(["run", "--recipe", "classic", "--data", str(tmp_path / "images"),
+                 "--root", str(tmp_path / "root"), "--schema", str(tmp_path / "schema.pbtxt"),
+                 "--tune-budget", "0.0001"])
+    err = capsys.readouterr().err
+    assert code == EXIT_BAD_INPUT, err
+    assert "the tuning budget of 0.0001 min is too small for one trial" in err
+    assert "train images x 15 epoch(s)" in err
+    assert "raise --tune-budget" in err and "--tune" in err
+    assert not (tmp_path / "root" / "pipelines").exists()  # nothing ran
+
+
+@pytest.mark.pipeline
+def test_tune_2_runs_two_trials_and_the_best_settings_reach_the_trainer(tmp_path: Path) -> None:
+    from report.summary import summarize_run
+    from schema.curated import write_schema
+    from trainer.record import TrainingRecord
+
+    imagegen.write_folder(tmp_path / "images", {"train": 12, "test": 4})
+    write_schema(len(imagegen.CLASS_NAMES), tmp_path / "schema.pbtxt")
+    # classic on 8x8 images: learning rate, base_filters in [4, 8], epochs in [1, 2].
+    code, out, err = run_cli([
+        "run", "--recipe", "classic", "--data", str(tmp_path / "images"),
+        "--root", str(tmp_path / "root"), "--serving-dir", str(tmp_path / "serving"),
+        "--schema", str(tmp_path / "schema.pbtxt"), "--pipeline-name", "tune",
+        "--epochs", "1", "--batch-size", "4", "--set", "base_filters=4", "--set",
+        "dense_units=8", "--tflite", "none", "--min-accuracy", "0", "--tune", "2"])
+    assert code == 0, "\n".join(err)
+    metadata = str(tmp_path / "root" / "metadata" / "tune.sqlite")
+    summary = summarize_run(metadata, "tune")
+    results = run_artifact(metadata, summary.run_id, "TunerResults")
+    record = TuningRecord.read(results.uri)
+    assert record is not None and len(record.trials) == 2
+    assert record.algorithm == "random" and record.split == "eval" and record.max_trials == 2
+    assert all(t.eval_accuracy is not None and t.seconds > 0 for t in record.trials)
+    assert set(record.trials[0].settings) == {"optimizer.learning_rate", "model.base_filters",
+                                              "optimizer.epochs"}
+    best = record.best()
+    assert best is not None
+    assert best.eval_accuracy == max(t.eval_accuracy for t in record.trials)
+    # The Trainer trained the best trial's settings, and recorded them as its config.
+    model_run = run_artifact(metadata, summary.run_id, "ModelRun")
+    trained = TrainerConfig.from_dict(TrainingRecord.read(model_run.uri).config).settings()
+    assert {path: trained[path] for path in best.settings} == best.settings
+    assert trained["tuning.trials"] == 2
+    assert any("(best)" in line for line in trials_text(record))
+    console = "\n".join(out)
+    assert "Tuned:" in console and "2 trials" in console
