@@ -137,7 +137,7 @@ def test_tune_2_runs_two_trials_and_the_best_settings_reach_the_trainer(tmp_path
         "run", "--recipe", "classic", "--data", str(tmp_path / "images"),
         "--root", str(tmp_path / "root"), "--serving-dir", str(tmp_path / "serving"),
         "--schema", str(tmp_path / "schema.pbtxt"), "--pipeline-name", "tune",
-        "--epochs", "1", "--batch-size", "4", "--set", "base_filters=4", "--set",
+        "--epochs", "1", "--batch-size", "3", "--set", "base_filters=4", "--set",
         "dense_units=8", "--tflite", "none", "--min-accuracy", "0", "--tune", "2"])
     assert code == 0, "\n".join(err)
     metadata = str(tmp_path / "root" / "metadata" / "tune.sqlite")
