@@ -43,7 +43,7 @@ from report.summary import (
 from trainer.config import settings_of
 from trainer.memory import human
 from trainer.record import SkipDecision, WarmStart
-from trainer.tuning import TuningRecord
+from trainer.tuning import TuningRecord, settings_text
 
 CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px;
@@ -370,7 +370,7 @@ def _tuning(record: TuningRecord | None) -> dict[str, Any]:
     return {
         "tuning_text": f"{tuning_text(record)}. Searched: {'; '.join(record.space)}. The "
                        f"recipe's values: {defaults}.",
-        "tuning": _rows([t.trial, ", ".join(f"{k}={v}" for k, v in t.settings.items()),
+        "tuning": _rows([t.trial, settings_text(t.settings),
                          _fmt(t.eval_accuracy), _fmt(t.seconds, 1),
                          "best" if t.trial == record.best_trial else ""]
                         for t in record.trials),

@@ -237,9 +237,8 @@ def _tuner_class():
             try:
                 config = tuned_config(self.config, values)
                 settings = applied(config, values)
-                number = len(self.trials) + 1
-                log.info("[tuner] trial %d: %s", number,
-                         ", ".join(f"{k}={v}" for k, v in settings.items()))
+                number = trial.trial_id
+                log.info("[tuner] trial %s: %s", number, settings_text(settings))
                 start = time.monotonic()
                 record = self.train_trial(config)
                 seconds = time.monotonic() - start
@@ -251,7 +250,7 @@ def _tuner_class():
                 trial=trial.trial_id, settings=settings, eval_accuracy=round(accuracy, 6),
                 seconds=round(seconds, 2), epochs_run=len(record.get("history", {}).get(
                     "loss", [])) or None))
-            log.info("[tuner] trial %d: eval accuracy %.4f in %.0fs", number, accuracy, seconds)
+            log.info("[tuner] trial %s: eval accuracy %.4f in %.0fs", number, accuracy, seconds)
             return {OBJECTIVE: accuracy}
 
         def search(self, *args, **kwargs) -> None:
@@ -262,15 +261,16 @@ def _tuner_class():
                     raise self._error from None
                 raise
             if not self.stopped:
-                self.stopped = (f"{len(self.trials)} trial(s) run"
-                                if len(self.trials) >= (self.oracle.max_trials or 0)
-                                else f"{len(self.trials)} trial(s) run: the space is exhausted")
+                run = f"{len(self.trials)} trial(s) run"
+                self.stopped = (run if len(self.trials) >= (self.oracle.max_trials or 0) else
+                                f"{run}: {self.config.tuning.algorithm} had no more to try")
 
         def save_model(self, trial_id, model, step=0) -> None:
             pass  # the Trainer trains the best settings again; no trial's model is kept
 
         def record(self) -> TuningRecord:
-            best = max(self.trials, key=lambda t: t.eval_accuracy or 0.0, default=None)
+            # The oracle's best: the trial whose hyperparameters TFX hands the Trainer.
+            best = self.oracle.get_best_trials(1)
             tuning = self.config.tuning
             space = searched(self.config)
             settings = self.config.settings()
@@ -279,7 +279,7 @@ def _tuner_class():
                 algorithm=str(tuning.algorithm), recipe=self.config.recipe, defaults=defaults,
                 space=tuple(d.text() for d in space), max_trials=max_trials(self.config),
                 budget_minutes=tuning.budget_minutes, trials=tuple(self.trials),
-                best_trial=best.trial if best else None,
+                best_trial=best[0].trial_id if best else None,
                 seconds=round(time.monotonic() - self._start, 2), stopped=self.stopped,
                 estimate=self.estimate)
 
@@ -415,11 +415,17 @@ def tuner_fn(fn_args):
     return TunerFnResult(tuner=tuner, fit_kwargs={"verbose": 0})
 
 
+def settings_text(settings: Mapping[str, Any]) -> str:
+    """Settings as `path=value`, floats to 4 significant digits (the record keeps them whole)."""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in settings.items())
+
+
 def trials_text(record: TuningRecord) -> list[str]:
     """One line per trial, best marked: for logs and the summary."""
     lines = []
     for t in record.trials:
-        settings = ", ".join(f"{k}={v}" for k, v in t.settings.items())
+        settings = settings_text(t.settings)
         accuracy = "failed" if t.eval_accuracy is None else f"{t.eval_accuracy:.4f}"
         mark = " (best)" if t.trial == record.best_trial else ""
         lines.append(f"trial {t.trial}: {settings}: eval accuracy {accuracy}, "
