@@ -365,7 +365,7 @@ def _training(data: TrainingFacts | NotRun, charts: Charts) -> dict[str, Any]:
 def _tuning(record: TuningRecord | None) -> dict[str, Any]:
     """The Tuner's search: a line, and a row per trial (settings, eval accuracy, seconds)."""
     if record is None:
-        return {}
+        return {"tuning": None}
     defaults = ", ".join(f"{k}={v}" for k, v in record.defaults.items())
     return {
         "tuning_text": f"{tuning_text(record)}. Searched: {'; '.join(record.space)}. The "
