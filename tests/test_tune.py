@@ -160,3 +160,50 @@ def test_tune_2_runs_two_trials_and_the_best_settings_reach_the_trainer(tmp_path
     assert any("(best)" in line for line in trials_text(record))
     console = "\n".join(out)
     assert "Tuned:" in console and "2 trials" in console
+
+
+def _record() -> TuningRecord:
+    from trainer.tuning import TrialRecord
+
+    return TuningRecord(
+        algorithm="random", recipe="fast-gray",
+        defaults={"optimizer.learning_rate": 1.5, "model.widths": [24, 48, 96],
+                  "optimizer.epochs": 5},
+        space=("optimizer.learning_rate in [0.5, 4.5] (log)",), max_trials=2,
+        budget_minutes=10, best_trial="1", seconds=130.0, stopped="2 trial(s) run",
+        trials=(TrialRecord("0", {"optimizer.learning_rate": 0.712345, "optimizer.epochs": 4},
+                            0.981, 61.0, 4),
+                TrialRecord("1", {"optimizer.learning_rate": 2.25, "optimizer.epochs": 7},
+                            0.9905, 68.5, 7)))
+
+
+def test_the_record_reads_back_and_the_summary_lists_every_trial(tmp_path: Path) -> None:
+    from report.summary import RunSummary, format_summary
+
+    record = _record()
+    record.write(tmp_path)
+    assert TuningRecord.read(tmp_path) == record and record.best() == record.trials[1]
+    lines = list(format_summary(RunSummary("p", "r", [], tuning=record)))
+    tuned = [line for line in lines if "Tuned:" in line or "trial " in line]
+    assert tuned == [
+        "  Tuned: random search of fast-gray's space, 2 trials on the eval split in 130s, "
+        "budget 10 min (2 trial(s) run); best trial 1, eval accuracy 0.9905, trained by the "
+        "Trainer",
+        "    trial 0: optimizer.learning_rate=0.7123, optimizer.epochs=4: eval accuracy 0.9810, "
+        "61s",
+        "    trial 1: optimizer.learning_rate=2.25, optimizer.epochs=7: eval accuracy 0.9905, "
+        "68s (best)"]
+    assert '"tuning": {' in RunSummary("p", "r", [], tuning=record).to_json()
+
+
+def test_the_report_shows_a_tuning_table_with_a_row_per_trial() -> None:
+    import reportfacts
+    from report.html import render
+    from report.records import TrainingFacts
+
+    page = render(reportfacts.report_facts(training=TrainingFacts(config={}, tuning=_record())))
+    assert "<h3>Tuning</h3>" in page and "random search of fast-gray" in page
+    assert page.count("optimizer.learning_rate=") == 2 + 1  # two rows, the recipe's values
+    assert ">best<" in page
+    assert "<h3>Tuning</h3>" not in render(reportfacts.report_facts(
+        training=TrainingFacts(config={})))
