@@ -16,7 +16,7 @@ from tfx.components import ExampleValidator, StatisticsGen, Transform
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.orchestration import data_types, metadata
 from tfx.orchestration import pipeline as tfx_pipeline
-from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2
+from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2, tuner_pb2
 
 from components.data_gate import DataGate
 from components.evaluator import ImageEvaluator
@@ -35,6 +35,7 @@ from schema.errors import (
     SPAN_WINDOW_PARAMETER,
     TRAINER_CONFIG_PARAMETER,
 )
+from trainer.tuning import max_trials
 
 
 def build_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
@@ -187,6 +188,10 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         train_args=trainer_pb2.TrainArgs(splits=list(config.train_splits)),
         eval_args=trainer_pb2.EvalArgs(splits=[EVAL]),
         custom_config=values[TRAINER_CONFIG_PARAMETER],
+        # Beam on worker processes (`--beam direct-multi`, the Kubeflow pods): trials side by
+        # side too, as many as may run (the Tuner runs at most one per core).
+        tune_args=tuner_pb2.TuneArgs(num_parallel_trials=max_trials(config.trainer))
+        if "--direct_running_mode=multi_processing" in config.beam_pipeline_args else None,
     ).with_id("Tuner") if config.trainer.tuning.enabled else None
     trainer = ImageTrainer(
         run_fn=RUN_FN,

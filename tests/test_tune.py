@@ -207,3 +207,29 @@ def test_the_report_shows_a_tuning_table_with_a_row_per_trial() -> None:
     assert ">best<" in page
     assert "<h3>Tuning</h3>" not in render(reportfacts.report_facts(
         training=TrainingFacts(config={})))
+
+
+def test_parallel_trials_run_side_by_side_in_processes_of_their_own(prepared, tmp_path,
+                                                                     caplog) -> None:
+    """`--beam direct-multi`: the Tuner's executor sets `parallel`; each trial trains in
+    `python -m trainer.tuning_worker` on the same files the in-process trials read.
+    """
+    import logging
+
+    from trainer.tuning import TrialInputs, make_tuner
+
+    config = from_recipe("classic", (8, 8, 3), imagegen.CLASS_NAMES, {
+        "optimizer.epochs": 1, "optimizer.batch_size": 16, "model.base_filters": 4,
+        "model.dense_units": 8, "tuning.trials": 2, "runtime.precision": "float32"})
+    tuner = make_tuner(config, lambda trial: pytest.fail("trained in this process"),
+                       str(tmp_path))
+    tuner.trial_inputs = TrialInputs(prepared.transform_graph, tuple(prepared.train_files),
+                                     tuple(prepared.eval_files))
+    tuner.parallel = 2
+    with caplog.at_level(logging.INFO, logger="trainer.tuning"):
+        tuner.search(verbose=0)
+    record = tuner.record()
+    assert len(record.trials) == 2 and record.stopped == "2 trial(s) run"
+    assert all(0 <= t.eval_accuracy <= 1 and t.seconds > 0 and t.epochs_run for t in record.trials)
+    assert record.best_trial == tuner.oracle.get_best_trials(1)[0].trial_id
+    assert "up to 2 trials at a time, each in its own process" in caplog.text

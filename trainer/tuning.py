@@ -49,6 +49,10 @@ OBJECTIVE = "val_accuracy"
 HYPERBAND_EPOCHS = "tuner/epochs"
 # Trials of a search bounded by its budget alone.
 BUDGET_ONLY_TRIALS = 100
+# A trial in its own process, for trials side by side (`run --beam direct-multi`).
+WORKER_MODULE = "trainer.tuning_worker"
+# What that process hands back, in a temporary folder of the Tuner's.
+TRIAL_RESULT_FILE = "trial_result.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,6 +201,16 @@ class TuningRecord(Record):
         return next((t for t in self.trials if t.trial == self.best_trial), None)
 
 
+@dataclasses.dataclass(frozen=True)
+class TrialResult(Record):
+    """A trial's outcome, from the process that trained it (trainer/tuning_worker.py)."""
+
+    FILE = TRIAL_RESULT_FILE
+
+    eval_accuracy: float
+    epochs_run: int = 0
+
+
 def _tuner_class():
     """RecipeTuner, made when KerasTuner is imported (the CLI imports this module without it)."""
     from keras_tuner import errors
@@ -217,6 +231,9 @@ def _tuner_class():
             self._error: BaseException | None = None
             self._start = 0.0
             self._budget = config.tuning.budget_minutes * 60
+            # Trials side by side, each in its own process (set by components/tuner.py).
+            self.parallel = 1
+            self.trial_inputs: TrialInputs | None = None
 
         def on_search_begin(self) -> None:
             self._start = time.monotonic()
@@ -248,14 +265,17 @@ def _tuner_class():
             accuracy = float(record["final_eval_accuracy"])
             self.trials.append(TrialRecord(
                 trial=trial.trial_id, settings=settings, eval_accuracy=round(accuracy, 6),
-                seconds=round(seconds, 2), epochs_run=len(record.get("history", {}).get(
-                    "loss", [])) or None))
+                seconds=round(seconds, 2), epochs_run=record.get("epochs_run") or len(
+                    record.get("history", {}).get("loss", [])) or None))
             log.info("[tuner] trial %s: eval accuracy %.4f in %.0fs", number, accuracy, seconds)
             return {OBJECTIVE: accuracy}
 
         def search(self, *args, **kwargs) -> None:
             try:
-                super().search(*args, **kwargs)
+                if self.parallel > 1 and self.trial_inputs is not None:
+                    self._search_parallel()
+                else:
+                    super().search(*args, **kwargs)
             except errors.FatalError:
                 if self._error is not None:
                     raise self._error from None
@@ -264,6 +284,45 @@ def _tuner_class():
                 run = f"{len(self.trials)} trial(s) run"
                 self.stopped = (run if len(self.trials) >= (self.oracle.max_trials or 0) else
                                 f"{run}: {self.config.tuning.algorithm} had no more to try")
+
+        def _search_parallel(self) -> None:
+            """Up to `parallel` trials at a time, each trained in a fresh process with its share
+            of the cores; the oracle is asked for the next trial as each one ends.
+            """
+            import concurrent.futures as futures
+            import os
+
+            from keras_tuner.engine import trial as trial_module
+
+            threads = max(1, (os.cpu_count() or 1) // self.parallel)
+            self.train_trial = process_trainer(self.trial_inputs, threads, self.project_dir)
+            log.info("[tuner] up to %d trials at a time, each in its own process on %d "
+                     "thread(s)", self.parallel, threads)
+            self.on_search_begin()
+            free = [f"tuner{i}" for i in range(self.parallel)]
+            running: dict[futures.Future, tuple[Any, str]] = {}
+            stopped = False
+            with futures.ThreadPoolExecutor(self.parallel) as pool:
+                while True:
+                    while free and not stopped:
+                        self.pre_create_trial()
+                        trial = self.oracle.create_trial(free[-1])
+                        if trial.status == trial_module.TrialStatus.STOPPED:
+                            stopped = True
+                        elif trial.status == trial_module.TrialStatus.IDLE:
+                            break  # Hyperband waits for a running trial's result
+                        else:
+                            running[pool.submit(self.run_trial, trial)] = (trial, free.pop())
+                    if not running:
+                        break
+                    done, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
+                    for future in done:
+                        trial, slot = running.pop(future)
+                        self.oracle.update_trial(trial.trial_id, future.result())
+                        trial.status = trial_module.TrialStatus.COMPLETED
+                        self.oracle.end_trial(trial)
+                        free.append(slot)
+            self.on_search_end()
 
         def save_model(self, trial_id, model, step=0) -> None:
             pass  # the Trainer trains the best settings again; no trial's model is kept
@@ -373,14 +432,86 @@ def check_budget(config: TrainerConfig, num_train: int, num_eval: int) -> str:
     return text
 
 
+@dataclasses.dataclass(frozen=True)
+class TrialInputs:
+    """What a trial trains on, as file patterns: for a trial in another process."""
+
+    transform_graph: str
+    train_files: tuple[str, ...]
+    eval_files: tuple[str, ...]
+
+
+def trial_trainer(config: TrainerConfig, inputs: TrialInputs, data_accessor
+                  ) -> Callable[[TrainerConfig], dict]:
+    """A trial's training in this process: its config -> the training record (train, eval).
+
+    Scratch recipes decode the examples on the first trial and share them with the next ones;
+    the transfer recipe extracts features in each trial (the fine-tuned depth decides where).
+    """
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from trainer import data
+    from trainer.config import Distribution
+
+    tf_transform_output = tft.TFTransformOutput(inputs.transform_graph)
+    train_files, eval_files = list(inputs.train_files), list(inputs.eval_files)
+    if config.model.kind == ModelKind.TRANSFER:
+        from trainer.transfer import train_transfer
+
+        def transfer_trial(trial: TrainerConfig) -> dict:
+            return train_transfer(trial, train_files, eval_files, data_accessor,
+                                  tf_transform_output)[1]
+
+        return transfer_trial
+    from trainer.train import train
+
+    # Trials run in this process: MultiWorkerMirroredStrategy is the Trainer's alone.
+    strategy = (tf.distribute.get_strategy()
+                if config.runtime.distribution == Distribution.MULTI_WORKER else None)
+    decoded: list[data.TrainingInputs] = []
+
+    def scratch_trial(trial: TrainerConfig) -> dict:
+        if not decoded:
+            decoded.append(data.training_inputs(train_files, eval_files, data_accessor,
+                                                tf_transform_output, config))
+        return train(trial, decoded[0], strategy=strategy)[1]
+
+    return scratch_trial
+
+
+def process_trainer(inputs: TrialInputs, threads: int, directory: str
+                    ) -> Callable[[TrainerConfig], dict]:
+    """A trial's training in a fresh process (trainer/tuning_worker.py) using `threads`
+    threads, for trials that run side by side; the same record keys the Tuner reads.
+    """
+    import json
+    import tempfile
+
+    from trainer.launch import run_worker
+
+    def trial(config: TrainerConfig) -> dict:
+        with tempfile.TemporaryDirectory(prefix="trial-", dir=directory) as folder:
+            run_worker(["--config", json.dumps(config.to_dict()),
+                        "--transform-graph", inputs.transform_graph,
+                        "--train-files", *inputs.train_files,
+                        "--eval-files", *inputs.eval_files,
+                        "--threads", str(threads), "--result", folder],
+                       module=WORKER_MODULE, what="tuning trial process")
+            result = TrialResult.read(folder)
+        if result is None:
+            raise RuntimeError(f"the tuning trial process wrote no {TrialResult.__name__}")
+        return {"final_eval_accuracy": result.eval_accuracy, "epochs_run": result.epochs_run}
+
+    return trial
+
+
 def tuner_fn(fn_args):
     """TFX's Tuner entry point: the RecipeTuner over the examples the Trainer will read."""
-    import tensorflow as tf
     import tensorflow_transform as tft
     from tfx.components.tuner.component import TunerFnResult
 
     from trainer import data
-    from trainer.config import Distribution
 
     config = TrainerConfig.from_dict(fn_args.custom_config)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
@@ -388,30 +519,15 @@ def tuner_fn(fn_args):
                                    tf_transform_output)
     num_eval = data.count_records(fn_args.eval_files, fn_args.data_accessor, tf_transform_output)
     estimate = check_budget(config, num_train, num_eval)
-    if config.model.kind == ModelKind.TRANSFER:
-        from trainer.transfer import train_transfer
-
-        def train_trial(trial: TrainerConfig) -> dict:
-            return train_transfer(trial, fn_args.train_files, fn_args.eval_files,
-                                  fn_args.data_accessor, tf_transform_output)[1]
-    else:
-        from trainer.train import train
-
-        # Decoded once; every trial trains on the same cached examples.
-        inputs = data.training_inputs(fn_args.train_files, fn_args.eval_files,
-                                      fn_args.data_accessor, tf_transform_output, config)
-        # Trials run in this process: MultiWorkerMirroredStrategy is the Trainer's alone.
-        strategy = (tf.distribute.get_strategy()
-                    if config.runtime.distribution == Distribution.MULTI_WORKER else None)
-
-        def train_trial(trial: TrainerConfig) -> dict:
-            return train(trial, inputs, strategy=strategy)[1]
-
+    inputs = TrialInputs(fn_args.transform_graph_path, tuple(fn_args.train_files),
+                         tuple(fn_args.eval_files))
     log.info("[tuner] %s search, %s, on %d train / %d eval images: %s", config.tuning.algorithm,
              f"at most {config.tuning.trials} trial(s)" if config.tuning.trials else
              "trials until the budget", num_train, num_eval,
              "; ".join(d.text() for d in searched(config)))
-    tuner = make_tuner(config, train_trial, fn_args.working_dir, estimate)
+    tuner = make_tuner(config, trial_trainer(config, inputs, fn_args.data_accessor),
+                       fn_args.working_dir, estimate)
+    tuner.trial_inputs = inputs
     return TunerFnResult(tuner=tuner, fit_kwargs={"verbose": 0})
 
 
