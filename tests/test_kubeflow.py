@@ -401,4 +401,6 @@ def test_the_tuner_compiles_before_the_trainer_and_passes_the_rules(tmp_path: Pa
     assert tasks["Tuner"]["inputs"]["parameters"]["custom_config"][
         "componentInputParameter"] == "trainer-config"
     assert "trainer.tuning.tuner_fn" in json.dumps(spec)
+    # Beam on worker processes, the pods' default: trials side by side in the Tuner's pod.
+    assert "num_parallel_trials" in json.dumps(tasks["Tuner"])
     assert json.loads(_defaults(spec)["trainer-config"])["tuning"]["trials"] == 4

@@ -5,6 +5,7 @@ anything runs, and `run --tune 2` on tiny data whose best trial's settings reach
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -160,6 +161,7 @@ def test_tune_2_runs_two_trials_and_the_best_settings_reach_the_trainer(tmp_path
     assert any("(best)" in line for line in trials_text(record))
     console = "\n".join(out)
     assert "Tuned:" in console and "2 trials" in console
+    assert "Search: Running Trial" not in console  # KerasTuner's display is off
 
 
 def _record() -> TuningRecord:
@@ -210,7 +212,7 @@ def test_the_report_shows_a_tuning_table_with_a_row_per_trial() -> None:
 
 
 def test_parallel_trials_run_side_by_side_in_processes_of_their_own(prepared, tmp_path,
-                                                                     caplog) -> None:
+                                                                     caplog, capsys) -> None:
     """`--beam direct-multi`: the Tuner's executor sets `parallel`; each trial trains in
     `python -m trainer.tuning_worker` on the same files the in-process trials read.
     """
@@ -233,3 +235,32 @@ def test_parallel_trials_run_side_by_side_in_processes_of_their_own(prepared, tm
     assert all(0 <= t.eval_accuracy <= 1 and t.seconds > 0 and t.epochs_run for t in record.trials)
     assert record.best_trial == tuner.oracle.get_best_trials(1)[0].trial_id
     assert "up to 2 trials at a time, each in its own process" in caplog.text
+    assert capsys.readouterr().out == ""  # KerasTuner's display is off: stdout is run --json's
+
+
+@pytest.mark.parametrize("beam", ["in-process", "direct-multi"])
+def test_the_factory_adds_the_tuner_only_when_tuning_and_feeds_the_trainer(beam: str) -> None:
+    from pipeline.blessing import EvalThresholds
+    from pipeline.config import LOCAL_BEAM_PRESETS, TUNER_FN, PipelineConfig
+    from pipeline.factory import create_pipeline
+
+    def pipeline(**tuning):
+        config = PipelineConfig(
+            pipeline_name="p", pipeline_root="/tmp/root", data_root="/tmp/data",
+            serving_dir="/tmp/serving", model_name="m",
+            trainer=from_recipe("classic", (8, 8, 3), ["a", "b"], tuning),
+            thresholds=EvalThresholds(min_accuracy=0.0),
+            beam_pipeline_args=LOCAL_BEAM_PRESETS[beam])
+        return {c.id: c for c in create_pipeline(config).components}
+
+    assert "Tuner" not in pipeline()
+    assert pipeline()["Trainer"].inputs.get("hyperparameters") is None
+    components = pipeline(**{"tuning.trials": 3})
+    tuner, trainer = components["Tuner"], components["Trainer"]
+    assert list(components).index("Tuner") < list(components).index("Trainer")
+    assert trainer.inputs["hyperparameters"] is tuner.outputs["best_hyperparameters"]
+    assert tuner.exec_properties["tuner_fn"] == TUNER_FN
+    assert json.loads(tuner.exec_properties["eval_args"]) == {"splits": ["eval"]}
+    tune_args = json.loads(tuner.exec_properties["tune_args"] or "{}")
+    # Trials side by side only where Beam runs on worker processes.
+    assert tune_args.get("num_parallel_trials", 1) == (3 if beam == "direct-multi" else 1)

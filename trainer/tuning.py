@@ -367,6 +367,9 @@ def make_tuner(config: TrainerConfig, train_trial: Callable[[TrainerConfig], dic
     else:
         oracle = keras_tuner.oracles.RandomSearchOracle(
             objective=objective, max_trials=max_trials(config), hyperparameters=hp, seed=seed)
+    # KerasTuner's own progress display prints to stdout (where `run --json` writes): off; the
+    # trials' lines are logged instead.
+    oracle.verbose = 0
     return _tuner_class()(oracle, config, train_trial, estimate=estimate, directory=directory,
                           project_name="tuning", overwrite=True)
 
