@@ -23,6 +23,10 @@ HyperParameters config) and hands them to the Trainer, whose run_fn applies them
 with its settings, eval accuracy and seconds, is the `TuningRecord` (tuning.json) that the
 Tuner (components/tuner.py) writes into its `tuner_results` artifact.
 
+Trials run one after another in this process; where Beam runs on worker processes, TFX's
+TuneArgs ask for trials side by side, and each then trains in `python -m trainer.tuning_worker`
+with its share of the cores (components/tuner.py sets `parallel`).
+
 `tuning.budget_minutes` stops the search before a trial that would overrun it (estimated as
 the longest trial so far); `check_budget` refuses, before anything trains, a budget smaller
 than an estimate of one trial (the rates measured by bench/ on a 2-core CPU, scaled by pixels).
