@@ -264,3 +264,22 @@ def test_the_factory_adds_the_tuner_only_when_tuning_and_feeds_the_trainer(beam:
     tune_args = json.loads(tuner.exec_properties["tune_args"] or "{}")
     # Trials side by side only where Beam runs on worker processes.
     assert tune_args.get("num_parallel_trials", 1) == (3 if beam == "direct-multi" else 1)
+
+
+def test_the_trainer_reads_the_tuners_best_hyperparameters_as_run_fn_gets_them(
+        tmp_path: Path) -> None:
+    """components/trainer.py reads best_hyperparameters.txt for the skip-if-unchanged
+    comparison, as TFX's Trainer reads it for run_fn: the tuned config is the one compared.
+    """
+    from tfx.types import standard_artifacts, standard_component_specs
+
+    from components.trainer import best_hyperparameters
+
+    artifact = standard_artifacts.HyperParameters()
+    artifact.uri = str(tmp_path)
+    config = {"space": [], "values": {"optimizer.learning_rate": 0.5, "model.widths": "16,32"}}
+    (tmp_path / "best_hyperparameters.txt").write_text(json.dumps(config))
+    read = best_hyperparameters({standard_component_specs.HYPERPARAMETERS_KEY: [artifact]})
+    assert read == config and best_hyperparameters({}) is None
+    tuned = tuned_config(_config("fast-gray"), read)
+    assert (tuned.optimizer.learning_rate, tuned.model.widths) == (0.5, (16, 32))
