@@ -14,6 +14,8 @@ def add_trainer_args(parser: argparse.ArgumentParser) -> None:
         ModelKind,
         Precision,
         TfliteMode,
+        TuneAlgorithm,
+        TuningConfig,
         Warmup,
     )
     from trainer.memory import DEFAULT_CACHE_BUDGET
@@ -75,6 +77,22 @@ def add_trainer_args(parser: argparse.ArgumentParser) -> None:
                        help="hand on the served model instead of training when the data gate "
                             "finds the data's statistics equal to its training data's and the "
                             "training config is the same (the report says why either way)")
+    tuning = TuningConfig()
+    group.add_argument("--tune", type=int, default=tuning.trials, metavar="TRIALS",
+                       help="TFX's Tuner before the Trainer: KerasTuner tries up to TRIALS "
+                            "settings of the recipe's search space (learning rate, width, "
+                            "epochs; a backbone's head dropout, fine-tuned blocks, learning "
+                            "rate), each trained on train and scored on eval; the Trainer "
+                            "trains the best (docs/training.md). Default %(default)s: off")
+    group.add_argument("--tune-budget", type=float, default=tuning.budget_minutes,
+                       metavar="MINUTES",
+                       help="tune for at most MINUTES: no trial starts that would overrun it "
+                            "(alone, trials until the budget; a budget too small for one "
+                            "trial is refused). Default %(default)s: none")
+    group.add_argument("--tune-algorithm", choices=[c.value for c in TuneAlgorithm],
+                       default=str(tuning.algorithm),
+                       help="random (default) or hyperband (which also decides each trial's "
+                            "epochs)")
     group.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        dest="settings",
                        help="any other training setting (trainer/config.py TrainerConfig) by "

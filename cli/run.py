@@ -49,7 +49,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--beam", choices=tuple(LOCAL_BEAM_PRESETS), default=DEFAULT_LOCAL_BEAM,
                    help="where StatisticsGen, Transform and the Evaluator run: in this process "
                         "(default; fastest on 2 cores) or DirectRunner worker processes, one "
-                        "per core (direct-multi)")
+                        "per core (direct-multi; with --tune, trials then also run side by "
+                        "side, each in its own process)")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     add_pipeline_args(p)
     p.set_defaults(handler=execute)

@@ -23,7 +23,8 @@ def execute(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([json.loads(r.to_json()) for r in runs], indent=2))
         return EXIT_OK
-    # A transfer run's recipe shows its backbone: transfer/efficientnet_lite0. The TFLite
+    # A transfer run's recipe shows its backbone: transfer/efficientnet_lite0; a tuned run's
+    # ends in +tuned (its trials: `runs --json`, the summary, the report). The TFLite
     # column: its mode, accuracy on the same split, and whether it went out with the version.
     print(f"{'run':28} {'spans':6} {'accuracy':>8} {'on':5} {'recipe':9}  {'blessed':7}  "
           f"{'tflite':26}  {'scored':>6}  pushed")
@@ -34,6 +35,8 @@ def execute(args: argparse.Namespace) -> int:
         recipe = run.recipe or "-"
         if run.backbone:
             recipe = f"{recipe}/{run.backbone.backbone}"
+        if run.tuning:  # the Trainer trained the best of the Tuner's trials
+            recipe = f"{recipe}+tuned"
         blessed = {True: "yes", False: "no", None: "-"}[run.blessed]
         if failed:
             pushed = f"failed in {', '.join(failed)}"

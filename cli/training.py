@@ -24,6 +24,9 @@ FLAG_SETTINGS: dict[str, tuple[str, ...]] = {
     "tflite": ("export.tflite",),
     "cache_budget": ("data.cache_budget",),
     "skip_if_unchanged": ("continuity.skip_if_unchanged",),
+    "tune": ("tuning.trials",),
+    "tune_budget": ("tuning.budget_minutes",),
+    "tune_algorithm": ("tuning.algorithm",),
 }
 
 
@@ -85,11 +88,15 @@ def trainer_config(args: argparse.Namespace, class_names, image_shape,
 
         resolve_weights(config.model.backbone, config.model.backbone_weights)
     fitted = fit_batch_size(config.optimizer.batch_size, split_counts[smallest])
-    if fitted == config.optimizer.batch_size:
-        return config
-    return config.override({"optimizer.batch_size": fitted, "recipe_reason": (
+    if fitted != config.optimizer.batch_size:
+        config = config.override({"optimizer.batch_size": fitted, "recipe_reason": (
         f"{reason}; batch size {fitted} so that one batch fits in the "
         f"{split_counts[smallest]}-image {smallest} split")})
+    if config.tuning.enabled and trains_here:  # a budget too small for one trial: exit 2 now
+        from trainer.tuning import check_budget
+
+        check_budget(config, split_counts.get("train", 0), split_counts.get("eval", 0))
+    return config
 
 
 # The scratch CNNs are built for small images: data of many sizes is resized to its median size,

@@ -30,7 +30,7 @@ from tfx.dsl.io import fileio
 from tfx.proto import pusher_pb2, trainer_pb2
 from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
-from tfx.utils import json_utils, path_utils
+from tfx.utils import io_utils, json_utils, path_utils
 
 from components.data_gate import ValidatedStatistics
 from components.gate_report import GateReport
@@ -45,13 +45,14 @@ from serving.model_dir import (
 )
 from trainer.config import TRAINING_CONFIG_FILE, TrainerConfig
 from trainer.record import SkipDecision, TrainingRecord
+from trainer.tuning import tuned_config
 
 log = logging.getLogger(__name__)
 DATA_GATE_KEY = "data_gate"
 PUSH_DESTINATION_KEY = "push_destination"
 # How the model is reached, not what it is (TrainerConfig's continuity part, and why the recipe
 # was chosen): left out when two training configs are compared.
-NOT_COMPARED = frozenset({"continuity", "recipe_reason"})
+NOT_COMPARED = frozenset({"continuity", "tuning", "recipe_reason"})
 
 
 def config_change(served: dict[str, Any] | None, current: dict[str, Any]) -> str | None:
@@ -128,6 +129,17 @@ def _copy_model(source: str, target: str) -> None:
         fileio.copy(join(source, relative), join(target, relative), overwrite=True)
 
 
+def best_hyperparameters(input_dict) -> dict[str, Any] | None:
+    """The Tuner's best hyperparameters (KerasTuner's config), read as TFX's Trainer reads them
+    for run_fn's fn_args.hyperparameters; None without a Tuner.
+    """
+    artifacts = input_dict.get(standard_component_specs.HYPERPARAMETERS_KEY)
+    if not artifacts:
+        return None
+    path = io_utils.get_only_uri_in_dir(artifact_utils.get_single_uri(artifacts))
+    return json.loads(io_utils.read_string_file(path))
+
+
 class Executor(trainer_executor.GenericExecutor):
     # The TFX executor interface, the same in every executor (`duplicates` pairs them).
     def Do(self, input_dict, output_dict, exec_properties) -> None:
@@ -140,6 +152,9 @@ class Executor(trainer_executor.GenericExecutor):
         if not (config and TrainerConfig.from_dict(config).continuity.skip_if_unchanged):
             super().Do(inputs, output_dict, exec_properties)
             return
+        # The Tuner's best hyperparameters, as run_fn applies them: the config compared.
+        config = tuned_config(TrainerConfig.from_dict(config),
+                              best_hyperparameters(input_dict)).to_dict()
         decision = skip_decision(config, GateReport.read(gate[0].uri) if gate else None,
                                  exec_properties.get(PUSH_DESTINATION_KEY))
         log.info("[trainer] skip_if_unchanged: %s: %s",
@@ -188,6 +203,7 @@ class ImageTrainer(base_component.BaseComponent):
         custom_config: dict[str, Any] | Any,
         data_gate: types.BaseChannel | None = None,
         push_destination: pusher_pb2.PushDestination | Any = None,
+        hyperparameters: types.BaseChannel | None = None,
     ) -> None:
         super().__init__(spec=ImageTrainerSpec(
             examples=examples,
@@ -200,6 +216,7 @@ class ImageTrainer(base_component.BaseComponent):
                            else json_utils.dumps(custom_config)),
             data_gate=data_gate,
             push_destination=push_destination,
+            hyperparameters=hyperparameters,
             model=types.Channel(type=standard_artifacts.Model),
             model_run=types.Channel(type=standard_artifacts.ModelRun),
         ))

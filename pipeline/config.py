@@ -23,6 +23,8 @@ DEFAULT_ROOT = "tfx_root"
 
 PREPROCESSING_FN = "trainer.preprocessing.preprocessing_fn"
 RUN_FN = "trainer.run.run_fn"
+# TFX's Tuner (only with the training config's tuning on): trainer/tuning.py.
+TUNER_FN = "trainer.tuning.tuner_fn"
 
 # In-memory DirectRunner: multi_processing re-imports TF in every worker, which costs more than
 # it gains on a machine with few cores (`run --beam direct-multi` asks for it).

@@ -16,7 +16,7 @@ from tfx.components import ExampleValidator, StatisticsGen, Transform
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.orchestration import data_types, metadata
 from tfx.orchestration import pipeline as tfx_pipeline
-from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2
+from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2, tuner_pb2
 
 from components.bulk_inferrer import ImageBulkInferrer
 from components.data_gate import DataGate
@@ -24,9 +24,10 @@ from components.evaluator import ImageEvaluator
 from components.example_gen import TFRecordExampleGen
 from components.pusher import AtomicPusher
 from components.trainer import ImageTrainer
+from components.tuner import ImageTuner
 from ingest.dataset import EVAL
 from ingest.spans import HISTORY, split_pattern
-from pipeline.config import PREPROCESSING_FN, RUN_FN, PipelineConfig
+from pipeline.config import PREPROCESSING_FN, RUN_FN, TUNER_FN, PipelineConfig
 from schema import features
 from schema.errors import (
     DATA_ROOT_PARAMETER,
@@ -36,6 +37,7 @@ from schema.errors import (
     SPAN_WINDOW_PARAMETER,
     TRAINER_CONFIG_PARAMETER,
 )
+from trainer.tuning import max_trials
 
 
 def build_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
@@ -182,6 +184,21 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
     # With skip_if_unchanged the Trainer reads the gate's record (gate.json) and may hand on the
     # served model (components/trainer.py); it then re-executes every run, as the gate does.
     skip = config.trainer.continuity.skip_if_unchanged
+    # With tuning on, TFX's Tuner searches the recipe's space first (trials fit `train`, are
+    # scored on `eval`) and its best hyperparameters reach the Trainer (trainer/tuning.py).
+    tuner = ImageTuner(
+        tuner_fn=TUNER_FN,
+        examples=example_gen.outputs["examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=trainer_pb2.TrainArgs(splits=list(config.train_splits)),
+        eval_args=trainer_pb2.EvalArgs(splits=[EVAL]),
+        custom_config=values[TRAINER_CONFIG_PARAMETER],
+        # Beam on worker processes (`--beam direct-multi`, the Kubeflow pods): trials side by
+        # side too, as many as may run (the Tuner runs at most one per core).
+        tune_args=tuner_pb2.TuneArgs(num_parallel_trials=max_trials(config.trainer))
+        if "--direct_running_mode=multi_processing" in config.beam_pipeline_args else None,
+    ).with_id("Tuner") if config.trainer.tuning.enabled else None
     trainer = ImageTrainer(
         run_fn=RUN_FN,
         examples=example_gen.outputs["examples"],
@@ -194,6 +211,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         custom_config=values[TRAINER_CONFIG_PARAMETER],
         data_gate=data_gate.outputs["validated_statistics"] if skip else None,
         push_destination=push_destination if skip else None,
+        hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
     ).with_id("Trainer")
     # Baseline: the model in production, the newest version in the push destination.
     evaluator = ImageEvaluator(
@@ -214,7 +232,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
         statistics=data_gate.outputs["validated_statistics"],
     ).with_id("Pusher")
     components = [example_gen, schema_gen, statistics_gen, example_validator, data_gate,
-                  transform, trainer, evaluator, pusher]
+                  transform, *([tuner] if tuner else []), trainer, evaluator, pusher]
     if config.infer_data:
         # Scores the folder with the version this run pushed, or else the served one.
         components.append(ImageBulkInferrer(

@@ -45,6 +45,7 @@ from report.summary import (
 )
 from schema import features
 from trainer.record import TrainingRecord
+from trainer.tuning import TuningRecord
 
 if TYPE_CHECKING:  # components/ loads TFX: imported where a record is read
     from components.gate_report import GateReport
@@ -213,6 +214,8 @@ def training_section(nodes: dict[str, NodeRecord]) -> TrainingFacts | NotRun:
     if record is None:
         return _not_run(trainer, Node.TRAINER)
     recipe, recipe_reason = record.recipe()
+    tuner = nodes.get(Node.TUNER)
+    results = tuner.output("tuner_results") if tuner else None
     return TrainingFacts(
         state=trainer.state,
         model=trainer.output("model").uri,
@@ -229,6 +232,7 @@ def training_section(nodes: dict[str, NodeRecord]) -> TrainingFacts | NotRun:
         input=record.input,
         warm_start=record.warm_start,
         skip_if_unchanged=record.skip_if_unchanged,
+        tuning=TuningRecord.read(results.uri) if results is not None else None,
         fit_seconds=record.fit_seconds,
         train_images_per_second=record.train_images_per_second,
         final_eval_accuracy=record.final_eval_accuracy,

@@ -38,10 +38,12 @@ from report.summary import (
     tflite_drop_text,
     tflite_latency_text,
     tflite_push_text,
+    tuning_text,
 )
 from trainer.config import settings_of
 from trainer.memory import human
 from trainer.record import SkipDecision, WarmStart
+from trainer.tuning import TuningRecord, settings_text
 
 CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px;
@@ -356,6 +358,22 @@ def _training(data: TrainingFacts | NotRun, charts: Charts) -> dict[str, Any]:
         "config": _rows([k, config[k]] for k in _CONFIG_KEYS if k in config),
         "figure": _figure(charts.training_curves,
                           f"Loss and accuracy per epoch, {data.train_split} vs {eval_split}"),
+        **_tuning(data.tuning),
+    }
+
+
+def _tuning(record: TuningRecord | None) -> dict[str, Any]:
+    """The Tuner's search: a line, and a row per trial (settings, eval accuracy, seconds)."""
+    if record is None:
+        return {"tuning": None}
+    defaults = ", ".join(f"{k}={v}" for k, v in record.defaults.items())
+    return {
+        "tuning_text": f"{tuning_text(record)}. Searched: {'; '.join(record.space)}. The "
+                       f"recipe's values: {defaults}.",
+        "tuning": _rows([t.trial, settings_text(t.settings),
+                         _fmt(t.eval_accuracy), _fmt(t.seconds, 1),
+                         "best" if t.trial == record.best_trial else ""]
+                        for t in record.trials),
     }
 
 

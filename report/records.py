@@ -30,6 +30,7 @@ from serving.new_model import NewModel
 from serving.tflite import TfliteEvaluation
 from trainer.backbones.provenance import WeightsSource
 from trainer.record import SkipDecision, TrainingInput, WarmStart
+from trainer.tuning import TuningRecord
 
 REPORT_JSON = "report.json"
 
@@ -195,6 +196,8 @@ class TrainingFacts:
     warm_start: Annotated[WarmStart | None, AS_RECORDED] = None
     # None: not asked; else components/trainer.py's decision, skipped or trained, and why.
     skip_if_unchanged: Annotated[SkipDecision | None, AS_RECORDED] = None
+    # None: not tuned; else the Tuner's trials (trainer/tuning.py), whose best one was trained.
+    tuning: Annotated[TuningRecord | None, AS_RECORDED] = None
     fit_seconds: float | None = None
     train_images_per_second: float | None = None
     final_eval_accuracy: float | None = None

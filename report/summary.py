@@ -20,6 +20,7 @@ from schema.records import as_data
 from trainer.backbones.provenance import WeightsSource
 from trainer.memory import human
 from trainer.record import SkipDecision, TrainingInput, TrainingRecord
+from trainer.tuning import TuningRecord, trials_text
 
 if TYPE_CHECKING:  # serving/ imports TFX's fileio: loaded where a record is read
     from serving.model_dir import EvaluationRecord
@@ -110,6 +111,8 @@ class RunSummary:
     skip_if_unchanged: SkipDecision | None = None
     # How the Trainer held its examples: in memory or streamed, and why (trainer/data.py).
     training_input: TrainingInput | None = None
+    # The Tuner's trials (trainer/tuning.py) when the run tuned; None otherwise.
+    tuning: TuningRecord | None = None
     baseline_accuracy: float | None = None
     # The served version when the run started (the baseline, unless `baseline_note` says why
     # not); None when nothing was served.
@@ -157,7 +160,7 @@ class RunSummary:
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
         # The records' parts as they are stored (JSON names, unset fields left out).
-        for name in ("skip_if_unchanged", "training_input", "tflite"):
+        for name in ("skip_if_unchanged", "training_input", "tflite", "tuning"):
             data[name] = as_data(getattr(self, name))
         data["tflite_outcome"] = self.tflite_outcome()
         return json.dumps(data, indent=2)
@@ -264,6 +267,7 @@ class Node(enum.StrEnum):
     STATISTICS_GEN = "StatisticsGen"
     EXAMPLE_VALIDATOR = "ExampleValidator"
     DATA_GATE = "DataGate"
+    TUNER = "Tuner"
     TRAINER = "Trainer"
     EVALUATOR = "Evaluator"
     PUSHER = "Pusher"
@@ -389,6 +393,8 @@ def summary_of(pipeline_name: str, run_id: str, nodes: dict[str, NodeRecord]) ->
             window = value(outputs["Examples"], WINDOW_PROPERTY)
             if window:
                 summary.spans = [int(n) for n in json.loads(window)]
+        if "TunerResults" in outputs:
+            summary.tuning = TuningRecord.read(outputs["TunerResults"].uri)
         if "ModelRun" in outputs:
             summary.tensorboard_dir = outputs["ModelRun"].uri
             record = TrainingRecord.read(summary.tensorboard_dir)
@@ -523,6 +529,10 @@ def format_summary(summary: RunSummary,
     if summary.trainer_eval_accuracy is not None:
         yield (f"  training: recipe {summary.recipe}, final accuracy on the eval split "
                f"(early stopping's) {_fmt(summary.trainer_eval_accuracy)}")
+    if summary.tuning:
+        yield f"  Tuned: {tuning_text(summary.tuning)}"
+        for line in trials_text(summary.tuning):
+            yield f"    {line}"
     if summary.backbone:
         yield f"  backbone: {summary.backbone.text()}"
     if summary.skip_if_unchanged:
@@ -557,6 +567,17 @@ def format_summary(summary: RunSummary,
     if summary.tensorboard_dir:
         yield f"TensorBoard logs and training curves: {summary.tensorboard_dir}"
     yield outcome_line(summary)
+
+
+def tuning_text(record: TuningRecord) -> str:
+    """The Tuner's search in a line: how many trials, on which split, the best one."""
+    best = record.best()
+    found = (f"best trial {best.trial}, eval accuracy {best.eval_accuracy:.4f}, trained by the "
+             "Trainer" if best and best.eval_accuracy is not None else "no trial completed")
+    budget = f", budget {record.budget_minutes:g} min" if record.budget_minutes else ""
+    return (f"{record.algorithm} search of {record.recipe}'s space, {len(record.trials)} trials "
+            f"on the {record.split} split in {record.seconds:.0f}s{budget} ({record.stopped}); "
+            f"{found}")
 
 
 def tflite_line(summary: RunSummary) -> str | None:

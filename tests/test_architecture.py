@@ -224,6 +224,8 @@ RECORD_FILES: dict[str, tuple[str, frozenset[str]]] = {
     "history.json": ("HISTORY_FILE", frozenset({"trainer/record.py"})),
     "baseline.json": ("PROVENANCE_FILE", frozenset({"serving/model_dir.py"})),
     "backbone.json": ("BACKBONE_FILE", frozenset({"trainer/backbones/provenance.py"})),
+    "tuning.json": ("TUNING_FILE", frozenset({"trainer/tuning.py"})),
+    "trial_result.json": ("TRIAL_RESULT_FILE", frozenset({"trainer/tuning.py"})),
     # report/__init__.py names it only to export it (tests and users find the file by it).
     "report.json": ("REPORT_JSON", frozenset({"report/records.py", "report/__init__.py"})),
 }

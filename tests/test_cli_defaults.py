@@ -28,7 +28,7 @@ def _field_defaults(cls) -> dict:
 def test_flags_default_to_the_config_fields_they_set(command: str) -> None:
     from pipeline.blessing import EvalThresholds
     from pipeline.config import DEFAULT_PIPELINE_NAME, DEFAULT_SCHEMA, PipelineConfig
-    from trainer.config import DataConfig
+    from trainer.config import DataConfig, TuningConfig
 
     args = _defaults(command)
     config = _field_defaults(PipelineConfig)
@@ -41,6 +41,9 @@ def test_flags_default_to_the_config_fields_they_set(command: str) -> None:
     assert args["pipeline_name"] == DEFAULT_PIPELINE_NAME
     assert args["max_regression"] == _field_defaults(EvalThresholds)["max_regression"]
     assert args["cache_budget"] == _field_defaults(DataConfig)["cache_budget"]
+    tuning = _field_defaults(TuningConfig)
+    assert (args["tune"], args["tune_budget"]) == (tuning["trials"], tuning["budget_minutes"])
+    assert args["tune_algorithm"] == str(tuning["algorithm"])
 
 
 def test_run_defaults_to_the_config_beam_and_ingest_defaults() -> None:

@@ -404,3 +404,25 @@ def test_a_bulk_inferrer_compiles_with_its_folder_as_a_run_time_parameter(
     assert task["dependentTasks"] == ["Pusher"]
     assert task["cachingOptions"].get("enableCache", False) is False
     assert "BulkInferrer" not in _compile(tmp_path)["root"]["dag"]["tasks"]
+
+
+def test_the_tuner_compiles_before_the_trainer_and_passes_the_rules(tmp_path: Path) -> None:
+    """--tune adds TFX's Tuner; its best hyperparameters feed the Trainer, in the Tuner's pod."""
+    from kubeflow.conformance import check_file
+
+    output = tmp_path / "p.yaml"
+    assert main(["compile-kfp", "--output", str(output), "--tune", "4", "--check"]) == 0
+    assert check_file(output) == []
+    spec = yaml.safe_load(output.read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == COMPONENTS | {"Tuner"}
+    assert "Tuner" in tasks["Trainer"]["dependentTasks"]
+    assert tasks["Trainer"]["inputs"]["artifacts"]["hyperparameters"][
+        "taskOutputArtifact"] == {"producerTask": "Tuner", "outputArtifactKey":
+                                  "best_hyperparameters"}
+    assert tasks["Tuner"]["inputs"]["parameters"]["custom_config"][
+        "componentInputParameter"] == "trainer-config"
+    assert "trainer.tuning.tuner_fn" in json.dumps(spec)
+    # Beam on worker processes, the pods' default: trials side by side in the Tuner's pod.
+    assert "num_parallel_trials" in json.dumps(tasks["Tuner"])
+    assert json.loads(_defaults(spec)["trainer-config"])["tuning"]["trials"] == 4

@@ -39,6 +39,7 @@ FLAT = {
     "backbone_weights": "imagenet", "fine_tune_blocks": 2, "head_epochs": 40,
     "head_learning_rate": 0.001, "resize_mode": "stretch", "seed": 42, "recipe": "fast",
     "recipe_reason": "chosen with --recipe", "tflite": "dynamic", "calibration_images": 500,
+    "tune_trials": 0, "tune_budget_minutes": 0.0, "tune_algorithm": "random",
 }
 
 

@@ -19,6 +19,8 @@ takes what it needs and a setting has one name, its dotted path:
   export        the TFLite model written beside the SavedModel, and its int8 calibration
   continuity    how to get there, not what to train: warm start, skip-if-unchanged (left out
                 when the skip-if-unchanged decision compares two configs)
+  tuning        TFX's Tuner before the Trainer: trials, budget, algorithm (trainer/tuning.py;
+                also left out of that comparison)
 image_shape, class_names (what the data decides), recipe and recipe_reason stay top level.
 
 `Recipe` is the parts a recipe sets (trainer/recipes.py names them); a TrainerConfig is a
@@ -115,6 +117,15 @@ class TfliteMode(enum.StrEnum):
     DYNAMIC = "dynamic"
     # Full integer: weights and activations int8, calibrated on a sample of train images.
     INT8 = "int8"
+
+
+class TuneAlgorithm(enum.StrEnum):
+    """KerasTuner's search (trainer/tuning.py)."""
+
+    # Each trial draws its settings at random from the recipe's space.
+    RANDOM = "random"
+    # Successive halving: many short trials, the best continued for more epochs.
+    HYPERBAND = "hyperband"
 
 
 class Warmup(enum.StrEnum):
@@ -255,6 +266,21 @@ class ContinuityConfig:
     skip_if_unchanged: bool = False
 
 
+@dataclasses.dataclass(frozen=True)
+class TuningConfig:
+    # TFX's Tuner before the Trainer (trainer/tuning.py), off when both are 0: at most `trials`
+    # trials, each trained on `train` and scored on `eval`; `budget_minutes` stops the search
+    # before a trial that would overrun it. The best trial's settings reach the Trainer.
+    trials: int = dataclasses.field(default=0, metadata=_flat("tune_trials"))
+    budget_minutes: float = dataclasses.field(default=0.0, metadata=_flat("tune_budget_minutes"))
+    algorithm: TuneAlgorithm = dataclasses.field(default=TuneAlgorithm.RANDOM,
+                                                 metadata=_flat("tune_algorithm"))
+
+    @property
+    def enabled(self) -> bool:
+        return self.trials > 0 or self.budget_minutes > 0
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Recipe:
     """The parts a recipe sets: everything but the data's shape and classes and continuity."""
@@ -301,6 +327,8 @@ class TrainerConfig(Recipe):
     image_shape: tuple[int, int, int]
     class_names: tuple[str, ...]
     continuity: ContinuityConfig = dataclasses.field(default_factory=ContinuityConfig)
+    # Whether TFX's Tuner searches the recipe's space first (how the run gets there, too).
+    tuning: TuningConfig = dataclasses.field(default_factory=TuningConfig)
     # Which recipe these settings started from, and why it was chosen (for the report).
     recipe: str = "custom"
     recipe_reason: str = ""
@@ -504,6 +532,10 @@ def _check(config: TrainerConfig) -> None:
 
         get(model.backbone)  # BackboneError (a BadInput) listing the names
         _need(shape[2] == 3, f"a backbone takes RGB images; image_shape {shape}")
+    tuning = config.tuning
+    _need(tuning.trials >= 0 and tuning.budget_minutes >= 0,
+          f"tuning.trials and tuning.budget_minutes must be >= 0, got {tuning.trials} and "
+          f"{tuning.budget_minutes:g}")
     _need(config.export.calibration_images >= 1,
           f"export.calibration_images must be >= 1, got {config.export.calibration_images}")
     _need(model.fine_tune_blocks >= 0 and opt.head_epochs >= 0 and opt.head_learning_rate > 0,

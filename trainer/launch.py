@@ -29,8 +29,8 @@ class WorkerFailed(RuntimeError):
     """The training process exited non-zero; the message has its exit code and last lines."""
 
 
-def worker_command(args: Sequence[str]) -> list[str]:
-    return [sys.executable, "-m", WORKER_MODULE, *args]
+def worker_command(args: Sequence[str], module: str = WORKER_MODULE) -> list[str]:
+    return [sys.executable, "-m", module, *args]
 
 
 def worker_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -55,11 +55,14 @@ def _describe(returncode: int) -> str:
     return f"exited with code {returncode}"
 
 
-def run_worker(args: Sequence[str], env: Mapping[str, str] | None = None) -> None:
-    """Runs `python -m trainer.multi_worker ARGS` to the end; raises WorkerFailed if it fails."""
+def run_worker(args: Sequence[str], env: Mapping[str, str] | None = None,
+               module: str = WORKER_MODULE, what: str = "multi-worker training process") -> None:
+    """Runs `python -m trainer.multi_worker ARGS` (or `module`) to the end; raises WorkerFailed
+    if it fails.
+    """
     tail: deque[str] = deque(maxlen=_TAIL_LINES)
     with subprocess.Popen(
-        worker_command(args), env=worker_env(env), stderr=subprocess.PIPE, text=True,
+        worker_command(args, module), env=worker_env(env), stderr=subprocess.PIPE, text=True,
         errors="replace", bufsize=1,
     ) as process:
         try:
@@ -73,6 +76,6 @@ def run_worker(args: Sequence[str], env: Mapping[str, str] | None = None) -> Non
                 process.kill()
     if returncode != 0:
         raise WorkerFailed(
-            f"multi-worker training process (python -m {WORKER_MODULE}) {_describe(returncode)}; "
+            f"{what} (python -m {module}) {_describe(returncode)}; "
             f"last {len(tail)} lines of its stderr:\n{''.join(tail)}"
         )

@@ -1,0 +1,285 @@
+"""TFX's Tuner stage (trainer/tuning.py, components/tuner.py): the recipe's search space, the
+hyperparameters applied through the config's one override path, the budget refused before
+anything runs, and `run --tune 2` on tiny data whose best trial's settings reach the Trainer.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import imagegen
+from cli import build_parser, main
+from cli.common import EXIT_BAD_INPUT
+from conftest import run_artifact, run_cli
+from schema.errors import BadInput
+from trainer.config import TrainerConfig, TuneAlgorithm, TuningConfig
+from trainer.recipes import from_recipe
+from trainer.tuning import (
+    TuningRecord,
+    check_budget,
+    max_epochs,
+    search_space,
+    searched,
+    trials_text,
+    tuned_config,
+)
+
+
+def _config(recipe: str, **changes) -> TrainerConfig:
+    shape = (224, 224, 3) if recipe == "transfer" else (28, 28, 1)
+    return from_recipe(recipe, shape, ["a", "b"], changes)
+
+
+def test_each_recipe_searches_its_own_small_space_around_its_values() -> None:
+    paths = {recipe: [d.path for d in search_space(_config(recipe))]
+             for recipe in ("classic", "fast", "fast-gray", "fast-wide", "transfer")}
+    scratch_fast = ["optimizer.learning_rate", "model.widths", "optimizer.epochs"]
+    assert paths == {
+        "classic": ["optimizer.learning_rate", "model.base_filters", "optimizer.epochs"],
+        "fast": scratch_fast, "fast-gray": scratch_fast, "fast-wide": scratch_fast,
+        "transfer": ["model.dropout", "model.fine_tune_blocks", "optimizer.learning_rate"],
+    }
+    gray = {d.path: d for d in search_space(_config("fast-gray"))}
+    assert gray["model.widths"].choices == ("16,32,72", "24,48,96", "32,64,120")
+    assert (gray["optimizer.epochs"].low, gray["optimizer.epochs"].high) == (3, 8)
+    rate = gray["optimizer.learning_rate"]
+    assert rate.low < _config("fast-gray").optimizer.learning_rate < rate.high and rate.log_scale
+    # Hyperband decides the epochs itself, up to the top of the epochs range.
+    hyperband = _config("fast-gray", **{"tuning.algorithm": "hyperband"})
+    assert "optimizer.epochs" not in [d.path for d in searched(hyperband)]
+    assert max_epochs(hyperband) == 8
+
+
+def test_a_trials_hyperparameters_are_applied_as_overrides_by_dotted_path() -> None:
+    config = _config("fast-gray")
+    tuned = tuned_config(config, {"space": [], "values": {
+        "optimizer.learning_rate": 0.7, "model.widths": "16,32,72", "optimizer.epochs": 4}})
+    assert tuned == config.override({"optimizer.learning_rate": 0.7,
+                                     "model.widths": (16, 32, 72), "optimizer.epochs": 4})
+    # Hyperband's epochs are the Trainer's; its bookkeeping is not a setting.
+    hyperband = tuned_config(config, {"optimizer.learning_rate": 0.7, "tuner/epochs": 6,
+                                      "tuner/round": 1, "tuner/bracket": 2})
+    assert (hyperband.optimizer.epochs, hyperband.optimizer.learning_rate) == (6, 0.7)
+    assert tuned_config(config, None) is config
+    with pytest.raises(BadInput, match="unknown training setting"):
+        tuned_config(config, {"values": {"optimizer.nothing": 1}})
+
+
+def test_every_searched_value_is_a_valid_config() -> None:
+    """Each end of each range, applied, passes the config's checks."""
+    for recipe in ("classic", "fast", "fast-gray", "transfer"):
+        config = _config(recipe)
+        for dimension in search_space(config):
+            for value in dimension.choices or (dimension.low, dimension.high):
+                if dimension.integer:
+                    value = int(value)
+                tuned_config(config, {dimension.path: value})
+
+
+def test_a_budget_too_small_for_one_trial_is_refused_stating_the_estimate() -> None:
+    config = _config("fast-gray", **{"tuning.budget_minutes": 0.5})
+    with pytest.raises(BadInput) as error:
+        check_budget(config, 60000, 6000)
+    text = str(error.value)
+    assert "the tuning budget of 0.5 min is too small for one trial" in text
+    assert "60,000 train images x 3 epoch(s)" in text and "images/s" in text
+    assert "bench/results/" in text
+    assert [s.name for s in error.value.settings] == ["trainer.tuning.budget_minutes",
+                                                      "trainer.tuning.trials"]
+    assert "one trial takes at least about" in check_budget(
+        config.override({"tuning.budget_minutes": 10}), 60000, 6000)
+    assert check_budget(_config("fast-gray", **{"tuning.trials": 3}), 60000, 6000) == ""
+
+
+def test_the_tune_flags_set_the_tuning_settings_and_default_to_them() -> None:
+    from cli.training import flag_settings
+
+    defaults = vars(build_parser().parse_args(["run"]))
+    assert (defaults["tune"], defaults["tune_budget"], defaults["tune_algorithm"]) == (
+        TuningConfig().trials, TuningConfig().budget_minutes, str(TuningConfig().algorithm))
+    assert not TuningConfig().enabled
+    args = build_parser().parse_args(["run", "--tune", "3", "--tune-budget", "2.5",
+                                      "--tune-algorithm", "hyperband"])
+    config = _config("classic", **flag_settings(args))
+    assert config.tuning == TuningConfig(3, 2.5, TuneAlgorithm.HYPERBAND)
+    assert config.tuning.enabled
+
+
+def test_the_run_refuses_a_tuning_budget_too_small_before_the_pipeline_runs(
+        tmp_path: Path, capsys) -> None:
+    from schema.curated import write_schema
+
+    imagegen.write_folder(tmp_path / "images", {"train": 12, "test": 4})
+    write_schema(len(imagegen.CLASS_NAMES), tmp_path / "schema.pbtxt")
+    code = main(["run", "--recipe", "classic", "--data", str(tmp_path / "images"),
+                 "--root", str(tmp_path / "root"), "--schema", str(tmp_path / "schema.pbtxt"),
+                 "--tune-budget", "0.0001"])
+    err = capsys.readouterr().err
+    assert code == EXIT_BAD_INPUT, err
+    assert "the tuning budget of 0.0001 min is too small for one trial" in err
+    assert "train images x 15 epoch(s)" in err
+    assert "raise --tune-budget" in err and "--tune" in err
+    assert not (tmp_path / "root" / "pipelines").exists()  # nothing ran
+
+
+@pytest.mark.pipeline
+def test_tune_2_runs_two_trials_and_the_best_settings_reach_the_trainer(tmp_path: Path) -> None:
+    from report.summary import summarize_run
+    from schema.curated import write_schema
+    from trainer.record import TrainingRecord
+
+    imagegen.write_folder(tmp_path / "images", {"train": 12, "test": 4})
+    write_schema(len(imagegen.CLASS_NAMES), tmp_path / "schema.pbtxt")
+    # classic on 8x8 images: learning rate, base_filters in [4, 8], epochs in [1, 2].
+    code, out, err = run_cli([
+        "run", "--recipe", "classic", "--data", str(tmp_path / "images"),
+        "--root", str(tmp_path / "root"), "--serving-dir", str(tmp_path / "serving"),
+        "--schema", str(tmp_path / "schema.pbtxt"), "--pipeline-name", "tune",
+        "--epochs", "1", "--batch-size", "3", "--set", "base_filters=4", "--set",
+        "dense_units=8", "--tflite", "none", "--min-accuracy", "0", "--tune", "2"])
+    assert code == 0, "\n".join(err)
+    metadata = str(tmp_path / "root" / "metadata" / "tune.sqlite")
+    summary = summarize_run(metadata, "tune")
+    results = run_artifact(metadata, summary.run_id, "TunerResults")
+    record = TuningRecord.read(results.uri)
+    assert record is not None and len(record.trials) == 2
+    assert record.algorithm == "random" and record.split == "eval" and record.max_trials == 2
+    assert all(t.eval_accuracy is not None and t.seconds > 0 for t in record.trials)
+    assert set(record.trials[0].settings) == {"optimizer.learning_rate", "model.base_filters",
+                                              "optimizer.epochs"}
+    best = record.best()
+    assert best is not None
+    assert best.eval_accuracy == max(t.eval_accuracy for t in record.trials)
+    # The Trainer trained the best trial's settings, and recorded them as its config.
+    model_run = run_artifact(metadata, summary.run_id, "ModelRun")
+    trained = TrainerConfig.from_dict(TrainingRecord.read(model_run.uri).config).settings()
+    assert {path: trained[path] for path in best.settings} == best.settings
+    assert trained["tuning.trials"] == 2
+    assert any("(best)" in line for line in trials_text(record))
+    console = "\n".join(out)
+    assert "Tuned:" in console and "2 trials" in console
+    assert "Search: Running Trial" not in console  # KerasTuner's display is off
+
+
+def _record() -> TuningRecord:
+    from trainer.tuning import TrialRecord
+
+    return TuningRecord(
+        algorithm="random", recipe="fast-gray",
+        defaults={"optimizer.learning_rate": 1.5, "model.widths": [24, 48, 96],
+                  "optimizer.epochs": 5},
+        space=("optimizer.learning_rate in [0.5, 4.5] (log)",), max_trials=2,
+        budget_minutes=10, best_trial="1", seconds=130.0, stopped="2 trial(s) run",
+        trials=(TrialRecord("0", {"optimizer.learning_rate": 0.712345, "optimizer.epochs": 4},
+                            0.981, 61.0, 4),
+                TrialRecord("1", {"optimizer.learning_rate": 2.25, "optimizer.epochs": 7},
+                            0.9905, 68.5, 7)))
+
+
+def test_the_record_reads_back_and_the_summary_lists_every_trial(tmp_path: Path) -> None:
+    from report.summary import RunSummary, format_summary
+
+    record = _record()
+    record.write(tmp_path)
+    assert TuningRecord.read(tmp_path) == record and record.best() == record.trials[1]
+    lines = list(format_summary(RunSummary("p", "r", [], tuning=record)))
+    tuned = [line for line in lines if "Tuned:" in line or "trial " in line]
+    assert tuned == [
+        "  Tuned: random search of fast-gray's space, 2 trials on the eval split in 130s, "
+        "budget 10 min (2 trial(s) run); best trial 1, eval accuracy 0.9905, trained by the "
+        "Trainer",
+        "    trial 0: optimizer.learning_rate=0.7123, optimizer.epochs=4: eval accuracy 0.9810, "
+        "61s",
+        "    trial 1: optimizer.learning_rate=2.25, optimizer.epochs=7: eval accuracy 0.9905, "
+        "68s (best)"]
+    assert '"tuning": {' in RunSummary("p", "r", [], tuning=record).to_json()
+
+
+def test_the_report_shows_a_tuning_table_with_a_row_per_trial() -> None:
+    import reportfacts
+    from report.html import render
+    from report.records import TrainingFacts
+
+    page = render(reportfacts.report_facts(training=TrainingFacts(config={}, tuning=_record())))
+    assert "<h3>Tuning</h3>" in page and "random search of fast-gray" in page
+    assert page.count("optimizer.learning_rate=") == 2 + 1  # two rows, the recipe's values
+    assert ">best<" in page
+    assert "<h3>Tuning</h3>" not in render(reportfacts.report_facts(
+        training=TrainingFacts(config={})))
+
+
+def test_parallel_trials_run_side_by_side_in_processes_of_their_own(prepared, tmp_path,
+                                                                     caplog, capsys) -> None:
+    """`--beam direct-multi`: the Tuner's executor sets `parallel`; each trial trains in
+    `python -m trainer.tuning_worker` on the same files the in-process trials read.
+    """
+    import logging
+
+    from trainer.tuning import TrialInputs, make_tuner
+
+    config = from_recipe("classic", (8, 8, 3), imagegen.CLASS_NAMES, {
+        "optimizer.epochs": 1, "optimizer.batch_size": 16, "model.base_filters": 4,
+        "model.dense_units": 8, "tuning.trials": 2, "runtime.precision": "float32"})
+    tuner = make_tuner(config, lambda trial: pytest.fail("trained in this process"),
+                       str(tmp_path))
+    tuner.trial_inputs = TrialInputs(prepared.transform_graph, tuple(prepared.train_files),
+                                     tuple(prepared.eval_files))
+    tuner.parallel = 2
+    with caplog.at_level(logging.INFO, logger="trainer.tuning"):
+        tuner.search(verbose=0)
+    record = tuner.record()
+    assert len(record.trials) == 2 and record.stopped == "2 trial(s) run"
+    assert all(0 <= t.eval_accuracy <= 1 and t.seconds > 0 and t.epochs_run for t in record.trials)
+    assert record.best_trial == tuner.oracle.get_best_trials(1)[0].trial_id
+    assert "up to 2 trials at a time, each in its own process" in caplog.text
+    assert capsys.readouterr().out == ""  # KerasTuner's display is off: stdout is run --json's
+
+
+@pytest.mark.parametrize("beam", ["in-process", "direct-multi"])
+def test_the_factory_adds_the_tuner_only_when_tuning_and_feeds_the_trainer(beam: str) -> None:
+    from pipeline.blessing import EvalThresholds
+    from pipeline.config import LOCAL_BEAM_PRESETS, TUNER_FN, PipelineConfig
+    from pipeline.factory import create_pipeline
+
+    def pipeline(**tuning):
+        config = PipelineConfig(
+            pipeline_name="p", pipeline_root="/tmp/root", data_root="/tmp/data",
+            serving_dir="/tmp/serving", model_name="m",
+            trainer=from_recipe("classic", (8, 8, 3), ["a", "b"], tuning),
+            thresholds=EvalThresholds(min_accuracy=0.0),
+            beam_pipeline_args=LOCAL_BEAM_PRESETS[beam])
+        return {c.id: c for c in create_pipeline(config).components}
+
+    assert "Tuner" not in pipeline()
+    assert pipeline()["Trainer"].inputs.get("hyperparameters") is None
+    components = pipeline(**{"tuning.trials": 3})
+    tuner, trainer = components["Tuner"], components["Trainer"]
+    assert list(components).index("Tuner") < list(components).index("Trainer")
+    assert trainer.inputs["hyperparameters"] is tuner.outputs["best_hyperparameters"]
+    assert tuner.exec_properties["tuner_fn"] == TUNER_FN
+    assert json.loads(tuner.exec_properties["eval_args"]) == {"splits": ["eval"]}
+    tune_args = json.loads(tuner.exec_properties["tune_args"] or "{}")
+    # Trials side by side only where Beam runs on worker processes.
+    assert tune_args.get("num_parallel_trials", 1) == (3 if beam == "direct-multi" else 1)
+
+
+def test_the_trainer_reads_the_tuners_best_hyperparameters_as_run_fn_gets_them(
+        tmp_path: Path) -> None:
+    """components/trainer.py reads best_hyperparameters.txt for the skip-if-unchanged
+    comparison, as TFX's Trainer reads it for run_fn: the tuned config is the one compared.
+    """
+    from tfx.types import standard_artifacts, standard_component_specs
+
+    from components.trainer import best_hyperparameters
+
+    artifact = standard_artifacts.HyperParameters()
+    artifact.uri = str(tmp_path)
+    config = {"space": [], "values": {"optimizer.learning_rate": 0.5, "model.widths": "16,32"}}
+    (tmp_path / "best_hyperparameters.txt").write_text(json.dumps(config))
+    read = best_hyperparameters({standard_component_specs.HYPERPARAMETERS_KEY: [artifact]})
+    assert read == config and best_hyperparameters({}) is None
+    tuned = tuned_config(_config("fast-gray"), read)
+    assert (tuned.optimizer.learning_rate, tuned.model.widths) == (0.5, (16, 32))
