@@ -131,15 +131,17 @@ def test_every_image_scored_once_and_bad_files_listed(model_base, images, tmp_pa
     _check_rows(output, _image_paths(images))
 
 
-def test_two_scoring_threads_score_every_image_once(model_base, images, tmp_path):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_one_or_two_scoring_threads_score_every_image_once(model_base, images, tmp_path,
+                                                            threads):
     output = tmp_path / "scores.tfrecord"
-    summary = score_folder(images, model_base, output, batch_size=2, scoring_threads=2,
+    summary = score_folder(images, model_base, output, batch_size=2, scoring_threads=threads,
                            read_threads=3)
     assert (summary.scored, len(summary.bad)) == (N_IMAGES, 2)
     _check_rows(output, _image_paths(images))
     with pytest.raises(BadInput, match="Stopped at the first image that cannot be scored"):
         score_folder(images, model_base, tmp_path / "stop.jsonl", batch_size=2,
-                     scoring_threads=2, fail_on_bad=True)
+                     scoring_threads=threads, fail_on_bad=True)
 
 
 def test_csv_has_a_column_per_class(model_base, images, tmp_path):
