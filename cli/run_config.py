@@ -159,11 +159,16 @@ def config_from_args(args: argparse.Namespace, *, pipeline_root: str, data_root:
 
 
 def _infer_data(folder: str | None) -> str | None:
-    """The BulkInferrer's folder: a local path made absolute (the stage may run elsewhere
-    than this command's working directory); a URL (gs://) as given.
+    """The BulkInferrer's folder, made absolute (the stage may run elsewhere than this
+    command's working directory). A URL is refused: the stage walks a local file system (on a
+    cluster, a path mounted in the container).
     """
-    if not folder or "://" in folder:
-        return folder or None
+    if not folder:
+        return None
+    if "://" in folder:
+        raise BadInput(f"{folder}: the BulkInferrer walks its folder on a local file system; "
+                       "give a path mounted in the container (a volume, or Cloud Storage FUSE "
+                       "such as /gcs/BUCKET/...) as ", Setting("infer_data"))
     return str(Path(folder).expanduser().resolve())
 
 

@@ -21,15 +21,20 @@ both change outside the pipeline.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from typing import Any
 
 from tfx import types
 from tfx.dsl.components.base import base_component, base_executor, executor_spec
+from tfx.dsl.io import fileio
 from tfx.proto import pusher_pb2
 from tfx.types import artifact, artifact_utils, standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+from tfx.utils import io_utils
 
 from components.batch_inference import ScoringProgress, score_folder
+from schema.errors import BadInput, Setting
 from serving.model_dir import join, production_model, push_base
 
 log = logging.getLogger(__name__)
@@ -48,6 +53,11 @@ BAD_PROPERTY = "bad"
 DATA_PROPERTY = "data"
 NOTE_PROPERTY = "note"
 DEFAULT_TOP_K = 3
+
+
+def _is_url(path: str) -> bool:
+    """An object-store path (gs://, s3://): not a local file system."""
+    return "://" in path
 
 
 def predictions_path(result_uri: str) -> str:
@@ -98,6 +108,10 @@ class Executor(base_executor.BaseExecutor):
         result = artifact_utils.get_single_instance(output_dict[INFERENCE_RESULT_KEY])
         data = exec_properties[DATA_KEY]
         result.set_string_custom_property(DATA_PROPERTY, data)
+        if _is_url(data):
+            raise BadInput(f"{data}: the BulkInferrer walks its folder on a local file system; "
+                           "give a path mounted in the container (a volume, or Cloud Storage "
+                           "FUSE such as /gcs/BUCKET/...) as ", Setting("infer_data"))
         model = scoring_model(pushed, push_base(exec_properties.get(PUSH_DESTINATION_KEY)))
         if model is None:
             note = ("no version is served and this run pushed none (its model was not "
@@ -109,9 +123,25 @@ class Executor(base_executor.BaseExecutor):
         version, path = model
         how = "pushed by this run" if pushed.get_int_custom_property("pushed") else "served"
         log.info("[bulk_inferrer] scoring %s with version %d (%s)", data, version, how)
-        summary = score_folder(data, path, predictions_path(result.uri),
-                               top_k=exec_properties.get(TOP_K_KEY) or DEFAULT_TOP_K,
-                               progress=_progress_logger())
+        # score_folder reads and writes local files: a version on an object store (gs://) is
+        # copied here first, and the predictions are written here, then copied to the artifact
+        # (a pipeline root on gs://).
+        with tempfile.TemporaryDirectory(prefix="bulk-inferrer-") as local:
+            if _is_url(path):
+                copy = os.path.join(local, "model", str(version))
+                io_utils.copy_dir(path, copy)
+                path = copy
+            output = predictions_path(result.uri)
+            if _is_url(output):
+                output = os.path.join(local, PREDICTIONS_FILE)
+            summary = score_folder(data, path, output,
+                                   top_k=exec_properties.get(TOP_K_KEY) or DEFAULT_TOP_K,
+                                   progress=_progress_logger())
+            if output != predictions_path(result.uri):
+                for written in (summary.output, summary.bad_file):
+                    if os.path.exists(written):
+                        fileio.copy(written, join(result.uri, os.path.basename(written)),
+                                    overwrite=True)
         result.set_int_custom_property(VERSION_PROPERTY, version)
         result.set_int_custom_property(ROWS_PROPERTY, summary.rows)
         result.set_int_custom_property(BAD_PROPERTY, len(summary.bad))

@@ -225,7 +225,8 @@ def test_names_with_quotes_commas_and_line_breaks_survive_a_torn_resume(model_ba
     odd.write_bytes(imagegen.image_bytes("red", np.random.default_rng(2)))  # walked last
     expected = _image_paths(images)
     output = tmp_path / f"scores{suffix}"
-    score_folder(images, model_base, output, batch_size=2)
+    # One scoring thread: rows in the walk's order, so the odd name is the last row, the torn one.
+    score_folder(images, model_base, output, batch_size=2, scoring_threads=1)
     assert list(read_rows(output))[-1].path == "red/a \"quoted\", odd\nname.png"
     data = output.read_bytes()
     output.write_bytes(data[:-12])

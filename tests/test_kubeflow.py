@@ -271,7 +271,7 @@ def test_a_root_of_spans_compiles_with_span_and_window_as_run_time_parameters(
 ) -> None:
     output = tmp_path / "pipeline.yaml"
     assert main(["compile-kfp", "--output", str(output), "--data-root", "gs://bucket/flowers",
-                 "--spans", "3", "--infer-data", "gs://bucket/new-photos", "--check"]) == 0
+                 "--spans", "3", "--infer-data", "/gcs/bucket/new-photos", "--check"]) == 0
     assert "passes the open-source KFP v2 backend's rules" in capsys.readouterr().out
     spec = yaml.safe_load(output.read_text())
     parameters = spec["root"]["inputDefinitions"]["parameters"]
@@ -391,11 +391,15 @@ def test_a_bulk_inferrer_compiles_with_its_folder_as_a_run_time_parameter(
     run-time parameter, and the task, which reads the served version, is never cached.
     """
     output = tmp_path / "pipeline.yaml"
-    assert main(["compile-kfp", "--output", str(output), "--infer-data", "gs://bucket/new",
+    assert main(["compile-kfp", "--output", str(output), "--infer-data", "/gcs/bucket/new",
                  "--check"]) == 0
     assert "passes the open-source KFP v2 backend's rules" in capsys.readouterr().out
     spec = yaml.safe_load(output.read_text())
-    assert _defaults(spec)["infer-data"] == "gs://bucket/new"
+    assert _defaults(spec)["infer-data"] == "/gcs/bucket/new"
+    # The stage walks a local file system: a URL is refused when compiling, naming the flag.
+    assert main(["compile-kfp", "--output", str(tmp_path / "url.yaml"), "--infer-data",
+                 "gs://bucket/new"]) == 2
+    assert "--infer-data" in capsys.readouterr().err
     tasks = spec["root"]["dag"]["tasks"]
     task = tasks["BulkInferrer"]
     assert task["inputs"]["parameters"]["data"]["componentInputParameter"] == "infer-data"
