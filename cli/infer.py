@@ -54,7 +54,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "so far are kept) instead of listing it and going on")
     p.add_argument("--overwrite", action="store_true",
                    help="start OUTPUT (and OUTPUT.bad.jsonl) afresh, e.g. for another model "
-                        "version; without it, an OUTPUT of another version is refused")
+                        "or version; without it, an OUTPUT of another model or version, or one "
+                        "infer did not write, is refused and left as it is")
     p.set_defaults(handler=execute)
 
 

@@ -337,10 +337,12 @@ def score_folder(source: str | Path, model_dir: str | Path, output: str | Path, 
     version under model_dir (or that version folder) into output (.csv, .jsonl, .tfrecord).
 
     Resumes: images already in the output, or in its sidecar of bad images, are skipped; a torn
-    last record is cut off first. Refuses (BadInput) an output of another version unless
-    overwrite, an output inside source, a source with no files, and with fail_on_bad stops at
-    the first image that cannot be scored, the rows so far kept. ScoringBusyError when another
-    call holds the output.
+    last record is cut off first. Refuses (BadInput) an output of another version, of another
+    model with the same version name or that infer did not write (unless overwrite), an output
+    inside source, a source with no files, and with fail_on_bad stops at the first image that
+    cannot be scored, the rows so far kept. An error of the model that is not an image's fault
+    (out of memory, cancelled) propagates: the rows so far kept, that batch not written, no
+    image listed as bad. ScoringBusyError when another call holds the output.
     """
     if top_k < 1:
         raise BadInput(f"top-k must be at least 1, not {top_k}: ", Setting("infer.top_k"))
@@ -369,7 +371,8 @@ def score_folder(source: str | Path, model_dir: str | Path, output: str | Path, 
         loading = time.monotonic()
         scorer = Scorer.load(model_dir, top_k)
         load_seconds = time.monotonic() - loading
-        writer, resumed = open_output(output, scorer.version, scorer.labels, top_k, overwrite)
+        writer, resumed = open_output(output, scorer.version, scorer.labels, top_k, overwrite,
+                                      model=scorer.model)
         previous = len(resumed.scored)
 
         def skip(path: str) -> int:

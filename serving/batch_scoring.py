@@ -1,17 +1,24 @@
 """Batch scoring's output files and model calls: typed rows, their three file formats, resume.
 
 An output file holds one row per scored image (`Row`): its path, the model version that scored
-it, the top-k class ids, names and probabilities, and the full probability vector (index =
-class id, the version's `assets/labels.txt` order). Its format is its suffix:
+it (the version folder's name), the model's fingerprint (`model`: the first 16 hex digits of
+serving/model_dir.py `model_digest` of the version folder, so two models that both have a
+version "1" are told apart), the top-k class ids, names and probabilities, and the full
+probability vector (index = class id, the version's `assets/labels.txt` order). Its format is
+its suffix:
 
-- `.csv`: a header, then one record per image: `path`, `version`, `top1_id`, `top1_name`,
-  `top1_probability`, ... `topK_probability`, then one `probability:<class name>` column per
-  class. The header must match on resume (same classes, same top-k).
-- `.jsonl`: one JSON object per line: `path`, `version`, `top_ids`, `top_names`,
+- `.csv`: a header, then one record per image: `path`, `version`, `model`, `top1_id`,
+  `top1_name`, `top1_probability`, ... `topK_probability`, then one `probability:<class name>`
+  column per class. The header must match on resume (same classes, same top-k).
+- `.jsonl`: one JSON object per line: `path`, `version`, `model`, `top_ids`, `top_names`,
   `top_probabilities`, `probabilities` (a list, index = class id).
 - `.tfrecord`: one `tf.train.Example` per image, uncompressed TFRecord framing: bytes features
-  `path` and `version`, int64 `top_ids`, bytes `top_names`, float `top_probabilities` and
-  `probabilities`.
+  `path`, `version` and `model`, int64 `top_ids`, bytes `top_names`, float
+  `top_probabilities` and `probabilities`.
+
+Files written before rows carried `model` (no `model` column or key) are still read, `model`
+then "". On resume, every row must be of this version, of this model when it names one, and
+of this model's classes (as many probabilities as classes, its top names at their class ids).
 
 Images that cannot be scored go to a sidecar beside the output, `<output>.bad.jsonl`, one
 `{"path", "reason"}` object per line.
@@ -19,14 +26,20 @@ Images that cannot be scored go to a sidecar beside the output, `<output>.bad.js
 Appends only: each batch's rows are encoded whole, written with one write, flushed and
 fsynced, so a kill loses at most the batch being written, and leaves at most one torn record
 at the end. `open_output` finds that record (a line without its newline, a csv record cut in a
-quoted field, a TFRecord whose length or CRC does not check) and truncates the file before it;
-everything before is kept and its paths are skipped. Reading is streamed: a resumed file is
-never held in memory, only the set of its paths.
+quoted field, a TFRecord whose length or CRC does not check) and truncates the file before it,
+but only when a valid row of ours precedes it (for csv: our header, intact): a file that does
+not start like one infer writes is not infer's to cut, and is refused (OutputError naming
+`infer.overwrite`) with nothing touched. An empty file (created, then killed before its first
+batch) and a csv holding only our header are resumed. Everything before the torn record is kept
+and its paths are skipped. Reading is streamed: a resumed file is never held in memory, only
+the set of its paths.
 
 The scorer calls the version's `serving_default` with the encoded bytes (TF decodes inside the
-graph); a batch that fails is retried image by image, so one bad image names itself and the
-others are still scored. Nothing here imports `ingest/`; walking a source folder is
-components/batch_inference.py's.
+graph); a batch that TF refuses as bad input (`BAD_IMAGE_ERRORS`) is retried image by image, so
+one bad image names itself and the others are still scored. Any other error (out of memory, a
+cancelled call, a signature that does not match) is not the image's fault: it propagates, and
+no image is listed as bad for it (the sidecar's images are never retried). Nothing here imports
+`ingest/`; walking a source folder is components/batch_inference.py's.
 """
 
 from __future__ import annotations
@@ -56,6 +69,7 @@ BAD_SUFFIX = ".bad.jsonl"
 # tf.train.Example feature keys of a .tfrecord output's rows.
 PATH_FEATURE = "path"
 VERSION_FEATURE = "version"
+MODEL_FEATURE = "model"
 TOP_IDS_FEATURE = "top_ids"
 TOP_NAMES_FEATURE = "top_names"
 TOP_PROBABILITIES_FEATURE = "top_probabilities"
@@ -80,6 +94,7 @@ class Row:
     top_names: tuple[str, ...]
     top_probabilities: tuple[float, ...]
     probabilities: tuple[float, ...]
+    model: str = ""  # the model's fingerprint; "" in rows written before it was recorded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +126,8 @@ def bad_path(output: str | Path) -> Path:
 
 def csv_header(class_names: Sequence[str], top_k: int) -> list[str]:
     top = [f"top{i}_{part}" for i in range(1, top_k + 1) for part in ("id", "name", "probability")]
-    return ["path", "version", *top, *(PROBABILITY_COLUMN + name for name in class_names)]
+    return ["path", "version", "model", *top,
+            *(PROBABILITY_COLUMN + name for name in class_names)]
 
 
 def _csv_line(values: Sequence[object]) -> bytes:
@@ -123,11 +139,12 @@ def _csv_line(values: Sequence[object]) -> bytes:
 def _encode_csv(row: Row) -> bytes:
     top = [v for triple in zip(row.top_ids, row.top_names, row.top_probabilities, strict=True)
            for v in (triple[0], triple[1], repr(triple[2]))]
-    return _csv_line([row.path, row.version, *top, *map(repr, row.probabilities)])
+    return _csv_line([row.path, row.version, row.model, *top, *map(repr, row.probabilities)])
 
 
 def _encode_jsonl(row: Row) -> bytes:
-    return (json.dumps({"path": row.path, "version": row.version, "top_ids": list(row.top_ids),
+    return (json.dumps({"path": row.path, "version": row.version, "model": row.model,
+                        "top_ids": list(row.top_ids),
                         "top_names": list(row.top_names),
                         "top_probabilities": list(row.top_probabilities),
                         "probabilities": list(row.probabilities)}, ensure_ascii=False)
@@ -147,6 +164,7 @@ def _example(row: Row) -> bytes:
     return tf.train.Example(features=tf.train.Features(feature={
         PATH_FEATURE: strings(row.path),
         VERSION_FEATURE: strings(row.version),
+        MODEL_FEATURE: strings(row.model),
         TOP_IDS_FEATURE: tf.train.Feature(int64_list=tf.train.Int64List(value=row.top_ids)),
         TOP_NAMES_FEATURE: strings(*row.top_names),
         TOP_PROBABILITIES_FEATURE: floats(row.top_probabilities),
@@ -230,10 +248,12 @@ def _decode_csv(record: bytes, header: list[str]) -> Row:
     if len(values) != len(header):
         raise ValueError(f"{len(values)} fields, the header has {len(header)}")
     top_k = sum(1 for name in header if name.endswith("_id") and name.startswith("top"))
-    top = values[2:2 + 3 * top_k]
+    first = 3 if header[2:3] == ["model"] else 2  # files written before rows named the model
+    top = values[first:first + 3 * top_k]
     return Row(values[0], values[1], tuple(int(v) for v in top[0::3]), tuple(top[1::3]),
                tuple(float(v) for v in top[2::3]),
-               tuple(float(v) for v in values[2 + 3 * top_k:]))
+               tuple(float(v) for v in values[first + 3 * top_k:]),
+               values[2] if first == 3 else "")
 
 
 def _decode_jsonl(record: bytes) -> Row:
@@ -241,7 +261,7 @@ def _decode_jsonl(record: bytes) -> Row:
     return Row(str(raw["path"]), str(raw["version"]), tuple(int(v) for v in raw["top_ids"]),
                tuple(str(v) for v in raw["top_names"]),
                tuple(float(v) for v in raw["top_probabilities"]),
-               tuple(float(v) for v in raw["probabilities"]))
+               tuple(float(v) for v in raw["probabilities"]), str(raw.get("model", "")))
 
 
 def _decode_tfrecord(record: bytes) -> Row:
@@ -254,25 +274,62 @@ def _decode_tfrecord(record: bytes) -> Row:
         return tuple(v.decode("utf-8", "surrogateescape") for v in feature[key].bytes_list.value)
 
     (path,), (version,) = strings(PATH_FEATURE), strings(VERSION_FEATURE)
+    (model,) = strings(MODEL_FEATURE) if MODEL_FEATURE in feature else ("",)
     return Row(path, version, tuple(feature[TOP_IDS_FEATURE].int64_list.value),
                strings(TOP_NAMES_FEATURE),
                tuple(feature[TOP_PROBABILITIES_FEATURE].float_list.value),
-               tuple(feature[PROBABILITIES_FEATURE].float_list.value))
+               tuple(feature[PROBABILITIES_FEATURE].float_list.value), model)
 
 
 @dataclasses.dataclass
 class _Scan:
-    """What an existing output holds: where its valid part ends, and its header (csv)."""
+    """What an existing output holds: where its valid part ends, its header (csv), whether a
+    torn record follows, and how many rows precede it.
+    """
 
     end: int = 0
     header: list[str] | None = None
     torn: bool = False
+    rows: int = 0
+
+    @property
+    def ours(self) -> bool:
+        """Whether the valid part starts like a file infer writes: a row, or a csv header."""
+        return self.rows > 0 or self.header is not None
 
 
-def _scan(path: Path, fmt: str, scan: _Scan) -> Iterator[Row]:
+def _not_ours(path: Path, what: str) -> OutputError:
+    return OutputError(f"{path} is not an infer output: {what}. Nothing was changed. Pass "
+                       "another output file, or replace this one with ",
+                       Setting("infer.overwrite"))
+
+
+def _check_header(path: Path, found: list[str], expected: list[str]) -> None:
+    """OutputError unless an existing csv's header is this call's."""
+    if found == expected:
+        return
+    if found[:2] != ["path", "version"]:
+        raise _not_ours(path, f"its first line is not infer's csv header "
+                              f"({','.join(found[:4])[:120]}...)")
+    if found[2:3] != ["model"]:
+        raise OutputError(
+            f"{path} was written before infer recorded the model in each row: it can be read "
+            "(read_rows), not resumed. Pass another output file, or start it afresh with ",
+            Setting("infer.overwrite"))
+    top_k = sum(1 for name in expected if name.startswith("top") and name.endswith("_id"))
+    raise OutputError(
+        f"{path}: its csv header does not match this model's classes and top-k "
+        f"({len(found)} columns, expected {len(expected)}: "
+        f"{','.join(expected[:3 + 3 * top_k])},{PROBABILITY_COLUMN}...). Pass another "
+        "output file, the top-k it was written with as ", Setting("infer.top_k"),
+        ", or start it afresh with ", Setting("infer.overwrite"))
+
+
+def _scan(path: Path, fmt: str, scan: _Scan, header: list[str] | None = None) -> Iterator[Row]:
     """The rows of an existing output, streamed; `scan` ends up saying where the valid part
     ends and whether a torn last record follows it. A damaged record before the last one is an
-    OutputError: that is not what a kill leaves.
+    OutputError: that is not what a kill leaves. With `header` (csv), the file's header must be
+    that one, compared as soon as it is read.
     """
     with open(path, "rb") as handle:
         if fmt == TFRECORD:
@@ -283,26 +340,35 @@ def _scan(path: Path, fmt: str, scan: _Scan) -> Iterator[Row]:
                 try:
                     row = _decode_tfrecord(record)
                 except Exception as e:  # noqa: BLE001 - framing checked: a foreign record
-                    raise OutputError(f"{path}: the record at byte {offset} is not a row "
-                                      f"infer writes ({e.__class__.__name__}: {e})") from None
+                    what = (f"the record at byte {offset} is not a row infer writes "
+                            f"({e.__class__.__name__}: {e})")
+                    if not scan.rows:
+                        raise _not_ours(path, what) from None
+                    raise OutputError(f"{path}: {what}") from None
                 scan.end = offset + len(record) + 16
+                scan.rows += 1
                 yield row
             return
         records = _csv_records(handle) if fmt == CSV else _lines(handle)
         pending: tuple[int, bytes, Exception] | None = None
         for offset, record in records:
             if pending is not None:
+                if not scan.ours:
+                    raise _not_ours(path, f"its first record is not a row infer writes "
+                                          f"({pending[2]})")
                 raise OutputError(f"{path}: the record at byte {pending[0]} is damaged "
                                   f"({pending[2]}) and is not the last one; a kill leaves at "
                                   "most the last one torn. Move the file away, or start it "
                                   "afresh with ", Setting("infer.overwrite"))
             if fmt == CSV and scan.header is None:
-                if record.endswith(b"\n"):
-                    scan.header = next(csv.reader(io.StringIO(record.decode("utf-8",
-                                                                            "replace"))))
-                    scan.end = offset + len(record)
-                else:
-                    scan.torn = True
+                if not record.endswith(b"\n"):
+                    scan.torn = True  # not ours to cut: open_output refuses it
+                    return
+                found = next(csv.reader(io.StringIO(record.decode("utf-8", "replace"))), [])
+                if header is not None:
+                    _check_header(path, found, header)
+                scan.header = found
+                scan.end = offset + len(record)
                 continue
             try:
                 if not record.endswith(b"\n"):
@@ -312,6 +378,7 @@ def _scan(path: Path, fmt: str, scan: _Scan) -> Iterator[Row]:
                 pending = (offset, record, e)
                 continue
             scan.end = offset + len(record)
+            scan.rows += 1
             yield row
         if pending is not None:
             scan.torn = True
@@ -398,14 +465,47 @@ def _truncate_torn(path: Path, end: int) -> int:
     return size - end
 
 
+def _scan_sidecar(path: Path, bad: set[str]) -> int:
+    """Adds the sidecar's paths to `bad`; where its valid part ends. Its first line must be
+    one infer writes, and only its last may be damaged (OutputError otherwise, nothing cut).
+    """
+    end, lines, pending, first = 0, 0, None, b""
+    with open(path, "rb") as handle:
+        for offset, line in _lines(handle):
+            first = first or line[:10]
+            if pending is not None:
+                if not lines:
+                    raise _not_ours(path, f"its first line is not a bad image infer lists "
+                                          f"({pending})")
+                raise OutputError(f"{path}: the line at byte {end} is damaged ({pending}) and "
+                                  "is not the last one; a kill leaves at most the last one "
+                                  "torn. Move the file away, or start the output afresh with ",
+                                  Setting("infer.overwrite"))
+            try:
+                if not line.endswith(b"\n"):
+                    raise ValueError("no newline at its end")
+                raw = json.loads(line)
+                bad.add(str(raw["path"]))
+                str(raw["reason"])
+            except (ValueError, KeyError, TypeError) as e:
+                pending = e
+                continue
+            end, lines = offset + len(line), lines + 1
+    # A torn first line is ours when it starts as infer writes one (killed mid-write).
+    if pending is not None and not lines and not first.startswith(b'{"path": '):
+        raise _not_ours(path, f"its first line is not a bad image infer lists ({pending})")
+    return end
+
+
 def open_output(output: str | Path, version: str, class_names: Sequence[str], top_k: int,
-                overwrite: bool = False) -> tuple[OutputWriter, Resumed]:
+                overwrite: bool = False, model: str = "") -> tuple[OutputWriter, Resumed]:
     """The writer of an output file, and what it already holds.
 
     A new (or, with overwrite, emptied) file starts afresh, with its sidecar. An existing one
-    must hold rows of this version (OutputError naming both otherwise) and, as csv, the same
-    header; a torn last record is cut off, and its paths and the sidecar's are returned to be
-    skipped.
+    must start like a file infer writes, hold rows of this version, of this model (`model`,
+    when a row names one) and of its classes, and as csv the same header (OutputError,
+    nothing changed, otherwise); a torn last record is cut off, and its paths and the
+    sidecar's are returned to be skipped.
     """
     path = Path(output)
     fmt = output_format(path)
@@ -413,48 +513,61 @@ def open_output(output: str | Path, version: str, class_names: Sequence[str], to
     header = csv_header(class_names, top_k) if fmt == CSV else None
     if path.exists() and not path.is_file():
         raise OutputError(f"{path} exists and is not a file: pass a file path as the output")
+    sidecar = bad_path(path)
     if overwrite:
-        for stale in (path, bad_path(path)):
+        for stale in (path, sidecar):
             if stale.is_file():
                 stale.unlink()
     resumed = Resumed(set(), set())
+    output_end = None
     if path.is_file() and path.stat().st_size > 0:
         scan = _Scan()
-        for row in _scan(path, fmt, scan):
-            if row.version != version:
-                raise OutputError(
-                    f"{path} holds rows of model version {row.version}, and this model is "
-                    f"version {version}: one file holds one version's scores. Pass another "
-                    "output file, or start this one afresh with ", Setting("infer.overwrite"))
-            if len(row.top_ids) != top_k and fmt != CSV:
-                raise OutputError(
-                    f"{path} holds the top {len(row.top_ids)} classes of each image, and "
-                    f"this call asks for {top_k}: pass ", Setting("infer.top_k",
-                                                                  str(len(row.top_ids))),
-                    ", or start the file afresh with ", Setting("infer.overwrite"))
+        for row in _scan(path, fmt, scan, header):
+            _check_row(path, row, version, model, class_names, top_k, fmt)
             resumed.scored.add(row.path)
-        if header is not None and scan.header is not None and scan.header != header:
-            raise OutputError(
-                f"{path}: its csv header does not match this model's classes and top-k "
-                f"({len(scan.header)} columns, expected {len(header)}: "
-                f"{','.join(header[:2 + 3 * top_k])},{PROBABILITY_COLUMN}...). Pass another "
-                "output file, the top-k it was written with as ", Setting("infer.top_k"),
-                ", or start it afresh with ", Setting("infer.overwrite"))
-        resumed.truncated_bytes = _truncate_torn(path, scan.end)
-    sidecar = bad_path(path)
-    if sidecar.is_file():
-        end = 0
-        with open(sidecar, "rb") as handle:
-            for offset, line in _lines(handle):
-                try:
-                    if not line.endswith(b"\n"):
-                        raise ValueError("torn")
-                    resumed.bad.add(str(json.loads(line)["path"]))
-                except (ValueError, KeyError, TypeError):
-                    break
-                end = offset + len(line)
-        _truncate_torn(sidecar, end)
+        if scan.torn and not scan.ours:
+            raise _not_ours(path, "its csv header is incomplete" if fmt == CSV else
+                            "it does not start with a whole row infer writes")
+        output_end = scan.end
+    sidecar_end = _scan_sidecar(sidecar, resumed.bad) if sidecar.is_file() else None
+    # Only now, every check passed, are torn records cut.
+    if output_end is not None:
+        resumed.truncated_bytes = _truncate_torn(path, output_end)
+    if sidecar_end is not None:
+        _truncate_torn(sidecar, sidecar_end)
     return OutputWriter(path, fmt, header), resumed
+
+
+def _check_row(path: Path, row: Row, version: str, model: str, class_names: Sequence[str],
+               top_k: int, fmt: str) -> None:
+    """OutputError unless an existing row was written by this model version (its classes, its
+    fingerprint when the row names one), with this top-k.
+    """
+    if row.version != version:
+        raise OutputError(
+            f"{path} holds rows of model version {row.version}, and this model is "
+            f"version {version}: one file holds one version's scores. Pass another "
+            "output file, or start this one afresh with ", Setting("infer.overwrite"))
+    if len(row.probabilities) != len(class_names) or any(
+            not 0 <= i < len(class_names) or class_names[i] != name
+            for i, name in zip(row.top_ids, row.top_names, strict=False)):
+        raise OutputError(
+            f"{path} holds rows of a model with other classes ({len(row.probabilities)} "
+            f"probabilities per row, e.g. {', '.join(row.top_names)}), and this model has "
+            f"{len(class_names)} ({', '.join(class_names[:5])}"
+            f"{', ...' if len(class_names) > 5 else ''}). Pass another output file, or start "
+            "this one afresh with ", Setting("infer.overwrite"))
+    if row.model and model and row.model != model:
+        raise OutputError(
+            f"{path} holds rows of model {row.model} (version {row.version}), and this model "
+            f"is {model} (version {version}): another model with the same version folder "
+            "name. One file holds one model's scores. Pass another output file, or start this "
+            "one afresh with ", Setting("infer.overwrite"))
+    if len(row.top_ids) != top_k and fmt != CSV:
+        raise OutputError(
+            f"{path} holds the top {len(row.top_ids)} classes of each image, and "
+            f"this call asks for {top_k}: pass ", Setting("infer.top_k", str(len(row.top_ids))),
+            ", or start the file afresh with ", Setting("infer.overwrite"))
 
 
 # --- the model ----------------------------------------------------------------------------
@@ -465,9 +578,11 @@ class Scorer:
     threads (a concrete function's call is).
     """
 
-    def __init__(self, version: Path, serve, labels: list[str], top_k: int) -> None:
+    def __init__(self, version: Path, serve, labels: list[str], top_k: int,
+                 model: str = "") -> None:
         self.version_path = version
         self.version = version.name
+        self.model = model  # the fingerprint each row carries: see model_fingerprint
         self._serve = serve
         self.labels = labels
         self.top_k = min(top_k, len(labels))
@@ -478,7 +593,7 @@ class Scorer:
 
         version = newest_version(model_dir)
         serve, labels = load_serving_signature(version)
-        return cls(version, serve, labels, top_k)
+        return cls(version, serve, labels, top_k, model_fingerprint(version))
 
     def probabilities(self, images: Sequence[bytes]):
         """[n, classes] numpy probabilities of one batch; raises what TF raises."""
@@ -492,25 +607,46 @@ class Scorer:
         return Row(path, self.version, tuple(int(i) for i in order),
                    tuple(self.labels[i] for i in order),
                    tuple(float(probabilities[i]) for i in order),
-                   tuple(float(p) for p in probabilities))
+                   tuple(float(p) for p in probabilities), self.model)
 
     def score(self, paths: Sequence[str], images: Sequence[bytes]
               ) -> tuple[list[Row], list[BadFile]]:
-        """Rows of a batch; when the batch fails, each image alone, and the ones TF refuses
-        are BadFiles with its reason.
+        """Rows of a batch; when TF refuses the batch as bad input, each image alone, and the
+        ones it refuses are BadFiles with its reason. Any other error propagates: it is not an
+        image's fault, and a BadFile is never retried.
         """
         from serving.predict import decode_error
 
         if not images:
             return [], []
+        refused = bad_image_errors()
         try:
             batch = self.probabilities(images)
-        except Exception:  # noqa: BLE001 - find which images fail, and why
+        except refused:  # find which images fail, and why
             rows, bad = [], []
             for path, image in zip(paths, images, strict=True):
                 try:
                     rows.append(self._row(path, self.probabilities([image])[0]))
-                except Exception as e:  # noqa: BLE001 - TF raises several types for bad images
+                except refused as e:
                     bad.append(BadFile(path, decode_error(e)))
             return rows, bad
         return [self._row(p, b) for p, b in zip(paths, batch, strict=True)], []
+
+
+def bad_image_errors() -> tuple[type[Exception], ...]:
+    """What serving_default raises for an image it cannot decode (tf.io.decode_image's
+    InvalidArgumentError, DataLossError for some truncated files): the image's fault, listed
+    as bad. Anything else (ResourceExhausted, Cancelled, a signature mismatch) is not.
+    """
+    import tensorflow as tf
+
+    return (tf.errors.InvalidArgumentError, tf.errors.DataLossError)
+
+
+def model_fingerprint(version: Path) -> str:
+    """The first 16 hex digits of serving/model_dir.py `model_digest` of a version folder
+    (SHA-256 of its files, the pushed statistics left out): read once per call.
+    """
+    from serving.model_dir import model_digest
+
+    return model_digest(str(version))[:16]

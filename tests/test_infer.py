@@ -40,7 +40,13 @@ FORMATS = pytest.mark.parametrize("suffix", SUFFIXES)
 
 
 class _TinyModel(tf.Module):
-    """serving_default as the pipeline exports it, on a model that needs no training."""
+    """serving_default as the pipeline exports it, on a model that needs no training; `scale`
+    divides the mean colour (another scale: another model, the same classes).
+    """
+
+    def __init__(self, scale: float = 16.0) -> None:
+        super().__init__()
+        self.scale = scale
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.SERVING_INPUT)])
     def serve(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -49,7 +55,7 @@ class _TinyModel(tf.Module):
             return tf.reduce_mean(tf.cast(pixels, tf.float32), axis=[0, 1])
 
         means = tf.map_fn(mean_rgb, image, fn_output_signature=tf.float32)
-        probabilities = tf.nn.softmax(means / 16.0)
+        probabilities = tf.nn.softmax(means / self.scale)
         class_ids = tf.argmax(probabilities, axis=-1)
         return {
             features.OUTPUT_CLASS_IDS: class_ids,
@@ -58,17 +64,21 @@ class _TinyModel(tf.Module):
         }
 
 
+def _save_model(base: Path, versions: tuple[str, ...], scale: float = 16.0,
+                classes: tuple[str, ...] = CLASSES) -> Path:
+    module = _TinyModel(scale)
+    signatures = {features.SERVING_SIGNATURE: module.serve.get_concrete_function()}
+    for version in versions:
+        tf.saved_model.save(module, str(base / version), signatures=signatures)
+        (base / version / "assets").mkdir(exist_ok=True)
+        (base / version / "assets" / features.LABELS_ASSET).write_text("\n".join(classes) + "\n")
+    return base
+
+
 @pytest.fixture(scope="module")
 def model_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """<base>/1 and <base>/2: the same small model in two versions, with their labels."""
-    base = tmp_path_factory.mktemp("serving") / "colors"
-    module = _TinyModel()
-    signatures = {features.SERVING_SIGNATURE: module.serve.get_concrete_function()}
-    for version in ("1", "2"):
-        tf.saved_model.save(module, str(base / version), signatures=signatures)
-        (base / version / "assets").mkdir(exist_ok=True)
-        (base / version / "assets" / features.LABELS_ASSET).write_text("\n".join(CLASSES) + "\n")
-    return base
+    return _save_model(tmp_path_factory.mktemp("serving") / "colors", ("1", "2"))
 
 
 # imagegen.write_folder's class folders are named after the dominant channel.
@@ -148,13 +158,27 @@ def test_csv_has_a_column_per_class(model_base, images, tmp_path):
     output = tmp_path / "scores.csv"
     score_folder(images, model_base, output, top_k=2)
     header = output.read_text().splitlines()[0].split(",")
-    assert header == ["path", "version", "top1_id", "top1_name", "top1_probability", "top2_id",
-                      "top2_name", "top2_probability", "probability:red", "probability:green",
-                      "probability:blue"]
-    # Another top-k does not fit the header: refused, naming the setting.
-    with pytest.raises(BadInput) as raised:
+    assert header == ["path", "version", "model", "top1_id", "top1_name", "top1_probability",
+                      "top2_id", "top2_name", "top2_probability", "probability:red",
+                      "probability:green", "probability:blue"]
+    # Another top-k does not fit the header: refused as soon as the header is read (not as a
+    # damaged row), naming the setting; the file is left as it was.
+    before = output.read_bytes()
+    with pytest.raises(BadInput, match="its csv header does not match") as raised:
         score_folder(images, model_base, output, top_k=3)
     assert Setting("infer.top_k") in raised.value.settings
+    assert output.read_bytes() == before
+
+
+def test_a_csv_of_other_classes_is_refused_by_its_header(model_base, images, tmp_path):
+    other = _save_model(tmp_path / "serving" / "shades", ("2",), classes=("r", "g", "b", "x"))
+    output = tmp_path / "scores.csv"
+    score_folder(images, model_base, output)
+    assert len(list(read_rows(output))) >= 2
+    before = output.read_bytes()
+    with pytest.raises(BadInput, match="its csv header does not match this model's classes"):
+        score_folder(images, other, output)
+    assert output.read_bytes() == before
 
 
 def test_the_cli_prints_the_summary(model_base, images, tmp_path):
@@ -230,7 +254,7 @@ def test_names_with_quotes_commas_and_line_breaks_survive_a_torn_resume(model_ba
     assert list(read_rows(output))[-1].path == "red/a \"quoted\", odd\nname.png"
     data = output.read_bytes()
     output.write_bytes(data[:-12])
-    summary = score_folder(images, model_base, output, batch_size=2)
+    summary = score_folder(images, model_base, output, batch_size=2, scoring_threads=1)
     assert summary.scored == 1
     _check_rows(output, expected)
 
@@ -309,6 +333,135 @@ def test_killed_mid_run_then_resumed_scores_every_image_once(model_base, tmp_pat
 
 
 # --- refusals ----------------------------------------------------------------------------
+
+
+def _gzip_tfrecord(path: Path) -> None:
+    with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
+        writer.write(b"someone else's record")
+
+
+@pytest.mark.parametrize("name, write", [
+    ("a.tfrecord", _gzip_tfrecord),
+    ("b.jsonl", lambda path: path.write_bytes(b'{"user": 1}\n')),
+    ("b2.jsonl", lambda path: path.write_bytes(b'{"user": 1}')),
+    ("c.csv", lambda path: path.write_bytes(b"user,data\n")),
+    ("c2.csv", lambda path: path.write_bytes(b"user,data\n1,2\n3,4\n")),
+    ("d.jsonl", lambda path: path.write_bytes(b'{"user": 1}\n{"user": 2}\n')),
+])
+def test_a_file_infer_did_not_write_is_refused_untouched(model_base, images, tmp_path, name,
+                                                         write):
+    output = tmp_path / name
+    write(output)
+    before = output.read_bytes()
+    with pytest.raises(BadInput, match="is not an infer output") as raised:
+        score_folder(images, model_base, output)
+    assert Setting("infer.overwrite") in raised.value.settings
+    assert output.read_bytes() == before, "not cut, not replaced"
+    assert not bad_path(output).exists()
+    # --overwrite replaces it, as asked.
+    summary = score_folder(images, model_base, output, overwrite=True)
+    assert summary.rows == N_IMAGES
+
+
+def test_a_sidecar_infer_did_not_write_is_refused_untouched(model_base, images, tmp_path):
+    output = tmp_path / "scores.jsonl"
+    bad_path(output).write_bytes(b"my notes")
+    with pytest.raises(BadInput, match="is not an infer output"):
+        score_folder(images, model_base, output)
+    assert bad_path(output).read_bytes() == b"my notes"
+    assert not output.exists()
+
+
+@FORMATS
+def test_an_empty_output_or_a_csv_with_only_its_header_is_resumed(model_base, images,
+                                                                  tmp_path, suffix):
+    output = tmp_path / f"scores{suffix}"
+    output.touch()  # created, then killed before its first batch
+    assert score_folder(images, model_base, output).rows == N_IMAGES
+    if suffix == ".csv":
+        header = output.read_bytes().splitlines(keepends=True)[0]
+        output.write_bytes(header)
+        bad_path(output).unlink()
+        summary = score_folder(images, model_base, output)
+        assert (summary.scored, summary.already_scored) == (N_IMAGES, 0)
+    _check_rows(output, _image_paths(images))
+
+
+def test_another_model_with_the_same_version_name_is_refused(model_base, images, tmp_path):
+    other = _save_model(tmp_path / "serving" / "other", ("1",), scale=8.0)
+    output = tmp_path / "scores.tfrecord"
+    first = score_folder(images, model_base / "1", output)
+    written = {r.model for r in read_rows(output)}
+    assert len(written) == 1 and "" not in written
+    before = output.read_bytes()
+    with pytest.raises(BadInput) as raised:
+        score_folder(images, other, output)
+    text = str(raised.value)
+    (ours,) = written
+    theirs = batch_scoring.model_fingerprint(other / "1")
+    assert ours != theirs
+    assert f"holds rows of model {ours} (version 1)" in text
+    assert f"this model is {theirs} (version 1)" in text
+    assert Setting("infer.overwrite") in raised.value.settings
+    assert output.read_bytes() == before
+    assert first.rows == N_IMAGES
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".tfrecord"])
+def test_another_models_classes_are_refused(model_base, images, tmp_path, suffix):
+    other = _save_model(tmp_path / "serving" / "shades", ("2",), classes=("r", "g", "b"))
+    output = tmp_path / f"scores{suffix}"
+    score_folder(images, model_base, output)
+    with pytest.raises(BadInput, match="holds rows of a model with other classes"):
+        score_folder(images, other, output)
+
+
+def test_rows_written_before_the_model_was_recorded_are_read_and_resumed(model_base, images,
+                                                                         tmp_path):
+    output = tmp_path / "scores.jsonl"
+    score_folder(images, model_base, output)
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    for line in lines:
+        del line["model"]
+    output.write_text("".join(json.dumps(line) + "\n" for line in lines[:-1]))
+    assert {r.model for r in read_rows(output)} == {""}
+    summary = score_folder(images, model_base, output)
+    assert (summary.scored, summary.already_scored) == (1, N_IMAGES - 1)
+    _check_rows(output, _image_paths(images))
+    # An old csv (no model column) is read; resuming it is refused, naming --overwrite.
+    old_csv = tmp_path / "old.csv"
+    score_folder(images, model_base, old_csv)
+    rows = old_csv.read_bytes().splitlines(keepends=True)
+    old = [line.replace(b",model,", b",", 1) if i == 0 else
+           line.replace(b"," + line.split(b",")[2] + b",", b",", 1)
+           for i, line in enumerate(rows)]
+    old_csv.write_bytes(b"".join(old))
+    assert {r.model for r in read_rows(old_csv)} == {""}
+    _check_rows(old_csv, _image_paths(images))
+    with pytest.raises(BadInput, match="written before infer recorded the model"):
+        score_folder(images, model_base, old_csv)
+
+
+def test_an_error_that_is_not_the_images_fails_the_call_and_lists_nothing(model_base, images,
+                                                                          tmp_path, monkeypatch):
+    output = tmp_path / "scores.jsonl"
+    real = batch_scoring.Scorer.probabilities
+    calls = []
+
+    def once(self, batch):
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise tf.errors.ResourceExhaustedError(None, None, "out of memory")
+        return real(self, batch)
+
+    monkeypatch.setattr(batch_scoring.Scorer, "probabilities", once)
+    with pytest.raises(tf.errors.ResourceExhaustedError):
+        score_folder(images, model_base, output, batch_size=4, scoring_threads=1)
+    assert len(calls) == 1, "not retried image by image"
+    assert list(read_bad(output)) == [] and list(read_rows(output)) == []
+    summary = score_folder(images, model_base, output, batch_size=4, scoring_threads=1)
+    assert (summary.scored, len(summary.bad)) == (N_IMAGES, 2)
+    _check_rows(output, _image_paths(images))
 
 
 def test_another_versions_output_is_refused_unless_overwritten(model_base, images, tmp_path):
@@ -419,8 +572,9 @@ def test_rows_read_back_as_json(model_base, images, tmp_path):
     output = tmp_path / "scores.jsonl"
     score_folder(images, model_base, output)
     first = json.loads(output.read_text().splitlines()[0])
-    assert set(first) == {"path", "version", "top_ids", "top_names", "top_probabilities",
-                          "probabilities"}
+    assert set(first) == {"path", "version", "model", "top_ids", "top_names",
+                          "top_probabilities", "probabilities"}
+    assert len(first["model"]) == 16
 
 
 def test_progress_is_a_bar_on_a_terminal_and_periodic_lines_otherwise(monkeypatch, caplog):
