@@ -59,6 +59,12 @@ def refuse_overlaps(args: argparse.Namespace) -> None:
                 "pipeline root and the serving directory in separate folders.")
 
 
+# Appended to the no-test-split warning when the run tunes: the Tuner chose on eval too.
+TUNED_ON_EVAL_WARNING = (
+    " With --tune the Tuner also chose its best trial on eval, so the blessing is then "
+    "optimistic.")
+
+
 def pipeline_config(args: argparse.Namespace, workspace, log_file: Path):
     """The PipelineConfig of a local run; raises BadInput (IngestError included) for bad input."""
     from ingest.dataset import TEST, TRAIN, TWO_SPLITS_WARNING, check_fraction, load_dataset_info
@@ -84,8 +90,6 @@ def pipeline_config(args: argparse.Namespace, workspace, log_file: Path):
         log.info("[pipeline] schema: %s admits %d classes, the data has %d: using %s (the same "
                  "schema, label domain [0, %d))", args.schema, label_classes(args.schema),
                  info.num_classes, schema, info.num_classes)
-    if TEST not in info.split_counts:
-        log.warning("warning: " + TWO_SPLITS_WARNING, data_root)
     counts = dict(info.split_counts)
     if window[:-1]:
         history = sum(load_dataset_info(span_dir(data_root, n)).split_counts.get(TRAIN, 0)
@@ -96,6 +100,9 @@ def pipeline_config(args: argparse.Namespace, workspace, log_file: Path):
         counts[TRAIN] += history
     trainer = trainer_config(args, info.class_names, info.image_shape, counts, info=info)
     log.info("[pipeline] recipe %s: %s", trainer.recipe, trainer.recipe_reason)
+    if TEST not in info.split_counts:
+        log.warning("warning: " + TWO_SPLITS_WARNING
+                    + (TUNED_ON_EVAL_WARNING if trainer.tuning.enabled else ""), data_root)
     thresholds = run_thresholds(args, info)
     config = config_from_args(
         args,

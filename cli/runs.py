@@ -24,7 +24,8 @@ def execute(args: argparse.Namespace) -> int:
         print(json.dumps([json.loads(r.to_json()) for r in runs], indent=2))
         return EXIT_OK
     # A transfer run's recipe shows its backbone: transfer/efficientnet_lite0; a tuned run's
-    # ends in +tuned (its trials: `runs --json`, the summary, the report). The TFLite
+    # ends in +tuned (its trials: `runs --json`, the summary, the report), or +tuned,skipped
+    # when the Trainer handed on the served model (--skip-if-unchanged). The TFLite
     # column: its mode, accuracy on the same split, and whether it went out with the version.
     print(f"{'run':28} {'spans':6} {'accuracy':>8} {'on':5} {'recipe':9}  {'blessed':7}  "
           f"{'tflite':26}  {'scored':>6}  pushed")
@@ -35,8 +36,9 @@ def execute(args: argparse.Namespace) -> int:
         recipe = run.recipe or "-"
         if run.backbone:
             recipe = f"{recipe}/{run.backbone.backbone}"
-        if run.tuning:  # the Trainer trained the best of the Tuner's trials
-            recipe = f"{recipe}+tuned"
+        if run.tuning:  # the Trainer trained the best of the Tuner's trials, or handed on
+            skipped = run.skip_if_unchanged is not None and run.skip_if_unchanged.skip
+            recipe = f"{recipe}+tuned" + (",skipped" if skipped else "")
         blessed = {True: "yes", False: "no", None: "-"}[run.blessed]
         if failed:
             pushed = f"failed in {', '.join(failed)}"

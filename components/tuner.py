@@ -14,7 +14,6 @@ parameter (the training config), which TFX's own constructor would serialize as 
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from tfx import types
@@ -26,7 +25,7 @@ from tfx.proto import trainer_pb2, tuner_pb2
 from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
 from tfx.utils import json_utils
 
-from trainer.tuning import trials_text
+from trainer.tuning import trials_text, usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +42,7 @@ class Executor(tuner_executor.Executor):
         tuner = result.tuner
         tune_args = tuner_executor.get_tune_args(exec_properties)
         if tune_args and tune_args.num_parallel_trials > 1:
-            tuner.parallel = min(tune_args.num_parallel_trials, os.cpu_count() or 1)
+            tuner.parallel = min(tune_args.num_parallel_trials, usable_cpus())
         tuner.search(**result.fit_kwargs)
         tuner_executor.write_best_hyperparameters(tuner, output_dict)
         record = tuner.record()

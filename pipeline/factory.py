@@ -184,16 +184,23 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
     # With skip_if_unchanged the Trainer reads the gate's record (gate.json) and may hand on the
     # served model (components/trainer.py); it then re-executes every run, as the gate does.
     skip = config.trainer.continuity.skip_if_unchanged
-    # With tuning on, TFX's Tuner searches the recipe's space first (trials fit `train`, are
-    # scored on `eval`) and its best hyperparameters reach the Trainer (trainer/tuning.py).
-    tuner = ImageTuner(
-        tuner_fn=TUNER_FN,
+    # What the Tuner and the Trainer both read. The Trainer fits `train` (and `history`: a
+    # span window's earlier spans); early stopping and checkpoint choice look at `eval` only.
+    training_inputs: dict[str, Any] = dict(
         examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         train_args=trainer_pb2.TrainArgs(splits=list(config.train_splits)),
         eval_args=trainer_pb2.EvalArgs(splits=[EVAL]),
         custom_config=values[TRAINER_CONFIG_PARAMETER],
+    )
+    # With tuning on, TFX's Tuner searches the recipe's space first (trials fit `train`, are
+    # scored on `eval`) and its best hyperparameters reach the Trainer (trainer/tuning.py).
+    # Whether it exists is decided here, at compile time on Kubeflow; tuner_fn refuses a
+    # run-time config that turns tuning off.
+    tuner = ImageTuner(
+        tuner_fn=TUNER_FN,
+        **training_inputs,
         # Beam on worker processes (`--beam direct-multi`, the Kubeflow pods): trials side by
         # side too, as many as may run (the Tuner runs at most one per core).
         tune_args=tuner_pb2.TuneArgs(num_parallel_trials=max_trials(config.trainer))
@@ -201,14 +208,7 @@ def create_pipeline(config: PipelineConfig) -> tfx_pipeline.Pipeline:
     ).with_id("Tuner") if config.trainer.tuning.enabled else None
     trainer = ImageTrainer(
         run_fn=RUN_FN,
-        examples=example_gen.outputs["examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        schema=schema_gen.outputs["schema"],
-        # Fits `train` (and `history`: a span window's earlier spans); early stopping and
-        # checkpoint choice look at `eval` only.
-        train_args=trainer_pb2.TrainArgs(splits=list(config.train_splits)),
-        eval_args=trainer_pb2.EvalArgs(splits=[EVAL]),
-        custom_config=values[TRAINER_CONFIG_PARAMETER],
+        **training_inputs,
         data_gate=data_gate.outputs["validated_statistics"] if skip else None,
         push_destination=push_destination if skip else None,
         hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,

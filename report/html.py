@@ -358,17 +358,17 @@ def _training(data: TrainingFacts | NotRun, charts: Charts) -> dict[str, Any]:
         "config": _rows([k, config[k]] for k in _CONFIG_KEYS if k in config),
         "figure": _figure(charts.training_curves,
                           f"Loss and accuracy per epoch, {data.train_split} vs {eval_split}"),
-        **_tuning(data.tuning),
+        **_tuning(data.tuning, data.skip_if_unchanged),
     }
 
 
-def _tuning(record: TuningRecord | None) -> dict[str, Any]:
+def _tuning(record: TuningRecord | None, skip: SkipDecision | None = None) -> dict[str, Any]:
     """The Tuner's search: a line, and a row per trial (settings, eval accuracy, seconds)."""
     if record is None:
         return {"tuning": None}
     defaults = ", ".join(f"{k}={v}" for k, v in record.defaults.items())
     return {
-        "tuning_text": f"{tuning_text(record)}. Searched: {'; '.join(record.space)}. The "
+        "tuning_text": f"{tuning_text(record, skip)}. Searched: {'; '.join(record.space)}. The "
                        f"recipe's values: {defaults}.",
         "tuning": _rows([t.trial, settings_text(t.settings),
                          _fmt(t.eval_accuracy), _fmt(t.seconds, 1),

@@ -46,6 +46,15 @@ def _run_id(store: metadata_store.MetadataStore, execution_id: int) -> str | Non
     return None
 
 
+def training_config(record, custom_config: str | None) -> Any:
+    """The config a model trained with: its training record's (TrainingRecord.config, which
+    holds the Tuner's best settings), else the Trainer's input config (before tuning).
+    """
+    if record is not None and record.config:
+        return record.config
+    return json.loads(custom_config or "null")
+
+
 def model_lineage(metadata_path: str, version: str) -> dict[str, Any]:
     store = open_store(metadata_path)
     pushes = [a for a in store.get_artifacts_by_type("PushedModel")
@@ -72,7 +81,9 @@ def model_lineage(metadata_path: str, version: str) -> dict[str, Any]:
         "pushed_by_run": _run_id(store, pusher.id),
         "model": model.uri,
         "trained_by_run": _run_id(store, trainer.id),
-        "training_config": json.loads(_value(trainer, "custom_config") or "null"),
+        # The config the model trained with (the Tuner's best applied): the training record's;
+        # the Trainer's input config only where there is no record.
+        "training_config": training_config(record, _value(trainer, "custom_config")),
         "examples": examples.uri,
         "data_root": _value(example_gen, "input_base") if example_gen else None,
         "spans": json.loads(window) if window else None,

@@ -530,7 +530,7 @@ def format_summary(summary: RunSummary,
         yield (f"  training: recipe {summary.recipe}, final accuracy on the eval split "
                f"(early stopping's) {_fmt(summary.trainer_eval_accuracy)}")
     if summary.tuning:
-        yield f"  Tuned: {tuning_text(summary.tuning)}"
+        yield f"  Tuned: {tuning_text(summary.tuning, summary.skip_if_unchanged)}"
         for line in trials_text(summary.tuning):
             yield f"    {line}"
     if summary.backbone:
@@ -569,11 +569,16 @@ def format_summary(summary: RunSummary,
     yield outcome_line(summary)
 
 
-def tuning_text(record: TuningRecord) -> str:
-    """The Tuner's search in a line: how many trials, on which split, the best one."""
+def tuning_text(record: TuningRecord, skip: SkipDecision | None = None) -> str:
+    """The Tuner's search in a line: how many trials, on which split, the best one, and
+    whether the Trainer trained it (`skip`: its --skip-if-unchanged decision, if any).
+    """
     best = record.best()
-    found = (f"best trial {best.trial}, eval accuracy {best.eval_accuracy:.4f}, trained by the "
-             "Trainer" if best and best.eval_accuracy is not None else "no trial completed")
+    trained = (f"not trained: the Trainer handed on served version {skip.version} "
+               "(--skip-if-unchanged)" if skip is not None and skip.skip else
+               "trained by the Trainer")
+    found = (f"best trial {best.trial}, eval accuracy {best.eval_accuracy:.4f}, {trained}"
+             if best and best.eval_accuracy is not None else "no trial completed")
     budget = f", budget {record.budget_minutes:g} min" if record.budget_minutes else ""
     return (f"{record.algorithm} search of {record.recipe}'s space, {len(record.trials)} trials "
             f"on the {record.split} split in {record.seconds:.0f}s{budget} ({record.stopped}); "

@@ -283,3 +283,175 @@ def test_the_trainer_reads_the_tuners_best_hyperparameters_as_run_fn_gets_them(
     assert read == config and best_hyperparameters({}) is None
     tuned = tuned_config(_config("fast-gray"), read)
     assert (tuned.optimizer.learning_rate, tuned.model.widths) == (0.5, (16, 32))
+
+
+def test_a_trial_records_settings_apply_as_they_were_recorded() -> None:
+    """A TrialRecord's settings are JSON values (model.widths a list): bench/tune.py applies
+    the best trial's with tuned_config, as the Trainer applies TFX's best_hyperparameters.
+    """
+    from trainer.tuning import TrialRecord, applied
+
+    config = _config("fast-gray")
+    values = {"optimizer.learning_rate": 0.7, "model.widths": "16,32,72", "optimizer.epochs": 4}
+    record = TrialRecord("0", applied(tuned_config(config, values), values), 0.98, 10.0, 4)
+    assert record.settings["model.widths"] == [16, 32, 72]
+    tuned = tuned_config(config, record.settings)
+    assert tuned == tuned_config(config, values)
+    assert (tuned.model.widths, tuned.optimizer.epochs) == ((16, 32, 72), 4)
+    assert tuned_config(config, json.loads(json.dumps(record.settings))) == tuned
+
+
+def test_the_tuner_refuses_a_run_time_config_that_turns_tuning_off() -> None:
+    """On Kubeflow the Tuner exists when compiled with --tune; a run-time trainer-config with
+    trials and budget 0 would otherwise search BUDGET_ONLY_TRIALS trials with no budget.
+    """
+    from types import SimpleNamespace
+
+    from trainer.tuning import tuner_fn
+
+    fn_args = SimpleNamespace(custom_config=_config("fast-gray").to_dict())
+    with pytest.raises(BadInput) as error:
+        tuner_fn(fn_args)
+    assert "compiled with a Tuner" in str(error.value)
+    assert "run-time training config turns tuning off" in str(error.value)
+    assert [s.name for s in error.value.settings][0] == "trainer.tuning.trials"
+
+
+def test_the_trainer_warns_when_the_config_asks_for_tuning_but_no_tuner_ran(caplog) -> None:
+    import logging
+
+    from trainer.tuning import warn_untuned
+
+    tuned = _config("fast-gray", **{"tuning.trials": 3})
+    with caplog.at_level(logging.WARNING, logger="trainer.tuning"):
+        assert warn_untuned(tuned, None)
+    assert "has no Tuner (it was compiled with tuning off)" in caplog.text
+    assert not warn_untuned(tuned, {"space": [], "values": {"optimizer.epochs": 4}})
+    assert not warn_untuned(_config("fast-gray"), None)
+
+
+def test_a_trial_process_exchanges_its_result_in_a_local_folder_with_its_memory_share(
+        monkeypatch, tmp_path) -> None:
+    """Not under the Tuner's working dir (gs:// on Kubeflow): a local temporary folder; the
+    process gets its share of the cache budget.
+    """
+    import tempfile
+
+    import trainer.launch
+    from trainer.config import TrainerConfig
+    from trainer.tuning import TrialInputs, TrialResult, process_trainer, usable_cpus
+
+    seen = {}
+
+    def run_worker(args, module, what, **callbacks):
+        folder = args[args.index("--result") + 1]
+        seen["folder"] = folder
+        seen["config"] = TrainerConfig.from_dict(json.loads(args[args.index("--config") + 1]))
+        seen["threads"] = args[args.index("--threads") + 1]
+        TrialResult(eval_accuracy=0.5, epochs_run=2).write(folder)
+
+    monkeypatch.setattr(trainer.launch, "run_worker", run_worker)
+    trial = process_trainer(TrialInputs("graph", ("train*",), ("eval*",)), 3, "123456")
+    assert trial(_config("fast-gray")) == {"final_eval_accuracy": 0.5, "epochs_run": 2}
+    assert Path(seen["folder"]).parent == Path(tempfile.gettempdir())
+    assert seen["config"].data.cache_budget == "123456" and seen["threads"] == "3"
+    assert 1 <= usable_cpus() <= (__import__("os").cpu_count() or 1)
+
+
+def test_a_failed_parallel_trial_ends_its_siblings_processes_at_once(monkeypatch,
+                                                                      tmp_path) -> None:
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import trainer.tuning
+    from trainer.tuning import TrialInputs, make_tuner
+
+    started: list[subprocess.Popen] = []
+    calls = []
+    lock = threading.Lock()
+
+    def process_trainer(inputs, threads, cache_budget, processes):
+        def trial(config):
+            with lock:
+                calls.append(config)
+                first = len(calls) == 1
+            if not first:
+                time.sleep(1)
+                raise RuntimeError("trial failed")
+            process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+            started.append(process)
+            processes.started(process)
+            try:
+                process.wait()
+            finally:
+                processes.ended(process)
+            raise RuntimeError("terminated")
+        return trial
+
+    monkeypatch.setattr(trainer.tuning, "process_trainer", process_trainer)
+    config = _config("classic", **{"tuning.trials": 2, "data.cache_budget": "1GiB"})
+    tuner = make_tuner(config, lambda trial: pytest.fail("trained in this process"),
+                       str(tmp_path))
+    tuner.trial_inputs = TrialInputs("graph", ("train*",), ("eval*",))
+    tuner.parallel = 2
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="trial failed"):
+        tuner.search(verbose=0)
+    assert time.monotonic() - start < 30
+    assert started and all(p.poll() is not None for p in started)
+
+
+def test_with_skip_if_unchanged_the_tuning_line_and_runs_say_whether_it_was_trained(
+        monkeypatch, capsys) -> None:
+    import cli.runs
+    import report.summary
+    from report.summary import RunSummary, tuning_text
+    from trainer.record import SkipDecision
+
+    skipped = SkipDecision(skip=True, why="nothing changed", version=3)
+    assert tuning_text(_record()).endswith("trained by the Trainer")
+    assert tuning_text(_record(), skipped).endswith(
+        "not trained: the Trainer handed on served version 3 (--skip-if-unchanged)")
+    assert tuning_text(_record(), SkipDecision(skip=False, why="changed", version=3)).endswith(
+        "trained by the Trainer")
+    runs = [RunSummary("p", "trained", [], recipe="fast", tuning=_record()),
+            RunSummary("p", "handed-on", [], recipe="fast", tuning=_record(),
+                       skip_if_unchanged=skipped)]
+    monkeypatch.setattr(cli.runs, "metadata_path", lambda args: "store")
+    monkeypatch.setattr(report.summary, "list_runs", lambda path, name: runs)
+    assert main(["runs"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "fast+tuned " in lines[1] and "skipped" not in lines[1]
+    assert "fast+tuned,skipped" in lines[2]
+
+
+def test_lineage_names_the_config_the_model_trained_with() -> None:
+    from types import SimpleNamespace
+
+    from report.lineage import training_config
+
+    given = json.dumps({"optimizer": {"epochs": 5}})
+    tuned = {"optimizer": {"epochs": 7}}
+    assert training_config(SimpleNamespace(config=tuned), given) == tuned
+    assert training_config(None, given) == {"optimizer": {"epochs": 5}}
+    assert training_config(None, None) is None
+
+
+def test_without_a_test_split_a_tuned_run_warns_that_the_blessing_is_optimistic(
+        tmp_path: Path, capsys) -> None:
+    from schema.curated import write_schema
+
+    imagegen.write_folder(tmp_path / "images", {"train": 8, "val": 4})
+    write_schema(len(imagegen.CLASS_NAMES), tmp_path / "schema.pbtxt")
+    args = ["run", "--recipe", "classic", "--data", str(tmp_path / "images"),
+            "--root", str(tmp_path / "root"), "--schema", str(tmp_path / "schema.pbtxt"),
+            "--max-regression", "-1"]  # refused after the warning: nothing runs
+    assert main([*args, "--tune", "2"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "has no test split" in err and "the Tuner also chose its best trial on eval" in err
+    assert "optimistic" in err
+    assert main(args) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "has no test split" in err and "optimistic" not in err

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 WORKER_MODULE = "trainer.multi_worker"
@@ -56,15 +56,19 @@ def _describe(returncode: int) -> str:
 
 
 def run_worker(args: Sequence[str], env: Mapping[str, str] | None = None,
-               module: str = WORKER_MODULE, what: str = "multi-worker training process") -> None:
+               module: str = WORKER_MODULE, what: str = "multi-worker training process",
+               on_start: Callable[[subprocess.Popen], None] | None = None,
+               on_end: Callable[[subprocess.Popen], None] | None = None) -> None:
     """Runs `python -m trainer.multi_worker ARGS` (or `module`) to the end; raises WorkerFailed
-    if it fails.
+    if it fails. `on_start` and `on_end` get the process (to end it from another thread).
     """
     tail: deque[str] = deque(maxlen=_TAIL_LINES)
     with subprocess.Popen(
         worker_command(args, module), env=worker_env(env), stderr=subprocess.PIPE, text=True,
         errors="replace", bufsize=1,
     ) as process:
+        if on_start is not None:
+            on_start(process)
         try:
             assert process.stderr is not None
             for line in process.stderr:
@@ -74,6 +78,8 @@ def run_worker(args: Sequence[str], env: Mapping[str, str] | None = None,
         finally:
             if process.poll() is None:  # we are being interrupted: do not leave it training
                 process.kill()
+            if on_end is not None:
+                on_end(process)
     if returncode != 0:
         raise WorkerFailed(
             f"{what} (python -m {module}) {_describe(returncode)}; "

@@ -12,14 +12,15 @@ from trainer.export import write_serving_model
 from trainer.launch import run_worker
 from trainer.train import train
 from trainer.transfer import train_transfer
-from trainer.tuning import tuned_config
+from trainer.tuning import tuned_config, warn_untuned
 
 
 def run_fn(fn_args: FnArgs) -> None:
     # The Tuner's best trial (if it ran), through the config's one override path: the config
     # recorded with the model (history.json, training_config.json) holds the tuned values.
-    config = tuned_config(TrainerConfig.from_dict(fn_args.custom_config),
-                          fn_args.hyperparameters)
+    config = TrainerConfig.from_dict(fn_args.custom_config)
+    warn_untuned(config, fn_args.hyperparameters)
+    config = tuned_config(config, fn_args.hyperparameters)
     if config.runtime.distribution == "multi_worker":
         # TensorFlow is already running here, too late for MultiWorkerMirroredStrategy: train
         # in a fresh process that creates it first (trainer/multi_worker.py).

@@ -25,7 +25,12 @@ Tuner (components/tuner.py) writes into its `tuner_results` artifact.
 
 Trials run one after another in this process; where Beam runs on worker processes, TFX's
 TuneArgs ask for trials side by side, and each then trains in `python -m trainer.tuning_worker`
-with its share of the cores (components/tuner.py sets `parallel`).
+with its share of the cores and of the cache budget (components/tuner.py sets `parallel`);
+the first trial that fails ends the others' processes.
+
+tuner_fn refuses a config with tuning off (on Kubeflow the Tuner exists when compiled with
+--tune, and the trainer-config is a run-time parameter); run_fn warns (`warn_untuned`) when a
+config asks for tuning but no Tuner ran.
 
 `tuning.budget_minutes` stops the search before a trial that would overrun it (estimated as
 the longest trial so far); `check_budget` refuses, before anything trains, a budget smaller
@@ -146,19 +151,38 @@ def _changes(values: Mapping[str, Any]) -> dict[str, Any]:
             name = "optimizer.epochs"
         elif name.startswith("tuner/"):
             continue  # Hyperband's bookkeeping (bracket, round, initial epoch)
+        if isinstance(value, (list, tuple)):  # a record's JSON value (model.widths)
+            value = ",".join(str(v) for v in value)
+        elif isinstance(value, bool):
+            value = str(value).lower()
         pairs.append(f"{name}={value}")
     return parse_settings(pairs)
 
 
 def tuned_config(config: TrainerConfig, hyperparameters: Mapping[str, Any] | None
                  ) -> TrainerConfig:
-    """`config` with a trial's hyperparameters applied: KerasTuner's values by name, or its
-    HyperParameters config (`{"space": ..., "values": ...}`, TFX's best_hyperparameters).
+    """`config` with a trial's hyperparameters applied: KerasTuner's values by name, its
+    HyperParameters config (`{"space": ..., "values": ...}`, TFX's best_hyperparameters), or a
+    TrialRecord's settings (JSON values: model.widths as a list).
     """
     if not hyperparameters:
         return config
     values = hyperparameters.get("values", hyperparameters)
     return config.override(_changes(values))
+
+
+def warn_untuned(config: TrainerConfig, hyperparameters: Mapping[str, Any] | None) -> bool:
+    """Logs a warning, and returns True, when the config asks for tuning but no Tuner ran: on
+    Kubeflow a run-time trainer-config with tuning.* set for a pipeline compiled without --tune
+    (compile time decides whether the Tuner exists). The Trainer then trains the config as is.
+    """
+    if not config.tuning.enabled or hyperparameters:
+        return False
+    log.warning("warning: the training config sets tuning (trials %d, budget %g min), but this "
+                "pipeline has no Tuner (it was compiled with tuning off): the Trainer trains "
+                "the config's own settings; compile the pipeline with tuning on to search",
+                config.tuning.trials, config.tuning.budget_minutes)
+    return True
 
 
 def applied(config: TrainerConfig, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -264,7 +288,10 @@ def _tuner_class():
                 record = self.train_trial(config)
                 seconds = time.monotonic() - start
             except Exception as e:
-                self._error = e  # KerasTuner would retry or skip: a failure here is ours
+                # KerasTuner would retry or skip: a failure here is ours. The first one: the
+                # siblings ended because of it fail after it.
+                if self._error is None:
+                    self._error = e
                 raise errors.FatalError(f"{e.__class__.__name__}: {e}") from e
             accuracy = float(record["final_eval_accuracy"])
             self.trials.append(TrialRecord(
@@ -294,19 +321,26 @@ def _tuner_class():
             of the cores; the oracle is asked for the next trial as each one ends.
             """
             import concurrent.futures as futures
-            import os
 
             from keras_tuner.engine import trial as trial_module
 
-            threads = max(1, (os.cpu_count() or 1) // self.parallel)
-            self.train_trial = process_trainer(self.trial_inputs, threads, self.project_dir)
+            from trainer import memory
+
+            threads = max(1, usable_cpus() // self.parallel)
+            # Each process its share of the cache budget: N at once, each with the whole of
+            # "50%" of the memory, would ask for N halves.
+            share = max(1, memory.resolve_budget(self.config.data.cache_budget) // self.parallel)
+            processes = TrialProcesses()
+            self.train_trial = process_trainer(self.trial_inputs, threads, str(share), processes)
             log.info("[tuner] up to %d trials at a time, each in its own process on %d "
-                     "thread(s)", self.parallel, threads)
+                     "thread(s) with a cache budget of %s", self.parallel, threads,
+                     memory.human(share))
             self.on_search_begin()
             free = [f"tuner{i}" for i in range(self.parallel)]
             running: dict[futures.Future, tuple[Any, str]] = {}
             stopped = False
-            with futures.ThreadPoolExecutor(self.parallel) as pool:
+            pool = futures.ThreadPoolExecutor(self.parallel)
+            try:
                 while True:
                     while free and not stopped:
                         self.pre_create_trial()
@@ -326,6 +360,12 @@ def _tuner_class():
                         trial.status = trial_module.TrialStatus.COMPLETED
                         self.oracle.end_trial(trial)
                         free.append(slot)
+            except BaseException:
+                # A failed trial (or Ctrl-C) ends the search now: its siblings' processes too.
+                processes.stop()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            pool.shutdown(wait=True)
             self.on_search_end()
 
         def save_model(self, trial_id, model, step=0) -> None:
@@ -439,6 +479,19 @@ def check_budget(config: TrainerConfig, num_train: int, num_eval: int) -> str:
     return text
 
 
+def check_enabled(config: TrainerConfig) -> None:
+    """Refuses a Tuner run whose config turns tuning off: on Kubeflow whether the Tuner exists
+    is decided when the pipeline is compiled, while the trainer-config it reads is a run-time
+    parameter; with trials and budget 0 the search would run BUDGET_ONLY_TRIALS unbounded.
+    """
+    if not config.tuning.enabled:
+        raise BadInput("the pipeline was compiled with a Tuner (tuning on), but the run-time "
+                       "training config turns tuning off (trials and budget 0): set ",
+                       Setting("trainer.tuning.trials"), " or ",
+                       Setting("trainer.tuning.budget_minutes"), " in the run-time "
+                       "trainer-config, or compile the pipeline with tuning off")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrialInputs:
     """What a trial trains on, as file patterns: for a trial in another process."""
@@ -487,10 +540,64 @@ def trial_trainer(config: TrainerConfig, inputs: TrialInputs, data_accessor
     return scratch_trial
 
 
-def process_trainer(inputs: TrialInputs, threads: int, directory: str
+def usable_cpus() -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup's cpu.max quota
+    (a container's CPU limit), where there is one.
+    """
+    import math
+    import os
+    from pathlib import Path
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+class TrialProcesses:
+    """The trial processes running now, to end them when the search stops early."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._running: set = set()
+        self.stopping = False
+
+    def started(self, process) -> None:
+        with self._lock:
+            self._running.add(process)
+            stop = self.stopping
+        if stop:
+            process.terminate()
+
+    def ended(self, process) -> None:
+        with self._lock:
+            self._running.discard(process)
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopping = True
+            running = list(self._running)
+        for process in running:
+            if process.poll() is None:
+                log.info("[tuner] ending trial process %d: the search stopped", process.pid)
+                process.terminate()
+
+
+def process_trainer(inputs: TrialInputs, threads: int, cache_budget: str | None = None,
+                    processes: TrialProcesses | None = None
                     ) -> Callable[[TrainerConfig], dict]:
     """A trial's training in a fresh process (trainer/tuning_worker.py) using `threads`
-    threads, for trials that run side by side; the same record keys the Tuner reads.
+    threads and `cache_budget` (its share), for trials that run side by side; the same record
+    keys the Tuner reads. `processes` keeps each process while it runs.
     """
     import json
     import tempfile
@@ -498,13 +605,21 @@ def process_trainer(inputs: TrialInputs, threads: int, directory: str
     from trainer.launch import run_worker
 
     def trial(config: TrainerConfig) -> dict:
-        with tempfile.TemporaryDirectory(prefix="trial-", dir=directory) as folder:
+        if cache_budget is not None:
+            config = config.override({"data.cache_budget": cache_budget})
+        if processes is not None and processes.stopping:
+            raise RuntimeError("the search stopped")
+        # A local folder: the processes share this machine, and the Tuner's working dir may be
+        # a gs:// path on Kubeflow, where tempfile cannot make one.
+        with tempfile.TemporaryDirectory(prefix="trial-") as folder:
             run_worker(["--config", json.dumps(config.to_dict()),
                         "--transform-graph", inputs.transform_graph,
                         "--train-files", *inputs.train_files,
                         "--eval-files", *inputs.eval_files,
                         "--threads", str(threads), "--result", folder],
-                       module=WORKER_MODULE, what="tuning trial process")
+                       module=WORKER_MODULE, what="tuning trial process",
+                       **({"on_start": processes.started, "on_end": processes.ended}
+                          if processes is not None else {}))
             result = TrialResult.read(folder)
         if result is None:
             raise RuntimeError(f"the tuning trial process wrote no {TrialResult.__name__}")
@@ -521,6 +636,7 @@ def tuner_fn(fn_args):
     from trainer import data
 
     config = TrainerConfig.from_dict(fn_args.custom_config)
+    check_enabled(config)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     num_train = data.count_records(fn_args.train_files, fn_args.data_accessor,
                                    tf_transform_output)
