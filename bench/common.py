@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -183,3 +184,31 @@ def peak_rss_mib() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return round(max(own, children) / 1024, 1)
+
+
+@contextlib.contextmanager
+def held(path: Path | None):
+    """The timing lock held (blocking, a kernel flock: the test suite's `flock` takes the same
+    lock) while the body runs; nothing without a path.
+    """
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def sample(items: list, limit: int | None, seed: int) -> list:
+    """A seeded sample of `limit` items (all without a limit), in their order."""
+    import numpy as np
+
+    if not limit or limit >= len(items):
+        return items
+    picked = np.sort(np.random.default_rng(seed).choice(len(items), limit, replace=False))
+    return [items[i] for i in picked]

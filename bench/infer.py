@@ -24,7 +24,6 @@ lock does not overlap them.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import time
@@ -36,6 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from bench.common import (  # noqa: E402
     cifar10_folder,
     git_commit,
+    held,
     machine_info,
     relative,
     write_result,
@@ -45,16 +45,7 @@ WORK = Path(__file__).resolve().parent / ".work"
 TARGET_RATIO = 0.70
 
 
-@contextlib.contextmanager
-def held(path: Path | None):
-    """The timing lock held (blocking) while the body runs; nothing without a path."""
-    if path is None:
-        yield
-        return
-    from filelock import FileLock
 
-    with FileLock(path):
-        yield
 
 
 def in_memory_rate(version: Path, images: list[bytes], batch_size: int, seconds: float

@@ -56,9 +56,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from bench.common import (  # noqa: E402
     channel_statistics,
     git_commit,
+    held,
     load_split,
     machine_info,
     relative,
+    sample,
     shared_dataset,
     write_result,
 )
@@ -83,26 +85,7 @@ INT8_MAX_SIZE_SHARE = 0.30
 EVAL_BATCH = 250
 
 
-@contextlib.contextmanager
-def held(path: Path | None):
-    """The timing lock held (blocking) while the body runs; nothing without a path."""
-    if path is None:
-        yield
-        return
-    try:
-        from filelock import FileLock
-    except ImportError:
-        import fcntl
 
-        with open(path, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
-        return
-    with FileLock(str(path)):
-        yield
 
 
 class Stages:
@@ -132,14 +115,7 @@ def dataset_folder(name: str, work: Path) -> tuple[Path, str]:
     return shared_dataset(work, name), "train/ and test/; eval carved from train/ (10 %)"
 
 
-def sample(items: list, limit: int | None, seed: int) -> list:
-    """A seeded sample of `limit` items (all without a limit), in their order."""
-    import numpy as np
 
-    if not limit or limit >= len(items):
-        return items
-    picked = np.sort(np.random.default_rng(seed).choice(len(items), limit, replace=False))
-    return [items[i] for i in picked]
 
 
 def measure(dataset: str, recipe: str, folder: Path, args, settings: dict) -> dict:

@@ -36,9 +36,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from bench.common import (  # noqa: E402
     channel_statistics,
     git_commit,
+    held,
     load_split,
     machine_info,
     relative,
+    sample,
     shared_dataset,
     write_result,
 )
@@ -46,30 +48,10 @@ from bench.common import (  # noqa: E402
 RESULT_NAME = "tune"
 
 
-@contextlib.contextmanager
-def held(path: Path | None):
-    """The timing lock held (blocking) while the body runs; nothing without a path."""
-    if path is None:
-        yield
-        return
-    import fcntl
-
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def sample(items: list, limit: int | None, seed: int) -> list:
-    """A seeded sample of `limit` items (all without a limit), in their order."""
-    import numpy as np
 
-    if not limit or limit >= len(items):
-        return items
-    keep = sorted(np.random.default_rng(seed).choice(len(items), limit, replace=False))
-    return [items[i] for i in keep]
+
 
 
 def accuracy(model, dataset, config) -> float:
