@@ -379,7 +379,8 @@ def push_section(nodes: dict[str, NodeRecord], summary: RunSummary) -> PushFacts
     return PushFacts(state=pusher.state, pushed=bool(summary.pushed),
                      already_served=summary.already_served,
                      destination=summary.pushed_destination,
-                     version=value(pushed, "pushed_version"), blessed=summary.blessed)
+                     version=value(pushed, "pushed_version"), blessed=summary.blessed,
+                     inference=summary.inference)
 
 
 def tflite_section(nodes: dict[str, NodeRecord], summary: RunSummary) -> TfliteFacts | NotRun:

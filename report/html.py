@@ -483,6 +483,8 @@ def _push(data: PushFacts | NotRun, model_name: str | None) -> dict[str, Any]:
             "serve it": _code(f"tensorflow_model_server --model_name={model_name or 'MODEL'} "
                               f"--model_base_path={base} --rest_api_port=8501"),
         })
+    if data.inference is not None:
+        items["batch inference"] = data.inference.text()
     return {"pairs": _pairs(items)}
 
 

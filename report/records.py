@@ -24,7 +24,7 @@ from components.gate_report import ClassMap, DriftMeasurement, Finding
 from ingest.dataset import EVAL, TRAIN
 from ingest.manifest import ImageSizes
 from pipeline.blessing import BlessingRule
-from report.summary import ComponentRun
+from report.summary import ComponentRun, InferenceOutcome
 from schema.records import Record
 from serving.new_model import NewModel
 from serving.tflite import TfliteEvaluation
@@ -292,6 +292,8 @@ class PushFacts:
     destination: str | None = None
     version: str | None = None
     blessed: bool | None = None
+    # What the BulkInferrer stage after the Pusher scored (run --infer-data); None without it.
+    inference: InferenceOutcome | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

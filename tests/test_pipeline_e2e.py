@@ -462,3 +462,10 @@ def test_bulk_inferrer_scores_each_unlabelled_image_once(pipeline_runs: Pipeline
     assert [i["run"] for i in lineage["inferences"]] == [pipeline_runs.run_ids["second"],
                                                           pipeline_runs.run_ids["worse"]]
     assert all(i["rows"] == len(expected) for i in lineage["inferences"])
+    # The run report's push section carries it too (report.json and the page).
+    report = _report(pipeline_runs, "worse")["push"]["inference"]
+    assert (report["rows"], report["bad"], report["version"]) == (
+        len(expected), 1, second.pushed_version)
+    html = (pipeline_runs.report_dir("worse") / REPORT_HTML).read_text()
+    assert "batch inference" in html and "6 images of" in html
+    assert _report(pipeline_runs, "first")["push"]["inference"] is None
