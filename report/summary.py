@@ -579,6 +579,11 @@ def tuning_text(record: TuningRecord, skip: SkipDecision | None = None) -> str:
                "trained by the Trainer")
     found = (f"best trial {best.trial}, eval accuracy {best.eval_accuracy:.4f}, {trained}"
              if best and best.eval_accuracy is not None else "no trial completed")
+    tied = record.tied_with_best()
+    if tied:
+        found += (f"; {len(tied)} other trial(s) scored the same, so the eval split could not "
+                  "tell them apart and the first was kept (a larger eval split, "
+                  "--eval-fraction, can)")
     budget = f", budget {record.budget_minutes:g} min" if record.budget_minutes else ""
     return (f"{record.algorithm} search of {record.recipe}'s space, {len(record.trials)} trials "
             f"on the {record.split} split in {record.seconds:.0f}s{budget} ({record.stopped}); "

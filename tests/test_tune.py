@@ -455,3 +455,21 @@ def test_without_a_test_split_a_tuned_run_warns_that_the_blessing_is_optimistic(
     assert main(args) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert "has no test split" in err and "optimistic" not in err
+
+
+def test_trials_tied_with_the_best_are_named_as_indistinguishable() -> None:
+    """On a small eval split several settings score the same: the line says the split could
+    not tell them apart, instead of presenting the oracle's first pick as the better one.
+    """
+    import dataclasses
+
+    from report.summary import tuning_text
+
+    record = _record()
+    assert record.tied_with_best() == [] and "scored the same" not in tuning_text(record)
+    tied = dataclasses.replace(record, trials=(
+        dataclasses.replace(record.trials[0], eval_accuracy=0.9905), record.trials[1]))
+    assert tied.tied_with_best() == [tied.trials[0]]
+    assert tuning_text(tied).endswith(
+        "1 other trial(s) scored the same, so the eval split could not tell them apart and the "
+        "first was kept (a larger eval split, --eval-fraction, can)")

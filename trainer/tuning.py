@@ -228,6 +228,16 @@ class TuningRecord(Record):
     def best(self) -> TrialRecord | None:
         return next((t for t in self.trials if t.trial == self.best_trial), None)
 
+    def tied_with_best(self) -> list[TrialRecord]:
+        """The other trials whose eval accuracy equals the best's: on a small eval split
+        several settings score the same, and the oracle's pick among them is the first found.
+        """
+        best = self.best()
+        if best is None or best.eval_accuracy is None:
+            return []
+        return [t for t in self.trials
+                if t.trial != best.trial and t.eval_accuracy == best.eval_accuracy]
+
 
 @dataclasses.dataclass(frozen=True)
 class TrialResult(Record):
