@@ -71,7 +71,8 @@ def trainer_config(args: argparse.Namespace, class_names, image_shape,
                                        host_rate=host_rate_reader(trains_here),
                                        budget_minutes=getattr(args, "time_budget", None)
                                        or DEFAULT_TIME_BUDGET_MINUTES,
-                                       num_classes=len(class_names))
+                                       num_classes=len(class_names),
+                                       epochs=getattr(args, "epochs", None))
     if RECIPES[recipe].model.kind == "transfer":
         image_shape, note = _transfer_shape(args, image_shape, info,
                                             split_counts.get("train", 0))

@@ -76,6 +76,12 @@ def test_auto_keeps_the_cheapest_when_nothing_fits_and_says_so() -> None:
     assert chosen == "fast" and "float32 219 GFLOP/s" in why and "over the 20-min" in why
 
 
+def test_epochs_given_replace_the_recipes_in_the_estimate() -> None:
+    chosen, why = choose_recipe(CIFAR, 45000, bfloat16=True, host_rate=_rates(bfloat16=413),
+                                epochs=5)
+    assert chosen == "fast-wide" and "about 18 min here" in why
+
+
 def test_grayscale_gets_fast_gray_in_float32_with_its_estimate() -> None:
     rate = _rates(float32=486, bfloat16=883)
     chosen, why = choose_recipe((28, 28, 1), 54000, bfloat16=True, host_rate=rate)
@@ -142,3 +148,6 @@ def test_run_measures_this_host_through_the_cli(tmp_path: Path, monkeypatch) -> 
     args = build_parser().parse_args(["run", "--time-budget", "40"])
     config = trainer_config(args, classes, CIFAR, counts)
     assert config.recipe == "fast-wide" and "cached for this host" in config.recipe_reason
+    args = build_parser().parse_args(["run", "--epochs", "5"])
+    config = trainer_config(args, classes, CIFAR, counts)
+    assert config.recipe == "fast-wide" and config.optimizer.epochs == 5
