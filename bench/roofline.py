@@ -23,10 +23,8 @@ images, and how many epochs fit in `target_seconds` at the host's best rate.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -39,40 +37,9 @@ from bench.common import (  # noqa: E402
     write_result,
 )
 
-
-def layer_macs(model) -> list[dict]:
-    """Multiply-adds per image of each conv and dense layer, and which gradients it needs.
-
-    The recipes' models are chains, so "a trainable weight upstream" is any earlier layer's.
-    """
-    import keras
-
-    rows, trainable_upstream = [], False
-    for layer in model.layers:
-        trains = bool(layer.trainable_weights)
-        if isinstance(layer, keras.layers.Conv2D):
-            kh, kw = layer.kernel_size
-            _, height, width, cout = layer.output.shape
-            cin = layer.input.shape[-1]
-            macs = height * width * kh * kw * cin * cout
-        elif isinstance(layer, keras.layers.Dense):
-            macs = layer.input.shape[-1] * layer.units
-        else:
-            trainable_upstream |= trains
-            continue
-        rows.append({
-            "layer": layer.name,
-            "forward_macs": int(macs),
-            "input_grad": trainable_upstream,
-            "kernel_grad": trains,
-        })
-        trainable_upstream |= trains
-    return rows
-
-
-def training_flops_per_image(rows: list[dict]) -> int:
-    """2 FLOPs per multiply-add: the forward pass plus the gradients each layer needs."""
-    return sum(2 * r["forward_macs"] * (1 + r["input_grad"] + r["kernel_grad"]) for r in rows)
+# One copy of the arithmetic and of the timing, in the product (--recipe auto uses them).
+from trainer.fit_estimate import layer_macs, training_flops_per_image  # noqa: E402
+from trainer.host_speed import matmul_rate  # noqa: E402
 
 
 def tf_forward_flops(model) -> int | None:
@@ -86,33 +53,6 @@ def tf_forward_flops(model) -> int | None:
         option_builder.ProfileOptionBuilder.float_operation()).with_empty_output().build()
     profile = model_analyzer.profile(graph, options=options)
     return int(profile.total_float_ops) if profile else None
-
-
-def matmul_rate(dtype: str, sizes: tuple[int, ...] = (2048, 4096), tries: int = 5) -> float:
-    """The best FLOP/s of chained square products of each size, over `tries` timings each."""
-    return max(_chained_matmul_rate(dtype, size, tries) for size in sizes)
-
-
-def _chained_matmul_rate(dtype: str, size: int, tries: int, flop: float = 1.1e11) -> float:
-    import tensorflow as tf
-
-    repeats = max(1, round(flop / (2 * size**3)))  # about a second per timing at 100 GFLOP/s
-    a = tf.random.normal([size, size], dtype=tf.float32)
-    a = tf.cast(a / math.sqrt(size), dtype)
-
-    @tf.function
-    def chain(x):
-        for _ in range(repeats):
-            x = tf.linalg.matmul(x, a)
-        return tf.reduce_sum(tf.cast(x[:1, :1], tf.float32))
-
-    chain(a).numpy()  # trace and warm up
-    best = math.inf
-    for _ in range(tries):
-        start = time.perf_counter()
-        chain(a).numpy()
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 * repeats / best
 
 
 def main() -> None:

@@ -19,22 +19,31 @@ def add_trainer_args(parser: argparse.ArgumentParser) -> None:
         Warmup,
     )
     from trainer.memory import DEFAULT_CACHE_BUDGET
-    from trainer.recipes import AUTO, RECIPES
+    from trainer.recipes import AUTO, DEFAULT_TIME_BUDGET_MINUTES, RECIPES
 
     group = parser.add_argument_group(
         "training", "Unset options take the recipe's value (see trainer/recipes.py RECIPES)."
     )
     group.add_argument("--recipe", choices=[AUTO, *sorted(RECIPES)], default=AUTO,
                        help="auto: chosen from the image shape, the number of training "
-                            "images and whether training computes in bfloat16, and the run "
-                            "says which and why. classic: tutorial CNN, "
+                            "images, whether training computes in bfloat16 and this host's "
+                            "speed against --time-budget, and the run says which and why. "
+                            "classic: tutorial CNN, "
                             "Adam, early stopping. fast: the fast CIFAR-10 recipe (patch "
                             "whitening, 3-block BN/GELU net, one-cycle SGD, label smoothing, "
                             "lookahead, flip+translate TTA, bfloat16 where the CPU has it). "
                             "fast-wide: fast 1.25x wider, trained by Muon (auto's choice for "
-                            "photos where training runs in bfloat16). fast-gray: the same "
-                            "blocks narrower, for small grayscale images, translations only. "
+                            "photos where training runs in bfloat16 within the budget). "
+                            "fast-gray: the same blocks narrower, for small grayscale images, "
+                            "translations only. "
                             "Default %(default)s")
+    group.add_argument("--time-budget", type=positive_float, default=DEFAULT_TIME_BUDGET_MINUTES,
+                       metavar="MINUTES",
+                       help="with --recipe auto, the Trainer's time to aim for: of the "
+                            "recipes that suit the images, the most accurate whose fit, "
+                            "estimated from this host's measured matrix-product rate, fits "
+                            "MINUTES (the cheapest when none does). compile-kfp cannot measure "
+                            "the pods and chooses by --precision alone. Default %(default)s")
     group.add_argument("--backbone", choices=sorted(BACKBONES), metavar="NAME",
                        help="a pretrained network for the transfer recipe (implies it): "
                             f"{', '.join(sorted(BACKBONES))}. efficientnet_lite0's ImageNet "
@@ -125,6 +134,16 @@ def positive_int(text: str) -> int:
         number = 0
     if number < 1:
         raise argparse.ArgumentTypeError(f"a whole number >= 1 is needed, got {text!r}")
+    return number
+
+
+def positive_float(text: str) -> float:
+    try:
+        number = float(text)
+    except ValueError:
+        number = 0.0
+    if not number > 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"a number > 0 is needed, got {text!r}")
     return number
 
 

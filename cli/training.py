@@ -47,7 +47,14 @@ def trainer_config(args: argparse.Namespace, class_names, image_shape,
     spread of image sizes, from which the model's input size is chosen.
     """
     from trainer.config import parse_settings
-    from trainer.recipes import AUTO, RECIPES, choose_recipe, fit_batch_size, from_recipe
+    from trainer.recipes import (
+        AUTO,
+        DEFAULT_TIME_BUDGET_MINUTES,
+        RECIPES,
+        choose_recipe,
+        fit_batch_size,
+        from_recipe,
+    )
 
     sizes_vary = bool(getattr(info, "sizes_vary", False))
     recipe, reason = args.recipe, "chosen with --recipe"
@@ -60,7 +67,12 @@ def trainer_config(args: argparse.Namespace, class_names, image_shape,
     elif recipe == AUTO:
         recipe, reason = choose_recipe(image_shape, split_counts.get("train", 0),
                                        bfloat16=computes_in_bfloat16(args.precision, trains_here),
-                                       sizes_vary=sizes_vary)
+                                       sizes_vary=sizes_vary,
+                                       host_rate=host_rate_reader(trains_here),
+                                       budget_minutes=getattr(args, "time_budget", None)
+                                       or DEFAULT_TIME_BUDGET_MINUTES,
+                                       num_classes=len(class_names),
+                                       epochs=getattr(args, "epochs", None))
     if RECIPES[recipe].model.kind == "transfer":
         image_shape, note = _transfer_shape(args, image_shape, info,
                                             split_counts.get("train", 0))
@@ -159,6 +171,18 @@ def _transfer_shape(args: argparse.Namespace, image_shape, info,
                     "upscaled to the backbone's %dx%d input", smaller, side, side, side)
         notes.append(f"{smaller} image(s) upscaled")
     return (side, side, 3), "; ".join(notes)
+
+
+def host_rate_reader(trains_here: bool):
+    """How `--recipe auto` learns this host's matrix-product rate: measured (and cached) here
+    when this machine trains; None when it does not (compiling for Kubeflow: the pods' CPUs
+    are not this one, so the choice falls back to precision alone).
+    """
+    if not trains_here:
+        return None
+    from trainer.host_speed import host_rate
+
+    return host_rate
 
 
 def computes_in_bfloat16(precision: str | None, trains_here: bool) -> bool:

@@ -226,6 +226,7 @@ RECORD_FILES: dict[str, tuple[str, frozenset[str]]] = {
     "backbone.json": ("BACKBONE_FILE", frozenset({"trainer/backbones/provenance.py"})),
     "tuning.json": ("TUNING_FILE", frozenset({"trainer/tuning.py"})),
     "trial_result.json": ("TRIAL_RESULT_FILE", frozenset({"trainer/tuning.py"})),
+    "host-speed.json": ("HOST_SPEED_FILE", frozenset({"trainer/host_speed.py"})),
     # report/__init__.py names it only to export it (tests and users find the file by it).
     "report.json": ("REPORT_JSON", frozenset({"report/records.py", "report/__init__.py"})),
 }

@@ -44,6 +44,10 @@ def test_flags_default_to_the_config_fields_they_set(command: str) -> None:
     tuning = _field_defaults(TuningConfig)
     assert (args["tune"], args["tune_budget"]) == (tuning["trials"], tuning["budget_minutes"])
     assert args["tune_algorithm"] == str(tuning["algorithm"])
+    from trainer.recipes import DEFAULT_TIME_BUDGET_MINUTES, choose_recipe
+
+    budget = inspect.signature(choose_recipe).parameters["budget_minutes"].default
+    assert args["time_budget"] == budget == DEFAULT_TIME_BUDGET_MINUTES
 
 
 def test_run_defaults_to_the_config_beam_and_ingest_defaults() -> None:

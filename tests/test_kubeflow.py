@@ -298,6 +298,11 @@ def test_auto_recipe_on_compile_does_not_read_the_compiling_cpu(tmp_path: Path,
                                                                  monkeypatch) -> None:
     """The pods train, not this machine: only --precision bfloat16 makes photos fast-wide."""
     monkeypatch.setattr("trainer.model.bf16_supported", lambda: True)
+
+    def measure_rate(dtype):
+        raise AssertionError("compile-kfp measured the compiling CPU")
+
+    monkeypatch.setattr("trainer.host_speed.measure_rate", measure_rate)
     info = tmp_path / "data" / "dataset.json"
     info.parent.mkdir()
     info.write_text(json.dumps({
@@ -315,6 +320,7 @@ def test_auto_recipe_on_compile_does_not_read_the_compiling_cpu(tmp_path: Path,
 
     assert compiled_recipe() == "fast"
     assert compiled_recipe("--precision", "bfloat16") == "fast-wide"
+    assert compiled_recipe("--time-budget", "1") == "fast"  # the budget needs the pods' speed
 
 
 def test_photos_compile_with_a_backbone_whose_weights_are_in_the_image(tmp_path: Path) -> None:

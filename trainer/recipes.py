@@ -6,8 +6,8 @@ the CLI's flags and `--set` through TrainerConfig.override).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from schema.errors import BadInput
 from trainer.config import (
@@ -25,6 +25,10 @@ from trainer.config import (
     Schedule,
     TrainerConfig,
 )
+
+if TYPE_CHECKING:
+    from trainer.fit_estimate import FitEstimate
+    from trainer.host_speed import HostRate
 
 # Named starting points. "classic" is the tutorial CNN with Adam and early stopping. "fast"
 # follows fast CIFAR-10 training research (Page's ResNet-9 work, Jordan's airbench): frozen
@@ -86,8 +90,9 @@ _FAST_MUON = _FAST_SGD.override({
 # "fast-wide" is fast-muon with 1.25x the channels (80/320/320: 1.53x the multiply-adds) for 10
 # epochs. On the CIFAR-10 eval split it beats fast, with and without TTA, for a fit time that is
 # affordable only in bfloat16 (bench/results/recipe-muon-w80-320-320-10ep-bf16.json). --recipe
-# auto takes it only where the Trainer computes in bfloat16: in float32 (CPUs without bfloat16
-# support) it would take several times as long.
+# auto considers it only where the Trainer computes in bfloat16 (in float32, on CPUs without
+# bfloat16 support, it would take several times as long), and takes it when its estimated fit on
+# this host is within the time budget (choose_recipe).
 _FAST_WIDE = _FAST_MUON.override({"optimizer.epochs": 10, "model.widths": (80, 320, 320)})
 # Small grayscale images (MNIST, Fashion-MNIST): the fast recipe's optimizer and three blocks of
 # 24/48/96 channels at full resolution, on 512-image batches, with translations only. No flips:
@@ -163,13 +168,33 @@ _MAX_GRAY_SIDE = 64
 _MAX_SCRATCH_COLOUR_SIDE = 64
 
 
+# The Trainer's time `--recipe auto` aims for: 20 minutes (issue 11's target for CIFAR-10).
+DEFAULT_TIME_BUDGET_MINUTES = 20.0
+# Small colour images, most accurate first: fast-wide only where the Trainer computes in
+# bfloat16 (in float32 it would take several times as long).
+_COLOUR_CANDIDATES = ("fast-wide", "fast")
+_DESCRIPTIONS = {
+    "fast-wide": "the fast photo recipe (patch whitening, flips), 1.25x wider, trained by Muon",
+    "fast": "the fast photo recipe (patch whitening, flips)",
+    "fast-gray": "the fast network narrower (24/48/96 channels), translations only",
+}
+
+
 def choose_recipe(image_shape: Sequence[int], num_train: int,
-                  bfloat16: bool = False, sizes_vary: bool = False) -> tuple[str, str]:
-    """(recipe, why) for `--recipe auto`, from the image shape, the training set size and
-    whether the Trainer computes in bfloat16 (which makes the wider photo network affordable).
+                  bfloat16: bool = False, sizes_vary: bool = False, *,
+                  host_rate: Callable[[str], HostRate] | None = None,
+                  budget_minutes: float = DEFAULT_TIME_BUDGET_MINUTES,
+                  num_classes: int = 10, epochs: int | None = None) -> tuple[str, str]:
+    """(recipe, why) for `--recipe auto`, from the image shape, the training set size,
+    whether the Trainer computes in bfloat16, and how fast this host computes.
 
     Colour images larger than 64 px, of many sizes, or fewer than 5,000 of them get the
-    pretrained backbone; grayscale and small images keep the scratch CNNs.
+    pretrained backbone; grayscale and small images keep the scratch CNNs. Among those, the
+    most accurate candidate whose estimated fit (trainer/fit_estimate.py, from `host_rate`:
+    dtype -> this host's matrix-product rate) fits `budget_minutes`; the cheapest when none
+    does; `epochs`, when given, replaces each recipe's own in the estimate. Without
+    `host_rate` (the machine choosing is not the one that trains) the choice is by precision
+    alone: fast-wide in bfloat16, fast in float32.
     """
     height, width, channels = (int(v) for v in image_shape)
     shape = f"{height}x{width}x{channels}"
@@ -187,14 +212,63 @@ def choose_recipe(image_shape: Sequence[int], num_train: int,
         return "classic", (f"{num_train:,} training images (< {_MIN_FAST_TRAIN_IMAGES:,}): too "
                            "few for a fixed short schedule; the tutorial CNN with early stopping")
     if channels == 1 and max(height, width) <= _MAX_GRAY_SIDE:
-        return "fast-gray", (f"{shape} grayscale images, {num_train:,} training images: the "
-                             "fast network narrower (24/48/96 channels), translations only")
-    if bfloat16:
-        return "fast-wide", (f"{shape} images, {num_train:,} training images, bfloat16 compute: "
-                             "the fast photo recipe (patch whitening, flips), 1.25x wider, "
-                             "trained by Muon")
-    return "fast", (f"{shape} images, {num_train:,} training images: the fast photo recipe "
-                    "(patch whitening, flips); float32 compute, so not the wider fast-wide")
+        candidates = ("fast-gray",)
+        lead = f"{shape} grayscale images, {num_train:,} training images"
+    else:
+        candidates = _COLOUR_CANDIDATES if bfloat16 else _COLOUR_CANDIDATES[1:]
+        lead = f"{shape} images, {num_train:,} training images"
+    if host_rate is None:
+        return candidates[0], _by_precision(candidates[0], lead, bfloat16)
+
+    def estimate(recipe: str) -> FitEstimate:
+        from trainer.fit_estimate import recipe_fit
+
+        dtype = _compute_dtype(recipe, bfloat16)
+        rate = host_rate(dtype)
+        return recipe_fit(recipe, image_shape, num_train, dtype, rate.rate, rate.source,
+                          num_classes, epochs)
+
+    return _by_budget(candidates, estimate, budget_minutes, lead)
+
+
+def _compute_dtype(recipe: str, bfloat16: bool) -> str:
+    """The dtype the recipe's training computes in: float32 where the recipe fixes it."""
+    fixed = RECIPES[recipe].runtime.precision == Precision.FLOAT32
+    return "bfloat16" if bfloat16 and not fixed else "float32"
+
+
+def _by_precision(recipe: str, lead: str, bfloat16: bool) -> str:
+    """Today's rule's reason, saying that the host's speed was not weighed."""
+    unknown = ("the training host's speed is unknown here (it is not this machine), so the "
+               "choice is by precision alone")
+    if recipe == "fast-gray":
+        return f"{lead}: {_DESCRIPTIONS[recipe]}"
+    if recipe == "fast-wide":
+        return f"{lead}, bfloat16 compute: {_DESCRIPTIONS[recipe]}; {unknown}"
+    return (f"{lead}: {_DESCRIPTIONS[recipe]}; float32 compute, so not the wider "
+            f"fast-wide" if not bfloat16 else f"{lead}: {_DESCRIPTIONS[recipe]}; {unknown}")
+
+
+def _by_budget(candidates: Sequence[str], estimate: Callable[[str], FitEstimate],
+               budget_minutes: float, lead: str) -> tuple[str, str]:
+    """The first (most accurate) candidate whose estimate fits the budget, else the last."""
+    budget = f"the {budget_minutes:g}-min budget"
+    over, previous_rate = [], ""
+    for recipe in candidates:
+        fit = estimate(recipe)
+        rate = "" if fit.rate_text() == previous_rate else f" ({fit.rate_text()})"
+        previous_rate = fit.rate_text()
+        if fit.seconds <= budget_minutes * 60:
+            said = (f"{recipe}, about {fit.minutes} min{rate}" if over else
+                    f"{recipe} would take about {fit.minutes} min here{rate}, within {budget}")
+            return recipe, "; ".join([f"{lead}: {_DESCRIPTIONS[recipe]}",
+                                      ": ".join([*over, said])])
+        over.append(f"{recipe} would take about {fit.minutes} min here{rate}, over {budget}")
+    cheapest = candidates[-1]
+    more = "even the cheapest candidate; " if len(candidates) > 1 else ""
+    return cheapest, (f"{lead}: {_DESCRIPTIONS[cheapest]}; {'; '.join(over)}: {more}kept, as "
+                      "nothing cheaper trains these images from scratch (the fit will take "
+                      "longer than the budget)")
 
 
 def fit_batch_size(batch_size: int, smallest_split: int) -> int:
