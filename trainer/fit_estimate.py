@@ -19,21 +19,8 @@ import functools
 from collections.abc import Sequence
 
 # The share of the host's matrix-product rate (in the recipe's compute dtype) that the
-# recipe's fit reaches: training FLOPs per image x training images per second over the fit,
-# divided by the rate bench/roofline.py measured on a host of the same CPU model and flags
-# (2-core AMD EPYC: 171 GFLOP/s float32 without bfloat16, bench/results/roofline.json;
-# 486 float32 / 883 bfloat16 with AVX512-BF16, bench/results/roofline-bf16.json). Each is
-# taken about 15 % below the measured share, rounded down, so that the estimate errs long:
-#   fast, bfloat16: 0.54 (bench/results/seeds-bf16-fast.json: 671.6 images/s through the
-#     pipeline; the training step alone reached 0.40 in roofline-bf16.json);
-#   fast, float32: 0.79 (bench/results/cifar10.json: 191.5 images/s; the step 0.745 in
-#     roofline.json);
-#   fast-wide, bfloat16: 0.63 (bench/results/cifar10-fast-wide.json: 514.8 images/s); issue 38's
-#     slower bfloat16 host (413 GFLOP/s) trained it in 1,827 s of Trainer, 0.64 of its rate
-#     with fast-wide's own FLOPs (its "43 %" counted fast's smaller network);
-#   fast-muon, float32: the step 0.82 (bench/results/roofline-fast-muon.json);
-#   fast-gray, float32: 0.37 (bench/results/recipe-mnist-fast-gray-float32-bf16host.json:
-#     4,316.6 images/s of its 0.041 GFLOP each on the 486 GFLOP/s float32 host).
+# recipe's whole fit reaches, taken below the measured shares so that the estimate errs long:
+# docs/training.md ("How `--recipe auto` chooses") gives each measurement and its file.
 TRAIN_STEP_SHARE: dict[tuple[str, str], float] = {
     ("fast", "bfloat16"): 0.45,
     ("fast", "float32"): 0.70,
