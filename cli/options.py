@@ -61,6 +61,13 @@ def add_trainer_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--epochs", type=int, help="max epochs (classic: early stopping may "
                                                   "end sooner)")
     group.add_argument("--batch-size", type=int)
+    group.add_argument("--refit", action=argparse.BooleanOptionalAction,
+                       help="train the final model on train + eval with the recipe's fixed "
+                            "schedule, once the recipe was chosen on eval (as airbench and "
+                            "most papers do); the model is then scored on test alone. Only "
+                            "for fixed-schedule recipes (not classic's early stopping nor "
+                            "transfer's best-epoch choice, which look at eval), and only "
+                            "where the data has a test split. Default: the recipe's")
     group.add_argument("--learning-rate", type=float, help="(peak) learning rate")
     group.add_argument("--flip", action=argparse.BooleanOptionalAction,
                        help="horizontal flips while training, and flip test-time "

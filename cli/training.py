@@ -23,6 +23,7 @@ FLAG_SETTINGS: dict[str, tuple[str, ...]] = {
     "warmup": ("runtime.warmup",),
     "tflite": ("export.tflite",),
     "cache_budget": ("data.cache_budget",),
+    "refit": ("data.refit",),
     "skip_if_unchanged": ("continuity.skip_if_unchanged",),
     "tune": ("tuning.trials",),
     "tune_budget": ("tuning.budget_minutes",),
@@ -99,6 +100,10 @@ def trainer_config(args: argparse.Namespace, class_names, image_shape,
         from trainer.backbones.registry import resolve_weights
 
         resolve_weights(config.model.backbone, config.model.backbone_weights)
+    if config.data.refit and not split_counts.get("test"):
+        raise BadInput("--refit trains on the eval split too, and the data has no test split, "
+                       "so the Evaluator would score the model on images it trained on: add a "
+                       "test/ folder, or leave --refit out")
     fitted = fit_batch_size(config.optimizer.batch_size, split_counts[smallest])
     if fitted != config.optimizer.batch_size:
         config = config.override({"optimizer.batch_size": fitted, "recipe_reason": (

@@ -224,7 +224,7 @@ def training_section(nodes: dict[str, NodeRecord]) -> TrainingFacts | NotRun:
         recipe=recipe,
         recipe_reason=recipe_reason,
         backbone=record.transfer.backbone if record.transfer else None,
-        train_split=TRAIN,
+        train_split=f"{TRAIN} + {EVAL}" if record.refit else TRAIN,
         eval_split=EVAL,
         epochs_run=record.epochs_run,
         num_train=record.num_train,

@@ -185,7 +185,8 @@ class TrainingFacts:
     recipe: str | None = None
     recipe_reason: str | None = None
     backbone: WeightsSource | None = None  # the model's backbone.json, as training recorded it
-    # The Trainer fits the first and early-stops / picks checkpoints on the second.
+    # The Trainer fits the first and early-stops / picks checkpoints on the second
+    # ("train + eval" and eval when it refit: eval was then trained on, not held out).
     train_split: str = TRAIN
     eval_split: str = EVAL
     epochs_run: int | None = None

@@ -100,6 +100,7 @@ class RunSummary:
     # The Trainer's last accuracy on the eval split (early stopping's), without test-time
     # augmentation: a selection score, not the reported one.
     trainer_eval_accuracy: float | None = None
+    refit: bool = False  # the Trainer trained on eval too (data.refit)
     recipe: str | None = None
     epochs_run: int | None = None
     # The pretrained backbone and its weights' provenance (the training record's copy of the
@@ -401,6 +402,7 @@ def summary_of(pipeline_name: str, run_id: str, nodes: dict[str, NodeRecord]) ->
             summary.epochs_run = record.epochs_run if record else 0
             if record is not None:
                 summary.trainer_eval_accuracy = record.final_eval_accuracy
+                summary.refit = record.refit
                 summary.recipe, _ = record.recipe()
                 summary.backbone = record.transfer.backbone if record.transfer else None
                 summary.training_input = record.input
@@ -527,8 +529,10 @@ def format_summary(summary: RunSummary,
         yield ("  warning: no test split, so this is the split early stopping chose on; add a "
                "test/ folder for an untouched estimate")
     if summary.trainer_eval_accuracy is not None:
+        role = ("trained on too (--refit), so not an estimate" if summary.refit
+                else "early stopping's")
         yield (f"  training: recipe {summary.recipe}, final accuracy on the eval split "
-               f"(early stopping's) {_fmt(summary.trainer_eval_accuracy)}")
+               f"({role}) {_fmt(summary.trainer_eval_accuracy)}")
     if summary.tuning:
         yield f"  Tuned: {tuning_text(summary.tuning, summary.skip_if_unchanged)}"
         for line in trials_text(summary.tuning):

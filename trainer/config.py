@@ -235,6 +235,10 @@ class DataConfig:
     # Memory for decoded images (trainer/memory.py): a size, or a share of the memory available
     # when training starts. Past it the Trainer streams instead of caching.
     cache_budget: str = DEFAULT_CACHE_BUDGET
+    # Train the final model on train + eval with the chosen schedule (as airbench and most
+    # papers do), once the recipe was chosen on eval. Only for fixed schedules: eval cannot
+    # both train the model and decide when it stops or which weights it keeps.
+    refit: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -532,6 +536,8 @@ def _check(config: TrainerConfig) -> None:
 
         get(model.backbone)  # BackboneError (a BadInput) listing the names
         _need(shape[2] == 3, f"a backbone takes RGB images; image_shape {shape}")
+    refusal = refit_refusal(config) if config.data.refit else None
+    _need(refusal is None, f"data.refit: {refusal}")
     tuning = config.tuning
     _need(tuning.trials >= 0 and tuning.budget_minutes >= 0,
           f"tuning.trials and tuning.budget_minutes must be >= 0, got {tuning.trials} and "
@@ -592,3 +598,19 @@ def _parse(pair: str, kind: Any, text: str) -> Any:
 def image_shape_of(custom_config: Mapping[str, Any]) -> Sequence[int]:
     """The only key the preprocessing_fn needs, read without building the whole config."""
     return [int(v) for v in custom_config["image_shape"]]
+
+
+def refit_refusal(config: TrainerConfig) -> str | None:
+    """Why this config cannot train on train + eval (data.refit), or None when it can: the
+    eval split must not be choosing anything.
+    """
+    if config.model.kind == ModelKind.TRANSFER:
+        return ("the transfer recipe keeps the weights of its best epoch on the eval split, so "
+                "eval cannot also train it; refit only fixed-schedule recipes (fast, fast-wide, "
+                "fast-muon, fast-gray)")
+    patience = config.optimizer.early_stopping_patience
+    if patience > 0:
+        return (f"early stopping watches the eval split (optimizer.early_stopping_patience="
+                f"{patience}), so eval cannot also train the model; refit a fixed-schedule "
+                "recipe, or set early_stopping_patience=0 with the epochs to train")
+    return None

@@ -309,8 +309,32 @@ def training_inputs(
     eval_ = decoded_examples(eval_files, data_accessor, tf_transform_output, codec)
     if not plan.streams:
         train, eval_ = train.cache(), eval_.cache()
+    if config.data.refit:
+        train, plan = refit_examples(train, eval_, num_train, num_eval, plan, config.runtime.seed)
+        num_train += num_eval
     return TrainingInputs(with_length(train, num_train), with_length(eval_, num_eval),
                           num_train, num_eval, codec, plan)
+
+
+def refit_examples(train: tf.data.Dataset, eval_: tf.data.Dataset, num_train: int,
+                   num_eval: int, plan: InputPlan, seed: int) -> tuple[tf.data.Dataset, InputPlan]:
+    """Train and eval examples as one training set (data.refit), and the plan that says so.
+
+    Cached examples are concatenated and shuffled whole every epoch; streamed ones are drawn
+    from both splits at random in proportion to their sizes, so a shuffle window mixes them
+    rather than holding the eval examples at the end of every epoch.
+    """
+    total = num_train + num_eval
+    if plan.streams:
+        both = tf.data.Dataset.sample_from_datasets(
+            [train, eval_], weights=[num_train / total, num_eval / total], seed=seed,
+            stop_on_empty_dataset=False)
+    else:
+        both = train.concatenate(eval_)
+        plan = dataclasses.replace(plan, shuffle_buffer=total)
+    reason = (f"{plan.reason}; refit: trained on train + eval ({num_train:,} + {num_eval:,} "
+              "images), the eval split no longer held out")
+    return both, dataclasses.replace(plan, reason=reason)
 
 
 def in_memory_inputs(train: tf.data.Dataset, eval_: tf.data.Dataset) -> TrainingInputs:

@@ -96,6 +96,9 @@ class TrainingRecord(Record):
     train_images_per_second: float | None = None
     # The last accuracy on the eval split (early stopping's), without test-time augmentation.
     final_eval_accuracy: float | None = None
+    # Trained on train + eval (data.refit): num_train counts both, and final_eval_accuracy is
+    # on images the model trained on.
+    refit: bool = False
     transfer: TransferRecord | None = None  # None: a scratch recipe
     skip_if_unchanged: SkipDecision | None = None  # None: not asked
 

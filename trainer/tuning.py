@@ -543,8 +543,11 @@ def trial_trainer(config: TrainerConfig, inputs: TrialInputs, data_accessor
 
     def scratch_trial(trial: TrainerConfig) -> dict:
         if not decoded:
+            # Trials are scored on eval, so they never train on it (data.refit is the final
+            # model's, after the choice).
             decoded.append(data.training_inputs(train_files, eval_files, data_accessor,
-                                                tf_transform_output, config))
+                                                tf_transform_output,
+                                                config.override({"data.refit": False})))
         return train(trial, decoded[0], strategy=strategy)[1]
 
     return scratch_trial
