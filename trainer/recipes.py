@@ -95,15 +95,15 @@ _FAST_MUON = _FAST_SGD.override({
 # this host is within the time budget (choose_recipe).
 _FAST_WIDE = _FAST_MUON.override({"optimizer.epochs": 10, "model.widths": (80, 320, 320)})
 # Small grayscale images (MNIST, Fashion-MNIST): the fast recipe's optimizer and three blocks of
-# 24/48/96 channels at full resolution, on 512-image batches, for 10 epochs, with translations only.
-# No flips: digits and letters are not mirror-symmetric, and on Fashion-MNIST's eval split flips
-# gained nothing. Chosen on the eval splits with bench/recipe.py (bench/results/recipe-
-# fashion-*.json): on Fashion-MNIST the faster stride-2 whitening (14x14x8, 48/96 channels) plateaus
-# lower, even with twice the epochs, and narrower blocks, two blocks, ReLU or fewer epochs all fall
-# short of this recipe. On MNIST both reach the same accuracy, so the stride-2 layer stays an option
-# (model.whiten_stride=2) for digit-like data. Epochs chosen on the eval split of Fashion-MNIST's
-# official split: 10 beat 5 and 8, and 32/64/128 channels added nothing for 1.5x the fit time
-# (bench/results/recipe-fashion-official-*.json).
+# 24/48/96 channels at full resolution, on 512-image batches, for 10 epochs, with translations
+# only. No flips: digits and letters are not mirror-symmetric, and on Fashion-MNIST's eval split
+# flips gained nothing. Chosen on the eval splits with bench/recipe.py
+# (bench/results/recipe-fashion-*.json): on Fashion-MNIST the faster stride-2 whitening (14x14x8,
+# 48/96 channels) plateaus lower, even with twice the epochs, and narrower blocks, two blocks,
+# ReLU or fewer epochs all fall short of this recipe. On MNIST both reach the same accuracy, so
+# the stride-2 layer stays an option (model.whiten_stride=2) for digit-like data. Epochs chosen on
+# the eval split of Fashion-MNIST's official split: 10 beat 5 and 8, and 32/64/128 channels added
+# nothing for 1.5x the fit time (bench/results/recipe-fashion-official-*.json).
 # It computes in float32 even where the CPU has bfloat16: there bfloat16 was barely faster for
 # this small network (bench/results/recipe-mnist-fast-gray-*-bf16host.json), and MNIST pipeline
 # runs in bfloat16 could collapse for their first epochs at the peak learning rate and end below
