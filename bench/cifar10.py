@@ -4,10 +4,14 @@
                             [--recipe fast-muon]
 
 Steps, all in one run on this machine:
+  0. the host's float32 (and, where native, bfloat16) matrix-product rate, as
+     bench/roofline.py measures it, before anything else runs;
   1. ingest the JPEG folders to TFRecords (images/s);
   2. run the pipeline with the "fast" recipe, or `--recipe`'s (`python -m pipeline run
      --recipe fast`), in a fresh pipeline root: per-component wall time from ML Metadata,
-     Trainer time, Evaluator accuracy;
+     Trainer time, Evaluator accuracy; the share of the whole run (ingest included) that is
+     not fit time, and the training step's GFLOP/s as a share of the host's rate in the dtype
+     the run computed in;
   3. run it again unchanged: the cached re-run's wall time;
   4. train the blog-tutorial CNN (bench/tutorial_cnn.py) on the same files for the same wall
      time as our Trainer: its accuracy next to ours, and the time ratio.
@@ -32,8 +36,11 @@ from bench.common import (  # noqa: E402
     cifar10_folder,
     git_commit,
     machine_info,
+    measure_host_rates,
     peak_rss_mib,
     relative,
+    run_not_fit_share,
+    train_step_share,
     write_result,
 )
 
@@ -86,6 +93,7 @@ def main() -> None:
                         help="skip the tutorial-CNN comparison (halves the run time)")
     args = parser.parse_args()
     commit = git_commit()  # the tree as the measurement starts, not as it ends
+    rates = measure_host_rates()  # before ingest and the pipeline, in this process tree
     work = args.work_dir.resolve()
     src = cifar10_folder(work)
 
@@ -127,12 +135,16 @@ def main() -> None:
             "trainer_seconds": round(trainer_seconds, 1),
             "non_training_seconds": round(non_training, 1),
             "non_training_share": round(non_training / pipeline_seconds, 3),
+            "run_not_fit_share": run_not_fit_share(trainer.get("fit_seconds"), pipeline_seconds),
             "test_accuracy": first["summary"]["accuracy"],
             "per_class_accuracy": first["summary"]["per_class_accuracy"],
             "blessed": first["summary"]["blessed"],
             "pushed_destination": relative(first["summary"]["pushed_destination"]),
         },
         "trainer": trainer,
+        "train_step": (train_step_share(trainer["config"], trainer.get("train_images_per_second"),
+                                        rates) if "config" in trainer else None),
+        "host_rates": rates.to_dict(),
         "cached_rerun": {
             "wall_seconds": second["wall_seconds"],
             "component_states": {c["name"]: c["state"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -10,6 +11,7 @@ import subprocess
 import tarfile
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import trainer  # noqa: F401  (CPU kernel options, before any benchmark imports TensorFlow)
 
@@ -26,6 +28,28 @@ SHARED_TARBALLS = {"mnist": ("mnist-png.tar.gz", "mnist"),
 _SPEED_FLAGS = {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile"}
 
 
+def cpu_identity(cpuinfo: str) -> dict:
+    """Vendor, family, model number and model name of the first CPU in /proc/cpuinfo's text:
+    family and model number tell CPU generations apart where model names are vague.
+    """
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if fields:
+                break  # the first processor's block only
+            continue
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+
+    def number(key: str) -> int | str | None:
+        value = fields.get(key)
+        return int(value) if value is not None and value.isdigit() else value
+
+    return {"cpu_vendor": fields.get("vendor_id"), "cpu_family": number("cpu family"),
+            "cpu_model_number": number("model"), "cpu_model": fields.get("model name")}
+
+
 def machine_info() -> dict:
     info = {
         "python": platform.python_version(),
@@ -35,10 +59,10 @@ def machine_info() -> dict:
     }
     try:
         with open("/proc/cpuinfo") as f:
-            lines = f.read().splitlines()
-        info["cpu_model"] = next((ln.split(":", 1)[1].strip() for ln in lines
-                                  if ln.startswith("model name")), None)
-        flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
+            text = f.read()
+        info.update(cpu_identity(text))
+        flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines()
+                      if ln.startswith("flags")), [])
         info["cpu_flags"] = sorted(f for f in flags if f in _SPEED_FLAGS)
         with open("/proc/meminfo") as f:
             info["memory_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
@@ -56,6 +80,92 @@ def machine_info() -> dict:
     except ImportError:
         pass
     return info
+
+
+@dataclasses.dataclass(frozen=True)
+class HostRates:
+    """The host's best matrix-product rates (FLOP/s by dtype), taken by the bench run itself
+    before its pipeline runs, so that each result carries the speed of the host it ran on.
+    """
+
+    rates: dict[str, float]
+
+    NOTE: ClassVar[str] = ("the best chained square matrix product (bench/roofline.py's "
+                           "measurement, trainer/host_speed.py matmul_rate), measured in this "
+                           "run before the pipeline ran")
+
+    def to_dict(self) -> dict:
+        return {"matmul_gflops": {k: round(v / 1e9, 1) for k, v in self.rates.items()},
+                "note": self.NOTE}
+
+
+def measure_host_rates() -> HostRates:
+    """float32, and bfloat16 where the host runs it natively, at the roofline's defaults."""
+    from trainer.host_speed import matmul_rate
+    from trainer.model import bf16_supported
+
+    dtypes = ["float32", "bfloat16"] if bf16_supported() else ["float32"]
+    rates = {}
+    for dtype in dtypes:
+        rates[dtype] = matmul_rate(dtype)
+        print(f"host {dtype} matrix product: {rates[dtype] / 1e9:.1f} GFLOP/s", flush=True)
+    return HostRates(rates)
+
+
+def compute_dtype(config: dict) -> str:
+    """The dtype a trained config's layers computed in, as trainer/model.py decided it
+    (precision "auto" is bfloat16 only on a host with native bfloat16).
+    """
+    from trainer.config import TrainerConfig
+    from trainer.model import dtype_policy
+
+    policy = dtype_policy(TrainerConfig.from_dict(config))
+    return "bfloat16" if policy == "mixed_bfloat16" else "float32"
+
+
+def step_share(flops_per_image: int, images_per_second: float, rate: float) -> dict:
+    """The arithmetic of a training step against the host: GFLOP/image, GFLOP/s, share."""
+    achieved = images_per_second * flops_per_image
+    return {"training_gflop_per_image": round(flops_per_image / 1e9, 4),
+            "achieved_gflops": round(achieved / 1e9, 1),
+            "host_matmul_gflops": round(rate / 1e9, 1),
+            "share_of_host_rate": round(achieved / rate, 3)}
+
+
+def train_step_share(config: dict, images_per_second: float | None, rates: HostRates) -> dict:
+    """A run's training speed as a share of the host's matrix-product rate in the dtype it
+    computed in: the figure trainer/fit_estimate.py TRAIN_STEP_SHARE takes from measurements.
+    `config` is the Trainer record's (history.json). The share is null, with the reason, where
+    the arithmetic does not apply.
+    """
+    from trainer.fit_estimate import recipe_flops_per_image
+    from trainer.recipes import RECIPES
+
+    recipe = config.get("recipe")
+    dtype = compute_dtype(config)
+    out: dict = {"recipe": recipe, "compute_dtype": dtype}
+    if recipe not in RECIPES:
+        return {**out, "share_of_host_rate": None,
+                "reason": "no named recipe: the FLOP count is a named recipe's model"}
+    if RECIPES[recipe].model.backbone:
+        return {**out, "share_of_host_rate": None,
+                "reason": "a pretrained backbone (features extracted once, then its top "
+                          "fine-tuned): no recipe model FLOP count for it"}
+    if not images_per_second:
+        return {**out, "share_of_host_rate": None, "reason": "no training images/s recorded"}
+    if dtype not in rates.rates:
+        return {**out, "share_of_host_rate": None,
+                "reason": f"no {dtype} matrix-product rate measured on this host"}
+    shape = tuple(int(v) for v in config["image_shape"])
+    flops = recipe_flops_per_image(recipe, shape, len(config["class_names"]))
+    return {**out, **step_share(flops, images_per_second, rates.rates[dtype])}
+
+
+def run_not_fit_share(fit_seconds: float | None, wall_seconds: float) -> float | None:
+    """The share of a whole run (ingest and pipeline) spent outside the Trainer's fit."""
+    if fit_seconds is None or not wall_seconds:
+        return None
+    return round(1 - fit_seconds / wall_seconds, 3)
 
 
 def relative(path: str | os.PathLike) -> str:

@@ -6,19 +6,23 @@
     python bench/seeds.py --datasets '' --data fashion=DIR --flags fashion=--allow-duplicates
     python bench/seeds.py --name seeds-bf16        # another host class, in a file of its own
 
-For each dataset, on this machine:
+First, before any pipeline run, the host's float32 (and, where native, bfloat16) matrix-product
+rate, as bench/roofline.py measures it (bench/common.py measure_host_rates). Then for each
+dataset, on this machine:
   1. `python -m pipeline run --data FOLDER` and no other flag (ingest included, --recipe auto;
      `--flags NAME=...` adds flags a dataset needs, such as Fashion-MNIST's --allow-duplicates
      for the 12 images it has in both train and test, and the entry's command shows them)
      in a fresh pipeline root: its wall time and peak RSS; per-component seconds from ML
      Metadata; test accuracy (the Evaluator, on the test split nothing was chosen on) and eval
      accuracy (the Trainer's, on the split early stopping looks at); the recipe chosen and why;
-     training images/s and the share of the Trainer's time that is not fit time;
+     training images/s and the share of the Trainer's time that is not fit time; the share
+     of the whole run that is not fit time; the training step's GFLOP/s as a share of the
+     host's rate in the dtype the run computed in;
   2. the blog-tutorial CNN (bench/tutorial_cnn.py) trained on the same files for the same wall
      time as the whole run, scored on the same test images.
 Merges each dataset's entry into bench/results/seeds.json (`--name` another file: figures of
-different host classes are not comparable, so they belong in different files), with the commit
-and the machine.
+different host classes are not comparable, so they belong in different files), with the commit,
+the machine (CPU vendor, family, model) and the host's rates.
 """
 
 from __future__ import annotations
@@ -40,10 +44,14 @@ from bench.common import (  # noqa: E402
     RESULTS,
     SHARED_DATASETS,
     SHARED_TARBALLS,
+    HostRates,
     git_commit,
     machine_info,
+    measure_host_rates,
     relative,
+    run_not_fit_share,
     shared_dataset,
+    train_step_share,
     write_result,
 )
 from trainer.config import TrainerConfig  # noqa: E402
@@ -83,7 +91,7 @@ def run_pipeline(name: str, folder: Path, work: Path, flags: list[str]) -> dict:
 
 
 def measure(name: str, folder: Path, work: Path, source: str, baseline: bool,
-            flags: list[str]) -> dict:
+            flags: list[str], rates: HostRates) -> dict:
     run = run_pipeline(name, folder, work, flags)
     summary, record = run["summary"], run["trainer"]
     components = {c["name"]: round(c["seconds"], 1) for c in summary["components"]}
@@ -91,6 +99,7 @@ def measure(name: str, folder: Path, work: Path, source: str, baseline: bool,
     trained = TrainerConfig.from_dict(config)
     epochs = len(record["history"].get("loss", []))
     trainer_seconds = components["Trainer"]
+    images_per_second = record["num_train"] * epochs / record["fit_seconds"]
     entry = {
         "source": source,
         "command": shlex.join(["python", "-m", "pipeline", "run", "--data", relative(folder),
@@ -116,11 +125,13 @@ def measure(name: str, folder: Path, work: Path, source: str, baseline: bool,
             "epochs": epochs,
             "batch_size": trained.optimizer.batch_size,
             "precision": str(trained.runtime.precision),
-            "train_images_per_second": round(record["num_train"] * epochs
-                                             / record["fit_seconds"], 1),
+            "train_images_per_second": round(images_per_second, 1),
             "not_fit_share": round(1 - record["fit_seconds"] / trainer_seconds, 3),
+            "run_not_fit_share": run_not_fit_share(record["fit_seconds"], run["wall_seconds"]),
+            "train_step": train_step_share(config, images_per_second, rates),
         },
         "peak_rss_mib": run["peak_rss_mib"],
+        "host_rates": rates.to_dict(),
     }
     targets = TARGETS.get(name)
     if targets:
@@ -166,6 +177,7 @@ def main() -> None:
                         help="skip the tutorial-CNN comparison (halves the run time)")
     args = parser.parse_args()
     commit = git_commit()  # the tree as the measurement starts, not as it ends
+    rates = measure_host_rates()  # before any pipeline run, in this process tree
     work = args.work_dir.resolve()
     todo: list[tuple[str, Path, str]] = []
     for name in filter(None, args.datasets.split(",")):
@@ -194,9 +206,12 @@ def main() -> None:
     result["what"] = ("`python -m pipeline run --data FOLDER`, with no other flag unless the "
                       "entry's command shows one, per dataset; each entry names the commit and "
                       "the machine it was measured on")
+    # The latest run's rates; each entry keeps those of the run that measured it.
+    result["host_rates"] = rates.to_dict()
     for name, folder, source in todo:
         result["datasets"][name] = entry = measure(name, folder, work, source,
-                                                   not args.skip_baseline, flags.get(name, []))
+                                                   not args.skip_baseline, flags.get(name, []),
+                                                   rates)
         entry["commit"] = commit
         print(json.dumps({k: entry[k] for k in ("recipe", "test_accuracy", "eval_accuracy",
                                                 "wall_seconds", "trainer")}, indent=2),

@@ -14,9 +14,13 @@ The photo sets, split honestly (nothing is chosen on `test`):
 
 Per dataset: test accuracy (the Evaluator, on test), eval accuracy (the Trainer's, on eval),
 whole-run wall time, Trainer time, feature extraction and fine-tuning images/s, peak RSS, the
-recipe and backbone chosen and why. For comparison, the scratch `classic` recipe on the same
-folder (at the size the run picks for it), with its own wall time. Results go to
-bench/results/transfer.json with the commit (and whether the tree was clean) and the machine.
+recipe and backbone chosen and why, the share of the whole run that is not fit time, and the
+training step's GFLOP/s as a share of the host's matrix-product rate (null, with the reason,
+for a pretrained backbone). For comparison, the scratch `classic` recipe on the same folder (at
+the size the run picks for it), with its own wall time and the same two shares. The host's
+float32 (and, where native, bfloat16) rate is measured first, as bench/roofline.py measures it,
+before any run. Results go to bench/results/transfer.json with the commit (and whether the tree
+was clean), the machine and the host's rates.
 """
 
 from __future__ import annotations
@@ -30,7 +34,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import SHARED_DATASETS, git_commit, machine_info, relative, write_result  # noqa: E402
+from bench.common import (  # noqa: E402
+    SHARED_DATASETS,
+    HostRates,
+    git_commit,
+    machine_info,
+    measure_host_rates,
+    relative,
+    run_not_fit_share,
+    train_step_share,
+    write_result,
+)
 from bench.seeds import run_pipeline  # noqa: E402
 from trainer.config import TrainerConfig  # noqa: E402
 
@@ -64,7 +78,17 @@ def prepare(name: str, work: Path) -> tuple[Path, str]:
     return unpacked / name, "one folder per class: train/eval/test carved by the run (70/10/20)"
 
 
-def measure(name: str, folder: Path, split: str, work: Path, scratch: bool) -> dict:
+def speed(run: dict, rates: HostRates) -> dict:
+    """A run's share outside fit and its training step against the host's rate."""
+    record = run["trainer"]
+    return {"run_not_fit_share": run_not_fit_share(record.get("fit_seconds"),
+                                                   run["wall_seconds"]),
+            "train_step": train_step_share(record["config"],
+                                           record.get("train_images_per_second"), rates)}
+
+
+def measure(name: str, folder: Path, split: str, work: Path, scratch: bool,
+            rates: HostRates) -> dict:
     run = run_pipeline(name, folder, work, [])
     summary, record = run["summary"], run["trainer"]
     config, transfer = record["config"], record.get("transfer") or {}
@@ -91,7 +115,9 @@ def measure(name: str, folder: Path, split: str, work: Path, scratch: bool) -> d
         "head_epochs_run": transfer.get("head_epochs_run"),
         "fine_tune_epochs_run": transfer.get("fine_tune_epochs_run"),
         "head_only_eval_accuracy": transfer.get("head_only_eval_accuracy"),
+        **speed(run, rates),
         "peak_rss_mib": run["peak_rss_mib"],
+        "host_rates": rates.to_dict(),
     }
     targets = TARGETS.get(name)
     if targets:
@@ -107,6 +133,7 @@ def measure(name: str, folder: Path, split: str, work: Path, scratch: bool) -> d
             "eval_accuracy": other["trainer"]["final_eval_accuracy"],
             "wall_seconds": other["wall_seconds"],
             "epochs_run": len(other["trainer"]["history"].get("loss", [])),
+            **speed(other, rates),
         }
     return entry
 
@@ -122,6 +149,7 @@ def main() -> None:
     parser.add_argument("--name", default=RESULT_NAME)
     args = parser.parse_args()
     commit = git_commit()
+    rates = measure_host_rates()  # before any run, in this process tree
     work = args.work_dir.resolve() / "transfer"
     work.mkdir(parents=True, exist_ok=True)
     todo = [(name, *prepare(name, work)) for name in filter(None, args.datasets.split(","))]
@@ -129,9 +157,10 @@ def main() -> None:
         name, _, folder = item.partition("=")
         todo.append((name, Path(folder).expanduser().resolve(), "as the folder gives it"))
     result = {"what": "`python -m pipeline run --data FOLDER`, no other flag, per photo set",
-              "commit": commit, "machine": machine_info(), "datasets": {}}
+              "commit": commit, "machine": machine_info(), "host_rates": rates.to_dict(),
+              "datasets": {}}
     for name, folder, split in todo:
-        entry = measure(name, folder, split, work, not args.skip_scratch)
+        entry = measure(name, folder, split, work, not args.skip_scratch, rates)
         result["datasets"][name] = entry
         print(json.dumps({k: entry.get(k) for k in (
             "recipe", "test_accuracy", "eval_accuracy", "wall_seconds", "trainer_seconds",
