@@ -59,8 +59,10 @@ from trainer.config import TrainerConfig  # noqa: E402
 RESULT_NAME = "seeds"
 # The targets for each seed dataset with the defaults, on CPUs only (no GPU).
 TARGETS = {
-    "mnist": {"min_test_accuracy": 0.995, "max_wall_seconds": 300},
+    "mnist": {"min_test_accuracy": 0.996, "max_wall_seconds": 300},
     "fashion": {"min_test_accuracy": 0.93, "max_wall_seconds": 600},
+    # Zalando's official 60,000/10,000 split (scripts/fashion_mnist_official.py): issue 38.
+    "fashion-official": {"min_test_accuracy": 0.935, "max_wall_seconds": 600},
     "cifar10": {"min_test_accuracy": 0.91, "max_trainer_seconds": 1200},
 }
 
