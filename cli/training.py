@@ -66,7 +66,10 @@ def trainer_config(args: argparse.Namespace, class_names, image_shape,
     if recipe == AUTO and backbone:
         recipe, reason = "transfer", f"--backbone {backbone}"
     elif recipe == AUTO:
-        recipe, reason = choose_recipe(image_shape, split_counts.get("train", 0),
+        # With --refit the fit trains on eval too: the estimate counts those images.
+        trained = split_counts.get("train", 0) + (
+            split_counts.get("eval", 0) if getattr(args, "refit", None) else 0)
+        recipe, reason = choose_recipe(image_shape, trained,
                                        bfloat16=computes_in_bfloat16(args.precision, trains_here),
                                        sizes_vary=sizes_vary,
                                        host_rate=host_rate_reader(trains_here),

@@ -34,7 +34,7 @@ FLAT = {
     "logit_scale": 0.1111111111111111, "augment_flip": True, "alternate_flip": True,
     "augment_translate": 0.0625, "tta_flip": True, "tta_translate": 1, "precision": "auto",
     "early_stopping_patience": 0, "validation_freq": 4, "distribution": "none",
-    "warmup": "real", "cache_budget": "50%", "warm_start_from": "/serving/pets",
+    "warmup": "real", "cache_budget": "50%", "refit": False, "warm_start_from": "/serving/pets",
     "warm_start_epochs": 0.4, "skip_if_unchanged": True, "backbone": "",
     "backbone_weights": "imagenet", "fine_tune_blocks": 2, "head_epochs": 40,
     "head_learning_rate": 0.001, "resize_mode": "stretch", "seed": 42, "recipe": "fast",
@@ -166,3 +166,44 @@ def test_flags_and_set_reach_the_compiled_trainer_config_by_dotted_path(tmp_path
                  "--set", "runtime.precision=half"]) == 2
     assert ("runtime.precision must be one of ['auto', 'float32', 'bfloat16'], got 'half'"
             in capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("recipe", ["fast", "fast-wide", "fast-muon", "fast-gray"])
+def test_fixed_schedule_recipes_may_refit(recipe: str) -> None:
+    config = from_recipe(recipe, (28, 28, 1) if recipe == "fast-gray" else (32, 32, 3),
+                         ["cat", "dog"], refit=True)
+    assert config.data.refit
+
+
+@pytest.mark.parametrize(("recipe", "shape", "changes", "reason"), [
+    ("classic", (28, 28, 1), {}, "early stopping watches the eval split "
+                                 "(optimizer.early_stopping_patience=8)"),
+    ("fast", (32, 32, 3), {"early_stopping_patience": 3}, "early_stopping_patience=3"),
+    ("transfer", (224, 224, 3), {}, "keeps the weights of its best epoch on the eval split"),
+])
+def test_refit_is_refused_where_eval_decides_something(recipe, shape, changes, reason) -> None:
+    with pytest.raises(BadInput, match=r"data\.refit: .*" + reason.replace("(", r"\(")
+                       .replace(")", r"\)")):
+        from_recipe(recipe, shape, ["cat", "dog"], {**changes, "data.refit": True})
+    # Early stopping off with fixed epochs: the classic CNN may refit too.
+    if recipe == "classic":
+        assert from_recipe(recipe, shape, ["cat", "dog"],
+                           {"early_stopping_patience": 0, "refit": True}).data.refit
+
+
+def test_the_refit_flag_reaches_the_config_and_needs_a_test_split() -> None:
+    from cli import build_parser
+    from cli.training import trainer_config
+
+    classes = [f"c{i}" for i in range(10)]
+    args = build_parser().parse_args(["run", "--recipe", "fast", "--refit"])
+    counts = {"train": 45000, "eval": 5000, "test": 10000}
+    assert trainer_config(args, classes, (32, 32, 3), counts).data.refit
+    with pytest.raises(BadInput, match="no test split, so the Evaluator would score the model "
+                                       "on images it trained on: add a test/ folder"):
+        trainer_config(args, classes, (32, 32, 3), {"train": 45000, "eval": 5000})
+    off = build_parser().parse_args(["run", "--recipe", "fast", "--no-refit"])
+    assert not trainer_config(off, classes, (32, 32, 3), counts).data.refit
+    classic = build_parser().parse_args(["run", "--recipe", "classic", "--refit"])
+    with pytest.raises(BadInput, match="early stopping watches the eval split"):
+        trainer_config(classic, classes, (28, 28, 1), counts)

@@ -159,3 +159,50 @@ def test_a_tiny_budget_streams_every_example_once_per_epoch(prepared) -> None:
     _, record = train(config, inputs)
     assert record["input"]["shuffle_buffer"] == buffer
     assert record["final_eval_accuracy"] >= 0.9
+
+
+@pytest.mark.parametrize("budget", ["1GB", f"{NUM_TRAIN * IMAGE_BYTES}B"],
+                         ids=["cached", "streamed"])
+def test_refit_trains_on_train_and_eval_each_once_per_epoch(prepared, budget: str) -> None:
+    """data.refit: every train and eval example once per epoch, mixed rather than eval last;
+    eval stays the split the final accuracy is taken on, and the record says it was trained on.
+    """
+    config = _config(epochs=2, augment_translate=0.0, refit=True, cache_budget=budget)
+    inputs = data.training_inputs(
+        prepared.train_files, prepared.eval_files, data.tf_example_accessor(),
+        tft.TFTransformOutput(prepared.transform_graph), config)
+    total = NUM_TRAIN + NUM_EVAL
+    assert (inputs.num_train, inputs.num_eval) == (total, NUM_EVAL)
+    assert inputs.train.cardinality() == total and "refit: trained on train + eval" in (
+        inputs.plan.reason)
+    batches = data.training_batches(inputs.train, config, inputs.num_train,
+                                    inputs.plan.shuffle_buffer, inputs.codec.decode)
+    epoch = np.concatenate([x for x, _ in batches.as_numpy_iterator()])[:total]
+    decoded = {name: inputs.codec.decode(np.stack([x for x, _ in split.as_numpy_iterator()]))
+               .numpy() for name, split in (("eval", inputs.eval), ("train", inputs.train))}
+
+    def keys(array: np.ndarray) -> list[bytes]:
+        return [row.round(4).tobytes() for row in array]
+
+    assert collections.Counter(keys(epoch)) == collections.Counter(keys(decoded["train"]))
+    eval_keys = set(keys(decoded["eval"]))
+    positions = [i for i, key in enumerate(keys(epoch)) if key in eval_keys]
+    assert len(positions) == NUM_EVAL and min(positions) < total - NUM_EVAL
+    _, record = train(config, inputs)
+    assert record["refit"] and record["num_train"] == total
+
+
+def test_without_refit_eval_is_held_out(prepared) -> None:
+    inputs = _inputs(prepared, "1GB")
+    assert inputs.num_train == NUM_TRAIN and "refit" not in inputs.plan.reason
+
+
+def test_tuner_trials_are_scored_on_an_eval_split_they_never_trained_on(prepared) -> None:
+    """A config that refits still has its trials train on train alone: eval scores them."""
+    from trainer.tuning import TrialInputs, trial_trainer
+
+    config = _config(epochs=1, refit=True)
+    inputs = TrialInputs(prepared.transform_graph, tuple(prepared.train_files),
+                         tuple(prepared.eval_files))
+    record = trial_trainer(config, inputs, data.tf_example_accessor())(config)
+    assert record["num_train"] == NUM_TRAIN and not record["refit"]

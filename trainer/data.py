@@ -284,6 +284,7 @@ class TrainingInputs:
     num_eval: int
     codec: PixelCodec
     plan: InputPlan
+    refit: bool = False  # `train` holds the eval examples too (data.refit)
 
 
 def training_inputs(
@@ -313,7 +314,7 @@ def training_inputs(
         train, plan = refit_examples(train, eval_, num_train, num_eval, plan, config.runtime.seed)
         num_train += num_eval
     return TrainingInputs(with_length(train, num_train), with_length(eval_, num_eval),
-                          num_train, num_eval, codec, plan)
+                          num_train, num_eval, codec, plan, config.data.refit)
 
 
 def refit_examples(train: tf.data.Dataset, eval_: tf.data.Dataset, num_train: int,

@@ -178,7 +178,7 @@ def train(
         "fit_seconds": round(fit_seconds, 2),
         "train_images_per_second": round(images_per_second, 1) if images_per_second else None,
         "final_eval_accuracy": float(final["accuracy"]),
-        "refit": config.data.refit,
+        "refit": inputs.refit,
         "history": history,
     }
     if log_dir:
