@@ -206,3 +206,20 @@ def test_tuner_trials_are_scored_on_an_eval_split_they_never_trained_on(prepared
                          tuple(prepared.eval_files))
     record = trial_trainer(config, inputs, data.tf_example_accessor())(config)
     assert record["num_train"] == NUM_TRAIN and not record["refit"]
+
+
+def test_random_erasing_sets_a_rectangle_of_some_images_to_the_mean() -> None:
+    """augmentation.erase: that share of the images gets one rectangle of 2-33 % of its area
+    set to 0 (the mean, the images being standardized); the others are left as they are.
+    """
+    images = tf.ones([400, 16, 16, 1])
+    config = _config(erase=0.5, augment_translate=0.0)
+    erased = data.augmenter(config)(images, training=True).numpy()
+    zeros = (erased == 0).reshape(400, -1).mean(axis=1)
+    touched = zeros[zeros > 0]
+    assert 0.35 < len(touched) / 400 < 0.65
+    assert touched.min() >= 0.01 and touched.max() <= 0.4
+    assert set(np.unique(erased)) <= {0.0, 1.0}
+    assert data.augmenter(_config(augment_translate=0.0)) is None
+    with pytest.raises(ValueError, match=r"augmentation.erase must be in \[0, 1\]"):
+        _config(erase=1.5)

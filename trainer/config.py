@@ -218,6 +218,9 @@ class AugmentationConfig:
     alternate_flip: bool = False
     # Max random shift, as a fraction of the image size.
     translate: float = dataclasses.field(default=0.1, metadata=_flat("augment_translate"))
+    # Random erasing (Zhong et al. 2017): the share of training images in which a random
+    # rectangle (2-33 % of the image) is set to the mean pixel. Scratch recipes only.
+    erase: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -501,6 +504,11 @@ def _check(config: TrainerConfig) -> None:
     _need(opt.batch_size >= 1, f"optimizer.batch_size must be >= 1, got {opt.batch_size}")
     translate = config.augmentation.translate
     _need(0 <= translate < 0.5, f"augmentation.translate must be in [0, 0.5), got {translate}")
+    erase = config.augmentation.erase
+    _need(0 <= erase <= 1, f"augmentation.erase must be in [0, 1], got {erase}")
+    _need(not (erase and model.kind == ModelKind.TRANSFER),
+          "augmentation.erase: the transfer recipe trains on features computed once per image, "
+          "so it cannot erase parts of them; leave it at 0 there")
     _need(0 <= opt.label_smoothing < 1,
           f"optimizer.label_smoothing must be in [0, 1), got {opt.label_smoothing}")
     _need(0 <= opt.ema_momentum < 1,

@@ -383,6 +383,11 @@ def augmenter(config: TrainerConfig) -> keras.Sequential | None:
                 seed=config.runtime.seed,
             )
         )
+    if config.augmentation.erase > 0:
+        # The images are standardized here: 0 is the mean pixel, and the range only bounds it.
+        layers.append(keras.layers.RandomErasing(
+            factor=(config.augmentation.erase, config.augmentation.erase), fill_value=0.0,
+            value_range=(-1.0, 1.0), seed=config.runtime.seed))
     return keras.Sequential(layers, name="augment") if layers else None
 
 
