@@ -138,26 +138,22 @@ def train_step_share(config: dict, images_per_second: float | None, rates: HostR
     `config` is the Trainer record's (history.json). The share is null, with the reason, where
     the arithmetic does not apply.
     """
-    from trainer.fit_estimate import recipe_flops_per_image
-    from trainer.recipes import RECIPES
+    from trainer.config import ModelKind, TrainerConfig
+    from trainer.fit_estimate import config_flops_per_image
 
-    recipe = config.get("recipe")
+    trained = TrainerConfig.from_dict(config)
     dtype = compute_dtype(config)
-    out: dict = {"recipe": recipe, "compute_dtype": dtype}
-    if recipe not in RECIPES:
-        return {**out, "share_of_host_rate": None,
-                "reason": "no named recipe: the FLOP count is a named recipe's model"}
-    if RECIPES[recipe].model.backbone:
+    out: dict = {"recipe": trained.recipe, "compute_dtype": dtype}
+    if trained.model.kind == ModelKind.TRANSFER:
         return {**out, "share_of_host_rate": None,
                 "reason": "a pretrained backbone (features extracted once, then its top "
-                          "fine-tuned): no recipe model FLOP count for it"}
+                          "fine-tuned): no model FLOP count for it"}
     if not images_per_second:
         return {**out, "share_of_host_rate": None, "reason": "no training images/s recorded"}
     if dtype not in rates.rates:
         return {**out, "share_of_host_rate": None,
                 "reason": f"no {dtype} matrix-product rate measured on this host"}
-    shape = tuple(int(v) for v in config["image_shape"])
-    flops = recipe_flops_per_image(recipe, shape, len(config["class_names"]))
+    flops = config_flops_per_image(trained)  # the run's own model: its widths, stride...
     return {**out, **step_share(flops, images_per_second, rates.rates[dtype])}
 
 

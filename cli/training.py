@@ -66,17 +66,15 @@ def trainer_config(args: argparse.Namespace, class_names, image_shape,
     if recipe == AUTO and backbone:
         recipe, reason = "transfer", f"--backbone {backbone}"
     elif recipe == AUTO:
-        # With --refit the fit trains on eval too: the estimate counts those images.
-        trained = split_counts.get("train", 0) + (
-            split_counts.get("eval", 0) if getattr(args, "refit", None) else 0)
-        recipe, reason = choose_recipe(image_shape, trained,
+        recipe, reason = choose_recipe(image_shape, split_counts.get("train", 0),
                                        bfloat16=computes_in_bfloat16(args.precision, trains_here),
                                        sizes_vary=sizes_vary,
                                        host_rate=host_rate_reader(trains_here),
                                        budget_minutes=getattr(args, "time_budget", None)
                                        or DEFAULT_TIME_BUDGET_MINUTES,
                                        num_classes=len(class_names),
-                                       epochs=getattr(args, "epochs", None))
+                                       epochs=getattr(args, "epochs", None),
+                                       fit_images=_fit_images(args, split_counts))
     if RECIPES[recipe].model.kind == "transfer":
         image_shape, note = _transfer_shape(args, image_shape, info,
                                             split_counts.get("train", 0))
@@ -95,8 +93,13 @@ def trainer_config(args: argparse.Namespace, class_names, image_shape,
     except BadInput as e:  # names the pair: say which option it came from
         raise BadInput(f"--set {e}") from None
     # The flags, then --set (applied last), through the config's one override path.
-    config = from_recipe(recipe, image_shape, class_names,
-                         {"recipe_reason": reason, **flag_settings(args), **settings})
+    try:
+        config = from_recipe(recipe, image_shape, class_names,
+                             {"recipe_reason": reason, **flag_settings(args), **settings})
+    except BadInput as e:  # refit refused for a recipe the user did not name: say who chose it
+        if args.recipe == AUTO and str(e).startswith("data.refit:"):
+            raise BadInput(f"--recipe auto chose {recipe} ({reason}); {e}") from None
+        raise
     if not config.model.backbone:  # a backbone's Trainer keeps features (its own check)
         check_cache_budget(config)
     if config.model.backbone and trains_here:  # fail now, not in the Trainer: exit 2, what to do
@@ -117,6 +120,20 @@ def trainer_config(args: argparse.Namespace, class_names, image_shape,
 
         check_budget(config, split_counts.get("train", 0), split_counts.get("eval", 0))
     return config
+
+
+def _fit_images(args: argparse.Namespace, split_counts: dict[str, int]) -> int:
+    """The images each epoch trains on: train, and eval too when refit is asked for (by
+    --refit or --set), for `auto`'s fit estimate.
+    """
+    from trainer.config import parse_settings
+
+    try:
+        settings = parse_settings(getattr(args, "settings", None) or [])
+    except BadInput:
+        settings = {}  # trainer_config refuses it, naming the pair
+    asked = settings.get("data.refit", getattr(args, "refit", None))  # --set is applied last
+    return split_counts.get("train", 0) + (split_counts.get("eval", 0) if asked else 0)
 
 
 # The scratch CNNs are built for small images: data of many sizes is resized to its median size,

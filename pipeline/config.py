@@ -96,6 +96,10 @@ class PipelineConfig:
         if missing:
             raise BadInput(f"data needs the splits train and eval; {missing} missing from "
                            f"{list(self.splits)}")
+        if self.trainer.data.refit and evaluation_split(self.splits) == EVAL:
+            raise BadInput("data.refit trains on the eval split too, and the data has no test "
+                           "split, so the Evaluator would score the model on images it trained "
+                           "on: add a test split, or set data.refit to false")
         if self.span_window < 1 or self.target_span < 0:
             raise BadInput(f"the span window must be >= 1 and the span >= 0, got "
                            f"{self.span_window} and {self.target_span}")

@@ -226,6 +226,7 @@ def training_section(nodes: dict[str, NodeRecord]) -> TrainingFacts | NotRun:
         backbone=record.transfer.backbone if record.transfer else None,
         train_split=f"{TRAIN} + {EVAL}" if record.refit else TRAIN,
         eval_split=EVAL,
+        refit=record.refit,
         epochs_run=record.epochs_run,
         num_train=record.num_train,
         num_eval=record.num_eval,

@@ -341,13 +341,15 @@ def _training(data: TrainingFacts | NotRun, charts: Charts) -> dict[str, Any]:
             "backbone": data.backbone.text() if data.backbone else "none "
             "(trained from scratch)",
             "epochs run": data.epochs_run,
-            "fitted on / early stopping on": f"{data.train_split} split "
-            f"({data.num_train} examples) / {eval_split} split ({data.num_eval} examples)",
+            "fitted on / validated on" if data.refit else "fitted on / early stopping on":
+            f"{data.train_split} split ({data.num_train} examples) / {eval_split} split "
+            f"({data.num_eval} examples)",
             "training input": data.input.reason if data.input else "n/a",
             "started from": _warm_start(data.warm_start),
             "--skip-if-unchanged": _skip(data.skip_if_unchanged),
             f"final {eval_split}-split accuracy (no test-time augmentation)":
-                _fmt(data.final_eval_accuracy),
+                _fmt(data.final_eval_accuracy)
+                + (" (trained on with --refit: not an estimate)" if data.refit else ""),
             "fit time": f"{_fmt(data.fit_seconds, 1)} s"
             + (f" ({data.train_images_per_second:.0f} training images/s)"
                if data.train_images_per_second else ""),

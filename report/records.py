@@ -189,6 +189,7 @@ class TrainingFacts:
     # ("train + eval" and eval when it refit: eval was then trained on, not held out).
     train_split: str = TRAIN
     eval_split: str = EVAL
+    refit: bool = False  # eval was trained on too (data.refit): its accuracy is no estimate
     epochs_run: int | None = None
     num_train: int | None = None
     num_eval: int | None = None

@@ -126,3 +126,17 @@ def test_no_share_for_a_pretrained_backbone() -> None:
 def test_run_not_fit_share() -> None:
     assert run_not_fit_share(90.0, 100.0) == 0.1
     assert run_not_fit_share(None, 100.0) is None
+
+
+@pytest.mark.unit
+def test_the_share_counts_the_runs_own_model_not_the_recipes_default() -> None:
+    """A run with narrower layers (--set, the Tuner) did fewer FLOPs per image."""
+    from trainer.fit_estimate import config_flops_per_image, recipe_flops_per_image
+    from trainer.recipes import from_recipe
+
+    narrow = from_recipe("classic", (8, 8, 1), ["a", "b"], base_filters=8, precision="float32")
+    rates = HostRates({"float32": 100e9})
+    flops = config_flops_per_image(narrow)
+    assert flops < recipe_flops_per_image("classic", (8, 8, 1), 2)
+    share = train_step_share(narrow.to_dict(), 200.0, rates)
+    assert share["share_of_host_rate"] == round(200.0 * flops / 100e9, 3)

@@ -34,7 +34,8 @@ FLAT = {
     "logit_scale": 0.1111111111111111, "augment_flip": True, "alternate_flip": True,
     "augment_translate": 0.0625, "tta_flip": True, "tta_translate": 1, "precision": "auto",
     "early_stopping_patience": 0, "validation_freq": 4, "distribution": "none",
-    "warmup": "real", "cache_budget": "50%", "refit": False, "warm_start_from": "/serving/pets",
+    "warmup": "real", "cache_budget": "50%", "refit": False,
+    "erase": 0.0, "warm_start_from": "/serving/pets",
     "warm_start_epochs": 0.4, "skip_if_unchanged": True, "backbone": "",
     "backbone_weights": "imagenet", "fine_tune_blocks": 2, "head_epochs": 40,
     "head_learning_rate": 0.001, "resize_mode": "stretch", "seed": 42, "recipe": "fast",
@@ -207,3 +208,30 @@ def test_the_refit_flag_reaches_the_config_and_needs_a_test_split() -> None:
     classic = build_parser().parse_args(["run", "--recipe", "classic", "--refit"])
     with pytest.raises(BadInput, match="early stopping watches the eval split"):
         trainer_config(classic, classes, (28, 28, 1), counts)
+
+
+def test_auto_says_it_chose_the_recipe_that_cannot_refit() -> None:
+    from cli import build_parser
+    from cli.training import trainer_config
+
+    args = build_parser().parse_args(["run", "--refit"])
+    with pytest.raises(BadInput, match=r"^--recipe auto chose classic \(3,000 training images "
+                                       r".*\); data\.refit: early stopping watches"):
+        trainer_config(args, ["a", "b"], (28, 28, 1), {"train": 3000, "eval": 300, "test": 300})
+
+
+def test_a_pipeline_config_refuses_refit_without_a_test_split() -> None:
+    from pipeline.blessing import EvalThresholds
+    from pipeline.config import PipelineConfig
+
+    def config(splits: tuple[str, ...]) -> PipelineConfig:
+        return PipelineConfig(
+            pipeline_name="p", pipeline_root="/tmp/root", data_root="/tmp/data",
+            serving_dir="/tmp/serving", model_name="m", splits=splits,
+            trainer=from_recipe("fast", (8, 8, 3), ["a", "b"], refit=True),
+            thresholds=EvalThresholds(min_accuracy=0.0))
+
+    assert config(("train", "eval", "test")).evaluation_split == "test"
+    with pytest.raises(BadInput, match="data.refit trains on the eval split too, and the data "
+                                       "has no test split"):
+        config(("train", "eval"))

@@ -328,7 +328,7 @@ def refit_examples(train: tf.data.Dataset, eval_: tf.data.Dataset, num_train: in
     total = num_train + num_eval
     if plan.streams:
         both = tf.data.Dataset.sample_from_datasets(
-            [train, eval_], weights=[num_train / total, num_eval / total], seed=seed,
+            [train, eval_], weights=[num_train / total, num_eval / total], seed=seed + 1,
             stop_on_empty_dataset=False)
     else:
         both = train.concatenate(eval_)
@@ -387,7 +387,7 @@ def augmenter(config: TrainerConfig) -> keras.Sequential | None:
         # The images are standardized here: 0 is the mean pixel, and the range only bounds it.
         layers.append(keras.layers.RandomErasing(
             factor=(config.augmentation.erase, config.augmentation.erase), fill_value=0.0,
-            value_range=(-1.0, 1.0), seed=config.runtime.seed))
+            value_range=(-1.0, 1.0), seed=config.runtime.seed + 2))  # not the shifts' draws
     return keras.Sequential(layers, name="augment") if layers else None
 
 

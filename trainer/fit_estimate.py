@@ -79,13 +79,21 @@ def training_flops_per_image(rows: list[dict]) -> int:
 def recipe_flops_per_image(recipe: str, image_shape: tuple[int, int, int],
                            num_classes: int = 10) -> int:
     """Training FLOPs per image of the recipe's model at this image shape (built in float32)."""
+    from trainer.recipes import from_recipe
+
+    return config_flops_per_image(
+        from_recipe(recipe, image_shape, [f"c{i}" for i in range(max(2, num_classes))]))
+
+
+def config_flops_per_image(config) -> int:
+    """Training FLOPs per image of a scratch model as this TrainerConfig builds it (its widths,
+    whitening stride, shape...), built in float32.
+    """
     import numpy as np
 
     from trainer.model import build_model
-    from trainer.recipes import from_recipe
 
-    config = from_recipe(recipe, image_shape, [f"c{i}" for i in range(max(2, num_classes))])
-    sample = np.zeros((1, *image_shape), "float32") if config.uses_whitening else None
+    sample = np.zeros((1, *config.image_shape), "float32") if config.uses_whitening else None
     model = build_model(config.override({"runtime.precision": "float32"}), sample)
     return training_flops_per_image(layer_macs(model))
 
