@@ -157,6 +157,23 @@ def train_step_share(config: dict, images_per_second: float | None, rates: HostR
     return {**out, **step_share(flops, images_per_second, rates.rates[dtype])}
 
 
+def tta_accuracy(model, dataset, config) -> float:
+    """Accuracy of (image, label) examples with the recipe's test-time augmentation, as the
+    exported serving_default signature computes it.
+    """
+    import tensorflow as tf
+
+    from trainer.model import class_probabilities
+
+    correct = total = 0
+    for images, labels in dataset.batch(1000):
+        probs = class_probabilities(model, images, config.evaluation.tta_flip,
+                                    config.evaluation.tta_translate)
+        correct += int(tf.reduce_sum(tf.cast(tf.argmax(probs, -1) == labels, tf.int32)))
+        total += int(labels.shape[0])
+    return correct / total
+
+
 def run_not_fit_share(fit_seconds: float | None, wall_seconds: float) -> float | None:
     """The share of a whole run (ingest and pipeline) spent outside the Trainer's fit."""
     if fit_seconds is None or not wall_seconds:

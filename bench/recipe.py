@@ -30,6 +30,7 @@ from bench.common import (  # noqa: E402
     load_split,
     machine_info,
     relative,
+    tta_accuracy,
     write_result,
 )
 
@@ -59,7 +60,6 @@ def main() -> None:
     from ingest.dataset import EVAL, TRAIN, discover
     from ingest.imageinfo import image_shape
     from trainer.data import in_memory_inputs
-    from trainer.model import class_probabilities
     from trainer.recipes import from_recipe
     from trainer.train import train
 
@@ -83,18 +83,13 @@ def main() -> None:
     prep_seconds = time.monotonic() - start
     model, record = train(config, in_memory_inputs(standardize(train_raw), eval_data))
     # Test-time augmentation as the exported serving signature does it.
-    correct = total = 0
-    for images, labels in eval_data.batch(1000):
-        probs = class_probabilities(model, images, config.evaluation.tta_flip,
-                                    config.evaluation.tta_translate)
-        correct += int(tf.reduce_sum(tf.cast(tf.argmax(probs, -1) == labels, tf.int32)))
-        total += int(labels.shape[0])
+    eval_accuracy = tta_accuracy(model, eval_data, config)
     record.pop("history", None)
     result = {
         # The folder trained on, or the tarball it was unpacked from, relative to the repository.
         "data": relative(args.data) if args.data else relative(CIFAR_TARBALL),
         "recipe": args.recipe,
-        "eval_accuracy_tta": correct / total,
+        "eval_accuracy_tta": eval_accuracy,
         "train_images_per_second": round(
             record["num_train"] * max(1, config.optimizer.epochs) / record["fit_seconds"], 1),
         "prep_seconds": round(prep_seconds, 1),
@@ -103,7 +98,7 @@ def main() -> None:
         "machine": machine_info(),
         "commit": commit,
     }
-    print(f"eval accuracy {correct / total:.4f} (TTA flip={config.evaluation.tta_flip} "
+    print(f"eval accuracy {eval_accuracy:.4f} (TTA flip={config.evaluation.tta_flip} "
           f"translate={config.evaluation.tta_translate}), fit {record['fit_seconds']:.0f}s, "
           f"{result['train_images_per_second']:.0f} images/s")
     write_result(args.name, result)

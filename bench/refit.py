@@ -37,23 +37,9 @@ from bench.common import (  # noqa: E402
     measure_host_rates,
     relative,
     train_step_share,
+    tta_accuracy,
     write_result,
 )
-
-
-def tta_accuracy(model, dataset, config) -> float:
-    """Accuracy with the serving signature's test-time augmentation."""
-    import tensorflow as tf
-
-    from trainer.model import class_probabilities
-
-    correct = total = 0
-    for images, labels in dataset.batch(1000):
-        probs = class_probabilities(model, images, config.evaluation.tta_flip,
-                                    config.evaluation.tta_translate)
-        correct += int(tf.reduce_sum(tf.cast(tf.argmax(probs, -1) == labels, tf.int32)))
-        total += int(labels.shape[0])
-    return correct / total
 
 
 def refit_inputs(inputs, seed: int):

@@ -42,6 +42,7 @@ from bench.common import (  # noqa: E402
     relative,
     sample,
     shared_dataset,
+    tta_accuracy,
     write_result,
 )
 
@@ -52,21 +53,6 @@ RESULT_NAME = "tune"
 
 
 
-
-
-def accuracy(model, dataset, config) -> float:
-    """Accuracy with the recipe's test-time augmentation, as serving_default computes it."""
-    import tensorflow as tf
-
-    from trainer.model import class_probabilities
-
-    correct = total = 0
-    for images, labels in dataset.batch(1000):
-        probs = class_probabilities(model, images, config.evaluation.tta_flip,
-                                    config.evaluation.tta_translate)
-        correct += int(tf.reduce_sum(tf.cast(tf.argmax(probs, -1) == labels, tf.int32)))
-        total += int(labels.shape[0])
-    return correct / total
 
 
 def main() -> None:
@@ -148,8 +134,8 @@ def main() -> None:
             tuned_model, tuned_record = train(tuned, inputs)
         # Test, once per model, after every choice was made on eval.
         with stage("test"):
-            default_test = accuracy(default_model, test_data, config)
-            tuned_test = accuracy(tuned_model, test_data, tuned)
+            default_test = tta_accuracy(default_model, test_data, config)
+            tuned_test = tta_accuracy(tuned_model, test_data, tuned)
     result = {
         "what": f"{args.recipe}'s defaults against the best of a {args.budget:g}-minute "
                 f"{args.algorithm} search (trials scored on eval), both scored on test once",

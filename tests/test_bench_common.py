@@ -140,3 +140,29 @@ def test_the_share_counts_the_runs_own_model_not_the_recipes_default() -> None:
     assert flops < recipe_flops_per_image("classic", (8, 8, 1), 2)
     share = train_step_share(narrow.to_dict(), 200.0, rates)
     assert share["share_of_host_rate"] == round(200.0 * flops / 100e9, 3)
+
+
+@pytest.mark.unit
+def test_tta_accuracy_scores_examples_through_the_serving_views() -> None:
+    """A model that says class 1 for bright images: right on all, then wrong on all once the
+    labels are swapped; with flip TTA as well (a flip does not change brightness).
+    """
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from bench.common import tta_accuracy
+    from trainer.recipes import from_recipe
+
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(2, use_bias=False)])
+    model.layers[-1].set_weights([np.stack([-np.ones(16), np.ones(16)], axis=1)])
+    images = np.concatenate([np.ones((5, 4, 4, 1)), -np.ones((5, 4, 4, 1))]).astype("float32")
+    labels = np.array([1] * 5 + [0] * 5, "int64")
+    config = from_recipe("classic", (4, 4, 1), ["dark", "bright"])
+    right = tf.data.Dataset.from_tensor_slices((images, labels))
+    wrong = tf.data.Dataset.from_tensor_slices((images, 1 - labels))
+    assert tta_accuracy(model, right, config) == 1.0
+    assert tta_accuracy(model, wrong, config) == 0.0
+    flipping = config.override({"evaluation.tta_flip": True})
+    assert tta_accuracy(model, right, flipping) == 1.0
