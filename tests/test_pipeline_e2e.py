@@ -321,6 +321,12 @@ def test_report_of_later_runs(pipeline_runs: PipelineRuns) -> None:
     assert second.training_input.shuffle_buffer == 5000 // (8 * 8 * 3)
     assert "more than the budget of 5 kB (cache_budget 5kB)" in second.training_input.reason
     assert report["training"]["input"] == as_data(second.training_input)
+    # --refit: eval trained on too, and said so; the Evaluator still scored test alone.
+    assert second.refit and not first.refit and second.evaluation_split == "test"
+    assert "refit: trained on train + eval" in second.training_input.reason
+    assert report["training"]["train_split"] == "train + eval" and report["training"]["refit"]
+    assert report["training"]["num_train"] == 48 + 21 and report["training"]["num_eval"] == 21
+    assert "(trained on too (--refit), so not an estimate)" in "\n".join(format_summary(second))
 
     worse = _report(pipeline_runs, "worse")
     assert worse["evaluation"]["blessed"] is False and worse["evaluation"]["failures"]
