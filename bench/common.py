@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import trainer  # noqa: F401  (CPU kernel options, before any benchmark imports TensorFlow)
+from trainer.host_speed import cpu_flags, cpu_identity  # one /proc/cpuinfo reader, the product's
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -28,28 +29,6 @@ SHARED_TARBALLS = {"mnist": ("mnist-png.tar.gz", "mnist"),
 _SPEED_FLAGS = {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile"}
 
 
-def cpu_identity(cpuinfo: str) -> dict:
-    """Vendor, family, model number and model name of the first CPU in /proc/cpuinfo's text:
-    family and model number tell CPU generations apart where model names are vague.
-    """
-    fields: dict[str, str] = {}
-    for line in cpuinfo.splitlines():
-        if not line.strip():
-            if fields:
-                break  # the first processor's block only
-            continue
-        key, sep, value = line.partition(":")
-        if sep:
-            fields.setdefault(key.strip(), value.strip())
-
-    def number(key: str) -> int | str | None:
-        value = fields.get(key)
-        return int(value) if value is not None and value.isdigit() else value
-
-    return {"cpu_vendor": fields.get("vendor_id"), "cpu_family": number("cpu family"),
-            "cpu_model_number": number("model"), "cpu_model": fields.get("model name")}
-
-
 def machine_info() -> dict:
     info = {
         "python": platform.python_version(),
@@ -61,9 +40,7 @@ def machine_info() -> dict:
         with open("/proc/cpuinfo") as f:
             text = f.read()
         info.update(cpu_identity(text))
-        flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines()
-                      if ln.startswith("flags")), [])
-        info["cpu_flags"] = sorted(f for f in flags if f in _SPEED_FLAGS)
+        info["cpu_flags"] = sorted(f for f in cpu_flags(text) if f in _SPEED_FLAGS)
         with open("/proc/meminfo") as f:
             info["memory_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
     except OSError:

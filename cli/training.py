@@ -57,6 +57,10 @@ def trainer_config(args: argparse.Namespace, class_names, image_shape,
         from_recipe,
     )
 
+    try:
+        settings = parse_settings(args.settings)
+    except BadInput as e:  # names the pair: say which option it came from
+        raise BadInput(f"--set {e}") from None
     sizes_vary = bool(getattr(info, "sizes_vary", False))
     recipe, reason = args.recipe, "chosen with --recipe"
     backbone = getattr(args, "backbone", None)
@@ -74,7 +78,7 @@ def trainer_config(args: argparse.Namespace, class_names, image_shape,
                                        or DEFAULT_TIME_BUDGET_MINUTES,
                                        num_classes=len(class_names),
                                        epochs=getattr(args, "epochs", None),
-                                       fit_images=_fit_images(args, split_counts))
+                                       fit_images=_fit_images(args, settings, split_counts))
     if RECIPES[recipe].model.kind == "transfer":
         image_shape, note = _transfer_shape(args, image_shape, info,
                                             split_counts.get("train", 0))
@@ -88,10 +92,6 @@ def trainer_config(args: argparse.Namespace, class_names, image_shape,
             f"(--batch-size {args.batch_size}): pass a smaller --batch-size, or add images to "
             f"the {smallest} split"
         )
-    try:
-        settings = parse_settings(args.settings)
-    except BadInput as e:  # names the pair: say which option it came from
-        raise BadInput(f"--set {e}") from None
     # The flags, then --set (applied last), through the config's one override path.
     try:
         config = from_recipe(recipe, image_shape, class_names,
@@ -122,16 +122,11 @@ def trainer_config(args: argparse.Namespace, class_names, image_shape,
     return config
 
 
-def _fit_images(args: argparse.Namespace, split_counts: dict[str, int]) -> int:
+def _fit_images(args: argparse.Namespace, settings: dict[str, Any],
+                split_counts: dict[str, int]) -> int:
     """The images each epoch trains on: train, and eval too when refit is asked for (by
-    --refit or --set), for `auto`'s fit estimate.
+    --refit or --set, `settings`), for `auto`'s fit estimate.
     """
-    from trainer.config import parse_settings
-
-    try:
-        settings = parse_settings(getattr(args, "settings", None) or [])
-    except BadInput:
-        settings = {}  # trainer_config refuses it, naming the pair
     asked = settings.get("data.refit", getattr(args, "refit", None))  # --set is applied last
     return split_counts.get("train", 0) + (split_counts.get("eval", 0) if asked else 0)
 

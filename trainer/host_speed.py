@@ -63,15 +63,45 @@ def measure_rate(dtype: str) -> float:
     return matmul_rate(dtype, sizes=(2048,), tries=3, flop=3e10)
 
 
+def cpu_identity(cpuinfo: str) -> dict:
+    """Vendor, family, model number and model name of the first CPU in /proc/cpuinfo's text:
+    family and model number tell CPU generations apart where model names are vague.
+    """
+    fields = _first_processor(cpuinfo)
+
+    def number(key: str) -> int | str | None:
+        value = fields.get(key)
+        return int(value) if value is not None and value.isdigit() else value
+
+    return {"cpu_vendor": fields.get("vendor_id"), "cpu_family": number("cpu family"),
+            "cpu_model_number": number("model"), "cpu_model": fields.get("model name")}
+
+
+def cpu_flags(cpuinfo: str) -> list[str]:
+    """The first CPU's feature flags in /proc/cpuinfo's text."""
+    return _first_processor(cpuinfo).get("flags", "").split()
+
+
+def _first_processor(cpuinfo: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if fields:
+                break  # the first processor's block only
+            continue
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
 def host_key() -> str:
     """What makes a cached rate this host's: CPU model, its flags, usable cores, TensorFlow."""
-    model, flags = "", ""
+    model, flags = "", []
     try:
         with open("/proc/cpuinfo") as f:
-            lines = f.read().splitlines()
-        model = next((ln.split(":", 1)[1].strip() for ln in lines
-                      if ln.startswith("model name")), "")
-        flags = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("flags")), "")
+            text = f.read()
+        model, flags = cpu_identity(text)["cpu_model"] or "", cpu_flags(text)
     except OSError:
         pass
     try:
@@ -81,7 +111,7 @@ def host_key() -> str:
     except ImportError:
         version = ""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    digest = hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest()[:16]
     return f"{model or 'unknown CPU'}|flags {digest}|{cores} cores|tensorflow {version}"
 
 

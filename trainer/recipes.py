@@ -249,8 +249,9 @@ def _by_precision(recipe: str, lead: str, bfloat16: bool) -> str:
         return f"{lead}: {_DESCRIPTIONS[recipe]}"
     if recipe == "fast-wide":
         return f"{lead}, bfloat16 compute: {_DESCRIPTIONS[recipe]}; {unknown}"
-    return (f"{lead}: {_DESCRIPTIONS[recipe]}; float32 compute, so not the wider "
-            f"fast-wide" if not bfloat16 else f"{lead}: {_DESCRIPTIONS[recipe]}; {unknown}")
+    if not bfloat16:
+        return f"{lead}: {_DESCRIPTIONS[recipe]}; float32 compute, so not the wider fast-wide"
+    return f"{lead}: {_DESCRIPTIONS[recipe]}; {unknown}"
 
 
 def _by_budget(candidates: Sequence[str], estimate: Callable[[str], FitEstimate],
