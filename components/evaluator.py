@@ -29,9 +29,12 @@ upgrade that changes either format fails there.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +51,12 @@ from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import io_utils, path_utils, proto_utils
 
 from components.tflite_evaluation import (
-    evaluate_tflite,
+    TfliteScores,
+    judged,
     rejudged,
     saved_model_accuracy,
+    score_tflite,
+    scoring_in_background,
     unscored,
     write_verdict,
 )
@@ -182,13 +188,44 @@ class Executor(stock_executor.Executor):
             _serving_dir(candidate), production, base,
             json.loads(exec_properties.get(BLESSING_RULE_KEY) or "null"))
         input_dict = {**input_dict, _BASELINE: []}
+        previous = (self._previous_evaluation(candidate, output_uri, exec_properties)
+                    if provenance.baseline_is_candidate else None)
+        # A reused evaluation holds the TFLite score too: nothing to score then.
+        with scoring_in_background(None if previous else functools.partial(
+                _score_tflite, candidate, input_dict, exec_properties)) as tflite_scores:
+            if previous:
+                shutil.copytree(previous, output_uri, dirs_exist_ok=True)
+                blessed = _write_blessing(input_dict, output_dict, output_uri)
+                log.info("model %d was already evaluated in %s: results reused (blessed: %s)",
+                         candidate.id, previous, blessed)
+            else:
+                self._run_tfma(provenance, production, input_dict, output_dict,
+                               exec_properties)
+            blessing = artifact_utils.get_single_instance(output_dict[_BLESSING])
+            self._judge_tflite(candidate, tflite_scores, output_uri, blessing, exec_properties)
+        provenance.write(output_uri)
+        if production is not None and not (provenance.baseline_is_candidate
+                                           or provenance.class_map_changed):
+            blessing.set_string_custom_property(
+                constants.ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY, production.path)
+            blessing.set_int_custom_property("baseline_version", production.version)
+
+    def _run_tfma(self, provenance: EvaluationRecord, production: ProductionModel | None,
+                  input_dict: dict[str, list[artifact.Artifact]],
+                  output_dict: dict[str, list[artifact.Artifact]],
+                  exec_properties: dict[str, Any]) -> None:
+        """The stock Evaluator (TFMA), with the served version as its baseline when there is
+        one to compare with.
+        """
+        candidate = input_dict[_MODEL][0]
         if provenance.baseline_is_candidate:
-            self._evaluate_the_served_candidate(input_dict, output_dict, exec_properties)
+            log.info("the served version is the candidate itself (model %d): evaluating it "
+                     "once, without a baseline", candidate.id)
         elif provenance.class_map_changed:
             # Label ids mean other classes in the served model (accepted at the gate with
             # --accept-new-classes): no comparison, value thresholds only.
-            log.info("new class map: the served version %d is not a baseline", production.version)
-            super().Do(input_dict, output_dict, exec_properties)
+            log.info("new class map: the served version %d is not a baseline",
+                     production.version)
         elif production is not None:
             snapshot = join(self._get_tmp_dir(), "production-model")
             io_utils.copy_dir(production.path, path_utils.serving_model_dir(snapshot))
@@ -199,27 +236,21 @@ class Executor(stock_executor.Executor):
                 super().Do({**input_dict, _BASELINE: [baseline]}, output_dict, exec_properties)
             finally:
                 fileio.rmtree(snapshot)
+            return
         else:
-            note = provenance.new_model
             log.info("%s: evaluating the candidate without a baseline",
-                     "new model directory" if note else "no loadable served version")
-            super().Do(input_dict, output_dict, exec_properties)
-        provenance.write(output_uri)
-        blessing = artifact_utils.get_single_instance(output_dict[_BLESSING])
-        self._judge_tflite(candidate, input_dict, output_uri, blessing, exec_properties)
-        if production is not None and not (provenance.baseline_is_candidate
-                                           or provenance.class_map_changed):
-            blessing.set_string_custom_property(
-                constants.ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY, production.path)
-            blessing.set_int_custom_property("baseline_version", production.version)
+                     "new model directory" if provenance.new_model
+                     else "no loadable served version")
+        super().Do(input_dict, output_dict, exec_properties)
 
     def _judge_tflite(self, candidate: artifact.Artifact,
-                      input_dict: dict[str, list[artifact.Artifact]], output_uri: str,
+                      tflite_scores: Callable[[], TfliteScores | None], output_uri: str,
                       blessing: artifact.Artifact, exec_properties: dict[str, Any]) -> None:
-        """Scores the candidate's TFLite model (if it has one) on the evaluation split, or
-        re-judges the score of a reused evaluation under this run's max_tflite_drop, and leaves
-        the verdict for the Pusher. A TFLite model that cannot be scored is not pushed, and
-        the SavedModel's blessing stands: its failure is logged, never the run's.
+        """Judges the candidate's TFLite model (if it has one) on its scores from the
+        evaluation split, or re-judges the score of a reused evaluation under this run's
+        max_tflite_drop, and leaves the verdict for the Pusher. A TFLite model that cannot be
+        scored is not pushed, and the SavedModel's blessing stands: its failure is logged,
+        never the run's.
         """
         rule = json.loads(exec_properties.get(BLESSING_RULE_KEY) or "null") or {}
         max_drop = float(rule.get("max_tflite_drop", DEFAULT_MAX_TFLITE_DROP))
@@ -228,12 +259,9 @@ class Executor(stock_executor.Executor):
             if reused is not None:
                 evaluation = rejudged(reused, max_drop)
             else:
-                (split,) = json.loads(
-                    exec_properties[standard_component_specs.EXAMPLE_SPLITS_KEY])
-                evaluation = evaluate_tflite(
-                    _serving_dir(candidate), split, artifact_utils.get_split_uri(
-                        input_dict[standard_component_specs.EXAMPLES_KEY], split),
-                    saved_model_accuracy(output_uri), max_drop)
+                scores = tflite_scores()
+                evaluation = scores and judged(scores, _serving_dir(candidate),
+                                               saved_model_accuracy(output_uri), max_drop)
         except Exception as e:  # noqa: BLE001 - the TFLite model's failure is not the run's
             log.warning("the TFLite model could not be scored; the version goes without it",
                         exc_info=True)
@@ -248,25 +276,26 @@ class Executor(stock_executor.Executor):
         write_verdict(blessing.uri, evaluation.blessed, evaluation.why)
         blessing.set_int_custom_property("tflite_blessed", int(evaluation.blessed))
 
-    def _evaluate_the_served_candidate(
-        self,
-        input_dict: dict[str, list[artifact.Artifact]],
-        output_dict: dict[str, list[artifact.Artifact]],
-        exec_properties: dict[str, Any],
-    ) -> None:
-        model = input_dict[_MODEL][0]
+    def _previous_evaluation(self, candidate: artifact.Artifact, output_uri: str,
+                             exec_properties: dict[str, Any]) -> Path | None:
+        """An earlier evaluation of this very model under the same eval config, if the
+        pipeline root holds one: the served version is the candidate, so it is reused.
+        """
         eval_config = _effective_eval_config(exec_properties)
-        output_uri = artifact_utils.get_single_uri(output_dict[_EVALUATION])
-        previous = eval_config and find_previous_evaluation(output_uri, model.uri, eval_config)
-        if previous:
-            shutil.copytree(previous, output_uri, dirs_exist_ok=True)
-            blessed = _write_blessing(input_dict, output_dict, output_uri)
-            log.info("model %d was already evaluated in %s: results reused (blessed: %s)",
-                     model.id, previous, blessed)
-            return
-        log.info("the served version is the candidate itself (model %d): evaluating it once, "
-                 "without a baseline", model.id)
-        super().Do(input_dict, output_dict, exec_properties)
+        return (find_previous_evaluation(output_uri, candidate.uri, eval_config)
+                if eval_config else None)
+
+
+def _score_tflite(candidate: artifact.Artifact, input_dict: dict[str, list[artifact.Artifact]],
+                  exec_properties: dict[str, Any], stop: threading.Event) -> TfliteScores | None:
+    """The candidate's TFLite model scored on the evaluation split (the one split TFMA
+    evaluates), in scoring_in_background's thread.
+    """
+    (split,) = json.loads(exec_properties[standard_component_specs.EXAMPLE_SPLITS_KEY])
+    split_uri = artifact_utils.get_split_uri(
+        input_dict[standard_component_specs.EXAMPLES_KEY], split)
+    return score_tflite(_serving_dir(candidate), split, split_uri, stop)
+
 
 
 class ImageEvaluatorSpec(standard_component_specs.EvaluatorSpec):

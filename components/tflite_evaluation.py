@@ -10,10 +10,13 @@ SavedModel's accuracy that TFMA measured through serving_default.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import statistics
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -26,6 +29,7 @@ from serving.tflite import (
     ClassAccuracy,
     TfliteClassifier,
     TfliteEvaluation,
+    TfliteFolder,
     comparison,
     points,
     read_folder,
@@ -75,43 +79,86 @@ def saved_model_bytes(model_dir: str) -> int:
                if not relative.startswith("assets.extra/"))
 
 
-def evaluate_tflite(model_dir: str, split: str, split_uri: str, accuracy: float | None,
-                    max_drop: float) -> TfliteEvaluation | None:
-    """The TFLite model of model_dir scored on the split; None when the model has none."""
+@dataclasses.dataclass(frozen=True)
+class TfliteScores:
+    """The TFLite model's answers on a split, before the verdict that needs TFMA's accuracy."""
+
+    model: TfliteFolder
+    classifier: TfliteClassifier
+    split: str
+    labels: np.ndarray
+    predicted: np.ndarray
+    timing_images: np.ndarray  # the split's first images, for the batch-1 latency
+
+
+def score_tflite(model_dir: str, split: str, split_uri: str,
+                 stop: threading.Event | None = None) -> TfliteScores | None:
+    """The TFLite model of model_dir run on every image of the split; None when the model has
+    none, or when `stop` was set (the caller gave up on the scores).
+    """
     model = read_folder(model_dir)
     if model is None:
         return None
     info = model.info
     classifier = TfliteClassifier(model.content)
-
-    def pixels(encoded: list[bytes]) -> np.ndarray:
-        return app_pixels(encoded, info.height, info.width, info.channels, info.resize_mode)
-
     log.info("[evaluator] scoring the TFLite %s model on the %s split", info.mode, split)
     labels, predicted, timing_images = [], [], []
     for encoded, batch_labels in split_batches(split_uri, _PROGRESS_EVERY):
-        batch = pixels(encoded)
+        if stop is not None and stop.is_set():
+            return None
+        batch = app_pixels(encoded, info.height, info.width, info.channels, info.resize_mode)
         predicted.append(classifier.batch_probabilities(batch).argmax(axis=-1))
         labels.append(batch_labels)
         timing_images.extend(batch[:max(0, layout.LATENCY_RUNS - len(timing_images))])
-        scored = sum(len(p) for p in predicted)
-        if scored >= _PROGRESS_EVERY:
-            log.info("[evaluator] TFLite: %d %s images scored", scored, split)
+        log.info("[evaluator] TFLite: %d %s images scored", sum(map(len, predicted)), split)
     if not labels:
         raise ValueError(f"the {split} split ({split_uri}) holds no examples to score the "
                          "TFLite model on")
-    labels_all, correct = np.concatenate(labels), np.concatenate(predicted) == np.concatenate(
-        labels)
+    return TfliteScores(model, classifier, split, np.concatenate(labels),
+                        np.concatenate(predicted), np.asarray(timing_images))
+
+
+@contextlib.contextmanager
+def scoring_in_background(
+        score: Callable[[threading.Event], TfliteScores | None] | None,
+) -> Iterator[Callable[[], TfliteScores | None]]:
+    """Runs `score` in a thread while the block runs TFMA, and yields the function that waits
+    for its scores (raising its error). TFLite's interpreter and the decoding graph release the
+    GIL, so on two cores the scoring costs the Evaluator little beyond TFMA's own time
+    (docs/tflite.md has the figures). Leaving the block before the scores were taken (TFMA
+    failed) stops the scoring at its next batch. `score` None: nothing to score.
+    """
+    if score is None:
+        yield lambda: None
+        return
+    stop = threading.Event()
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tflite-scoring") as pool:
+        future = pool.submit(score, stop)
+        try:
+            yield future.result
+        finally:
+            stop.set()
+
+
+def judged(scores: TfliteScores, model_dir: str, accuracy: float | None,
+           max_drop: float) -> TfliteEvaluation:
+    """The scored TFLite model's evaluation: its accuracy against the SavedModel's (TFMA's
+    `accuracy`, None if not found), its size and batch-1 latency (timed here, after TFMA, with
+    nothing else running), and the verdict.
+    """
+    model, labels_all = scores.model, scores.labels
+    correct = scores.predicted == labels_all
     per_class = tuple(
         ClassAccuracy(name, int((labels_all == i).sum()), float(correct[labels_all == i].mean()))
         for i, name in enumerate(model.labels) if (labels_all == i).any())
-    latency = classifier.latency_ms(timing_images)
+    latency = scores.classifier.latency_ms(list(scores.timing_images))
     tflite_accuracy = float(correct.mean())
-    blessed, why = verdict(info.mode, split, len(labels_all), tflite_accuracy, accuracy,
+    info = model.info
+    blessed, why = verdict(info.mode, scores.split, len(labels_all), tflite_accuracy, accuracy,
                            max_drop)
     log.info("[evaluator] %s", why)
     return TfliteEvaluation(
-        mode=info.mode, split=split, examples=len(labels_all), accuracy=tflite_accuracy,
+        mode=info.mode, split=scores.split, examples=len(labels_all), accuracy=tflite_accuracy,
         per_class=per_class, saved_model_accuracy=accuracy, max_drop=max_drop,
         blessed=blessed, why=why, size_bytes=info.size_bytes,
         saved_model_bytes=saved_model_bytes(model_dir),

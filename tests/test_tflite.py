@@ -396,3 +396,32 @@ def test_int8_survives_pooled_convs_whose_channels_differ_in_scale_by_far() -> N
     # The Keras model is handed back with its own weights.
     assert all(np.array_equal(a, np.array(b))
                for a, b in zip(weights, model.weights, strict=True))
+
+
+def test_the_tflite_scoring_runs_beside_tfma_and_hands_over_its_error() -> None:
+    from components.tflite_evaluation import scoring_in_background
+
+    def fails(stop):
+        raise ValueError("the test split holds no examples")
+
+    with scoring_in_background(fails) as scores, pytest.raises(ValueError, match="no examples"):
+        scores()
+    with scoring_in_background(None) as scores:
+        assert scores() is None  # a reused evaluation: nothing scored
+
+
+def test_a_failed_tfma_stops_the_tflite_scoring_instead_of_waiting_for_it() -> None:
+    import threading
+
+    from components.tflite_evaluation import scoring_in_background
+
+    started, stopped = threading.Event(), []
+
+    def score(stop):
+        started.set()
+        stopped.append(stop.wait(timeout=30))  # a batch boundary, waiting for the stop
+
+    with pytest.raises(RuntimeError, match="TFMA"), scoring_in_background(score):
+        assert started.wait(timeout=30)
+        raise RuntimeError("TFMA failed")
+    assert stopped == [True]

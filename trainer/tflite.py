@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import re
 import time
@@ -287,13 +288,26 @@ def app_pixels(encoded: Sequence[bytes], height: int, width: int, channels: int,
     decode_images), rounded to uint8. What the Evaluator scores and `predict --tflite` sends.
     Decoded `chunk` images at a time, so a large split of photos needs little memory.
     """
+    decode = _app_pixels_function(height, width, channels, resize_mode)
     parts = [np.zeros([0, height, width, channels], np.uint8)]
     for start in range(0, len(encoded), chunk):
-        images = decode_images(tf.constant(list(encoded[start:start + chunk])), height, width,
-                               channels, resize_mode)
-        parts.append(np.asarray(tf.cast(tf.round(tf.clip_by_value(images, 0.0, 1.0) * 255),
-                                        tf.uint8)))
+        parts.append(decode(tf.constant(list(encoded[start:start + chunk]))).numpy())
     return np.concatenate(parts)
+
+
+@functools.lru_cache(maxsize=8)
+def _app_pixels_function(height: int, width: int, channels: int,
+                         resize_mode: str) -> tf.types.experimental.GenericFunction:
+    """app_pixels' decode as one traced graph per input shape: decode_images' map_fn run
+    eagerly goes image by image through Python (docs/tflite.md has the figures).
+    """
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def decode(encoded: tf.Tensor) -> tf.Tensor:
+        images = decode_images(encoded, height, width, channels, resize_mode)
+        return tf.cast(tf.round(tf.clip_by_value(images, 0.0, 1.0) * 255), tf.uint8)
+
+    return decode
 
 
 def differences_from_serving(config: TrainerConfig) -> tuple[str, ...]:
