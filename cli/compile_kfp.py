@@ -57,8 +57,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "URI (default: the image's copy, for a schema under this repository)")
     beam = p.add_argument_group("Beam", "Where StatisticsGen, Transform and Evaluator run.")
     beam.add_argument("--beam", choices=tuple(BEAM_PRESETS), default=DEFAULT_BEAM_PRESET,
-                      help="DirectRunner in the pod (default), Dataflow, or a Flink/Spark job "
-                           "server via the portable runner")
+                      help="Beam's local runner in the pod (default), Dataflow, or a Flink/Spark "
+                           "job server via the portable runner")
     beam.add_argument("--project", help="GCP project (dataflow)")
     beam.add_argument("--region", help="GCP region (dataflow)")
     beam.add_argument("--job-endpoint", help="Flink/Spark job server HOST:PORT")

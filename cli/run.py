@@ -48,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "--set) of the epochs")
     p.add_argument("--beam", choices=tuple(LOCAL_BEAM_PRESETS), default=DEFAULT_LOCAL_BEAM,
                    help="where StatisticsGen, Transform and the Evaluator run: in this process "
-                        "(default; fastest on 2 cores) or DirectRunner worker processes, one "
+                        "(default; fastest on 2 cores) or Beam worker processes, one "
                         "per core (direct-multi; with --tune, trials then also run side by "
                         "side, each in its own process)")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")

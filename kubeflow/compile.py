@@ -16,7 +16,8 @@ from kubeflow.conformance import PACKAGE_SUFFIXES
 from pipeline.config import DIRECT_MULTI_BEAM_ARGS, REPO_ROOT, PipelineConfig
 from schema.errors import BadInput, Setting
 
-# Beam on the cluster: DirectRunner inside the component pod unless overridden in config.
+# Beam on the cluster: the local runner (pipeline/beam_runner.py) inside the component pod
+# unless overridden in config.
 KFP_BEAM_ARGS = DIRECT_MULTI_BEAM_ARGS
 
 # Beam at scale for StatisticsGen, Transform and Evaluator. Placeholders are filled from
@@ -48,7 +49,7 @@ BEAM_PRESETS: dict[str, tuple[str, ...]] = {
 }
 
 
-# compile-kfp's `--beam` unless another preset is named: DirectRunner in the pod.
+# compile-kfp's `--beam` unless another preset is named: Beam's local runner in the pod.
 DEFAULT_BEAM_PRESET = "direct"
 
 

@@ -26,18 +26,22 @@ RUN_FN = "trainer.run.run_fn"
 # TFX's Tuner (only with the training config's tuning on): trainer/tuning.py.
 TUNER_FN = "trainer.tuning.tuner_fn"
 
-# In-memory DirectRunner: multi_processing re-imports TF in every worker, which costs more than
-# it gains on a machine with few cores (`run --beam direct-multi` asks for it).
-# Naming DirectRunner stops Beam >= 2.66 from trying to download its Prism runner binary.
+# Beam imports the runner by this name (pipeline/beam_runner.py); a string here, so reading the
+# config does not import Beam.
+RUNNER_ARG = "--runner=pipeline.beam_runner.BatchRunner"
+# Beam's FnApiRunner in this process, as DirectRunner runs batch pipelines but without its try
+# at downloading and running Prism (pipeline/beam_runner.py): multi_processing re-imports TF in
+# every worker, which costs more than it gains on a machine with few cores (`run --beam
+# direct-multi` asks for it).
 LOCAL_BEAM_ARGS = (
-    "--runner=DirectRunner",
+    RUNNER_ARG,
     "--direct_running_mode=in_memory",
     "--direct_num_workers=1",
 )
-# DirectRunner with one worker process per core (0 = all): StatisticsGen, Transform and the
-# Evaluator on every core of one machine. The Kubeflow pods' default too.
+# The same runner with one worker process per core (0 = all): StatisticsGen, Transform and
+# the Evaluator on every core of one machine. The Kubeflow pods' default too.
 DIRECT_MULTI_BEAM_ARGS = (
-    "--runner=DirectRunner",
+    RUNNER_ARG,
     "--direct_running_mode=multi_processing",
     "--direct_num_workers=0",
 )

@@ -57,10 +57,10 @@ def no_tfx_sdist() -> Iterator[None]:
 
     `BaseBeamExecutor.__init__` calls `dependency_utils.make_beam_dependency_flags`, which
     packs TFX into an sdist unless the Beam args name a package or an SDK image. Local runs use
-    DirectRunner, whose workers import TFX from this environment, so the sdist is never read:
-    building it is time lost in every Beam component. Checked against
-    TFX 1.16.0 (tfx/dsl/components/base/base_beam_executor.py); Kubeflow pods, which do not
-    run this, are unchanged.
+    Beam's FnApiRunner (pipeline/beam_runner.py), whose workers import TFX from this
+    environment, so the sdist is never read: building it is time lost in every Beam component.
+    Checked against TFX 1.16.0 (tfx/dsl/components/base/base_beam_executor.py); Kubeflow pods,
+    which do not run this, are unchanged.
     """
     from tfx.utils import dependency_utils
 

@@ -1,4 +1,4 @@
-"""`run --beam direct-multi`: StatisticsGen, Transform and the Evaluator in DirectRunner worker
+"""`run --beam direct-multi`: StatisticsGen, Transform and the Evaluator in Beam worker
 processes, one per core. TFDV's multi-processing mode once dropped records silently
 (data-validation#247), so the statistics' example counts must equal what ingest wrote.
 """
