@@ -7,6 +7,8 @@ once, and scores every variant from them. The test split is never read.
 
     python bench/tta.py                                   # bench/cifar10.py's pipeline root
     python bench/tta.py --pipeline-root bench/.work/root/pipelines/cifar10-bench --name tta
+    python bench/tta.py --pipeline-root \
+        bench/.work/fashion-official-root/pipelines/seeds-fashion-official --name tta-fashion
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ VARIANTS: dict[str, tuple[bool, Views]] = {
     "flip + every shift up to 2px, uniform": (
         True, tuple((1 / 25, dy, dx) for dy in range(-2, 3) for dx in range(-2, 3))),
 }
+# The same shifts without the mirror image, for data where mirroring can change the class
+# (fast-gray, for digits, serves the first: tta_flip=False, tta_translate=1).
+VARIANTS.update({
+    name.removeprefix("served: ").removeprefix("flip + ") + ", no flip": (False, views)
+    for name, (flip, views) in list(VARIANTS.items()) if flip and name != "flip"})
 
 
 def needed_views(variants: dict[str, tuple[bool, Views]]) -> list[tuple[int, int, bool]]:
