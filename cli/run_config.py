@@ -71,7 +71,7 @@ def pipeline_config(args: argparse.Namespace, workspace, log_file: Path):
     from ingest.spans import SpanError, is_span_root, local_window, span_dir
     from pipeline.config import LOCAL_BEAM_PRESETS
     from pipeline.workspace import prepare_data
-    from schema.curated import label_classes, schema_for_classes
+    from schema.curated import label_classes, run_schema
 
     check_fraction("--eval-fraction", args.eval_fraction)
     check_fraction("--test-fraction", args.test_fraction)
@@ -84,9 +84,8 @@ def pipeline_config(args: argparse.Namespace, workspace, log_file: Path):
     if args.spans > 1 and not spans:
         raise SpanError(f"--spans {args.spans}: {data_root} holds no span-N folders (ingest "
                         "with --span writes them)")
-    schema = schema_for_classes(args.schema, info.num_classes,
-                                workspace.schema_path(info.num_classes))
-    if schema != args.schema:
+    schema = run_schema(args.schema, info.num_classes, workspace.schemas_dir)
+    if label_classes(schema) != label_classes(args.schema):
         log.info("[pipeline] schema: %s admits %d classes, the data has %d: using %s (the same "
                  "schema, label domain [0, %d))", args.schema, label_classes(args.schema),
                  info.num_classes, schema, info.num_classes)

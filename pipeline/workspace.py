@@ -6,7 +6,7 @@ Layout under the run root (default ./tfx_root):
   metadata/<pipeline>.sqlite                   ML Metadata store
   logs/<pipeline>-<time>.log                   full log of each run
   reports/<pipeline>/<run>/                    report.html, report.json and the PNGs of each run
-  schemas/schema-<N>-classes.pbtxt             the curated schema for N classes, when N != its own
+  schemas/<schema>-<N>-classes-<digest>.pbtxt  the schema each run imports, named by its content
 """
 
 from __future__ import annotations
@@ -52,9 +52,10 @@ class Workspace:
     def data_dir(self, name: str) -> Path:
         return self.root / "data" / name
 
-    def schema_path(self, num_classes: int) -> Path:
-        """The curated schema with its label domain set to this class count."""
-        return self.root / "schemas" / f"schema-{num_classes}-classes.pbtxt"
+    @property
+    def schemas_dir(self) -> Path:
+        """The schemas runs import, each named by its content (schema/curated.py run_schema)."""
+        return self.root / "schemas"
 
     def report_dir(self, run_id: str) -> Path:
         return self.root / "reports" / self.pipeline_name / run_id.replace(":", "")
