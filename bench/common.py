@@ -138,17 +138,24 @@ def tta_accuracy(model, dataset, config) -> float:
     """Accuracy of (image, label) examples with the recipe's test-time augmentation, as the
     exported serving_default signature computes it.
     """
-    import tensorflow as tf
+    probabilities, labels = tta_probabilities(model, dataset, config)
+    return float((probabilities.argmax(-1) == labels).mean())
+
+
+def tta_probabilities(model, dataset, config):
+    """Class probabilities [n, classes] of (image, label) examples with the recipe's test-time
+    augmentation (as serving_default computes them), and the labels [n].
+    """
+    import numpy as np
 
     from trainer.model import class_probabilities
 
-    correct = total = 0
-    for images, labels in dataset.batch(1000):
-        probs = class_probabilities(model, images, config.evaluation.tta_flip,
-                                    config.evaluation.tta_translate)
-        correct += int(tf.reduce_sum(tf.cast(tf.argmax(probs, -1) == labels, tf.int32)))
-        total += int(labels.shape[0])
-    return correct / total
+    probabilities, labels = [], []
+    for images, batch_labels in dataset.batch(1000):
+        probabilities.append(class_probabilities(model, images, config.evaluation.tta_flip,
+                                                 config.evaluation.tta_translate).numpy())
+        labels.append(batch_labels.numpy())
+    return np.concatenate(probabilities), np.concatenate(labels)
 
 
 def run_not_fit_share(fit_seconds: float | None, wall_seconds: float) -> float | None:

@@ -31,6 +31,7 @@ from bench.common import (  # noqa: E402
     machine_info,
     relative,
     tta_accuracy,
+    tta_probabilities,
     write_result,
 )
 
@@ -52,6 +53,9 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).parent / ".work",
                         help="where the shared CIFAR-10 is unpacked")
     parser.add_argument("--name", default="recipe")
+    parser.add_argument("--members", type=int, default=1,
+                        help="train this many models (seeds seed, seed+1, ...) and also score "
+                             "the average of their probabilities: what an ensemble would gain")
     args = parser.parse_args()
     commit = git_commit()  # the tree as the measurement starts, not as it ends
 
@@ -85,6 +89,7 @@ def main() -> None:
     # Test-time augmentation as the exported serving signature does it.
     eval_accuracy = tta_accuracy(model, eval_data, config)
     record.pop("history", None)
+    ensemble = members(args.members, config, model, standardize(train_raw), eval_data)
     result = {
         # The folder trained on, or the tarball it was unpacked from, relative to the repository.
         "data": relative(args.data) if args.data else relative(CIFAR_TARBALL),
@@ -95,13 +100,43 @@ def main() -> None:
         "prep_seconds": round(prep_seconds, 1),
         "total_seconds": round(time.monotonic() - start, 1),
         **record,
+        **({"ensemble": ensemble} if ensemble else {}),
         "machine": machine_info(),
         "commit": commit,
     }
     print(f"eval accuracy {eval_accuracy:.4f} (TTA flip={config.evaluation.tta_flip} "
           f"translate={config.evaluation.tta_translate}), fit {record['fit_seconds']:.0f}s, "
           f"{result['train_images_per_second']:.0f} images/s")
+    if ensemble:
+        print(f"members {ensemble['member_eval_accuracy_tta']}, their average "
+              f"{ensemble['eval_accuracy_tta']:.4f}")
     write_result(args.name, result)
+
+
+def members(count: int, config, first_model, train_data, eval_data) -> dict | None:
+    """With count > 1: count - 1 more models of the config on seeds seed+1, ..., and the eval
+    accuracy (with TTA) of each and of their averaged probabilities.
+    """
+    from trainer.data import in_memory_inputs
+    from trainer.train import train
+
+    if count <= 1:
+        return None
+    probabilities, labels = tta_probabilities(first_model, eval_data, config)
+    each = [float((probabilities.argmax(-1) == labels).mean())]
+    fit_seconds = []
+    for k in range(1, count):
+        member = config.override({"runtime.seed": config.runtime.seed + k})
+        model, record = train(member, in_memory_inputs(train_data, eval_data))
+        fit_seconds.append(record["fit_seconds"])
+        member_probabilities, _ = tta_probabilities(model, eval_data, member)
+        each.append(float((member_probabilities.argmax(-1) == labels).mean()))
+        probabilities = probabilities + member_probabilities
+    return {"members": count,
+            "seeds": [config.runtime.seed + k for k in range(count)],
+            "member_eval_accuracy_tta": [round(a, 4) for a in each],
+            "eval_accuracy_tta": float((probabilities.argmax(-1) == labels).mean()),
+            "more_fit_seconds": fit_seconds}
 
 
 if __name__ == "__main__":
