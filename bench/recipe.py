@@ -89,6 +89,7 @@ def main() -> None:
     # Test-time augmentation as the exported serving signature does it.
     eval_accuracy = tta_accuracy(model, eval_data, config)
     record.pop("history", None)
+    total_seconds = round(time.monotonic() - start, 1)  # the first model's, as without --members
     ensemble = members(args.members, config, model, standardize(train_raw), eval_data)
     result = {
         # The folder trained on, or the tarball it was unpacked from, relative to the repository.
@@ -98,7 +99,7 @@ def main() -> None:
         "train_images_per_second": round(
             record["num_train"] * max(1, config.optimizer.epochs) / record["fit_seconds"], 1),
         "prep_seconds": round(prep_seconds, 1),
-        "total_seconds": round(time.monotonic() - start, 1),
+        "total_seconds": total_seconds,
         **record,
         **({"ensemble": ensemble} if ensemble else {}),
         "machine": machine_info(),

@@ -17,7 +17,7 @@ On this machine, from CIFAR-10's JPEGs in ../shared/datasets:
   4. The same folder at 32x32 (no --resize): the in-memory path stores uint8. Then the
      Trainer's code on that run's artifacts, one epoch each, uint8 cache vs the float32 cache
      it used before (`transformed_examples`), the same network: images/s of each.
-  5. Step 2's data in a fresh root with `--beam direct-multi` (DirectRunner worker processes,
+  5. Step 2's data in a fresh root with `--beam direct-multi` (Beam worker processes,
      one per core): StatisticsGen, Transform and Evaluator seconds against step 2's in-process
      ones (the Evaluator's model differs: one epoch instead of the same network's three).
 For each `run`: wall time, seconds and peak RSS of each component (the RSS of the run's process

@@ -35,8 +35,9 @@ _DIAGONALS = ((-1, -1), (1, 1), (-1, 1), (1, -1))
 VARIANTS: dict[str, tuple[bool, Views]] = {
     "none": (False, ((1.0, 0, 0),)),
     "flip": (True, ((1.0, 0, 0),)),
-    # What the fast recipes serve (tta_flip=True, tta_translate=1).
-    "served: flip + 1px diagonal pair": (True, ((0.5, 0, 0), (0.25, -1, -1), (0.25, 1, 1))),
+    # What `fast` and `fast-wide` serve (tta_flip=True, tta_translate=1).
+    "flip + 1px diagonal pair (fast serves it)": (
+        True, ((0.5, 0, 0), (0.25, -1, -1), (0.25, 1, 1))),
     "flip + 1px both diagonals": (True, ((0.5, 0, 0), *((0.125, *d) for d in _DIAGONALS))),
     "flip + 1px along the axes": (True, ((0.5, 0, 0), *((0.125, *d) for d in _AXES))),
     "flip + 1px all 8 neighbours": (
@@ -48,9 +49,10 @@ VARIANTS: dict[str, tuple[bool, Views]] = {
         True, tuple((1 / 25, dy, dx) for dy in range(-2, 3) for dx in range(-2, 3))),
 }
 # The same shifts without the mirror image, for data where mirroring can change the class
-# (fast-gray, for digits, serves the first: tta_flip=False, tta_translate=1).
+# (`fast-gray`, for digits, serves the first: tta_flip=False, tta_translate=1).
 VARIANTS.update({
-    name.removeprefix("served: ").removeprefix("flip + ") + ", no flip": (False, views)
+    name.removeprefix("flip + ").replace(" (fast serves it)", " (fast-gray serves it)")
+    + ", no flip": (False, views)
     for name, (flip, views) in list(VARIANTS.items()) if flip and name != "flip"})
 
 

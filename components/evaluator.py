@@ -71,6 +71,7 @@ from serving.model_dir import (
     served_class_names,
 )
 from serving.new_model import NewModel
+from serving.predict import error_line
 from serving.tflite import DEFAULT_MAX_TFLITE_DROP, TFLITE_DIR, TfliteEvaluation
 
 log = logging.getLogger(__name__)
@@ -190,8 +191,10 @@ class Executor(stock_executor.Executor):
         input_dict = {**input_dict, _BASELINE: []}
         previous = (self._previous_evaluation(candidate, output_uri, exec_properties)
                     if provenance.baseline_is_candidate else None)
-        # A reused evaluation holds the TFLite score too: nothing to score then.
-        with scoring_in_background(None if previous else functools.partial(
+        # A reused evaluation that holds the TFLite score is judged again, not scored; one
+        # without it (the scoring failed, or came before the score was kept) is scored.
+        scored_before = previous is not None and TfliteEvaluation.read(str(previous)) is not None
+        with scoring_in_background(None if scored_before else functools.partial(
                 _score_tflite, candidate, input_dict, exec_properties)) as tflite_scores:
             if previous:
                 shutil.copytree(previous, output_uri, dirs_exist_ok=True)
@@ -201,9 +204,9 @@ class Executor(stock_executor.Executor):
             else:
                 self._run_tfma(provenance, production, input_dict, output_dict,
                                exec_properties)
+            provenance.write(output_uri)
             blessing = artifact_utils.get_single_instance(output_dict[_BLESSING])
             self._judge_tflite(candidate, tflite_scores, output_uri, blessing, exec_properties)
-        provenance.write(output_uri)
         if production is not None and not (provenance.baseline_is_candidate
                                            or provenance.class_map_changed):
             blessing.set_string_custom_property(
@@ -265,8 +268,8 @@ class Executor(stock_executor.Executor):
         except Exception as e:  # noqa: BLE001 - the TFLite model's failure is not the run's
             log.warning("the TFLite model could not be scored; the version goes without it",
                         exc_info=True)
-            first_line = (str(e).strip().splitlines() or [e.__class__.__name__])[0][:300]
-            write_verdict(blessing.uri, False, unscored(f"{e.__class__.__name__}: {first_line}"))
+            write_verdict(blessing.uri, False, unscored(f"{e.__class__.__name__}: "
+                                                        f"{error_line(e)}"))
             blessing.set_int_custom_property("tflite_blessed", 0)
             return
         if evaluation is None:

@@ -88,6 +88,7 @@ from serving.model_dir import (
     version_folders,
 )
 from serving.model_dir import join as _join
+from serving.predict import error_line
 from serving.tflite import TfliteClassifier
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ def verify_tflite(model_dir: str) -> None:
         probabilities = classifier.batch_probabilities(pixels)
     except Exception as e:  # noqa: BLE001 - any failure means "do not push"
         raise PushVerificationError(f"{tflite.folder(model_dir)}: the TFLite model does not "
-                                    f"run in TFLite's interpreter: {e}") from e
+                                    f"run in TFLite's interpreter: {error_line(e)}") from e
     if probabilities.shape != (len(images), len(model.labels)):
         raise PushVerificationError(
             f"{model.folder}: TFLite probabilities have shape {probabilities.shape}, expected "

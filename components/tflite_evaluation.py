@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 
 ACCURACY_METRIC = "sparse_categorical_accuracy"
 
-# Images decoded and scored between two progress lines.
+# Images decoded and scored at a time (a stop is seen between two), and between progress lines.
+_CHUNK = 256
 _PROGRESS_EVERY = 2000
 
 
@@ -103,14 +104,17 @@ def score_tflite(model_dir: str, split: str, split_uri: str,
     classifier = TfliteClassifier(model.content)
     log.info("[evaluator] scoring the TFLite %s model on the %s split", info.mode, split)
     labels, predicted, timing_images = [], [], []
-    for encoded, batch_labels in split_batches(split_uri, _PROGRESS_EVERY):
+    scored = 0
+    for encoded, batch_labels in split_batches(split_uri, _CHUNK):
         if stop is not None and stop.is_set():
             return None
         batch = app_pixels(encoded, info.height, info.width, info.channels, info.resize_mode)
         predicted.append(classifier.batch_probabilities(batch).argmax(axis=-1))
         labels.append(batch_labels)
         timing_images.extend(batch[:max(0, layout.LATENCY_RUNS - len(timing_images))])
-        log.info("[evaluator] TFLite: %d %s images scored", sum(map(len, predicted)), split)
+        if (scored + len(batch)) // _PROGRESS_EVERY > scored // _PROGRESS_EVERY:
+            log.info("[evaluator] TFLite: %d %s images scored", scored + len(batch), split)
+        scored += len(batch)
     if not labels:
         raise ValueError(f"the {split} split ({split_uri}) holds no examples to score the "
                          "TFLite model on")
@@ -132,12 +136,26 @@ def scoring_in_background(
         yield lambda: None
         return
     stop = threading.Event()
+    taken = False
+
+    def scores() -> TfliteScores | None:
+        nonlocal taken
+        taken = True
+        return future.result()
+
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tflite-scoring") as pool:
         future = pool.submit(score, stop)
         try:
-            yield future.result
+            yield scores
         finally:
             stop.set()
+            if not taken:  # the block failed first: its error goes on, and this one is logged
+                future.add_done_callback(_log_unread_failure)
+
+
+def _log_unread_failure(future: concurrent.futures.Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("[evaluator] the TFLite scoring failed too: %s", future.exception())
 
 
 def judged(scores: TfliteScores, model_dir: str, accuracy: float | None,

@@ -96,6 +96,12 @@ def run_schema(schema: str | Path, num_classes: int, folder: Path) -> Path:
         return pinned
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{pinned.name}.", delete=False) as f:
-        f.write(content)
-    os.replace(f.name, pinned)
+        try:
+            f.write(content)
+            f.flush()
+            os.chmod(f.name, 0o644)  # as any other file the run writes, not the temp file's 0600
+            os.replace(f.name, pinned)
+        except BaseException:
+            os.unlink(f.name)
+            raise
     return pinned

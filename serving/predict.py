@@ -100,18 +100,25 @@ def load_serving_signature(version: Path):
         encoding="utf-8").splitlines()
 
 
-# Lines of a TF error raised by a graph that say where, not what.
-_WHERE_LINES = ("Graph execution error", "Detected at node", "<stack traces unavailable>")
+# Lines of a TF error raised by a graph that say where, not what (a traced function's error
+# lists the Python frames that defined the failing node).
+_WHERE_LINES = ("Graph execution error", "Detected at node", "<stack traces unavailable>",
+                'File "')
 
 
 def decode_error(error: Exception) -> str:
-    """TF's refusal of one image, as one line: the first that says what is wrong (a graph's
-    error starts with where it happened), without the graph's node names.
+    """TF's refusal of one image, as one line (error_line)."""
+    return "the model cannot decode it: " + error_line(error)
+
+
+def error_line(error: Exception) -> str:
+    """An error as one line: the first that says what is wrong (a graph's error starts with
+    where it happened), without the graph's node names; at most 300 characters.
     """
     lines = [line.strip() for line in str(error).strip().splitlines()]
     said = [line for line in lines if line and not line.startswith(("[[", *_WHERE_LINES))]
     first_line = (said or lines or [error.__class__.__name__])[0]
-    return "the model cannot decode it: " + first_line.split(" [[")[0].strip()[:300]
+    return first_line.split(" [[")[0].strip()[:300]
 
 
 def _read_images(image_paths: Sequence[str | Path]

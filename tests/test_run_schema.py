@@ -18,6 +18,7 @@ def test_an_edited_schema_reaches_the_run_under_another_path(tmp_path: Path) -> 
     folder = tmp_path / "root" / "schemas"
     first = run_schema(mine, 3, folder)
     assert first.read_bytes() == mine.read_bytes() and first.parent == folder
+    assert first.stat().st_mode & 0o777 == 0o644
     assert run_schema(mine, 3, folder) == first  # unchanged: same path, the cache holds
 
     mine.write_text(mine.read_text() + "# reviewed\n")

@@ -425,3 +425,17 @@ def test_a_failed_tfma_stops_the_tflite_scoring_instead_of_waiting_for_it() -> N
         assert started.wait(timeout=30)
         raise RuntimeError("TFMA failed")
     assert stopped == [True]
+
+
+def test_an_image_app_pixels_cannot_decode_is_named_in_one_line() -> None:
+    """app_pixels decodes in a traced graph, whose errors start with where they happened: the
+    verdict ("could not be scored: ...") and the Pusher's check keep the line that says what.
+    """
+    from serving.predict import error_line
+    from trainer.tflite import app_pixels
+
+    with pytest.raises(tf.errors.InvalidArgumentError) as raised:
+        app_pixels([b"not an image"], *SHAPE, "stretch")
+    line = error_line(raised.value)
+    assert "Graph execution error" not in line and "\n" not in line
+    assert "image" in line.lower(), line

@@ -124,3 +124,14 @@ def test_a_worse_tflite_model_is_not_pushed_while_the_saved_model_is(
     assert not TfliteEvaluation.read(_evaluation_uri(store, rerun)).blessed
     again = run_artifact(store, rerun, "PushedModel")
     assert int_properties(again)["already_served"] == 1
+
+    # An evaluation reused without its TFLite score (its scoring failed, or it was made before
+    # the score was kept) gets one: the TFLite model is scored again, not left without verdict.
+    for run_id in (summary.run_id, rerun):
+        Path(_evaluation_uri(store, run_id), TfliteEvaluation.FILE).unlink()
+    assert main(args) == 0
+    third = summarize_run(store, "worse-tflite").run_id
+    assert EvaluationRecord.read(_evaluation_uri(store, third)).baseline_is_candidate
+    scored = TfliteEvaluation.read(_evaluation_uri(store, third))
+    assert scored is not None and not scored.blessed
+    assert scored.accuracy == pytest.approx(1 / 3)
