@@ -1,4 +1,6 @@
-"""bench/tta.py: its "served" variant must score exactly what the serving signature computes."""
+"""bench/tta.py: the variants the recipes serve must score exactly what the serving signature
+computes.
+"""
 
 from __future__ import annotations
 
@@ -15,17 +17,20 @@ from bench.tta import VARIANTS, combined_logits, needed_views, view_logits  # no
 from trainer.model import build_model, class_probabilities  # noqa: E402
 from trainer.recipes import RECIPES, from_recipe  # noqa: E402
 
-SERVED = "served: flip + 1px diagonal pair"
+# The variant each recipe serves, by bench/tta.py's name for it.
+SERVED = {"fast": "flip + 1px diagonal pair (fast serves it)",
+          "fast-gray": "1px diagonal pair (fast-gray serves it), no flip"}
 
 
-def test_served_variant_reproduces_the_serving_probabilities() -> None:
-    fast = RECIPES["fast"]
-    assert (fast.evaluation.tta_flip, fast.evaluation.tta_translate) == (True, 1)
+@pytest.mark.parametrize("recipe", sorted(SERVED))
+def test_served_variant_reproduces_the_serving_probabilities(recipe: str) -> None:
+    evaluation = RECIPES[recipe].evaluation
     model = build_model(from_recipe("classic", (8, 8, 3), ("a", "b", "c")))
     images = np.random.default_rng(0).normal(size=(5, 8, 8, 3)).astype("float32")
     logits = view_logits(model, images, needed_views(VARIANTS), batch_size=2)
-    served = tf.nn.softmax(combined_logits(logits, VARIANTS[SERVED])).numpy()
-    expected = class_probabilities(model, tf.constant(images), tta_flip=True, tta_translate=1)
+    served = tf.nn.softmax(combined_logits(logits, VARIANTS[SERVED[recipe]])).numpy()
+    expected = class_probabilities(model, tf.constant(images), evaluation.tta_flip,
+                                   evaluation.tta_translate)
     np.testing.assert_allclose(served, expected.numpy(), atol=1e-5)
     plain = combined_logits(logits, VARIANTS["none"])
     np.testing.assert_allclose(plain, model(images, training=False).numpy(), atol=1e-5)
