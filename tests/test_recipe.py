@@ -263,6 +263,26 @@ def test_augmentation_applies_to_training_batches_only(recipe: str) -> None:
     assert sum(changed) > len(trained) // 2
 
 
+def test_training_batches_under_seed_zero_reshuffle_every_epoch_the_same_way() -> None:
+    """runtime.seed=0 makes train() set TF's global seed to 0, under which tf.data's shuffle
+    cannot take the per-epoch seed tensor (random_seed.get_seed compares it with 0 in Python).
+    """
+    config = from_recipe("classic", SHAPE, CLASSES, batch_size=64, epochs=2,
+                         augment_flip=False, augment_translate=0.0).override(
+                             {"runtime.seed": 0})
+    keras.utils.set_random_seed(0)
+    try:
+        def labels() -> list[np.ndarray]:
+            return [np.argmax(y, -1) for _, y in data.training_batches(_examples(64), config,
+                                                                          64)]
+
+        first, second = labels()
+        assert sorted(first) == sorted(second) and list(first) != list(second)
+        assert [list(epoch) for epoch in labels()] == [list(first), list(second)]
+    finally:
+        tf.random.set_seed(None)
+
+
 def _unknown_length(examples: tf.data.Dataset) -> tf.data.Dataset:
     """As records read from TFRecord files: a dataset whose length tf.data cannot tell."""
     return examples.filter(lambda images, labels: True)

@@ -435,6 +435,12 @@ def training_batches(
     halves = tf.constant(np.random.default_rng(config.runtime.seed).random(num_examples) < 0.5)
 
     def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
+        graph = tf.compat.v1.get_default_graph()
+        if graph.seed == 0:
+            # tf.data's shuffle compares (global seed, op seed) with (0, 0) in Python
+            # (random_seed.get_seed), which this tensor op seed cannot answer when the global
+            # seed is 0 (runtime.seed=0, set by train): the traced epoch's graph leaves it out.
+            graph.seed = None
         shuffled = examples.enumerate().shuffle(buffer, seed=config.runtime.seed + 7919 * epoch)
         return shuffled.batch(config.optimizer.batch_size).map(
             lambda indices, batch: (indices, epoch, *batch)
