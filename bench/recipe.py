@@ -30,7 +30,6 @@ from bench.common import (  # noqa: E402
     load_split,
     machine_info,
     relative,
-    tta_accuracy,
     tta_probabilities,
     write_result,
 )
@@ -85,12 +84,14 @@ def main() -> None:
 
     eval_data = standardize(load_split(splits[EVAL], shape))
     prep_seconds = time.monotonic() - start
-    model, record = train(config, in_memory_inputs(standardize(train_raw), eval_data))
+    train_data = standardize(train_raw)
+    model, record = train(config, in_memory_inputs(train_data, eval_data))
     # Test-time augmentation as the exported serving signature does it.
-    eval_accuracy = tta_accuracy(model, eval_data, config)
+    probabilities, labels = tta_probabilities(model, eval_data, config)
+    eval_accuracy = float((probabilities.argmax(-1) == labels).mean())
     record.pop("history", None)
     total_seconds = round(time.monotonic() - start, 1)  # the first model's, as without --members
-    ensemble = members(args.members, config, model, standardize(train_raw), eval_data)
+    ensemble = members(args.members, config, probabilities, labels, train_data, eval_data)
     result = {
         # The folder trained on, or the tarball it was unpacked from, relative to the repository.
         "data": relative(args.data) if args.data else relative(CIFAR_TARBALL),
@@ -114,16 +115,16 @@ def main() -> None:
     write_result(args.name, result)
 
 
-def members(count: int, config, first_model, train_data, eval_data) -> dict | None:
+def members(count: int, config, probabilities, labels, train_data, eval_data) -> dict | None:
     """With count > 1: count - 1 more models of the config on seeds seed+1, ..., and the eval
-    accuracy (with TTA) of each and of their averaged probabilities.
+    accuracy (with TTA) of each and of their averaged probabilities; `probabilities` are the
+    first model's on the eval split's `labels`.
     """
     from trainer.data import in_memory_inputs
     from trainer.train import train
 
     if count <= 1:
         return None
-    probabilities, labels = tta_probabilities(first_model, eval_data, config)
     each = [float((probabilities.argmax(-1) == labels).mean())]
     fit_seconds = []
     for k in range(1, count):

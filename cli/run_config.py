@@ -85,10 +85,11 @@ def pipeline_config(args: argparse.Namespace, workspace, log_file: Path):
         raise SpanError(f"--spans {args.spans}: {data_root} holds no span-N folders (ingest "
                         "with --span writes them)")
     schema = run_schema(args.schema, info.num_classes, workspace.schemas_dir)
-    if label_classes(schema) != label_classes(args.schema):
+    admitted = label_classes(args.schema)  # another count only for the curated schema
+    if admitted != info.num_classes:
         log.info("[pipeline] schema: %s admits %d classes, the data has %d: using %s (the same "
-                 "schema, label domain [0, %d))", args.schema, label_classes(args.schema),
-                 info.num_classes, schema, info.num_classes)
+                 "schema, label domain [0, %d))", args.schema, admitted, info.num_classes,
+                 schema, info.num_classes)
     counts = dict(info.split_counts)
     if window[:-1]:
         history = sum(load_dataset_info(span_dir(data_root, n)).split_counts.get(TRAIN, 0)

@@ -193,8 +193,8 @@ class Executor(stock_executor.Executor):
                     if provenance.baseline_is_candidate else None)
         # A reused evaluation that holds the TFLite score is judged again, not scored; one
         # without it (the scoring failed, or came before the score was kept) is scored.
-        scored_before = previous is not None and TfliteEvaluation.read(str(previous)) is not None
-        with scoring_in_background(None if scored_before else functools.partial(
+        reused = TfliteEvaluation.read(str(previous)) if previous else None
+        with scoring_in_background(None if reused else functools.partial(
                 _score_tflite, candidate, input_dict, exec_properties)) as tflite_scores:
             if previous:
                 shutil.copytree(previous, output_uri, dirs_exist_ok=True)
@@ -206,7 +206,8 @@ class Executor(stock_executor.Executor):
                                exec_properties)
             provenance.write(output_uri)
             blessing = artifact_utils.get_single_instance(output_dict[_BLESSING])
-            self._judge_tflite(candidate, tflite_scores, output_uri, blessing, exec_properties)
+            self._judge_tflite(candidate, reused, tflite_scores, output_uri, blessing,
+                               exec_properties)
         if production is not None and not (provenance.baseline_is_candidate
                                            or provenance.class_map_changed):
             blessing.set_string_custom_property(
@@ -246,18 +247,17 @@ class Executor(stock_executor.Executor):
                      else "no loadable served version")
         super().Do(input_dict, output_dict, exec_properties)
 
-    def _judge_tflite(self, candidate: artifact.Artifact,
+    def _judge_tflite(self, candidate: artifact.Artifact, reused: TfliteEvaluation | None,
                       tflite_scores: Callable[[], TfliteScores | None], output_uri: str,
                       blessing: artifact.Artifact, exec_properties: dict[str, Any]) -> None:
         """Judges the candidate's TFLite model (if it has one) on its scores from the
-        evaluation split, or re-judges the score of a reused evaluation under this run's
-        max_tflite_drop, and leaves the verdict for the Pusher. A TFLite model that cannot be
-        scored is not pushed, and the SavedModel's blessing stands: its failure is logged,
-        never the run's.
+        evaluation split, or re-judges the score of a reused evaluation (`reused`, copied into
+        output_uri with it) under this run's max_tflite_drop, and leaves the verdict for the
+        Pusher. A TFLite model that cannot be scored is not pushed, and the SavedModel's
+        blessing stands: its failure is logged, never the run's.
         """
         rule = json.loads(exec_properties.get(BLESSING_RULE_KEY) or "null") or {}
         max_drop = float(rule.get("max_tflite_drop", DEFAULT_MAX_TFLITE_DROP))
-        reused = TfliteEvaluation.read(output_uri)
         try:
             if reused is not None:
                 evaluation = rejudged(reused, max_drop)
@@ -298,7 +298,6 @@ def _score_tflite(candidate: artifact.Artifact, input_dict: dict[str, list[artif
     split_uri = artifact_utils.get_split_uri(
         input_dict[standard_component_specs.EXAMPLES_KEY], split)
     return score_tflite(_serving_dir(candidate), split, split_uri, stop)
-
 
 
 class ImageEvaluatorSpec(standard_component_specs.EvaluatorSpec):

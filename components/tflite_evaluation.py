@@ -169,7 +169,7 @@ def judged(scores: TfliteScores, model_dir: str, accuracy: float | None,
     per_class = tuple(
         ClassAccuracy(name, int((labels_all == i).sum()), float(correct[labels_all == i].mean()))
         for i, name in enumerate(model.labels) if (labels_all == i).any())
-    latency = scores.classifier.latency_ms(list(scores.timing_images))
+    latency = scores.classifier.latency_ms(scores.timing_images)
     tflite_accuracy = float(correct.mean())
     info = model.info
     blessed, why = verdict(info.mode, scores.split, len(labels_all), tflite_accuracy, accuracy,
