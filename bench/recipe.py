@@ -8,6 +8,9 @@ per-channel mean/std over the training set).
 
     python bench/recipe.py --recipe fast --epochs 16               # the shared CIFAR-10
     python bench/recipe.py --data bench/.work/mnist --recipe fast-gray --set epochs=4
+
+An ensemble (`--set members=N`, trainer/ensemble.py) is scored as exported (its members' mean
+logits), and each member and the mean of their probabilities are scored beside it.
 """
 
 from __future__ import annotations
@@ -52,9 +55,6 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).parent / ".work",
                         help="where the shared CIFAR-10 is unpacked")
     parser.add_argument("--name", default="recipe")
-    parser.add_argument("--members", type=int, default=1,
-                        help="train this many models (seeds seed, seed+1, ...) and also score "
-                             "the average of their probabilities: what an ensemble would gain")
     args = parser.parse_args()
     commit = git_commit()  # the tree as the measurement starts, not as it ends
 
@@ -90,15 +90,13 @@ def main() -> None:
     probabilities, labels = tta_probabilities(model, eval_data, config)
     eval_accuracy = float((probabilities.argmax(-1) == labels).mean())
     record.pop("history", None)
-    total_seconds = round(time.monotonic() - start, 1)  # the first model's, as without --members
-    ensemble = members(args.members, config, probabilities, labels, train_data, eval_data)
+    total_seconds = round(time.monotonic() - start, 1)
+    ensemble = members(model, config, probabilities, labels, eval_data)
     result = {
         # The folder trained on, or the tarball it was unpacked from, relative to the repository.
         "data": relative(args.data) if args.data else relative(CIFAR_TARBALL),
         "recipe": args.recipe,
         "eval_accuracy_tta": eval_accuracy,
-        "train_images_per_second": round(
-            record["num_train"] * max(1, config.optimizer.epochs) / record["fit_seconds"], 1),
         "prep_seconds": round(prep_seconds, 1),
         "total_seconds": total_seconds,
         **record,
@@ -110,35 +108,29 @@ def main() -> None:
           f"translate={config.evaluation.tta_translate}), fit {record['fit_seconds']:.0f}s, "
           f"{result['train_images_per_second']:.0f} images/s")
     if ensemble:
-        print(f"members {ensemble['member_eval_accuracy_tta']}, their average "
-              f"{ensemble['eval_accuracy_tta']:.4f}")
+        print(f"members alone {ensemble['member_eval_accuracy_tta']}; their mean logits "
+              f"(exported) {ensemble['eval_accuracy_tta_mean_logits']:.4f}, mean probabilities "
+              f"{ensemble['eval_accuracy_tta_mean_probabilities']:.4f}")
     write_result(args.name, result)
 
 
-def members(count: int, config, probabilities, labels, train_data, eval_data) -> dict | None:
-    """With count > 1: count - 1 more models of the config on seeds seed+1, ..., and the eval
-    accuracy (with TTA) of each and of their averaged probabilities; `probabilities` are the
-    first model's on the eval split's `labels`.
+def members(model, config, probabilities, labels, eval_data) -> dict | None:
+    """An ensemble's members scored alone and averaged two ways, on the eval split with TTA:
+    `probabilities` are the exported model's (the members' mean logits).
     """
-    from trainer.data import in_memory_inputs
-    from trainer.train import train
+    from trainer.ensemble import networks_of
 
-    if count <= 1:
+    if config.model.members <= 1:
         return None
-    each = [float((probabilities.argmax(-1) == labels).mean())]
-    fit_seconds = []
-    for k in range(1, count):
-        member = config.override({"runtime.seed": config.runtime.seed + k})
-        model, record = train(member, in_memory_inputs(train_data, eval_data))
-        fit_seconds.append(record["fit_seconds"])
-        member_probabilities, _ = tta_probabilities(model, eval_data, member)
-        each.append(float((member_probabilities.argmax(-1) == labels).mean()))
-        probabilities = probabilities + member_probabilities
-    return {"members": count,
-            "seeds": [config.runtime.seed + k for k in range(count)],
-            "member_eval_accuracy_tta": [round(a, 4) for a in each],
-            "eval_accuracy_tta": float((probabilities.argmax(-1) == labels).mean()),
-            "more_fit_seconds": fit_seconds}
+    alone = [tta_probabilities(network, eval_data, config)[0]
+             for network in networks_of(model, config.model.members)]
+    mean_probabilities = sum(alone) / len(alone)
+    return {"members": config.model.members,
+            "member_eval_accuracy_tta": [
+                round(float((p.argmax(-1) == labels).mean()), 4) for p in alone],
+            "eval_accuracy_tta_mean_logits": float((probabilities.argmax(-1) == labels).mean()),
+            "eval_accuracy_tta_mean_probabilities": float(
+                (mean_probabilities.argmax(-1) == labels).mean())}
 
 
 if __name__ == "__main__":

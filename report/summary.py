@@ -103,6 +103,7 @@ class RunSummary:
     refit: bool = False  # the Trainer trained on eval too (data.refit)
     recipe: str | None = None
     epochs_run: int | None = None
+    members: int = 1  # networks in the model (model.members)
     # The pretrained backbone and its weights' provenance (the training record's copy of the
     # model's backbone.json); None for the scratch recipes.
     backbone: WeightsSource | None = None
@@ -400,6 +401,7 @@ def summary_of(pipeline_name: str, run_id: str, nodes: dict[str, NodeRecord]) ->
             summary.tensorboard_dir = outputs["ModelRun"].uri
             record = TrainingRecord.read(summary.tensorboard_dir)
             summary.epochs_run = record.epochs_run if record else 0
+            summary.members = len(record.members) if record and record.members else 1
             if record is not None:
                 summary.trainer_eval_accuracy = record.final_eval_accuracy
                 summary.refit = record.refit
@@ -711,6 +713,8 @@ def _trained(summary: RunSummary) -> str:
     details = [summary.backbone.backbone] if summary.backbone else []
     if summary.epochs_run is not None:
         details.append(f"{summary.epochs_run} epoch{'' if summary.epochs_run == 1 else 's'}")
+    if summary.members > 1:
+        details.append(f"{summary.members} networks averaged")
     shown = f" ({', '.join(details)})" if details else ""
     return f"Trained {summary.recipe or 'a model'}{shown} on {data}"
 

@@ -36,6 +36,9 @@ def test_the_estimate_is_the_recipes_arithmetic_over_the_share_of_the_rate() -> 
     assert fit.rate_text() == "bfloat16 400 GFLOP/s cached"
     # Unmeasured recipes and dtypes take the lowest share.
     assert estimate_fit("classic", 1, 1, 1, "float32", 1.0).share == 0.30
+    # An ensemble's networks train one after the other.
+    assert estimate_fit("fast", 10, 45000, 700_000_000, "bfloat16", 400e9, members=3).seconds \
+        == pytest.approx(3 * fit.seconds)
 
 
 def test_the_flops_per_image_are_the_roofline_benchmarks() -> None:

@@ -13,6 +13,7 @@ import tensorflow as tf
 from imagegen import learnable_arrays
 from trainer import data
 from trainer.config import TrainerConfig, parse_settings
+from trainer.ensemble import networks_of
 from trainer.model import (
     WHITEN_LAYER,
     DiracInit,
@@ -348,6 +349,37 @@ def test_train_learns_and_writes_history_and_curves(recipe: str, tmp_path) -> No
     assert saved.final_eval_accuracy == record["final_eval_accuracy"]
     assert (tmp_path / CURVES_FILE).read_bytes().startswith(b"\x89PNG")
     assert model.output.shape[-1] == 3
+
+
+def test_an_ensemble_trains_each_member_on_its_own_seed_and_averages_their_logits(
+        tmp_path) -> None:
+    config = from_recipe("fast", SHAPE, CLASSES, epochs=3, batch_size=16, learning_rate=0.05,
+                         widths=(8, 16), seed=5, members=2)
+    inputs = data.in_memory_inputs(_examples(160), _examples(40, seed=1))
+    model, record = train(config, inputs, log_dir=str(tmp_path))
+    networks = networks_of(model, 2)
+    assert [network.name for network in networks] == ["fast_cnn_0", "fast_cnn_1"]
+    first, second = (network.get_layer("logits").kernel.numpy() for network in networks)
+    assert not np.allclose(first, second)  # different seeds, different networks
+    images = next(iter(_examples(40, seed=1).batch(40)))[0]
+    np.testing.assert_allclose(
+        model(images, training=False),
+        (networks[0](images, training=False) + networks[1](images, training=False)) / 2,
+        atol=1e-5)
+    members = record["members"]
+    assert [m["seed"] for m in members] == [5, 6]
+    assert [m["epochs_run"] for m in members] == [3, 3]
+    assert record["fit_seconds"] == pytest.approx(sum(m["fit_seconds"] for m in members),
+                                                  abs=0.02)
+    # Two networks' epochs in the fit time: images/s is each network's pace.
+    assert record["train_images_per_second"] == pytest.approx(
+        160 * 6 / record["fit_seconds"], rel=0.01)
+    saved = TrainingRecord.read(tmp_path)
+    assert len(saved.members) == 2 and saved.epochs_run == 3
+    assert any((tmp_path / "member_1").rglob("events.out.tfevents.*"))
+    # One network: the model is the network itself, as before ensembles.
+    single, single_record = train(config.override({"model.members": 1}), inputs)
+    assert single.name == "fast_cnn" and single_record["members"] == []
 
 
 def test_alternating_flip_mirrors_each_image_in_exactly_one_of_two_epochs() -> None:

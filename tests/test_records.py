@@ -106,7 +106,7 @@ def test_files_without_a_schema_version_load_as_version_1(tmp_path: Path) -> Non
     assert history.warm_start == WarmStart(False, "class map", 1, "/serving/m/1")
     assert history.skip_if_unchanged == SkipDecision(False, "new", 1, "/serving/m/1")
     assert history.to_data() == {"schema_version": 1, **OLD_HISTORY, "transfer": None,
-                                 "refit": False}
+                                 "refit": False, "members": []}
 
     evaluation = EvaluationRecord.read(_write(tmp_path / "e", "baseline.json", OLD_BASELINE))
     assert evaluation.production.version == 1 and evaluation.new_model_recorded

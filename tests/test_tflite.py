@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from trainer.ensemble import combine, member_config
 from trainer.model import build_model
 from trainer.recipes import from_recipe
 from trainer.tflite import (
@@ -58,7 +59,10 @@ def _trained(recipe: str, precision: str, changes: dict) -> tuple[keras.Model, N
     normalization = Normalization.standardize(unit.mean(axis=0), unit.std(axis=0))
     config = from_recipe(recipe, SHAPE, CLASSES, {"runtime.precision": precision, **changes})
     normalized = normalization.apply(train).numpy()
-    model = build_model(config, normalized[:64])
+    members = config.model.members
+    model = combine([build_model(member_config(config, k), normalized[:64],
+                                 member=k if members > 1 else None) for k in range(members)],
+                    config)
     model.compile(optimizer=keras.optimizers.Adam(3e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(normalized, labels, epochs=2, batch_size=32, verbose=0)
@@ -68,7 +72,8 @@ def _trained(recipe: str, precision: str, changes: dict) -> tuple[keras.Model, N
 @pytest.fixture(scope="module", params=[
     ("classic", "auto", {"model.widths": (8, 16)}),
     ("fast", "float32", {"model.widths": (8, 16)}),
-], ids=["classic-auto", "fast-whitened-float32"])
+    ("fast", "float32", {"model.widths": (8, 16), "model.members": 2}),
+], ids=["classic-auto", "fast-whitened-float32", "fast-ensemble-of-two"])
 def trained(request) -> tuple[keras.Model, Normalization, np.ndarray, str]:
     recipe, precision, changes = request.param
     return (*_trained(recipe, precision, changes), precision)

@@ -31,7 +31,7 @@ FLAT = {
     "ema_momentum": 0.0, "lookahead": True, "base_filters": 32, "dense_units": 128,
     "dropout": 0.25, "widths": [64, 256, 256], "whiten": True, "whiten_stride": 1,
     "activation": "gelu", "bn_scale": False, "bn_momentum": 0.6, "dirac_init": True,
-    "logit_scale": 0.1111111111111111, "augment_flip": True, "alternate_flip": True,
+    "logit_scale": 0.1111111111111111, "members": 1, "augment_flip": True, "alternate_flip": True,
     "augment_translate": 0.0625, "tta_flip": True, "tta_translate": 1, "precision": "auto",
     "early_stopping_patience": 0, "validation_freq": 4, "distribution": "none",
     "warmup": "real", "cache_budget": "50%", "refit": False,
@@ -104,10 +104,17 @@ def test_set_takes_flat_names_and_dotted_paths() -> None:
     ({"augment_translate": 0.5}, r"augmentation.translate must be in \[0, 0.5\)"),
     ({"continuity.warm_start_epochs": 0}, r"continuity.warm_start_epochs must be in \(0, 1\]"),
     ({"model.kind": "transfer"}, r"model.kind 'transfer' takes a model.backbone"),
+    ({"model.members": 0}, r"model.members must be in \[1, 8\], got 0"),
 ])
 def test_a_bad_setting_fails_naming_its_dotted_path(change: dict, message: str) -> None:
     with pytest.raises(BadInput, match=message):
         from_recipe("classic", (8, 8, 3), ["a", "b"]).override(change)
+
+
+def test_an_ensemble_of_pretrained_networks_is_refused_with_the_recipes_that_take_one() -> None:
+    with pytest.raises(BadInput, match=r"model.members: the transfer recipe .* ensembles are "
+                                       r"for the scratch recipes \(classic, fast"):
+        from_recipe("transfer", (64, 64, 3), ["a", "b"]).override({"members": 2})
 
 
 def test_choices_are_enums_and_json_keeps_their_strings() -> None:

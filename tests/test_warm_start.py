@@ -2,7 +2,8 @@
 
 Real LocalDagRunner runs on one root: a model from scratch is pushed; a warm start with no
 training exports exactly the served weights; a warm start with training begins below the
-from-scratch loss; a different architecture trains from scratch and says why.
+from-scratch loss; a different architecture trains from scratch and says why; an ensemble
+(model.members) is warm-started as one model.
 """
 
 from __future__ import annotations
@@ -56,3 +57,13 @@ def test_warm_start_from_the_served_model(tmp_path: Path) -> None:
     assert not other_record.warm_start.used
     assert "architecture differs" in other_record.warm_start.why
     assert len(other_record.history["loss"]) == 1
+
+    # An ensemble of two networks is exported, scored, pushed and warm-started from as one
+    # model: with no training, the new one answers exactly as the served one.
+    pair, pair_record = run("--epochs", "1", "--set", "members=2", "--set", "base_filters=8")
+    assert pair.pushed and pair.members == 2
+    assert [member.seed for member in pair_record.members] == [42, 43]
+    again, again_record = run("--epochs", "0", "--warm-start", "--set", "members=2", "--set",
+                              "base_filters=8")
+    assert again_record.warm_start.used
+    assert again.accuracy == pytest.approx(again.baseline_accuracy, abs=1e-9)

@@ -164,6 +164,10 @@ class ModelConfig:
     dirac_init: bool = False
     # Logits are multiplied by this: small values keep early softmax outputs soft.
     logit_scale: float = 1.0
+    # Scratch models: train this many networks (seeds seed, seed+1, ...) one after the other and
+    # export their averaged logits as one model: members times the fit for a steadier, more
+    # accurate model (trainer/ensemble.py).
+    members: int = 1
     # transfer model: the backbone (trainer/backbones/registry.py) and its weights: "imagenet",
     # "none" (random) or a file; the last fine_tune_blocks blocks train with the head (see
     # OptimizerConfig's head_epochs), BatchNorm statistics frozen.
@@ -488,6 +492,10 @@ def _dotted(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, An
             yield prefix + key, value
 
 
+# model.members at most: each member is a whole fit, one after the other.
+MAX_MEMBERS = 8
+
+
 def _need(ok: bool, message: str) -> None:
     if not ok:
         raise BadInput(message)
@@ -526,6 +534,12 @@ def _check(config: TrainerConfig) -> None:
     tta = config.evaluation.tta_translate
     _need(0 <= tta < min(shape[:2]) // 2,
           f"evaluation.tta_translate must be in [0, side/2), got {tta}")
+    _need(1 <= model.members <= MAX_MEMBERS,
+          f"model.members must be in [1, {MAX_MEMBERS}], got {model.members}")
+    _need(model.members == 1 or model.kind != ModelKind.TRANSFER,
+          "model.members: the transfer recipe trains one head on one pretrained network; "
+          "ensembles are for the scratch recipes (classic, fast, fast-wide, fast-muon, "
+          "fast-gray), so leave it at 1 there")
     _need(model.whiten_stride in (1, 2),
           f"model.whiten_stride must be 1 or 2, got {model.whiten_stride}")
     check_budget(config.data.cache_budget)

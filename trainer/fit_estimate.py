@@ -1,7 +1,9 @@
 """How long a recipe's fit would take on this host: its arithmetic over the host's rate.
 
-    seconds = epochs x training images x training FLOPs per image
+    seconds = members x epochs x training images x training FLOPs per image
               / (the host's matrix-product rate in the recipe's compute dtype x the recipe's share)
+
+(members: the networks of an ensemble, trained one after the other, trainer/ensemble.py.)
 
 The FLOPs per image come from the recipe's own model at the data's image shape (`layer_macs`,
 `training_flops_per_image`; bench/roofline.py imports them from here). Building the model is
@@ -119,22 +121,24 @@ class FitEstimate:
 
 
 def estimate_fit(recipe: str, epochs: int, num_train: int, flops_per_image: int, dtype: str,
-                 rate: float, rate_source: str = "") -> FitEstimate:
-    """The fit's seconds: epochs x num_train x FLOPs per image / (rate x the recipe's share)."""
+                 rate: float, rate_source: str = "", members: int = 1) -> FitEstimate:
+    """The fit's seconds: members x epochs x num_train x FLOPs per image (one network's)
+    / (rate x the recipe's share).
+    """
     share = train_step_share(recipe, dtype)
-    seconds = epochs * num_train * flops_per_image / (rate * share)
+    seconds = members * epochs * num_train * flops_per_image / (rate * share)
     return FitEstimate(recipe, seconds, dtype, rate, rate_source, flops_per_image, share)
 
 
 def recipe_fit(recipe: str, image_shape: Sequence[int], num_train: int, dtype: str,
                rate: float, rate_source: str = "", num_classes: int = 10,
                epochs: int | None = None) -> FitEstimate:
-    """estimate_fit for a named recipe: its epochs (or `epochs`), its model's FLOPs at this
-    shape.
+    """estimate_fit for a named recipe: its epochs (or `epochs`) and members, its model's
+    FLOPs at this shape.
     """
     from trainer.recipes import RECIPES
 
     shape = tuple(int(v) for v in image_shape)
     return estimate_fit(recipe, epochs or RECIPES[recipe].optimizer.epochs, num_train,
                         recipe_flops_per_image(recipe, shape, num_classes), dtype, rate,
-                        rate_source)
+                        rate_source, RECIPES[recipe].model.members)

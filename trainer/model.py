@@ -230,11 +230,12 @@ def class_probabilities(model: keras.Model, images, tta_flip: bool, tta_translat
     return tf.nn.softmax(logits, axis=-1)
 
 
-def build_model(config: TrainerConfig, sample_images: np.ndarray | None = None) -> keras.Model:
+def build_model(config: TrainerConfig, sample_images: np.ndarray | None = None,
+                member: int | None = None) -> keras.Model:
     """Returns an uncompiled model mapping standardized images to float32 class logits.
 
     `sample_images` (training images, after Transform) set the whitening layer when the config
-    asks for one.
+    asks for one. `member` numbers one network of an ensemble (trainer/ensemble.py) in its name.
     """
     dtype = dtype_policy(config)
     log.info("model %s, compute dtype policy %s", config.model.kind, dtype)
@@ -248,7 +249,8 @@ def build_model(config: TrainerConfig, sample_images: np.ndarray | None = None) 
     if config.model.logit_scale != 1.0:
         logits = keras.layers.Rescaling(config.model.logit_scale, name="logit_scale",
                                         dtype="float32")(logits)
-    model = keras.Model(inputs, logits, name=f"{config.model.kind}_cnn")
+    suffix = "" if member is None else f"_{member}"
+    model = keras.Model(inputs, logits, name=f"{config.model.kind}_cnn{suffix}")
     if config.uses_whitening:
         if sample_images is None:
             raise ValueError("whiten=True needs sample_images to compute the whitening layer")

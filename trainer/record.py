@@ -78,6 +78,16 @@ class TransferRecord:
 
 
 @dataclasses.dataclass(frozen=True)
+class MemberRecord:
+    """One network of an ensemble (model.members > 1, trainer/ensemble.py)."""
+
+    seed: int
+    epochs_run: int
+    fit_seconds: float
+    final_eval_accuracy: float  # its own logits, without test-time augmentation
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainingRecord(Record):
     FILE = HISTORY_FILE
 
@@ -99,11 +109,15 @@ class TrainingRecord(Record):
     # Trained on train + eval (data.refit): num_train counts both, and final_eval_accuracy is
     # on images the model trained on.
     refit: bool = False
+    # An ensemble's networks (empty for one network): `history` is the first one's, and
+    # fit_seconds and train_images_per_second count them all.
+    members: tuple[MemberRecord, ...] = ()
     transfer: TransferRecord | None = None  # None: a scratch recipe
     skip_if_unchanged: SkipDecision | None = None  # None: not asked
 
     @property
     def epochs_run(self) -> int:
+        """Epochs per network (the first network's, in an ensemble)."""
         return len(self.history.get("loss", []))
 
     def recipe(self) -> tuple[str | None, str | None]:

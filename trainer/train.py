@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -12,6 +13,7 @@ import tensorflow as tf
 
 from trainer import data, memory
 from trainer.config import TrainerConfig
+from trainer.ensemble import combine, member_config
 from trainer.lookahead import Lookahead
 from trainer.model import build_model
 from trainer.schedule import make_optimizer
@@ -34,9 +36,10 @@ class EpochLogger(keras.callbacks.Callback):
     Progress goes to stderr: stdout is for results (`run --json`).
     """
 
-    def __init__(self, epochs: int) -> None:
+    def __init__(self, epochs: int, label: str = "") -> None:
         super().__init__()
         self._epochs = epochs
+        self._label = label  # "member 1/2 " in an ensemble
         self._start = 0.0
 
     def on_train_begin(self, logs=None) -> None:
@@ -49,7 +52,7 @@ class EpochLogger(keras.callbacks.Callback):
         metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()))
         # A MirroredVariable under tf.distribute: read it through TensorFlow.
         lr = float(tf.convert_to_tensor(self.model.optimizer.learning_rate))
-        log.info(f"[trainer] epoch {done}/{self._epochs} {metrics} lr={lr:.4g} "
+        log.info(f"[trainer] {self._label}epoch {done}/{self._epochs} {metrics} lr={lr:.4g} "
                  f"elapsed={elapsed:.0f}s eta<={eta:.0f}s")
 
 
@@ -80,6 +83,67 @@ def compile_model(model: keras.Model, config: TrainerConfig, steps_per_epoch: in
         ),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberFit:
+    """One network's fit: its seed, history, time and final eval accuracy (logits alone)."""
+
+    seed: int
+    history: dict[str, list[float]]
+    seconds: float
+    eval_accuracy: float
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history.get("loss", []))
+
+    def summary(self) -> dict:
+        return {"seed": self.seed, "epochs_run": self.epochs_run,
+                "fit_seconds": round(self.seconds, 2), "final_eval_accuracy": self.eval_accuracy}
+
+
+def _fit(model: keras.Model, config: TrainerConfig, inputs: data.TrainingInputs,
+         eval_ds: tf.data.Dataset, steps_per_epoch: int, log_dir: str | None,
+         label: str) -> MemberFit:
+    """Trains one network on `config`'s seed (its batch order and augmentation draws)."""
+    keras.utils.set_random_seed(config.runtime.seed)
+    history: dict[str, list[float]] = {}
+    start = time.monotonic()
+    if config.optimizer.epochs > 0:
+        callbacks: list[keras.callbacks.Callback] = [EpochLogger(config.optimizer.epochs, label)]
+        if config.optimizer.lookahead:
+            callbacks.append(Lookahead(steps_per_epoch * config.optimizer.epochs))
+        if log_dir:
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir))
+        if config.optimizer.early_stopping_patience > 0:
+            callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    monitor="val_accuracy",
+                    patience=config.optimizer.early_stopping_patience,
+                    restore_best_weights=True,
+                )
+            )
+        result = model.fit(
+            data.training_batches(inputs.train, config, inputs.num_train,
+                                  inputs.plan.shuffle_buffer, inputs.codec.decode),
+            steps_per_epoch=steps_per_epoch,
+            validation_data=eval_ds,
+            validation_freq=config.evaluation.validation_freq,
+            epochs=config.optimizer.epochs,
+            shuffle=False,  # training_batches reshuffles every epoch itself
+            verbose=0,
+            callbacks=callbacks,
+        )
+        history = {k: [float(v) for v in values] for k, values in result.history.items()}
+    else:
+        log.warning("epochs=0: exporting the untrained model")
+    seconds = time.monotonic() - start
+    accuracy = float("nan")
+    if label:  # an ensemble's member: its own accuracy, beside the ensemble's in the record
+        accuracy = float(model.evaluate(eval_ds, verbose=0, return_dict=True)["accuracy"])
+        log.info(f"[trainer] {label}eval accuracy {accuracy:.4f} after {seconds:.0f}s")
+    return MemberFit(config.runtime.seed, history, seconds, accuracy)
 
 
 def train(
@@ -115,8 +179,14 @@ def train(
     if strategy is None:
         strategy = distribution_strategy(config)
     warm = None
+    members = config.model.members
     with strategy.scope():
-        model = build_model(config, sample)
+        networks = []
+        for k in range(members):
+            keras.utils.set_random_seed(config.runtime.seed + k)
+            networks.append(build_model(member_config(config, k), sample,
+                                        member=k if members > 1 else None))
+        model = combine(networks, config)
         if config.continuity.warm_start_from:
             warm = warm_start(model, config.class_names, config.continuity.warm_start_from)
             share = config.continuity.warm_start_epochs
@@ -127,44 +197,25 @@ def train(
                 f"from version {warm['version']} ({warm['from']}), "
                 f"{config.optimizer.epochs} epoch(s)"
                 if warm["used"] else f"no, from scratch: {warm['why']}"))
-        compile_model(model, config, steps_per_epoch)
+        for k, network in enumerate(networks):
+            compile_model(network, member_config(config, k), steps_per_epoch)
+        if members > 1:  # for the final evaluation only: it never trains as a whole
+            compile_model(model, config, steps_per_epoch)
     eval_ds = data.eval_batches(inputs.eval, config, inputs.codec.decode)
-    history: dict[str, list[float]] = {}
-    fit_start = time.monotonic()
-    if config.optimizer.epochs > 0:
-        callbacks: list[keras.callbacks.Callback] = [EpochLogger(config.optimizer.epochs)]
-        if config.optimizer.lookahead:
-            callbacks.append(Lookahead(steps_per_epoch * config.optimizer.epochs))
-        if log_dir:
-            callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir))
-        if config.optimizer.early_stopping_patience > 0:
-            callbacks.append(
-                keras.callbacks.EarlyStopping(
-                    monitor="val_accuracy",
-                    patience=config.optimizer.early_stopping_patience,
-                    restore_best_weights=True,
-                )
-            )
-        result = model.fit(
-            data.training_batches(inputs.train, config, num_train, plan.shuffle_buffer,
-                                  inputs.codec.decode),
-            steps_per_epoch=steps_per_epoch,
-            validation_data=eval_ds,
-            validation_freq=config.evaluation.validation_freq,
-            epochs=config.optimizer.epochs,
-            shuffle=False,  # training_batches reshuffles every epoch itself
-            verbose=0,
-            callbacks=callbacks,
-        )
-        history = {k: [float(v) for v in values] for k, values in result.history.items()}
-    else:
-        log.warning("epochs=0: exporting the untrained model")
-    fit_seconds = time.monotonic() - fit_start
-    epochs_run = len(history.get("loss", []))
+    fits = [
+        _fit(network, member_config(config, k), inputs, eval_ds, steps_per_epoch,
+             f"{log_dir}/member_{k}" if log_dir and k else log_dir,
+             f"member {k + 1}/{members} " if members > 1 else "")
+        for k, network in enumerate(networks)
+    ]
+    fit_seconds = sum(fit.seconds for fit in fits)
+    epochs_run = sum(fit.epochs_run for fit in fits)
     images_per_second = num_train * epochs_run / fit_seconds if epochs_run else None
     final = model.evaluate(eval_ds, verbose=0, return_dict=True)
     speed = f", {images_per_second:.0f} training images/s" if images_per_second else ""
-    log.info(f"[trainer] final eval accuracy {final['accuracy']:.4f} (no test-time augmentation) "
+    what = f", the mean logits of {members} members" if members > 1 else ""
+    log.info(f"[trainer] final eval accuracy {final['accuracy']:.4f} (no test-time "
+             f"augmentation{what}) "
              f"after {fit_seconds:.0f}s of training{speed}")
     record = {
         "config": config.to_dict(),
@@ -179,7 +230,9 @@ def train(
         "train_images_per_second": round(images_per_second, 1) if images_per_second else None,
         "final_eval_accuracy": float(final["accuracy"]),
         "refit": inputs.refit,
-        "history": history,
+        # Member 1's epochs when there are several (each member's summary in `members`).
+        "history": fits[0].history,
+        "members": [fit.summary() for fit in fits] if members > 1 else [],
     }
     if log_dir:
         save_record(log_dir, record)
