@@ -90,6 +90,11 @@ def test_grayscale_gets_fast_gray_in_float32_with_its_estimate() -> None:
     chosen, why = choose_recipe((28, 28, 1), 54000, bfloat16=True, host_rate=rate)
     assert chosen == "fast-gray" and "within the 20-min budget" in why
     assert rate.asked == ["float32"]  # fast-gray computes in float32 even on bfloat16 hosts
+    # Its two networks train one after the other: twice one network's fit.
+    one = estimate_fit("fast-gray", 8, 54000, recipe_flops_per_image("fast-gray", (28, 28, 1)),
+                       "float32", 486e9)
+    both = recipe_fit("fast-gray", (28, 28, 1), 54000, "float32", 486e9)
+    assert both.seconds == pytest.approx(2 * one.seconds)
 
 
 def test_without_a_rate_auto_chooses_by_precision_and_says_so() -> None:

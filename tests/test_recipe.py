@@ -112,6 +112,7 @@ def test_recipe_batch_is_halved_to_fit_the_smallest_split() -> None:
 
 def test_fast_gray_recipe_has_no_flips_and_keeps_full_resolution(monkeypatch) -> None:
     config = from_recipe("fast-gray", (28, 28, 1), CLASSES)
+    assert config.model.members == 2 and config.optimizer.epochs == 8  # two networks averaged
     assert not (config.augmentation.flip or config.augmentation.alternate_flip
                 or config.evaluation.tta_flip)
     # float32 even on a bfloat16 CPU (unstable there, for little speed); --precision overrides.
