@@ -83,10 +83,12 @@ def main() -> None:
     rows = layer_macs(model)
     per_image = training_flops_per_image(rows)
     forward = 2 * sum(r["forward_macs"] for r in rows)
-    total = per_image * args.num_train * config.optimizer.epochs
+    members = config.model.members  # an ensemble's networks train one after the other
+    total = per_image * args.num_train * config.optimizer.epochs * members
+    networks = f" x {members} networks" if members > 1 else ""
     print(f"{args.recipe} on {args.shape}: {forward / 1e9:.3f} GFLOP forward, "
           f"{per_image / 1e9:.3f} GFLOP per training image; {config.optimizer.epochs} epochs of "
-          f"{args.num_train:,} images: {total / 1e12:.0f} TFLOP", flush=True)
+          f"{args.num_train:,} images{networks}: {total / 1e12:.0f} TFLOP", flush=True)
     tf_forward = tf_forward_flops(model)
 
     rates = {"float32": matmul_rate("float32")}
@@ -102,6 +104,7 @@ def main() -> None:
         "image_shape": list(shape),
         "num_train": args.num_train,
         "epochs": config.optimizer.epochs,
+        "members": members,
         "batch_size": config.optimizer.batch_size,
         "train_step_dtype_policy": dtype_policy(config),
         "layers": rows,
@@ -116,8 +119,9 @@ def main() -> None:
         "fit_floor_seconds": round(total / best, 1),
         "target_seconds": args.target_seconds,
         "gflops_needed_for_target": round(total / args.target_seconds / 1e9, 1),
+        # Epochs of each network.
         "epochs_within_target_at_matmul_rate": round(
-            args.target_seconds * best / (per_image * args.num_train), 2),
+            args.target_seconds * best / (per_image * args.num_train * members), 2),
         "machine": machine_info(),
         "commit": commit,
     }
@@ -125,7 +129,7 @@ def main() -> None:
           f"{result['train_step_gflops']:.0f} GFLOP/s "
           f"({result['train_step_share_of_matmul_rate']:.0%} of the best matrix-product rate)\n"
           f"fit floor at {best / 1e9:.0f} GFLOP/s: {result['fit_floor_seconds']:.0f} s for "
-          f"{config.optimizer.epochs} epochs; {args.target_seconds:.0f} s needs "
+          f"{config.optimizer.epochs} epochs{networks}; {args.target_seconds:.0f} s needs "
           f"{result['gflops_needed_for_target']:.0f} GFLOP/s, or allows "
           f"{result['epochs_within_target_at_matmul_rate']:.1f} epochs at the best rate")
     write_result(args.name, result)

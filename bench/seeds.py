@@ -99,9 +99,11 @@ def measure(name: str, folder: Path, work: Path, source: str, baseline: bool,
     components = {c["name"]: round(c["seconds"], 1) for c in summary["components"]}
     config = record["config"]
     trained = TrainerConfig.from_dict(config)
-    epochs = len(record["history"].get("loss", []))
+    epochs = len(record["history"].get("loss", []))  # per network
+    members = max(1, len(record.get("members") or []))
     trainer_seconds = components["Trainer"]
-    images_per_second = record["num_train"] * epochs / record["fit_seconds"]
+    # The record's: every network's epochs over the whole fit (an ensemble's networks too).
+    images_per_second = record["train_images_per_second"] or 0.0
     entry = {
         "source": source,
         "command": shlex.join(["python", "-m", "pipeline", "run", "--data", relative(folder),
@@ -125,6 +127,7 @@ def measure(name: str, folder: Path, work: Path, source: str, baseline: bool,
             "fit_seconds": record["fit_seconds"],
             "decode_seconds": record["decode_seconds"],
             "epochs": epochs,
+            "members": members,
             "batch_size": trained.optimizer.batch_size,
             "precision": str(trained.runtime.precision),
             "train_images_per_second": round(images_per_second, 1),

@@ -111,10 +111,10 @@ def restore_model(serving_dir: Path, sample_images: np.ndarray):
     import tensorflow as tf
 
     from trainer.config import TRAINING_CONFIG_FILE, TrainerConfig
-    from trainer.model import build_model
+    from trainer.ensemble import build_ensemble
 
     config = TrainerConfig.from_dict(json.loads((serving_dir / TRAINING_CONFIG_FILE).read_text()))
-    model = build_model(config, sample_images)
+    model = build_ensemble(config, sample_images)  # one network, or an ensemble's networks
     tf.train.Checkpoint(model=model).read(
         str(serving_dir / "variables" / "variables")).assert_existing_objects_matched()
     return model, config

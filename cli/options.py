@@ -34,8 +34,8 @@ def add_trainer_args(parser: argparse.ArgumentParser) -> None:
                             "lookahead, flip+translate TTA, bfloat16 where the CPU has it). "
                             "fast-wide: fast 1.25x wider, trained by Muon (auto's choice for "
                             "photos where training runs in bfloat16 within the budget). "
-                            "fast-gray: the same blocks narrower, for small grayscale images, "
-                            "translations only. "
+                            "fast-gray: two networks of the same blocks, narrower, averaged, for "
+                            "small grayscale images, translations only. "
                             "Default %(default)s")
     group.add_argument("--time-budget", type=positive_float, default=DEFAULT_TIME_BUDGET_MINUTES,
                        metavar="MINUTES",

@@ -78,7 +78,8 @@ def trainer_config(args: argparse.Namespace, class_names, image_shape,
                                        or DEFAULT_TIME_BUDGET_MINUTES,
                                        num_classes=len(class_names),
                                        epochs=getattr(args, "epochs", None),
-                                       fit_images=_fit_images(args, settings, split_counts))
+                                       fit_images=_fit_images(args, settings, split_counts),
+                                       members=settings.get("model.members"))
     if RECIPES[recipe].model.kind == "transfer":
         image_shape, note = _transfer_shape(args, image_shape, info,
                                             split_counts.get("train", 0))

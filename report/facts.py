@@ -237,6 +237,7 @@ def training_section(nodes: dict[str, NodeRecord]) -> TrainingFacts | NotRun:
         fit_seconds=record.fit_seconds,
         train_images_per_second=record.train_images_per_second,
         final_eval_accuracy=record.final_eval_accuracy,
+        members=record.members,
         history=record.history,
     )
 

@@ -42,7 +42,7 @@ from report.summary import (
 )
 from trainer.config import settings_of
 from trainer.memory import human
-from trainer.record import SkipDecision, WarmStart
+from trainer.record import MemberRecord, SkipDecision, WarmStart
 from trainer.tuning import TuningRecord, settings_text
 
 CSS = """
@@ -305,9 +305,10 @@ def _validation(data: ValidationFacts | NotRun) -> dict[str, Any]:
 
 
 # Training settings the report shows, by dotted path (trainer/config.py).
-_CONFIG_KEYS = ("model.kind", "optimizer.epochs", "optimizer.batch_size", "optimizer.kind",
-                "optimizer.learning_rate", "optimizer.lr_schedule", "optimizer.label_smoothing",
-                "augmentation.flip", "augmentation.translate", "runtime.precision")
+_CONFIG_KEYS = ("model.kind", "model.members", "optimizer.epochs", "optimizer.batch_size",
+                "optimizer.kind", "optimizer.learning_rate", "optimizer.lr_schedule",
+                "optimizer.label_smoothing", "augmentation.flip", "augmentation.translate",
+                "runtime.precision")
 
 
 def _warm_start(record: WarmStart | None) -> str | Cell:
@@ -333,6 +334,8 @@ def _training(data: TrainingFacts | NotRun, charts: Charts) -> dict[str, Any]:
     config = settings_of(data.config)
     last = {k: v[-1] for k, v in data.history.items() if v}
     eval_split = data.eval_split  # early stopping's split, not the Evaluator's
+    # An ensemble: the epochs, last epoch and curves are its first network's.
+    first = f" (network 1 of {len(data.members)})" if data.members else ""
     return {
         "pairs": _pairs({
             "Trainer": data.state,
@@ -340,7 +343,9 @@ def _training(data: TrainingFacts | NotRun, charts: Charts) -> dict[str, Any]:
             + (f" ({data.recipe_reason})" if data.recipe_reason else ""),
             "backbone": data.backbone.text() if data.backbone else "none "
             "(trained from scratch)",
-            "epochs run": data.epochs_run,
+            "epochs run" + first: data.epochs_run,
+            **({"networks averaged (model.members)": _networks(data.members, eval_split)}
+               if data.members else {}),
             "fitted on / validated on" if data.refit else "fitted on / early stopping on":
             f"{data.train_split} split ({data.num_train} examples) / {eval_split} split "
             f"({data.num_eval} examples)",
@@ -353,15 +358,24 @@ def _training(data: TrainingFacts | NotRun, charts: Charts) -> dict[str, Any]:
             "fit time": f"{_fmt(data.fit_seconds, 1)} s"
             + (f" ({data.train_images_per_second:.0f} training images/s)"
                if data.train_images_per_second else ""),
-            "last epoch": ", ".join(f"{k} {_fmt(v)}" for k, v in last.items()),
+            "last epoch" + first: ", ".join(f"{k} {_fmt(v)}" for k, v in last.items()),
             "model": _code(data.model),
             "TensorBoard logs": _code(data.tensorboard_dir),
         }),
         "config": _rows([k, config[k]] for k in _CONFIG_KEYS if k in config),
         "figure": _figure(charts.training_curves,
-                          f"Loss and accuracy per epoch, {data.train_split} vs {eval_split}"),
+                          f"Loss and accuracy per epoch, {data.train_split} vs {eval_split}"
+                          + first),
         **_tuning(data.tuning, data.skip_if_unchanged),
     }
+
+
+def _networks(members: tuple[MemberRecord, ...], eval_split: str) -> str:
+    """An ensemble's networks: each one's seed, fit time and accuracy alone."""
+    each = "; ".join(f"seed {m.seed}: {_fmt(m.final_eval_accuracy)} alone, "
+                     f"{_fmt(m.fit_seconds, 1)} s" for m in members)
+    return (f"{len(members)}, the model answers with the mean of their logits ({each}; "
+            f"{eval_split}-split accuracy without test-time augmentation)")
 
 
 def _tuning(record: TuningRecord | None, skip: SkipDecision | None = None) -> dict[str, Any]:

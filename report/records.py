@@ -29,7 +29,7 @@ from schema.records import Record
 from serving.new_model import NewModel
 from serving.tflite import TfliteEvaluation
 from trainer.backbones.provenance import WeightsSource
-from trainer.record import SkipDecision, TrainingInput, WarmStart
+from trainer.record import MemberRecord, SkipDecision, TrainingInput, WarmStart
 from trainer.tuning import TuningRecord
 
 REPORT_JSON = "report.json"
@@ -203,6 +203,8 @@ class TrainingFacts:
     fit_seconds: float | None = None
     train_images_per_second: float | None = None
     final_eval_accuracy: float | None = None
+    # An ensemble's networks (model.members); `history` and `epochs_run` are the first one's.
+    members: tuple[MemberRecord, ...] = ()
     history: dict[str, list[float]] = dataclasses.field(default_factory=dict)
 
 

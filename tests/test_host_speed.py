@@ -85,6 +85,18 @@ def test_epochs_given_replace_the_recipes_in_the_estimate() -> None:
     assert chosen == "fast-wide" and "about 18 min here" in why
 
 
+def test_members_given_replace_the_recipes_in_the_estimate() -> None:
+    """`--set members=2` doubles every candidate's fit: fast-wide no longer fits on the fast
+    host.
+    """
+    chosen, why = choose_recipe(CIFAR, 45000, bfloat16=True, host_rate=_rates(bfloat16=883))
+    assert chosen == "fast-wide", why
+    chosen, why = choose_recipe(CIFAR, 45000, bfloat16=True, host_rate=_rates(bfloat16=883),
+                                members=2)
+    assert chosen == "fast" and "fast-wide would take about" in why
+    assert "over the 20-min budget" in why
+
+
 def test_grayscale_gets_fast_gray_in_float32_with_its_estimate() -> None:
     rate = _rates(float32=486, bfloat16=883)
     chosen, why = choose_recipe((28, 28, 1), 54000, bfloat16=True, host_rate=rate)

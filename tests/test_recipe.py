@@ -13,7 +13,7 @@ import tensorflow as tf
 from imagegen import learnable_arrays
 from trainer import data
 from trainer.config import TrainerConfig, parse_settings
-from trainer.ensemble import networks_of
+from trainer.ensemble import MEMBER_SEED_STRIDE, networks_of
 from trainer.model import (
     WHITEN_LAYER,
     DiracInit,
@@ -368,7 +368,7 @@ def test_an_ensemble_trains_each_member_on_its_own_seed_and_averages_their_logit
         (networks[0](images, training=False) + networks[1](images, training=False)) / 2,
         atol=1e-5)
     members = record["members"]
-    assert [m["seed"] for m in members] == [5, 6]
+    assert [m["seed"] for m in members] == [5, 5 + MEMBER_SEED_STRIDE]
     assert [m["epochs_run"] for m in members] == [3, 3]
     assert record["fit_seconds"] == pytest.approx(sum(m["fit_seconds"] for m in members),
                                                   abs=0.02)

@@ -223,6 +223,22 @@ def _tflite_report(names: list[str], drop: float = 0.0, pushed: bool | None = Tr
                            note=tflite.why if pushed is not None else None))
 
 
+def test_an_ensemble_s_networks_are_listed_and_the_curves_say_whose_they_are() -> None:
+    from report.records import TrainingFacts
+    from trainer.record import MemberRecord
+
+    members = (MemberRecord(42, 8, 150.5, 0.9412), MemberRecord(1000045, 8, 151.25, 0.9398))
+    page = render(reportfacts.report_facts(training=TrainingFacts(
+        config={"model": {"members": 2}}, epochs_run=8, members=members,
+        history={"loss": [1.0, 0.5]})))
+    assert "networks averaged (model.members)" in page
+    assert "seed 42: 0.9412 alone, 150.5 s; seed 1000045: 0.9398 alone, 151.2 s" in page
+    assert "epochs run (network 1 of 2)" in page and "last epoch (network 1 of 2)" in page
+    assert "model.members" in page
+    single = render(reportfacts.report_facts(training=TrainingFacts(config={}, epochs_run=8)))
+    assert "networks averaged" not in single and "network 1 of" not in single
+
+
 def test_the_tflite_section_sets_it_beside_the_saved_model(tmp_path: Path) -> None:
     names = ["ants", "bees", "wasps"]
     report = _tflite_report(names)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer.ensemble import combine, member_config
+from trainer.ensemble import build_ensemble
 from trainer.model import build_model
 from trainer.recipes import from_recipe
 from trainer.tflite import (
@@ -59,10 +59,7 @@ def _trained(recipe: str, precision: str, changes: dict) -> tuple[keras.Model, N
     normalization = Normalization.standardize(unit.mean(axis=0), unit.std(axis=0))
     config = from_recipe(recipe, SHAPE, CLASSES, {"runtime.precision": precision, **changes})
     normalized = normalization.apply(train).numpy()
-    members = config.model.members
-    model = combine([build_model(member_config(config, k), normalized[:64],
-                                 member=k if members > 1 else None) for k in range(members)],
-                    config)
+    model = build_ensemble(config, normalized[:64])
     model.compile(optimizer=keras.optimizers.Adam(3e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(normalized, labels, epochs=2, batch_size=32, verbose=0)

@@ -23,6 +23,7 @@ from trainer.tuning import (
     max_epochs,
     search_space,
     searched,
+    trial_estimate,
     trials_text,
     tuned_config,
 )
@@ -44,13 +45,13 @@ def test_each_recipe_searches_its_own_small_space_around_its_values() -> None:
     }
     gray = {d.path: d for d in search_space(_config("fast-gray"))}
     assert gray["model.widths"].choices == ("16,32,72", "24,48,96", "32,64,120")
-    assert (gray["optimizer.epochs"].low, gray["optimizer.epochs"].high) == (6, 16)
+    assert (gray["optimizer.epochs"].low, gray["optimizer.epochs"].high) == (5, 13)  # 8 x 0.6..1.6
     rate = gray["optimizer.learning_rate"]
     assert rate.low < _config("fast-gray").optimizer.learning_rate < rate.high and rate.log_scale
     # Hyperband decides the epochs itself, up to the top of the epochs range.
     hyperband = _config("fast-gray", **{"tuning.algorithm": "hyperband"})
     assert "optimizer.epochs" not in [d.path for d in searched(hyperband)]
-    assert max_epochs(hyperband) == 16
+    assert max_epochs(hyperband) == 13
 
 
 def test_a_trials_hyperparameters_are_applied_as_overrides_by_dotted_path() -> None:
@@ -85,7 +86,11 @@ def test_a_budget_too_small_for_one_trial_is_refused_stating_the_estimate() -> N
         check_budget(config, 60000, 6000)
     text = str(error.value)
     assert "the tuning budget of 0.5 min is too small for one trial" in text
-    assert "60,000 train images x 6 epoch(s)" in text and "images/s" in text
+    assert "60,000 train images x 5 epoch(s)" in text and "images/s" in text
+    # fast-gray's trials each train its two networks.
+    assert "x 2 networks (model.members)" in text
+    one, _ = trial_estimate(config.override({"model.members": 1}), 60000, 6000)
+    assert trial_estimate(config, 60000, 6000)[0] == pytest.approx(2 * one)
     assert "bench/results/" in text
     assert [s.name for s in error.value.settings] == ["trainer.tuning.budget_minutes",
                                                       "trainer.tuning.trials"]

@@ -17,6 +17,7 @@ from cli import main
 from pipeline.workspace import Workspace
 from report.summary import RunSummary, summarize_run
 from schema.curated import write_schema
+from trainer.ensemble import MEMBER_SEED_STRIDE
 from trainer.record import TrainingRecord, WarmStart
 
 pytestmark = pytest.mark.pipeline
@@ -60,10 +61,18 @@ def test_warm_start_from_the_served_model(tmp_path: Path) -> None:
 
     # An ensemble of two networks is exported, scored, pushed and warm-started from as one
     # model: with no training, the new one answers exactly as the served one.
-    pair, pair_record = run("--epochs", "1", "--set", "members=2", "--set", "base_filters=8")
+    # From the served single network, it trains from scratch and says why.
+    pair, pair_record = run("--epochs", "1", "--warm-start", "--set", "members=2", "--set",
+                            "base_filters=8")
     assert pair.pushed and pair.members == 2
-    assert [member.seed for member in pair_record.members] == [42, 43]
+    assert [member.seed for member in pair_record.members] == [42, 42 + MEMBER_SEED_STRIDE]
+    assert not pair_record.warm_start.used
+    assert "averages 1 network(s), this model 2" in pair_record.warm_start.why
     again, again_record = run("--epochs", "0", "--warm-start", "--set", "members=2", "--set",
                               "base_filters=8")
     assert again_record.warm_start.used
     assert again.accuracy == pytest.approx(again.baseline_accuracy, abs=1e-9)
+    # One network does not start from the served pair's first: the counts differ.
+    _, single_record = run("--epochs", "0", "--warm-start", "--set", "base_filters=8")
+    assert not single_record.warm_start.used
+    assert "averages 2 network(s), this model 1" in single_record.warm_start.why

@@ -132,13 +132,13 @@ def estimate_fit(recipe: str, epochs: int, num_train: int, flops_per_image: int,
 
 def recipe_fit(recipe: str, image_shape: Sequence[int], num_train: int, dtype: str,
                rate: float, rate_source: str = "", num_classes: int = 10,
-               epochs: int | None = None) -> FitEstimate:
-    """estimate_fit for a named recipe: its epochs (or `epochs`) and members, its model's
-    FLOPs at this shape.
+               epochs: int | None = None, members: int | None = None) -> FitEstimate:
+    """estimate_fit for a named recipe: its epochs and members (or `epochs`, `members`), its
+    model's FLOPs at this shape.
     """
     from trainer.recipes import RECIPES
 
     shape = tuple(int(v) for v in image_shape)
     return estimate_fit(recipe, epochs or RECIPES[recipe].optimizer.epochs, num_train,
                         recipe_flops_per_image(recipe, shape, num_classes), dtype, rate,
-                        rate_source, RECIPES[recipe].model.members)
+                        rate_source, members or RECIPES[recipe].model.members)

@@ -191,7 +191,8 @@ def choose_recipe(image_shape: Sequence[int], num_train: int,
                   host_rate: Callable[[str], HostRate] | None = None,
                   budget_minutes: float = DEFAULT_TIME_BUDGET_MINUTES,
                   num_classes: int = 10, epochs: int | None = None,
-                  fit_images: int | None = None) -> tuple[str, str]:
+                  fit_images: int | None = None,
+                  members: int | None = None) -> tuple[str, str]:
     """(recipe, why) for `--recipe auto`, from the image shape, the training set size,
     whether the Trainer computes in bfloat16, and how fast this host computes.
 
@@ -199,8 +200,9 @@ def choose_recipe(image_shape: Sequence[int], num_train: int,
     pretrained backbone; grayscale and small images keep the scratch CNNs. Among those, the
     most accurate candidate whose estimated fit (trainer/fit_estimate.py, from `host_rate`:
     dtype -> this host's matrix-product rate) fits `budget_minutes`; the cheapest when none
-    does; `epochs`, when given, replaces each recipe's own in the estimate, and `fit_images`
-    the images each epoch trains on (train + eval under data.refit; default num_train). Without
+    does; `epochs` and `members` (model.members), when given, replace each recipe's own in the
+    estimate, and `fit_images` the images each epoch trains on (train + eval under data.refit;
+    default num_train). Without
     `host_rate` (the machine choosing is not the one that trains) the choice is by precision
     alone: fast-wide in bfloat16, fast in float32.
     """
@@ -234,7 +236,7 @@ def choose_recipe(image_shape: Sequence[int], num_train: int,
         dtype = _compute_dtype(recipe, bfloat16)
         rate = host_rate(dtype)
         return recipe_fit(recipe, image_shape, fit_images or num_train, dtype, rate.rate,
-                          rate.source, num_classes, epochs)
+                          rate.source, num_classes, epochs, members)
 
     return _by_budget(candidates, estimate, budget_minutes, lead)
 

@@ -13,9 +13,8 @@ import tensorflow as tf
 
 from trainer import data, memory
 from trainer.config import TrainerConfig
-from trainer.ensemble import combine, member_config
+from trainer.ensemble import build_networks, combine, member_config
 from trainer.lookahead import Lookahead
-from trainer.model import build_model
 from trainer.schedule import make_optimizer
 from trainer.warm_start import warm_start
 
@@ -181,14 +180,11 @@ def train(
     warm = None
     members = config.model.members
     with strategy.scope():
-        networks = []
-        for k in range(members):
-            keras.utils.set_random_seed(config.runtime.seed + k)
-            networks.append(build_model(member_config(config, k), sample,
-                                        member=k if members > 1 else None))
+        networks = build_networks(config, sample)
         model = combine(networks, config)
         if config.continuity.warm_start_from:
-            warm = warm_start(model, config.class_names, config.continuity.warm_start_from)
+            warm = warm_start(model, config.class_names, config.continuity.warm_start_from,
+                              members)
             share = config.continuity.warm_start_epochs
             if warm["used"] and config.optimizer.epochs > 0:
                 config = config.override(

@@ -467,10 +467,12 @@ def trial_estimate(config: TrainerConfig, num_train: int, num_eval: int) -> tupl
         "classic" if config.model.kind == ModelKind.CLASSIC else "fast")
     rate, shape, source = _RATES[key]
     scaled = _scaled(rate, shape, config.image_shape)
-    seconds = num_train * max(1, epochs) / scaled
+    members = config.model.members  # each trial trains them all, one after the other
+    seconds = members * num_train * max(1, epochs) / scaled
+    networks = f" x {members} networks (model.members)" if members > 1 else ""
     return seconds, (f"{num_train:,} train images x {max(1, epochs)} epoch(s) (the fewest the "
-                     f"space holds) at about {scaled:.0f} images/s (the rate of {source} on a "
-                     f"2-core CPU, scaled to {side})")
+                     f"space holds){networks} at about {scaled:.0f} images/s (the rate of "
+                     f"{source} on a 2-core CPU, scaled to {side})")
 
 
 def check_budget(config: TrainerConfig, num_train: int, num_eval: int) -> str:

@@ -9,6 +9,7 @@ says why.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -16,8 +17,24 @@ import keras
 import tensorflow as tf
 
 
-def warm_start(model: keras.Model, class_names: tuple[str, ...], base: str) -> dict[str, Any]:
-    """Loads the newest version under `base` into `model` if it fits; returns what happened."""
+def _served_members(version_dir: str) -> int | None:
+    """How many networks the version averages (its training config's model.members; 1 for
+    versions from before ensembles), or None when its config cannot be read.
+    """
+    from trainer.config import TRAINING_CONFIG_FILE, TrainerConfig
+
+    try:
+        with tf.io.gfile.GFile(os.path.join(version_dir, TRAINING_CONFIG_FILE)) as f:
+            return TrainerConfig.from_dict(json.load(f)).model.members
+    except Exception:  # noqa: BLE001 - unreadable: the checkpoint's own match decides
+        return None
+
+
+def warm_start(model: keras.Model, class_names: tuple[str, ...], base: str,
+               members: int = 1) -> dict[str, Any]:
+    """Loads the newest version under `base` into `model` (of `members` networks) if it fits;
+    returns what happened.
+    """
     from serving.model_dir import production_model, served_class_names
 
     production = production_model(base)
@@ -29,6 +46,13 @@ def warm_start(model: keras.Model, class_names: tuple[str, ...], base: str) -> d
     if served != list(class_names):
         record["why"] = (f"the class map differs from version {production.version}'s "
                          f"({served} vs {list(class_names)})")
+        return record
+    # A checkpoint read matches the new model's objects only: the first networks of a larger
+    # served ensemble would load silently, so the counts are compared first.
+    served_members = _served_members(production.path)
+    if served_members is not None and served_members != members:
+        record["why"] = (f"version {production.version} averages {served_members} network(s), "
+                         f"this model {members} (model.members)")
         return record
     before = [variable.numpy() for variable in model.weights]
     try:
