@@ -136,6 +136,10 @@ def measure(name: str, folder: Path, work: Path, source: str, baseline: bool,
             "train_step": train_step_share(config, images_per_second, rates),
         },
         "peak_rss_mib": run["peak_rss_mib"],
+        # The Evaluator's score of the TFLite file (mode, accuracy, size, batch-1 latency).
+        "tflite": {key: summary["tflite"][key] for key in (
+            "mode", "accuracy", "saved_model_accuracy", "size_bytes", "latency_ms_median")
+            if key in summary["tflite"]} if summary.get("tflite") else None,
         "host_rates": rates.to_dict(),
     }
     targets = TARGETS.get(name)

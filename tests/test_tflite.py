@@ -127,6 +127,19 @@ def test_the_tflite_model_averages_servings_test_time_augmented_views(trained, m
         assert np.abs(probabilities - plain).max() > 1e-3  # the views changed the answer
 
 
+def test_the_differences_from_serving_say_how_often_each_network_runs() -> None:
+    from trainer.tflite import differences_from_serving
+
+    gray = from_recipe("fast-gray", (28, 28, 1), CLASSES)  # two networks, three views
+    assert "it runs each of its 2 networks 3 times per image" in differences_from_serving(gray)[0]
+    one = gray.override({"model.members": 1})
+    assert "it runs the network 3 times per image" in differences_from_serving(one)[0]
+    pair = gray.override({"evaluation.tta_translate": 0})
+    assert "runs each of its 2 networks once per image" in differences_from_serving(pair)[0]
+    plain = one.override({"evaluation.tta_translate": 0})
+    assert len(differences_from_serving(plain)) == 1  # the app's own decoding only
+
+
 def test_int8_calibration_warns_under_its_minimum_and_needs_images(caplog) -> None:
     inputs = keras.Input(SHAPE)
     model = keras.Model(inputs, keras.layers.Dense(len(CLASSES))(

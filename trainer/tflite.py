@@ -316,10 +316,15 @@ def differences_from_serving(config: TrainerConfig) -> tuple[str, ...]:
     """
     found = []
     views = tta_views(config)
+    members = config.model.members
+    networks = f"each of its {members} networks" if members > 1 else "the network"
     if views > 1:
         found.append(f"none in test-time augmentation: as serving_default does, it averages "
-                     f"{views} views of each image, so it runs the network {views} times per "
+                     f"{views} views of each image, so it runs {networks} {views} times per "
                      "image")
+    elif members > 1:
+        found.append(f"none: as serving_default does, it runs {networks} once per image and "
+                     "averages their logits")
     found.append("the app decodes and resizes the image itself (serving_default takes the "
                  "encoded file and does both in the Transform graph)")
     return tuple(found)
