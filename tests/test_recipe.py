@@ -383,6 +383,32 @@ def test_an_ensemble_trains_each_member_on_its_own_seed_and_averages_their_logit
     assert single.name == "fast_cnn" and single_record["members"] == []
 
 
+def test_warm_start_refuses_a_served_version_of_another_network_count(tmp_path) -> None:
+    """A checkpoint read matches the new model's objects only, so one network would load the
+    first of a served pair silently: the counts are compared first, and the record says why.
+    """
+    from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+
+    from trainer.config import TRAINING_CONFIG_FILE
+    from trainer.warm_start import warm_start
+
+    served = from_recipe("fast", SHAPE, CLASSES, widths=(8, 16), members=2)
+    version = tmp_path / "1"
+    (version / "assets").mkdir(parents=True)
+    (version / "assets" / "labels.txt").write_text("\n".join(CLASSES) + "\n")
+    (version / TRAINING_CONFIG_FILE).parent.mkdir()
+    (version / TRAINING_CONFIG_FILE).write_text(json.dumps(served.to_dict()))
+    (version / "saved_model.pb").write_bytes(saved_model_pb2.SavedModel(
+        meta_graphs=[meta_graph_pb2.MetaGraphDef()]).SerializeToString())
+    single = build_model(served.override({"model.members": 1}),
+                         np.zeros((4, *SHAPE), "float32"))
+    before = [w.numpy() for w in single.weights]
+    record = warm_start(single, CLASSES, str(tmp_path), members=1)
+    assert not record["used"] and record["version"] == 1
+    assert record["why"] == "version 1 averages 2 network(s), this model 1 (model.members)"
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(before, single.weights, strict=True))
+
+
 def test_alternating_flip_mirrors_each_image_in_exactly_one_of_two_epochs() -> None:
     n = 40
     images = np.zeros((n, *SHAPE), "float32")
