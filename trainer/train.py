@@ -193,16 +193,18 @@ def train(
                 f"from version {warm['version']} ({warm['from']}), "
                 f"{config.optimizer.epochs} epoch(s)"
                 if warm["used"] else f"no, from scratch: {warm['why']}"))
-        for k, network in enumerate(networks):
-            compile_model(network, member_config(config, k), steps_per_epoch)
+        # After the warm start's epochs: each network's own seed, the run's schedule.
+        configs = [member_config(config, k) for k in range(members)]
+        for network, member in zip(networks, configs, strict=True):
+            compile_model(network, member, steps_per_epoch)
         if members > 1:  # for the final evaluation only: it never trains as a whole
             compile_model(model, config, steps_per_epoch)
     eval_ds = data.eval_batches(inputs.eval, config, inputs.codec.decode)
     fits = [
-        _fit(network, member_config(config, k), inputs, eval_ds, steps_per_epoch,
+        _fit(network, member, inputs, eval_ds, steps_per_epoch,
              f"{log_dir}/member_{k}" if log_dir and k else log_dir,
              f"member {k + 1}/{members} " if members > 1 else "")
-        for k, network in enumerate(networks)
+        for k, (network, member) in enumerate(zip(networks, configs, strict=True))
     ]
     fit_seconds = sum(fit.seconds for fit in fits)
     epochs_run = sum(fit.epochs_run for fit in fits)

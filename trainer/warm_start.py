@@ -9,7 +9,6 @@ says why.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -21,11 +20,12 @@ def _served_members(version_dir: str) -> int | None:
     """How many networks the version averages (its training config's model.members; 1 for
     versions from before ensembles), or None when its config cannot be read.
     """
+    from serving.model_dir import read_json
     from trainer.config import TRAINING_CONFIG_FILE, TrainerConfig
 
     try:
-        with tf.io.gfile.GFile(os.path.join(version_dir, TRAINING_CONFIG_FILE)) as f:
-            return TrainerConfig.from_dict(json.load(f)).model.members
+        recorded = read_json(os.path.join(version_dir, TRAINING_CONFIG_FILE))
+        return None if recorded is None else TrainerConfig.from_dict(recorded).model.members
     except Exception:  # noqa: BLE001 - unreadable: the checkpoint's own match decides
         return None
 
